@@ -1,0 +1,428 @@
+#include "common/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace m6rec {
+
+const char* OptimizerName(OptimizerSpec::Kind k) {
+  switch (k) {
+    case OptimizerSpec::Kind::kSgd: return "sgd";
+    case OptimizerSpec::Kind::kAdagrad: return "adagrad";
+    case OptimizerSpec::Kind::kAdam: return "adam";
+  }
+  return "?";
+}
+
+const TableSpec* JobConfig::FindTable(const std::string& n) const {
+  for (const auto& t : tables)
+    if (t.name == n) return &t;
+  return nullptr;
+}
+
+namespace {
+
+// Reads typed fields out of YAML maps; every error names source, line and field path.
+class Reader {
+ public:
+  explicit Reader(std::string source) : source_(std::move(source)) {}
+
+  std::string Where(const YAML::Node& n, const std::string& path) const {
+    std::ostringstream os;
+    os << source_;
+    if (n && n.Mark().line >= 0) os << ":" << n.Mark().line + 1;
+    os << ": " << path;
+    return os.str();
+  }
+
+  Status CheckMap(const YAML::Node& n, const std::string& path,
+                  std::initializer_list<const char*> allowed) const {
+    if (!n) return Status::OK();
+    if (!n.IsMap()) return Status::InvalidArgument(Where(n, path) + ": expected a map");
+    std::set<std::string> ok(allowed.begin(), allowed.end());
+    for (const auto& kv : n) {
+      std::string k = kv.first.as<std::string>();
+      if (!ok.count(k)) {
+        std::string names;
+        for (const auto& a : allowed) names += std::string(names.empty() ? "" : ", ") + a;
+        return Status::InvalidArgument(Where(kv.first, path.empty() ? k : path + "." + k) +
+                                       ": unknown field (known: " + names + ")");
+      }
+    }
+    return Status::OK();
+  }
+
+  template <typename T>
+  Status Get(const YAML::Node& parent, const std::string& path, const char* key, T* out,
+             const char* type_name) const {
+    if (!parent) return Status::OK();
+    YAML::Node n = parent[key];
+    std::string p = path.empty() ? key : path + "." + key;
+    if (!n) return Status::OK();
+    if (!n.IsScalar())
+      return Status::InvalidArgument(Where(n, p) + ": expected " + type_name);
+    try {
+      *out = n.as<T>();
+    } catch (const YAML::Exception&) {
+      return Status::InvalidArgument(Where(n, p) + ": expected " + type_name + ", got '" +
+                                     n.Scalar() + "'");
+    }
+    return Status::OK();
+  }
+  Status Int(const YAML::Node& p, const std::string& path, const char* k, int* out) const {
+    return Get(p, path, k, out, "an integer");
+  }
+  Status U64(const YAML::Node& p, const std::string& path, const char* k, uint64_t* out) const {
+    return Get(p, path, k, out, "a non-negative integer");
+  }
+  Status U32(const YAML::Node& p, const std::string& path, const char* k, uint32_t* out) const {
+    return Get(p, path, k, out, "a non-negative integer");
+  }
+  Status Float(const YAML::Node& p, const std::string& path, const char* k, float* out) const {
+    return Get(p, path, k, out, "a number");
+  }
+  Status Str(const YAML::Node& p, const std::string& path, const char* k, std::string* out) const {
+    return Get(p, path, k, out, "a string");
+  }
+
+  Status Range(const YAML::Node& parent, const std::string& path, const char* key, double v,
+               double lo, double hi) const {
+    if (v < lo || v > hi) {
+      std::ostringstream os;
+      os << Where(parent ? parent[key] : parent, path.empty() ? key : path + "." + key)
+         << ": " << v << " is out of range [" << lo << ", " << hi << "]";
+      return Status::InvalidArgument(os.str());
+    }
+    return Status::OK();
+  }
+
+ private:
+  std::string source_;
+};
+
+Status ApplyOverride(YAML::Node root, const std::string& ov) {
+  size_t eq = ov.find('=');
+  if (eq == std::string::npos || eq == 0)
+    return Status::InvalidArgument("override '" + ov + "': expected path=value");
+  std::string path = ov.substr(0, eq), value = ov.substr(eq + 1);
+  std::vector<std::string> parts;
+  std::stringstream ss(path);
+  for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+  YAML::Node cur = root;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string& part = parts[i];
+    bool last = i + 1 == parts.size();
+    YAML::Node next;
+    if (cur.IsSequence()) {
+      char* end = nullptr;
+      unsigned long idx = std::strtoul(part.c_str(), &end, 10);
+      if (*end != '\0' || idx >= cur.size())
+        return Status::InvalidArgument("override '" + ov + "': '" + part +
+                                       "' is not an index of the list");
+      if (last) {
+        cur[idx] = YAML::Load(value);
+        return Status::OK();
+      }
+      next = cur[idx];
+    } else {
+      if (cur.IsScalar())
+        return Status::InvalidArgument("override '" + ov + "': cannot descend into a scalar at '" +
+                                       part + "'");
+      if (last) {
+        cur[part] = YAML::Load(value);
+        return Status::OK();
+      }
+      if (!cur[part]) cur[part] = YAML::Node(YAML::NodeType::Map);
+      next = cur[part];
+    }
+    cur.reset(next);
+  }
+  return Status::OK();
+}
+
+StatusOr<YAML::Node> LoadTree(const std::string& text, const std::string& source,
+                              const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    return Status::InvalidArgument(source + ":" + std::to_string(e.mark.line + 1) +
+                                   ": YAML syntax error: " + e.msg);
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) return Status::InvalidArgument(source + ": top level must be a map");
+  for (const auto& ov : overrides) M6_RETURN_IF_ERROR(ApplyOverride(root, ov));
+  return root;
+}
+
+Status ParseInit(const Reader& r, const YAML::Node& n, const std::string& path,
+                 InitializerSpec* out) {
+  if (!n) return Status::OK();
+  M6_RETURN_IF_ERROR(r.CheckMap(n, path, {"type", "value", "low", "high", "mean", "std"}));
+  std::string type = "normal";
+  M6_RETURN_IF_ERROR(r.Str(n, path, "type", &type));
+  if (type == "zeros") out->kind = InitializerSpec::Kind::kZeros;
+  else if (type == "constant") out->kind = InitializerSpec::Kind::kConstant;
+  else if (type == "uniform") out->kind = InitializerSpec::Kind::kUniform;
+  else if (type == "normal") out->kind = InitializerSpec::Kind::kNormal;
+  else
+    return Status::InvalidArgument(r.Where(n["type"], path + ".type") + ": unknown initializer '" +
+                                   type + "' (zeros, constant, uniform, normal)");
+  M6_RETURN_IF_ERROR(r.Float(n, path, "value", &out->value));
+  M6_RETURN_IF_ERROR(r.Float(n, path, "low", &out->low));
+  M6_RETURN_IF_ERROR(r.Float(n, path, "high", &out->high));
+  M6_RETURN_IF_ERROR(r.Float(n, path, "mean", &out->mean));
+  M6_RETURN_IF_ERROR(r.Float(n, path, "std", &out->stddev));
+  if (out->kind == InitializerSpec::Kind::kUniform && !(out->low < out->high))
+    return Status::InvalidArgument(r.Where(n, path) + ": uniform needs low < high");
+  if (out->kind == InitializerSpec::Kind::kNormal)
+    M6_RETURN_IF_ERROR(r.Range(n, path, "std", out->stddev, 0, 1e6));
+  return Status::OK();
+}
+
+Status ParseOptimizer(const Reader& r, const YAML::Node& n, const std::string& path,
+                      OptimizerSpec* out) {
+  if (!n) return Status::OK();
+  M6_RETURN_IF_ERROR(r.CheckMap(
+      n, path, {"type", "lr", "weight_decay", "eps", "beta1", "beta2", "initial_accumulator"}));
+  std::string type = OptimizerName(out->kind);
+  M6_RETURN_IF_ERROR(r.Str(n, path, "type", &type));
+  if (type == "sgd") out->kind = OptimizerSpec::Kind::kSgd;
+  else if (type == "adagrad") out->kind = OptimizerSpec::Kind::kAdagrad;
+  else if (type == "adam") out->kind = OptimizerSpec::Kind::kAdam;
+  else
+    return Status::InvalidArgument(r.Where(n["type"], path + ".type") + ": unknown optimizer '" +
+                                   type + "' (sgd, adagrad, adam)");
+  M6_RETURN_IF_ERROR(r.Float(n, path, "lr", &out->lr));
+  M6_RETURN_IF_ERROR(r.Float(n, path, "weight_decay", &out->weight_decay));
+  M6_RETURN_IF_ERROR(r.Float(n, path, "eps", &out->eps));
+  M6_RETURN_IF_ERROR(r.Float(n, path, "beta1", &out->beta1));
+  M6_RETURN_IF_ERROR(r.Float(n, path, "beta2", &out->beta2));
+  M6_RETURN_IF_ERROR(r.Float(n, path, "initial_accumulator", &out->initial_accumulator));
+  M6_RETURN_IF_ERROR(r.Range(n, path, "lr", out->lr, 0, 1e6));
+  M6_RETURN_IF_ERROR(r.Range(n, path, "weight_decay", out->weight_decay, 0, 1e6));
+  M6_RETURN_IF_ERROR(r.Range(n, path, "beta1", out->beta1, 0, 0.999999));
+  M6_RETURN_IF_ERROR(r.Range(n, path, "beta2", out->beta2, 0, 0.999999));
+  M6_RETURN_IF_ERROR(r.Range(n, path, "eps", out->eps, 0, 1));
+  return Status::OK();
+}
+
+Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* cfg) {
+  Reader r(source);
+  cfg->source = source;
+  M6_RETURN_IF_ERROR(r.CheckMap(root, "", {"job", "cluster", "ps", "tables", "data", "train"}));
+
+  YAML::Node job = root["job"];
+  M6_RETURN_IF_ERROR(r.CheckMap(job, "job", {"name", "seed"}));
+  M6_RETURN_IF_ERROR(r.Str(job, "job", "name", &cfg->name));
+  M6_RETURN_IF_ERROR(r.U64(job, "job", "seed", &cfg->seed));
+
+  YAML::Node c = root["cluster"];
+  ClusterConfig& cl = cfg->cluster;
+  M6_RETURN_IF_ERROR(r.CheckMap(c, "cluster",
+                                {"servers", "workers", "host", "scheduler_port", "http_port",
+                                 "heartbeat_interval_ms", "heartbeat_timeout_ms",
+                                 "connect_timeout_ms", "request_timeout_ms"}));
+  M6_RETURN_IF_ERROR(r.Int(c, "cluster", "servers", &cl.servers));
+  M6_RETURN_IF_ERROR(r.Int(c, "cluster", "workers", &cl.workers));
+  M6_RETURN_IF_ERROR(r.Str(c, "cluster", "host", &cl.host));
+  M6_RETURN_IF_ERROR(r.Int(c, "cluster", "scheduler_port", &cl.scheduler_port));
+  M6_RETURN_IF_ERROR(r.Int(c, "cluster", "http_port", &cl.http_port));
+  M6_RETURN_IF_ERROR(r.Int(c, "cluster", "heartbeat_interval_ms", &cl.heartbeat_interval_ms));
+  M6_RETURN_IF_ERROR(r.Int(c, "cluster", "heartbeat_timeout_ms", &cl.heartbeat_timeout_ms));
+  M6_RETURN_IF_ERROR(r.Int(c, "cluster", "connect_timeout_ms", &cl.connect_timeout_ms));
+  M6_RETURN_IF_ERROR(r.Int(c, "cluster", "request_timeout_ms", &cl.request_timeout_ms));
+  M6_RETURN_IF_ERROR(r.Range(c, "cluster", "servers", cl.servers, 1, 4096));
+  M6_RETURN_IF_ERROR(r.Range(c, "cluster", "workers", cl.workers, 1, 65536));
+  M6_RETURN_IF_ERROR(r.Range(c, "cluster", "scheduler_port", cl.scheduler_port, 0, 65535));
+  M6_RETURN_IF_ERROR(r.Range(c, "cluster", "http_port", cl.http_port, -1, 65535));
+  M6_RETURN_IF_ERROR(
+      r.Range(c, "cluster", "heartbeat_interval_ms", cl.heartbeat_interval_ms, 10, 3600000));
+  M6_RETURN_IF_ERROR(r.Range(c, "cluster", "heartbeat_timeout_ms", cl.heartbeat_timeout_ms,
+                             2.0 * cl.heartbeat_interval_ms, 86400000));
+  M6_RETURN_IF_ERROR(r.Range(c, "cluster", "connect_timeout_ms", cl.connect_timeout_ms, 1, 86400000));
+  M6_RETURN_IF_ERROR(r.Range(c, "cluster", "request_timeout_ms", cl.request_timeout_ms, 1, 86400000));
+
+  YAML::Node p = root["ps"];
+  PsConfig& ps = cfg->ps;
+  M6_RETURN_IF_ERROR(r.CheckMap(p, "ps",
+                                {"store", "durability", "hot_rows", "num_slots", "threads",
+                                 "max_message_bytes", "max_keys_per_request"}));
+  std::string store = ps.store == PsConfig::Store::kMemory ? "memory" : "rocksdb";
+  M6_RETURN_IF_ERROR(r.Str(p, "ps", "store", &store));
+  if (store == "memory") ps.store = PsConfig::Store::kMemory;
+  else if (store == "rocksdb") ps.store = PsConfig::Store::kRocksDB;
+  else
+    return Status::InvalidArgument(r.Where(p["store"], "ps.store") + ": unknown store '" + store +
+                                   "' (memory, rocksdb)");
+  std::string dur = "wal";
+  M6_RETURN_IF_ERROR(r.Str(p, "ps", "durability", &dur));
+  if (dur == "none") ps.durability = PsConfig::Durability::kNone;
+  else if (dur == "wal") ps.durability = PsConfig::Durability::kWal;
+  else if (dur == "fsync") ps.durability = PsConfig::Durability::kFsync;
+  else
+    return Status::InvalidArgument(r.Where(p["durability"], "ps.durability") +
+                                   ": unknown durability '" + dur + "' (none, wal, fsync)");
+  M6_RETURN_IF_ERROR(r.U64(p, "ps", "hot_rows", &ps.hot_rows));
+  M6_RETURN_IF_ERROR(r.U32(p, "ps", "num_slots", &ps.num_slots));
+  M6_RETURN_IF_ERROR(r.Int(p, "ps", "threads", &ps.threads));
+  M6_RETURN_IF_ERROR(r.U64(p, "ps", "max_message_bytes", &ps.max_message_bytes));
+  M6_RETURN_IF_ERROR(r.U64(p, "ps", "max_keys_per_request", &ps.max_keys_per_request));
+  M6_RETURN_IF_ERROR(r.Range(p, "ps", "num_slots", ps.num_slots, 1, 1 << 24));
+  M6_RETURN_IF_ERROR(r.Range(p, "ps", "threads", ps.threads, 1, 256));
+  M6_RETURN_IF_ERROR(r.Range(p, "ps", "max_message_bytes", ps.max_message_bytes, 1024, 1ull << 40));
+  if (ps.num_slots < static_cast<uint32_t>(cl.servers))
+    return Status::InvalidArgument(r.Where(p["num_slots"], "ps.num_slots") +
+                                   ": fewer slots than servers");
+
+  YAML::Node tables = root["tables"];
+  if (tables && !tables.IsSequence())
+    return Status::InvalidArgument(r.Where(tables, "tables") + ": expected a list");
+  std::set<std::string> names;
+  if (tables) {
+    if (tables.size() > kMaxTables)
+      return Status::InvalidArgument(r.Where(tables, "tables") + ": at most 256 tables");
+    for (size_t i = 0; i < tables.size(); ++i) {
+      YAML::Node t = tables[i];
+      std::string path = "tables[" + std::to_string(i) + "]";
+      M6_RETURN_IF_ERROR(r.CheckMap(t, path, {"name", "dim", "seed", "init", "optimizer"}));
+      TableSpec spec;
+      spec.id = static_cast<TableId>(i);
+      M6_RETURN_IF_ERROR(r.Str(t, path, "name", &spec.name));
+      if (spec.name.empty())
+        return Status::InvalidArgument(r.Where(t, path + ".name") + ": every table needs a name");
+      if (!names.insert(spec.name).second)
+        return Status::InvalidArgument(r.Where(t["name"], path + ".name") + ": duplicate table '" +
+                                       spec.name + "'");
+      M6_RETURN_IF_ERROR(r.U32(t, path, "dim", &spec.dim));
+      if (!t["dim"]) return Status::InvalidArgument(r.Where(t, path + ".dim") + ": required");
+      M6_RETURN_IF_ERROR(r.Range(t, path, "dim", spec.dim, 1, 65536));
+      spec.seed = Mix64(cfg->seed ^ HashId(spec.name));
+      M6_RETURN_IF_ERROR(r.U64(t, path, "seed", &spec.seed));
+      M6_RETURN_IF_ERROR(ParseInit(r, t["init"], path + ".init", &spec.init));
+      M6_RETURN_IF_ERROR(ParseOptimizer(r, t["optimizer"], path + ".optimizer", &spec.optimizer));
+      cfg->tables.push_back(spec);
+    }
+  }
+
+  YAML::Node d = root["data"];
+  M6_RETURN_IF_ERROR(r.CheckMap(d, "data", {"source", "path", "synth"}));
+  M6_RETURN_IF_ERROR(r.Str(d, "data", "source", &cfg->data.source));
+  M6_RETURN_IF_ERROR(r.Str(d, "data", "path", &cfg->data.path));
+  if (cfg->data.source != "synth" && cfg->data.source != "dir")
+    return Status::InvalidArgument(r.Where(d["source"], "data.source") + ": unknown source '" +
+                                   cfg->data.source + "' (synth, dir)");
+  if (cfg->data.source == "dir" && cfg->data.path.empty())
+    return Status::InvalidArgument(r.Where(d, "data.path") + ": required when data.source is dir");
+  YAML::Node s = d ? d["synth"] : YAML::Node();
+  SynthConfig& sy = cfg->data.synth;
+  M6_RETURN_IF_ERROR(r.CheckMap(s, "data.synth",
+                                {"users", "items", "domains", "clusters", "interactions_per_user",
+                                 "friends_per_user", "tokens", "tokens_per_item", "image_dim",
+                                 "audio_dim"}));
+  const std::string sp = "data.synth";
+  M6_RETURN_IF_ERROR(r.Int(s, sp, "users", &sy.users));
+  M6_RETURN_IF_ERROR(r.Int(s, sp, "items", &sy.items));
+  M6_RETURN_IF_ERROR(r.Int(s, sp, "domains", &sy.domains));
+  M6_RETURN_IF_ERROR(r.Int(s, sp, "clusters", &sy.clusters));
+  M6_RETURN_IF_ERROR(r.Int(s, sp, "interactions_per_user", &sy.interactions_per_user));
+  M6_RETURN_IF_ERROR(r.Int(s, sp, "friends_per_user", &sy.friends_per_user));
+  M6_RETURN_IF_ERROR(r.Int(s, sp, "tokens", &sy.tokens));
+  M6_RETURN_IF_ERROR(r.Int(s, sp, "tokens_per_item", &sy.tokens_per_item));
+  M6_RETURN_IF_ERROR(r.Int(s, sp, "image_dim", &sy.image_dim));
+  M6_RETURN_IF_ERROR(r.Int(s, sp, "audio_dim", &sy.audio_dim));
+  M6_RETURN_IF_ERROR(r.Range(s, sp, "users", sy.users, 2, 1e9));
+  M6_RETURN_IF_ERROR(r.Range(s, sp, "items", sy.items, 2, 1e9));
+  M6_RETURN_IF_ERROR(r.Range(s, sp, "domains", sy.domains, 1, 64));
+  M6_RETURN_IF_ERROR(r.Range(s, sp, "clusters", sy.clusters, 1, 1e6));
+  M6_RETURN_IF_ERROR(r.Range(s, sp, "interactions_per_user", sy.interactions_per_user, 3, 1e6));
+  M6_RETURN_IF_ERROR(r.Range(s, sp, "friends_per_user", sy.friends_per_user, 0, 1e4));
+  M6_RETURN_IF_ERROR(r.Range(s, sp, "tokens", sy.tokens, 1, 1e9));
+  M6_RETURN_IF_ERROR(r.Range(s, sp, "tokens_per_item", sy.tokens_per_item, 0, 1e4));
+  M6_RETURN_IF_ERROR(r.Range(s, sp, "image_dim", sy.image_dim, 0, 1e5));
+  M6_RETURN_IF_ERROR(r.Range(s, sp, "audio_dim", sy.audio_dim, 0, 1e5));
+
+  YAML::Node t = root["train"];
+  TrainConfig& tr = cfg->train;
+  M6_RETURN_IF_ERROR(r.CheckMap(t, "train",
+                                {"job", "epochs", "batch_size", "negatives", "log_every",
+                                 "eval_negatives", "max_steps", "user_table", "item_table"}));
+  M6_RETURN_IF_ERROR(r.Str(t, "train", "job", &tr.job));
+  M6_RETURN_IF_ERROR(r.Int(t, "train", "epochs", &tr.epochs));
+  M6_RETURN_IF_ERROR(r.Int(t, "train", "batch_size", &tr.batch_size));
+  M6_RETURN_IF_ERROR(r.Int(t, "train", "negatives", &tr.negatives));
+  M6_RETURN_IF_ERROR(r.Int(t, "train", "log_every", &tr.log_every));
+  M6_RETURN_IF_ERROR(r.Int(t, "train", "eval_negatives", &tr.eval_negatives));
+  M6_RETURN_IF_ERROR(r.Int(t, "train", "max_steps", &tr.max_steps));
+  M6_RETURN_IF_ERROR(r.Str(t, "train", "user_table", &tr.user_table));
+  M6_RETURN_IF_ERROR(r.Str(t, "train", "item_table", &tr.item_table));
+  if (tr.job != "mf" && tr.job != "pushcheck")
+    return Status::InvalidArgument(r.Where(t["job"], "train.job") + ": unknown job '" + tr.job +
+                                   "' (mf, pushcheck)");
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "epochs", tr.epochs, 1, 1e6));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "batch_size", tr.batch_size, 1, 1e7));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "negatives", tr.negatives, 1, 1e5));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "log_every", tr.log_every, 1, 1e9));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "eval_negatives", tr.eval_negatives, 1, 1e6));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "max_steps", tr.max_steps, 0, 1e12));
+  if (tr.job == "mf") {
+    for (const std::string* n : {&tr.user_table, &tr.item_table}) {
+      if (!cfg->FindTable(*n))
+        return Status::InvalidArgument(r.Where(t, "train") + ": table '" + *n +
+                                       "' is not declared under tables");
+    }
+    if (cfg->FindTable(tr.user_table)->dim != cfg->FindTable(tr.item_table)->dim)
+      return Status::InvalidArgument(r.Where(t, "train") +
+                                     ": the mf job needs user and item tables of equal dim");
+  }
+  return Status::OK();
+}
+
+StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("cannot open config file '" + path + "'");
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
+
+}  // namespace
+
+StatusOr<JobConfig> ParseConfig(const std::string& text, const std::string& source,
+                                const std::vector<std::string>& overrides) {
+  M6_ASSIGN_OR_RETURN(YAML::Node root, LoadTree(text, source, overrides));
+  JobConfig cfg;
+  try {
+    M6_RETURN_IF_ERROR(ParseTree(root, source, &cfg));
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument(source + ": " + e.what());
+  }
+  return cfg;
+}
+
+StatusOr<JobConfig> LoadConfig(const std::string& path, const std::vector<std::string>& overrides) {
+  M6_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return ParseConfig(text, path, overrides);
+}
+
+Status WriteEffectiveConfig(const std::string& path, const std::vector<std::string>& overrides,
+                            const std::string& out_path) {
+  M6_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  M6_ASSIGN_OR_RETURN(YAML::Node root, LoadTree(text, path, overrides));
+  // Validate before writing, so every process sees the same, already checked, file.
+  JobConfig cfg;
+  M6_RETURN_IF_ERROR(ParseTree(root, path, &cfg));
+  YAML::Emitter em;
+  em << root;
+  std::ofstream out(out_path);
+  out << "# effective configuration: " << path;
+  for (const auto& o : overrides) out << " --set " << o;
+  out << "\n" << em.c_str() << "\n";
+  if (!out) return Status::IOError("cannot write '" + out_path + "'");
+  return Status::OK();
+}
+
+}  // namespace m6rec

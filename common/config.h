@@ -1,0 +1,129 @@
+// The job configuration: one YAML file, parsed once into plain structs that are passed down to
+// every component (never read from globals, so several roles can run in one test process).
+// Every error names the file, the field's path and its line ("cfg.yaml:12: tables[1].dim: ...");
+// unknown fields are errors, so a typo never silently falls back to a default.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/keys.h"
+#include "common/status.h"
+
+namespace m6rec {
+
+struct InitializerSpec {
+  enum class Kind { kZeros, kConstant, kUniform, kNormal };
+  Kind kind = Kind::kNormal;
+  float value = 0.0f;   // constant
+  float low = -0.05f;   // uniform
+  float high = 0.05f;   // uniform
+  float mean = 0.0f;    // normal
+  float stddev = 0.01f; // normal
+};
+
+struct OptimizerSpec {
+  enum class Kind { kSgd, kAdagrad, kAdam };
+  Kind kind = Kind::kAdagrad;
+  float lr = 0.05f;
+  float weight_decay = 0.0f;
+  float eps = 1e-8f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float initial_accumulator = 0.0f;  // Adagrad
+};
+
+const char* OptimizerName(OptimizerSpec::Kind k);
+
+struct TableSpec {
+  std::string name;
+  TableId id = 0;     // position in the config's table list
+  uint32_t dim = 0;
+  uint64_t seed = 0;  // row initialisation seed: derived from job seed and table name unless set
+  InitializerSpec init;
+  OptimizerSpec optimizer;
+};
+
+struct ClusterConfig {
+  int servers = 1;
+  int workers = 1;
+  std::string host = "127.0.0.1";   // address this process binds and advertises
+  int scheduler_port = 0;           // 0 = pick a free port
+  int http_port = 0;                // scheduler status endpoint; 0 = pick, -1 = off
+  int heartbeat_interval_ms = 500;
+  int heartbeat_timeout_ms = 10000;
+  int connect_timeout_ms = 30000;   // rendezvous: how long to keep retrying the scheduler
+  int request_timeout_ms = 60000;   // data plane: a PS request unanswered this long fails
+};
+
+struct PsConfig {
+  enum class Store { kMemory, kRocksDB };
+  enum class Durability { kNone, kWal, kFsync };
+  Store store = Store::kRocksDB;
+  Durability durability = Durability::kWal;
+  uint64_t hot_rows = 1 << 20;      // rows kept in the in-memory tier in front of RocksDB
+  uint32_t num_slots = 4096;
+  int threads = 2;                  // request-handling threads per server
+  uint64_t max_message_bytes = 1ull << 30;
+  uint64_t max_keys_per_request = 1 << 22;
+};
+
+struct SynthConfig {
+  int users = 2000;
+  int items = 1000;
+  int domains = 3;
+  int clusters = 8;           // latent interest groups
+  int interactions_per_user = 30;
+  int friends_per_user = 5;
+  int tokens = 500;           // text vocabulary
+  int tokens_per_item = 8;
+  int image_dim = 32;
+  int audio_dim = 16;
+};
+
+struct DataConfig {
+  std::string source = "synth";  // "synth": generated in the run directory from `synth`
+  std::string path;              // a directory with interactions.tsv (and optional extras)
+  SynthConfig synth;
+};
+
+struct TrainConfig {
+  std::string job = "mf";        // mf | pushcheck
+  int epochs = 3;
+  int batch_size = 512;
+  int negatives = 4;
+  int log_every = 20;
+  int eval_negatives = 99;
+  int max_steps = 0;             // 0 = no limit; otherwise stop after this many steps per worker
+  std::string user_table = "user";
+  std::string item_table = "item";
+};
+
+struct JobConfig {
+  std::string name = "m6rec";
+  uint64_t seed = 42;
+  std::string source;            // file it came from (for messages)
+  ClusterConfig cluster;
+  PsConfig ps;
+  std::vector<TableSpec> tables;
+  DataConfig data;
+  TrainConfig train;
+
+  // Finds a table by name; nullptr when absent.
+  const TableSpec* FindTable(const std::string& name) const;
+};
+
+// Parses YAML text. `source` names it in messages. `overrides` are "a.b.c=value" strings applied
+// to the YAML tree before it is read (list items by index: "tables.0.dim=8").
+StatusOr<JobConfig> ParseConfig(const std::string& text, const std::string& source,
+                                const std::vector<std::string>& overrides = {});
+StatusOr<JobConfig> LoadConfig(const std::string& path,
+                               const std::vector<std::string>& overrides = {});
+
+// Loads `path`, applies overrides and writes the effective YAML to `out_path` (what the local
+// launcher hands every process, so all roles read exactly the same configuration).
+Status WriteEffectiveConfig(const std::string& path, const std::vector<std::string>& overrides,
+                            const std::string& out_path);
+
+}  // namespace m6rec

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages m6rec builds and tests with. Idempotent: packages already
+# present are skipped, so a second run costs a dpkg query and nothing else.
+#   usage: launch/install-deps.sh [--with-slurm]
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake ccache pkg-config git
+  libtorch-dev libopenblas0-pthread
+  libopenmpi-dev openmpi-bin
+  libzmq3-dev cppzmq-dev
+  librocksdb-dev
+  libboost-dev
+  libyaml-cpp-dev nlohmann-json3-dev
+  libgtest-dev googletest
+  procps iproute2
+)
+if [[ "${1:-}" == "--with-slurm" ]]; then
+  pkgs+=(slurmctld slurmd slurm-client)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#pkgs[@]} packages already installed"
+  exit 0
+fi
+
+echo "install-deps: installing ${#missing[@]} missing packages: ${missing[*]}"
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

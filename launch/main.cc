@@ -1,0 +1,191 @@
+// m6rec: one binary, one role per process. This file only parses the command line and wires the
+// component libraries (common, ps, scheduler, worker, launch).
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "common/config.h"
+#include "common/logging.h"
+#include "common/transport.h"
+#include "common/util.h"
+#include "launch/args.h"
+#include "launch/bench.h"
+#include "launch/local_cluster.h"
+#include "launch/roles.h"
+#include "worker/data.h"
+
+using namespace m6rec;
+
+namespace {
+
+const char kUsage[] = R"(m6rec - distributed training of M6-Rec style recommenders
+
+usage: m6rec <command> [options]
+
+commands:
+  local      run a job on a local simulated cluster (1 scheduler + S servers + W workers as
+             real processes on 127.0.0.1); the quick start
+  train      train a job; --local runs it on the local simulated cluster
+  scheduler  run the scheduler role (control plane, rendezvous, failure detection, HTTP status)
+  server     run a parameter server role (sparse tables in RocksDB or memory)
+  worker     run a worker role (data, model, PS client)
+  data       data tools: 'm6rec data synth --out DIR' writes the synthetic dataset
+  bench      benchmarks: 'm6rec bench ps' measures the parameter-server data plane
+  help       this text
+
+common options:
+  --config FILE      job configuration (YAML); 'local'/'train' default to the built-in one
+  --set PATH=VALUE   override a config field, e.g. --set cluster.workers=4 (repeatable)
+  --log-level LEVEL  debug | info | warn | error
+
+role options (scheduler/server/worker; the local launcher passes them for you):
+  --scheduler HOST:PORT   where the scheduler listens
+  --rank N                requested rank within the role
+  --data-dir DIR          server: RocksDB directory; worker: dataset directory
+  --run-dir DIR           worker: where summaries are written
+  --port-file FILE        scheduler / standalone server: write the bound port there
+  --standalone            server: no scheduler, serve every slot until SIGTERM
+  The job token comes from the environment: M6REC_TOKEN=<16 hex digits>.
+
+examples:
+  m6rec local                                    # built-in default job
+  m6rec train --local --config configs/default.yaml --set train.epochs=2
+  m6rec bench ps --quick
+)";
+
+int Usage(int code) {
+  std::fputs(kUsage, code == 0 ? stdout : stderr);
+  return code;
+}
+
+int Die(const Status& s, int code = 2) {
+  std::fprintf(stderr, "m6rec: %s\n", s.message().c_str());
+  return code;
+}
+
+const std::set<std::string> kCommonOptions = {"config", "set", "log-level"};
+
+std::set<std::string> With(std::set<std::string> a, std::initializer_list<const char*> more) {
+  for (auto m : more) a.insert(m);
+  return a;
+}
+
+Status ApplyLogLevel(const Args& a) {
+  LogLevel level;
+  std::string l = a.Get("log-level", "info");
+  if (!ParseLogLevel(l, &level)) return Status::InvalidArgument("--log-level: unknown level '" + l + "'");
+  SetLogLevel(level);
+  return Status::OK();
+}
+
+int RunRole(const std::string& role, int argc, char** argv) {
+  auto args = Args::Parse(argc, argv, 2, {"standalone", "help"},
+                          With(kCommonOptions, {"scheduler", "rank", "data-dir", "run-dir", "port-file"}));
+  if (!args.ok()) return Die(args.status());
+  if (args->Has("help")) return Usage(0);
+  Status st = ApplyLogLevel(*args);
+  if (!st.ok()) return Die(st);
+  if (!args->Has("config")) return Die(Status::InvalidArgument(role + ": --config is required"));
+  auto cfg = LoadConfig(args->Get("config"), args->GetAll("set"));
+  if (!cfg.ok()) return Die(cfg.status());
+  RoleOptions o;
+  o.cfg = *cfg;
+  const char* tok = std::getenv("M6REC_TOKEN");
+  if (!tok || !ParseToken(tok, &o.token))
+    return Die(Status::InvalidArgument(
+        role + ": no job token: set M6REC_TOKEN to the job's 16-hex-digit token (the local launcher does this)"));
+  auto rank = args->GetInt("rank", -1);
+  if (!rank.ok()) return Die(rank.status());
+  o.rank = *rank;
+  o.run_dir = args->Get("run-dir", ".");
+  o.data_dir = args->Get("data-dir");
+  o.port_file = args->Get("port-file");
+  o.standalone = args->Has("standalone");
+  if (role == "scheduler") {
+    o.scheduler_host = o.cfg.cluster.host;
+    return RunSchedulerRole(o);
+  }
+  if (!o.standalone) {
+    if (!args->Has("scheduler"))
+      return Die(Status::InvalidArgument(role + ": --scheduler HOST:PORT is required"));
+    st = ParseHostPort(args->Get("scheduler"), &o.scheduler_host, &o.scheduler_port);
+    if (!st.ok()) return Die(st.WithContext("--scheduler"));
+  }
+  return role == "server" ? RunServerRole(o) : RunWorkerRole(o);
+}
+
+int RunLocal(int first, int argc, char** argv, bool from_train) {
+  auto args = Args::Parse(argc, argv, first, {"local", "help"}, With(kCommonOptions, {"run-dir"}));
+  if (!args.ok()) return Die(args.status());
+  if (args->Has("help")) return Usage(0);
+  Status st = ApplyLogLevel(*args);
+  if (!st.ok()) return Die(st);
+  if (from_train && !args->Has("local"))
+    return Die(Status::InvalidArgument(
+        "train: only --local (the local simulated cluster) is implemented in this version; "
+        "mpirun and Slurm launches come with the cluster-launch work"));
+  LocalClusterOptions o;
+  o.config_path = args->Get("config");
+  o.overrides = args->GetAll("set");
+  o.run_dir = args->Get("run-dir");
+  o.log_level = args->Get("log-level", "info");
+  return RunLocalCluster(o);
+}
+
+int RunData(int argc, char** argv) {
+  if (argc < 3 || std::strcmp(argv[2], "synth") != 0) {
+    std::fprintf(stderr, "usage: m6rec data synth --out DIR [--config FILE] [--set data.synth.users=N]\n");
+    return 2;
+  }
+  auto args = Args::Parse(argc, argv, 3, {}, With(kCommonOptions, {"out", "seed"}));
+  if (!args.ok()) return Die(args.status());
+  if (!args->Has("out")) return Die(Status::InvalidArgument("data synth: --out DIR is required"));
+  auto cfg = args->Has("config") ? LoadConfig(args->Get("config"), args->GetAll("set"))
+                                 : ParseConfig(DefaultConfigYaml(), "<built-in default>", args->GetAll("set"));
+  if (!cfg.ok()) return Die(cfg.status());
+  uint64_t seed = cfg->seed;
+  if (args->Has("seed")) seed = std::strtoull(args->Get("seed").c_str(), nullptr, 10);
+  Status s = WriteSynthetic(cfg->data.synth, seed, args->Get("out"));
+  if (!s.ok()) return Die(s, 1);
+  std::printf("wrote synthetic data (%d users, %d items, %d domains) to %s\n", cfg->data.synth.users,
+              cfg->data.synth.items, cfg->data.synth.domains, args->Get("out").c_str());
+  return 0;
+}
+
+int RunBench(int argc, char** argv) {
+  if (argc < 3 || std::strcmp(argv[2], "ps") != 0) {
+    std::fprintf(stderr, "usage: m6rec bench ps [--json] [--quick] [--seconds S] [--depth N] [--threads N]\n");
+    return 2;
+  }
+  auto args = Args::Parse(argc, argv, 3, {"json", "quick"}, {"seconds", "depth", "threads", "tmp-dir", "log-level"});
+  if (!args.ok()) return Die(args.status());
+  PsBenchOptions o;
+  o.json = args->Has("json");
+  o.quick = args->Has("quick");
+  if (args->Has("seconds")) o.seconds = std::atof(args->Get("seconds").c_str());
+  auto depth = args->GetInt("depth", 1);
+  auto threads = args->GetInt("threads", 1);
+  if (!depth.ok()) return Die(depth.status());
+  if (!threads.ok()) return Die(threads.status());
+  o.depth = std::max(1, *depth);
+  o.threads = std::max(1, *threads);
+  o.tmp_dir = args->Get("tmp-dir", "/tmp");
+  SetLogLevel(LogLevel::kWarn);
+  return RunPsBench(o);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return Usage(2);
+  std::string cmd = argv[1];
+  if (cmd == "help" || cmd == "--help" || cmd == "-h") return Usage(0);
+  if (cmd == "scheduler" || cmd == "server" || cmd == "worker") return RunRole(cmd, argc, argv);
+  if (cmd == "local") return RunLocal(2, argc, argv, false);
+  if (cmd == "train") return RunLocal(2, argc, argv, true);
+  if (cmd == "data") return RunData(argc, argv);
+  if (cmd == "bench") return RunBench(argc, argv);
+  std::fprintf(stderr, "m6rec: unknown command '%s'\n\n", cmd.c_str());
+  return Usage(2);
+}

@@ -1,0 +1,194 @@
+#include "launch/roles.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "common/logging.h"
+#include "common/util.h"
+#include "ps/server.h"
+#include "scheduler/client.h"
+#include "scheduler/scheduler.h"
+#include "worker/data.h"
+#include "worker/ps_client.h"
+#include "worker/trainer.h"
+
+namespace m6rec {
+
+namespace {
+
+SchedulerClientOptions ClientOptions(const RoleOptions& o) {
+  SchedulerClientOptions c;
+  c.host = o.scheduler_host;
+  c.port = o.scheduler_port;
+  c.token = o.token;
+  c.connect_timeout_ms = o.cfg.cluster.connect_timeout_ms;
+  c.heartbeat_interval_ms = o.cfg.cluster.heartbeat_interval_ms;
+  return c;
+}
+
+int Fail(const std::string& what, const Status& s) {
+  LOG_ERROR << what << ": " << s.message();
+  return 1;
+}
+
+}  // namespace
+
+StatusOr<std::string> PrepareData(const JobConfig& cfg, const std::string& run_dir) {
+  if (cfg.data.source == "dir") {
+    if (!std::filesystem::exists(cfg.data.path + "/interactions.tsv"))
+      return Status::NotFound("data.path '" + cfg.data.path + "' has no interactions.tsv");
+    return cfg.data.path;
+  }
+  const std::string dir = run_dir + "/data";
+  if (std::filesystem::exists(dir + "/meta.json")) return dir;
+  // Generate into a private directory, then rename: concurrent workers never see half a dataset.
+  const std::string tmp = dir + ".tmp." + std::to_string(::getpid());
+  M6_RETURN_IF_ERROR(WriteSynthetic(cfg.data.synth, cfg.seed, tmp));
+  std::error_code ec;
+  std::filesystem::rename(tmp, dir, ec);
+  if (ec) {
+    std::filesystem::remove_all(tmp, ec);
+    if (!std::filesystem::exists(dir + "/meta.json"))
+      return Status::IOError("cannot create synthetic data in '" + dir + "'");
+  }
+  return dir;
+}
+
+int RunSchedulerRole(const RoleOptions& o) {
+  SetLogPrefix("scheduler");
+  SchedulerOptions so;
+  so.cluster = o.cfg.cluster;
+  so.cluster.host = o.scheduler_host.empty() ? o.cfg.cluster.host : o.scheduler_host;
+  if (o.scheduler_port > 0) so.cluster.scheduler_port = o.scheduler_port;
+  so.num_slots = o.cfg.ps.num_slots;
+  so.token = o.token;
+  so.job_name = o.cfg.name;
+  so.port_file = o.port_file;
+  auto sched = Scheduler::Create(so);
+  if (!sched.ok()) return Fail("scheduler", sched.status());
+  Status s = (*sched)->Run();
+  if (!s.ok()) return Fail("scheduler", s);
+  LOG_INFO << "job complete";
+  return 0;
+}
+
+int RunServerRole(const RoleOptions& o) {
+  SetLogPrefix(o.rank >= 0 ? "server " + std::to_string(o.rank) : "server");
+  if (o.data_dir.empty() && o.cfg.ps.store == PsConfig::Store::kRocksDB) {
+    LOG_ERROR << "server: --data-dir is required with the rocksdb store";
+    return 2;
+  }
+  // Block the stop signals before any thread starts, so only sigwait sees them (standalone).
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  if (o.standalone) pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  ServerOptions so;
+  so.tables = o.cfg.tables;
+  so.ps = o.cfg.ps;
+  so.host = o.cfg.cluster.host;
+  so.data_dir = o.data_dir;
+  so.token = o.token;
+  so.rank = o.rank >= 0 ? o.rank : 0;
+  auto server = Server::Create(so);
+  if (!server.ok()) return Fail("server", server.status());
+  Server& srv = **server;
+
+  if (o.standalone) {
+    srv.Start();
+    if (!o.port_file.empty()) {
+      Status s = WriteFileAtomic(o.port_file, std::to_string(srv.port()) + "\n");
+      if (!s.ok()) return Fail("server", s);
+    }
+    LOG_INFO << "standalone server on " << so.host << ":" << srv.port() << " (" << srv.store().name()
+             << " store" << (o.data_dir.empty() ? "" : " at " + o.data_dir) << ")";
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    LOG_INFO << "signal " << sig << ": stopping";
+    srv.Stop();
+    return 0;
+  }
+
+  auto client = SchedulerClient::Connect(ClientOptions(o));
+  if (!client.ok()) return Fail("server", client.status());
+  auto view = (*client)->Register("server", so.host, srv.port(), o.rank,
+                                  o.cfg.cluster.connect_timeout_ms);
+  if (!view.ok()) return Fail("server: registration", view.status());
+  SetLogPrefix("server " + std::to_string(view->rank));
+  srv.SetOwnedSlots(view->OwnedSlots(view->rank));
+  srv.Start();
+  LOG_INFO << "serving on " << so.host << ":" << srv.port() << " (" << srv.store().name()
+           << " store, " << o.cfg.tables.size() << " tables)";
+  ShutdownNotice notice;
+  while (true) {
+    notice = (*client)->WaitShutdown(1000);
+    if ((*client)->shutdown_received() || notice.reason.rfind("lost", 0) == 0) break;
+  }
+  srv.Stop();
+  LOG_INFO << "stopped: " << notice.reason << "; stats " << srv.StatsJson();
+  return (*client)->shutdown_received() ? 0 : 1;
+}
+
+int RunWorkerRole(const RoleOptions& o) {
+  SetLogPrefix(o.rank >= 0 ? "worker " + std::to_string(o.rank) : "worker");
+  auto client = SchedulerClient::Connect(ClientOptions(o));
+  if (!client.ok()) return Fail("worker", client.status());
+  SchedulerClient& sched = **client;
+  auto view = sched.Register("worker", o.cfg.cluster.host, 0, o.rank, o.cfg.cluster.connect_timeout_ms);
+  if (!view.ok()) return Fail("worker: registration", view.status());
+  SetLogPrefix("worker " + std::to_string(view->rank));
+
+  auto report_failure = [&](const std::string& what, const Status& s) {
+    LOG_ERROR << what << ": " << s.message();
+    (void)sched.Finished(false, what + ": " + s.message(), "{}");
+    sched.WaitShutdown(5000);
+    return 1;
+  };
+
+  PsClientOptions po;
+  po.view = *view;
+  po.tables = o.cfg.tables;
+  po.token = o.token;
+  po.sender_rank = view->rank;
+  po.request_timeout_ms = o.cfg.cluster.request_timeout_ms;
+  auto ps = PsClient::Create(po);
+  if (!ps.ok()) return report_failure("PS client", ps.status());
+
+  std::string data_dir;
+  if (o.cfg.train.job == "mf") {
+    auto d = o.data_dir.empty() ? PrepareData(o.cfg, o.run_dir) : StatusOr<std::string>(o.data_dir);
+    if (!d.ok()) return report_failure("data", d.status());
+    data_dir = *d;
+  }
+  const int barrier_timeout = std::max(o.cfg.cluster.request_timeout_ms, o.cfg.cluster.connect_timeout_ms) * 10;
+  JobContext ctx;
+  ctx.cfg = &o.cfg;
+  ctx.ps = ps->get();
+  ctx.rank = view->rank;
+  ctx.num_workers = static_cast<uint32_t>(view->workers.size());
+  ctx.run_dir = o.run_dir;
+  ctx.data_dir = data_dir;
+  ctx.barrier = [&](const std::string& name) { return sched.Barrier(name, "workers", barrier_timeout); };
+  ctx.should_abort = [&](std::string* why) { return sched.failed(why); };
+
+  Status s = ctx.barrier("start");
+  if (!s.ok()) return report_failure("start barrier", s);
+  std::string summary;
+  s = o.cfg.train.job == "pushcheck" ? RunPushCheckJob(ctx, &summary) : RunMfJob(ctx, &summary);
+  if (!s.ok()) return report_failure("job " + o.cfg.train.job, s);
+  s = WriteFileAtomic(o.run_dir + "/worker-" + std::to_string(view->rank) + ".json", summary + "\n");
+  if (!s.ok()) return report_failure("writing the summary", s);
+  s = sched.Finished(true, "", summary);
+  if (!s.ok()) return Fail("worker", s);
+  ShutdownNotice n = sched.WaitShutdown(60000);
+  if (!n.ok) LOG_WARN << "after finishing: " << n.reason;
+  return 0;
+}
+
+}  // namespace m6rec

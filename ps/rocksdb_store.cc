@@ -1,0 +1,302 @@
+// RocksDBStore: one RocksDB per server holding every row (weights + optimizer state) of every
+// table it owns, with an optional in-memory hot tier (RowCache per table) in front.
+//
+// Keys are the 8-byte big-endian sparse key, so a table's rows are contiguous on disk. Values
+// are the raw row floats. Reads: hot tier first, then one MultiGet for all misses. Updates are
+// write-through: misses are loaded with MultiGet, every row is updated under its shard lock in
+// the hot tier, and the batch goes to RocksDB as one WriteBatch (WAL on; fsync in kFsync mode)
+// before Update returns, so an acknowledged push survives SIGKILL of the server. Updates are
+// serialised by write_mu_ so the order rows reach RocksDB is the order they were applied.
+// The hot tier only holds rows that are identical to RocksDB's (or newer, in flight under
+// write_mu_), so evicting costs nothing; a failed write invalidates the batch's cached rows.
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "common/logging.h"
+#include "ps/optimizer.h"
+#include "ps/row_cache.h"
+#include "ps/stores.h"
+
+namespace m6rec {
+namespace {
+
+const char kLayoutKey[] = "\xff" "m6rec.layout";
+
+inline void EncodeKey(Key k, char* out) {
+  for (int i = 7; i >= 0; --i) {
+    out[i] = static_cast<char>(k & 0xff);
+    k >>= 8;
+  }
+}
+
+std::string LayoutString(const TableSpec& t) {
+  return t.name + ":" + std::to_string(t.dim) + ":" + OptimizerName(t.optimizer.kind) + ":" +
+         std::to_string(RowWidth(t)) + ";";
+}
+
+class RocksDBStore final : public TableStore {
+ public:
+  RocksDBStore(const StoreOptions& opts, const std::vector<TableSpec>& tables,
+               std::unique_ptr<rocksdb::DB> db)
+      : opts_(opts), specs_(tables), db_(std::move(db)) {
+    for (const auto& t : tables) {
+      widths_.push_back(RowWidth(t));
+      caches_.push_back(opts.hot_rows ? std::make_unique<RowCache>(RowWidth(t), opts.hot_rows)
+                                      : nullptr);
+    }
+    wopts_.sync = opts.durability == PsConfig::Durability::kFsync;
+    wopts_.disableWAL = opts.durability == PsConfig::Durability::kNone;
+  }
+
+  ~RocksDBStore() override {
+    Status s = Flush();
+    if (!s.ok()) LOG_WARN << "closing RocksDB at " << opts_.path << ": " << s.ToString();
+  }
+
+  Status Lookup(TableId table, const Key* keys, size_t n, uint32_t cols, float* out) override {
+    M6_RETURN_IF_ERROR(CheckTable(table, cols));
+    RowCache* cache = caches_[table].get();
+    const size_t bytes = size_t{cols} * sizeof(float);
+    std::vector<size_t> miss;
+    if (cache) {
+      for (size_t i = 0; i < n; ++i) {
+        float* dst = out + i * cols;
+        if (!cache->Read(keys[i], [&](const float* row) { std::memcpy(dst, row, bytes); }))
+          miss.push_back(i);
+      }
+      hits_ += n - miss.size();
+    } else {
+      miss.resize(n);
+      for (size_t i = 0; i < n; ++i) miss[i] = i;
+    }
+    if (miss.empty()) return Status::OK();
+    return ReadCold(table, keys, miss, [&](size_t i, const float* row, bool found) {
+      float* dst = out + i * cols;
+      if (found) {
+        std::memcpy(dst, row, bytes);
+      } else if (cols <= specs_[table].dim) {
+        InitRowPrefix(specs_[table], keys[i], cols, dst);
+      } else {
+        InitFullRow(specs_[table], keys[i], dst);
+      }
+    });
+  }
+
+  Status Update(TableId table, const Key* keys, size_t n, const RowFn& fn) override {
+    M6_RETURN_IF_ERROR(CheckTable(table, 0));
+    const TableSpec& spec = specs_[table];
+    const uint32_t width = widths_[table];
+    const size_t row_bytes = size_t{width} * sizeof(float);
+    RowCache* cache = caches_[table].get();
+
+    std::lock_guard<std::mutex> wlock(write_mu_);
+    // 1. Find which rows are not in memory and load them in one MultiGet.
+    std::vector<size_t> miss;
+    if (cache) {
+      for (size_t i = 0; i < n; ++i)
+        if (!cache->Read(keys[i], [](const float*) {})) miss.push_back(i);
+      hits_ += n - miss.size();
+    } else {
+      miss.resize(n);
+      for (size_t i = 0; i < n; ++i) miss[i] = i;
+    }
+    std::unordered_map<Key, std::vector<float>> loaded;  // rows read from disk or initialised
+    loaded.reserve(miss.size());
+    M6_RETURN_IF_ERROR(ReadCold(table, keys, miss, [&](size_t i, const float* row, bool found) {
+      auto& v = loaded[keys[i]];
+      if (!v.empty()) return;  // duplicate key in the batch: keep the first load
+      v.resize(width);
+      if (found) std::memcpy(v.data(), row, row_bytes);
+      else InitFullRow(spec, keys[i], v.data());
+    }));
+
+    // 2. Apply the updates row by row and stage the new values.
+    rocksdb::WriteBatch batch;
+    Status read_error;
+    char kbuf[8];
+    for (size_t i = 0; i < n; ++i) {
+      auto put = [&](float* row) {
+        fn(i, row);
+        EncodeKey(keys[i], kbuf);
+        batch.Put(rocksdb::Slice(kbuf, 8),
+                  rocksdb::Slice(reinterpret_cast<const char*>(row), row_bytes));
+      };
+      if (cache) {
+        cache->Upsert(
+            keys[i],
+            [&](float* row) {
+              auto it = loaded.find(keys[i]);
+              if (it != loaded.end()) {
+                std::memcpy(row, it->second.data(), row_bytes);
+              } else {
+                // A hit of step 1 that this batch's own inserts evicted since: it is on disk.
+                std::vector<size_t> one{i};
+                Status st = ReadCold(table, keys, one, [&](size_t, const float* r, bool found) {
+                  if (found) std::memcpy(row, r, row_bytes);
+                  else InitFullRow(spec, keys[i], row);
+                });
+                if (!st.ok()) read_error = st;
+              }
+            },
+            put);
+      } else {
+        put(loaded[keys[i]].data());
+      }
+    }
+    // 3. Make it durable, all or nothing.
+    rocksdb::Status s = read_error.ok() ? db_->Write(wopts_, &batch) : rocksdb::Status::Aborted();
+    if (!s.ok()) {
+      if (cache)
+        for (size_t i = 0; i < n; ++i) cache->Erase(keys[i]);
+      if (!read_error.ok()) return read_error;
+      return Status::IOError("RocksDB write at " + opts_.path + ": " + s.ToString());
+    }
+    written_ += n;
+    ++batches_;
+    return Status::OK();
+  }
+
+  Status Flush() override {
+    std::lock_guard<std::mutex> wlock(write_mu_);
+    rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
+    if (s.ok()) s = db_->Flush(rocksdb::FlushOptions());
+    if (!s.ok()) return Status::IOError("RocksDB flush at " + opts_.path + ": " + s.ToString());
+    return Status::OK();
+  }
+
+  StoreStats Stats() const override {
+    StoreStats st;
+    for (const auto& c : caches_)
+      if (c) {
+        st.rows_cached += c->size();
+        st.evictions += c->evictions();
+      }
+    st.hot_hits = hits_;
+    st.cold_reads = cold_;
+    st.initialised = initialised_;
+    st.rows_written = written_;
+    st.write_batches = batches_;
+    return st;
+  }
+  bool durable() const override { return opts_.durability != PsConfig::Durability::kNone; }
+  std::string name() const override { return "rocksdb"; }
+
+ private:
+  Status CheckTable(TableId table, uint32_t cols) const {
+    if (table >= specs_.size())
+      return Status::InvalidArgument("unknown table id " + std::to_string(table));
+    if (cols > widths_[table])
+      return Status::InvalidArgument("asked for " + std::to_string(cols) + " columns of a row of " +
+                                     std::to_string(widths_[table]));
+    return Status::OK();
+  }
+
+  // MultiGet for keys[idx[...]]; calls fn(i, row or nullptr, found) for each.
+  template <typename F>
+  Status ReadCold(TableId table, const Key* keys, const std::vector<size_t>& idx, F&& fn) {
+    const size_t m = idx.size();
+    if (m == 0) return Status::OK();
+    const size_t row_bytes = size_t{widths_[table]} * sizeof(float);
+    std::vector<char> kbytes(m * 8);
+    std::vector<rocksdb::Slice> ks(m);
+    for (size_t j = 0; j < m; ++j) {
+      EncodeKey(keys[idx[j]], &kbytes[j * 8]);
+      ks[j] = rocksdb::Slice(&kbytes[j * 8], 8);
+    }
+    std::vector<rocksdb::PinnableSlice> vals(m);
+    std::vector<rocksdb::Status> sts(m);
+    db_->MultiGet(rocksdb::ReadOptions(), db_->DefaultColumnFamily(), m, ks.data(), vals.data(),
+                  sts.data());
+    uint64_t found = 0;
+    for (size_t j = 0; j < m; ++j) {
+      if (sts[j].IsNotFound()) {
+        fn(idx[j], nullptr, false);
+        continue;
+      }
+      if (!sts[j].ok())
+        return Status::IOError("RocksDB read at " + opts_.path + ": " + sts[j].ToString());
+      if (vals[j].size() != row_bytes)
+        return Status::Corruption("row of table '" + specs_[table].name + "' has " +
+                                  std::to_string(vals[j].size()) + " bytes on disk, expected " +
+                                  std::to_string(row_bytes));
+      // PinnableSlice data is not guaranteed float-aligned: copy through memcpy in fn.
+      static thread_local std::vector<float> tmp;
+      tmp.resize(widths_[table]);
+      std::memcpy(tmp.data(), vals[j].data(), row_bytes);
+      fn(idx[j], tmp.data(), true);
+      ++found;
+    }
+    cold_ += found;
+    initialised_ += m - found;
+    return Status::OK();
+  }
+
+  const StoreOptions opts_;
+  const std::vector<TableSpec> specs_;
+  std::vector<uint32_t> widths_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<std::unique_ptr<RowCache>> caches_;
+  rocksdb::WriteOptions wopts_;
+  std::mutex write_mu_;  // serialises Update and Flush
+  std::atomic<uint64_t> hits_{0}, cold_{0}, initialised_{0}, written_{0}, batches_{0};
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& opts,
+                                                      const std::vector<TableSpec>& tables) {
+  if (opts.path.empty()) return Status::InvalidArgument("the RocksDB store needs a directory");
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  o.compression = rocksdb::kNoCompression;  // float rows do not compress
+  o.write_buffer_size = 64 << 20;
+  o.max_background_jobs = 2;
+  o.IncreaseParallelism(2);
+  rocksdb::BlockBasedTableOptions t;
+  t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  t.block_cache = rocksdb::NewLRUCache(128 << 20);
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(o, opts.path, &raw);
+  if (!s.ok()) return Status::IOError("cannot open RocksDB at '" + opts.path + "': " + s.ToString());
+  std::unique_ptr<rocksdb::DB> db(raw);
+
+  // The directory remembers the layout of its tables; a changed dim or optimizer would make
+  // every stored row unreadable, so refuse to open instead.
+  std::string want;
+  for (const auto& t : tables) want += LayoutString(t);
+  std::string have;
+  s = db->Get(rocksdb::ReadOptions(), kLayoutKey, &have);
+  if (s.ok()) {
+    if (want.compare(0, have.size(), have) != 0)
+      return Status::InvalidArgument("RocksDB at '" + opts.path + "' holds tables '" + have +
+                                     "' but the config declares '" + want +
+                                     "' (name:dim:optimizer:width): use a new directory");
+  } else if (!s.IsNotFound()) {
+    return Status::IOError("cannot read RocksDB at '" + opts.path + "': " + s.ToString());
+  }
+  if (have != want) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    s = db->Put(wo, kLayoutKey, want);
+    if (!s.ok()) return Status::IOError("cannot write RocksDB at '" + opts.path + "': " + s.ToString());
+  }
+  return std::unique_ptr<TableStore>(new RocksDBStore(opts, tables, std::move(db)));
+}
+
+StatusOr<std::unique_ptr<TableStore>> OpenTableStore(const StoreOptions& options,
+                                                     const std::vector<TableSpec>& tables) {
+  for (size_t i = 0; i < tables.size(); ++i)
+    if (tables[i].id != i) return Status::InvalidArgument("table ids must be 0..n-1 in order");
+  if (options.kind == PsConfig::Store::kMemory) return NewMemoryStore(tables);
+  return NewRocksDBStore(options, tables);
+}
+
+}  // namespace m6rec

@@ -1,0 +1,269 @@
+#include "ps/server.h"
+
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "common/keys.h"
+#include "common/logging.h"
+#include "common/transport.h"
+#include "ps/optimizer.h"
+
+namespace m6rec {
+
+Server::Server(const ServerOptions& opts)
+    : opts_(opts), ctx_(opts.io_threads), frontend_(ctx_, zmq::socket_type::router),
+      backend_(ctx_, zmq::socket_type::dealer) {}
+
+Server::~Server() { Stop(); }
+
+StatusOr<std::unique_ptr<Server>> Server::Create(const ServerOptions& opts) {
+  std::unique_ptr<Server> s(new Server(opts));
+  StoreOptions so;
+  so.kind = opts.ps.store;
+  so.durability = opts.ps.durability;
+  so.path = opts.data_dir;
+  so.hot_rows = opts.ps.hot_rows;
+  M6_ASSIGN_OR_RETURN(s->store_, OpenTableStore(so, opts.tables));
+  try {
+    s->frontend_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(opts.ps.max_message_bytes));
+    s->frontend_.set(zmq::sockopt::linger, 0);
+    s->frontend_.set(zmq::sockopt::sndhwm, 0);
+    s->frontend_.set(zmq::sockopt::rcvhwm, 0);
+    s->frontend_.bind(TcpEndpoint(opts.host, opts.port));
+  } catch (const zmq::error_t& e) {
+    return Status::Unavailable("server cannot bind " + TcpEndpoint(opts.host, opts.port) + ": " +
+                               e.what());
+  }
+  M6_ASSIGN_OR_RETURN(s->port_, BoundPort(s->frontend_));
+  s->backend_ep_ = "inproc://ps-backend-" + std::to_string(reinterpret_cast<uintptr_t>(s.get()));
+  s->backend_.set(zmq::sockopt::linger, 0);
+  s->backend_.set(zmq::sockopt::sndhwm, 0);
+  s->backend_.set(zmq::sockopt::rcvhwm, 0);
+  s->backend_.bind(s->backend_ep_);
+  s->owned_.assign(opts.ps.num_slots, 1);
+  return s;
+}
+
+void Server::SetOwnedSlots(std::vector<uint8_t> owned) { owned_ = std::move(owned); }
+
+void Server::Start() {
+  if (started_) return;
+  started_ = true;
+  for (int i = 0; i < opts_.ps.threads; ++i) handlers_.emplace_back([this, i] { HandlerLoop(i); });
+  proxy_ = std::thread([this] {
+    try {
+      zmq::proxy(frontend_, backend_);
+    } catch (const zmq::error_t&) {
+      // context shut down: normal stop
+    }
+  });
+}
+
+void Server::Stop() {
+  if (stopping_.exchange(true)) return;
+  ctx_.shutdown();
+  if (proxy_.joinable()) proxy_.join();
+  for (auto& t : handlers_) t.join();
+  handlers_.clear();
+  frontend_.close();
+  backend_.close();
+  ctx_.close();
+}
+
+void Server::HandlerLoop(int id) {
+  zmq::socket_t sock(ctx_, zmq::socket_type::dealer);
+  sock.set(zmq::sockopt::linger, 0);
+  sock.set(zmq::sockopt::sndhwm, 0);
+  sock.set(zmq::sockopt::rcvhwm, 0);
+  sock.connect(backend_ep_);
+  std::vector<zmq::message_t> parts, reply;
+  while (!stopping_) {
+    auto got = RecvMultipart(sock, &parts, -1);
+    if (!got.ok() || !*got) break;  // context terminated
+    reply.clear();
+    Handle(parts, &reply);
+    if (reply.empty()) continue;
+    if (!SendMultipart(sock, reply).ok()) break;
+  }
+  sock.close();
+}
+
+namespace {
+
+zmq::message_t HeaderMessage(const MsgHeader& h) { return zmq::message_t(&h, sizeof(h)); }
+
+void ErrorReply(zmq::message_t& identity, MsgHeader h, StatusCode code, const std::string& text,
+                uint32_t rank, std::vector<zmq::message_t>* reply) {
+  h.type = static_cast<uint16_t>(MsgType::kError);
+  h.status = static_cast<uint32_t>(code);
+  h.sender = rank;
+  reply->emplace_back(std::move(identity));
+  reply->push_back(HeaderMessage(h));
+  reply->emplace_back(text.data(), text.size());
+}
+
+// A frame's bytes as T*, copied into `scratch` when zmq's buffer is not aligned for T.
+template <typename T>
+const T* AlignedView(const zmq::message_t& m, std::vector<T>* scratch) {
+  if (reinterpret_cast<uintptr_t>(m.data()) % alignof(T) == 0)
+    return static_cast<const T*>(m.data());
+  scratch->resize(m.size() / sizeof(T));
+  std::memcpy(scratch->data(), m.data(), m.size());
+  return scratch->data();
+}
+
+}  // namespace
+
+void Server::Handle(std::vector<zmq::message_t>& parts, std::vector<zmq::message_t>* reply) {
+  counters_.requests++;
+  if (parts.size() < 2) {
+    counters_.dropped_malformed++;
+    return;
+  }
+  MsgHeader h;
+  if (!DecodeHeader(parts[1].data(), parts[1].size(), &h).ok()) {
+    counters_.dropped_malformed++;
+    return;
+  }
+  if (h.token != opts_.token) {
+    counters_.dropped_bad_token++;
+    return;
+  }
+  auto refuse = [&](StatusCode code, const std::string& text) {
+    counters_.refused++;
+    ErrorReply(parts[0], h, code, text, opts_.rank, reply);
+  };
+  std::vector<size_t> sizes;
+  for (size_t i = 1; i < parts.size(); ++i) sizes.push_back(parts[i].size());
+  RequestLimits limits{opts_.ps.max_keys_per_request, opts_.ps.max_message_bytes};
+  Status v = ValidateRequestFrames(h, sizes.data(), sizes.size(), limits);
+  if (!v.ok()) return refuse(v.code(), v.message());
+
+  const auto type = static_cast<MsgType>(h.type);
+  if (type == MsgType::kAdmin) {
+    counters_.admins++;
+    auto req = nlohmann::json::parse(static_cast<const char*>(parts[2].data()),
+                                     static_cast<const char*>(parts[2].data()) + parts[2].size(),
+                                     nullptr, /*allow_exceptions=*/false);
+    if (req.is_discarded() || !req.is_object() || !req.contains("cmd") || !req["cmd"].is_string())
+      return refuse(StatusCode::kInvalidArgument, "ADMIN payload must be {\"cmd\": ...}");
+    std::string cmd = req["cmd"];
+    nlohmann::json out;
+    if (cmd == "stats") {
+      out = nlohmann::json::parse(StatsJson());
+    } else if (cmd == "flush") {
+      Status s = store_->Flush();
+      if (!s.ok()) return refuse(s.code(), s.message());
+      out = {{"flushed", true}};
+    } else if (cmd == "tables") {
+      out = nlohmann::json::array();
+      for (const auto& t : opts_.tables)
+        out.push_back({{"id", t.id}, {"name", t.name}, {"dim", t.dim},
+                       {"optimizer", OptimizerName(t.optimizer.kind)}, {"lr", t.optimizer.lr},
+                       {"width", RowWidth(t)}});
+    } else {
+      return refuse(StatusCode::kInvalidArgument, "unknown admin command '" + cmd +
+                                                      "' (stats, flush, tables)");
+    }
+    std::string body = out.dump();
+    MsgHeader rh = h;
+    rh.type = static_cast<uint16_t>(MsgType::kAdminReply);
+    rh.sender = opts_.rank;
+    reply->emplace_back(std::move(parts[0]));
+    reply->push_back(HeaderMessage(rh));
+    reply->emplace_back(body.data(), body.size());
+    return;
+  }
+
+  // PULL or PUSH: check the table, the dim and every key before touching the store.
+  if (h.table >= opts_.tables.size())
+    return refuse(StatusCode::kInvalidArgument, "unknown table id " + std::to_string(h.table));
+  const TableSpec& spec = opts_.tables[h.table];
+  if (type == MsgType::kPush && h.dim != spec.dim)
+    return refuse(StatusCode::kInvalidArgument, "table '" + spec.name + "' has dim " +
+                                                    std::to_string(spec.dim) + ", push has " +
+                                                    std::to_string(h.dim));
+  const size_t n = h.num_keys;
+  thread_local std::vector<Key> key_scratch;
+  const Key* keys = AlignedView<Key>(parts[2], &key_scratch);
+  const uint32_t num_slots = static_cast<uint32_t>(owned_.size());
+  for (size_t i = 0; i < n; ++i) {
+    if (KeyTable(keys[i]) != h.table)
+      return refuse(StatusCode::kInvalidArgument,
+                    "key " + std::to_string(keys[i]) + " belongs to table " +
+                        std::to_string(KeyTable(keys[i])) + ", request is for table " +
+                        std::to_string(h.table));
+    if (!owned_[SlotOf(keys[i], num_slots)])
+      return refuse(StatusCode::kInvalidArgument,
+                    "key " + std::to_string(keys[i]) + " (slot " +
+                        std::to_string(SlotOf(keys[i], num_slots)) + ") is not served by server " +
+                        std::to_string(opts_.rank));
+  }
+
+  MsgHeader rh = h;
+  rh.sender = opts_.rank;
+  rh.status = 0;
+  if (type == MsgType::kPull) {
+    counters_.pulls++;
+    rh.type = static_cast<uint16_t>(MsgType::kPullReply);
+    rh.dim = spec.dim;
+    zmq::message_t rows(n * spec.dim * sizeof(float));
+    Status s = store_->Lookup(h.table, keys, n, spec.dim, static_cast<float*>(rows.data()));
+    if (!s.ok()) return refuse(s.code(), s.message());
+    counters_.rows_pulled += n;
+    reply->emplace_back(std::move(parts[0]));
+    reply->push_back(HeaderMessage(rh));
+    reply->push_back(std::move(rows));
+    return;
+  }
+
+  // PUSH
+  thread_local std::vector<float> grad_scratch;
+  const float* grads = AlignedView<float>(parts[3], &grad_scratch);
+  const size_t total = n * spec.dim;
+  for (size_t i = 0; i < total; ++i)
+    if (!std::isfinite(grads[i]))
+      return refuse(StatusCode::kInvalidArgument,
+                    "non-finite gradient for key " + std::to_string(keys[i / spec.dim]) +
+                        ": push refused, no row changed");
+  counters_.pushes++;
+  const uint32_t dim = spec.dim;
+  const OptimizerSpec& opt = spec.optimizer;
+  Status s = store_->Update(h.table, keys, n, [&](size_t i, float* row) {
+    ApplyUpdate(opt, dim, row, grads + i * dim);
+  });
+  if (!s.ok()) return refuse(s.code(), s.message());
+  counters_.rows_pushed += n;
+  rh.type = static_cast<uint16_t>(MsgType::kPushAck);
+  rh.num_keys = n;
+  reply->emplace_back(std::move(parts[0]));
+  reply->push_back(HeaderMessage(rh));
+}
+
+std::string Server::StatsJson() const {
+  StoreStats st = store_->Stats();
+  nlohmann::json j = {
+      {"rank", opts_.rank},
+      {"store", store_->name()},
+      {"port", port_},
+      {"requests", counters_.requests.load()},
+      {"pulls", counters_.pulls.load()},
+      {"pushes", counters_.pushes.load()},
+      {"admins", counters_.admins.load()},
+      {"rows_pulled", counters_.rows_pulled.load()},
+      {"rows_pushed", counters_.rows_pushed.load()},
+      {"dropped_bad_token", counters_.dropped_bad_token.load()},
+      {"dropped_malformed", counters_.dropped_malformed.load()},
+      {"refused", counters_.refused.load()},
+      {"rows_cached", st.rows_cached},
+      {"hot_hits", st.hot_hits},
+      {"cold_reads", st.cold_reads},
+      {"initialised", st.initialised},
+      {"rows_written", st.rows_written},
+      {"evictions", st.evictions},
+  };
+  return j.dump();
+}
+
+}  // namespace m6rec

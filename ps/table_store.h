@@ -1,0 +1,67 @@
+// TableStore: where a parameter server keeps its rows. An abstract batch API over spans of keys
+// and floats that names no backend's types; two final implementations (memory, RocksDB with an
+// in-memory hot tier) chosen by OpenTableStore from StoreOptions.
+//
+// Row model: each table has a width = dim + optimizer state floats. A row that was never
+// written reads as its deterministic initial value (InitFullRow); reading never creates a row.
+// Thread-safe: any number of threads may call Lookup and Update concurrently. Update is atomic
+// per row (no reader sees half a row) and, for a store that is durable(), the whole batch is
+// durable in the configured mode when Update returns OK; when it fails nothing of it applied.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/status.h"
+
+namespace m6rec {
+
+struct StoreOptions {
+  PsConfig::Store kind = PsConfig::Store::kMemory;
+  PsConfig::Durability durability = PsConfig::Durability::kWal;
+  std::string path;          // RocksDB directory (created if missing)
+  uint64_t hot_rows = 1 << 20;  // per table; 0 = no hot tier (every access goes to RocksDB)
+};
+
+struct StoreStats {
+  uint64_t rows_cached = 0;   // rows in memory (memory store: all of them; RocksDB: hot tier)
+  uint64_t hot_hits = 0;      // lookups/updates served from memory
+  uint64_t cold_reads = 0;    // rows read from RocksDB (MultiGet)
+  uint64_t initialised = 0;   // rows materialised from the initializer
+  uint64_t rows_written = 0;  // rows updated
+  uint64_t evictions = 0;
+  uint64_t write_batches = 0;
+};
+
+class TableStore {
+ public:
+  // fn(i, row) updates in place the whole row (width floats) of keys[i].
+  using RowFn = std::function<void(size_t i, float* row)>;
+
+  virtual ~TableStore() = default;
+
+  // Copies the first `cols` floats (cols <= width: dim for a pull, width for whole rows) of each
+  // key's row to out[i * cols].
+  virtual Status Lookup(TableId table, const Key* keys, size_t n, uint32_t cols, float* out) = 0;
+
+  // Read-modify-write of each key's row. Duplicate keys are applied in order.
+  virtual Status Update(TableId table, const Key* keys, size_t n, const RowFn& fn) = 0;
+
+  // Makes everything acknowledged so far durable on disk (memtable flush, WAL sync).
+  virtual Status Flush() = 0;
+
+  virtual StoreStats Stats() const = 0;
+  virtual bool durable() const = 0;
+  virtual std::string name() const = 0;
+};
+
+// Opens the configured store for `tables` (their ids must be 0..n-1 in order). A RocksDB
+// directory remembers its tables' layout and refuses to open under a config that changed it.
+StatusOr<std::unique_ptr<TableStore>> OpenTableStore(const StoreOptions& options,
+                                                     const std::vector<TableSpec>& tables);
+
+}  // namespace m6rec

@@ -1,0 +1,247 @@
+#include "scheduler/client.h"
+
+#include <unistd.h>
+
+#include <utility>  // before asio: Boost 1.74 needs std::exchange declared
+#include <boost/asio.hpp>
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "common/clock.h"
+#include "common/logging.h"
+
+namespace m6rec {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using nlohmann::json;
+
+class SchedulerClient::Impl {
+ public:
+  explicit Impl(const SchedulerClientOptions& o) : opts_(o), sock_(io_) {}
+
+  ~Impl() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    boost::system::error_code ec;
+    sock_.shutdown(tcp::socket::shutdown_both, ec);
+    if (heartbeat_.joinable()) heartbeat_.join();
+    if (reader_.joinable()) reader_.join();
+    sock_.close(ec);
+  }
+
+  Status Connect() {
+    const int64_t deadline = MonotonicMs() + opts_.connect_timeout_ms;
+    int backoff_ms = 50;
+    std::string last_error;
+    boost::system::error_code ec;
+    auto addr = asio::ip::make_address(opts_.host, ec);
+    if (ec) return Status::InvalidArgument("scheduler address '" + opts_.host + "': " + ec.message());
+    tcp::endpoint ep(addr, static_cast<unsigned short>(opts_.port));
+    for (int attempt = 1;; ++attempt) {
+      sock_.close(ec);
+      sock_.connect(ep, ec);
+      if (!ec) break;
+      last_error = ec.message();
+      if (MonotonicMs() + backoff_ms > deadline)
+        return Status::Unavailable("cannot reach the scheduler at " + opts_.host + ":" +
+                                   std::to_string(opts_.port) + " within " +
+                                   std::to_string(opts_.connect_timeout_ms / 1000.0) + " s (" +
+                                   std::to_string(attempt) + " attempts, last error: " +
+                                   last_error + ")");
+      std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+      backoff_ms = std::min(backoff_ms * 2, 1000);
+    }
+    sock_.set_option(tcp::no_delay(true));
+    reader_ = std::thread([this] { ReadLoop(); });
+    return Status::OK();
+  }
+
+  Status Send(MsgType type, const json& payload) {
+    MsgHeader h;
+    h.type = static_cast<uint16_t>(type);
+    h.token = opts_.token;
+    h.request_id = ++next_id_;
+    std::string frame = EncodeControlFrame(h, payload.dump());
+    std::lock_guard<std::mutex> lock(write_mu_);
+    boost::system::error_code ec;
+    asio::write(sock_, asio::buffer(frame), ec);
+    if (ec) return Status::Unavailable("lost the scheduler connection: " + ec.message());
+    return Status::OK();
+  }
+
+  // Waits for (and removes) the first inbox frame of one of `types`.
+  StatusOr<std::pair<MsgHeader, json>> WaitFor(std::initializer_list<MsgType> types,
+                                               int timeout_ms, const std::string& what,
+                                               const std::string& name = "") {
+    std::unique_lock<std::mutex> lock(mu_);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+      for (auto it = inbox_.begin(); it != inbox_.end(); ++it) {
+        auto t = static_cast<MsgType>(it->first.type);
+        bool match = false;
+        for (auto w : types) match |= (w == t);
+        if (match && (name.empty() || it->second.value("name", "") == name)) {
+          auto out = *it;
+          inbox_.erase(it);
+          if (t == MsgType::kControlError)
+            return Status::InvalidArgument("the scheduler refused " + what + ": " +
+                                           out.second.value("error", std::string("?")));
+          return out;
+        }
+      }
+      if (shutdown_ || lost_)
+        return Status::Aborted("while waiting for " + what + ": " + failure_);
+      if (cv_.wait_until(lock, deadline) == std::cv_status::timeout)
+        return Status::DeadlineExceeded("no " + what + " from the scheduler within " +
+                                        std::to_string(timeout_ms / 1000.0) + " s");
+    }
+  }
+
+  void StartHeartbeats() {
+    if (heartbeat_.joinable()) return;
+    heartbeat_ = std::thread([this] {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (!stop_ && !lost_) {
+        lock.unlock();
+        Status s = Send(MsgType::kHeartbeat, json::object());
+        lock.lock();
+        if (!s.ok()) break;
+        cv_.wait_for(lock, std::chrono::milliseconds(opts_.heartbeat_interval_ms),
+                     [this] { return stop_ || lost_; });
+      }
+    });
+  }
+
+  void ReadLoop() {
+    for (;;) {
+      uint32_t len = 0;
+      boost::system::error_code ec;
+      asio::read(sock_, asio::buffer(&len, 4), ec);
+      std::string body;
+      if (!ec) {
+        if (len < sizeof(MsgHeader) || len > kMaxControlFrame) {
+          ec = asio::error::invalid_argument;
+        } else {
+          body.resize(len);
+          asio::read(sock_, asio::buffer(&body[0], len), ec);
+        }
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      if (ec) {
+        if (!stop_ && !shutdown_) {
+          lost_ = true;
+          failure_ = "lost the connection to the scheduler at " + opts_.host + ":" +
+                     std::to_string(opts_.port) + " (" + ec.message() + ")";
+        }
+        cv_.notify_all();
+        return;
+      }
+      MsgHeader h;
+      std::string payload;
+      if (!DecodeControlFrame(body.data(), body.size(), &h, &payload).ok() ||
+          h.token != opts_.token) {
+        LOG_WARN << "dropping a malformed frame from the scheduler";
+        continue;
+      }
+      json j = json::parse(payload, nullptr, false);
+      if (j.is_discarded()) j = json::object();
+      auto t = static_cast<MsgType>(h.type);
+      if (t == MsgType::kShutdown) {
+        shutdown_ = true;
+        shutdown_ok_ = j.value("ok", false);
+        failure_ = j.value("reason", std::string("shutdown"));
+        if (!shutdown_ok_) failed_ = true;
+      } else if (t == MsgType::kNodeDead) {
+        failed_ = true;
+        failure_ = j.value("role", std::string("?")) + " " + std::to_string(j.value("rank", -1)) +
+                   " died: " + j.value("reason", std::string("?"));
+      } else {
+        inbox_.emplace_back(h, std::move(j));
+      }
+      cv_.notify_all();
+    }
+  }
+
+  SchedulerClientOptions opts_;
+  asio::io_context io_;
+  tcp::socket sock_;
+  std::mutex write_mu_;
+  std::atomic<uint64_t> next_id_{0};
+  std::thread reader_, heartbeat_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<MsgHeader, json>> inbox_;  // guarded by mu_
+  bool stop_ = false, lost_ = false, shutdown_ = false, shutdown_ok_ = false, failed_ = false;
+  std::string failure_;
+};
+
+SchedulerClient::SchedulerClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SchedulerClient::~SchedulerClient() = default;
+
+StatusOr<std::unique_ptr<SchedulerClient>> SchedulerClient::Connect(
+    const SchedulerClientOptions& opts) {
+  auto impl = std::make_unique<Impl>(opts);
+  M6_RETURN_IF_ERROR(impl->Connect());
+  return std::unique_ptr<SchedulerClient>(new SchedulerClient(std::move(impl)));
+}
+
+StatusOr<ClusterView> SchedulerClient::Register(const std::string& role, const std::string& host,
+                                                int port, int requested_rank, int timeout_ms) {
+  M6_RETURN_IF_ERROR(impl_->Send(MsgType::kRegister, {{"role", role},
+                                                     {"host", host},
+                                                     {"port", port},
+                                                     {"rank", requested_rank},
+                                                     {"pid", static_cast<int>(::getpid())}}));
+  // Heartbeats start now: the scheduler knows us, and the wait for the others may be long.
+  impl_->StartHeartbeats();
+  M6_ASSIGN_OR_RETURN(auto msg, impl_->WaitFor({MsgType::kClusterView, MsgType::kControlError},
+                                               timeout_ms, "the cluster view"));
+  return ClusterView::FromJson(msg.second.dump());
+}
+
+Status SchedulerClient::Barrier(const std::string& name, const std::string& group,
+                                int timeout_ms) {
+  M6_RETURN_IF_ERROR(impl_->Send(MsgType::kBarrier, {{"name", name}, {"group", group}}));
+  auto r = impl_->WaitFor({MsgType::kBarrierRelease, MsgType::kControlError}, timeout_ms,
+                          "barrier '" + name + "'", name);
+  return r.ok() ? Status::OK() : r.status();
+}
+
+Status SchedulerClient::Finished(bool ok, const std::string& error,
+                                 const std::string& summary_json) {
+  json summary = json::parse(summary_json.empty() ? "{}" : summary_json, nullptr, false);
+  if (summary.is_discarded()) summary = json::object();
+  return impl_->Send(MsgType::kFinished, {{"ok", ok}, {"error", error}, {"summary", summary}});
+}
+
+ShutdownNotice SchedulerClient::WaitShutdown(int timeout_ms) {
+  std::unique_lock<std::mutex> lock(impl_->mu_);
+  bool got = impl_->cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                                 [&] { return impl_->shutdown_ || impl_->lost_; });
+  if (!got) return {false, "no shutdown from the scheduler within the timeout"};
+  return {impl_->shutdown_ && impl_->shutdown_ok_, impl_->failure_};
+}
+
+bool SchedulerClient::failed(std::string* why) const {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  if (why) *why = impl_->failure_;
+  return impl_->failed_ || impl_->lost_;
+}
+
+bool SchedulerClient::shutdown_received() const {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  return impl_->shutdown_;
+}
+
+StatusOr<std::string> SchedulerClient::QueryStatus(int timeout_ms) {
+  M6_RETURN_IF_ERROR(impl_->Send(MsgType::kStatusRequest, json::object()));
+  M6_ASSIGN_OR_RETURN(auto msg, impl_->WaitFor({MsgType::kStatusReply}, timeout_ms, "status"));
+  return msg.second.dump();
+}
+
+}  // namespace m6rec

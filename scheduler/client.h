@@ -1,0 +1,62 @@
+// SchedulerClient: how a server or worker talks to the scheduler. Connect() retries with
+// exponential back-off until connect_timeout_ms and then fails naming the address, so start-up
+// does not depend on which process comes up first. A reader thread receives pushed events
+// (cluster view, barrier releases, NODE_DEAD, SHUTDOWN); a heartbeat thread keeps the node alive.
+// Thread-safe: any thread may call any method; waits return early when the job is shut down
+// or the scheduler connection is lost.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/cluster_view.h"
+#include "common/protocol.h"
+#include "common/status.h"
+
+namespace m6rec {
+
+struct SchedulerClientOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;
+  uint64_t token = 0;
+  int connect_timeout_ms = 30000;
+  int heartbeat_interval_ms = 500;
+};
+
+struct ShutdownNotice {
+  bool ok = false;
+  std::string reason;
+};
+
+class SchedulerClient {
+ public:
+  static StatusOr<std::unique_ptr<SchedulerClient>> Connect(const SchedulerClientOptions& opts);
+  ~SchedulerClient();
+
+  // Registers and waits (up to timeout_ms) for the cluster view; starts heartbeats.
+  StatusOr<ClusterView> Register(const std::string& role, const std::string& host, int port,
+                                 int requested_rank, int timeout_ms);
+  // Waits until every live worker (group "workers") or every node ("all") reached `name`.
+  Status Barrier(const std::string& name, const std::string& group, int timeout_ms);
+  // Reports the worker's end (summary is a JSON object's text).
+  Status Finished(bool ok, const std::string& error, const std::string& summary_json);
+  // Blocks until the scheduler says SHUTDOWN or the connection is lost (reported as not ok).
+  ShutdownNotice WaitShutdown(int timeout_ms);
+  // Non-blocking: set once SHUTDOWN(ok=false), NODE_DEAD or a lost connection was seen.
+  bool failed(std::string* why) const;
+  bool shutdown_received() const;
+  StatusOr<std::string> QueryStatus(int timeout_ms);
+
+  class Impl;
+
+ private:
+  explicit SchedulerClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace m6rec
