@@ -40,7 +40,7 @@ class Reader {
 
   Status CheckMap(const YAML::Node& n, const std::string& path,
                   std::initializer_list<const char*> allowed) const {
-    if (!n) return Status::OK();
+    if (!n || n.IsNull()) return Status::OK();
     if (!n.IsMap()) return Status::InvalidArgument(Where(n, path) + ": expected a map");
     std::set<std::string> ok(allowed.begin(), allowed.end());
     for (const auto& kv : n) {
@@ -58,7 +58,7 @@ class Reader {
   template <typename T>
   Status Get(const YAML::Node& parent, const std::string& path, const char* key, T* out,
              const char* type_name) const {
-    if (!parent) return Status::OK();
+    if (!parent || !parent.IsMap()) return Status::OK();
     YAML::Node n = parent[key];
     std::string p = path.empty() ? key : path + "." + key;
     if (!n) return Status::OK();
@@ -160,7 +160,7 @@ StatusOr<YAML::Node> LoadTree(const std::string& text, const std::string& source
 
 Status ParseInit(const Reader& r, const YAML::Node& n, const std::string& path,
                  InitializerSpec* out) {
-  if (!n) return Status::OK();
+  if (!n || n.IsNull()) return Status::OK();
   M6_RETURN_IF_ERROR(r.CheckMap(n, path, {"type", "value", "low", "high", "mean", "std"}));
   std::string type = "normal";
   M6_RETURN_IF_ERROR(r.Str(n, path, "type", &type));
@@ -317,7 +317,7 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
                                    cfg->data.source + "' (synth, dir)");
   if (cfg->data.source == "dir" && cfg->data.path.empty())
     return Status::InvalidArgument(r.Where(d, "data.path") + ": required when data.source is dir");
-  YAML::Node s = d ? d["synth"] : YAML::Node();
+  YAML::Node s = d && d.IsMap() ? d["synth"] : YAML::Node(YAML::NodeType::Undefined);
   SynthConfig& sy = cfg->data.synth;
   M6_RETURN_IF_ERROR(r.CheckMap(s, "data.synth",
                                 {"users", "items", "domains", "clusters", "interactions_per_user",

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <unordered_map>
 
@@ -253,6 +254,9 @@ class RocksDBStore final : public TableStore {
 StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& opts,
                                                       const std::vector<TableSpec>& tables) {
   if (opts.path.empty()) return Status::InvalidArgument("the RocksDB store needs a directory");
+  std::error_code ec;
+  std::filesystem::create_directories(opts.path, ec);
+  if (ec) return Status::IOError("cannot create RocksDB directory '" + opts.path + "': " + ec.message());
   rocksdb::Options o;
   o.create_if_missing = true;
   o.compression = rocksdb::kNoCompression;  // float rows do not compress

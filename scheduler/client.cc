@@ -49,7 +49,7 @@ class SchedulerClient::Impl {
       if (MonotonicMs() + backoff_ms > deadline)
         return Status::Unavailable("cannot reach the scheduler at " + opts_.host + ":" +
                                    std::to_string(opts_.port) + " within " +
-                                   std::to_string(opts_.connect_timeout_ms / 1000.0) + " s (" +
+                                   std::to_string(opts_.connect_timeout_ms) + " ms (" +
                                    std::to_string(attempt) + " attempts, last error: " +
                                    last_error + ")");
       std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
@@ -97,7 +97,7 @@ class SchedulerClient::Impl {
         return Status::Aborted("while waiting for " + what + ": " + failure_);
       if (cv_.wait_until(lock, deadline) == std::cv_status::timeout)
         return Status::DeadlineExceeded("no " + what + " from the scheduler within " +
-                                        std::to_string(timeout_ms / 1000.0) + " s");
+                                        std::to_string(timeout_ms) + " ms");
     }
   }
 

@@ -199,8 +199,8 @@ class Scheduler::Impl {
       const int64_t now = clock_->NowMs();
       if (phase_ == "forming" && now - start_ms_ > opts_.cluster.connect_timeout_ms) {
         return Fail("rendezvous timed out after " +
-                    std::to_string(opts_.cluster.connect_timeout_ms / 1000.0) +
-                    " s: still missing " + members_.MissingDescription());
+                    std::to_string(opts_.cluster.connect_timeout_ms) +
+                    " ms (cluster.connect_timeout_ms): still missing " + members_.MissingDescription());
       }
       if (phase_ == "running") {
         for (const auto& m : members_.CheckTimeouts(opts_.cluster.heartbeat_timeout_ms)) {

@@ -208,8 +208,8 @@ Status PsClient::Drive(Ticket t) {
           missing += (missing.empty() ? "" : ", ") + std::string("server ") +
                      std::to_string(part.server) + " at " + servers_[part.server].endpoint;
       Status s = Status::DeadlineExceeded("no reply within " +
-                                          std::to_string(opts_.request_timeout_ms / 1000.0) +
-                                          " s from " + missing);
+                                          std::to_string(opts_.request_timeout_ms) +
+                                          " ms (cluster.request_timeout_ms) from " + missing);
       for (const auto& part : pit->second.parts) by_request_.erase(part.request_id);
       pending_.erase(pit);
       return s;

@@ -1,0 +1,84 @@
+#include <gtest/gtest.h>
+
+#include "common/config.h"
+#include "launch/local_cluster.h"
+#include "test_util.h"
+
+namespace m6rec {
+
+namespace {
+std::string Err(const std::string& yaml, const std::vector<std::string>& ov = {}) {
+  auto c = ParseConfig(yaml, "job.yaml", ov);
+  EXPECT_FALSE(c.ok()) << "expected an error for:\n" << yaml;
+  return c.ok() ? "" : c.status().message();
+}
+const char kTables[] = "tables:\n  - {name: user, dim: 8}\n  - {name: item, dim: 8}\n";
+}  // namespace
+
+TEST(Config, BuiltInDefaultParses) {
+  auto c = ParseConfig(DefaultConfigYaml(), "default");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->cluster.servers, 2);
+  EXPECT_EQ(c->cluster.workers, 2);
+  ASSERT_EQ(c->tables.size(), 2u);
+  EXPECT_EQ(c->tables[1].name, "item");
+  EXPECT_EQ(c->tables[1].id, 1u);
+}
+
+TEST(Config, ErrorsNameFileLineAndField) {
+  std::string e = Err(std::string(kTables) + "cluster:\n  servers: two\n");
+  EXPECT_NE(e.find("job.yaml:5"), std::string::npos) << e;
+  EXPECT_NE(e.find("cluster.servers"), std::string::npos) << e;
+  EXPECT_NE(e.find("'two'"), std::string::npos) << e;
+
+  e = Err(std::string(kTables) + "cluster:\n  sevrers: 2\n");
+  EXPECT_NE(e.find("cluster.sevrers"), std::string::npos) << e;
+  EXPECT_NE(e.find("unknown field"), std::string::npos) << e;
+
+  e = Err("tables:\n  - {name: user, dim: 0}\n");
+  EXPECT_NE(e.find("tables[0].dim"), std::string::npos) << e;
+
+  e = Err("tables:\n  - {name: user, dim: 4, optimizer: {type: rmsprop}}\n");
+  EXPECT_NE(e.find("tables[0].optimizer.type"), std::string::npos) << e;
+  EXPECT_NE(e.find("rmsprop"), std::string::npos) << e;
+
+  e = Err("tables:\n  - {name: a, dim: 4}\n  - {name: a, dim: 4}\n");
+  EXPECT_NE(e.find("duplicate table 'a'"), std::string::npos) << e;
+
+  e = Err("cluster: [1, 2\n");
+  EXPECT_NE(e.find("YAML syntax error"), std::string::npos) << e;
+
+  e = Err("train: {job: mf}\n");
+  EXPECT_NE(e.find("table 'user' is not declared"), std::string::npos) << e;
+}
+
+TEST(Config, OverridesApplyAndAreChecked) {
+  auto c = ParseConfig(kTables, "x.yaml", {"cluster.workers=5", "tables.1.dim=16", "ps.store=memory"});
+  ASSERT_FALSE(c.ok()) << "dims differ now, so the mf job must refuse";
+  c = ParseConfig(kTables, "x.yaml",
+                  {"cluster.workers=5", "tables.1.dim=16", "tables.0.dim=16", "ps.store=memory"});
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->cluster.workers, 5);
+  EXPECT_EQ(c->tables[1].dim, 16u);
+  EXPECT_EQ(c->ps.store, PsConfig::Store::kMemory);
+  std::string e = Err(kTables, {"tables.7.dim=3"});
+  EXPECT_NE(e.find("not an index"), std::string::npos) << e;
+  e = Err(kTables, {"nonsense"});
+  EXPECT_NE(e.find("path=value"), std::string::npos) << e;
+}
+
+TEST(Config, EffectiveConfigRoundTrips) {
+  testing::TempDir dir;
+  std::string src = testing::WriteFile(dir / "in.yaml", std::string(kTables) + "job: {seed: 7}\n");
+  ASSERT_TRUE(WriteEffectiveConfig(src, {"cluster.servers=3"}, dir / "out.yaml").ok());
+  auto c = LoadConfig(dir / "out.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->cluster.servers, 3);
+  EXPECT_EQ(c->seed, 7u);
+  auto orig = LoadConfig(src);
+  ASSERT_TRUE(orig.ok());
+  EXPECT_EQ(c->tables[0].seed, orig->tables[0].seed) << "row seeds must survive the rewrite";
+  EXPECT_FALSE(LoadConfig(dir / "missing.yaml").ok());
+}
+
+}  // namespace m6rec

@@ -1,0 +1,179 @@
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace m6rec {
+namespace testing {
+
+namespace {
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+pid_t SpawnChild(const std::vector<std::string>& args, int out_fd,
+                 const std::map<std::string, std::string>& env) {
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    setpgid(0, 0);
+    dup2(out_fd, 1);
+    dup2(out_fd, 2);
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+void Decode(int status, int* code, int* sig) {
+  if (WIFEXITED(status)) {
+    *code = WEXITSTATUS(status);
+    *sig = 0;
+  } else if (WIFSIGNALED(status)) {
+    *code = -1;
+    *sig = WTERMSIG(status);
+  }
+}
+}  // namespace
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/m6rec-test-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (!mkdtemp(buf.data())) std::abort();
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  if (!std::getenv("M6REC_KEEP_TEST_DIRS")) std::filesystem::remove_all(path_, ec);
+}
+
+RunResult Run(const std::vector<std::string>& args, double timeout_s,
+              const std::map<std::string, std::string>& env) {
+  RunResult r;
+  char tmpl[] = "/tmp/m6rec-run-XXXXXX";
+  int fd = mkstemp(tmpl);
+  unlink(tmpl);
+  const double t0 = Now();
+  pid_t pid = SpawnChild(args, fd, env);
+  int status = 0;
+  for (;;) {
+    pid_t w = waitpid(pid, &status, WNOHANG);
+    if (w == pid) break;
+    if (Now() - t0 > timeout_s) {
+      r.timed_out = true;
+      kill(-pid, SIGKILL);
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  r.seconds = Now() - t0;
+  Decode(status, &r.exit_code, &r.signal);
+  lseek(fd, 0, SEEK_SET);
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) r.output.append(buf, n);
+  close(fd);
+  return r;
+}
+
+Background::Background(const std::vector<std::string>& args, const std::string& log_path,
+                       const std::map<std::string, std::string>& env)
+    : log_(log_path) {
+  int fd = open(log_path.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  pid_ = SpawnChild(args, fd, env);
+  close(fd);
+}
+
+Background::~Background() {
+  if (!reaped_ && pid_ > 0) {
+    kill(pid_, SIGKILL);
+    Wait(10);
+  }
+}
+
+bool Background::Wait(double timeout_s) {
+  if (reaped_) return true;
+  const double t0 = Now();
+  int status = 0;
+  for (;;) {
+    pid_t w = waitpid(pid_, &status, WNOHANG);
+    if (w == pid_) {
+      reaped_ = true;
+      Decode(status, &exit_code_, &signal_);
+      return true;
+    }
+    if (Now() - t0 > timeout_s) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+void Background::Kill(int sig) {
+  if (!reaped_) kill(pid_, sig);
+}
+
+bool Background::running() { return !Wait(0); }
+
+std::string Background::Output() const {
+  std::ifstream in(log_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string WaitForFile(const std::string& path, double timeout_s) {
+  const double t0 = Now();
+  while (Now() - t0 < timeout_s) {
+    std::ifstream in(path);
+    if (in) {
+      std::stringstream ss;
+      ss << in.rdbuf();
+      if (!ss.str().empty()) return ss.str();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return "";
+}
+
+bool ProcessAlive(pid_t pid) {
+  if (kill(pid, 0) != 0) return false;
+  // A zombie still answers kill(0); look at its state.
+  std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
+  std::string s;
+  std::getline(st, s);
+  size_t rp = s.rfind(')');
+  return !(rp != std::string::npos && rp + 2 < s.size() && s[rp + 2] == 'Z');
+}
+
+std::string Binary() { return M6REC_BINARY; }
+std::string SourceDir() { return M6REC_SOURCE_DIR; }
+
+std::string WriteFile(const std::string& path, const std::string& content) {
+  std::ofstream out(path);
+  out << content;
+  return path;
+}
+
+}  // namespace testing
+}  // namespace m6rec
