@@ -46,13 +46,14 @@ class SchedulerClient::Impl {
       sock_.connect(ep, ec);
       if (!ec) break;
       last_error = ec.message();
-      if (MonotonicMs() + backoff_ms > deadline)
+      const int64_t left = deadline - MonotonicMs();
+      if (left <= 0)
         return Status::Unavailable("cannot reach the scheduler at " + opts_.host + ":" +
                                    std::to_string(opts_.port) + " within " +
                                    std::to_string(opts_.connect_timeout_ms) + " ms (" +
                                    std::to_string(attempt) + " attempts, last error: " +
                                    last_error + ")");
-      std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(backoff_ms, left)));
       backoff_ms = std::min(backoff_ms * 2, 1000);
     }
     sock_.set_option(tcp::no_delay(true));

@@ -1,1 +1,267 @@
+// Multi-process integration tests: the real m6rec binary, real processes, real sockets on
+// 127.0.0.1, real RocksDB directories. Every test bounds its own waiting time.
+#include <gtest/gtest.h>
+#include <signal.h>
 
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/cluster_view.h"
+#include "common/util.h"
+#include "ps/optimizer.h"
+#include "test_util.h"
+#include "worker/ps_client.h"
+#include "worker/trainer.h"
+
+namespace m6rec {
+
+using nlohmann::json;
+using testing::Background;
+using testing::Binary;
+using testing::RunCommand;
+using testing::TempDir;
+
+namespace {
+
+std::string PushCheckConfig(const std::string& store) {
+  return R"(job: {name: pushcheck, seed: 3}
+cluster: {servers: 2, workers: 2, heartbeat_interval_ms: 100, heartbeat_timeout_ms: 5000}
+ps: {store: )" + store + R"(, num_slots: 64}
+tables:
+  - {name: user, dim: 4}
+  - name: item
+    dim: 4
+    init: {type: constant, value: 1.0}
+    optimizer: {type: sgd, lr: 0.5}
+train: {job: pushcheck}
+)";
+}
+
+std::string MfConfig(int epochs) {
+  return R"(job: {name: mf-test, seed: 5}
+cluster: {servers: 2, workers: 2, heartbeat_interval_ms: 100, heartbeat_timeout_ms: 5000}
+ps: {store: rocksdb, num_slots: 256}
+tables:
+  - {name: user, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
+  - {name: item, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
+data:
+  synth: {users: 600, items: 300, clusters: 6, interactions_per_user: 24}
+train: {job: mf, epochs: )" + std::to_string(epochs) + R"(, batch_size: 128, negatives: 4, log_every: 10}
+)";
+}
+
+json ReadJson(const std::string& path) {
+  auto text = ReadFileToString(path);
+  EXPECT_TRUE(text.ok()) << path;
+  return json::parse(text.ok() ? *text : "{}", nullptr, false);
+}
+
+std::vector<pid_t> PidsOf(const std::string& run_dir) {
+  std::vector<pid_t> pids;
+  json j = json::parse(testing::WaitForFile(run_dir + "/pids.json", 30), nullptr, false);
+  if (j.is_object())
+    for (auto& [name, pid] : j.items())
+      if (name != "launcher") pids.push_back(pid.get<pid_t>());
+  return pids;
+}
+
+// Waits until `text` shows up in the background process's output.
+bool WaitForOutput(Background& p, const std::string& text, double timeout_s) {
+  for (int i = 0; i < timeout_s * 20; ++i) {
+    if (p.Output().find(text) != std::string::npos) return true;
+    if (!p.running()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+}  // namespace
+
+class PushCheck : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PushCheck, OverlappingPushesFromTwoWorkersGiveExactRows) {
+  TempDir dir;
+  std::string cfg = testing::WriteFile(dir / "job.yaml", PushCheckConfig(GetParam()));
+  auto r = RunCommand({Binary(), "local", "--config", cfg, "--run-dir", dir / "run"}, 90);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  json j = ReadJson(dir / "run/pushcheck.json");
+  ASSERT_TRUE(j.is_object());
+  const uint32_t dim = j["dim"], workers = j["workers"];
+  ASSERT_EQ(dim, 4u);
+  ASSERT_EQ(workers, 2u);
+  const auto ids = j["ids"].get<std::vector<uint64_t>>();
+  const auto rows = j["rows"].get<std::vector<float>>();
+  ASSERT_EQ(ids.size(), size_t(kPushCheckShared + 2 * kPushCheckPrivate));
+  ASSERT_EQ(rows.size(), ids.size() * dim);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    for (uint32_t d = 0; d < dim; ++d) {
+      // constant init 1.0, SGD lr 0.5; every gradient is a multiple of 1/4, so any order of
+      // application gives the same float exactly.
+      float want = 1.0f;
+      for (uint32_t w = 0; w < workers; ++w) {
+        const bool shared = ids[i] < uint64_t(kPushCheckShared);
+        const bool mine = ids[i] >= 1000 + 100 * w && ids[i] < 1000 + 100 * w + kPushCheckPrivate;
+        if (!shared && !mine) continue;
+        for (int round = 0; round < kPushCheckRounds; ++round)
+          want -= 0.5f * (shared ? 2 : 1) * PushCheckGrad(ids[i], d, round, w);
+      }
+      EXPECT_EQ(rows[i * dim + d], want) << "id " << ids[i] << " dim " << d;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, PushCheck, ::testing::Values("memory", "rocksdb"));
+
+TEST(Cluster, ServerRestartedOnItsDirectoryServesEveryAcknowledgedRow) {
+  TempDir dir;
+  std::string cfg = testing::WriteFile(dir / "job.yaml", PushCheckConfig("rocksdb"));
+  auto loaded = LoadConfig(cfg);
+  ASSERT_TRUE(loaded.ok());
+  const uint64_t token = 0xfeedface12345678ULL;
+  const std::map<std::string, std::string> env{{"M6REC_TOKEN", FormatToken(token)}};
+  auto start = [&](const std::string& port_file) {
+    return std::make_unique<Background>(
+        std::vector<std::string>{Binary(), "server", "--standalone", "--config", cfg, "--data-dir",
+                                 dir / "db", "--port-file", port_file},
+        dir / (port_file.substr(port_file.rfind('/') + 1) + ".log"), env);
+  };
+  auto client_for = [&](int port) {
+    PsClientOptions o;
+    o.view = ClusterView::SingleServer("127.0.0.1", port, loaded->ps.num_slots);
+    o.tables = loaded->tables;
+    o.token = token;
+    o.request_timeout_ms = 10000;
+    return PsClient::Create(o);
+  };
+  const TableSpec& t = loaded->tables[1];
+  std::vector<Key> keys;
+  for (int i = 0; i < 500; ++i) keys.push_back(MakeKey(t.id, i * 7));
+  std::vector<float> expect(keys.size() * RowWidth(t));
+  for (size_t i = 0; i < keys.size(); ++i) InitFullRow(t, keys[i], &expect[i * RowWidth(t)]);
+
+  auto first = start(dir / "port1");
+  int port = std::atoi(testing::WaitForFile(dir / "port1", 20).c_str());
+  ASSERT_GT(port, 0) << first->Output();
+  {
+    auto c = client_for(port);
+    ASSERT_TRUE(c.ok());
+    for (int round = 0; round < 5; ++round) {
+      std::vector<float> g(keys.size() * t.dim);
+      for (size_t i = 0; i < g.size(); ++i) g[i] = 0.001f * float((i + round) % 13) - 0.005f;
+      ASSERT_TRUE((*c)->Push(t.id, keys.data(), keys.size(), g.data()).ok());  // acknowledged
+      for (size_t i = 0; i < keys.size(); ++i)
+        ApplyUpdate(t.optimizer, t.dim, &expect[i * RowWidth(t)], &g[i * t.dim]);
+    }
+  }
+  first->Kill(SIGKILL);
+  ASSERT_TRUE(first->Wait(10));
+  ASSERT_EQ(first->signal(), SIGKILL);
+
+  auto second = start(dir / "port2");
+  port = std::atoi(testing::WaitForFile(dir / "port2", 20).c_str());
+  ASSERT_GT(port, 0) << second->Output();
+  auto c = client_for(port);
+  ASSERT_TRUE(c.ok());
+  std::vector<float> rows(keys.size() * t.dim);
+  ASSERT_TRUE((*c)->Pull(t.id, keys.data(), keys.size(), rows.data()).ok());
+  for (size_t i = 0; i < keys.size(); ++i)
+    for (uint32_t d = 0; d < t.dim; ++d)
+      ASSERT_EQ(rows[i * t.dim + d], expect[i * RowWidth(t) + d]) << "key " << i << " lost an acknowledged update";
+  second->Kill(SIGTERM);
+  ASSERT_TRUE(second->Wait(10));
+  EXPECT_EQ(second->exit_code(), 0) << second->Output();
+}
+
+TEST(Cluster, WorkerThatCannotReachTheSchedulerFailsClearlyWithinTheTimeout) {
+  TempDir dir;
+  std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(1));
+  auto r = RunCommand({Binary(), "worker", "--config", cfg, "--scheduler", "127.0.0.1:1", "--rank", "0",
+                "--set", "cluster.connect_timeout_ms=1500"},
+               30, {{"M6REC_TOKEN", "00000000000000ab"}});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_NE(r.output.find("cannot reach the scheduler at 127.0.0.1:1 within 1500 ms"), std::string::npos)
+      << r.output;
+  EXPECT_GE(r.seconds, 1.0);
+  EXPECT_LT(r.seconds, 8.0) << "it must give up at the timeout, not hang";
+}
+
+TEST(Cluster, KillingAServerStopsTheClusterWithAClearMessageAndNoOrphans) {
+  TempDir dir;
+  std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(1000));
+  Background launcher({Binary(), "local", "--config", cfg, "--run-dir", dir / "run"}, dir / "out.log");
+  ASSERT_TRUE(WaitForOutput(launcher, "step 10 ", 60)) << launcher.Output();
+  std::vector<pid_t> pids = PidsOf(dir / "run");
+  ASSERT_EQ(pids.size(), 5u);
+  json j = json::parse(*ReadFileToString(dir / "run/pids.json"));
+  const pid_t victim = j["server 1"];
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  ASSERT_TRUE(launcher.Wait(30)) << "the launcher must stop the cluster by itself";
+  EXPECT_NE(launcher.exit_code(), 0);
+  const std::string out = launcher.Output();
+  EXPECT_NE(out.find("server 1 (pid " + std::to_string(victim) + ") was killed by signal 9"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("stopping the cluster"), std::string::npos) << out;
+  for (pid_t p : pids) EXPECT_FALSE(testing::ProcessAlive(p)) << "orphan pid " << p;
+}
+
+TEST(Cluster, CtrlCStopsEveryProcess) {
+  TempDir dir;
+  std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(1000));
+  Background launcher({Binary(), "local", "--config", cfg, "--run-dir", dir / "run"}, dir / "out.log");
+  ASSERT_TRUE(WaitForOutput(launcher, "step 10 ", 60)) << launcher.Output();
+  std::vector<pid_t> pids = PidsOf(dir / "run");
+  launcher.Kill(SIGINT);
+  ASSERT_TRUE(launcher.Wait(30));
+  EXPECT_EQ(launcher.exit_code(), 130) << launcher.Output();
+  for (pid_t p : pids) EXPECT_FALSE(testing::ProcessAlive(p)) << "orphan pid " << p;
+}
+
+TEST(Cluster, MfTrainingOnSyntheticDataLearnsAndBeatsPopularity) {
+  TempDir dir;
+  std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(3));
+  auto r = RunCommand({Binary(), "local", "--config", cfg, "--run-dir", dir / "run"}, 180);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  json res = ReadJson(dir / "run/result.json");
+  ASSERT_TRUE(res.contains("test")) << res.dump();
+  const double hr = res["test"]["HR@10"], pop = res["popularity"]["HR@10"];
+  EXPECT_GT(hr, pop + 0.05) << "MF must beat the popularity ranking by a clear margin";
+  for (const auto& w : res["workers"]) {
+    EXPECT_LT(w["last_loss"].get<double>(), 0.8 * w["first_loss"].get<double>()) << w.dump();
+  }
+  // Every process exited cleanly and each server kept its RocksDB directory.
+  EXPECT_NE(r.output.find("all processes exited cleanly"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(dir / "run/server-0/CURRENT"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "run/server-1/CURRENT"));
+}
+
+TEST(Cluster, BadInputIsRefusedWithFileLineAndField) {
+  TempDir dir;
+  std::string bad = testing::WriteFile(dir / "bad.yaml", "job: {name: x}\ncluster:\n  workers: many\n");
+  auto r = RunCommand({Binary(), "local", "--config", bad, "--run-dir", dir / "run"}, 30);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("bad.yaml:3: cluster.workers: expected an integer, got 'many'"), std::string::npos)
+      << r.output;
+  auto no_token = RunCommand({Binary(), "server", "--config", bad, "--scheduler", "127.0.0.1:5"}, 30);
+  EXPECT_EQ(no_token.exit_code, 2);
+  auto r2 = RunCommand({Binary(), "local", "--set", "tables.0.dim=0", "--run-dir", dir / "run2"}, 30);
+  EXPECT_EQ(r2.exit_code, 2);
+  EXPECT_NE(r2.output.find("tables[0].dim"), std::string::npos) << r2.output;
+  auto r3 = RunCommand({Binary(), "local", "--bogus"}, 30);
+  EXPECT_EQ(r3.exit_code, 2);
+  EXPECT_NE(r3.output.find("unknown option --bogus"), std::string::npos) << r3.output;
+}
+
+TEST(Cluster, BadDataLineStopsTheJobNamingFileAndLine) {
+  TempDir dir;
+  testing::WriteFile(dir / "interactions.tsv", "0 1\n1 2\n2 oops\n");
+  std::string cfg = testing::WriteFile(
+      dir / "job.yaml", MfConfig(1) + "\n# data from a directory\n");
+  auto r = RunCommand({Binary(), "local", "--config", cfg, "--run-dir", dir / "run", "--set", "data.source=dir",
+                "--set", "data.path=" + dir.path()},
+               60);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find(dir / "interactions.tsv:3: item id 'oops'"), std::string::npos) << r.output;
+}
+
+}  // namespace m6rec

@@ -67,7 +67,7 @@ TempDir::~TempDir() {
   if (!std::getenv("M6REC_KEEP_TEST_DIRS")) std::filesystem::remove_all(path_, ec);
 }
 
-RunResult Run(const std::vector<std::string>& args, double timeout_s,
+RunResult RunCommand(const std::vector<std::string>& args, double timeout_s,
               const std::map<std::string, std::string>& env) {
   RunResult r;
   char tmpl[] = "/tmp/m6rec-run-XXXXXX";

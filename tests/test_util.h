@@ -32,7 +32,7 @@ struct RunResult {
 };
 
 // Runs `args` (args[0] is the program) with extra environment; kills it after timeout_s.
-RunResult Run(const std::vector<std::string>& args, double timeout_s,
+RunResult RunCommand(const std::vector<std::string>& args, double timeout_s,
               const std::map<std::string, std::string>& env = {});
 
 // A child process running in the background with its output captured to a file.

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian 12 machine: install what is missing, build, then either run the
+# main job (a local simulated cluster on the built-in synthetic data) or the test suite.
+#   launch/quickstart.sh            # install + build + train the default job
+#   launch/quickstart.sh --tests    # install + build + run every test (what CI runs)
+# Extra arguments after the mode go to `m6rec local` (e.g. --set train.epochs=2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=run
+if [[ "${1:-}" == "--tests" ]]; then
+  mode=tests
+  shift
+fi
+
+launch/install-deps.sh
+
+jobs=$(nproc 2>/dev/null || echo 2)
+build_type=${M6REC_BUILD_TYPE:-Release}
+cmake -S . -B build -DCMAKE_BUILD_TYPE="$build_type" >/dev/null
+cmake --build build -j"$jobs"
+
+if [[ "$mode" == "tests" ]]; then
+  # Unit tests run in parallel; the multi-process tests are marked RUN_SERIAL.
+  ctest --test-dir build --output-on-failure -j"$jobs" --timeout 300
+else
+  exec build/m6rec local "$@"
+fi
