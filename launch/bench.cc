@@ -282,6 +282,7 @@ int RunPsBench(const PsBenchOptions& opts) {
   if (o.quick) {
     o.dims = {64};
     o.batches = {10000};
+    o.servers = {1};
   }
   return Bench(o).Run();
 }

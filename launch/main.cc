@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
 #include <string>
 
 #include "common/config.h"
@@ -155,10 +156,15 @@ int RunData(int argc, char** argv) {
 
 int RunBench(int argc, char** argv) {
   if (argc < 3 || std::strcmp(argv[2], "ps") != 0) {
-    std::fprintf(stderr, "usage: m6rec bench ps [--json] [--quick] [--seconds S] [--depth N] [--threads N]\n");
+    std::fprintf(stderr,
+                 "usage: m6rec bench ps [--json] [--quick] [--seconds S] [--depth N] [--threads N]\n"
+                 "                      [--stores memory,rocksdb-hot,rocksdb-cold] [--dims 16,64,256]\n"
+                 "                      [--batches 1000,10000,100000] [--servers 1,2]\n");
     return 2;
   }
-  auto args = Args::Parse(argc, argv, 3, {"json", "quick"}, {"seconds", "depth", "threads", "tmp-dir", "log-level"});
+  auto args = Args::Parse(argc, argv, 3, {"json", "quick"},
+                          {"seconds", "depth", "threads", "tmp-dir", "log-level", "stores", "dims",
+                           "batches", "servers"});
   if (!args.ok()) return Die(args.status());
   PsBenchOptions o;
   o.json = args->Has("json");
@@ -171,6 +177,33 @@ int RunBench(int argc, char** argv) {
   o.depth = std::max(1, *depth);
   o.threads = std::max(1, *threads);
   o.tmp_dir = args->Get("tmp-dir", "/tmp");
+  auto list = [&](const std::string& name, std::vector<int>* out) -> Status {
+    if (!args->Has(name)) return Status::OK();
+    out->clear();
+    std::stringstream ss(args->Get(name));
+    for (std::string x; std::getline(ss, x, ',');) {
+      char* end = nullptr;
+      long v = std::strtol(x.c_str(), &end, 10);
+      if (x.empty() || *end != '\0' || v <= 0)
+        return Status::InvalidArgument("--" + name + ": '" + x + "' is not a positive integer");
+      out->push_back(static_cast<int>(v));
+    }
+    return Status::OK();
+  };
+  for (auto [name, out] : {std::make_pair("dims", &o.dims), std::make_pair("batches", &o.batches),
+                           std::make_pair("servers", &o.servers)}) {
+    Status st = list(name, out);
+    if (!st.ok()) return Die(st);
+  }
+  if (args->Has("stores")) {
+    o.stores.clear();
+    std::stringstream ss(args->Get("stores"));
+    for (std::string x; std::getline(ss, x, ',');) {
+      if (x != "memory" && x != "rocksdb-hot" && x != "rocksdb-cold")
+        return Die(Status::InvalidArgument("--stores: '" + x + "' (memory, rocksdb-hot, rocksdb-cold)"));
+      o.stores.push_back(x);
+    }
+  }
   SetLogLevel(LogLevel::kWarn);
   return RunPsBench(o);
 }

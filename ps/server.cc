@@ -1,5 +1,7 @@
 #include "ps/server.h"
 
+#include <pthread.h>
+
 #include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -52,6 +54,7 @@ void Server::Start() {
   started_ = true;
   for (int i = 0; i < opts_.ps.threads; ++i) handlers_.emplace_back([this, i] { HandlerLoop(i); });
   proxy_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "ps-proxy");
     try {
       zmq::proxy(frontend_, backend_);
     } catch (const zmq::error_t&) {
@@ -72,6 +75,7 @@ void Server::Stop() {
 }
 
 void Server::HandlerLoop(int id) {
+  pthread_setname_np(pthread_self(), ("ps-handler-" + std::to_string(id)).c_str());
   zmq::socket_t sock(ctx_, zmq::socket_type::dealer);
   sock.set(zmq::sockopt::linger, 0);
   sock.set(zmq::sockopt::sndhwm, 0);

@@ -129,20 +129,27 @@ StatusOr<PsClient::Ticket> PsClient::PushAsync(TableId table, const Key* keys, s
   std::vector<std::vector<Key>> per_server;
   M6_RETURN_IF_ERROR(Group(table, keys, n, &p, &per_server));
   const uint32_t dim = p.dim;
-  // Sum gradients per unique key straight into the outgoing frames.
+  // Sum gradients per unique key straight into the outgoing frames: the first occurrence of a
+  // key (in input order) is copied, later ones are added.
   std::vector<zmq::message_t> gm(per_server.size());
   std::vector<float*> gptr(per_server.size(), nullptr);
+  std::vector<uint32_t> filled(per_server.size(), 0);
   for (uint32_t s = 0; s < per_server.size(); ++s) {
     if (per_server[s].empty()) continue;
     gm[s] = zmq::message_t(per_server[s].size() * dim * sizeof(float));
     gptr[s] = static_cast<float*>(gm[s].data());
-    std::memset(gptr[s], 0, gm[s].size());
   }
+  const size_t row_bytes = size_t{dim} * sizeof(float);
   for (size_t i = 0; i < n; ++i) {
     const uint32_t s = p.where[i] >> 24, u = p.where[i] & 0xffffff;
     float* __restrict dst = gptr[s] + size_t{u} * dim;
     const float* __restrict src = grads + i * dim;
-    for (uint32_t d = 0; d < dim; ++d) dst[d] += src[d];
+    if (u == filled[s]) {  // indices within a server are handed out in first-seen order
+      std::memcpy(dst, src, row_bytes);
+      ++filled[s];
+    } else {
+      for (uint32_t d = 0; d < dim; ++d) dst[d] += src[d];
+    }
   }
   for (uint32_t s = 0; s < per_server.size(); ++s) {
     if (per_server[s].empty()) continue;
