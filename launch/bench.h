@@ -15,6 +15,7 @@ struct PsBenchOptions {
   double seconds = 0.5;        // measuring time per case and op
   int depth = 1;               // requests in flight per client (1 = synchronous)
   int threads = 1;             // request threads per server
+  size_t message_bytes = 1 << 20;  // PsClientOptions::target_message_bytes (0 = no split)
   std::vector<int> dims{16, 64, 256};
   std::vector<int> batches{1000, 10000, 100000};
   std::vector<int> servers{1, 2};

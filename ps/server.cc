@@ -52,6 +52,11 @@ void Server::SetOwnedSlots(std::vector<uint8_t> owned) { owned_ = std::move(owne
 void Server::Start() {
   if (started_) return;
   started_ = true;
+  if (opts_.ps.threads == 1) {
+    // One handler: it owns the ROUTER itself, saving the proxy thread and a hop per message.
+    handlers_.emplace_back([this] { HandlerLoop(0); });
+    return;
+  }
   for (int i = 0; i < opts_.ps.threads; ++i) handlers_.emplace_back([this, i] { HandlerLoop(i); });
   proxy_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "ps-proxy");
@@ -76,11 +81,16 @@ void Server::Stop() {
 
 void Server::HandlerLoop(int id) {
   pthread_setname_np(pthread_self(), ("ps-handler-" + std::to_string(id)).c_str());
-  zmq::socket_t sock(ctx_, zmq::socket_type::dealer);
-  sock.set(zmq::sockopt::linger, 0);
-  sock.set(zmq::sockopt::sndhwm, 0);
-  sock.set(zmq::sockopt::rcvhwm, 0);
-  sock.connect(backend_ep_);
+  const bool direct = opts_.ps.threads == 1;
+  zmq::socket_t own;
+  if (!direct) {
+    own = zmq::socket_t(ctx_, zmq::socket_type::dealer);
+    own.set(zmq::sockopt::linger, 0);
+    own.set(zmq::sockopt::sndhwm, 0);
+    own.set(zmq::sockopt::rcvhwm, 0);
+    own.connect(backend_ep_);
+  }
+  zmq::socket_t& sock = direct ? frontend_ : own;
   std::vector<zmq::message_t> parts, reply;
   while (!stopping_) {
     auto got = RecvMultipart(sock, &parts, -1);
@@ -90,7 +100,7 @@ void Server::HandlerLoop(int id) {
     if (reply.empty()) continue;
     if (!SendMultipart(sock, reply).ok()) break;
   }
-  sock.close();
+  if (!direct) own.close();
 }
 
 namespace {

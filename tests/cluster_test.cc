@@ -26,7 +26,7 @@ namespace {
 std::string PushCheckConfig(const std::string& store) {
   return R"(job: {name: pushcheck, seed: 3}
 cluster: {servers: 2, workers: 2, heartbeat_interval_ms: 100, heartbeat_timeout_ms: 5000}
-ps: {store: )" + store + R"(, num_slots: 64}
+ps: {store: )" + store + R"(, num_slots: 64, threads: 1}
 tables:
   - {name: user, dim: 4}
   - name: item

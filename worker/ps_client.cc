@@ -1,5 +1,6 @@
 #include "worker/ps_client.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/clock.h"
@@ -71,37 +72,57 @@ Status PsClient::Group(TableId table, const Key* keys, size_t n, Pending* p,
     }
     p->where[i] = u;
   }
-  p->part_of_server.assign(servers_.size(), -1);
+  p->first_part.assign(servers_.size(), -1);
   stats_.keys_requested += n;
   stats_.keys_unique += dedup_.size();
   return Status::OK();
 }
 
-Status PsClient::SendPart(Pending* p, uint32_t server, uint16_t type, zmq::message_t keys,
+uint32_t PsClient::ChunkKeys(uint32_t dim) const {
+  if (opts_.target_message_bytes == 0) return 1u << 24;
+  return static_cast<uint32_t>(
+      std::max<size_t>(256, opts_.target_message_bytes / (size_t{dim} * sizeof(float))));
+}
+
+Status PsClient::SendPart(Pending* p, uint32_t server, uint16_t type, const Key* keys, size_t n,
                           zmq::message_t* values) {
   Part part;
   part.server = server;
   part.request_id = next_request_++;
-  part.count = keys.size() / sizeof(Key);
+  part.count = n;
   MsgHeader h;
   h.type = type;
   h.token = opts_.token;
   h.request_id = part.request_id;
   h.table = p->table;
   h.dim = p->dim;
-  h.num_keys = part.count;
+  h.num_keys = n;
   h.sender = opts_.sender_rank;
   std::vector<zmq::message_t> msg;
   msg.emplace_back(&h, sizeof(h));
-  stats_.bytes_sent += sizeof(h) + keys.size() + (values ? values->size() : 0);
-  msg.push_back(std::move(keys));
+  msg.emplace_back(keys, n * sizeof(Key));
+  stats_.bytes_sent += sizeof(h) + n * sizeof(Key) + (values ? values->size() : 0);
   if (values) msg.push_back(std::move(*values));
   M6_RETURN_IF_ERROR(SendMultipart(*servers_[server].sock, msg)
                          .WithContext("sending to server " + std::to_string(server) + " at " +
                                       servers_[server].endpoint));
-  p->part_of_server[server] = static_cast<int>(p->parts.size());
   p->parts.push_back(std::move(part));
   p->outstanding++;
+  return Status::OK();
+}
+
+Status PsClient::SendAll(Pending* p, uint16_t type, const std::vector<std::vector<Key>>& per_server,
+                         std::vector<zmq::message_t>* values) {
+  size_t v = 0;
+  for (uint32_t s = 0; s < per_server.size(); ++s) {
+    const auto& keys = per_server[s];
+    if (keys.empty()) continue;
+    p->first_part[s] = static_cast<int>(p->parts.size());
+    for (size_t off = 0; off < keys.size(); off += p->chunk) {
+      const size_t n = std::min<size_t>(p->chunk, keys.size() - off);
+      M6_RETURN_IF_ERROR(SendPart(p, s, type, keys.data() + off, n, values ? &(*values)[v++] : nullptr));
+    }
+  }
   return Status::OK();
 }
 
@@ -110,11 +131,8 @@ StatusOr<PsClient::Ticket> PsClient::PullAsync(TableId table, const Key* keys, s
   p.is_pull = true;
   std::vector<std::vector<Key>> per_server;
   M6_RETURN_IF_ERROR(Group(table, keys, n, &p, &per_server));
-  for (uint32_t s = 0; s < per_server.size(); ++s) {
-    if (per_server[s].empty()) continue;
-    zmq::message_t km(per_server[s].data(), per_server[s].size() * sizeof(Key));
-    M6_RETURN_IF_ERROR(SendPart(&p, s, static_cast<uint16_t>(MsgType::kPull), std::move(km), nullptr));
-  }
+  p.chunk = ChunkKeys(p.dim);
+  M6_RETURN_IF_ERROR(SendAll(&p, static_cast<uint16_t>(MsgType::kPull), per_server, nullptr));
   stats_.pulls++;
   Ticket t = next_ticket_++;
   for (const auto& part : p.parts) by_request_[part.request_id] = t;
@@ -129,20 +147,24 @@ StatusOr<PsClient::Ticket> PsClient::PushAsync(TableId table, const Key* keys, s
   std::vector<std::vector<Key>> per_server;
   M6_RETURN_IF_ERROR(Group(table, keys, n, &p, &per_server));
   const uint32_t dim = p.dim;
-  // Sum gradients per unique key straight into the outgoing frames: the first occurrence of a
-  // key (in input order) is copied, later ones are added.
-  std::vector<zmq::message_t> gm(per_server.size());
-  std::vector<float*> gptr(per_server.size(), nullptr);
-  std::vector<uint32_t> filled(per_server.size(), 0);
+  const uint32_t chunk = p.chunk = ChunkKeys(dim);
+  // One gradient frame per request, filled in place: the first occurrence of a key (in input
+  // order) is copied, later ones are added. Frames of server s start at frame_base[s].
+  std::vector<zmq::message_t> frames;
+  std::vector<float*> fptr;
+  std::vector<size_t> frame_base(per_server.size(), 0), filled(per_server.size(), 0);
   for (uint32_t s = 0; s < per_server.size(); ++s) {
-    if (per_server[s].empty()) continue;
-    gm[s] = zmq::message_t(per_server[s].size() * dim * sizeof(float));
-    gptr[s] = static_cast<float*>(gm[s].data());
+    frame_base[s] = frames.size();
+    for (size_t off = 0; off < per_server[s].size(); off += chunk) {
+      const size_t m = std::min<size_t>(chunk, per_server[s].size() - off);
+      frames.emplace_back(m * dim * sizeof(float));
+      fptr.push_back(static_cast<float*>(frames.back().data()));
+    }
   }
   const size_t row_bytes = size_t{dim} * sizeof(float);
   for (size_t i = 0; i < n; ++i) {
     const uint32_t s = p.where[i] >> 24, u = p.where[i] & 0xffffff;
-    float* __restrict dst = gptr[s] + size_t{u} * dim;
+    float* __restrict dst = fptr[frame_base[s] + u / chunk] + size_t{u % chunk} * dim;
     const float* __restrict src = grads + i * dim;
     if (u == filled[s]) {  // indices within a server are handed out in first-seen order
       std::memcpy(dst, src, row_bytes);
@@ -151,11 +173,7 @@ StatusOr<PsClient::Ticket> PsClient::PushAsync(TableId table, const Key* keys, s
       for (uint32_t d = 0; d < dim; ++d) dst[d] += src[d];
     }
   }
-  for (uint32_t s = 0; s < per_server.size(); ++s) {
-    if (per_server[s].empty()) continue;
-    zmq::message_t km(per_server[s].data(), per_server[s].size() * sizeof(Key));
-    M6_RETURN_IF_ERROR(SendPart(&p, s, static_cast<uint16_t>(MsgType::kPush), std::move(km), &gm[s]));
-  }
+  M6_RETURN_IF_ERROR(SendAll(&p, static_cast<uint16_t>(MsgType::kPush), per_server, &frames));
   stats_.pushes++;
   Ticket t = next_ticket_++;
   for (const auto& part : p.parts) by_request_[part.request_id] = t;
@@ -173,9 +191,11 @@ void PsClient::Dispatch(uint32_t server, std::vector<zmq::message_t>& parts) {
   if (it == by_request_.end()) return;  // a reply to an abandoned request
   Pending& p = pending_.at(it->second);
   by_request_.erase(it);
-  int pi = p.part_of_server[server];
-  if (pi < 0 || p.parts[pi].request_id != h.request_id || p.parts[pi].done) return;
-  Part& part = p.parts[pi];
+  Part* found = nullptr;
+  for (auto& part : p.parts)
+    if (part.request_id == h.request_id) found = &part;
+  if (!found || found->server != server || found->done) return;
+  Part& part = *found;
   part.done = true;
   p.outstanding--;
   const auto type = static_cast<MsgType>(h.type);
@@ -251,11 +271,13 @@ Status PsClient::WaitPull(Ticket t, float* out) {
   M6_RETURN_IF_ERROR(p.error);
   const uint32_t dim = p.dim;
   const size_t row_bytes = size_t{dim} * sizeof(float);
-  std::vector<const char*> base(servers_.size(), nullptr);
-  for (const auto& part : p.parts) base[part.server] = static_cast<const char*>(part.rows.data());
+  std::vector<const char*> base(p.parts.size());
+  for (size_t j = 0; j < p.parts.size(); ++j) base[j] = static_cast<const char*>(p.parts[j].rows.data());
+  const uint32_t chunk = p.chunk;
   for (size_t i = 0; i < p.where.size(); ++i) {
     const uint32_t s = p.where[i] >> 24, u = p.where[i] & 0xffffff;
-    std::memcpy(out + i * dim, base[s] + size_t{u} * row_bytes, row_bytes);
+    std::memcpy(out + i * dim, base[p.first_part[s] + u / chunk] + size_t{u % chunk} * row_bytes,
+                row_bytes);
   }
   return Status::OK();
 }

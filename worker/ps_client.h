@@ -29,6 +29,10 @@ struct PsClientOptions {
   uint64_t token = 0;
   uint32_t sender_rank = kNoRank;
   int request_timeout_ms = 60000;
+  // A server's share of a batch larger than this (in row bytes) is split into several requests
+  // sent together, so the server's lookups, the transfer and the client's gather overlap even
+  // for one synchronous pull. 0 = one request per server.
+  size_t target_message_bytes = 1 << 20;
 };
 
 struct PsClientStats {
@@ -74,7 +78,7 @@ class PsClient {
   struct Part {
     uint32_t server;
     uint64_t request_id;
-    uint64_t count;    // unique keys sent to this server
+    uint64_t count;    // unique keys in this request
     bool done = false;
     zmq::message_t rows;  // pull reply payload
   };
@@ -82,9 +86,10 @@ class PsClient {
     bool is_pull = true;
     TableId table = 0;
     uint32_t dim = 0;
-    std::vector<uint32_t> where;   // per input key: (server << 24) | index within server part
-    std::vector<Part> parts;
-    std::vector<int> part_of_server;  // server -> index in parts, -1 if none
+    std::vector<uint32_t> where;   // per input key: (server << 24) | index among its server's keys
+    std::vector<Part> parts;       // a server's requests are consecutive, `chunk` keys each
+    std::vector<int> first_part;   // server -> index of its first part, -1 if none
+    uint32_t chunk = 0;            // keys per request
     size_t outstanding = 0;
     Status error;
   };
@@ -94,8 +99,12 @@ class PsClient {
   // Groups keys by server (de-duplicated) into pending.where and per-server key lists.
   Status Group(TableId table, const Key* keys, size_t n, Pending* p,
                std::vector<std::vector<Key>>* per_server);
-  Status SendPart(Pending* p, uint32_t server, uint16_t type, zmq::message_t keys,
+  Status SendPart(Pending* p, uint32_t server, uint16_t type, const Key* keys, size_t n,
                   zmq::message_t* values);
+  // Sends every server's keys (and, for a push, gradient frames) in chunks.
+  Status SendAll(Pending* p, uint16_t type, const std::vector<std::vector<Key>>& per_server,
+                 std::vector<zmq::message_t>* values);
+  uint32_t ChunkKeys(uint32_t dim) const;
   // Receives replies until ticket t has none outstanding (or the deadline passes).
   Status Drive(Ticket t);
   void Dispatch(uint32_t server, std::vector<zmq::message_t>& parts);
