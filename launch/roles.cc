@@ -157,6 +157,7 @@ int RunWorkerRole(const RoleOptions& o) {
   po.token = o.token;
   po.sender_rank = view->rank;
   po.request_timeout_ms = o.cfg.cluster.request_timeout_ms;
+  po.should_abort = [&sched](std::string* why) { return sched.failed(why); };
   auto ps = PsClient::Create(po);
   if (!ps.ok()) return report_failure("PS client", ps.status());
 

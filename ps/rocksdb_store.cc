@@ -11,9 +11,12 @@
 // write_mu_), so evicting costs nothing; a failed write invalidates the batch's cached rows.
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/memtablerep.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -118,11 +121,16 @@ class RocksDBStore final : public TableStore {
       else InitFullRow(spec, keys[i], v.data());
     }));
 
-    // 2. Apply the updates row by row and stage the new values.
-    rocksdb::WriteBatch batch;
+    // 2. Apply the updates row by row and stage the new values, in key order: RocksDB's
+    //    memtable skiplist inserts a sorted batch several times faster (it reuses the splice).
+    std::vector<uint32_t> order(n);
+    for (size_t i = 0; i < n; ++i) order[i] = static_cast<uint32_t>(i);
+    std::stable_sort(order.begin(), order.end(),
+                     [keys](uint32_t a, uint32_t b) { return keys[a] < keys[b]; });
+    rocksdb::WriteBatch batch(static_cast<size_t>(n) * (row_bytes + 24) + 64);
     Status read_error;
     char kbuf[8];
-    for (size_t i = 0; i < n; ++i) {
+    for (uint32_t i : order) {
       auto put = [&](float* row) {
         fn(i, row);
         EncodeKey(keys[i], kbuf);
@@ -260,7 +268,17 @@ StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& opts,
   rocksdb::Options o;
   o.create_if_missing = true;
   o.compression = rocksdb::kNoCompression;  // float rows do not compress
-  o.write_buffer_size = 64 << 20;
+  o.write_buffer_size = 128 << 20;
+  o.max_write_buffer_number = 3;
+  // Rows are fixed-size and rewritten on every push: update them in place in the memtable
+  // instead of appending a new version per write. The memtable then holds one entry per hot
+  // key (no growth, no arena allocation per write) and pushes are several times faster.
+  o.inplace_update_support = true;
+  o.allow_concurrent_memtable_write = false;
+  // Point lookups only (8-byte keys): a hashed memtable finds a row in O(1) instead of a
+  // skiplist descent per key.
+  o.prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(8));
+  o.memtable_factory.reset(rocksdb::NewHashLinkListRepFactory(1 << 20));
   o.max_background_jobs = 2;
   o.IncreaseParallelism(2);
   rocksdb::BlockBasedTableOptions t;

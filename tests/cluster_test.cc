@@ -265,3 +265,29 @@ TEST(Cluster, BadDataLineStopsTheJobNamingFileAndLine) {
 }
 
 }  // namespace m6rec
+
+namespace m6rec {
+
+TEST(Cluster, ASilentServerIsDeclaredDeadAfterTheHeartbeatTimeout) {
+  // SIGSTOP keeps the server's sockets open but silences it: only the heartbeat timeout can
+  // tell. The scheduler must declare it dead, tell everyone, and the launcher stop the cluster.
+  TempDir dir;
+  std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(1000));
+  Background launcher({Binary(), "local", "--config", cfg, "--run-dir", dir / "run", "--set",
+                       "cluster.heartbeat_timeout_ms=1500"},
+                      dir / "out.log");
+  ASSERT_TRUE(WaitForOutput(launcher, "step 10 ", 60)) << launcher.Output();
+  std::vector<pid_t> pids = PidsOf(dir / "run");
+  json j = json::parse(*ReadFileToString(dir / "run/pids.json"));
+  const pid_t victim = j["server 0"];
+  ASSERT_EQ(kill(victim, SIGSTOP), 0);
+  ASSERT_TRUE(launcher.Wait(40)) << "the cluster must stop by itself";
+  const std::string out = launcher.Output();
+  EXPECT_NE(launcher.exit_code(), 0);
+  EXPECT_NE(out.find("server 0 (pid " + std::to_string(victim) + ") is dead: silent for more than 1500 ms"),
+            std::string::npos)
+      << out;
+  for (pid_t p : pids) EXPECT_FALSE(testing::ProcessAlive(p)) << "orphan pid " << p;
+}
+
+}  // namespace m6rec

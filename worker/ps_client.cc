@@ -227,6 +227,12 @@ Status PsClient::Drive(Ticket t) {
   std::vector<zmq::pollitem_t> items(servers_.size());
   std::vector<zmq::message_t> parts;
   while (pit->second.outstanding > 0) {
+    std::string why;
+    if (opts_.should_abort && opts_.should_abort(&why)) {
+      for (const auto& part : pit->second.parts) by_request_.erase(part.request_id);
+      pending_.erase(pit);
+      return Status::Aborted("PS request abandoned: " + why);
+    }
     const int64_t left = deadline - MonotonicMs();
     if (left <= 0) {
       std::string missing;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -33,6 +34,10 @@ struct PsClientOptions {
   // sent together, so the server's lookups, the transfer and the client's gather overlap even
   // for one synchronous pull. 0 = one request per server.
   size_t target_message_bytes = 1 << 20;
+  // Polled while waiting for replies (every 100 ms): returning true (with a reason) abandons the
+  // wait with Aborted, so a worker stops promptly when the scheduler declares the job failed
+  // instead of waiting out request_timeout_ms on a dead server.
+  std::function<bool(std::string*)> should_abort;
 };
 
 struct PsClientStats {
