@@ -13,6 +13,7 @@
 #include "common/logging.h"
 #include "common/util.h"
 #include "worker/data.h"
+#include "worker/metrics.h"
 
 namespace m6rec {
 
@@ -51,13 +52,10 @@ Status Evaluate(const Split& split, const std::vector<uint32_t>& users, uint32_t
     }
     scores.resize(cand.size());
     M6_RETURN_IF_ERROR(scorer(u, cand, &scores));
-    int rank = 0;  // items scoring strictly higher than the test item (ties count against it)
-    for (size_t c = 1; c < cand.size(); ++c) rank += scores[c] >= scores[0];
+    const int rank = RankOfFirst(scores);  // ties count against the test item
     out->users++;
-    if (rank < 10) {
-      out->hr10 += 1;
-      out->ndcg10 += 1.0 / std::log2(rank + 2.0);
-    }
+    out->hr10 += HitAtK(rank, 10);
+    out->ndcg10 += NdcgAtK(rank, 10);
   }
   return Status::OK();
 }

@@ -1,0 +1,75 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "worker/metrics.h"
+
+namespace m6rec {
+
+TEST(Metrics, SampledProtocolHitAndNdcg) {
+  // Positive first; two negatives above it, one tie (counts against), one below.
+  std::vector<float> s{0.5f, 0.9f, 0.7f, 0.5f, 0.1f};
+  int rank = RankOfFirst(s);
+  EXPECT_EQ(rank, 3);
+  EXPECT_EQ(HitAtK(rank, 3), 0.0);
+  EXPECT_EQ(HitAtK(rank, 4), 1.0);
+  EXPECT_DOUBLE_EQ(NdcgAtK(rank, 10), 1.0 / std::log2(5.0));
+  EXPECT_DOUBLE_EQ(NdcgAtK(0, 10), 1.0);
+  EXPECT_EQ(NdcgAtK(10, 10), 0.0);
+}
+
+TEST(Metrics, FullRankingRecallAndNdcgByHand) {
+  std::vector<float> scores{0.1f, 0.9f, 0.3f, 0.8f, 0.2f, 0.7f};
+  auto top = TopK(scores, 3);
+  ASSERT_EQ(top, (std::vector<uint32_t>{1, 3, 5}));
+  std::vector<uint32_t> rel{3, 4};
+  EXPECT_DOUBLE_EQ(RecallAtK(top, rel, 3), 0.5);
+  // One hit at position 1 (0-based): DCG = 1/log2(3); IDCG = 1 + 1/log2(3).
+  EXPECT_DOUBLE_EQ(FullNdcgAtK(top, rel, 3), (1 / std::log2(3.0)) / (1 + 1 / std::log2(3.0)));
+  EXPECT_DOUBLE_EQ(FullNdcgAtK(top, {1}, 3), 1.0);
+  EXPECT_EQ(RecallAtK(top, {}, 3), 0.0);
+  // Ties break by lower index.
+  EXPECT_EQ(TopK({1, 2, 2, 0}, 2), (std::vector<uint32_t>{1, 2}));
+}
+
+TEST(Metrics, AucWithTies) {
+  EXPECT_DOUBLE_EQ(Auc({0.9f, 0.8f, 0.1f, 0.2f}, {1, 1, 0, 0}), 1.0);
+  EXPECT_DOUBLE_EQ(Auc({0.1f, 0.2f, 0.9f, 0.8f}, {1, 1, 0, 0}), 0.0);
+  // pos {0.5, 0.3}, neg {0.5, 0.1}: pairs (0.5>0.1)=1, (0.5=0.5)=0.5, (0.3<0.5)=0, (0.3>0.1)=1.
+  EXPECT_DOUBLE_EQ(Auc({0.5f, 0.3f, 0.5f, 0.1f}, {1, 1, 0, 0}), 2.5 / 4);
+  EXPECT_DOUBLE_EQ(Auc({0.5f, 0.3f}, {1, 1}), 0.5) << "undefined without negatives";
+}
+
+TEST(Metrics, ThresholdCounts) {
+  BinaryCounts c;
+  const float s[] = {0.9f, 0.6f, 0.4f, 0.2f, 0.7f};
+  const int l[] = {1, 0, 1, 0, 1};
+  for (int i = 0; i < 5; ++i) c.Add(s[i], l[i], 0.5f);
+  EXPECT_EQ(c.tp, 2u);
+  EXPECT_EQ(c.fp, 1u);
+  EXPECT_EQ(c.fn, 1u);
+  EXPECT_EQ(c.tn, 1u);
+  EXPECT_DOUBLE_EQ(c.accuracy(), 0.6);
+  EXPECT_DOUBLE_EQ(c.precision(), 2.0 / 3);
+  EXPECT_DOUBLE_EQ(c.recall(), 2.0 / 3);
+  EXPECT_DOUBLE_EQ(c.f1(), 2.0 / 3);
+}
+
+TEST(Metrics, SumsMergeAndPackRoundTrip) {
+  MetricSums a, b;
+  a.AddUser();
+  a.Add("HR@10", 1);
+  b.AddUser();
+  b.AddUser();
+  b.Add("HR@10", 1);
+  b.Add("NDCG@10", 0.5);
+  a.Merge(b);
+  EXPECT_EQ(a.users(), 3u);
+  EXPECT_DOUBLE_EQ(a.Mean("HR@10"), 2.0 / 3);
+  MetricSums c;
+  c.Unpack(a.Pack(), {"HR@10", "NDCG@10"});
+  EXPECT_EQ(c.users(), 3u);
+  EXPECT_DOUBLE_EQ(c.Mean("NDCG@10"), 0.5 / 3);
+}
+
+}  // namespace m6rec

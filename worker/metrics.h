@@ -1,0 +1,61 @@
+// Ranking and classification metrics, and their accumulation across users and workers.
+//
+// Definitions (each matches the protocol of the papers whose numbers we compare with):
+//  - Sampled-negative protocol (NCF, SASRec, S3-Rec): one held-out positive ranked against N
+//    negatives. rank = number of negatives scoring >= the positive (ties count against it).
+//    HR@K = [rank < K]; NDCG@K = 1 / log2(rank + 2) if rank < K else 0.
+//  - Full ranking (NGCF, LightGCN): all items not seen in training ranked; with the user's test
+//    set T and the top-K list L: Recall@K = |L ∩ T| / |T|;
+//    NDCG@K = sum_{i<K, L_i in T} 1/log2(i+2) / sum_{i<min(K,|T|)} 1/log2(i+2).
+//  - AUC: probability that a random positive scores above a random negative (ties count 1/2).
+//  - Accuracy / precision / recall / F1 at a score threshold (score >= threshold = positive).
+// Pure functions and value types; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace m6rec {
+
+// Number of candidates (other than the positive at index 0) scoring >= scores[0].
+int RankOfFirst(const std::vector<float>& scores);
+double HitAtK(int rank, int k);
+double NdcgAtK(int rank, int k);
+
+// Indices of the k highest scores, best first (ties broken by lower index).
+std::vector<uint32_t> TopK(const std::vector<float>& scores, int k);
+double RecallAtK(const std::vector<uint32_t>& ranked, const std::vector<uint32_t>& relevant, int k);
+double FullNdcgAtK(const std::vector<uint32_t>& ranked, const std::vector<uint32_t>& relevant, int k);
+
+double Auc(const std::vector<float>& scores, const std::vector<int>& labels);
+
+struct BinaryCounts {
+  uint64_t tp = 0, fp = 0, tn = 0, fn = 0;
+  void Add(float score, int label, float threshold);
+  double accuracy() const;
+  double precision() const;
+  double recall() const;
+  double f1() const;
+};
+
+// Sums of per-user metric values with a user count; merged across workers by adding.
+class MetricSums {
+ public:
+  void Add(const std::string& name, double value) { sums_[name] += value; }
+  void AddUser() { ++users_; }
+  void Merge(const MetricSums& o);
+  double Mean(const std::string& name) const;
+  uint64_t users() const { return users_; }
+  const std::map<std::string, double>& sums() const { return sums_; }
+  // Flattens to [users, sum_1, sum_2, ...] in name order (for an allreduce) and back.
+  std::vector<double> Pack() const;
+  void Unpack(const std::vector<double>& packed, const std::vector<std::string>& names);
+
+ private:
+  std::map<std::string, double> sums_;
+  uint64_t users_ = 0;
+};
+
+}  // namespace m6rec
