@@ -75,6 +75,28 @@ bool WaitForOutput(Background& p, const std::string& text, double timeout_s) {
   return false;
 }
 
+// A local cluster training a long job in the background, with the pids of its processes once
+// training has started (so a test can kill, stop or interrupt one of them).
+struct LongJob {
+  LongJob(const TempDir& dir, const std::vector<std::string>& extra = {}) {
+    std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(1000));
+    std::vector<std::string> args{Binary(), "local", "--config", cfg, "--run-dir", dir / "run"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    launcher = std::make_unique<Background>(args, dir / "out.log");
+    started = WaitForOutput(*launcher, "step 10 ", 60);
+    pids = PidsOf(dir / "run");
+    auto text = ReadFileToString(dir / "run/pids.json");
+    if (text.ok()) by_name = json::parse(*text, nullptr, false);
+  }
+  pid_t Pid(const std::string& name) const {
+    return by_name.is_object() && by_name.contains(name) ? by_name[name].get<pid_t>() : -1;
+  }
+  std::unique_ptr<Background> launcher;
+  bool started = false;
+  std::vector<pid_t> pids;
+  json by_name;
+};
+
 }  // namespace
 
 class PushCheck : public ::testing::TestWithParam<std::string> {};
@@ -188,33 +210,28 @@ TEST(Cluster, WorkerThatCannotReachTheSchedulerFailsClearlyWithinTheTimeout) {
 
 TEST(Cluster, KillingAServerStopsTheClusterWithAClearMessageAndNoOrphans) {
   TempDir dir;
-  std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(1000));
-  Background launcher({Binary(), "local", "--config", cfg, "--run-dir", dir / "run"}, dir / "out.log");
-  ASSERT_TRUE(WaitForOutput(launcher, "step 10 ", 60)) << launcher.Output();
-  std::vector<pid_t> pids = PidsOf(dir / "run");
-  ASSERT_EQ(pids.size(), 5u);
-  json j = json::parse(*ReadFileToString(dir / "run/pids.json"));
-  const pid_t victim = j["server 1"];
+  LongJob job(dir);
+  ASSERT_TRUE(job.started) << job.launcher->Output();
+  ASSERT_EQ(job.pids.size(), 5u);
+  const pid_t victim = job.Pid("server 1");
   ASSERT_EQ(kill(victim, SIGKILL), 0);
-  ASSERT_TRUE(launcher.Wait(30)) << "the launcher must stop the cluster by itself";
-  EXPECT_NE(launcher.exit_code(), 0);
-  const std::string out = launcher.Output();
+  ASSERT_TRUE(job.launcher->Wait(30)) << "the launcher must stop the cluster by itself";
+  EXPECT_NE(job.launcher->exit_code(), 0);
+  const std::string out = job.launcher->Output();
   EXPECT_NE(out.find("server 1 (pid " + std::to_string(victim) + ") was killed by signal 9"), std::string::npos)
       << out;
   EXPECT_NE(out.find("stopping the cluster"), std::string::npos) << out;
-  for (pid_t p : pids) EXPECT_FALSE(testing::ProcessAlive(p)) << "orphan pid " << p;
+  for (pid_t p : job.pids) EXPECT_FALSE(testing::ProcessAlive(p)) << "orphan pid " << p;
 }
 
 TEST(Cluster, CtrlCStopsEveryProcess) {
   TempDir dir;
-  std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(1000));
-  Background launcher({Binary(), "local", "--config", cfg, "--run-dir", dir / "run"}, dir / "out.log");
-  ASSERT_TRUE(WaitForOutput(launcher, "step 10 ", 60)) << launcher.Output();
-  std::vector<pid_t> pids = PidsOf(dir / "run");
-  launcher.Kill(SIGINT);
-  ASSERT_TRUE(launcher.Wait(30));
-  EXPECT_EQ(launcher.exit_code(), 130) << launcher.Output();
-  for (pid_t p : pids) EXPECT_FALSE(testing::ProcessAlive(p)) << "orphan pid " << p;
+  LongJob job(dir);
+  ASSERT_TRUE(job.started) << job.launcher->Output();
+  job.launcher->Kill(SIGINT);
+  ASSERT_TRUE(job.launcher->Wait(30));
+  EXPECT_EQ(job.launcher->exit_code(), 130) << job.launcher->Output();
+  for (pid_t p : job.pids) EXPECT_FALSE(testing::ProcessAlive(p)) << "orphan pid " << p;
 }
 
 TEST(Cluster, MfTrainingOnSyntheticDataLearnsAndBeatsPopularity) {
@@ -264,30 +281,21 @@ TEST(Cluster, BadDataLineStopsTheJobNamingFileAndLine) {
   EXPECT_NE(r.output.find(dir / "interactions.tsv:3: item id 'oops'"), std::string::npos) << r.output;
 }
 
-}  // namespace m6rec
-
-namespace m6rec {
-
 TEST(Cluster, ASilentServerIsDeclaredDeadAfterTheHeartbeatTimeout) {
   // SIGSTOP keeps the server's sockets open but silences it: only the heartbeat timeout can
   // tell. The scheduler must declare it dead, tell everyone, and the launcher stop the cluster.
   TempDir dir;
-  std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(1000));
-  Background launcher({Binary(), "local", "--config", cfg, "--run-dir", dir / "run", "--set",
-                       "cluster.heartbeat_timeout_ms=1500"},
-                      dir / "out.log");
-  ASSERT_TRUE(WaitForOutput(launcher, "step 10 ", 60)) << launcher.Output();
-  std::vector<pid_t> pids = PidsOf(dir / "run");
-  json j = json::parse(*ReadFileToString(dir / "run/pids.json"));
-  const pid_t victim = j["server 0"];
+  LongJob job(dir, {"--set", "cluster.heartbeat_timeout_ms=1500"});
+  ASSERT_TRUE(job.started) << job.launcher->Output();
+  const pid_t victim = job.Pid("server 0");
   ASSERT_EQ(kill(victim, SIGSTOP), 0);
-  ASSERT_TRUE(launcher.Wait(40)) << "the cluster must stop by itself";
-  const std::string out = launcher.Output();
-  EXPECT_NE(launcher.exit_code(), 0);
+  ASSERT_TRUE(job.launcher->Wait(40)) << "the cluster must stop by itself";
+  const std::string out = job.launcher->Output();
+  EXPECT_NE(job.launcher->exit_code(), 0);
   EXPECT_NE(out.find("server 0 (pid " + std::to_string(victim) + ") is dead: silent for more than 1500 ms"),
             std::string::npos)
       << out;
-  for (pid_t p : pids) EXPECT_FALSE(testing::ProcessAlive(p)) << "orphan pid " << p;
+  for (pid_t p : job.pids) EXPECT_FALSE(testing::ProcessAlive(p)) << "orphan pid " << p;
 }
 
 }  // namespace m6rec
