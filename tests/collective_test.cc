@@ -1,0 +1,120 @@
+#include <gtest/gtest.h>
+
+#include <thread>
+#include <vector>
+
+#include "worker/collective.h"
+
+namespace m6rec {
+
+TEST(Collective, UnknownBackendIsAnInvalidArgumentByName) {
+  CollectiveOptions o;
+  o.backend = "carrier-pigeon";
+  auto c = CreateCollective(o);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("carrier-pigeon"), std::string::npos);
+}
+
+TEST(Collective, SingleIsTheIdentity) {
+  auto c = CreateCollective(CollectiveOptions{});
+  ASSERT_TRUE(c.ok());
+  std::vector<float> v{1, 2, 3};
+  ASSERT_TRUE((*c)->AllReduceSum(v.data(), v.size()).ok());
+  EXPECT_EQ(v, (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ((*c)->size(), 1);
+}
+
+TEST(Collective, InProcessRanksGetBitIdenticalSumsOverManyRounds) {
+  const int ranks = 4, rounds = 50;
+  const size_t n = 1000;
+  auto hub = MakeInProcessHub(ranks);
+  std::vector<std::vector<float>> results(ranks);
+  std::vector<Status> errors(ranks);
+  std::vector<std::thread> ts;
+  for (int r = 0; r < ranks; ++r)
+    ts.emplace_back([&, r] {
+      CollectiveOptions o;
+      o.backend = "inproc";
+      o.hub = hub;
+      o.rank = r;
+      auto c = CreateCollective(o);
+      if (!c.ok()) {
+        errors[r] = c.status();
+        return;
+      }
+      std::vector<float> v(n);
+      for (int round = 0; round < rounds; ++round) {
+        // Values whose float sum depends on the order of addition.
+        for (size_t i = 0; i < n; ++i) v[i] = 1.0f / float(1 + i + 7 * r) + 1e7f * float(r % 2) + round;
+        Status s = (*c)->AllReduceSum(v.data(), n);
+        if (!s.ok()) {
+          errors[r] = s;
+          return;
+        }
+        if (round == rounds - 1) results[r] = v;
+      }
+      std::vector<float> b(3, float(r));
+      errors[r] = (*c)->Broadcast(b.data(), 3, 2);
+      if (errors[r].ok() && b != std::vector<float>(3, 2.0f)) errors[r] = Status::Internal("bad broadcast");
+    });
+  for (auto& t : ts) t.join();
+  for (int r = 0; r < ranks; ++r) ASSERT_TRUE(errors[r].ok()) << "rank " << r << ": " << errors[r].message();
+  for (int r = 1; r < ranks; ++r) EXPECT_EQ(results[r], results[0]) << "rank " << r << " drifted";
+  float want = 0;
+  for (int r = 0; r < ranks; ++r) want += 1.0f / float(1 + 7 * r) + 1e7f * float(r % 2) + (rounds - 1);
+  EXPECT_NEAR(results[0][0], want, 1.0f);
+}
+
+TEST(Collective, AnInjectedFailureReachesEveryRankInsteadOfHanging) {
+  const int ranks = 3;
+  auto hub = MakeInProcessHub(ranks);
+  std::vector<Status> errors(ranks);
+  std::vector<std::thread> ts;
+  for (int r = 0; r < ranks; ++r)
+    ts.emplace_back([&, r] {
+      CollectiveOptions o;
+      o.backend = "inproc";
+      o.hub = hub;
+      o.rank = r;
+      o.fail_on_call = r == 1 ? 3 : 0;  // rank 1 fails its third call
+      auto c = CreateCollective(o);
+      std::vector<float> v(10, 1.0f);
+      for (int call = 0; call < 5 && errors[r].ok(); ++call) errors[r] = (*c)->AllReduceSum(v.data(), 10);
+    });
+  for (auto& t : ts) t.join();
+  for (int r = 0; r < ranks; ++r) EXPECT_EQ(errors[r].code(), StatusCode::kAborted) << "rank " << r;
+  EXPECT_NE(errors[1].message().find("injected failure"), std::string::npos);
+}
+
+TEST(Collective, MpiOutsideMpirunSaysSo) {
+  CollectiveOptions o;
+  o.backend = "mpi";
+  auto c = CreateCollective(o);
+  ASSERT_FALSE(c.ok()) << "this test binary never initialises MPI";
+  EXPECT_NE(c.status().message().find("mpirun"), std::string::npos) << c.status().message();
+}
+
+TEST(Collective, NcclIsBuiltAndReportsTheMissingGpuClearly) {
+  CollectiveOptions o;
+  o.backend = "nccl";
+  auto c = CreateCollective(o);
+  if (!HaveNccl()) {
+    ASSERT_FALSE(c.ok());
+    EXPECT_NE(c.status().message().find("no CUDA/NCCL"), std::string::npos) << c.status().message();
+    std::fprintf(stderr, "NOTE: this build has no NCCL backend (CUDA/NCCL not found at configure time)\n");
+    return;
+  }
+  if (!c.ok()) {
+    // Built with NCCL; on a machine without a GPU creation must say exactly that.
+    EXPECT_EQ(c.status().code(), StatusCode::kUnavailable) << c.status().message();
+    EXPECT_NE(c.status().message().find("no CUDA device"), std::string::npos) << c.status().message();
+    std::fprintf(stderr, "NOTE: NCCL backend built; no GPU here, so no NCCL operation ran\n");
+    return;
+  }
+  EXPECT_EQ((*c)->name(), "nccl");
+  EXPECT_EQ((*c)->size(), 1);
+  EXPECT_TRUE((*c)->Barrier().ok()) << "a one-rank NCCL barrier on the GPU";
+}
+
+}  // namespace m6rec

@@ -1,0 +1,77 @@
+// Runs under mpirun (ctest starts it with -np 3): every rank runs the same tests against the
+// MPI collective, and a failure on any rank fails the run.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <vector>
+
+#include "worker/collective.h"
+
+namespace m6rec {
+
+std::unique_ptr<Collective> Mpi() {
+  CollectiveOptions o;
+  o.backend = "mpi";
+  auto c = CreateCollective(o);
+  EXPECT_TRUE(c.ok()) << c.status().message();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+TEST(MpiCollective, AllReduceSumIsExactAndBitIdenticalOnEveryRank) {
+  auto c = Mpi();
+  ASSERT_NE(c, nullptr);
+  ASSERT_GE(c->size(), 2) << "run me under mpirun -np N with N >= 2";
+  const size_t n = 100000;
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = 1.0f / float(1 + i + 13 * c->rank()) + 3e6f * float(c->rank() % 2);
+  std::vector<float> mine = v;
+  ASSERT_TRUE(c->AllReduceSum(v.data(), n).ok());
+  // The same bits everywhere: compare with rank 0's result.
+  std::vector<float> root = v;
+  ASSERT_TRUE(c->Broadcast(root.data(), n, 0).ok());
+  EXPECT_EQ(v, root) << "rank " << c->rank() << " holds different bits than rank 0";
+  // And it is the sum: gather every rank's input and add in double.
+  std::vector<float> all(n * c->size());
+  MPI_Allgather(mine.data(), static_cast<int>(n), MPI_FLOAT, all.data(), static_cast<int>(n), MPI_FLOAT,
+                MPI_COMM_WORLD);
+  for (size_t i = 0; i < n; i += 997) {
+    double want = 0;
+    for (int r = 0; r < c->size(); ++r) want += all[r * n + i];
+    EXPECT_NEAR(v[i], want, 1e-6 * std::abs(want) + 1e-6) << "element " << i;
+  }
+}
+
+TEST(MpiCollective, AsyncAllReduceOverlapsAndBroadcastAndBarrierWork) {
+  auto c = Mpi();
+  ASSERT_NE(c, nullptr);
+  std::vector<float> v(1000, float(c->rank() + 1));
+  auto work = c->AllReduceSumAsync(v.data(), v.size());
+  ASSERT_TRUE(work.ok());
+  ASSERT_TRUE((*work)->Wait().ok());
+  const float want = float(c->size() * (c->size() + 1) / 2);
+  for (float x : v) ASSERT_EQ(x, want);
+  std::vector<float> b(5, float(c->rank()));
+  ASSERT_TRUE(c->Broadcast(b.data(), 5, c->size() - 1).ok());
+  for (float x : b) EXPECT_EQ(x, float(c->size() - 1));
+  EXPECT_TRUE(c->Barrier().ok());
+  EXPECT_EQ(c->Broadcast(b.data(), 5, c->size()).code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace m6rec
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank != 0) {
+    // Only rank 0 prints the usual report; other ranks report failures only.
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  int rc = RUN_ALL_TESTS();
+  int any = 0;
+  MPI_Allreduce(&rc, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Finalize();
+  return any;
+}

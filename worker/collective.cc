@@ -1,0 +1,247 @@
+#include "worker/collective.h"
+
+#include <mpi.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+namespace m6rec {
+
+Status Collective::AllReduceSum(float* data, size_t n) {
+  M6_ASSIGN_OR_RETURN(auto work, AllReduceSumAsync(data, n));
+  return work->Wait();
+}
+
+namespace {
+
+class DoneWork final : public Work {
+ public:
+  explicit DoneWork(Status s) : s_(std::move(s)) {}
+  Status Wait() override { return s_; }
+
+ private:
+  Status s_;
+};
+
+class SingleCollective final : public Collective {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string name() const override { return "single"; }
+  StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float*, size_t) override {
+    return std::unique_ptr<Work>(new DoneWork(Status::OK()));
+  }
+  Status Broadcast(float*, size_t, int root) override {
+    return root == 0 ? Status::OK() : Status::InvalidArgument("broadcast root out of range");
+  }
+  Status Barrier() override { return Status::OK(); }
+};
+
+}  // namespace
+
+// ---- inproc: threads as ranks ------------------------------------------------------------
+
+class InProcessHub {
+ public:
+  explicit InProcessHub(int size) : size_(size), slots_(size) {}
+
+  // Every rank deposits its buffer; the last one to arrive computes the result in rank order
+  // (so it is the same whatever the arrival order) and everyone copies it out. A rank that
+  // comes back for the next operation waits until every copy of this one is done.
+  Status Exchange(int rank, float* data, size_t n, int root, bool reduce) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return pending_copies_ == 0 || failed_; });
+    if (failed_) return Status::Aborted("inproc collective: a peer failed");
+    if (n_ == SIZE_MAX) n_ = n;
+    if (n_ != n) {
+      failed_ = true;
+      cv_.notify_all();
+      return Status::InvalidArgument("inproc collective: ranks passed different sizes");
+    }
+    slots_[rank] = data;
+    const uint64_t gen = generation_;
+    if (++arrived_ == size_) {
+      result_.assign(n, 0.0f);
+      if (reduce) {
+        for (int r = 0; r < size_; ++r)
+          for (size_t i = 0; i < n; ++i) result_[i] += slots_[r][i];
+      } else {
+        std::memcpy(result_.data(), slots_[root], n * sizeof(float));
+      }
+      arrived_ = 0;
+      pending_copies_ = size_;
+      ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != gen || failed_; });
+      if (generation_ == gen) return Status::Aborted("inproc collective: a peer failed");
+    }
+    std::memcpy(data, result_.data(), n * sizeof(float));
+    if (--pending_copies_ == 0) {
+      n_ = SIZE_MAX;
+      cv_.notify_all();
+    }
+    return Status::OK();
+  }
+
+  void Fail() {
+    std::lock_guard<std::mutex> lock(mu_);
+    failed_ = true;
+    cv_.notify_all();
+  }
+  int size() const { return size_; }
+
+ private:
+  const int size_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<float*> slots_;
+  std::vector<float> result_;
+  int arrived_ = 0, pending_copies_ = 0;
+  size_t n_ = SIZE_MAX;
+  uint64_t generation_ = 0;
+  bool failed_ = false;
+};
+
+std::shared_ptr<InProcessHub> MakeInProcessHub(int size) { return std::make_shared<InProcessHub>(size); }
+
+namespace {
+
+class InProcessCollective final : public Collective {
+ public:
+  InProcessCollective(std::shared_ptr<InProcessHub> hub, int rank, int fail_on_call)
+      : hub_(std::move(hub)), rank_(rank), fail_on_call_(fail_on_call) {}
+  int rank() const override { return rank_; }
+  int size() const override { return hub_->size(); }
+  std::string name() const override { return "inproc"; }
+
+  StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
+    M6_RETURN_IF_ERROR(MaybeFail("allreduce"));
+    return std::unique_ptr<Work>(new DoneWork(hub_->Exchange(rank_, data, n, 0, true)));
+  }
+  Status Broadcast(float* data, size_t n, int root) override {
+    M6_RETURN_IF_ERROR(MaybeFail("broadcast"));
+    if (root < 0 || root >= size()) return Status::InvalidArgument("broadcast root out of range");
+    return hub_->Exchange(rank_, data, n, root, false);
+  }
+  Status Barrier() override {
+    M6_RETURN_IF_ERROR(MaybeFail("barrier"));
+    float dummy = 0;
+    return hub_->Exchange(rank_, &dummy, 1, 0, true);
+  }
+
+ private:
+  Status MaybeFail(const char* op) {
+    if (fail_on_call_ > 0 && ++calls_ == fail_on_call_) {
+      hub_->Fail();
+      return Status::Aborted(std::string("inproc collective: injected failure in ") + op +
+                             " on rank " + std::to_string(rank_));
+    }
+    return Status::OK();
+  }
+  std::shared_ptr<InProcessHub> hub_;
+  int rank_, fail_on_call_, calls_ = 0;
+};
+
+// ---- MPI ---------------------------------------------------------------------------------
+
+Status MpiError(int code, const char* what) {
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(code, msg, &len);
+  return Status::Internal(std::string("MPI ") + what + ": " + std::string(msg, len));
+}
+
+class MpiCollective final : public Collective {
+ public:
+  MpiCollective() {
+    MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+  }
+  ~MpiCollective() override { MPI_Comm_free(&comm_); }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return "mpi"; }
+
+  // Reduce to rank 0 in MPI's fixed order, then broadcast that one result: every rank holds
+  // the same bits (a plain MPI_Allreduce does not promise that for floats).
+  StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
+    if (n > static_cast<size_t>(INT32_MAX)) return Status::InvalidArgument("MPI allreduce: buffer too large");
+    const int count = static_cast<int>(n);
+    int rc = rank_ == 0 ? MPI_Reduce(MPI_IN_PLACE, data, count, MPI_FLOAT, MPI_SUM, 0, comm_)
+                        : MPI_Reduce(data, nullptr, count, MPI_FLOAT, MPI_SUM, 0, comm_);
+    if (rc != MPI_SUCCESS) return MpiError(rc, "reduce");
+    return std::unique_ptr<Work>(new BcastWork(data, count, comm_));
+  }
+  Status Broadcast(float* data, size_t n, int root) override {
+    if (root < 0 || root >= size_) return Status::InvalidArgument("broadcast root out of range");
+    int rc = MPI_Bcast(data, static_cast<int>(n), MPI_FLOAT, root, comm_);
+    return rc == MPI_SUCCESS ? Status::OK() : MpiError(rc, "broadcast");
+  }
+  Status Barrier() override {
+    int rc = MPI_Barrier(comm_);
+    return rc == MPI_SUCCESS ? Status::OK() : MpiError(rc, "barrier");
+  }
+
+ private:
+  // The broadcast half runs non-blocking, so compute can overlap it until Wait().
+  class BcastWork final : public Work {
+   public:
+    BcastWork(float* data, int n, MPI_Comm comm) {
+      rc_ = MPI_Ibcast(data, n, MPI_FLOAT, 0, comm, &req_);
+    }
+    Status Wait() override {
+      if (rc_ != MPI_SUCCESS) return MpiError(rc_, "broadcast");
+      int rc = MPI_Wait(&req_, MPI_STATUS_IGNORE);
+      return rc == MPI_SUCCESS ? Status::OK() : MpiError(rc, "wait");
+    }
+
+   private:
+    MPI_Request req_ = MPI_REQUEST_NULL;
+    int rc_ = MPI_SUCCESS;
+  };
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace
+
+#ifdef M6REC_HAVE_NCCL
+StatusOr<std::unique_ptr<Collective>> CreateNcclCollective(const CollectiveOptions& opts);
+bool HaveNccl() { return true; }
+#else
+bool HaveNccl() { return false; }
+#endif
+
+StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& opts) {
+  if (opts.backend == "single") return std::unique_ptr<Collective>(new SingleCollective());
+  if (opts.backend == "inproc") {
+    if (!opts.hub) return Status::InvalidArgument("inproc collective: no hub (MakeInProcessHub)");
+    if (opts.rank < 0 || opts.rank >= opts.hub->size())
+      return Status::InvalidArgument("inproc collective: rank out of range");
+    return std::unique_ptr<Collective>(new InProcessCollective(opts.hub, opts.rank, opts.fail_on_call));
+  }
+  if (opts.backend == "mpi") {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized)
+      return Status::Unavailable("mpi collective: MPI is not initialised in this process (run the workers under mpirun)");
+    return std::unique_ptr<Collective>(new MpiCollective());
+  }
+  if (opts.backend == "nccl") {
+#ifdef M6REC_HAVE_NCCL
+    return CreateNcclCollective(opts);
+#else
+    return Status::Unavailable("nccl collective: this build has no CUDA/NCCL (configure with CUDA and NCCL present)");
+#endif
+  }
+  return Status::InvalidArgument("unknown collective backend '" + opts.backend +
+                                 "' (single, inproc, mpi, nccl)");
+}
+
+}  // namespace m6rec

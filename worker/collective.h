@@ -1,0 +1,68 @@
+// Collectives for the workers' dense gradients: one interface, a backend per device kind,
+// chosen by name with a plain options struct (an unknown name is InvalidArgument).
+//   "single"  one process, nothing to reduce (size 1): tests and single-worker jobs
+//   "inproc"  ranks are threads of one process sharing a hub: tests of multi-worker logic,
+//             with failure injection (a double that is real code)
+//   "mpi"     CPU buffers over MPI (the process must be an MPI rank; under mpirun)
+//   "nccl"    GPU buffers over NCCL (built when CUDA and NCCL are found; needs a GPU)
+// Every backend's AllReduceSum leaves bit-identical results on every rank (each reduces in one
+// fixed order and shares that one result), so replicas of the dense model never drift.
+// Threading: one Collective per rank, used from one thread; Work objects from that thread.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+
+namespace m6rec {
+
+// An operation in flight (c10d's Work): Wait() completes it and reports its error.
+class Work {
+ public:
+  virtual ~Work() = default;
+  virtual Status Wait() = 0;
+};
+
+class Collective {
+ public:
+  virtual ~Collective() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string name() const = 0;
+
+  // In-place sum over all ranks of data[0..n). The buffer must not be touched until Wait().
+  virtual StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) = 0;
+  // In-place: every rank ends with root's data[0..n).
+  virtual Status Broadcast(float* data, size_t n, int root) = 0;
+  virtual Status Barrier() = 0;
+
+  Status AllReduceSum(float* data, size_t n);
+};
+
+class InProcessHub;  // shared by the ranks of an "inproc" group
+
+struct CollectiveOptions {
+  std::string backend = "single";  // single | inproc | mpi | nccl
+  // inproc: the group's hub (MakeInProcessHub) and this thread's rank.
+  std::shared_ptr<InProcessHub> hub;
+  int rank = 0;
+  // inproc: make the fail_on_call-th collective call (1-based) of this rank fail (0 = never).
+  int fail_on_call = 0;
+  // nccl: the CUDA device, and how ranks agree on the NCCL id: `share(bytes, root)` must make
+  // root's bytes known to every rank (e.g. an MPI broadcast or the scheduler).
+  int device = 0;
+  int nccl_rank = 0, nccl_size = 1;
+  std::function<Status(std::string* bytes, int root)> share;
+};
+
+std::shared_ptr<InProcessHub> MakeInProcessHub(int size);
+
+StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& opts);
+
+// Whether this build has the NCCL backend.
+bool HaveNccl();
+
+}  // namespace m6rec
