@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -102,6 +103,34 @@ class Reader {
  private:
   std::string source_;
 };
+
+// Expands ${NAME} and ${NAME:-default} from the environment.
+std::string ExpandEnv(const std::string& in) {
+  std::string out;
+  for (size_t i = 0; i < in.size();) {
+    size_t open = in.find("${", i);
+    if (open == std::string::npos) {
+      out += in.substr(i);
+      break;
+    }
+    size_t close = in.find('}', open);
+    if (close == std::string::npos) {
+      out += in.substr(i);
+      break;
+    }
+    out += in.substr(i, open - i);
+    std::string var = in.substr(open + 2, close - open - 2), def;
+    size_t dash = var.find(":-");
+    if (dash != std::string::npos) {
+      def = var.substr(dash + 2);
+      var = var.substr(0, dash);
+    }
+    const char* v = std::getenv(var.c_str());
+    out += (v && *v) ? std::string(v) : def;
+    i = close + 1;
+  }
+  return out;
+}
 
 Status ApplyOverride(YAML::Node root, const std::string& ov) {
   size_t eq = ov.find('=');
@@ -309,9 +338,16 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   }
 
   YAML::Node d = root["data"];
-  M6_RETURN_IF_ERROR(r.CheckMap(d, "data", {"source", "path", "synth"}));
+  M6_RETURN_IF_ERROR(r.CheckMap(d, "data", {"source", "path", "format", "name", "synth"}));
   M6_RETURN_IF_ERROR(r.Str(d, "data", "source", &cfg->data.source));
   M6_RETURN_IF_ERROR(r.Str(d, "data", "path", &cfg->data.path));
+  M6_RETURN_IF_ERROR(r.Str(d, "data", "format", &cfg->data.format));
+  M6_RETURN_IF_ERROR(r.Str(d, "data", "name", &cfg->data.name));
+  cfg->data.path = ExpandEnv(cfg->data.path);
+  if (cfg->data.format != "tsv" && cfg->data.format != "lightgcn" && cfg->data.format != "s3rec" &&
+      cfg->data.format != "movielens")
+    return Status::InvalidArgument(r.Where(d["format"], "data.format") + ": unknown format '" +
+                                   cfg->data.format + "' (tsv, lightgcn, s3rec, movielens)");
   if (cfg->data.source != "synth" && cfg->data.source != "dir")
     return Status::InvalidArgument(r.Where(d["source"], "data.source") + ": unknown source '" +
                                    cfg->data.source + "' (synth, dir)");
@@ -349,7 +385,20 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   TrainConfig& tr = cfg->train;
   M6_RETURN_IF_ERROR(r.CheckMap(t, "train",
                                 {"job", "epochs", "batch_size", "negatives", "log_every",
-                                 "eval_negatives", "max_steps", "user_table", "item_table"}));
+                                 "eval_negatives", "max_steps", "user_table", "item_table", "loss",
+                                 "margin", "neg_weight", "temperature", "eval_every"}));
+  M6_RETURN_IF_ERROR(r.Str(t, "train", "loss", &tr.loss));
+  M6_RETURN_IF_ERROR(r.Float(t, "train", "margin", &tr.margin));
+  M6_RETURN_IF_ERROR(r.Float(t, "train", "neg_weight", &tr.neg_weight));
+  M6_RETURN_IF_ERROR(r.Float(t, "train", "temperature", &tr.temperature));
+  M6_RETURN_IF_ERROR(r.Int(t, "train", "eval_every", &tr.eval_every));
+  if (tr.loss != "bpr" && tr.loss != "ccl" && tr.loss != "softmax")
+    return Status::InvalidArgument(r.Where(t["loss"], "train.loss") + ": unknown loss '" + tr.loss +
+                                   "' (bpr, ccl, softmax)");
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "margin", tr.margin, -1, 1));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "neg_weight", tr.neg_weight, 0, 1e6));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "temperature", tr.temperature, 1e-4, 1e4));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "eval_every", tr.eval_every, 1, 1e6));
   M6_RETURN_IF_ERROR(r.Str(t, "train", "job", &tr.job));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "epochs", &tr.epochs));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "batch_size", &tr.batch_size));

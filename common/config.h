@@ -83,8 +83,10 @@ struct SynthConfig {
 };
 
 struct DataConfig {
-  std::string source = "synth";  // "synth": generated in the run directory from `synth`
-  std::string path;              // a directory with interactions.tsv (and optional extras)
+  std::string source = "synth";  // "synth": generated in the run directory from `synth`; "dir"
+  std::string path;              // dir: the dataset's directory (${VAR} and ${VAR:-x} expand)
+  std::string format = "tsv";    // dir: tsv | lightgcn | s3rec | movielens (worker/datasets.h)
+  std::string name;              // s3rec: the dataset inside the directory (Beauty, LastFM, ...)
   SynthConfig synth;
 };
 
@@ -92,7 +94,12 @@ struct TrainConfig {
   std::string job = "mf";        // mf | pushcheck
   int epochs = 3;
   int batch_size = 512;
-  int negatives = 4;
+  int negatives = 4;             // negatives per batch, shared by every positive of the batch
+  std::string loss = "bpr";      // bpr | ccl (cosine contrastive, SimpleX) | softmax (sampled)
+  float margin = 0.8f;           // ccl: negatives' cosine below this cost nothing
+  float neg_weight = 1.0f;       // ccl: weight of the negative term
+  float temperature = 0.1f;      // softmax
+  int eval_every = 1;            // epochs between evaluations
   int log_every = 20;
   int eval_negatives = 99;
   int max_steps = 0;             // 0 = no limit; otherwise stop after this many steps per worker

@@ -13,9 +13,11 @@
 #include <ctime>
 #include <deque>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/util.h"
@@ -351,39 +353,89 @@ class Launcher {
     }
   }
 
+  // Combines the workers' per-epoch metric sums into the job's result: the best epoch (by
+  // validation NDCG@10 under the sampled protocol; by test Recall@20 under full ranking, whose
+  // published splits have no validation set) and its test metrics, next to popularity.
   int Summarise() {
-    nlohmann::json workers = nlohmann::json::array();
-    double hr = 0, ndcg = 0, phr = 0, pndcg = 0, users = 0, pusers = 0, sps = 0, wall = 0;
+    using nlohmann::json;
+    json workers = json::array();
     for (int w = 0; w < cfg_.cluster.workers; ++w) {
       auto text = ReadFileToString(run_dir_ + "/worker-" + std::to_string(w) + ".json");
       if (!text.ok()) continue;
-      auto j = nlohmann::json::parse(*text, nullptr, false);
-      if (j.is_discarded()) continue;
-      workers.push_back(j);
-      if (j.contains("eval")) {
-        users += j["eval"].value("users", 0.0);
-        hr += j["eval"].value("hr10_sum", 0.0);
-        ndcg += j["eval"].value("ndcg10_sum", 0.0);
-        pusers += j["popularity"].value("users", 0.0);
-        phr += j["popularity"].value("hr10_sum", 0.0);
-        pndcg += j["popularity"].value("ndcg10_sum", 0.0);
-        sps += j.value("samples_per_s", 0.0);
-        wall = std::max(wall, j.value("train_s", 0.0));
-      }
+      auto j = json::parse(*text, nullptr, false);
+      if (!j.is_discarded()) workers.push_back(j);
     }
-    nlohmann::json result = {{"job", cfg_.name}, {"run_dir", run_dir_}, {"workers", workers}};
-    if (users > 0) {
-      result["test"] = {{"HR@10", hr / users}, {"NDCG@10", ndcg / users}, {"users", users}};
-      result["popularity"] = {{"HR@10", phr / std::max(1.0, pusers)}, {"NDCG@10", pndcg / std::max(1.0, pusers)}};
+    const double wall = (MonotonicMs() - start_ms_) / 1000.0;
+    json result = {{"job", cfg_.name}, {"config", run_dir_ + "/config.yaml"}, {"run_dir", run_dir_},
+                   {"wall_s", wall}, {"workers", workers}};
+    if (!workers.empty() && workers[0].contains("epochs")) {
+      const bool full = workers[0].value("protocol", "") == "full_ranking";
+      auto means = [](const json& parts, const char* which) {
+        double users = 0;
+        std::map<std::string, double> sums;
+        for (const auto& p : parts) {
+          const json& m = which ? p[which] : p;
+          users += m.value("users", 0.0);
+          if (m.contains("sums"))
+            for (auto& [k, v] : m["sums"].items()) sums[k] += v.get<double>();
+        }
+        json out = json::object();
+        for (const auto& [k, v] : sums) out[k] = users > 0 ? v / users : 0.0;
+        out["users"] = users;
+        return out;
+      };
+      json epochs = json::array();
+      const size_t n_epochs = workers[0]["epochs"].size();
+      int best = -1;
+      double best_score = -1;
+      for (size_t e = 0; e < n_epochs; ++e) {
+        json parts = json::array();
+        double loss = 0;
+        for (const auto& w : workers) {
+          if (e >= w["epochs"].size()) continue;
+          parts.push_back(w["epochs"][e]);
+          loss += w["epochs"][e].value("loss", 0.0) / workers.size();
+        }
+        json ep = {{"epoch", workers[0]["epochs"][e]["epoch"]},
+                   {"loss", loss},
+                   {"elapsed_s", workers[0]["epochs"][e].value("elapsed_s", 0.0)},
+                   {"test", means(parts, "test")}};
+        if (!full) ep["valid"] = means(parts, "valid");
+        const double score = full ? ep["test"].value("Recall@20", 0.0) : ep["valid"].value("NDCG@10", 0.0);
+        if (score > best_score) {
+          best_score = score;
+          best = static_cast<int>(e);
+        }
+        epochs.push_back(ep);
+      }
+      json pops = json::array();
+      double sps = 0, train_s = 0;
+      for (const auto& w : workers) {
+        pops.push_back(w["popularity"]);
+        sps += w.value("samples_per_s", 0.0);
+        train_s = std::max(train_s, w.value("train_s", 0.0));
+      }
+      result["dataset"] = workers[0].value("dataset", "");
+      result["protocol"] = full ? "full_ranking" : "sampled";
+      result["epochs"] = epochs;
+      result["popularity"] = means(pops, nullptr);
       result["samples_per_s"] = sps;
-      result["train_s"] = wall;
-      char line[256];
-      std::snprintf(line, sizeof(line),
-                    "result: HR@10 %.4f NDCG@10 %.4f over %.0f users (popularity HR@10 %.4f); "
-                    "%.0f samples/s over %d workers, %.1f s",
-                    hr / users, ndcg / users, users, phr / std::max(1.0, pusers), sps,
-                    cfg_.cluster.workers, wall);
-      LOG_INFO << line;
+      result["train_s"] = train_s;
+      if (best >= 0) {
+        result["best_epoch"] = epochs[best]["epoch"];
+        result["test"] = epochs[best]["test"];
+        if (!full) result["valid"] = epochs[best]["valid"];
+        const char* m1 = full ? "Recall@20" : "HR@10";
+        const char* m2 = full ? "NDCG@20" : "NDCG@10";
+        char line[320];
+        std::snprintf(line, sizeof(line),
+                      "result (%s, best epoch %d): test %s %.4f %s %.4f over %.0f users "
+                      "(popularity %s %.4f); %.0f samples/s, %.1f s",
+                      full ? "full ranking" : "sampled, 99 negatives", epochs[best]["epoch"].get<int>(),
+                      m1, result["test"].value(m1, 0.0), m2, result["test"].value(m2, 0.0),
+                      result["test"].value("users", 0.0), m1, result["popularity"].value(m1, 0.0), sps, wall);
+        LOG_INFO << line;
+      }
     }
     (void)WriteFileAtomic(run_dir_ + "/result.json", result.dump(2) + "\n");
     LOG_INFO << "all processes exited cleanly; results in " << run_dir_ << "/result.json";
@@ -394,6 +446,7 @@ class Launcher {
   JobConfig cfg_;
   std::string run_dir_;
   uint64_t token_ = 0;
+  int64_t start_ms_ = MonotonicMs();
   std::vector<std::unique_ptr<Child>> children_;
   std::string failure_;
 };

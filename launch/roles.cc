@@ -39,8 +39,8 @@ int Fail(const std::string& what, const Status& s) {
 
 StatusOr<std::string> PrepareData(const JobConfig& cfg, const std::string& run_dir) {
   if (cfg.data.source == "dir") {
-    if (!std::filesystem::exists(cfg.data.path + "/interactions.tsv"))
-      return Status::NotFound("data.path '" + cfg.data.path + "' has no interactions.tsv");
+    if (!std::filesystem::is_directory(cfg.data.path))
+      return Status::NotFound("data.path '" + cfg.data.path + "' is not a directory");
     return cfg.data.path;
   }
   const std::string dir = run_dir + "/data";

@@ -168,6 +168,10 @@ bool ProcessAlive(pid_t pid) {
 
 std::string Binary() { return M6REC_BINARY; }
 std::string SourceDir() { return M6REC_SOURCE_DIR; }
+std::string SharedDataDir() {
+  const char* env = std::getenv("M6REC_DATA");
+  return env && *env ? std::string(env) : SourceDir() + "/../shared/data";
+}
 
 std::string WriteFile(const std::string& path, const std::string& content) {
   std::ofstream out(path);

@@ -62,6 +62,8 @@ std::string WaitForFile(const std::string& path, double timeout_s);
 bool ProcessAlive(pid_t pid);
 std::string Binary();                       // the m6rec binary under test
 std::string SourceDir();
+// The real datasets: $M6REC_DATA, else ../shared/data beside the source tree.
+std::string SharedDataDir();
 std::string WriteFile(const std::string& path, const std::string& content);
 
 }  // namespace testing

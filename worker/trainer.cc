@@ -12,7 +12,8 @@
 #include "common/keys.h"
 #include "common/logging.h"
 #include "common/util.h"
-#include "worker/data.h"
+#include "worker/datasets.h"
+#include "worker/losses.h"
 #include "worker/metrics.h"
 
 namespace m6rec {
@@ -21,43 +22,102 @@ using nlohmann::json;
 
 namespace {
 
-struct EvalResult {
-  uint64_t users = 0;
-  double hr10 = 0, ndcg10 = 0;
-};
+// ---- evaluation ---------------------------------------------------------------------------
 
-// Sampled-negative leave-last-out evaluation: the test item against `negs` items the user never
-// touched, drawn with a seed that depends only on (seed, user), so every run and every worker
-// count ranks against the same candidates. score(u, i) comes from `scorer`.
-template <typename Scorer>
-Status Evaluate(const Split& split, const std::vector<uint32_t>& users, uint32_t num_items,
-                int negs, uint64_t seed, Scorer&& scorer, EvalResult* out) {
-  *out = EvalResult();
-  std::vector<uint32_t> cand;
-  std::vector<float> scores;
-  for (uint32_t u : users) {
-    if (split.test[u] < 0) continue;
-    std::unordered_set<uint32_t> seen(split.train[u].begin(), split.train[u].end());
-    seen.insert(static_cast<uint32_t>(split.test[u]));
-    cand.clear();
-    cand.push_back(static_cast<uint32_t>(split.test[u]));
-    std::mt19937_64 rng(Mix64(seed ^ (uint64_t{u} << 20)));
-    const int want = std::min<int>(negs, static_cast<int>(num_items - seen.size()));
-    while (static_cast<int>(cand.size()) < want + 1) {
-      uint32_t j = static_cast<uint32_t>(rng() % num_items);
-      if (!seen.count(j)) {
-        cand.push_back(j);
-        seen.insert(j);
-      }
+constexpr int kEvalChunk = 256;  // users per pull during evaluation
+
+// Sampled protocol: the target against its negatives, per user of this worker.
+Status EvalSampled(const Dataset& ds, const std::vector<uint32_t>& users, bool valid, uint64_t seed,
+                   const std::function<Status(const std::vector<Key>&, std::vector<float>*)>& pull_users,
+                   const std::function<Status(const std::vector<Key>&, std::vector<float>*)>& pull_items,
+                   const std::function<Key(uint32_t)>& ukey, const std::function<Key(uint32_t)>& ikey,
+                   uint32_t dim, const std::vector<uint32_t>* popularity, MetricSums* out) {
+  std::vector<uint32_t> chunk;
+  for (size_t start = 0; start < users.size(); start += kEvalChunk) {
+    chunk.clear();
+    for (size_t k = start; k < std::min(users.size(), start + kEvalChunk); ++k) {
+      const uint32_t u = users[k];
+      if ((valid ? ds.valid_item[u] : ds.test_item[u]) >= 0) chunk.push_back(u);
     }
-    scores.resize(cand.size());
-    M6_RETURN_IF_ERROR(scorer(u, cand, &scores));
-    const int rank = RankOfFirst(scores);  // ties count against the test item
-    out->users++;
-    out->hr10 += HitAtK(rank, 10);
-    out->ndcg10 += NdcgAtK(rank, 10);
+    if (chunk.empty()) continue;
+    std::vector<std::vector<uint32_t>> cands(chunk.size());
+    std::vector<Key> uk, ik;
+    for (size_t c = 0; c < chunk.size(); ++c) {
+      const uint32_t u = chunk[c];
+      cands[c].push_back(static_cast<uint32_t>(valid ? ds.valid_item[u] : ds.test_item[u]));
+      for (uint32_t n : SampledNegatives(ds, u, seed)) cands[c].push_back(n);
+      uk.push_back(ukey(u));
+      for (uint32_t i : cands[c]) ik.push_back(ikey(i));
+    }
+    std::vector<float> urows, irows;
+    if (!popularity) {
+      M6_RETURN_IF_ERROR(pull_users(uk, &urows));
+      M6_RETURN_IF_ERROR(pull_items(ik, &irows));
+    }
+    size_t off = 0;
+    std::vector<float> scores;
+    for (size_t c = 0; c < chunk.size(); ++c) {
+      scores.resize(cands[c].size());
+      for (size_t k = 0; k < cands[c].size(); ++k, ++off)
+        scores[k] = popularity ? float((*popularity)[cands[c][k]])
+                               : Dot(&urows[c * dim], &irows[off * dim], dim);
+      const int rank = RankOfFirst(scores);
+      out->AddUser();
+      out->Add("HR@1", HitAtK(rank, 1));
+      out->Add("HR@5", HitAtK(rank, 5));
+      out->Add("HR@10", HitAtK(rank, 10));
+      out->Add("NDCG@5", NdcgAtK(rank, 5));
+      out->Add("NDCG@10", NdcgAtK(rank, 10));
+      out->Add("MRR", 1.0 / (rank + 1));
+    }
   }
   return Status::OK();
+}
+
+// Full ranking: every item scored, training items masked, top-20 against the test set.
+Status EvalFull(const Dataset& ds, const std::vector<uint32_t>& users,
+                const std::vector<float>& item_rows, const std::vector<float>* user_rows_or_null,
+                const std::function<Status(const std::vector<Key>&, std::vector<float>*)>& pull_users,
+                const std::function<Key(uint32_t)>& ukey, uint32_t dim,
+                const std::vector<uint32_t>* popularity, MetricSums* out) {
+  const uint32_t I = ds.num_items;
+  std::vector<uint32_t> chunk;
+  std::vector<float> scores(I);
+  for (size_t start = 0; start < users.size(); start += kEvalChunk) {
+    chunk.clear();
+    for (size_t k = start; k < std::min(users.size(), start + kEvalChunk); ++k)
+      if (!ds.test_sets[users[k]].empty()) chunk.push_back(users[k]);
+    if (chunk.empty()) continue;
+    std::vector<float> urows;
+    if (!popularity) {
+      std::vector<Key> uk;
+      for (uint32_t u : chunk) uk.push_back(ukey(u));
+      M6_RETURN_IF_ERROR(pull_users(uk, &urows));
+    }
+    (void)user_rows_or_null;
+    for (size_t c = 0; c < chunk.size(); ++c) {
+      const uint32_t u = chunk[c];
+      if (popularity) {
+        for (uint32_t i = 0; i < I; ++i) scores[i] = float((*popularity)[i]);
+      } else {
+        const float* uv = &urows[c * dim];
+        for (uint32_t i = 0; i < I; ++i) scores[i] = Dot(uv, &item_rows[size_t(i) * dim], dim);
+      }
+      for (uint32_t i : ds.train[u]) scores[i] = -1e30f;
+      for (uint32_t i = 0; i < ds.first_item; ++i) scores[i] = -1e30f;
+      auto top = TopK(scores, 20);
+      out->AddUser();
+      out->Add("Recall@20", RecallAtK(top, ds.test_sets[u], 20));
+      out->Add("NDCG@20", FullNdcgAtK(top, ds.test_sets[u], 20));
+    }
+  }
+  return Status::OK();
+}
+
+nlohmann::json SumsJson(const MetricSums& m) {
+  nlohmann::json j = {{"users", m.users()}};
+  for (const auto& [k, v] : m.sums()) j["sums"][k] = v;
+  return j;
 }
 
 }  // namespace
@@ -69,80 +129,83 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
   const TableSpec* it = cfg.FindTable(tc.item_table);
   const uint32_t dim = ut->dim;
 
-  M6_ASSIGN_OR_RETURN(Interactions data, ReadInteractions(ctx.data_dir + "/interactions.tsv"));
-  Split split = LeaveLastOut(data);
+  M6_ASSIGN_OR_RETURN(Dataset ds, LoadDataset(cfg.data, ctx.data_dir));
+  const bool full = ds.protocol == Dataset::Protocol::kFullRanking;
+  ds.sampled_negatives = tc.eval_negatives;
   std::vector<uint32_t> my_users;
-  for (uint32_t u = 0; u < data.num_users; ++u)
-    if (u % ctx.num_workers == ctx.rank && !split.train[u].empty()) my_users.push_back(u);
+  for (uint32_t u = 0; u < ds.num_users; ++u)
+    if (u % ctx.num_workers == ctx.rank && !ds.train[u].empty()) my_users.push_back(u);
   std::vector<std::pair<uint32_t, uint32_t>> samples;
   for (uint32_t u : my_users)
-    for (uint32_t i : split.train[u]) samples.emplace_back(u, i);
+    for (uint32_t i : ds.train[u]) samples.emplace_back(u, i);
+  if (ctx.rank == 0) LOG_INFO << ds.Describe();
   LOG_INFO << "worker " << ctx.rank << ": " << my_users.size() << " users, " << samples.size()
-           << " training samples of " << data.count << " interactions, " << data.num_items
-           << " items";
+           << " training samples; loss " << tc.loss << ", " << tc.negatives
+           << " shared negatives per batch of " << tc.batch_size;
   if (samples.empty()) return Status::InvalidArgument("worker has no training samples");
 
-  const int B = tc.batch_size, N = tc.negatives;
+  auto ukey = [&](uint32_t u) { return MakeKey(ut->id, u); };
+  auto ikey = [&](uint32_t i) { return MakeKey(it->id, i); };
+  auto pull_users = [&](const std::vector<Key>& k, std::vector<float>* out) {
+    out->resize(k.size() * dim);
+    return ctx.ps->Pull(ut->id, k.data(), k.size(), out->data());
+  };
+  auto pull_items = [&](const std::vector<Key>& k, std::vector<float>* out) {
+    out->resize(k.size() * dim);
+    return ctx.ps->Pull(it->id, k.data(), k.size(), out->data());
+  };
+  const uint64_t eval_seed = Mix64(cfg.seed ^ 0xe7a1);
+
+  // Popularity baseline under the same protocol.
+  MetricSums pop;
+  if (full) {
+    std::vector<float> none;
+    M6_RETURN_IF_ERROR(EvalFull(ds, my_users, none, nullptr, pull_users, ukey, dim, &ds.item_popularity, &pop));
+  } else {
+    M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, false, eval_seed, pull_users, pull_items, ukey, ikey,
+                                   dim, &ds.item_popularity, &pop));
+  }
+
+  const size_t B = tc.batch_size, M = tc.negatives;
   const size_t steps_per_epoch = (samples.size() + B - 1) / B;
   std::mt19937_64 rng(Mix64(cfg.seed ^ (uint64_t{ctx.rank} << 32)));
+  const uint32_t item_span = ds.num_items - ds.first_item;
 
-  // Batch buffers: keys, pulled rows and gradients for users and items (pos then N negatives).
   struct Batch {
     size_t n = 0;
-    std::vector<Key> ukeys, ikeys;
-    PsClient::Ticket ut = 0, itk = 0;
+    std::vector<Key> ukeys, pkeys, nkeys;
+    PsClient::Ticket tu = 0, tp = 0, tn = 0;
   };
   auto make_batch = [&](size_t begin, Batch* b) -> Status {
     b->n = std::min<size_t>(B, samples.size() - begin);
     b->ukeys.resize(b->n);
-    b->ikeys.resize(b->n * (1 + N));
+    b->pkeys.resize(b->n);
+    b->nkeys.resize(M);
     for (size_t s = 0; s < b->n; ++s) {
-      auto [u, i] = samples[begin + s];
-      b->ukeys[s] = MakeKey(ut->id, u);
-      Key* ik = &b->ikeys[s * (1 + N)];
-      ik[0] = MakeKey(it->id, i);
-      for (int j = 1; j <= N; ++j) {
-        uint32_t neg;
-        do neg = static_cast<uint32_t>(rng() % data.num_items);
-        while (neg == i);
-        ik[j] = MakeKey(it->id, neg);
-      }
+      b->ukeys[s] = ukey(samples[begin + s].first);
+      b->pkeys[s] = ikey(samples[begin + s].second);
     }
-    M6_ASSIGN_OR_RETURN(b->ut, ctx.ps->PullAsync(ut->id, b->ukeys.data(), b->n));
-    M6_ASSIGN_OR_RETURN(b->itk, ctx.ps->PullAsync(it->id, b->ikeys.data(), b->ikeys.size()));
+    for (size_t j = 0; j < M; ++j) b->nkeys[j] = ikey(ds.first_item + static_cast<uint32_t>(rng() % item_span));
+    M6_ASSIGN_OR_RETURN(b->tu, ctx.ps->PullAsync(ut->id, b->ukeys.data(), b->n));
+    M6_ASSIGN_OR_RETURN(b->tp, ctx.ps->PullAsync(it->id, b->pkeys.data(), b->n));
+    M6_ASSIGN_OR_RETURN(b->tn, ctx.ps->PullAsync(it->id, b->nkeys.data(), M));
     return Status::OK();
+  };
+  auto wait_batch = [&](Batch& b, std::vector<float>* U, std::vector<float>* P, std::vector<float>* N) -> Status {
+    U->resize(b.n * dim);
+    P->resize(b.n * dim);
+    N->resize(M * dim);
+    M6_RETURN_IF_ERROR(ctx.ps->WaitPull(b.tu, U->data()));
+    M6_RETURN_IF_ERROR(ctx.ps->WaitPull(b.tp, P->data()));
+    return ctx.ps->WaitPull(b.tn, N->data());
   };
 
-  auto scorer = [&](uint32_t u, const std::vector<uint32_t>& cand, std::vector<float>* scores) -> Status {
-    std::vector<Key> keys(cand.size());
-    for (size_t c = 0; c < cand.size(); ++c) keys[c] = MakeKey(it->id, cand[c]);
-    Key uk = MakeKey(ut->id, u);
-    std::vector<float> urow(dim), irows(cand.size() * dim);
-    M6_RETURN_IF_ERROR(ctx.ps->Pull(ut->id, &uk, 1, urow.data()));
-    M6_RETURN_IF_ERROR(ctx.ps->Pull(it->id, keys.data(), keys.size(), irows.data()));
-    for (size_t c = 0; c < cand.size(); ++c) {
-      float s = 0;
-      for (uint32_t d = 0; d < dim; ++d) s += urow[d] * irows[c * dim + d];
-      (*scores)[c] = s;
-    }
-    return Status::OK();
-  };
-  auto pop_scorer = [&](uint32_t, const std::vector<uint32_t>& cand, std::vector<float>* scores) {
-    for (size_t c = 0; c < cand.size(); ++c) (*scores)[c] = split.item_popularity[cand[c]];
-    return Status::OK();
-  };
-  const uint64_t eval_seed = Mix64(cfg.seed ^ 0xe7a1);
-  EvalResult pop;
-  M6_RETURN_IF_ERROR(Evaluate(split, my_users, data.num_items, tc.eval_negatives, eval_seed,
-                              pop_scorer, &pop));
-
-  std::vector<float> urows, irows, ugrad, igrad;
+  std::vector<float> U, P, N, gu, gp, gn;
   double first_loss = -1, last_loss = 0, window_loss = 0;
   uint64_t window_n = 0, total_samples = 0, steps = 0;
-  json epochs = json::array();
-  EvalResult ev;
+  nlohmann::json epochs = nlohmann::json::array();
   const int64_t t0 = MonotonicMs();
-  int64_t window_t0 = t0;
+  int64_t window_t0 = t0, eval_ms = 0;
   bool stop = false;
   for (int epoch = 1; epoch <= tc.epochs && !stop; ++epoch) {
     std::shuffle(samples.begin(), samples.end(), rng);
@@ -153,96 +216,91 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
     for (size_t step = 0; step < steps_per_epoch; ++step) {
       std::string why;
       if (ctx.should_abort && ctx.should_abort(&why)) return Status::Aborted(why);
-      urows.resize(cur.n * dim);
-      irows.resize(cur.ikeys.size() * dim);
-      M6_RETURN_IF_ERROR(ctx.ps->WaitPull(cur.ut, urows.data()));
-      M6_RETURN_IF_ERROR(ctx.ps->WaitPull(cur.itk, irows.data()));
+      M6_RETURN_IF_ERROR(wait_batch(cur, &U, &P, &N));
       // Prefetch: the next batch's rows are on the wire while this one computes (staleness 1).
-      const bool has_next = step + 1 < steps_per_epoch;
+      const bool has_next = step + 1 < steps_per_epoch && !(tc.max_steps > 0 && steps + 1 >= uint64_t(tc.max_steps));
       if (has_next) M6_RETURN_IF_ERROR(make_batch((step + 1) * B, &next));
-
-      ugrad.assign(cur.n * dim, 0.0f);
-      igrad.assign(cur.ikeys.size() * dim, 0.0f);
-      double loss = 0;
-      for (size_t s = 0; s < cur.n; ++s) {
-        const float* uv = &urows[s * dim];
-        float* gu = &ugrad[s * dim];
-        const float* pv = &irows[s * (1 + N) * dim];
-        float* gp = &igrad[s * (1 + N) * dim];
-        for (int j = 1; j <= N; ++j) {
-          const float* nv = pv + size_t(j) * dim;
-          float* gn = gp + size_t(j) * dim;
-          float x = 0;
-          for (uint32_t d = 0; d < dim; ++d) x += uv[d] * (pv[d] - nv[d]);
-          // loss = softplus(-x); dloss/dx = -sigmoid(-x)
-          loss += x > 0 ? std::log1p(std::exp(-x)) : -x + std::log1p(std::exp(x));
-          const float g = -1.0f / (1.0f + std::exp(x));
-          for (uint32_t d = 0; d < dim; ++d) {
-            gu[d] += g * (pv[d] - nv[d]);
-            gp[d] += g * uv[d];
-            gn[d] -= g * uv[d];
-          }
-        }
+      gu.assign(cur.n * dim, 0.0f);
+      gp.assign(cur.n * dim, 0.0f);
+      gn.assign(M * dim, 0.0f);
+      double loss;
+      if (tc.loss == "ccl") {
+        loss = LossCcl(cur.n, M, dim, U.data(), P.data(), N.data(), tc.margin, tc.neg_weight, gu.data(), gp.data(), gn.data());
+      } else if (tc.loss == "softmax") {
+        loss = LossSoftmax(cur.n, M, dim, U.data(), P.data(), N.data(), tc.temperature, gu.data(), gp.data(), gn.data());
+      } else {
+        loss = LossBpr(cur.n, M, dim, U.data(), P.data(), N.data(), gu.data(), gp.data(), gn.data());
       }
-      M6_ASSIGN_OR_RETURN(auto pu, ctx.ps->PushAsync(ut->id, cur.ukeys.data(), cur.n, ugrad.data()));
-      M6_ASSIGN_OR_RETURN(auto pi, ctx.ps->PushAsync(it->id, cur.ikeys.data(), cur.ikeys.size(), igrad.data()));
-      M6_RETURN_IF_ERROR(ctx.ps->WaitPush(pu));
-      M6_RETURN_IF_ERROR(ctx.ps->WaitPush(pi));
+      M6_ASSIGN_OR_RETURN(auto t1, ctx.ps->PushAsync(ut->id, cur.ukeys.data(), cur.n, gu.data()));
+      M6_ASSIGN_OR_RETURN(auto t2, ctx.ps->PushAsync(it->id, cur.pkeys.data(), cur.n, gp.data()));
+      M6_ASSIGN_OR_RETURN(auto t3, ctx.ps->PushAsync(it->id, cur.nkeys.data(), M, gn.data()));
+      M6_RETURN_IF_ERROR(ctx.ps->WaitPush(t1));
+      M6_RETURN_IF_ERROR(ctx.ps->WaitPush(t2));
+      M6_RETURN_IF_ERROR(ctx.ps->WaitPush(t3));
 
-      const double mean = loss / (double(cur.n) * N);
+      const double mean = loss / double(cur.n);
       if (first_loss < 0) first_loss = mean;
       window_loss += loss;
-      window_n += cur.n * N;
+      window_n += cur.n;
       epoch_loss += loss;
-      epoch_n += cur.n * N;
+      epoch_n += cur.n;
       total_samples += cur.n;
       ++steps;
       if (steps % tc.log_every == 0) {
         const int64_t now = MonotonicMs();
-        LOG_INFO << "epoch " << epoch << " step " << steps << " loss " << window_loss / window_n
-                 << " (" << static_cast<int>(window_n / N * 1000.0 / std::max<int64_t>(1, now - window_t0))
-                 << " samples/s)";
+        LOG_INFO << "epoch " << epoch << " step " << steps << " loss " << window_loss / window_n << " ("
+                 << static_cast<int>(window_n * 1000.0 / std::max<int64_t>(1, now - window_t0)) << " samples/s)";
         window_loss = 0;
         window_n = 0;
         window_t0 = now;
       }
-      if (has_next) std::swap(cur, next);
-      if (tc.max_steps > 0 && steps >= static_cast<uint64_t>(tc.max_steps)) {
-        stop = true;
-        // Drain the prefetched pulls so no reply is left in flight.
-        if (has_next) {
-          urows.resize(cur.n * dim);
-          irows.resize(cur.ikeys.size() * dim);
-          M6_RETURN_IF_ERROR(ctx.ps->WaitPull(cur.ut, urows.data()));
-          M6_RETURN_IF_ERROR(ctx.ps->WaitPull(cur.itk, irows.data()));
-        }
+      if (!has_next) {
+        if (tc.max_steps > 0 && steps >= uint64_t(tc.max_steps)) stop = true;
         break;
       }
+      std::swap(cur, next);
     }
     last_loss = epoch_loss / std::max<uint64_t>(1, epoch_n);
+    if (epoch % tc.eval_every != 0 && epoch != tc.epochs && !stop) continue;
     // Every worker finishes the epoch's pushes before anyone evaluates.
     M6_RETURN_IF_ERROR(ctx.barrier("epoch-" + std::to_string(epoch)));
-    M6_RETURN_IF_ERROR(Evaluate(split, my_users, data.num_items, tc.eval_negatives, eval_seed,
-                                scorer, &ev));
-    LOG_INFO << "epoch " << epoch << " done: train loss " << last_loss << ", HR@10 "
-             << ev.hr10 / std::max<uint64_t>(1, ev.users) << " NDCG@10 "
-             << ev.ndcg10 / std::max<uint64_t>(1, ev.users) << " over " << ev.users
-             << " users (popularity HR@10 " << pop.hr10 / std::max<uint64_t>(1, pop.users) << ")";
-    epochs.push_back({{"epoch", epoch}, {"loss", last_loss}, {"users", ev.users},
-                      {"hr10_sum", ev.hr10}, {"ndcg10_sum", ev.ndcg10}});
+    const int64_t e0 = MonotonicMs();
+    MetricSums test, valid;
+    if (full) {
+      std::vector<Key> all;
+      for (uint32_t i = 0; i < ds.num_items; ++i) all.push_back(ikey(i));
+      std::vector<float> items;
+      M6_RETURN_IF_ERROR(pull_items(all, &items));
+      M6_RETURN_IF_ERROR(EvalFull(ds, my_users, items, nullptr, pull_users, ukey, dim, nullptr, &test));
+    } else {
+      M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, false, eval_seed, pull_users, pull_items, ukey, ikey, dim, nullptr, &test));
+      M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, true, eval_seed, pull_users, pull_items, ukey, ikey, dim, nullptr, &valid));
+    }
+    eval_ms += MonotonicMs() - e0;
+    if (full)
+      LOG_INFO << "epoch " << epoch << ": train loss " << last_loss << ", this worker's Recall@20 "
+               << test.Mean("Recall@20") << " NDCG@20 " << test.Mean("NDCG@20") << " over " << test.users() << " users";
+    else
+      LOG_INFO << "epoch " << epoch << ": train loss " << last_loss << ", this worker's test HR@10 "
+               << test.Mean("HR@10") << " NDCG@10 " << test.Mean("NDCG@10") << " (valid NDCG@10 "
+               << valid.Mean("NDCG@10") << ") over " << test.users() << " users";
+    epochs.push_back({{"epoch", epoch}, {"loss", last_loss}, {"test", SumsJson(test)}, {"valid", SumsJson(valid)},
+                      {"elapsed_s", (MonotonicMs() - t0) / 1000.0}});
   }
   const double secs = (MonotonicMs() - t0) / 1000.0;
-  json j = {{"rank", ctx.rank},
-            {"job", "mf"},
-            {"steps", steps},
-            {"samples", total_samples},
-            {"train_s", secs},
-            {"samples_per_s", total_samples / std::max(1e-9, secs)},
-            {"first_loss", first_loss},
-            {"last_loss", last_loss},
-            {"eval", {{"users", ev.users}, {"hr10_sum", ev.hr10}, {"ndcg10_sum", ev.ndcg10}}},
-            {"popularity", {{"users", pop.users}, {"hr10_sum", pop.hr10}, {"ndcg10_sum", pop.ndcg10}}},
-            {"epochs", epochs}};
+  nlohmann::json j = {{"rank", ctx.rank},
+                      {"job", "mf"},
+                      {"dataset", ds.name},
+                      {"protocol", full ? "full_ranking" : "sampled"},
+                      {"steps", steps},
+                      {"samples", total_samples},
+                      {"train_s", secs},
+                      {"eval_s", eval_ms / 1000.0},
+                      {"samples_per_s", total_samples / std::max(1e-9, secs - eval_ms / 1000.0)},
+                      {"first_loss", first_loss},
+                      {"last_loss", last_loss},
+                      {"popularity", SumsJson(pop)},
+                      {"epochs", epochs}};
   *summary = j.dump();
   return Status::OK();
 }

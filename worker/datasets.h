@@ -1,0 +1,58 @@
+// Datasets in the splits and evaluation protocols of the papers we compare with, read in place
+// (never copied). One struct for all of them; the loader picks the format from the config:
+//   synth / tsv   interactions.tsv (user item [domain] [ts]); leave-last-out per user (last item
+//                 = test, second last = validation), sampled protocol (99 negatives)
+//   lightgcn      train.txt / test.txt, one "user item item ..." line per user (NGCF/LightGCN
+//                 Gowalla split); full-ranking protocol over all items, train items masked
+//   s3rec         <name>.txt, one "user item item ..." sequence per line in time order (S3-Rec);
+//                 test = last item, validation = second last, train = the rest; 99 negatives the
+//                 user never touched (from <name>_sample.txt when it exists, else drawn from the
+//                 seed); item attributes from <name>_item2attributes.json as content tokens
+//   movielens     u.data (user item rating timestamp, tab-separated, 1-based ids), per-user time
+//                 order, leave-last-out as above (our documented split)
+// Every bad line is reported as "file:line: what" and nothing partial is returned.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/status.h"
+
+namespace m6rec {
+
+struct Dataset {
+  enum class Protocol { kSampled, kFullRanking };
+  std::string name;
+  Protocol protocol = Protocol::kSampled;
+  uint32_t num_users = 0;
+  uint32_t num_items = 0;       // ids are 0..num_items-1 (some may be unused)
+  uint32_t first_item = 0;      // smallest valid item id (1 for 1-based formats)
+  std::vector<std::vector<uint32_t>> train;        // per user, in time order when known
+  // full ranking
+  std::vector<std::vector<uint32_t>> test_sets;    // per user
+  // sampled
+  std::vector<int64_t> test_item, valid_item;      // per user, -1 = none
+  std::vector<std::vector<uint32_t>> fixed_negatives;  // per user (empty = draw them)
+  int sampled_negatives = 99;
+  // content
+  std::vector<std::vector<uint32_t>> item_tokens;  // per item (may be empty)
+  std::vector<uint32_t> item_popularity;           // train counts
+  uint64_t train_interactions = 0;
+
+  std::string Describe() const;
+};
+
+// `data_dir` is where synthetic data was generated (for source synth).
+StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir);
+
+// Reads "user item item ..." lines (one user per line, user ids need not be dense or sorted).
+// Returns per-user lists indexed by user id; num_users = max id + 1.
+StatusOr<std::vector<std::vector<uint32_t>>> ReadUserLists(const std::string& path);
+
+// The negatives of user u under the sampled protocol: the fixed ones when the dataset ships
+// them, else `n` items the user never touched, drawn from (seed, u) alone.
+std::vector<uint32_t> SampledNegatives(const Dataset& d, uint32_t u, uint64_t seed);
+
+}  // namespace m6rec
