@@ -10,19 +10,25 @@ double LossBpr(size_t B, size_t M, uint32_t d, const float* U, const float* P, c
                float* gu, float* gp, float* gn) {
   double loss = 0;
   const float inv = 1.0f / M;
+  std::vector<float> g(M);
   for (size_t b = 0; b < B; ++b) {
     const float* u = U + b * d;
     const float* p = P + b * d;
     const float sp = Dot(u, p, d);
+    float gsum = 0;
     for (size_t j = 0; j < M; ++j) {
-      const float* n = N + j * d;
-      const float x = sp - Dot(u, n, d);
+      const float x = sp - Dot(u, N + j * d, d);
       loss += inv * (x > 0 ? std::log1p(std::exp(-x)) : -x + std::log1p(std::exp(x)));
-      const float g = -inv / (1.0f + std::exp(x));  // d loss / d x
-      Axpy(g, p, gu + b * d, d);
-      Axpy(-g, n, gu + b * d, d);
-      Axpy(g, u, gp + b * d, d);
-      Axpy(-g, u, gn + j * d, d);
+      g[j] = -inv / (1.0f + std::exp(x));  // d loss / d x_j, x_j = u.p - u.n_j
+      gsum += g[j];
+    }
+    // d/du = sum_j g_j (p - n_j); d/dp = (sum_j g_j) u; d/dn_j = -g_j u
+    float* gub = gu + b * d;
+    Axpy(gsum, p, gub, d);
+    Axpy(gsum, u, gp + b * d, d);
+    for (size_t j = 0; j < M; ++j) {
+      Axpy(-g[j], N + j * d, gub, d);
+      Axpy(-g[j], u, gn + j * d, d);
     }
   }
   return loss;
