@@ -386,7 +386,12 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   M6_RETURN_IF_ERROR(r.CheckMap(t, "train",
                                 {"job", "epochs", "batch_size", "negatives", "log_every",
                                  "eval_negatives", "max_steps", "user_table", "item_table", "loss",
-                                 "margin", "neg_weight", "temperature", "eval_every"}));
+                                 "margin", "neg_weight", "temperature", "eval_every", "history",
+                                 "history_user_weight"}));
+  M6_RETURN_IF_ERROR(r.Int(t, "train", "history", &tr.history));
+  M6_RETURN_IF_ERROR(r.Float(t, "train", "history_user_weight", &tr.history_user_weight));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "history", tr.history, 0, 10000));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "history_user_weight", tr.history_user_weight, 0, 1));
   M6_RETURN_IF_ERROR(r.Str(t, "train", "loss", &tr.loss));
   M6_RETURN_IF_ERROR(r.Float(t, "train", "margin", &tr.margin));
   M6_RETURN_IF_ERROR(r.Float(t, "train", "neg_weight", &tr.neg_weight));

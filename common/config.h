@@ -100,6 +100,8 @@ struct TrainConfig {
   float neg_weight = 1.0f;       // ccl: weight of the negative term
   float temperature = 0.1f;      // softmax
   int eval_every = 1;            // epochs between evaluations
+  int history = 0;               // behaviour aggregation: last L items join the user vector (0 = off)
+  float history_user_weight = 0.5f;  // g in g * e_user + (1 - g) * mean(history items)
   int log_every = 20;
   int eval_negatives = 99;
   int max_steps = 0;             // 0 = no limit; otherwise stop after this many steps per worker

@@ -234,10 +234,14 @@ TEST(Cluster, CtrlCStopsEveryProcess) {
   for (pid_t p : job.pids) EXPECT_FALSE(testing::ProcessAlive(p)) << "orphan pid " << p;
 }
 
-TEST(Cluster, MfTrainingOnSyntheticDataLearnsAndBeatsPopularity) {
+class MfTraining : public ::testing::TestWithParam<int> {};  // param: history length
+
+TEST_P(MfTraining, OnSyntheticDataLearnsAndBeatsPopularity) {
   TempDir dir;
   std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(3));
-  auto r = RunCommand({Binary(), "local", "--config", cfg, "--run-dir", dir / "run"}, 180);
+  auto r = RunCommand({Binary(), "local", "--config", cfg, "--run-dir", dir / "run", "--set",
+                       "train.history=" + std::to_string(GetParam())},
+                      180);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   json res = ReadJson(dir / "run/result.json");
   ASSERT_TRUE(res.contains("test")) << res.dump();
@@ -251,6 +255,9 @@ TEST(Cluster, MfTrainingOnSyntheticDataLearnsAndBeatsPopularity) {
   EXPECT_TRUE(std::filesystem::exists(dir / "run/server-0/CURRENT"));
   EXPECT_TRUE(std::filesystem::exists(dir / "run/server-1/CURRENT"));
 }
+
+// 0: id embeddings only; 5: user vectors mix in their last 5 items (behaviour aggregation).
+INSTANTIATE_TEST_SUITE_P(History, MfTraining, ::testing::Values(0, 5));
 
 TEST(Cluster, BadInputIsRefusedWithFileLineAndField) {
   TempDir dir;

@@ -27,10 +27,12 @@ namespace {
 constexpr int kEvalChunk = 256;  // users per pull during evaluation
 
 // Sampled protocol: the target against its negatives, per user of this worker.
+using UserVecs = std::function<Status(const std::vector<uint32_t>& users, bool with_valid, std::vector<float>*)>;
+
 Status EvalSampled(const Dataset& ds, const std::vector<uint32_t>& users, bool valid, uint64_t seed,
-                   const std::function<Status(const std::vector<Key>&, std::vector<float>*)>& pull_users,
+                   const UserVecs& user_vecs,
                    const std::function<Status(const std::vector<Key>&, std::vector<float>*)>& pull_items,
-                   const std::function<Key(uint32_t)>& ukey, const std::function<Key(uint32_t)>& ikey,
+                   const std::function<Key(uint32_t)>& ikey,
                    uint32_t dim, const std::vector<uint32_t>* popularity, MetricSums* out) {
   std::vector<uint32_t> chunk;
   for (size_t start = 0; start < users.size(); start += kEvalChunk) {
@@ -41,17 +43,17 @@ Status EvalSampled(const Dataset& ds, const std::vector<uint32_t>& users, bool v
     }
     if (chunk.empty()) continue;
     std::vector<std::vector<uint32_t>> cands(chunk.size());
-    std::vector<Key> uk, ik;
+    std::vector<Key> ik;
     for (size_t c = 0; c < chunk.size(); ++c) {
       const uint32_t u = chunk[c];
       cands[c].push_back(static_cast<uint32_t>(valid ? ds.valid_item[u] : ds.test_item[u]));
       for (uint32_t n : SampledNegatives(ds, u, seed)) cands[c].push_back(n);
-      uk.push_back(ukey(u));
       for (uint32_t i : cands[c]) ik.push_back(ikey(i));
     }
     std::vector<float> urows, irows;
     if (!popularity) {
-      M6_RETURN_IF_ERROR(pull_users(uk, &urows));
+      // Testing sees the validation item as history, as the sequential papers do.
+      M6_RETURN_IF_ERROR(user_vecs(chunk, /*with_valid=*/!valid, &urows));
       M6_RETURN_IF_ERROR(pull_items(ik, &irows));
     }
     size_t off = 0;
@@ -77,8 +79,7 @@ Status EvalSampled(const Dataset& ds, const std::vector<uint32_t>& users, bool v
 // Full ranking: every item scored, training items masked, top-20 against the test set.
 Status EvalFull(const Dataset& ds, const std::vector<uint32_t>& users,
                 const std::vector<float>& item_rows, const std::vector<float>* user_rows_or_null,
-                const std::function<Status(const std::vector<Key>&, std::vector<float>*)>& pull_users,
-                const std::function<Key(uint32_t)>& ukey, uint32_t dim,
+                const UserVecs& user_vecs, uint32_t dim,
                 const std::vector<uint32_t>* popularity, MetricSums* out) {
   const uint32_t I = ds.num_items;
   std::vector<uint32_t> chunk;
@@ -89,11 +90,7 @@ Status EvalFull(const Dataset& ds, const std::vector<uint32_t>& users,
       if (!ds.test_sets[users[k]].empty()) chunk.push_back(users[k]);
     if (chunk.empty()) continue;
     std::vector<float> urows;
-    if (!popularity) {
-      std::vector<Key> uk;
-      for (uint32_t u : chunk) uk.push_back(ukey(u));
-      M6_RETURN_IF_ERROR(pull_users(uk, &urows));
-    }
+    if (!popularity) M6_RETURN_IF_ERROR(user_vecs(chunk, false, &urows));
     (void)user_rows_or_null;
     for (size_t c = 0; c < chunk.size(); ++c) {
       const uint32_t u = chunk[c];
@@ -146,13 +143,55 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
 
   auto ukey = [&](uint32_t u) { return MakeKey(ut->id, u); };
   auto ikey = [&](uint32_t i) { return MakeKey(it->id, i); };
+  auto pull_items = [&](const std::vector<Key>& k, std::vector<float>* out) {
+    out->resize(k.size() * dim);
+    return ctx.ps->Pull(it->id, k.data(), k.size(), out->data());
+  };
   auto pull_users = [&](const std::vector<Key>& k, std::vector<float>* out) {
     out->resize(k.size() * dim);
     return ctx.ps->Pull(ut->id, k.data(), k.size(), out->data());
   };
-  auto pull_items = [&](const std::vector<Key>& k, std::vector<float>* out) {
-    out->resize(k.size() * dim);
-    return ctx.ps->Pull(it->id, k.data(), k.size(), out->data());
+  // Behaviour aggregation: a user's vector is g * e_user + (1 - g) * mean of the embeddings of
+  // its last L history items (excluding the item being predicted). L = 0 turns it off.
+  const int L = tc.history;
+  const float g_user = L > 0 ? tc.history_user_weight : 1.0f;
+  auto history_of = [&](uint32_t u, int64_t exclude, bool with_valid, std::vector<uint32_t>* h) {
+    h->clear();
+    if (L <= 0) return;
+    if (with_valid && !full && ds.valid_item[u] >= 0) h->push_back(static_cast<uint32_t>(ds.valid_item[u]));
+    const auto& tr = ds.train[u];
+    for (size_t k = tr.size(); k-- > 0 && static_cast<int>(h->size()) < L;)
+      if (static_cast<int64_t>(tr[k]) != exclude) h->push_back(tr[k]);
+  };
+  // Composes user vectors in place: U[b] = g U[b] + (1-g) mean(H rows of b).
+  auto compose = [&](size_t n, const std::vector<uint32_t>& hcount, const float* H, float* U) {
+    size_t off = 0;
+    for (size_t b = 0; b < n; ++b) {
+      float* u = U + b * dim;
+      if (hcount[b] == 0) {
+        continue;
+      }
+      for (uint32_t k = 0; k < dim; ++k) u[k] *= g_user;
+      const float w = (1.0f - g_user) / hcount[b];
+      for (uint32_t h = 0; h < hcount[b]; ++h, ++off) Axpy(w, H + off * dim, u, dim);
+    }
+  };
+  UserVecs user_vecs = [&](const std::vector<uint32_t>& users, bool with_valid, std::vector<float>* out) -> Status {
+    std::vector<Key> uk;
+    std::vector<Key> hk;
+    std::vector<uint32_t> hcount, h;
+    for (uint32_t u : users) {
+      uk.push_back(ukey(u));
+      history_of(u, -1, with_valid, &h);
+      hcount.push_back(static_cast<uint32_t>(h.size()));
+      for (uint32_t i : h) hk.push_back(ikey(i));
+    }
+    M6_RETURN_IF_ERROR(pull_users(uk, out));
+    if (hk.empty()) return Status::OK();
+    std::vector<float> H;
+    M6_RETURN_IF_ERROR(pull_items(hk, &H));
+    compose(users.size(), hcount, H.data(), out->data());
+    return Status::OK();
   };
   const uint64_t eval_seed = Mix64(cfg.seed ^ 0xe7a1);
 
@@ -160,9 +199,9 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
   MetricSums pop;
   if (full) {
     std::vector<float> none;
-    M6_RETURN_IF_ERROR(EvalFull(ds, my_users, none, nullptr, pull_users, ukey, dim, &ds.item_popularity, &pop));
+    M6_RETURN_IF_ERROR(EvalFull(ds, my_users, none, nullptr, user_vecs, dim, &ds.item_popularity, &pop));
   } else {
-    M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, false, eval_seed, pull_users, pull_items, ukey, ikey,
+    M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, false, eval_seed, user_vecs, pull_items, ikey,
                                    dim, &ds.item_popularity, &pop));
   }
 
@@ -173,34 +212,48 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
 
   struct Batch {
     size_t n = 0;
-    std::vector<Key> ukeys, pkeys, nkeys;
-    PsClient::Ticket tu = 0, tp = 0, tn = 0;
+    std::vector<Key> ukeys, pkeys, nkeys, hkeys;
+    std::vector<uint32_t> hcount;
+    PsClient::Ticket tu = 0, tp = 0, tn = 0, th = 0;
   };
+  std::vector<uint32_t> hbuf;
   auto make_batch = [&](size_t begin, Batch* b) -> Status {
     b->n = std::min<size_t>(B, samples.size() - begin);
     b->ukeys.resize(b->n);
     b->pkeys.resize(b->n);
     b->nkeys.resize(M);
+    b->hkeys.clear();
+    b->hcount.assign(b->n, 0);
     for (size_t s = 0; s < b->n; ++s) {
       b->ukeys[s] = ukey(samples[begin + s].first);
       b->pkeys[s] = ikey(samples[begin + s].second);
+      history_of(samples[begin + s].first, samples[begin + s].second, false, &hbuf);
+      b->hcount[s] = static_cast<uint32_t>(hbuf.size());
+      for (uint32_t i : hbuf) b->hkeys.push_back(ikey(i));
     }
     for (size_t j = 0; j < M; ++j) b->nkeys[j] = ikey(ds.first_item + static_cast<uint32_t>(rng() % item_span));
     M6_ASSIGN_OR_RETURN(b->tu, ctx.ps->PullAsync(ut->id, b->ukeys.data(), b->n));
     M6_ASSIGN_OR_RETURN(b->tp, ctx.ps->PullAsync(it->id, b->pkeys.data(), b->n));
     M6_ASSIGN_OR_RETURN(b->tn, ctx.ps->PullAsync(it->id, b->nkeys.data(), M));
+    if (!b->hkeys.empty()) {
+      M6_ASSIGN_OR_RETURN(b->th, ctx.ps->PullAsync(it->id, b->hkeys.data(), b->hkeys.size()));
+    }
     return Status::OK();
   };
-  auto wait_batch = [&](Batch& b, std::vector<float>* U, std::vector<float>* P, std::vector<float>* N) -> Status {
+  auto wait_batch = [&](Batch& b, std::vector<float>* U, std::vector<float>* P, std::vector<float>* N,
+                        std::vector<float>* H) -> Status {
     U->resize(b.n * dim);
     P->resize(b.n * dim);
     N->resize(M * dim);
+    H->resize(b.hkeys.size() * dim);
     M6_RETURN_IF_ERROR(ctx.ps->WaitPull(b.tu, U->data()));
     M6_RETURN_IF_ERROR(ctx.ps->WaitPull(b.tp, P->data()));
-    return ctx.ps->WaitPull(b.tn, N->data());
+    M6_RETURN_IF_ERROR(ctx.ps->WaitPull(b.tn, N->data()));
+    if (!b.hkeys.empty()) M6_RETURN_IF_ERROR(ctx.ps->WaitPull(b.th, H->data()));
+    return Status::OK();
   };
 
-  std::vector<float> U, P, N, gu, gp, gn;
+  std::vector<float> U, P, N, H, gu, gp, gn, gh;
   double first_loss = -1, last_loss = 0, window_loss = 0;
   uint64_t window_n = 0, total_samples = 0, steps = 0;
   nlohmann::json epochs = nlohmann::json::array();
@@ -216,7 +269,8 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
     for (size_t step = 0; step < steps_per_epoch; ++step) {
       std::string why;
       if (ctx.should_abort && ctx.should_abort(&why)) return Status::Aborted(why);
-      M6_RETURN_IF_ERROR(wait_batch(cur, &U, &P, &N));
+      M6_RETURN_IF_ERROR(wait_batch(cur, &U, &P, &N, &H));
+      if (!cur.hkeys.empty()) compose(cur.n, cur.hcount, H.data(), U.data());
       // Prefetch: the next batch's rows are on the wire while this one computes (staleness 1).
       const bool has_next = step + 1 < steps_per_epoch && !(tc.max_steps > 0 && steps + 1 >= uint64_t(tc.max_steps));
       if (has_next) M6_RETURN_IF_ERROR(make_batch((step + 1) * B, &next));
@@ -231,12 +285,28 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
       } else {
         loss = LossBpr(cur.n, M, dim, U.data(), P.data(), N.data(), gu.data(), gp.data(), gn.data());
       }
+      if (!cur.hkeys.empty()) {
+        // Back through the composition: d/d e_user = g * gu; d/d e_hist = (1-g)/|H| * gu.
+        gh.assign(cur.hkeys.size() * dim, 0.0f);
+        size_t off = 0;
+        for (size_t b = 0; b < cur.n; ++b) {
+          if (cur.hcount[b] == 0) continue;
+          const float w = (1.0f - g_user) / cur.hcount[b];
+          for (uint32_t h = 0; h < cur.hcount[b]; ++h, ++off) Axpy(w, &gu[b * dim], &gh[off * dim], dim);
+          for (uint32_t k = 0; k < dim; ++k) gu[b * dim + k] *= g_user;
+        }
+      }
+      PsClient::Ticket t4 = 0;
+      if (!cur.hkeys.empty()) {
+        M6_ASSIGN_OR_RETURN(t4, ctx.ps->PushAsync(it->id, cur.hkeys.data(), cur.hkeys.size(), gh.data()));
+      }
       M6_ASSIGN_OR_RETURN(auto t1, ctx.ps->PushAsync(ut->id, cur.ukeys.data(), cur.n, gu.data()));
       M6_ASSIGN_OR_RETURN(auto t2, ctx.ps->PushAsync(it->id, cur.pkeys.data(), cur.n, gp.data()));
       M6_ASSIGN_OR_RETURN(auto t3, ctx.ps->PushAsync(it->id, cur.nkeys.data(), M, gn.data()));
       M6_RETURN_IF_ERROR(ctx.ps->WaitPush(t1));
       M6_RETURN_IF_ERROR(ctx.ps->WaitPush(t2));
       M6_RETURN_IF_ERROR(ctx.ps->WaitPush(t3));
+      if (t4) M6_RETURN_IF_ERROR(ctx.ps->WaitPush(t4));
 
       const double mean = loss / double(cur.n);
       if (first_loss < 0) first_loss = mean;
@@ -271,10 +341,10 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
       for (uint32_t i = 0; i < ds.num_items; ++i) all.push_back(ikey(i));
       std::vector<float> items;
       M6_RETURN_IF_ERROR(pull_items(all, &items));
-      M6_RETURN_IF_ERROR(EvalFull(ds, my_users, items, nullptr, pull_users, ukey, dim, nullptr, &test));
+      M6_RETURN_IF_ERROR(EvalFull(ds, my_users, items, nullptr, user_vecs, dim, nullptr, &test));
     } else {
-      M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, false, eval_seed, pull_users, pull_items, ukey, ikey, dim, nullptr, &test));
-      M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, true, eval_seed, pull_users, pull_items, ukey, ikey, dim, nullptr, &valid));
+      M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, false, eval_seed, user_vecs, pull_items, ikey, dim, nullptr, &test));
+      M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, true, eval_seed, user_vecs, pull_items, ikey, dim, nullptr, &valid));
     }
     eval_ms += MonotonicMs() - e0;
     if (full)
