@@ -25,6 +25,10 @@ struct StoreOptions {
   PsConfig::Durability durability = PsConfig::Durability::kWal;
   std::string path;          // RocksDB directory (created if missing)
   uint64_t hot_rows = 1 << 20;  // per table; 0 = no hot tier (every access goes to RocksDB)
+  // RocksDB: WAL bytes after which memtables are flushed so old logs can be deleted. In-place
+  // row updates never grow the memtable, so without this bound it would never flush and the
+  // WAL would grow without limit.
+  uint64_t max_wal_bytes = 256ull << 20;
 };
 
 struct StoreStats {

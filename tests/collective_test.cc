@@ -7,6 +7,18 @@
 
 namespace m6rec {
 
+namespace {
+StatusOr<std::unique_ptr<Collective>> InprocRank(std::shared_ptr<InProcessHub> hub, int rank,
+                                                  int fail_on_call = 0) {
+  CollectiveOptions o;
+  o.backend = "inproc";
+  o.hub = std::move(hub);
+  o.rank = rank;
+  o.fail_on_call = fail_on_call;
+  return CreateCollective(o);
+}
+}  // namespace
+
 TEST(Collective, UnknownBackendIsAnInvalidArgumentByName) {
   CollectiveOptions o;
   o.backend = "carrier-pigeon";
@@ -34,11 +46,7 @@ TEST(Collective, InProcessRanksGetBitIdenticalSumsOverManyRounds) {
   std::vector<std::thread> ts;
   for (int r = 0; r < ranks; ++r)
     ts.emplace_back([&, r] {
-      CollectiveOptions o;
-      o.backend = "inproc";
-      o.hub = hub;
-      o.rank = r;
-      auto c = CreateCollective(o);
+      auto c = InprocRank(hub, r);
       if (!c.ok()) {
         errors[r] = c.status();
         return;
@@ -73,12 +81,7 @@ TEST(Collective, AnInjectedFailureReachesEveryRankInsteadOfHanging) {
   std::vector<std::thread> ts;
   for (int r = 0; r < ranks; ++r)
     ts.emplace_back([&, r] {
-      CollectiveOptions o;
-      o.backend = "inproc";
-      o.hub = hub;
-      o.rank = r;
-      o.fail_on_call = r == 1 ? 3 : 0;  // rank 1 fails its third call
-      auto c = CreateCollective(o);
+      auto c = InprocRank(hub, r, r == 1 ? 3 : 0);  // rank 1 fails its third call
       std::vector<float> v(10, 1.0f);
       for (int call = 0; call < 5 && errors[r].ok(); ++call) errors[r] = (*c)->AllReduceSum(v.data(), 10);
     });

@@ -78,7 +78,7 @@ Status EvalSampled(const Dataset& ds, const std::vector<uint32_t>& users, bool v
 
 // Full ranking: every item scored, training items masked, top-20 against the test set.
 Status EvalFull(const Dataset& ds, const std::vector<uint32_t>& users,
-                const std::vector<float>& item_rows, const std::vector<float>* user_rows_or_null,
+                const std::vector<float>& item_rows,
                 const UserVecs& user_vecs, uint32_t dim,
                 const std::vector<uint32_t>* popularity, MetricSums* out) {
   const uint32_t I = ds.num_items;
@@ -91,7 +91,6 @@ Status EvalFull(const Dataset& ds, const std::vector<uint32_t>& users,
     if (chunk.empty()) continue;
     std::vector<float> urows;
     if (!popularity) M6_RETURN_IF_ERROR(user_vecs(chunk, false, &urows));
-    (void)user_rows_or_null;
     for (size_t c = 0; c < chunk.size(); ++c) {
       const uint32_t u = chunk[c];
       if (popularity) {
@@ -199,7 +198,7 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
   MetricSums pop;
   if (full) {
     std::vector<float> none;
-    M6_RETURN_IF_ERROR(EvalFull(ds, my_users, none, nullptr, user_vecs, dim, &ds.item_popularity, &pop));
+    M6_RETURN_IF_ERROR(EvalFull(ds, my_users, none, user_vecs, dim, &ds.item_popularity, &pop));
   } else {
     M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, false, eval_seed, user_vecs, pull_items, ikey,
                                    dim, &ds.item_popularity, &pop));
@@ -341,7 +340,7 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
       for (uint32_t i = 0; i < ds.num_items; ++i) all.push_back(ikey(i));
       std::vector<float> items;
       M6_RETURN_IF_ERROR(pull_items(all, &items));
-      M6_RETURN_IF_ERROR(EvalFull(ds, my_users, items, nullptr, user_vecs, dim, nullptr, &test));
+      M6_RETURN_IF_ERROR(EvalFull(ds, my_users, items, user_vecs, dim, nullptr, &test));
     } else {
       M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, false, eval_seed, user_vecs, pull_items, ikey, dim, nullptr, &test));
       M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, true, eval_seed, user_vecs, pull_items, ikey, dim, nullptr, &valid));
