@@ -297,13 +297,7 @@ class Bench {
 }  // namespace
 
 int RunPsBench(const PsBenchOptions& opts) {
-  PsBenchOptions o = opts;
-  if (o.quick) {
-    o.dims = {64};
-    o.batches = {10000};
-    o.servers = {1};
-  }
-  return Bench(o).Run();
+  return Bench(opts).Run();
 }
 
 }  // namespace m6rec

@@ -11,7 +11,7 @@ namespace m6rec {
 
 struct PsBenchOptions {
   bool json = false;
-  bool quick = false;          // dim 64, batch 10k only
+  bool quick = false;          // set by the caller: dim 64, batch 10k, 1 server unless given
   double seconds = 0.5;        // measuring time per case and op
   int depth = 1;               // requests in flight per client (1 = synchronous)
   int threads = 1;             // request threads per server

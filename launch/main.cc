@@ -172,6 +172,11 @@ int RunBench(int argc, char** argv) {
   PsBenchOptions o;
   o.json = args->Has("json");
   o.quick = args->Has("quick");
+  if (o.quick) {  // the aim case; explicit --dims/--batches/--servers still override
+    o.dims = {64};
+    o.batches = {10000};
+    o.servers = {1};
+  }
   if (args->Has("seconds")) o.seconds = std::atof(args->Get("seconds").c_str());
   auto depth = args->GetInt("depth", 1);
   auto threads = args->GetInt("threads", 1);
