@@ -88,6 +88,19 @@ class Reader {
   Status Str(const YAML::Node& p, const std::string& path, const char* k, std::string* out) const {
     return Get(p, path, k, out, "a string");
   }
+  Status Bool(const YAML::Node& p, const std::string& path, const char* k, bool* out) const {
+    return Get(p, path, k, out, "true or false");
+  }
+  Status OneOf(const YAML::Node& p, const std::string& path, const char* k, const std::string& v,
+               std::initializer_list<const char*> allowed) const {
+    std::string names;
+    for (const char* a : allowed) {
+      if (v == a) return Status::OK();
+      names += std::string(names.empty() ? "" : ", ") + a;
+    }
+    return Status::InvalidArgument(Where(p ? p[k] : p, path + "." + k) + ": unknown value '" + v +
+                                   "' (" + names + ")");
+  }
 
   Status Range(const YAML::Node& parent, const std::string& path, const char* key, double v,
                double lo, double hi) const {
@@ -239,10 +252,49 @@ Status ParseOptimizer(const Reader& r, const YAML::Node& n, const std::string& p
   return Status::OK();
 }
 
+Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
+  ModelConfig& mc = cfg->model;
+  const std::string p = "model";
+  M6_RETURN_IF_ERROR(r.CheckMap(m, p, {"user_id", "sequence", "rnn", "seq_len", "attention", "content",
+                                       "content_tokens", "graph", "social", "fanout", "item_id", "text",
+                                       "image", "audio", "fusion", "hidden", "dropout", "dense_lr",
+                                       "dense_weight_decay", "token_table", "device"}));
+  for (auto [k, v] : {std::pair{"user_id", &mc.user_id}, {"sequence", &mc.sequence}, {"attention", &mc.attention},
+                      {"content", &mc.content}, {"graph", &mc.graph}, {"social", &mc.social},
+                      {"item_id", &mc.item_id}, {"text", &mc.text}, {"image", &mc.image}, {"audio", &mc.audio}})
+    M6_RETURN_IF_ERROR(r.Bool(m, p, k, v));
+  M6_RETURN_IF_ERROR(r.Str(m, p, "rnn", &mc.rnn));
+  M6_RETURN_IF_ERROR(r.OneOf(m, p, "rnn", mc.rnn, {"gru", "lstm"}));
+  M6_RETURN_IF_ERROR(r.Str(m, p, "fusion", &mc.fusion));
+  M6_RETURN_IF_ERROR(r.OneOf(m, p, "fusion", mc.fusion, {"gate", "concat", "mean"}));
+  M6_RETURN_IF_ERROR(r.Str(m, p, "device", &mc.device));
+  M6_RETURN_IF_ERROR(r.OneOf(m, p, "device", mc.device, {"cpu", "cuda"}));
+  M6_RETURN_IF_ERROR(r.Str(m, p, "token_table", &mc.token_table));
+  M6_RETURN_IF_ERROR(r.Int(m, p, "seq_len", &mc.seq_len));
+  M6_RETURN_IF_ERROR(r.Range(m, p, "seq_len", mc.seq_len, 1, 10000));
+  M6_RETURN_IF_ERROR(r.Int(m, p, "content_tokens", &mc.content_tokens));
+  M6_RETURN_IF_ERROR(r.Range(m, p, "content_tokens", mc.content_tokens, 1, 10000));
+  M6_RETURN_IF_ERROR(r.Int(m, p, "fanout", &mc.fanout));
+  M6_RETURN_IF_ERROR(r.Range(m, p, "fanout", mc.fanout, 1, 10000));
+  M6_RETURN_IF_ERROR(r.Int(m, p, "hidden", &mc.hidden));
+  M6_RETURN_IF_ERROR(r.Range(m, p, "hidden", mc.hidden, 1, 1 << 16));
+  M6_RETURN_IF_ERROR(r.Float(m, p, "dropout", &mc.dropout));
+  M6_RETURN_IF_ERROR(r.Range(m, p, "dropout", mc.dropout, 0, 0.95));
+  M6_RETURN_IF_ERROR(r.Float(m, p, "dense_lr", &mc.dense_lr));
+  M6_RETURN_IF_ERROR(r.Range(m, p, "dense_lr", mc.dense_lr, 0, 10));
+  M6_RETURN_IF_ERROR(r.Float(m, p, "dense_weight_decay", &mc.dense_weight_decay));
+  M6_RETURN_IF_ERROR(r.Range(m, p, "dense_weight_decay", mc.dense_weight_decay, 0, 10));
+  if (!mc.user_id && !mc.sequence && !mc.content && !mc.graph)
+    return Status::InvalidArgument(r.Where(m, p) + ": every user-tower part is off (user_id, sequence, content, graph)");
+  if (!mc.item_id && !mc.text && !mc.image && !mc.audio)
+    return Status::InvalidArgument(r.Where(m, p) + ": every item-tower part is off (item_id, text, image, audio)");
+  return Status::OK();
+}
+
 Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* cfg) {
   Reader r(source);
   cfg->source = source;
-  M6_RETURN_IF_ERROR(r.CheckMap(root, "", {"job", "cluster", "ps", "tables", "data", "train"}));
+  M6_RETURN_IF_ERROR(r.CheckMap(root, "", {"job", "cluster", "ps", "tables", "data", "train", "model"}));
 
   YAML::Node job = root["job"];
   M6_RETURN_IF_ERROR(r.CheckMap(job, "job", {"name", "seed"}));
@@ -387,7 +439,15 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
                                 {"job", "epochs", "batch_size", "negatives", "log_every",
                                  "eval_negatives", "max_steps", "user_table", "item_table", "loss",
                                  "margin", "neg_weight", "temperature", "eval_every", "history",
-                                 "history_user_weight"}));
+                                 "history_user_weight", "negative_sampler", "in_batch_negatives",
+                                 "staleness", "collective"}));
+  M6_RETURN_IF_ERROR(r.Str(t, "train", "negative_sampler", &tr.negative_sampler));
+  M6_RETURN_IF_ERROR(r.OneOf(t, "train", "negative_sampler", tr.negative_sampler, {"uniform", "popularity"}));
+  M6_RETURN_IF_ERROR(r.Bool(t, "train", "in_batch_negatives", &tr.in_batch_negatives));
+  M6_RETURN_IF_ERROR(r.Int(t, "train", "staleness", &tr.staleness));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "staleness", tr.staleness, 0, 1));
+  M6_RETURN_IF_ERROR(r.Str(t, "train", "collective", &tr.collective));
+  M6_RETURN_IF_ERROR(r.OneOf(t, "train", "collective", tr.collective, {"auto", "single", "zmq", "mpi", "nccl"}));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "history", &tr.history));
   M6_RETURN_IF_ERROR(r.Float(t, "train", "history_user_weight", &tr.history_user_weight));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "history", tr.history, 0, 10000));
@@ -397,9 +457,9 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   M6_RETURN_IF_ERROR(r.Float(t, "train", "neg_weight", &tr.neg_weight));
   M6_RETURN_IF_ERROR(r.Float(t, "train", "temperature", &tr.temperature));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "eval_every", &tr.eval_every));
-  if (tr.loss != "bpr" && tr.loss != "ccl" && tr.loss != "softmax")
-    return Status::InvalidArgument(r.Where(t["loss"], "train.loss") + ": unknown loss '" + tr.loss +
-                                   "' (bpr, ccl, softmax)");
+  M6_RETURN_IF_ERROR(r.OneOf(t, "train", "loss", tr.loss, {"bpr", "ccl", "softmax", "bce"}));
+  if (tr.loss == "bce" && tr.job == "mf")
+    return Status::InvalidArgument(r.Where(t["loss"], "train.loss") + ": bce is a loss of the m6 job");
   M6_RETURN_IF_ERROR(r.Range(t, "train", "margin", tr.margin, -1, 1));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "neg_weight", tr.neg_weight, 0, 1e6));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "temperature", tr.temperature, 1e-4, 1e4));
@@ -413,16 +473,15 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   M6_RETURN_IF_ERROR(r.Int(t, "train", "max_steps", &tr.max_steps));
   M6_RETURN_IF_ERROR(r.Str(t, "train", "user_table", &tr.user_table));
   M6_RETURN_IF_ERROR(r.Str(t, "train", "item_table", &tr.item_table));
-  if (tr.job != "mf" && tr.job != "pushcheck")
-    return Status::InvalidArgument(r.Where(t["job"], "train.job") + ": unknown job '" + tr.job +
-                                   "' (mf, pushcheck)");
+  M6_RETURN_IF_ERROR(r.OneOf(t, "train", "job", tr.job, {"mf", "m6", "pushcheck"}));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "epochs", tr.epochs, 1, 1e6));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "batch_size", tr.batch_size, 1, 1e7));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "negatives", tr.negatives, 1, 1e5));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "log_every", tr.log_every, 1, 1e9));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "eval_negatives", tr.eval_negatives, 1, 1e6));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "max_steps", tr.max_steps, 0, 1e12));
-  if (tr.job == "mf") {
+  M6_RETURN_IF_ERROR(ParseModel(r, root["model"], cfg));
+  if (tr.job == "mf" || tr.job == "m6") {
     for (const std::string* n : {&tr.user_table, &tr.item_table}) {
       if (!cfg->FindTable(*n))
         return Status::InvalidArgument(r.Where(t, "train") + ": table '" + *n +
@@ -430,7 +489,11 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
     }
     if (cfg->FindTable(tr.user_table)->dim != cfg->FindTable(tr.item_table)->dim)
       return Status::InvalidArgument(r.Where(t, "train") +
-                                     ": the mf job needs user and item tables of equal dim");
+                                     ": the " + tr.job + " job needs user and item tables of equal dim");
+    const TableSpec* tok = cfg->FindTable(cfg->model.token_table);
+    if (tr.job == "m6" && tok && tok->dim != cfg->FindTable(tr.item_table)->dim)
+      return Status::InvalidArgument(r.Where(root["model"], "model.token_table") + ": table '" + tok->name +
+                                     "' must have the item table's dim");
   }
   return Status::OK();
 }

@@ -90,8 +90,37 @@ struct DataConfig {
   SynthConfig synth;
 };
 
+// The M6-Rec model (train.job: m6): every part can be switched off for ablations.
+struct ModelConfig {
+  // user tower
+  bool user_id = true;           // the user's own id row
+  bool sequence = true;          // RNN over the last seq_len items (item-tower vectors)
+  std::string rnn = "gru";       // gru | lstm
+  int seq_len = 20;
+  bool attention = true;         // attention pooling over the RNN outputs (else: last output)
+  bool content = true;           // attention over the user's content tokens (profile + recent items')
+  int content_tokens = 32;       // most tokens a user's content holds
+  bool graph = true;             // GraphSAGE over the user-item graph (sampled items)
+  bool social = true;            // ... and the user-user graph (sampled friends), when the data has it
+  int fanout = 10;               // neighbours sampled per node
+  // item tower
+  bool item_id = true;
+  bool text = true;              // item tokens, pooled
+  bool image = true;             // projection of the item image vector, when the data has one
+  bool audio = true;             // projection of the item audio vector, when the data has one
+  // fusion
+  std::string fusion = "gate";   // gate (per-source gates + reduction + MLP) | concat (no gates) | mean
+  int hidden = 128;
+  float dropout = 0.1f;
+  // dense optimizer (Adam), identical on every worker after the allreduce
+  float dense_lr = 1e-3f;
+  float dense_weight_decay = 0.0f;
+  std::string token_table = "token";
+  std::string device = "cpu";    // cpu | cuda (dense layers; needs a CUDA LibTorch build)
+};
+
 struct TrainConfig {
-  std::string job = "mf";        // mf | pushcheck
+  std::string job = "mf";        // mf | m6 | pushcheck
   int epochs = 3;
   int batch_size = 512;
   int negatives = 4;             // negatives per batch, shared by every positive of the batch
@@ -107,6 +136,11 @@ struct TrainConfig {
   int max_steps = 0;             // 0 = no limit; otherwise stop after this many steps per worker
   std::string user_table = "user";
   std::string item_table = "item";
+  // m6 job
+  std::string negative_sampler = "uniform";  // uniform | popularity (counts^0.75)
+  bool in_batch_negatives = true;  // the batch's other positives also count as negatives
+  int staleness = 1;             // 1: the next batch's pull overlaps this step; 0: strict
+  std::string collective = "auto";  // auto | single | zmq | mpi | nccl (dense gradients)
 };
 
 struct JobConfig {
@@ -118,6 +152,7 @@ struct JobConfig {
   std::vector<TableSpec> tables;
   DataConfig data;
   TrainConfig train;
+  ModelConfig model;
 
   // Finds a table by name; nullptr when absent.
   const TableSpec* FindTable(const std::string& name) const;

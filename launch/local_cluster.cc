@@ -21,6 +21,7 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/util.h"
+#include "worker/evaluator.h"
 #include "launch/roles.h"
 
 namespace m6rec {
@@ -371,17 +372,18 @@ class Launcher {
     if (!workers.empty() && workers[0].contains("epochs")) {
       const bool full = workers[0].value("protocol", "") == "full_ranking";
       auto means = [](const json& parts, const char* which) {
-        double users = 0;
-        std::map<std::string, double> sums;
+        MetricSums total;
         for (const auto& p : parts) {
           const json& m = which ? p[which] : p;
-          users += m.value("users", 0.0);
+          MetricSums one;
+          for (uint64_t u = 0, n = m.value("users", uint64_t{0}); u < n; ++u) one.AddUser();
           if (m.contains("sums"))
-            for (auto& [k, v] : m["sums"].items()) sums[k] += v.get<double>();
+            for (auto& [k, v] : m["sums"].items()) one.Add(k, v.get<double>());
+          total.Merge(one);
         }
         json out = json::object();
-        for (const auto& [k, v] : sums) out[k] = users > 0 ? v / users : 0.0;
-        out["users"] = users;
+        for (const auto& [k, v] : SummaryMetrics(total)) out[k] = v;
+        out["users"] = total.users();
         return out;
       };
       json epochs = json::array();

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -15,6 +16,8 @@
 #include "worker/data.h"
 #include "worker/ps_client.h"
 #include "worker/trainer.h"
+#include "worker/zmq_collective.h"
+#include "common/transport.h"
 
 namespace m6rec {
 
@@ -36,6 +39,51 @@ int Fail(const std::string& what, const Status& s) {
 }
 
 }  // namespace
+
+StatusOr<std::unique_ptr<Collective>> MakeWorkerCollective(const JobConfig& cfg, const ClusterView& view,
+                                                           std::shared_ptr<ZmqCollectiveEndpoint> endpoint,
+                                                           std::function<bool(std::string*)> should_abort) {
+  const int W = static_cast<int>(view.workers.size());
+  std::string backend = cfg.train.collective;
+  if (backend == "auto") {
+    int mpi_size = 0;
+    if (W == 1) backend = "single";
+    else if (cfg.model.device == "cuda" && HaveNccl()) backend = "nccl";
+    else if (MpiWorldSize(&mpi_size) && mpi_size == W) backend = "mpi";
+    else backend = "zmq";
+  }
+  // zmq (and NCCL's bootstrap) need the peers' endpoints from the view.
+  std::unique_ptr<Collective> zmq;
+  if (backend == "zmq" || backend == "nccl") {
+    ZmqCollectiveOptions zo;
+    zo.endpoint = std::move(endpoint);
+    zo.rank = static_cast<int>(view.rank);
+    for (const auto& w : view.workers) {
+      if (w.port <= 0) return Status::Internal("worker " + std::to_string(w.rank) + " advertised no collective port");
+      zo.peers.push_back(TcpEndpoint(w.host, w.port));
+    }
+    zo.timeout_ms = std::max(cfg.cluster.request_timeout_ms, cfg.cluster.connect_timeout_ms) * 10;
+    zo.should_abort = std::move(should_abort);
+    M6_ASSIGN_OR_RETURN(zmq, CreateZmqCollective(zo));
+    if (backend == "zmq") return zmq;
+  }
+  CollectiveOptions co;
+  co.backend = backend;
+  if (backend == "nccl") {
+    co.nccl_rank = static_cast<int>(view.rank);
+    co.nccl_size = W;
+    Collective* boot = zmq.get();
+    // The NCCL unique id travels as floats over the zmq collective's broadcast.
+    co.share = [boot](std::string* bytes, int root) -> Status {
+      std::vector<float> buf((bytes->size() + sizeof(float) - 1) / sizeof(float), 0.0f);
+      std::memcpy(buf.data(), bytes->data(), bytes->size());
+      M6_RETURN_IF_ERROR(boot->Broadcast(buf.data(), buf.size(), root));
+      std::memcpy(bytes->data(), buf.data(), bytes->size());
+      return Status::OK();
+    };
+  }
+  return CreateCollective(co);
+}
 
 StatusOr<std::string> PrepareData(const JobConfig& cfg, const std::string& run_dir) {
   if (cfg.data.source == "dir") {
@@ -140,7 +188,15 @@ int RunWorkerRole(const RoleOptions& o) {
   auto client = SchedulerClient::Connect(ClientOptions(o));
   if (!client.ok()) return Fail("worker", client.status());
   SchedulerClient& sched = **client;
-  auto view = sched.Register("worker", o.cfg.cluster.host, 0, o.rank, o.cfg.cluster.connect_timeout_ms);
+  // The collective's endpoint is bound before registering: its port travels in the view.
+  std::shared_ptr<ZmqCollectiveEndpoint> endpoint;
+  if (o.cfg.train.job == "m6") {
+    auto ep = ZmqCollectiveEndpoint::Bind(o.cfg.cluster.host);
+    if (!ep.ok()) return Fail("worker", ep.status());
+    endpoint = *ep;
+  }
+  auto view = sched.Register("worker", o.cfg.cluster.host, endpoint ? endpoint->port() : 0, o.rank,
+                             o.cfg.cluster.connect_timeout_ms);
   if (!view.ok()) return Fail("worker: registration", view.status());
   SetLogPrefix("worker " + std::to_string(view->rank));
 
@@ -162,7 +218,7 @@ int RunWorkerRole(const RoleOptions& o) {
   if (!ps.ok()) return report_failure("PS client", ps.status());
 
   std::string data_dir;
-  if (o.cfg.train.job == "mf") {
+  if (o.cfg.train.job != "pushcheck") {
     auto d = o.data_dir.empty() ? PrepareData(o.cfg, o.run_dir) : StatusOr<std::string>(o.data_dir);
     if (!d.ok()) return report_failure("data", d.status());
     data_dir = *d;
@@ -180,8 +236,16 @@ int RunWorkerRole(const RoleOptions& o) {
 
   Status s = ctx.barrier("start");
   if (!s.ok()) return report_failure("start barrier", s);
+  std::unique_ptr<Collective> collective;
+  if (o.cfg.train.job == "m6") {
+    auto c = MakeWorkerCollective(o.cfg, *view, endpoint, ctx.should_abort);
+    if (!c.ok()) return report_failure("collective", c.status());
+    collective = std::move(*c);
+    ctx.collective = collective.get();
+  }
   std::string summary;
-  s = o.cfg.train.job == "pushcheck" ? RunPushCheckJob(ctx, &summary) : RunMfJob(ctx, &summary);
+  const std::string& job = o.cfg.train.job;
+  s = job == "pushcheck" ? RunPushCheckJob(ctx, &summary) : job == "m6" ? RunM6Job(ctx, &summary) : RunMfJob(ctx, &summary);
   if (!s.ok()) return report_failure("job " + o.cfg.train.job, s);
   s = WriteFileAtomic(o.run_dir + "/worker-" + std::to_string(view->rank) + ".json", summary + "\n");
   if (!s.ok()) return report_failure("writing the summary", s);

@@ -5,7 +5,13 @@
 #include <cstdint>
 #include <string>
 
+#include <functional>
+#include <memory>
+
+#include "common/cluster_view.h"
 #include "common/config.h"
+#include "worker/collective.h"
+#include "worker/zmq_collective.h"
 
 namespace m6rec {
 
@@ -28,5 +34,12 @@ int RunWorkerRole(const RoleOptions& o);
 // The dataset directory a job reads: data.path, or run_dir/data for synthetic data (generated
 // there on first use; concurrent callers are safe).
 StatusOr<std::string> PrepareData(const JobConfig& cfg, const std::string& run_dir);
+
+// The workers' collective for train.collective (auto: single for one worker, NCCL for cuda
+// models when built with it, MPI when the workers are exactly the MPI world, else zmq over the
+// endpoints in the view). `endpoint` is this worker's, bound before registration.
+StatusOr<std::unique_ptr<Collective>> MakeWorkerCollective(const JobConfig& cfg, const ClusterView& view,
+                                                           std::shared_ptr<ZmqCollectiveEndpoint> endpoint,
+                                                           std::function<bool(std::string*)> should_abort);
 
 }  // namespace m6rec

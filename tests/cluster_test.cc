@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -47,6 +48,21 @@ tables:
 data:
   synth: {users: 600, items: 300, clusters: 6, interactions_per_user: 24}
 train: {job: mf, epochs: )" + std::to_string(epochs) + R"(, batch_size: 128, negatives: 4, log_every: 10}
+)";
+}
+
+std::string M6Config(int epochs) {
+  return R"(job: {name: m6-test, seed: 5}
+cluster: {servers: 2, workers: 2, heartbeat_interval_ms: 100, heartbeat_timeout_ms: 5000}
+ps: {store: rocksdb, num_slots: 256}
+tables:
+  - {name: user, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
+  - {name: item, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
+  - {name: token, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
+data:
+  synth: {users: 600, items: 300, clusters: 6, interactions_per_user: 24, tokens: 120, image_dim: 8, audio_dim: 4}
+model: {seq_len: 10, fanout: 5, hidden: 32, content_tokens: 12}
+train: {job: m6, epochs: )" + std::to_string(epochs) + R"(, batch_size: 128, negatives: 32, loss: softmax, temperature: 0.2, log_every: 10}
 )";
 }
 
@@ -309,23 +325,69 @@ TEST(Cluster, ASilentServerIsDeclaredDeadAfterTheHeartbeatTimeout) {
 
 namespace m6rec {
 
-TEST(Cluster, OneAndTwoWorkersReachTheSameQuality) {
-  // The same job, data and seed on 1 and on 2 workers: the metrics must agree within noise.
+// Runs the job on 1 and on 2 workers (same data and seed) and returns both runs' test HR@10.
+void ExpectOneAndTwoWorkersAgree(const std::string& yaml, double tolerance) {
   TempDir dir;
-  std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(4));
+  std::string cfg = testing::WriteFile(dir / "job.yaml", yaml);
   double hr[2];
   for (int w = 1; w <= 2; ++w) {
     auto r = RunCommand({Binary(), "local", "--config", cfg, "--run-dir", dir / ("run" + std::to_string(w)),
                          "--set", "cluster.workers=" + std::to_string(w)},
-                        180);
+                        240);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     json res = ReadJson(dir / ("run" + std::to_string(w)) + "/result.json");
     ASSERT_TRUE(res.contains("test")) << res.dump();
     EXPECT_EQ(res["test"]["users"].get<double>(), 600.0) << "every user is evaluated exactly once";
     hr[w - 1] = res["test"]["HR@10"];
   }
-  EXPECT_NEAR(hr[0], hr[1], 0.06) << "1 worker: " << hr[0] << ", 2 workers: " << hr[1];
+  EXPECT_NEAR(hr[0], hr[1], tolerance) << "1 worker: " << hr[0] << ", 2 workers: " << hr[1];
 }
+
+TEST(Cluster, OneAndTwoWorkersReachTheSameQuality) { ExpectOneAndTwoWorkersAgree(MfConfig(4), 0.06); }
+
+TEST(Cluster, M6OneAndTwoWorkersReachTheSameQuality) { ExpectOneAndTwoWorkersAgree(M6Config(3), 0.06); }
+
+class M6Training : public ::testing::TestWithParam<int> {};  // param: train.staleness
+
+TEST_P(M6Training, TheWholeModelLearnsWithBitIdenticalReplicas) {
+  TempDir dir;
+  std::string cfg = testing::WriteFile(dir / "job.yaml", M6Config(3));
+  auto r = RunCommand({Binary(), "local", "--config", cfg, "--run-dir", dir / "run", "--set",
+                       "train.staleness=" + std::to_string(GetParam())},
+                      240);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  json res = ReadJson(dir / "run/result.json");
+  ASSERT_TRUE(res.contains("test")) << res.dump();
+  EXPECT_GT(res["test"]["HR@10"].get<double>(), res["popularity"]["HR@10"].get<double>() + 0.1)
+      << "the model must beat the popularity ranking by a clear margin: " << res["test"].dump();
+  ASSERT_EQ(res["workers"].size(), 2u);
+  const json& w0 = res["workers"][0];
+  const json& w1 = res["workers"][1];
+  EXPECT_EQ(w0["user_sources"], json({"id", "sequence", "content", "graph"})) << "the synthetic data feeds every part";
+  EXPECT_EQ(w0["item_sources"], json({"id", "text", "image", "audio"}));
+  EXPECT_EQ(w0["collective"], "zmq");
+  for (const json* w : {&w0, &w1})
+    EXPECT_LT((*w)["last_loss"].get<double>(), 0.9 * (*w)["first_loss"].get<double>()) << "loss must fall: " << w->dump();
+  // The allreduced dense parameters are bit-identical on both workers after every step.
+  ASSERT_GE(w0["param_fingerprints"].size(), 20u);
+  EXPECT_EQ(w0["param_fingerprints"], w1["param_fingerprints"]);
+  EXPECT_EQ(w0["final_fingerprint"], w1["final_fingerprint"]);
+  EXPECT_EQ(w0["steps"], w1["steps"]) << "every worker runs the same number of steps";
+  // The run directory: the metrics log (one line per epoch) and the checkpoint.
+  auto log = ReadFileToString(dir / "run/metrics.jsonl");
+  ASSERT_TRUE(log.ok());
+  EXPECT_EQ(std::count(log->begin(), log->end(), '\n'), 3);
+  json last = json::parse(log->substr(log->rfind('\n', log->size() - 2) + 1));
+  EXPECT_EQ(last["epoch"], 3);
+  EXPECT_EQ(last["test"]["users"], 600);
+  for (const char* k : {"HR@10", "NDCG@10", "AUC", "F1", "accuracy", "precision", "recall"})
+    EXPECT_TRUE(last["test"].contains(k)) << k;
+  EXPECT_TRUE(std::filesystem::exists(dir / "run/checkpoint/dense.pt"));
+  json manifest = ReadJson(dir / "run/checkpoint/manifest.json");
+  EXPECT_EQ(manifest["dense_fingerprint"], w0["final_fingerprint"]);
+}
+
+INSTANTIATE_TEST_SUITE_P(Staleness, M6Training, ::testing::Values(0, 1));
 
 TEST(Cluster, TrainsOnRealMovieLensAndBeatsPopularity) {
   const std::string data = testing::SharedDataDir() + "/ml-100k";

@@ -20,9 +20,32 @@ TEST(Config, BuiltInDefaultParses) {
   ASSERT_TRUE(c.ok()) << c.status().message();
   EXPECT_EQ(c->cluster.servers, 2);
   EXPECT_EQ(c->cluster.workers, 2);
-  ASSERT_EQ(c->tables.size(), 2u);
+  ASSERT_EQ(c->tables.size(), 3u);
   EXPECT_EQ(c->tables[1].name, "item");
   EXPECT_EQ(c->tables[1].id, 1u);
+  EXPECT_EQ(c->train.job, "m6") << "the quick start trains the whole model";
+  EXPECT_TRUE(c->model.sequence && c->model.graph && c->model.content && c->model.text);
+}
+
+TEST(Config, ModelSectionIsCheckedFieldByField) {
+  const std::string base = std::string(kTables) + "train: {job: m6}\n";
+  auto ok = ParseConfig(base + "model: {rnn: lstm, fanout: 5, graph: false}\n", "job.yaml");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok->model.rnn, "lstm");
+  EXPECT_EQ(ok->model.fanout, 5);
+  EXPECT_FALSE(ok->model.graph);
+  std::string e = Err(base + "model: {rnn: transformer}\n");
+  EXPECT_NE(e.find("model.rnn"), std::string::npos) << e;
+  EXPECT_NE(e.find("gru, lstm"), std::string::npos) << e;
+  e = Err(base + "model: {graph: maybe}\n");
+  EXPECT_NE(e.find("model.graph"), std::string::npos) << e;
+  EXPECT_NE(e.find("true or false"), std::string::npos) << e;
+  e = Err(base + "model: {user_id: false, sequence: false, content: false, graph: false}\n");
+  EXPECT_NE(e.find("every user-tower part is off"), std::string::npos) << e;
+  e = Err(base + "model: {layers: 2}\n");
+  EXPECT_NE(e.find("model.layers: unknown field"), std::string::npos) << e;
+  e = Err(std::string(kTables) + "train: {job: m6, collective: carrier-pigeon}\n");
+  EXPECT_NE(e.find("train.collective"), std::string::npos) << e;
 }
 
 TEST(Config, ErrorsNameFileLineAndField) {

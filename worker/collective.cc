@@ -1,6 +1,8 @@
 #include "worker/collective.h"
 
+#ifdef M6REC_HAVE_MPI
 #include <mpi.h>
+#endif
 
 #include <condition_variable>
 #include <cstring>
@@ -16,14 +18,6 @@ Status Collective::AllReduceSum(float* data, size_t n) {
 
 namespace {
 
-class DoneWork final : public Work {
- public:
-  explicit DoneWork(Status s) : s_(std::move(s)) {}
-  Status Wait() override { return s_; }
-
- private:
-  Status s_;
-};
 
 class SingleCollective final : public Collective {
  public:
@@ -31,7 +25,7 @@ class SingleCollective final : public Collective {
   int size() const override { return 1; }
   std::string name() const override { return "single"; }
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float*, size_t) override {
-    return std::unique_ptr<Work>(new DoneWork(Status::OK()));
+    return std::unique_ptr<Work>(new CompletedWork(Status::OK()));
   }
   Status Broadcast(float*, size_t, int root) override {
     return root == 0 ? Status::OK() : Status::InvalidArgument("broadcast root out of range");
@@ -119,7 +113,7 @@ class InProcessCollective final : public Collective {
 
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
     M6_RETURN_IF_ERROR(MaybeFail("allreduce"));
-    return std::unique_ptr<Work>(new DoneWork(hub_->Exchange(rank_, data, n, 0, true)));
+    return std::unique_ptr<Work>(new CompletedWork(hub_->Exchange(rank_, data, n, 0, true)));
   }
   Status Broadcast(float* data, size_t n, int root) override {
     M6_RETURN_IF_ERROR(MaybeFail("broadcast"));
@@ -146,6 +140,7 @@ class InProcessCollective final : public Collective {
 };
 
 // ---- MPI ---------------------------------------------------------------------------------
+#ifdef M6REC_HAVE_MPI
 
 Status MpiError(int code, const char* what) {
   char msg[MPI_MAX_ERROR_STRING];
@@ -208,6 +203,7 @@ class MpiCollective final : public Collective {
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
 };
+#endif  // M6REC_HAVE_MPI
 
 }  // namespace
 
@@ -216,6 +212,21 @@ StatusOr<std::unique_ptr<Collective>> CreateNcclCollective(const CollectiveOptio
 bool HaveNccl() { return true; }
 #else
 bool HaveNccl() { return false; }
+#endif
+
+#ifdef M6REC_HAVE_MPI
+bool HaveMpi() { return true; }
+bool MpiWorldSize(int* size) {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return false;
+  MPI_Comm_size(MPI_COMM_WORLD, size);
+  return true;
+}
+#else
+bool HaveMpi() { return false; }
+bool MpiWorldSize(int*) { return false; }
 #endif
 
 StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& opts) {
@@ -227,11 +238,15 @@ StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& 
     return std::unique_ptr<Collective>(new InProcessCollective(opts.hub, opts.rank, opts.fail_on_call));
   }
   if (opts.backend == "mpi") {
+#ifdef M6REC_HAVE_MPI
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized)
       return Status::Unavailable("mpi collective: MPI is not initialised in this process (run the workers under mpirun)");
     return std::unique_ptr<Collective>(new MpiCollective());
+#else
+    return Status::Unavailable("mpi collective: this build has no MPI (configure with an MPI installed)");
+#endif
   }
   if (opts.backend == "nccl") {
 #ifdef M6REC_HAVE_NCCL
@@ -241,7 +256,7 @@ StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& 
 #endif
   }
   return Status::InvalidArgument("unknown collective backend '" + opts.backend +
-                                 "' (single, inproc, mpi, nccl)");
+                                 "' (single, inproc, mpi, nccl; zmq through CreateZmqCollective)");
 }
 
 }  // namespace m6rec

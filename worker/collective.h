@@ -26,6 +26,16 @@ class Work {
   virtual Status Wait() = 0;
 };
 
+// A Work that finished when it was created (synchronous backends).
+class CompletedWork final : public Work {
+ public:
+  explicit CompletedWork(Status s) : s_(std::move(s)) {}
+  Status Wait() override { return s_; }
+
+ private:
+  Status s_;
+};
+
 class Collective {
  public:
   virtual ~Collective() = default;
@@ -64,5 +74,9 @@ StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& 
 
 // Whether this build has the NCCL backend.
 bool HaveNccl();
+// Whether this build has the MPI backend.
+bool HaveMpi();
+// True when MPI is initialised in this process (then *size = MPI_COMM_WORLD's size).
+bool MpiWorldSize(int* size);
 
 }  // namespace m6rec

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <tuple>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -85,10 +88,122 @@ Status ReadAttributes(const std::string& path, Dataset* d) {
   return Status::OK();
 }
 
+void CountTokens(Dataset* d) {
+  uint32_t m = 0;
+  bool any = false;
+  for (const auto* lists : {&d->item_tokens, &d->user_tokens})
+    for (const auto& l : *lists)
+      for (uint32_t t : l) {
+        m = std::max(m, t);
+        any = true;
+      }
+  d->num_tokens = any ? m + 1 : 0;
+  d->item_tokens.resize(d->num_items);
+  d->user_tokens.resize(d->num_users);
+}
+
+// "id x x x" lines (tab or space separated, '#' comments) -> per-id lists. Ids must be below
+// `rows`, values below `limit`; `symmetric` adds the reverse edge (undirected graphs).
+StatusOr<std::vector<std::vector<uint32_t>>> ReadIdLists(const std::string& path, uint32_t rows, uint32_t limit,
+                                                         const char* what, const char* value, bool symmetric) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound("cannot open '" + path + "'");
+  std::vector<std::vector<uint32_t>> out(rows);
+  std::string line, tok;
+  uint64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream is(line);
+    if (!(is >> tok)) continue;
+    uint32_t id;
+    if (!ParseId(tok, &id)) return Status::InvalidArgument(Where(path, n) + what + " id '" + tok + "' is not a non-negative integer");
+    if (id >= rows)
+      return Status::InvalidArgument(Where(path, n) + what + " " + tok + " is out of range (the interactions have " +
+                                     std::to_string(rows) + ")");
+    while (is >> tok) {
+      uint32_t v;
+      if (!ParseId(tok, &v)) return Status::InvalidArgument(Where(path, n) + value + " '" + tok + "' is not a non-negative integer");
+      if (v >= limit) return Status::InvalidArgument(Where(path, n) + value + " " + tok + " is out of range");
+      out[id].push_back(v);
+      if (symmetric) out[v].push_back(id);
+    }
+  }
+  if (symmetric)
+    for (auto& l : out) {
+      std::sort(l.begin(), l.end());
+      l.erase(std::unique(l.begin(), l.end()), l.end());
+    }
+  return out;
+}
+
+// u.item genres (19 flags) and release decade as item tokens; u.user age band, gender and
+// occupation as user tokens. Token ids: 0-18 genres, 20-39 decades, 40-49 age bands,
+// 50-51 gender, 60+ occupations (in order of first appearance).
+Status ReadMovieLensContent(const std::string& dir, Dataset* d) {
+  auto split = [](const std::string& line) {
+    std::vector<std::string> f;
+    std::string cur;
+    for (char c : line) {
+      if (c == '|') {
+        f.push_back(cur);
+        cur.clear();
+      } else {
+        cur.push_back(c);
+      }
+    }
+    f.push_back(cur);
+    return f;
+  };
+  const std::string ip = dir + "/u.item";
+  std::ifstream items(ip, std::ios::binary);
+  if (!items) return Status::OK();  // optional
+  d->item_tokens.assign(d->num_items, {});
+  std::string line;
+  uint64_t n = 0;
+  while (std::getline(items, line)) {
+    ++n;
+    if (line.empty()) continue;
+    auto f = split(line);
+    uint32_t id;
+    if (f.size() != 24 || !ParseId(f[0], &id)) return Status::InvalidArgument(Where(ip, n) + "expected 24 '|'-separated fields");
+    if (id >= d->num_items) continue;
+    for (int g = 0; g < 19; ++g)
+      if (f[5 + g] == "1") d->item_tokens[id].push_back(g);
+    const std::string& date = f[2];  // dd-Mon-yyyy
+    if (date.size() >= 4) {
+      int year = std::atoi(date.substr(date.size() - 4).c_str());
+      if (year >= 1900) d->item_tokens[id].push_back(20 + std::min(19, (year - 1900) / 10));
+    }
+  }
+  const std::string up = dir + "/u.user";
+  std::ifstream users(up, std::ios::binary);
+  if (!users) return Status::OK();
+  d->user_tokens.assign(d->num_users, {});
+  std::vector<std::string> occupations;
+  n = 0;
+  while (std::getline(users, line)) {
+    ++n;
+    if (line.empty()) continue;
+    auto f = split(line);
+    uint32_t id, age;
+    if (f.size() != 5 || !ParseId(f[0], &id) || !ParseId(f[1], &age))
+      return Status::InvalidArgument(Where(up, n) + "expected 'user|age|gender|occupation|zip'");
+    if (id >= d->num_users) continue;
+    auto occ = std::find(occupations.begin(), occupations.end(), f[3]);
+    if (occ == occupations.end()) occ = occupations.insert(occupations.end(), f[3]);
+    d->user_tokens[id] = {40 + std::min<uint32_t>(9, age / 10), f[2] == "F" ? 51u : 50u,
+                          60 + static_cast<uint32_t>(occ - occupations.begin())};
+  }
+  return Status::OK();
+}
+
 StatusOr<Dataset> LoadLightGcn(const std::string& dir) {
   Dataset d;
   d.name = "lightgcn:" + dir;
   d.protocol = Dataset::Protocol::kFullRanking;
+  d.ordered = false;  // the split ships item sets, not sequences
   M6_ASSIGN_OR_RETURN(d.train, ReadUserLists(dir + "/train.txt"));
   M6_ASSIGN_OR_RETURN(d.test_sets, ReadUserLists(dir + "/test.txt"));
   d.num_users = static_cast<uint32_t>(std::max(d.train.size(), d.test_sets.size()));
@@ -119,6 +234,7 @@ StatusOr<Dataset> LoadS3Rec(const std::string& dir, const std::string& name) {
   }
   Finish(&d);
   M6_RETURN_IF_ERROR(ReadAttributes(dir + "/" + name + "_item2attributes.json", &d));
+  CountTokens(&d);
   return d;
 }
 
@@ -158,16 +274,37 @@ StatusOr<Dataset> LoadMovieLens(const std::string& dir) {
   LeaveLastOut(seqs, &d);
   d.num_items = MaxItem(seqs) + 1;
   Finish(&d);
+  M6_RETURN_IF_ERROR(ReadMovieLensContent(dir, &d));
+  CountTokens(&d);
   return d;
 }
 
-StatusOr<Dataset> LoadTsv(const std::string& path, const std::string& name) {
-  M6_ASSIGN_OR_RETURN(Interactions in, ReadInteractions(path));
+StatusOr<Dataset> LoadTsv(const std::string& dir, const std::string& name) {
+  M6_ASSIGN_OR_RETURN(Interactions in, ReadInteractions(dir + "/interactions.tsv"));
   Dataset d;
   d.name = name;
   LeaveLastOut(in.by_user, &d);
   d.num_items = in.num_items;
   Finish(&d);
+  // Optional side files: each one present must be well formed and fit the interactions.
+  if (std::ifstream(dir + "/social.tsv")) {
+    M6_ASSIGN_OR_RETURN(d.social, ReadIdLists(dir + "/social.tsv", d.num_users, d.num_users, "user", "friend", true));
+  }
+  if (std::ifstream(dir + "/item_tokens.tsv")) {
+    M6_ASSIGN_OR_RETURN(d.item_tokens, ReadIdLists(dir + "/item_tokens.tsv", d.num_items, 1u << 30, "item", "token", false));
+  }
+  for (auto [file, out, dim] : {std::make_tuple("item_image.npy", &d.item_image, &d.image_dim),
+                                std::make_tuple("item_audio.npy", &d.item_audio, &d.audio_dim)}) {
+    const std::string path = dir + "/" + file;
+    if (!std::ifstream(path)) continue;
+    M6_ASSIGN_OR_RETURN(NpyMatrix m, ReadNpy(path));
+    if (m.rows != d.num_items)
+      return Status::InvalidArgument(path + ": " + std::to_string(m.rows) + " rows, but the interactions have " +
+                                     std::to_string(d.num_items) + " items");
+    *out = std::move(m.data);
+    *dim = static_cast<uint32_t>(m.cols);
+  }
+  CountTokens(&d);
   return d;
 }
 
@@ -214,6 +351,65 @@ std::vector<uint32_t> SampledNegatives(const Dataset& d, uint32_t u, uint64_t se
   return out;
 }
 
+std::vector<std::vector<uint32_t>> Dataset::ItemUsers() const {
+  std::vector<std::vector<uint32_t>> out(num_items);
+  for (uint32_t u = 0; u < num_users; ++u)
+    for (uint32_t i : train[u]) out[i].push_back(u);
+  return out;
+}
+
+StatusOr<NpyMatrix> ReadNpy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("cannot open '" + path + "'");
+  char magic[8];
+  if (!in.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0)
+    return Status::InvalidArgument(path + ": not a .npy file (bad magic)");
+  uint32_t hlen = 0;
+  if (magic[6] == 1) {
+    uint16_t h16;
+    if (!in.read(reinterpret_cast<char*>(&h16), 2)) return Status::InvalidArgument(path + ": truncated header");
+    hlen = h16;
+  } else if (magic[6] == 2 || magic[6] == 3) {
+    if (!in.read(reinterpret_cast<char*>(&hlen), 4)) return Status::InvalidArgument(path + ": truncated header");
+  } else {
+    return Status::InvalidArgument(path + ": unsupported .npy version " + std::to_string(int(magic[6])));
+  }
+  if (hlen > (1u << 20)) return Status::InvalidArgument(path + ": header too large");
+  std::string header(hlen, '\0');
+  if (!in.read(header.data(), hlen)) return Status::InvalidArgument(path + ": truncated header");
+  auto field = [&](const std::string& key) -> std::string {
+    size_t p = header.find("'" + key + "'");
+    if (p == std::string::npos) return "";
+    p = header.find(':', p);
+    size_t e = key == "shape" ? header.find(')', p) + 1 : header.find(',', p);
+    return header.substr(p + 1, e - p - 1);
+  };
+  std::string descr = field("descr"), order = field("fortran_order"), shape = field("shape");
+  if (descr.find("<f4") == std::string::npos)
+    return Status::InvalidArgument(path + ": dtype " + descr + " (expected little-endian float32 '<f4')");
+  if (order.find("False") == std::string::npos)
+    return Status::InvalidArgument(path + ": Fortran order is not supported (save it C-contiguous)");
+  std::vector<size_t> dims;
+  for (size_t p = shape.find('('); p != std::string::npos && p < shape.size();) {
+    size_t q = shape.find_first_of("0123456789", p);
+    if (q == std::string::npos) break;
+    size_t e = shape.find_first_not_of("0123456789", q);
+    dims.push_back(std::stoull(shape.substr(q, e - q)));
+    p = e;
+  }
+  if (dims.size() != 2) return Status::InvalidArgument(path + ": shape " + shape + " (expected a 2-D matrix)");
+  NpyMatrix m;
+  m.rows = dims[0];
+  m.cols = dims[1];
+  m.data.resize(m.rows * m.cols);
+  if (!in.read(reinterpret_cast<char*>(m.data.data()), m.data.size() * sizeof(float)))
+    return Status::InvalidArgument(path + ": truncated data (expected " + std::to_string(m.rows) + " x " +
+                                   std::to_string(m.cols) + " floats)");
+  for (float x : m.data)
+    if (!std::isfinite(x)) return Status::InvalidArgument(path + ": holds a NaN or infinity");
+  return m;
+}
+
 std::string Dataset::Describe() const {
   uint64_t evals = 0;
   for (uint32_t u = 0; u < num_users; ++u)
@@ -225,9 +421,9 @@ std::string Dataset::Describe() const {
 }
 
 StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir) {
-  if (cfg.source == "synth") return LoadTsv(data_dir + "/interactions.tsv", "synthetic");
+  if (cfg.source == "synth") return LoadTsv(data_dir, "synthetic");
   const std::string& f = cfg.format;
-  if (f == "tsv") return LoadTsv(cfg.path + "/interactions.tsv", "tsv:" + cfg.path);
+  if (f == "tsv") return LoadTsv(cfg.path, "tsv:" + cfg.path);
   if (f == "lightgcn") return LoadLightGcn(cfg.path);
   if (f == "s3rec") return LoadS3Rec(cfg.path, cfg.name);
   if (f == "movielens") return LoadMovieLens(cfg.path);

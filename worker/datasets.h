@@ -9,7 +9,11 @@
 //                 user never touched (from <name>_sample.txt when it exists, else drawn from the
 //                 seed); item attributes from <name>_item2attributes.json as content tokens
 //   movielens     u.data (user item rating timestamp, tab-separated, 1-based ids), per-user time
-//                 order, leave-last-out as above (our documented split)
+//                 order, leave-last-out as above (our documented split); genres and release
+//                 decade from u.item as item tokens, age band / gender / occupation from u.user
+//                 as user tokens
+// Side files read when present next to interactions.tsv (synth / tsv): social.tsv (user friend),
+// item_tokens.tsv (item tok tok ...), item_image.npy and item_audio.npy (float32, one row per item).
 // Every bad line is reported as "file:line: what" and nothing partial is returned.
 #pragma once
 
@@ -36,10 +40,19 @@ struct Dataset {
   std::vector<int64_t> test_item, valid_item;      // per user, -1 = none
   std::vector<std::vector<uint32_t>> fixed_negatives;  // per user (empty = draw them)
   int sampled_negatives = 99;
-  // content
-  std::vector<std::vector<uint32_t>> item_tokens;  // per item (may be empty)
+  bool ordered = true;          // train lists are in time order (sequence towers read them causally)
+  // content and side information (any may be empty)
+  std::vector<std::vector<uint32_t>> item_tokens;  // per item: text / attribute token ids
+  std::vector<std::vector<uint32_t>> user_tokens;  // per user: profile token ids (same id space)
+  uint32_t num_tokens = 0;                         // 1 + the largest token id (0 = no tokens)
+  std::vector<std::vector<uint32_t>> social;       // per user: friends (user-user graph)
+  std::vector<float> item_image, item_audio;       // [num_items x dim] feature matrices
+  uint32_t image_dim = 0, audio_dim = 0;
   std::vector<uint32_t> item_popularity;           // train counts
   uint64_t train_interactions = 0;
+
+  // Per item, the training users that touched it (the item side of the interaction graph).
+  std::vector<std::vector<uint32_t>> ItemUsers() const;
 
   std::string Describe() const;
 };
@@ -54,5 +67,12 @@ StatusOr<std::vector<std::vector<uint32_t>>> ReadUserLists(const std::string& pa
 // The negatives of user u under the sampled protocol: the fixed ones when the dataset ships
 // them, else `n` items the user never touched, drawn from (seed, u) alone.
 std::vector<uint32_t> SampledNegatives(const Dataset& d, uint32_t u, uint64_t seed);
+
+// A float32 .npy matrix (C order, '<f4', 2-D); errors name the file and what is wrong.
+struct NpyMatrix {
+  std::vector<float> data;
+  size_t rows = 0, cols = 0;
+};
+StatusOr<NpyMatrix> ReadNpy(const std::string& path);
 
 }  // namespace m6rec

@@ -13,6 +13,8 @@
 #include "common/logging.h"
 #include "common/util.h"
 #include "worker/datasets.h"
+#include "worker/evaluator.h"
+#include "worker/progress.h"
 #include "worker/losses.h"
 #include "worker/metrics.h"
 
@@ -22,99 +24,8 @@ using nlohmann::json;
 
 namespace {
 
-// ---- evaluation ---------------------------------------------------------------------------
-
-constexpr int kEvalChunk = 256;  // users per pull during evaluation
-
-// Sampled protocol: the target against its negatives, per user of this worker.
 using UserVecs = std::function<Status(const std::vector<uint32_t>& users, bool with_valid, std::vector<float>*)>;
 
-Status EvalSampled(const Dataset& ds, const std::vector<uint32_t>& users, bool valid, uint64_t seed,
-                   const UserVecs& user_vecs,
-                   const std::function<Status(const std::vector<Key>&, std::vector<float>*)>& pull_items,
-                   const std::function<Key(uint32_t)>& ikey,
-                   uint32_t dim, const std::vector<uint32_t>* popularity, MetricSums* out) {
-  std::vector<uint32_t> chunk;
-  for (size_t start = 0; start < users.size(); start += kEvalChunk) {
-    chunk.clear();
-    for (size_t k = start; k < std::min(users.size(), start + kEvalChunk); ++k) {
-      const uint32_t u = users[k];
-      if ((valid ? ds.valid_item[u] : ds.test_item[u]) >= 0) chunk.push_back(u);
-    }
-    if (chunk.empty()) continue;
-    std::vector<std::vector<uint32_t>> cands(chunk.size());
-    std::vector<Key> ik;
-    for (size_t c = 0; c < chunk.size(); ++c) {
-      const uint32_t u = chunk[c];
-      cands[c].push_back(static_cast<uint32_t>(valid ? ds.valid_item[u] : ds.test_item[u]));
-      for (uint32_t n : SampledNegatives(ds, u, seed)) cands[c].push_back(n);
-      for (uint32_t i : cands[c]) ik.push_back(ikey(i));
-    }
-    std::vector<float> urows, irows;
-    if (!popularity) {
-      // Testing sees the validation item as history, as the sequential papers do.
-      M6_RETURN_IF_ERROR(user_vecs(chunk, /*with_valid=*/!valid, &urows));
-      M6_RETURN_IF_ERROR(pull_items(ik, &irows));
-    }
-    size_t off = 0;
-    std::vector<float> scores;
-    for (size_t c = 0; c < chunk.size(); ++c) {
-      scores.resize(cands[c].size());
-      for (size_t k = 0; k < cands[c].size(); ++k, ++off)
-        scores[k] = popularity ? float((*popularity)[cands[c][k]])
-                               : Dot(&urows[c * dim], &irows[off * dim], dim);
-      const int rank = RankOfFirst(scores);
-      out->AddUser();
-      out->Add("HR@1", HitAtK(rank, 1));
-      out->Add("HR@5", HitAtK(rank, 5));
-      out->Add("HR@10", HitAtK(rank, 10));
-      out->Add("NDCG@5", NdcgAtK(rank, 5));
-      out->Add("NDCG@10", NdcgAtK(rank, 10));
-      out->Add("MRR", 1.0 / (rank + 1));
-    }
-  }
-  return Status::OK();
-}
-
-// Full ranking: every item scored, training items masked, top-20 against the test set.
-Status EvalFull(const Dataset& ds, const std::vector<uint32_t>& users,
-                const std::vector<float>& item_rows,
-                const UserVecs& user_vecs, uint32_t dim,
-                const std::vector<uint32_t>* popularity, MetricSums* out) {
-  const uint32_t I = ds.num_items;
-  std::vector<uint32_t> chunk;
-  std::vector<float> scores(I);
-  for (size_t start = 0; start < users.size(); start += kEvalChunk) {
-    chunk.clear();
-    for (size_t k = start; k < std::min(users.size(), start + kEvalChunk); ++k)
-      if (!ds.test_sets[users[k]].empty()) chunk.push_back(users[k]);
-    if (chunk.empty()) continue;
-    std::vector<float> urows;
-    if (!popularity) M6_RETURN_IF_ERROR(user_vecs(chunk, false, &urows));
-    for (size_t c = 0; c < chunk.size(); ++c) {
-      const uint32_t u = chunk[c];
-      if (popularity) {
-        for (uint32_t i = 0; i < I; ++i) scores[i] = float((*popularity)[i]);
-      } else {
-        const float* uv = &urows[c * dim];
-        for (uint32_t i = 0; i < I; ++i) scores[i] = Dot(uv, &item_rows[size_t(i) * dim], dim);
-      }
-      for (uint32_t i : ds.train[u]) scores[i] = -1e30f;
-      for (uint32_t i = 0; i < ds.first_item; ++i) scores[i] = -1e30f;
-      auto top = TopK(scores, 20);
-      out->AddUser();
-      out->Add("Recall@20", RecallAtK(top, ds.test_sets[u], 20));
-      out->Add("NDCG@20", FullNdcgAtK(top, ds.test_sets[u], 20));
-    }
-  }
-  return Status::OK();
-}
-
-nlohmann::json SumsJson(const MetricSums& m) {
-  nlohmann::json j = {{"users", m.users()}};
-  for (const auto& [k, v] : m.sums()) j["sums"][k] = v;
-  return j;
-}
 
 }  // namespace
 
@@ -194,15 +105,38 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
   };
   const uint64_t eval_seed = Mix64(cfg.seed ^ 0xe7a1);
 
+  // Scorers of the two protocols over the current rows.
+  SampledScorer sampled_scorer = [&](const std::vector<uint32_t>& users,
+                                     const std::vector<std::vector<uint32_t>>& cands, bool with_valid,
+                                     std::vector<std::vector<float>>* scores) -> Status {
+    std::vector<Key> ik;
+    for (const auto& c : cands)
+      for (uint32_t i : c) ik.push_back(ikey(i));
+    std::vector<float> urows, irows;
+    M6_RETURN_IF_ERROR(user_vecs(users, with_valid, &urows));
+    M6_RETURN_IF_ERROR(pull_items(ik, &irows));
+    size_t off = 0;
+    for (size_t c = 0; c < cands.size(); ++c) {
+      scores->emplace_back();
+      for (size_t k = 0; k < cands[c].size(); ++k, ++off)
+        scores->back().push_back(Dot(&urows[c * dim], &irows[off * dim], dim));
+    }
+    return Status::OK();
+  };
+  std::vector<float> all_items;  // full ranking: every item's row, pulled once per evaluation
+  FullScorer full_scorer = [&](const std::vector<uint32_t>& users, std::vector<float>* scores) -> Status {
+    std::vector<float> urows;
+    M6_RETURN_IF_ERROR(user_vecs(users, false, &urows));
+    scores->resize(users.size() * size_t(ds.num_items));
+    for (size_t c = 0; c < users.size(); ++c)
+      for (uint32_t i = 0; i < ds.num_items; ++i)
+        (*scores)[c * ds.num_items + i] = Dot(&urows[c * dim], &all_items[size_t(i) * dim], dim);
+    return Status::OK();
+  };
+
   // Popularity baseline under the same protocol.
   MetricSums pop;
-  if (full) {
-    std::vector<float> none;
-    M6_RETURN_IF_ERROR(EvalFull(ds, my_users, none, user_vecs, dim, &ds.item_popularity, &pop));
-  } else {
-    M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, false, eval_seed, user_vecs, pull_items, ikey,
-                                   dim, &ds.item_popularity, &pop));
-  }
+  M6_RETURN_IF_ERROR(EvalPopularity(ds, my_users, eval_seed, &pop));
 
   const size_t B = tc.batch_size, M = tc.negatives;
   const size_t steps_per_epoch = (samples.size() + B - 1) / B;
@@ -253,25 +187,21 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
   };
 
   std::vector<float> U, P, N, H, gu, gp, gn, gh;
-  double first_loss = -1, last_loss = 0, window_loss = 0;
-  uint64_t window_n = 0, total_samples = 0, steps = 0;
+  TrainProgress prog(tc.log_every);
   nlohmann::json epochs = nlohmann::json::array();
-  const int64_t t0 = MonotonicMs();
-  int64_t window_t0 = t0, eval_ms = 0;
   bool stop = false;
   for (int epoch = 1; epoch <= tc.epochs && !stop; ++epoch) {
     std::shuffle(samples.begin(), samples.end(), rng);
     Batch cur, next;
     M6_RETURN_IF_ERROR(make_batch(0, &cur));
-    double epoch_loss = 0;
-    uint64_t epoch_n = 0;
+    prog.StartEpoch();
     for (size_t step = 0; step < steps_per_epoch; ++step) {
       std::string why;
       if (ctx.should_abort && ctx.should_abort(&why)) return Status::Aborted(why);
       M6_RETURN_IF_ERROR(wait_batch(cur, &U, &P, &N, &H));
       if (!cur.hkeys.empty()) compose(cur.n, cur.hcount, H.data(), U.data());
       // Prefetch: the next batch's rows are on the wire while this one computes (staleness 1).
-      const bool has_next = step + 1 < steps_per_epoch && !(tc.max_steps > 0 && steps + 1 >= uint64_t(tc.max_steps));
+      const bool has_next = step + 1 < steps_per_epoch && !(tc.max_steps > 0 && prog.steps() + 1 >= uint64_t(tc.max_steps));
       if (has_next) M6_RETURN_IF_ERROR(make_batch((step + 1) * B, &next));
       gu.assign(cur.n * dim, 0.0f);
       gp.assign(cur.n * dim, 0.0f);
@@ -307,29 +237,14 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
       M6_RETURN_IF_ERROR(ctx.ps->WaitPush(t3));
       if (t4) M6_RETURN_IF_ERROR(ctx.ps->WaitPush(t4));
 
-      const double mean = loss / double(cur.n);
-      if (first_loss < 0) first_loss = mean;
-      window_loss += loss;
-      window_n += cur.n;
-      epoch_loss += loss;
-      epoch_n += cur.n;
-      total_samples += cur.n;
-      ++steps;
-      if (steps % tc.log_every == 0) {
-        const int64_t now = MonotonicMs();
-        LOG_INFO << "epoch " << epoch << " step " << steps << " loss " << window_loss / window_n << " ("
-                 << static_cast<int>(window_n * 1000.0 / std::max<int64_t>(1, now - window_t0)) << " samples/s)";
-        window_loss = 0;
-        window_n = 0;
-        window_t0 = now;
-      }
+      prog.Step(epoch, loss, cur.n);
       if (!has_next) {
-        if (tc.max_steps > 0 && steps >= uint64_t(tc.max_steps)) stop = true;
+        if (tc.max_steps > 0 && prog.steps() >= uint64_t(tc.max_steps)) stop = true;
         break;
       }
       std::swap(cur, next);
     }
-    last_loss = epoch_loss / std::max<uint64_t>(1, epoch_n);
+    const double last_loss = prog.EndEpoch();
     if (epoch % tc.eval_every != 0 && epoch != tc.epochs && !stop) continue;
     // Every worker finishes the epoch's pushes before anyone evaluates.
     M6_RETURN_IF_ERROR(ctx.barrier("epoch-" + std::to_string(epoch)));
@@ -338,14 +253,13 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
     if (full) {
       std::vector<Key> all;
       for (uint32_t i = 0; i < ds.num_items; ++i) all.push_back(ikey(i));
-      std::vector<float> items;
-      M6_RETURN_IF_ERROR(pull_items(all, &items));
-      M6_RETURN_IF_ERROR(EvalFull(ds, my_users, items, user_vecs, dim, nullptr, &test));
+      M6_RETURN_IF_ERROR(pull_items(all, &all_items));
+      M6_RETURN_IF_ERROR(EvalFullProtocol(ds, my_users, full_scorer, &test));
     } else {
-      M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, false, eval_seed, user_vecs, pull_items, ikey, dim, nullptr, &test));
-      M6_RETURN_IF_ERROR(EvalSampled(ds, my_users, true, eval_seed, user_vecs, pull_items, ikey, dim, nullptr, &valid));
+      M6_RETURN_IF_ERROR(EvalSampledProtocol(ds, my_users, false, eval_seed, 0.0f, sampled_scorer, &test));
+      M6_RETURN_IF_ERROR(EvalSampledProtocol(ds, my_users, true, eval_seed, 0.0f, sampled_scorer, &valid));
     }
-    eval_ms += MonotonicMs() - e0;
+    prog.AddEvalMs(MonotonicMs() - e0);
     if (full)
       LOG_INFO << "epoch " << epoch << ": train loss " << last_loss << ", this worker's Recall@20 "
                << test.Mean("Recall@20") << " NDCG@20 " << test.Mean("NDCG@20") << " over " << test.users() << " users";
@@ -354,22 +268,15 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
                << test.Mean("HR@10") << " NDCG@10 " << test.Mean("NDCG@10") << " (valid NDCG@10 "
                << valid.Mean("NDCG@10") << ") over " << test.users() << " users";
     epochs.push_back({{"epoch", epoch}, {"loss", last_loss}, {"test", SumsJson(test)}, {"valid", SumsJson(valid)},
-                      {"elapsed_s", (MonotonicMs() - t0) / 1000.0}});
+                      {"elapsed_s", prog.elapsed_s()}});
   }
-  const double secs = (MonotonicMs() - t0) / 1000.0;
   nlohmann::json j = {{"rank", ctx.rank},
                       {"job", "mf"},
                       {"dataset", ds.name},
                       {"protocol", full ? "full_ranking" : "sampled"},
-                      {"steps", steps},
-                      {"samples", total_samples},
-                      {"train_s", secs},
-                      {"eval_s", eval_ms / 1000.0},
-                      {"samples_per_s", total_samples / std::max(1e-9, secs - eval_ms / 1000.0)},
-                      {"first_loss", first_loss},
-                      {"last_loss", last_loss},
                       {"popularity", SumsJson(pop)},
                       {"epochs", epochs}};
+  j.update(prog.Summary());
   *summary = j.dump();
   return Status::OK();
 }

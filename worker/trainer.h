@@ -13,6 +13,8 @@
 
 namespace m6rec {
 
+class Collective;
+
 struct JobContext {
   const JobConfig* cfg = nullptr;
   PsClient* ps = nullptr;
@@ -24,7 +26,12 @@ struct JobContext {
   std::function<Status(const std::string&)> barrier;
   // Returns true (with a reason) when the job must stop: a node died, the job was cancelled.
   std::function<bool(std::string*)> should_abort;
+  // The workers' collective for dense gradients (the m6 job).
+  Collective* collective = nullptr;
 };
+
+// Trains the M6-Rec style model (worker/model.h) on this worker's shard (worker/model_job.cc).
+Status RunM6Job(const JobContext& ctx, std::string* summary);
 
 // Trains MF-BPR on this worker's shard of users; fills `summary` (JSON object text).
 Status RunMfJob(const JobContext& ctx, std::string* summary);

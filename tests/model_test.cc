@@ -1,0 +1,196 @@
+// The model's layers: shapes for every ablation, gradients against finite differences (double
+// precision, small sizes), and the losses against hand-computed values.
+#include <gtest/gtest.h>
+
+#include "worker/model.h"
+
+namespace m6rec {
+
+namespace {
+
+ModelShape Shape() {
+  ModelShape s;
+  s.dim = 6;
+  s.image_dim = 5;
+  s.audio_dim = 3;
+  s.tokens = true;
+  s.social = true;
+  return s;
+}
+
+ModelConfig SmallConfig() {
+  ModelConfig c;
+  c.seq_len = 4;
+  c.fanout = 3;
+  c.content_tokens = 5;
+  c.hidden = 7;
+  c.dropout = 0.0f;
+  return c;
+}
+
+// A batch of B=3 users over Ki=5 items, Ku=4 user rows, Kt=6 tokens; row 1 has no history,
+// no neighbours and no tokens at all (every mask zero).
+ModelBatch MakeBatch(torch::Dtype dt, bool grad) {
+  torch::manual_seed(3);
+  auto o = torch::TensorOptions().dtype(dt);
+  auto L = [](std::vector<int64_t> v, int64_t r, int64_t c) { return torch::tensor(v, torch::kLong).view({r, c}); };
+  auto F = [&](std::vector<float> v, int64_t r, int64_t c) { return torch::tensor(v).to(dt).view({r, c}); };
+  ModelBatch b;
+  b.user_rows = torch::randn({4, 6}, o).requires_grad_(grad);
+  b.item_rows = torch::randn({5, 6}, o).requires_grad_(grad);
+  b.token_rows = torch::randn({6, 6}, o).requires_grad_(grad);
+  b.item_tok = L({1, 2, 0, 3, 0, 0, 4, 5, 6, 0, 0, 0, 2, 2, 1}, 5, 3);
+  b.item_tok_mask = F({1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1}, 5, 3);
+  b.item_image = torch::randn({5, 5}, o);
+  b.item_audio = torch::randn({5, 3}, o);
+  b.users = torch::tensor(std::vector<int64_t>{1, 2, 3}, torch::kLong);
+  b.hist = L({0, 1, 2, 3, 0, 0, 0, 0, 0, 0, 5, 4}, 3, 4);
+  b.hist_mask = F({0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1}, 3, 4);
+  b.utok = L({1, 3, 0, 0, 0, 0, 0, 0, 0, 0, 6, 5, 4, 2, 1}, 3, 5);
+  b.utok_mask = F({1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1}, 3, 5);
+  b.nbr = L({4, 5, 0, 0, 0, 0, 1, 2, 3}, 3, 3);
+  b.nbr_mask = F({1, 1, 0, 0, 0, 0, 1, 1, 1}, 3, 3);
+  b.friends = L({4, 0, 0, 0, 0, 0, 1, 2, 0}, 3, 3);
+  b.friends_mask = F({1, 0, 0, 0, 0, 0, 1, 1, 0}, 3, 3);
+  return b;
+}
+
+torch::Tensor Loss(M6Model& m, const ModelBatch& b) {
+  auto iv = m->ItemVectors(b);
+  auto uv = m->UserVectors(b, iv);
+  auto pos = iv.index_select(0, torch::tensor(std::vector<int64_t>{0, 2, 4}, torch::kLong));
+  auto neg = iv.index_select(0, torch::tensor(std::vector<int64_t>{1, 3}, torch::kLong));
+  auto valid = torch::ones({3, 2}, iv.options());
+  return RankingLoss("softmax", (uv * pos).sum(1), uv.matmul(neg.t()), valid, 0.5, 0, 0);
+}
+
+}  // namespace
+
+TEST(Model, ShapesForEveryAblation) {
+  struct Case {
+    const char* name;
+    std::function<void(ModelConfig&)> off;
+    std::vector<std::string> users, items;
+  };
+  const std::vector<std::string> all_u{"id", "sequence", "content", "graph"}, all_i{"id", "text", "image", "audio"};
+  std::vector<Case> cases{
+      {"full", [](ModelConfig&) {}, all_u, all_i},
+      {"no sequence", [](ModelConfig& c) { c.sequence = false; }, {"id", "content", "graph"}, all_i},
+      {"no graph", [](ModelConfig& c) { c.graph = false; }, {"id", "sequence", "content"}, all_i},
+      {"no content", [](ModelConfig& c) { c.content = false; }, {"id", "sequence", "graph"}, all_i},
+      {"no multimodal", [](ModelConfig& c) { c.text = c.image = c.audio = false; }, all_u, {"id"}},
+      {"lstm, no attention", [](ModelConfig& c) { c.rnn = "lstm"; c.attention = false; }, all_u, all_i},
+      {"concat fusion", [](ModelConfig& c) { c.fusion = "concat"; }, all_u, all_i},
+      {"mean fusion", [](ModelConfig& c) { c.fusion = "mean"; }, all_u, all_i},
+  };
+  for (const auto& tc : cases) {
+    ModelConfig c = SmallConfig();
+    tc.off(c);
+    M6Model m(c, Shape());
+    EXPECT_EQ(m->user_sources(), tc.users) << tc.name;
+    EXPECT_EQ(m->item_sources(), tc.items) << tc.name;
+    ModelBatch b = MakeBatch(torch::kFloat, false);
+    auto iv = m->ItemVectors(b);
+    auto uv = m->UserVectors(b, iv);
+    EXPECT_EQ(iv.sizes(), (std::vector<int64_t>{5, 6})) << tc.name;
+    EXPECT_EQ(uv.sizes(), (std::vector<int64_t>{3, 6})) << tc.name;
+    EXPECT_TRUE(torch::isfinite(uv).all().item<bool>()) << tc.name << ": the all-padding row must stay finite";
+    if (c.fusion == "gate") {
+      ASSERT_TRUE(m->user_fusion->last_gates.defined());
+      EXPECT_EQ(m->user_fusion->last_gates.size(0), int64_t(tc.users.size()));
+    }
+  }
+}
+
+TEST(Model, TheDataDecidesWhichSourcesExist) {
+  ModelShape s = Shape();
+  s.tokens = false;
+  s.image_dim = 0;
+  s.social = false;
+  M6Model m(SmallConfig(), s);
+  EXPECT_EQ(m->item_sources(), (std::vector<std::string>{"id", "audio"}));
+  EXPECT_EQ(m->user_sources(), (std::vector<std::string>{"id", "sequence", "graph"}));
+}
+
+TEST(Model, GradientsMatchFiniteDifferences) {
+  for (const char* rnn : {"gru", "lstm"}) {
+    ModelConfig c = SmallConfig();
+    c.rnn = rnn;
+    torch::manual_seed(11);
+    M6Model m(c, Shape());
+    m->to(torch::kDouble);
+    m->eval();
+    ModelBatch b = MakeBatch(torch::kDouble, true);
+    auto loss = Loss(m, b);
+    loss.backward();
+    // Leaves: sparse rows (what is pushed to the servers) and every dense parameter.
+    std::vector<std::pair<std::string, torch::Tensor>> leaves{
+        {"user_rows", b.user_rows}, {"item_rows", b.item_rows}, {"token_rows", b.token_rows}};
+    for (const auto& p : m->named_parameters()) leaves.emplace_back(p.key(), p.value());
+    const double eps = 1e-6;
+    for (auto& [name, t] : leaves) {
+      ASSERT_TRUE(t.grad().defined()) << rnn << " " << name << " got no gradient";
+      auto flat = t.data().view({-1});
+      auto g = t.grad().view({-1});
+      // A few entries of each (all of the small ones).
+      for (int64_t k = 0; k < flat.numel(); k += std::max<int64_t>(1, flat.numel() / 5)) {
+        torch::NoGradGuard ng;
+        const double orig = flat[k].item<double>();
+        flat[k] = orig + eps;
+        const double up = Loss(m, b).item<double>();
+        flat[k] = orig - eps;
+        const double down = Loss(m, b).item<double>();
+        flat[k] = orig;
+        const double fd = (up - down) / (2 * eps);
+        EXPECT_NEAR(g[k].item<double>(), fd, 1e-6 + 1e-4 * std::abs(fd)) << rnn << " " << name << "[" << k << "]";
+      }
+    }
+  }
+}
+
+TEST(Model, PaddingRowsGetNoGradientAndChangeNothing) {
+  M6Model m(SmallConfig(), Shape());
+  m->eval();
+  ModelBatch b = MakeBatch(torch::kFloat, true);
+  auto uv = m->UserVectors(b, m->ItemVectors(b));
+  // Row 1 sees nothing but its id row: changing rows it does not reference leaves it unchanged.
+  ModelBatch b2 = MakeBatch(torch::kFloat, false);
+  {
+    torch::NoGradGuard ng;
+    b2.token_rows.add_(1.0);
+    b2.user_rows[0].add_(1.0);  // friend of row 0 only
+    b2.user_rows[2].add_(1.0);  // row 2's own id, and a friend of row 2
+  }
+  auto uv2 = m->UserVectors(b2, m->ItemVectors(b2));
+  EXPECT_TRUE(torch::allclose(uv[1], uv2[1])) << "row 1 must depend only on its own id row";
+  EXPECT_FALSE(torch::allclose(uv[0], uv2[0]));
+}
+
+TEST(Model, LossesMatchHandComputedValues) {
+  auto pos = torch::tensor({1.0, 0.0}, torch::kDouble);
+  auto neg = torch::tensor({0.0, 2.0, 1.0, 1.0}, torch::kDouble).view({2, 2});
+  auto valid = torch::tensor({1.0, 0.0, 1.0, 1.0}, torch::kDouble).view({2, 2});
+  auto sp = [](double x) { return std::log1p(std::exp(x)); };
+  // bpr over the 3 valid pairs: softplus(0-1), softplus(1-0), softplus(1-0)
+  EXPECT_NEAR(RankingLoss("bpr", pos, neg, valid, 1, 0, 0).item<double>(), (sp(-1) + 2 * sp(1)) / 3, 1e-12);
+  // softmax at tau 1: row 0 {1 | 0}, row 1 {0 | 1, 1}
+  const double s0 = -std::log(std::exp(1) / (std::exp(1) + 1)), s1 = -std::log(1 / (1 + 2 * std::exp(1)));
+  EXPECT_NEAR(RankingLoss("softmax", pos, neg, valid, 1, 0, 0).item<double>(), (s0 + s1) / 2, 1e-12);
+  // bce: mean softplus(-pos) + mean over valid softplus(neg)
+  EXPECT_NEAR(RankingLoss("bce", pos, neg, valid, 1, 0, 0).item<double>(), (sp(-1) + sp(0)) / 2 + (sp(0) + 2 * sp(1)) / 3,
+              1e-12);
+  // ccl with margin 0.5, weight 2: mean(1 - pos) + 2 * mean over valid relu(neg - 0.5)
+  EXPECT_NEAR(RankingLoss("ccl", pos, neg, valid, 1, 0.5, 2).item<double>(), 0.5 + 2 * (0 + 0.5 + 0.5) / 3, 1e-12);
+}
+
+TEST(Model, AttentionPoolAndMaskedMeanIgnorePadding) {
+  auto x = torch::tensor({1.0, 2.0, 3.0, 4.0, 100.0, 100.0}, torch::kDouble).view({1, 3, 2});
+  auto mask = torch::tensor({1.0, 1.0, 0.0}, torch::kDouble).view({1, 3});
+  EXPECT_TRUE(torch::allclose(MaskedMean(x, mask), torch::tensor({2.0, 3.0}, torch::kDouble).view({1, 2})));
+  auto q = torch::zeros({2}, torch::kDouble);  // equal scores: the mean of the valid entries
+  EXPECT_TRUE(torch::allclose(AttentionPool(x, q, mask), torch::tensor({2.0, 3.0}, torch::kDouble).view({1, 2})));
+  auto none = torch::zeros({1, 3}, torch::kDouble);
+  EXPECT_TRUE(torch::allclose(AttentionPool(x, q, none), torch::zeros({1, 2}, torch::kDouble)));
+}
+
+}  // namespace m6rec

@@ -1,0 +1,122 @@
+#include "worker/evaluator.h"
+
+#include <algorithm>
+
+namespace m6rec {
+
+Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid, uint64_t seed,
+                           float threshold, const SampledScorer& score, MetricSums* out) {
+  std::vector<uint32_t> chunk;
+  std::vector<std::vector<uint32_t>> cands;
+  std::vector<std::vector<float>> scores;
+  for (size_t start = 0; start < users.size(); start += kEvalUsersPerChunk) {
+    chunk.clear();
+    cands.clear();
+    for (size_t k = start; k < std::min(users.size(), start + kEvalUsersPerChunk); ++k) {
+      const uint32_t u = users[k];
+      const int64_t target = valid ? ds.valid_item[u] : ds.test_item[u];
+      if (target < 0) continue;
+      chunk.push_back(u);
+      cands.emplace_back(1, static_cast<uint32_t>(target));
+      for (uint32_t n : SampledNegatives(ds, u, seed)) cands.back().push_back(n);
+    }
+    if (chunk.empty()) continue;
+    scores.clear();
+    M6_RETURN_IF_ERROR(score(chunk, cands, /*with_valid=*/!valid, &scores));
+    if (scores.size() != chunk.size()) return Status::Internal("scorer returned the wrong number of users");
+    for (size_t c = 0; c < chunk.size(); ++c) {
+      const auto& s = scores[c];
+      if (s.size() != cands[c].size()) return Status::Internal("scorer returned the wrong number of candidates");
+      const int rank = RankOfFirst(s);
+      out->AddUser();
+      out->Add("HR@1", HitAtK(rank, 1));
+      out->Add("HR@5", HitAtK(rank, 5));
+      out->Add("HR@10", HitAtK(rank, 10));
+      out->Add("NDCG@5", NdcgAtK(rank, 5));
+      out->Add("NDCG@10", NdcgAtK(rank, 10));
+      out->Add("MRR", 1.0 / (rank + 1));
+      std::vector<int> labels(s.size(), 0);
+      labels[0] = 1;
+      out->Add("AUC", Auc(s, labels));
+      BinaryCounts bc;
+      for (size_t k = 0; k < s.size(); ++k) bc.Add(s[k], labels[k], threshold);
+      out->Add("TP", double(bc.tp));
+      out->Add("FP", double(bc.fp));
+      out->Add("TN", double(bc.tn));
+      out->Add("FN", double(bc.fn));
+    }
+  }
+  return Status::OK();
+}
+
+Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users, const FullScorer& score,
+                        MetricSums* out) {
+  const uint32_t I = ds.num_items;
+  std::vector<uint32_t> chunk;
+  std::vector<float> scores, row(I);
+  for (size_t start = 0; start < users.size(); start += kEvalUsersPerChunk) {
+    chunk.clear();
+    for (size_t k = start; k < std::min(users.size(), start + kEvalUsersPerChunk); ++k)
+      if (!ds.test_sets[users[k]].empty()) chunk.push_back(users[k]);
+    if (chunk.empty()) continue;
+    scores.clear();
+    M6_RETURN_IF_ERROR(score(chunk, &scores));
+    if (scores.size() != chunk.size() * size_t(I)) return Status::Internal("scorer returned the wrong shape");
+    for (size_t c = 0; c < chunk.size(); ++c) {
+      const uint32_t u = chunk[c];
+      std::copy(scores.begin() + c * I, scores.begin() + (c + 1) * I, row.begin());
+      for (uint32_t i : ds.train[u]) row[i] = -1e30f;
+      for (uint32_t i = 0; i < ds.first_item; ++i) row[i] = -1e30f;
+      auto top = TopK(row, 20);
+      out->AddUser();
+      out->Add("Recall@20", RecallAtK(top, ds.test_sets[u], 20));
+      out->Add("NDCG@20", FullNdcgAtK(top, ds.test_sets[u], 20));
+    }
+  }
+  return Status::OK();
+}
+
+std::map<std::string, double> SummaryMetrics(const MetricSums& m) {
+  std::map<std::string, double> out;
+  for (const auto& [k, v] : m.sums())
+    if (k != "TP" && k != "FP" && k != "TN" && k != "FN") out[k] = m.Mean(k);
+  auto get = [&](const char* k) {
+    auto it = m.sums().find(k);
+    return it == m.sums().end() ? 0.0 : it->second;
+  };
+  const double tp = get("TP"), fp = get("FP"), tn = get("TN"), fn = get("FN");
+  if (tp + fp + tn + fn > 0) {
+    out["accuracy"] = (tp + tn) / (tp + fp + tn + fn);
+    out["precision"] = tp + fp > 0 ? tp / (tp + fp) : 0;
+    out["recall"] = tp + fn > 0 ? tp / (tp + fn) : 0;
+    const double p = out["precision"], r = out["recall"];
+    out["F1"] = p + r > 0 ? 2 * p * r / (p + r) : 0;
+  }
+  return out;
+}
+
+SampledScorer PopularitySampledScorer(const Dataset& ds) {
+  return [&ds](const std::vector<uint32_t>&, const std::vector<std::vector<uint32_t>>& cands, bool,
+               std::vector<std::vector<float>>* scores) {
+    for (const auto& c : cands) {
+      scores->emplace_back();
+      for (uint32_t i : c) scores->back().push_back(float(ds.item_popularity[i]));
+    }
+    return Status::OK();
+  };
+}
+
+FullScorer PopularityFullScorer(const Dataset& ds) {
+  return [&ds](const std::vector<uint32_t>& users, std::vector<float>* scores) {
+    for (size_t c = 0; c < users.size(); ++c)
+      for (uint32_t i = 0; i < ds.num_items; ++i) scores->push_back(float(ds.item_popularity[i]));
+    return Status::OK();
+  };
+}
+
+Status EvalPopularity(const Dataset& ds, const std::vector<uint32_t>& users, uint64_t seed, MetricSums* out) {
+  if (ds.protocol == Dataset::Protocol::kFullRanking) return EvalFullProtocol(ds, users, PopularityFullScorer(ds), out);
+  return EvalSampledProtocol(ds, users, false, seed, 0.0f, PopularitySampledScorer(ds), out);
+}
+
+}  // namespace m6rec

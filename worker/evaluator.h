@@ -1,0 +1,44 @@
+// The evaluation protocols, independent of the model: a model supplies scores, these loops pick
+// the candidates, mask what the protocol masks, and accumulate per-user metrics (merged across
+// workers by adding MetricSums).
+//   sampled  target (test item, or validation item) + the protocol's negatives; HR@1/5/10,
+//            NDCG@5/10, MRR, AUC, and confusion counts at score >= threshold (acc/P/R/F1 later)
+//   full     every item scored; training items (and ids below first_item) masked;
+//            Recall@20 / NDCG@20 against the user's test set
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "common/status.h"
+#include "worker/datasets.h"
+#include "worker/metrics.h"
+
+namespace m6rec {
+
+// scores->at(c)[k] = score of cands[c][k] for users[c]; with_valid: the validation item may be
+// used as history (testing, as the sequential papers do).
+using SampledScorer = std::function<Status(const std::vector<uint32_t>& users,
+                                           const std::vector<std::vector<uint32_t>>& cands, bool with_valid,
+                                           std::vector<std::vector<float>>* scores)>;
+// scores: users.size() x ds.num_items, row-major.
+using FullScorer = std::function<Status(const std::vector<uint32_t>& users, std::vector<float>* scores)>;
+
+constexpr int kEvalUsersPerChunk = 256;
+
+Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid, uint64_t seed,
+                           float threshold, const SampledScorer& score, MetricSums* out);
+Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users, const FullScorer& score,
+                        MetricSums* out);
+
+// Accuracy, precision, recall and F1 from the confusion sums EvalSampledProtocol adds
+// ("TP", "FP", "TN", "FN"), as a name -> value map of the means and these.
+std::map<std::string, double> SummaryMetrics(const MetricSums& m);
+
+// The popularity baseline: items scored by their training count.
+SampledScorer PopularitySampledScorer(const Dataset& ds);
+FullScorer PopularityFullScorer(const Dataset& ds);
+// The popularity baseline under the dataset's protocol (test targets).
+Status EvalPopularity(const Dataset& ds, const std::vector<uint32_t>& users, uint64_t seed, MetricSums* out);
+
+}  // namespace m6rec

@@ -1,0 +1,167 @@
+#include "worker/model.h"
+
+#include <cmath>
+
+namespace m6rec {
+
+namespace nn = torch::nn;
+
+torch::Tensor WithPadRow(const torch::Tensor& rows) {
+  return torch::cat({torch::zeros({1, rows.size(1)}, rows.options()), rows}, 0);
+}
+
+namespace {
+// rows[idx] for an index tensor of any shape: [..., d].
+torch::Tensor Gather(const torch::Tensor& rows, const torch::Tensor& idx) {
+  auto sizes = idx.sizes().vec();
+  sizes.push_back(rows.size(1));
+  return rows.index_select(0, idx.reshape({-1})).view(sizes);
+}
+}  // namespace
+
+torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask) {
+  auto m = mask.unsqueeze(-1);
+  return (x * m).sum(1) / m.sum(1).clamp_min(1.0);
+}
+
+torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q, const torch::Tensor& mask) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(x.size(-1)));
+  torch::Tensor s = q.dim() == 1 ? torch::matmul(x, q) : (x * q.unsqueeze(1)).sum(-1);  // [N, K]
+  s = (s * scale).masked_fill(mask <= 0, -1e9);
+  auto w = torch::softmax(s, 1) * mask;  // rows with no valid entry pool to 0
+  return (w.unsqueeze(-1) * x).sum(1);
+}
+
+FusionImpl::FusionImpl(int64_t sources, int64_t dim, int64_t hidden, const std::string& mode, double dropout)
+    : mode_(mode), sources_(sources) {
+  if (mode_ == "mean") return;
+  if (mode_ == "gate") gate_ = register_module("gate", nn::Linear(sources * dim, sources));
+  reduce_ = register_module("reduce", nn::Linear(sources * dim, dim));
+  mlp1_ = register_module("mlp1", nn::Linear(dim, hidden));
+  mlp2_ = register_module("mlp2", nn::Linear(hidden, dim));
+  drop_ = register_module("drop", nn::Dropout(dropout));
+}
+
+torch::Tensor FusionImpl::forward(const torch::Tensor& xs) {
+  if (mode_ == "mean") return xs.mean(1);
+  const int64_t n = xs.size(0);
+  torch::Tensor flat = xs.reshape({n, -1});
+  if (mode_ == "gate") {
+    auto g = torch::sigmoid(gate_(flat));  // [N, S]: how much each source speaks for this row
+    last_gates = g.detach().mean(0);
+    flat = (xs * g.unsqueeze(-1)).reshape({n, -1});
+  }
+  auto y = reduce_(flat);
+  return y + mlp2_(drop_(torch::relu(mlp1_(y))));
+}
+
+M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape) : cfg_(cfg), shape_(shape) {
+  const int64_t d = shape.dim, h = cfg.hidden;
+  // Item tower sources.
+  if (cfg.item_id) item_sources_.push_back("id");
+  if (cfg.text && shape.tokens) {
+    item_sources_.push_back("text");
+    text_proj_ = register_module("text_proj", nn::Linear(d, d));
+  }
+  if (cfg.image && shape.image_dim > 0) {
+    item_sources_.push_back("image");
+    image_proj_ = register_module("image_proj", nn::Linear(shape.image_dim, d));
+  }
+  if (cfg.audio && shape.audio_dim > 0) {
+    item_sources_.push_back("audio");
+    audio_proj_ = register_module("audio_proj", nn::Linear(shape.audio_dim, d));
+  }
+  if (item_sources_.empty()) item_sources_.push_back("id");  // the data offers nothing else
+  // User tower sources.
+  if (cfg.user_id) user_sources_.push_back("id");
+  if (cfg.sequence) {
+    user_sources_.push_back("sequence");
+    if (cfg.rnn == "lstm")
+      lstm_ = register_module("lstm", nn::LSTM(nn::LSTMOptions(d, h).batch_first(true)));
+    else
+      gru_ = register_module("gru", nn::GRU(nn::GRUOptions(d, h).batch_first(true)));
+    if (cfg.attention) seq_query_ = register_module("seq_query", nn::Linear(h, h));
+    seq_out_ = register_module("seq_out", nn::Linear(cfg.attention ? 2 * h : h, d));
+  }
+  if (cfg.content && shape.tokens) {
+    user_sources_.push_back("content");
+    content_key_ = register_module("content_key", nn::Linear(d, d));
+    content_query_ = register_parameter("content_query", torch::randn({d}) * (1.0 / std::sqrt(double(d))));
+  }
+  if (cfg.graph) {
+    user_sources_.push_back("graph");
+    sage_ = register_module("sage", nn::Linear((cfg.social && shape.social) ? 2 * d : d, d));
+  }
+  if (user_sources_.empty()) user_sources_.push_back("id");
+  item_fusion = register_module("item_fusion", Fusion(int64_t(item_sources_.size()), d, h, cfg.fusion, cfg.dropout));
+  user_fusion = register_module("user_fusion", Fusion(int64_t(user_sources_.size()), d, h, cfg.fusion, cfg.dropout));
+}
+
+torch::Tensor M6ModelImpl::ItemVectors(const ModelBatch& b) {
+  std::vector<torch::Tensor> xs;
+  for (const auto& s : item_sources_) {
+    if (s == "id") {
+      xs.push_back(b.item_rows);
+    } else if (s == "text") {
+      auto tok = Gather(WithPadRow(b.token_rows), b.item_tok);
+      xs.push_back(text_proj_(MaskedMean(tok, b.item_tok_mask)));
+    } else if (s == "image") {
+      xs.push_back(image_proj_(b.item_image));
+    } else if (s == "audio") {
+      xs.push_back(audio_proj_(b.item_audio));
+    }
+  }
+  return item_fusion(torch::stack(xs, 1));
+}
+
+torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor& item_vecs) {
+  const auto items = WithPadRow(item_vecs);
+  const auto users = WithPadRow(b.user_rows);
+  std::vector<torch::Tensor> xs;
+  for (const auto& s : user_sources_) {
+    if (s == "id") {
+      xs.push_back(users.index_select(0, b.users));
+    } else if (s == "sequence") {
+      auto seq = Gather(items, b.hist);  // [B, L, d], newest last
+      torch::Tensor out;
+      if (lstm_) out = std::get<0>(lstm_->forward(seq));
+      else out = std::get<0>(gru_->forward(seq));
+      auto last = out.select(1, out.size(1) - 1);
+      if (cfg_.attention) {
+        auto pooled = AttentionPool(out, seq_query_(last), b.hist_mask);
+        xs.push_back(seq_out_(torch::cat({pooled, last}, 1)));
+      } else {
+        xs.push_back(seq_out_(last));
+      }
+    } else if (s == "content") {
+      auto tok = Gather(WithPadRow(b.token_rows), b.utok);  // [B, Tu, d]
+      auto keys = torch::tanh(content_key_(tok));
+      const double scale = 1.0 / std::sqrt(double(tok.size(-1)));
+      auto sc = (torch::matmul(keys, content_query_) * scale).masked_fill(b.utok_mask <= 0, -1e9);
+      auto w = torch::softmax(sc, 1) * b.utok_mask;
+      xs.push_back((w.unsqueeze(-1) * tok).sum(1));
+    } else if (s == "graph") {
+      std::vector<torch::Tensor> parts{MaskedMean(Gather(items, b.nbr), b.nbr_mask)};
+      if (cfg_.social && shape_.social) parts.push_back(MaskedMean(Gather(users, b.friends), b.friends_mask));
+      xs.push_back(torch::relu(sage_(torch::cat(parts, 1))));
+    }
+  }
+  return user_fusion(torch::stack(xs, 1));
+}
+
+torch::Tensor RankingLoss(const std::string& kind, const torch::Tensor& pos, const torch::Tensor& neg,
+                          const torch::Tensor& valid, double temperature, double margin, double neg_weight) {
+  const auto nvalid = valid.sum().clamp_min(1.0);
+  if (kind == "softmax") {
+    auto logits = torch::cat({pos.unsqueeze(1), neg.masked_fill(valid <= 0, -1e9)}, 1) / temperature;
+    return -torch::log_softmax(logits, 1).select(1, 0).mean();
+  }
+  if (kind == "bce")
+    return torch::softplus(-pos).mean() + (torch::softplus(neg) * valid).sum() / nvalid;
+  if (kind == "ccl")
+    return (1.0 - pos).mean() + neg_weight * (torch::relu(neg - margin) * valid).sum() / nvalid * 1.0;
+  // bpr
+  return (torch::softplus(neg - pos.unsqueeze(1)) * valid).sum() / nvalid;
+}
+
+}  // namespace m6rec

@@ -1,0 +1,115 @@
+// The M6-Rec style model's dense part (LibTorch). Sparse rows (user, item and token embeddings)
+// come from the parameter servers as leaf tensors; every index tensor below points into them.
+//
+// Index convention: every index tensor is 1-based into its rows tensor, 0 = padding (a zero
+// row is prepended inside the model), so ragged lists (histories, neighbours, tokens) become
+// dense [N, K] tensors with a {0,1} float mask of the same shape.
+//
+//   item tower  (per unique item of the batch)
+//     sources: id row | text: mean of the item's token rows, projected | image: Linear(image)
+//              | audio: Linear(audio)                 -> fusion -> item vector [Ki, d]
+//   user tower  (per user of the batch)
+//     sources: id row
+//              | sequence: GRU/LSTM over the last L items' item vectors, attention pooling with
+//                the most recent output as the query (or the last output), projected to d
+//              | content: attention over the user's content tokens (profile + recent items')
+//              | graph: GraphSAGE mean over sampled interacted items' vectors and sampled
+//                friends' id rows, ReLU(W [mean_items || mean_friends])
+//                                                     -> fusion -> user vector [B, d]
+//   fusion: "gate"   per-source sigmoid gates from all sources, reduction Linear(S*d -> d),
+//                    residual MLP (d -> hidden -> d) with dropout
+//           "concat" the same without gates;  "mean"  the mean of the sources
+//   score(u, i) = <user vector, item vector>
+// Every part is switched by ModelConfig, so an ablation is a config change.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+
+namespace m6rec {
+
+// What the data offers; parts whose input is missing are left out of the model.
+struct ModelShape {
+  int64_t dim = 64;
+  int64_t image_dim = 0;   // 0 = no image vectors
+  int64_t audio_dim = 0;
+  bool tokens = false;     // items/users have tokens (a token table is needed)
+  bool social = false;     // a user-user graph exists
+};
+
+struct ModelBatch {
+  // Sparse rows (leaves; requires_grad while training).
+  torch::Tensor user_rows, item_rows, token_rows;  // [Ku, d], [Ki, d], [Kt, d] (Kt may be 0)
+  // Item tower inputs, one row per item of item_rows.
+  torch::Tensor item_tok, item_tok_mask;           // [Ki, Tt] into token_rows
+  torch::Tensor item_image, item_audio;            // [Ki, Di], [Ki, Da] (undefined when absent)
+  // User tower inputs, one row per user of the batch.
+  torch::Tensor users;                             // [B] into user_rows
+  torch::Tensor hist, hist_mask;                   // [B, L] into item_rows, left-padded (newest last)
+  torch::Tensor utok, utok_mask;                   // [B, Tu] into token_rows
+  torch::Tensor nbr, nbr_mask;                     // [B, F] into item_rows
+  torch::Tensor friends, friends_mask;             // [B, F] into user_rows
+};
+
+class FusionImpl : public torch::nn::Module {
+ public:
+  FusionImpl(int64_t sources, int64_t dim, int64_t hidden, const std::string& mode, double dropout);
+  // xs: [N, S, d] -> [N, d]
+  torch::Tensor forward(const torch::Tensor& xs);
+  // The mean gate of each source over the last forward (for logs); empty unless mode = gate.
+  torch::Tensor last_gates;
+
+ private:
+  std::string mode_;
+  int64_t sources_;
+  torch::nn::Linear gate_{nullptr}, reduce_{nullptr}, mlp1_{nullptr}, mlp2_{nullptr};
+  torch::nn::Dropout drop_{nullptr};
+};
+TORCH_MODULE(Fusion);
+
+class M6ModelImpl : public torch::nn::Module {
+ public:
+  M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape);
+
+  // Item vectors for every item of batch.item_rows: [Ki, d].
+  torch::Tensor ItemVectors(const ModelBatch& b);
+  // User vectors [B, d]; item_vecs is ItemVectors(b).
+  torch::Tensor UserVectors(const ModelBatch& b, const torch::Tensor& item_vecs);
+
+  const std::vector<std::string>& user_sources() const { return user_sources_; }
+  const std::vector<std::string>& item_sources() const { return item_sources_; }
+  Fusion user_fusion{nullptr}, item_fusion{nullptr};
+
+ private:
+  ModelConfig cfg_;
+  ModelShape shape_;
+  std::vector<std::string> user_sources_, item_sources_;
+  torch::nn::Linear text_proj_{nullptr}, image_proj_{nullptr}, audio_proj_{nullptr};
+  torch::nn::GRU gru_{nullptr};
+  torch::nn::LSTM lstm_{nullptr};
+  torch::nn::Linear seq_query_{nullptr}, seq_out_{nullptr};
+  torch::nn::Linear content_key_{nullptr};
+  torch::Tensor content_query_;
+  torch::nn::Linear sage_{nullptr};
+};
+TORCH_MODULE(M6Model);
+
+// Prepends a zero row: index 0 of the result is padding.
+torch::Tensor WithPadRow(const torch::Tensor& rows);
+// Masked mean over dim 1 of x [N, K, d] with mask [N, K]; rows with no valid entry give 0.
+torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask);
+// Attention pooling: softmax over K of <x, q> / sqrt(d) (masked) -> [N, d]; q is [N, d] or [d].
+torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q, const torch::Tensor& mask);
+
+// Ranking losses over scores of B positives [B] against negatives [B, M] (valid [B, M] mask):
+// "bpr" mean softplus(s_neg - s_pos); "softmax" cross-entropy of the positive among all at
+// temperature tau; "bce" softplus(-s_pos) + mean softplus(s_neg); "ccl" (cosine scores)
+// (1 - s_pos) + w * mean relu(s_neg - margin).
+torch::Tensor RankingLoss(const std::string& kind, const torch::Tensor& pos, const torch::Tensor& neg,
+                          const torch::Tensor& valid, double temperature, double margin, double neg_weight);
+
+}  // namespace m6rec
