@@ -329,12 +329,5 @@ StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& opts,
   return std::unique_ptr<TableStore>(new RocksDBStore(opts, tables, std::move(db)));
 }
 
-StatusOr<std::unique_ptr<TableStore>> OpenTableStore(const StoreOptions& options,
-                                                     const std::vector<TableSpec>& tables) {
-  for (size_t i = 0; i < tables.size(); ++i)
-    if (tables[i].id != i) return Status::InvalidArgument("table ids must be 0..n-1 in order");
-  if (options.kind == PsConfig::Store::kMemory) return NewMemoryStore(tables);
-  return NewRocksDBStore(options, tables);
-}
 
 }  // namespace m6rec

@@ -47,6 +47,7 @@ class NcclCollective final : public Collective {
   std::string name() const override { return "nccl"; }
 
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
+    M6_RETURN_IF_ERROR(AfterDefaultStream());
     ncclResult_t r = ncclAllReduce(data, data, n, ncclFloat32, ncclSum, comm_, stream_);
     if (r != ncclSuccess) return NcclError(r, "allreduce");
     cudaEvent_t ev;
@@ -61,6 +62,7 @@ class NcclCollective final : public Collective {
   }
   Status Broadcast(float* data, size_t n, int root) override {
     if (root < 0 || root >= size_) return Status::InvalidArgument("broadcast root out of range");
+    M6_RETURN_IF_ERROR(AfterDefaultStream());
     ncclResult_t r = ncclBroadcast(data, data, n, ncclFloat32, root, comm_, stream_);
     if (r != ncclSuccess) return NcclError(r, "broadcast");
     cudaError_t e = cudaStreamSynchronize(stream_);
@@ -76,6 +78,18 @@ class NcclCollective final : public Collective {
   }
 
  private:
+  // Our stream is non-blocking, so it does not wait for the legacy default stream by itself;
+  // the buffers were written there (LibTorch's kernels, cudaMemcpy), so order after that work.
+  Status AfterDefaultStream() {
+    cudaEvent_t ev;
+    cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    if (e != cudaSuccess) return CudaError(e, "event create");
+    e = cudaEventRecord(ev, cudaStreamLegacy);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(stream_, ev, 0);
+    cudaEventDestroy(ev);
+    return e == cudaSuccess ? Status::OK() : CudaError(e, "stream wait");
+  }
+
   ncclComm_t comm_;
   cudaStream_t stream_;
   int rank_, size_;
