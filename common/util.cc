@@ -1,5 +1,8 @@
 #include "common/util.h"
 
+#include <ftw.h>
+#include <sys/stat.h>
+
 #include <fcntl.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -12,6 +15,18 @@
 #include <sstream>
 
 namespace m6rec {
+
+namespace {
+int RemoveEntry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path) == 0 ? 0 : -1; }
+}  // namespace
+
+Status RemoveTree(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return Status::OK();
+  if (::nftw(path.c_str(), RemoveEntry, 32, FTW_DEPTH | FTW_PHYS) != 0)
+    return Status::IOError("cannot remove '" + path + "': " + std::strerror(errno));
+  return Status::OK();
+}
 
 std::string SelfExePath() {
   char buf[4096];

@@ -20,6 +20,10 @@ StatusOr<std::string> ReadFileToString(const std::string& path);
 
 // mkdir -p.
 Status MakeDirs(const std::string& path);
+// Removes a file or a directory tree (like `rm -rf`; a missing path is fine). Own code rather
+// than std::filesystem::remove_all: PyTorch's wheels export an incompatible copy of that
+// function from libtorch.so, and calls bound to it crash (seen on the GPU check machine).
+Status RemoveTree(const std::string& path);
 
 // Parses a job token given as 16 hex digits.
 bool ParseToken(const std::string& s, uint64_t* out);

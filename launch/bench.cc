@@ -196,7 +196,7 @@ class Bench {
     population = std::max<size_t>(population, c.batch);
 
     const std::string dir = o_.tmp_dir + "/m6rec-bench-" + std::to_string(::getpid());
-    std::filesystem::remove_all(dir);
+    (void)RemoveTree(dir);
     const uint64_t token = RandomU64();
     std::vector<std::unique_ptr<Server>> servers;
     ClusterView view;
@@ -286,7 +286,7 @@ class Bench {
     client.reset();
     for (auto& s : servers) s->Stop();
     servers.clear();
-    std::filesystem::remove_all(dir);
+    (void)RemoveTree(dir);
     return Status::OK();
   }
 

@@ -99,7 +99,7 @@ StatusOr<std::string> PrepareData(const JobConfig& cfg, const std::string& run_d
   std::error_code ec;
   std::filesystem::rename(tmp, dir, ec);
   if (ec) {
-    std::filesystem::remove_all(tmp, ec);
+    (void)RemoveTree(tmp);
     if (!std::filesystem::exists(dir + "/meta.json"))
       return Status::IOError("cannot create synthetic data in '" + dir + "'");
   }

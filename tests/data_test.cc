@@ -1,8 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 
 #include "test_util.h"
+#include "common/util.h"
 #include "worker/data.h"
 
 namespace m6rec {
@@ -70,6 +74,23 @@ TEST(Data, SyntheticDataIsDeterministicAndComplete) {
   EXPECT_EQ(npy.substr(1, 5), "NUMPY");
   EXPECT_NE(npy.find("'shape': (100, 32)"), std::string::npos);
   EXPECT_EQ(npy.size() % 64, (100 * 32 * 4) % 64) << "the header is padded to 64 bytes";
+}
+
+}  // namespace m6rec
+
+namespace m6rec {
+
+TEST(Util, RemoveTreeRemovesNestedDirectoriesAndToleratesMissingPaths) {
+  testing::TempDir dir;
+  const std::string root = dir / "tree";
+  ASSERT_TRUE(MakeDirs(root + "/a/b/c").ok());
+  testing::WriteFile(root + "/a/b/c/f.txt", "x");
+  testing::WriteFile(root + "/a/g.txt", "y");
+  ASSERT_EQ(::symlink("/etc", (root + "/link").c_str()), 0);
+  EXPECT_TRUE(RemoveTree(root).ok());
+  EXPECT_FALSE(std::filesystem::exists(root));
+  EXPECT_TRUE(std::filesystem::exists("/etc/hostname") || std::filesystem::exists("/etc")) << "links are removed, not followed";
+  EXPECT_TRUE(RemoveTree(root).ok()) << "a missing path is no error";
 }
 
 }  // namespace m6rec

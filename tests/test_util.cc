@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "common/util.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -63,8 +65,7 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
-  std::error_code ec;
-  if (!std::getenv("M6REC_KEEP_TEST_DIRS")) std::filesystem::remove_all(path_, ec);
+  if (!std::getenv("M6REC_KEEP_TEST_DIRS")) (void)RemoveTree(path_);
 }
 
 RunResult RunCommand(const std::vector<std::string>& args, double timeout_s,
