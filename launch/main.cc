@@ -16,6 +16,7 @@
 #include "launch/args.h"
 #include "launch/bench.h"
 #include "launch/local_cluster.h"
+#include "launch/offline.h"
 #include "launch/roles.h"
 #include "worker/data.h"
 
@@ -34,6 +35,9 @@ commands:
   scheduler  run the scheduler role (control plane, rendezvous, failure detection, HTTP status)
   server     run a parameter server role (sparse tables in RocksDB or memory)
   worker     run a worker role (data, model, PS client)
+  eval       evaluate a finished m6 run from its checkpoint: 'm6rec eval --run-dir DIR'
+  recommend  top-K items for a user from a run's checkpoint (seen items excluded):
+             'm6rec recommend --run-dir DIR --user U [-k 10]'
   data       data tools: 'm6rec data synth --out DIR' writes the synthetic dataset
   bench      benchmarks: 'm6rec bench ps' measures the parameter-server data plane
   help       this text
@@ -125,16 +129,37 @@ int RunLocal(int first, int argc, char** argv, bool from_train) {
   if (args->Has("help")) return Usage(0);
   Status st = ApplyLogLevel(*args);
   if (!st.ok()) return Die(st);
-  if (from_train && !args->Has("local"))
-    return Die(Status::InvalidArgument(
-        "train: only --local (the local simulated cluster) is implemented in this version; "
-        "mpirun and Slurm launches come with the cluster-launch work"));
+  // train: the local simulated cluster (mpirun/Slurm role detection comes with the cluster
+  // launch work; until then `train` and `train --local` are the same).
+  (void)from_train;
   LocalClusterOptions o;
   o.config_path = args->Get("config");
   o.overrides = args->GetAll("set");
   o.run_dir = args->Get("run-dir");
   o.log_level = args->Get("log-level", "info");
   return RunLocalCluster(o);
+}
+
+int RunServe(const std::string& mode, int argc, char** argv) {
+  auto args = Args::Parse(argc, argv, 2, {"help"}, {"run-dir", "user", "k", "set", "log-level"});
+  if (!args.ok()) return Die(args.status());
+  if (args->Has("help")) return Usage(0);
+  Status st = ApplyLogLevel(*args);
+  if (!st.ok()) return Die(st);
+  OfflineOptions o;
+  o.mode = mode;
+  o.run_dir = args->Get("run-dir");
+  o.overrides = args->GetAll("set");
+  if (o.run_dir.empty()) return Die(Status::InvalidArgument(mode + ": --run-dir DIR (a finished run) is required"));
+  auto user = args->GetInt("user", -1);
+  auto k = args->GetInt("k", 10);
+  if (!user.ok()) return Die(user.status());
+  if (!k.ok()) return Die(k.status());
+  if (mode == "recommend" && *user < 0) return Die(Status::InvalidArgument("recommend: --user U is required"));
+  if (*k < 1) return Die(Status::InvalidArgument("-k must be at least 1"));
+  o.user = *user;
+  o.k = *k;
+  return RunOffline(o);
 }
 
 int RunData(int argc, char** argv) {
@@ -237,6 +262,12 @@ int main(int argc, char** argv) {
   if (cmd == "local") return RunLocal(2, argc, argv, false);
   if (cmd == "train") return RunLocal(2, argc, argv, true);
   if (cmd == "data") return RunData(argc, argv);
+  if (cmd == "eval" || cmd == "recommend") {
+    // "-k 10" is accepted as well as "--k 10".
+    for (int i = 2; i < argc; ++i)
+      if (std::strcmp(argv[i], "-k") == 0) argv[i] = const_cast<char*>("--k");
+    return RunServe(cmd, argc, argv);
+  }
   if (cmd == "bench") return RunBench(argc, argv);
   std::fprintf(stderr, "m6rec: unknown command '%s'\n\n", cmd.c_str());
   return Usage(2);

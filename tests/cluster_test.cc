@@ -4,6 +4,8 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -385,6 +387,39 @@ TEST_P(M6Training, TheWholeModelLearnsWithBitIdenticalReplicas) {
   EXPECT_TRUE(std::filesystem::exists(dir / "run/checkpoint/dense.pt"));
   json manifest = ReadJson(dir / "run/checkpoint/manifest.json");
   EXPECT_EQ(manifest["dense_fingerprint"], w0["final_fingerprint"]);
+  if (GetParam() == 0) return;  // serving from the checkpoint once is enough
+
+  // `m6rec eval` from the checkpoint reproduces the last epoch's test metrics.
+  auto ev = RunCommand({Binary(), "eval", "--run-dir", dir / "run"}, 120);
+  ASSERT_EQ(ev.exit_code, 0) << ev.output;
+  json e = ReadJson(dir / "run/eval.json");
+  EXPECT_EQ(e["test"]["users"], 600);
+  EXPECT_NEAR(e["test"]["HR@10"].get<double>(), last["test"]["HR@10"].get<double>(), 1e-4) << e.dump();
+  EXPECT_NEAR(e["test"]["NDCG@10"].get<double>(), last["test"]["NDCG@10"].get<double>(), 1e-4);
+  // `m6rec recommend`: k items, best first, none the user has seen.
+  auto rc = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--user", "7", "-k", "5"}, 120);
+  ASSERT_EQ(rc.exit_code, 0) << rc.output;
+  json rec = json::parse(rc.output.substr(rc.output.rfind("{\"items\"")), nullptr, false);
+  ASSERT_TRUE(rec.is_object()) << rc.output;
+  ASSERT_EQ(rec["items"].size(), 5u);
+  std::set<int> seen;
+  std::ifstream in(dir / "run/data/interactions.tsv");
+  for (std::string line; std::getline(in, line);) {
+    int u, i;
+    if (line[0] != '#' && std::sscanf(line.c_str(), "%d %d", &u, &i) == 2 && u == 7) seen.insert(i);
+  }
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(rec["seen"].get<size_t>(), seen.size()) << "train + validation + test items are all seen";
+  double prev = 1e30;
+  for (const auto& it : rec["items"]) {
+    EXPECT_EQ(seen.count(it["item"].get<int>()), 0u) << "recommended a seen item " << it.dump();
+    EXPECT_LE(it["score"].get<double>(), prev);
+    prev = it["score"].get<double>();
+  }
+  // A user that does not exist is a clear error.
+  auto bad = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--user", "100000"}, 60);
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("--user 100000"), std::string::npos) << bad.output;
 }
 
 INSTANTIATE_TEST_SUITE_P(Staleness, M6Training, ::testing::Values(0, 1));

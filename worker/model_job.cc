@@ -480,6 +480,74 @@ Status RunM6Job(const JobContext& ctx, std::string* summary) {
     return Status::OK();
   };
 
+  auto evaluate = [&](MetricSums* test, MetricSums* valid) -> Status {
+    model->eval();
+    if (full) {
+      M6_RETURN_IF_ERROR(compute_all_items());
+      M6_RETURN_IF_ERROR(EvalFullProtocol(ds, my_users, full_scorer, test));
+      all_items = torch::Tensor();
+      return Status::OK();
+    }
+    M6_RETURN_IF_ERROR(EvalSampledProtocol(ds, my_users, false, eval_seed, 0.0f, sampled_scorer, test));
+    return EvalSampledProtocol(ds, my_users, true, eval_seed, 0.0f, sampled_scorer, valid);
+  };
+
+  // Serving from a checkpoint: the dense part from its file, the sparse rows from the servers.
+  if (!ctx.checkpoint.empty()) {
+    try {
+      torch::load(model, ctx.checkpoint);
+    } catch (const c10::Error& e) {
+      return Status::IOError("cannot load the dense checkpoint '" + ctx.checkpoint +
+                             "': " + e.what_without_backtrace());
+    }
+    model->to(dev);
+  }
+  if (ctx.mode == "recommend") {
+    const int64_t u = ctx.recommend_user;
+    if (u < 0 || u >= int64_t(ds.num_users))
+      return Status::InvalidArgument("--user " + std::to_string(u) + ": the data has users 0.." +
+                                     std::to_string(ds.num_users - 1));
+    model->eval();
+    M6_RETURN_IF_ERROR(compute_all_items());
+    // Everything the user is known to have touched is history, and is excluded from the list.
+    std::vector<uint32_t> seen = ds.train[u];
+    if (!full) {
+      for (int64_t extra : {ds.valid_item[u], ds.test_item[u]})
+        if (extra >= 0) seen.push_back(uint32_t(extra));
+    } else {
+      seen.insert(seen.end(), ds.test_sets[u].begin(), ds.test_sets[u].end());
+    }
+    Pending p;
+    p.b = std::make_unique<BatchBuilder>(ds, mc, shape, item_tokens);
+    p.b->AddUser(uint32_t(u), mc.sequence ? HistoryWindow(seen, -1, mc.seq_len, ds.ordered) : std::vector<uint32_t>{},
+                 mc.graph ? SampleNeighboursFixed(seen, mc.fanout, -1, eval_seed, u) : std::vector<uint32_t>{},
+                 mc.graph ? SampleNeighboursFixed(friends_of(u), mc.fanout, -1, eval_seed ^ 1, u) : std::vector<uint32_t>{});
+    M6_RETURN_IF_ERROR(issue(&p));
+    M6_RETURN_IF_ERROR(wait(&p));
+    torch::NoGradGuard ng;
+    ModelBatch mb = p.b->Tensors(p.urows, p.irows, p.trows, false, dev);
+    auto uv = model->UserVectors(mb, model->ItemVectors(mb));
+    auto s = uv.matmul(all_items.t()).view({-1}).to(torch::kCPU).contiguous();
+    std::vector<float> scores(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
+    for (uint32_t i : seen) scores[i] = -1e30f;
+    for (uint32_t i = 0; i < ds.first_item; ++i) scores[i] = -1e30f;
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    json items = json::array();
+    for (uint32_t i : TopK(scores, ctx.recommend_k))
+      if (scores[i] > -1e29f) items.push_back({{"item", i}, {"score", scores[i]}});
+    *summary = json({{"user", u}, {"k", ctx.recommend_k}, {"seen", seen.size()}, {"items", items}}).dump();
+    return Status::OK();
+  }
+  if (ctx.mode == "eval") {
+    MetricSums test, valid;
+    M6_RETURN_IF_ERROR(evaluate(&test, &valid));
+    json j = {{"dataset", ds.name}, {"protocol", full ? "full_ranking" : "sampled"}, {"test", MetricsJson(test)}};
+    if (!full) j["valid"] = MetricsJson(valid);
+    *summary = j.dump();
+    return Status::OK();
+  }
+
   MetricSums pop;
   M6_RETURN_IF_ERROR(EvalPopularity(ds, my_users, eval_seed, &pop));
 
@@ -561,16 +629,8 @@ Status RunM6Job(const JobContext& ctx, std::string* summary) {
     if (epoch % tc.eval_every != 0 && epoch != tc.epochs && !stop) continue;
     M6_RETURN_IF_ERROR(ctx.barrier("epoch-" + std::to_string(epoch)));
     const int64_t e0 = MonotonicMs();
-    model->eval();
     MetricSums test, valid;
-    if (full) {
-      M6_RETURN_IF_ERROR(compute_all_items());
-      M6_RETURN_IF_ERROR(EvalFullProtocol(ds, my_users, full_scorer, &test));
-      all_items = torch::Tensor();
-    } else {
-      M6_RETURN_IF_ERROR(EvalSampledProtocol(ds, my_users, false, eval_seed, 0.0f, sampled_scorer, &test));
-      M6_RETURN_IF_ERROR(EvalSampledProtocol(ds, my_users, true, eval_seed, 0.0f, sampled_scorer, &valid));
-    }
+    M6_RETURN_IF_ERROR(evaluate(&test, &valid));
     prog.AddEvalMs(MonotonicMs() - e0);
     json gates = json::object();
     for (auto [name, f, srcs] : {std::make_tuple("user", model->user_fusion, &model->user_sources()),

@@ -28,6 +28,13 @@ struct JobContext {
   std::function<bool(std::string*)> should_abort;
   // The workers' collective for dense gradients (the m6 job).
   Collective* collective = nullptr;
+  // m6 job: "train"; or, from a checkpoint (dense file + the servers' stores), "eval" (the
+  // protocol's metrics over this worker's users) or "recommend" (top recommend_k items for
+  // recommend_user, seen items excluded). The summary then holds the answer.
+  std::string mode = "train";
+  std::string checkpoint;          // dense.pt to load ("" = fresh model)
+  int64_t recommend_user = -1;
+  int recommend_k = 10;
 };
 
 // Trains the M6-Rec style model (worker/model.h) on this worker's shard (worker/model_job.cc).
