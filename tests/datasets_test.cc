@@ -3,6 +3,7 @@
 #include <set>
 
 #include "test_util.h"
+#include "worker/data.h"
 #include "worker/datasets.h"
 
 namespace m6rec {
@@ -116,6 +117,67 @@ TEST(Datasets, RealDatasetsHaveThePublishedCounts) {
   auto ml = LoadDataset(Dir(root + "/ml-100k", "movielens"), "");
   ASSERT_TRUE(ml.ok()) << ml.status().message();
   EXPECT_EQ(ml->num_users - 1, 943u);
+  // u.item: Toy Story is Animation (2), Children's (3), Comedy (4), released in the 1990s (29).
+  EXPECT_EQ(ml->item_tokens[1], (std::vector<uint32_t>{3, 4, 5, 29}));
+  // u.user: user 1 is 24, male, a technician: age band 42, gender 50, an occupation token >= 60.
+  ASSERT_EQ(ml->user_tokens[1].size(), 3u);
+  EXPECT_EQ(ml->user_tokens[1][0], 42u);
+  EXPECT_EQ(ml->user_tokens[1][1], 50u);
+  EXPECT_GE(ml->user_tokens[1][2], 60u);
+}
+
+TEST(Datasets, SideFilesAreReadNextToTheInteractions) {
+  testing::TempDir dir;
+  testing::WriteFile(dir / "interactions.tsv", "0\t0\n0\t1\n0\t2\n1\t2\n1\t0\n1\t1\n2\t1\n");
+  testing::WriteFile(dir / "social.tsv", "# user friend\n0\t1\n2 1\n");
+  testing::WriteFile(dir / "item_tokens.tsv", "0 5 6\n2 7\n");
+  ASSERT_TRUE(WriteNpy(dir / "item_image.npy", {1, 2, 3, 4, 5, 6}, 3, 2).ok());
+  testing::WriteFile(dir / "item_audio.tsv", "2 0.5\n0 1.5\n1 -2\n");
+  auto d = LoadDataset(Dir(dir.path(), "tsv"), "");
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_EQ(d->social[1], (std::vector<uint32_t>{0, 2})) << "friendship is symmetric";
+  EXPECT_EQ(d->item_tokens[0], (std::vector<uint32_t>{5, 6}));
+  EXPECT_TRUE(d->item_tokens[1].empty());
+  EXPECT_EQ(d->num_tokens, 8u);
+  EXPECT_EQ(d->image_dim, 2u);
+  EXPECT_EQ(d->item_image, (std::vector<float>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(d->audio_dim, 1u);
+  EXPECT_EQ(d->item_audio, (std::vector<float>{1.5f, -2.0f, 0.5f}));
+  // Training interactions only (leave-last-out keeps the first item of users 0 and 1).
+  EXPECT_EQ(d->ItemUsers()[0], (std::vector<uint32_t>{0}));
+  EXPECT_EQ(d->ItemUsers()[1], (std::vector<uint32_t>{2}));
+}
+
+TEST(Datasets, BadSideFilesNameTheFileAndLine) {
+  struct Case {
+    const char* file;
+    std::string content;
+    const char* want;
+  };
+  const std::vector<Case> cases{
+      {"social.tsv", "0 1\n0 x\n", "social.tsv:2: friend 'x'"},
+      {"social.tsv", "0 1\n7 1\n", "social.tsv:2: user 7 is out of range"},
+      {"item_tokens.tsv", "0 1\n\n-1 2\n", "item_tokens.tsv:3: item id '-1'"},
+      {"item_image.tsv", "0 1 2\n1 1\n2 1 2\n", "item_image.tsv:2: 1 features, earlier lines have 2"},
+      {"item_image.tsv", "0 1\n1 nan\n2 1\n", "item_image.tsv:2: 'nan' is not a finite number"},
+      {"item_image.tsv", "0 1\n2 1\n", "no line for item 1"},
+      {"item_audio.npy", "not numpy at all", "item_audio.npy: not a .npy file"},
+  };
+  for (const auto& c : cases) {
+    testing::TempDir dir;
+    testing::WriteFile(dir / "interactions.tsv", "0\t0\n0\t1\n0\t2\n1\t2\n");
+    testing::WriteFile(dir / c.file, c.content);
+    auto d = LoadDataset(Dir(dir.path(), "tsv"), "");
+    ASSERT_FALSE(d.ok()) << c.file << " should be refused:\n" << c.content;
+    EXPECT_NE(d.status().message().find(c.want), std::string::npos) << d.status().message();
+  }
+  // A .npy of the wrong shape or type.
+  testing::TempDir dir;
+  testing::WriteFile(dir / "interactions.tsv", "0\t0\n0\t1\n0\t2\n1\t2\n");
+  ASSERT_TRUE(WriteNpy(dir / "item_image.npy", {1, 2}, 2, 1).ok());
+  auto d = LoadDataset(Dir(dir.path(), "tsv"), "");
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("2 rows, but the interactions have 3 items"), std::string::npos) << d.status().message();
 }
 
 }  // namespace m6rec

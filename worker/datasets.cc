@@ -88,6 +88,52 @@ Status ReadAttributes(const std::string& path, Dataset* d) {
   return Status::OK();
 }
 
+// "item f1 f2 ... fd" lines (any order; every item 0..items-1 exactly once, d the same on
+// every line) -> a row-major matrix.
+StatusOr<NpyMatrix> ReadFeatureTsv(const std::string& path, uint32_t items) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound("cannot open '" + path + "'");
+  NpyMatrix m;
+  m.rows = items;
+  std::vector<uint8_t> seen(items, 0);
+  std::string line, tok;
+  uint64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream is(line);
+    is >> tok;
+    uint32_t id;
+    if (!ParseId(tok, &id)) return Status::InvalidArgument(Where(path, n) + "item id '" + tok + "' is not a non-negative integer");
+    if (id >= items)
+      return Status::InvalidArgument(Where(path, n) + "item " + tok + " is out of range (the interactions have " +
+                                     std::to_string(items) + ")");
+    if (seen[id]) return Status::InvalidArgument(Where(path, n) + "item " + tok + " appears twice");
+    seen[id] = 1;
+    std::vector<float> row;
+    while (is >> tok) {
+      char* end = nullptr;
+      const float v = std::strtof(tok.c_str(), &end);
+      if (*end != '\0' || !std::isfinite(v))
+        return Status::InvalidArgument(Where(path, n) + "'" + tok + "' is not a finite number");
+      row.push_back(v);
+    }
+    if (row.empty()) return Status::InvalidArgument(Where(path, n) + "item " + tok + " has no features");
+    if (m.cols == 0) {
+      m.cols = row.size();
+      m.data.assign(size_t(items) * m.cols, 0.0f);
+    }
+    if (row.size() != m.cols)
+      return Status::InvalidArgument(Where(path, n) + std::to_string(row.size()) + " features, earlier lines have " +
+                                     std::to_string(m.cols));
+    std::copy(row.begin(), row.end(), m.data.begin() + size_t(id) * m.cols);
+  }
+  for (uint32_t i = 0; i < items; ++i)
+    if (!seen[i]) return Status::InvalidArgument(path + ": no line for item " + std::to_string(i) + " (every item needs one)");
+  return m;
+}
+
 void CountTokens(Dataset* d) {
   uint32_t m = 0;
   bool any = false;
@@ -293,11 +339,19 @@ StatusOr<Dataset> LoadTsv(const std::string& dir, const std::string& name) {
   if (std::ifstream(dir + "/item_tokens.tsv")) {
     M6_ASSIGN_OR_RETURN(d.item_tokens, ReadIdLists(dir + "/item_tokens.tsv", d.num_items, 1u << 30, "item", "token", false));
   }
-  for (auto [file, out, dim] : {std::make_tuple("item_image.npy", &d.item_image, &d.image_dim),
-                                std::make_tuple("item_audio.npy", &d.item_audio, &d.audio_dim)}) {
-    const std::string path = dir + "/" + file;
-    if (!std::ifstream(path)) continue;
-    M6_ASSIGN_OR_RETURN(NpyMatrix m, ReadNpy(path));
+  for (auto [name, out, dim] : {std::make_tuple("item_image", &d.item_image, &d.image_dim),
+                                std::make_tuple("item_audio", &d.item_audio, &d.audio_dim)}) {
+    const std::string npy = dir + "/" + name + ".npy", tsv = dir + "/" + name + ".tsv";
+    const bool have_npy = bool(std::ifstream(npy)), have_tsv = bool(std::ifstream(tsv));
+    if (have_npy && have_tsv) return Status::InvalidArgument(dir + ": both " + name + ".npy and " + name + ".tsv; keep one");
+    if (!have_npy && !have_tsv) continue;
+    const std::string path = have_npy ? npy : tsv;
+    NpyMatrix m;
+    if (have_npy) {
+      M6_ASSIGN_OR_RETURN(m, ReadNpy(path));
+    } else {
+      M6_ASSIGN_OR_RETURN(m, ReadFeatureTsv(path, d.num_items));
+    }
     if (m.rows != d.num_items)
       return Status::InvalidArgument(path + ": " + std::to_string(m.rows) + " rows, but the interactions have " +
                                      std::to_string(d.num_items) + " items");
