@@ -306,7 +306,10 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   M6_RETURN_IF_ERROR(r.CheckMap(c, "cluster",
                                 {"servers", "workers", "host", "scheduler_port", "http_port",
                                  "heartbeat_interval_ms", "heartbeat_timeout_ms",
-                                 "connect_timeout_ms", "request_timeout_ms"}));
+                                 "connect_timeout_ms", "request_timeout_ms", "placement", "interface"}));
+  M6_RETURN_IF_ERROR(r.Str(c, "cluster", "placement", &cl.placement));
+  M6_RETURN_IF_ERROR(r.OneOf(c, "cluster", "placement", cl.placement, {"sequential", "server_per_node"}));
+  M6_RETURN_IF_ERROR(r.Str(c, "cluster", "interface", &cl.interface));
   M6_RETURN_IF_ERROR(r.Int(c, "cluster", "servers", &cl.servers));
   M6_RETURN_IF_ERROR(r.Int(c, "cluster", "workers", &cl.workers));
   M6_RETURN_IF_ERROR(r.Str(c, "cluster", "host", &cl.host));

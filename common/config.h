@@ -48,7 +48,13 @@ struct TableSpec {
 struct ClusterConfig {
   int servers = 1;
   int workers = 1;
-  std::string host = "127.0.0.1";   // address this process binds and advertises
+  std::string host = "127.0.0.1";   // address this process binds and advertises; "auto" = this
+                                    // host's address on `interface` (or its first non-loopback one)
+  std::string interface;            // with host: auto, e.g. "eth0" ("" = first non-loopback IPv4)
+  // Cluster launches (mpirun/srun): which global ranks are servers. "sequential": rank 0 is the
+  // scheduler, ranks 1..servers the servers, the rest workers. "server_per_node": one server on
+  // every node (the node's lowest rank other than 0), so cluster.servers = the number of nodes.
+  std::string placement = "sequential";
   int scheduler_port = 0;           // 0 = pick a free port
   int http_port = 0;                // scheduler status endpoint; 0 = pick, -1 = off
   int heartbeat_interval_ms = 500;

@@ -15,6 +15,7 @@
 #include "common/util.h"
 #include "launch/args.h"
 #include "launch/bench.h"
+#include "launch/cluster_launch.h"
 #include "launch/local_cluster.h"
 #include "launch/offline.h"
 #include "launch/roles.h"
@@ -31,7 +32,9 @@ usage: m6rec <command> [options]
 commands:
   local      run a job on a local simulated cluster (1 scheduler + S servers + W workers as
              real processes on 127.0.0.1); the quick start
-  train      train a job; --local runs it on the local simulated cluster
+  train      train a job: under mpirun each process takes its role from its rank
+             (mpirun -np N m6rec train --config X.yaml); otherwise, or with --local, on the
+             local simulated cluster
   scheduler  run the scheduler role (control plane, rendezvous, failure detection, HTTP status)
   server     run a parameter server role (sparse tables in RocksDB or memory)
   worker     run a worker role (data, model, PS client)
@@ -129,14 +132,16 @@ int RunLocal(int first, int argc, char** argv, bool from_train) {
   if (args->Has("help")) return Usage(0);
   Status st = ApplyLogLevel(*args);
   if (!st.ok()) return Die(st);
-  // train: the local simulated cluster (mpirun/Slurm role detection comes with the cluster
-  // launch work; until then `train` and `train --local` are the same).
-  (void)from_train;
   LocalClusterOptions o;
   o.config_path = args->Get("config");
   o.overrides = args->GetAll("set");
   o.run_dir = args->Get("run-dir");
   o.log_level = args->Get("log-level", "info");
+  // train under mpirun: this process is one rank of the job; otherwise (and with --local) the
+  // local simulated cluster.
+  const LaunchEnv env = DetectLaunch();
+  if (from_train && !args->Has("local") && env.kind == LaunchEnv::Kind::kMpi && env.size > 1)
+    return RunMpiJob(o, &argc, &argv);
   return RunLocalCluster(o);
 }
 

@@ -49,7 +49,7 @@ StatusOr<std::unique_ptr<Collective>> MakeWorkerCollective(const JobConfig& cfg,
     int mpi_size = 0;
     if (W == 1) backend = "single";
     else if (cfg.model.device == "cuda" && HaveNccl()) backend = "nccl";
-    else if (MpiWorldSize(&mpi_size) && mpi_size == W) backend = "mpi";
+    else if (MpiWorkerGroupSize(&mpi_size) && mpi_size == W) backend = "mpi";
     else backend = "zmq";
   }
   // zmq (and NCCL's bootstrap) need the peers' endpoints from the view.
@@ -118,6 +118,7 @@ int RunSchedulerRole(const RoleOptions& o) {
   so.port_file = o.port_file;
   auto sched = Scheduler::Create(so);
   if (!sched.ok()) return Fail("scheduler", sched.status());
+  if (o.on_scheduler_bound) o.on_scheduler_bound(so.cluster.host, (*sched)->port());
   Status s = (*sched)->Run();
   if (!s.ok()) return Fail("scheduler", s);
   LOG_INFO << "job complete";

@@ -25,6 +25,8 @@ struct RoleOptions {
   std::string data_dir;     // server: RocksDB directory; worker: dataset directory override
   std::string port_file;    // scheduler / standalone server: where to write the bound port
   bool standalone = false;  // server: no scheduler, owns every slot, runs until SIGTERM
+  // scheduler: called once it is bound, before it serves (cluster launches announce it).
+  std::function<void(const std::string& host, int port)> on_scheduler_bound;
 };
 
 int RunSchedulerRole(const RoleOptions& o);
@@ -36,7 +38,8 @@ int RunWorkerRole(const RoleOptions& o);
 StatusOr<std::string> PrepareData(const JobConfig& cfg, const std::string& run_dir);
 
 // The workers' collective for train.collective (auto: single for one worker, NCCL for cuda
-// models when built with it, MPI when the workers are exactly the MPI world, else zmq over the
+// models when built with it, MPI when the workers have their own MPI communicator (mpirun
+// launches), else zmq over the
 // endpoints in the view). `endpoint` is this worker's, bound before registration.
 StatusOr<std::unique_ptr<Collective>> MakeWorkerCollective(const JobConfig& cfg, const ClusterView& view,
                                                            std::shared_ptr<ZmqCollectiveEndpoint> endpoint,

@@ -14,6 +14,7 @@
 #include "ps/optimizer.h"
 #include "test_util.h"
 #include "worker/ps_client.h"
+#include "worker/collective.h"
 #include "worker/trainer.h"
 
 namespace m6rec {
@@ -423,6 +424,49 @@ TEST_P(M6Training, TheWholeModelLearnsWithBitIdenticalReplicas) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Staleness, M6Training, ::testing::Values(0, 1));
+
+TEST(Cluster, MpirunRunsTheWholeJobLikeTheLocalLauncher) {
+  // mpirun -np 5: rank 0 the scheduler, ranks 1-2 servers, ranks 3-4 workers; MPI carries the
+  // rendezvous and the workers' allreduce.
+  std::string mpirun;
+  if (FILE* f = popen("command -v mpirun", "r")) {
+    char buf[512] = {0};
+    if (fgets(buf, sizeof(buf), f)) mpirun = buf;
+    pclose(f);
+    while (!mpirun.empty() && (mpirun.back() == '\n' || mpirun.back() == ' ')) mpirun.pop_back();
+  }
+  if (!HaveMpi() || mpirun.empty()) {
+    std::fprintf(stderr, "NOTE: no MPI in this build or no mpirun on PATH: this test checked nothing\n");
+    GTEST_SKIP() << "MPI not available";
+  }
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  setenv("OMPI_MCA_btl", "self,vader,tcp", 1);
+  setenv("OMPI_MCA_btl_tcp_if_include", "lo", 1);
+  TempDir dir;
+  std::string cfg = testing::WriteFile(dir / "job.yaml", M6Config(3));
+  auto r = RunCommand({mpirun, "--oversubscribe", "-np", "5", Binary(), "train", "--config", cfg, "--run-dir",
+                       dir / "mpi"},
+                      300);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  json res = ReadJson(dir / "mpi/result.json");
+  ASSERT_TRUE(res.contains("test")) << res.dump();
+  ASSERT_EQ(res["workers"].size(), 2u);
+  EXPECT_EQ(res["workers"][0]["collective"], "mpi");
+  EXPECT_EQ(res["workers"][0]["param_fingerprints"], res["workers"][1]["param_fingerprints"]);
+  EXPECT_EQ(res["test"]["users"], 600);
+  auto l = RunCommand({Binary(), "train", "--local", "--config", cfg, "--run-dir", dir / "local"}, 240);
+  ASSERT_EQ(l.exit_code, 0) << l.output;
+  json local = ReadJson(dir / "local/result.json");
+  EXPECT_NEAR(res["test"]["HR@10"].get<double>(), local["test"]["HR@10"].get<double>(), 0.06)
+      << "mpirun and the local launcher train the same job";
+  // Too few processes: every rank stops, with the reason, non-zero.
+  auto few = RunCommand({mpirun, "--oversubscribe", "-np", "3", Binary(), "train", "--config", cfg, "--run-dir",
+                         dir / "few"},
+                        120);
+  EXPECT_NE(few.exit_code, 0);
+  EXPECT_NE(few.output.find("start at least 4"), std::string::npos) << few.output;
+}
 
 TEST(Cluster, TrainsOnRealMovieLensAndBeatsPopularity) {
   const std::string data = testing::SharedDataDir() + "/ml-100k";

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -78,5 +79,20 @@ bool HaveNccl();
 bool HaveMpi();
 // True when MPI is initialised in this process (then *size = MPI_COMM_WORLD's size).
 bool MpiWorldSize(int* size);
+
+// MPI as the launcher of a whole job (mpirun): process start/stop, the rendezvous' broadcasts,
+// and the workers' own communicator, which the "mpi" backend then uses instead of the world.
+// All of them are collective over MPI_COMM_WORLD unless said otherwise; without MPI they fail.
+struct MpiProcess {
+  int rank = 0, size = 1;
+};
+StatusOr<MpiProcess> MpiStart(int* argc, char*** argv);
+void MpiStop();  // MPI_Finalize, when MpiStart ran
+Status MpiBroadcastString(std::string* s, int root);
+StatusOr<std::vector<std::string>> MpiAllGatherString(const std::string& mine);
+// Splits the world: workers (is_worker) form a communicator ordered by `key`.
+Status MpiSplitWorkers(bool is_worker, int key);
+// The size of that workers' communicator (false when there is none). Not collective.
+bool MpiWorkerGroupSize(int* size);
 
 }  // namespace m6rec

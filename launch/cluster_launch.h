@@ -1,0 +1,42 @@
+// Cluster launches: `mpirun -np N m6rec train --config X.yaml` runs a whole job, each process
+// taking its role from its MPI rank (cluster.placement), MPI carrying the rendezvous (rank 0
+// runs the scheduler and broadcasts its address and the job token) and the workers' dense
+// allreduce (their own MPI communicator). Works across hosts with cluster.host: auto (each
+// process binds its own host's address); the run directory must then be on shared storage.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "launch/local_cluster.h"
+
+namespace m6rec {
+
+// How this process was started.
+struct LaunchEnv {
+  enum class Kind { kNone, kMpi };
+  Kind kind = Kind::kNone;
+  int rank = 0, size = 1;
+  std::string how;  // e.g. "OpenMPI (OMPI_COMM_WORLD_*)"
+};
+// Reads the launcher's environment variables (OpenMPI, MPICH/PMI, PMIx).
+LaunchEnv DetectLaunch();
+
+struct RolePlan {
+  std::string role;  // scheduler | server | worker
+  int index = 0;     // rank within the role
+};
+// The role of every global rank. node_of_rank[r] = the node index of rank r (placement
+// server_per_node only). Fails when there would be no worker.
+StatusOr<std::vector<RolePlan>> PlanRoles(int world, int servers, const std::string& placement,
+                                          const std::vector<int>& node_of_rank);
+
+// "auto" -> this host's IPv4 address on `interface` (or its first non-loopback one); anything
+// else is returned as is.
+StatusOr<std::string> ResolveHost(const std::string& host, const std::string& interface);
+
+// Runs this process's part of the job under mpirun; returns the process exit code.
+int RunMpiJob(const LocalClusterOptions& o, int* argc, char*** argv);
+
+}  // namespace m6rec
