@@ -166,6 +166,24 @@ TEST(Model, PaddingRowsGetNoGradientAndChangeNothing) {
   EXPECT_FALSE(torch::allclose(uv[0], uv2[0]));
 }
 
+TEST(Model, FusionStartsAsTheMeanOfItsSources) {
+  // Open gates (sigmoid(3)), averaging reduction, silent MLP: the model starts where an id model
+  // with behaviour aggregation is.
+  for (const char* mode : {"gate", "concat", "mean"}) {
+    Fusion f(3, 4, 8, mode, 0.0);
+    auto xs = torch::randn({5, 3, 4});
+    const double g = std::string(mode) == "gate" ? 1.0 / (1.0 + std::exp(-3.0)) : 1.0;
+    EXPECT_TRUE(torch::allclose(f->forward(xs), g * xs.mean(1), 1e-5, 1e-6)) << mode;
+  }
+  // An item tower of the id row alone returns the id rows.
+  ModelConfig c = SmallConfig();
+  c.text = c.image = c.audio = false;
+  M6Model m(c, Shape());
+  ModelBatch b = MakeBatch(torch::kFloat, false);
+  const double g = 1.0 / (1.0 + std::exp(-3.0));
+  EXPECT_TRUE(torch::allclose(m->ItemVectors(b), g * b.item_rows, 1e-5, 1e-6));
+}
+
 TEST(Model, LossesMatchHandComputedValues) {
   auto pos = torch::tensor({1.0, 0.0}, torch::kDouble);
   auto neg = torch::tensor({0.0, 2.0, 1.0, 1.0}, torch::kDouble).view({2, 2});

@@ -40,11 +40,27 @@ FusionImpl::FusionImpl(int64_t sources, int64_t dim, int64_t hidden, const std::
   mlp1_ = register_module("mlp1", nn::Linear(dim, hidden));
   mlp2_ = register_module("mlp2", nn::Linear(hidden, dim));
   drop_ = register_module("drop", nn::Dropout(dropout));
+  // Start as the plain mean of the sources: gates open (sigmoid(3) = 0.95, input-independent),
+  // the reduction the averaging map, the residual MLP silent (zero output layer). The model
+  // then begins where an id model with behaviour aggregation is, and learns departures from it;
+  // random dense maps on both towers started it far below that on Gowalla.
+  torch::NoGradGuard ng;
+  if (gate_) {
+    gate_->weight.zero_();
+    gate_->bias.fill_(3.0);
+  }
+  reduce_->weight.zero_();
+  for (int64_t s = 0; s < sources; ++s)
+    reduce_->weight.narrow(1, s * dim, dim).add_(torch::eye(dim) / double(sources));
+  reduce_->bias.zero_();
+  mlp2_->weight.zero_();
+  mlp2_->bias.zero_();
 }
 
 torch::Tensor FusionImpl::forward(const torch::Tensor& xs) {
   if (mode_ == "mean") return xs.mean(1);
   const int64_t n = xs.size(0);
+  if (n == 0) return torch::zeros({0, xs.size(2)}, xs.options());
   torch::Tensor flat = xs.reshape({n, -1});
   if (mode_ == "gate") {
     auto g = torch::sigmoid(gate_(flat));  // [N, S]: how much each source speaks for this row
@@ -55,6 +71,17 @@ torch::Tensor FusionImpl::forward(const torch::Tensor& xs) {
   return y + mlp2_(drop_(torch::relu(mlp1_(y))));
 }
 
+namespace {
+// W = [I/k, I/k, ...] (k input blocks of the output's size), bias 0: the mean of the blocks.
+void IdentityInit(nn::LinearImpl* l) {
+  torch::NoGradGuard ng;
+  const int64_t out = l->weight.size(0), in = l->weight.size(1), k = in / out;
+  l->weight.zero_();
+  for (int64_t b = 0; b < k; ++b) l->weight.narrow(1, b * out, out).add_(torch::eye(out) / double(k));
+  l->bias.zero_();
+}
+}  // namespace
+
 M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape) : cfg_(cfg), shape_(shape) {
   const int64_t d = shape.dim, h = cfg.hidden;
   // Item tower sources.
@@ -62,6 +89,7 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape) : cfg_
   if (cfg.text && shape.tokens) {
     item_sources_.push_back("text");
     text_proj_ = register_module("text_proj", nn::Linear(d, d));
+    IdentityInit(text_proj_.get());
   }
   if (cfg.image && shape.image_dim > 0) {
     item_sources_.push_back("image");
@@ -91,6 +119,7 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape) : cfg_
   if (cfg.graph) {
     user_sources_.push_back("graph");
     sage_ = register_module("sage", nn::Linear((cfg.social && shape.social) ? 2 * d : d, d));
+    IdentityInit(sage_.get());  // the mean of the neighbour means at the start
   }
   if (user_sources_.empty()) user_sources_.push_back("id");
   item_fusion = register_module("item_fusion", Fusion(int64_t(item_sources_.size()), d, h, cfg.fusion, cfg.dropout));
@@ -143,7 +172,9 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
     } else if (s == "graph") {
       std::vector<torch::Tensor> parts{MaskedMean(Gather(items, b.nbr), b.nbr_mask)};
       if (cfg_.social && shape_.social) parts.push_back(MaskedMean(Gather(users, b.friends), b.friends_mask));
-      xs.push_back(torch::relu(sage_(torch::cat(parts, 1))));
+      // Linear aggregation (no ReLU): LightGCN found non-linearities in propagation hurt
+      // collaborative filtering, and it keeps the source on the scale of the id rows.
+      xs.push_back(sage_(torch::cat(parts, 1)));
     }
   }
   return user_fusion(torch::stack(xs, 1));

@@ -14,10 +14,11 @@
 //                the most recent output as the query (or the last output), projected to d
 //              | content: attention over the user's content tokens (profile + recent items')
 //              | graph: GraphSAGE mean over sampled interacted items' vectors and sampled
-//                friends' id rows, ReLU(W [mean_items || mean_friends])
+//                friends' id rows, W [mean_items || mean_friends] (linear, as LightGCN)
 //                                                     -> fusion -> user vector [B, d]
 //   fusion: "gate"   per-source sigmoid gates from all sources, reduction Linear(S*d -> d),
-//                    residual MLP (d -> hidden -> d) with dropout
+//                    residual MLP (d -> hidden -> d) with dropout; initialised to the plain
+//                    mean of the sources (open gates, averaging reduction, silent MLP)
 //           "concat" the same without gates;  "mean"  the mean of the sources
 //   score(u, i) = <user vector, item vector>
 // Every part is switched by ModelConfig, so an ablation is a config change.

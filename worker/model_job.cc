@@ -200,7 +200,7 @@ class DenseSync {
   int64_t numel() const { return numel_; }
 
   Status AllReduceGrads() {
-    if (coll_->size() == 1) return Status::OK();
+    if (coll_->size() == 1 || numel_ == 0) return Status::OK();
     const bool on_device = coll_->name() == "nccl";
     std::vector<torch::Tensor> flat;
     for (auto& p : params_) {
@@ -222,7 +222,7 @@ class DenseSync {
   }
 
   Status BroadcastParams() {
-    if (coll_->size() == 1) return Status::OK();
+    if (coll_->size() == 1 || numel_ == 0) return Status::OK();
     torch::NoGradGuard ng;
     std::vector<torch::Tensor> flat;
     for (auto& p : params_) flat.push_back(p.detach().reshape({-1}));
@@ -278,7 +278,7 @@ json MetricsJson(const MetricSums& m) {
 
 }  // namespace
 
-Status RunM6Job(const JobContext& ctx, std::string* summary) {
+Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
   const JobConfig& cfg = *ctx.cfg;
   const TrainConfig& tc = cfg.train;
   const ModelConfig& mc = cfg.model;
@@ -315,7 +315,11 @@ Status RunM6Job(const JobContext& ctx, std::string* summary) {
   model->to(dev);
   DenseSync sync(model->parameters(), &coll);
   M6_RETURN_IF_ERROR(sync.BroadcastParams());
-  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(mc.dense_lr).weight_decay(mc.dense_weight_decay));
+  // A model with every dense part switched off (pure id embeddings) has no dense parameters.
+  std::unique_ptr<torch::optim::Adam> opt;
+  if (sync.numel() > 0)
+    opt = std::make_unique<torch::optim::Adam>(model->parameters(),
+                                               torch::optim::AdamOptions(mc.dense_lr).weight_decay(mc.dense_weight_decay));
 
   // This worker's shard: users u with u % W == rank; a sample is (user, position in train).
   const uint32_t W = ctx.num_workers;
@@ -395,13 +399,20 @@ Status RunM6Job(const JobContext& ctx, std::string* summary) {
     p->pos_items.clear();
     p->neg_items.clear();
     BatchBuilder& b = *p->b;
-    std::vector<uint32_t> hist, nbr, fr;
+    std::vector<uint32_t> hist, nbr, fr, prefix;
     for (size_t s = 0; s < B; ++s) {
       const auto [u, k] = samples[(step * B + s) % samples.size()];
       const uint32_t item = ds.train[u][k];
       hist = mc.sequence ? HistoryWindow(ds.train[u], k, mc.seq_len, ds.ordered) : std::vector<uint32_t>{};
       if (mc.graph) {
-        nbr = SampleNeighbours(ds.train[u], mc.fanout, item, rng);
+        // On time-ordered data the graph sees only what came before the target, as at test
+        // time (where every training item precedes the held-out one).
+        if (ds.ordered) {
+          prefix.assign(ds.train[u].begin(), ds.train[u].begin() + k);
+          nbr = SampleNeighbours(prefix, mc.fanout, -1, rng);
+        } else {
+          nbr = SampleNeighbours(ds.train[u], mc.fanout, item, rng);
+        }
         fr = SampleNeighbours(friends_of(u), mc.fanout, -1, rng);
       }
       b.AddUser(u, hist, nbr, fr);
@@ -595,7 +606,7 @@ Status RunM6Job(const JobContext& ctx, std::string* summary) {
         vt = torch::cat({vt, FloatTensor(vib, nb, nb).to(dev)}, 1);
       }
       auto loss = RankingLoss(tc.loss, s_pos, s_neg, vt, tc.temperature, tc.margin, tc.neg_weight);
-      opt.zero_grad();
+      if (opt) opt->zero_grad();
       loss.backward();
 
       // Sparse gradients to the servers (row i of each grad belongs to key i of the pull).
@@ -613,7 +624,7 @@ Status RunM6Job(const JobContext& ctx, std::string* summary) {
       M6_RETURN_IF_ERROR(push(tt, cur.tkeys, mb.token_rows));
       // Dense gradients: mean over workers, then the same Adam step everywhere.
       M6_RETURN_IF_ERROR(sync.AllReduceGrads());
-      opt.step();
+      if (opt) opt->step();
       for (auto t : pushes) M6_RETURN_IF_ERROR(ctx.ps->WaitPush(t));
       if (prog.steps() < kHashedSteps) hashes.push_back(std::to_string(sync.Fingerprint()));
 
@@ -674,12 +685,12 @@ Status RunM6Job(const JobContext& ctx, std::string* summary) {
     std::filesystem::create_directories(dir, ec);
     try {
       torch::save(model, dir + "/dense.pt.tmp");
-      torch::save(opt, dir + "/dense_optimizer.pt.tmp");
+      if (opt) torch::save(*opt, dir + "/dense_optimizer.pt.tmp");
     } catch (const c10::Error& e) {
       return Status::IOError("checkpoint: " + std::string(e.what_without_backtrace()));
     }
     std::filesystem::rename(dir + "/dense.pt.tmp", dir + "/dense.pt", ec);
-    if (!ec) std::filesystem::rename(dir + "/dense_optimizer.pt.tmp", dir + "/dense_optimizer.pt", ec);
+    if (!ec && opt) std::filesystem::rename(dir + "/dense_optimizer.pt.tmp", dir + "/dense_optimizer.pt", ec);
     if (ec) return Status::IOError("checkpoint: cannot write under " + dir + ": " + ec.message());
     json manifest = {{"steps", prog.steps()}, {"dense_params", sync.numel()}, {"dense_fingerprint", std::to_string(final_hash)},
                      {"user_sources", model->user_sources()}, {"item_sources", model->item_sources()},
@@ -702,6 +713,17 @@ Status RunM6Job(const JobContext& ctx, std::string* summary) {
   j.update(prog.Summary());
   *summary = j.dump();
   return Status::OK();
+}
+
+Status RunM6Job(const JobContext& ctx, std::string* summary) {
+  // LibTorch reports misuse (shapes, devices, memory) by exception: one clear error, not an abort.
+  try {
+    return RunM6JobImpl(ctx, summary);
+  } catch (const c10::Error& e) {
+    return Status::Internal(std::string("LibTorch: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return Status::Internal(e.what());
+  }
 }
 
 }  // namespace m6rec
