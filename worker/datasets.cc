@@ -6,6 +6,7 @@
 #include <cstring>
 #include <tuple>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -88,38 +89,47 @@ Status ReadAttributes(const std::string& path, Dataset* d) {
   return Status::OK();
 }
 
-// "item f1 f2 ... fd" lines (any order; every item 0..items-1 exactly once, d the same on
-// every line) -> a row-major matrix.
-StatusOr<NpyMatrix> ReadFeatureTsv(const std::string& path, uint32_t items) {
+// Calls fn(line number, first field, rest of the line) for every non-blank, non-'#' line.
+Status ForEachRecord(const std::string& path,
+                     const std::function<Status(uint64_t, const std::string&, std::istringstream&)>& fn) {
   std::ifstream in(path);
   if (!in) return Status::NotFound("cannot open '" + path + "'");
-  NpyMatrix m;
-  m.rows = items;
-  std::vector<uint8_t> seen(items, 0);
-  std::string line, tok;
+  std::string line, first;
   uint64_t n = 0;
   while (std::getline(in, line)) {
     ++n;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || line[0] == '#') continue;
     std::istringstream is(line);
-    is >> tok;
+    if (!(is >> first)) continue;
+    M6_RETURN_IF_ERROR(fn(n, first, is));
+  }
+  return Status::OK();
+}
+
+// "item f1 f2 ... fd" lines (any order; every item 0..items-1 exactly once, d the same on
+// every line) -> a row-major matrix.
+StatusOr<NpyMatrix> ReadFeatureTsv(const std::string& path, uint32_t items) {
+  NpyMatrix m;
+  m.rows = items;
+  std::vector<uint8_t> seen(items, 0);
+  M6_RETURN_IF_ERROR(ForEachRecord(path, [&](uint64_t n, const std::string& first, std::istringstream& is) -> Status {
     uint32_t id;
-    if (!ParseId(tok, &id)) return Status::InvalidArgument(Where(path, n) + "item id '" + tok + "' is not a non-negative integer");
+    if (!ParseId(first, &id)) return Status::InvalidArgument(Where(path, n) + "item id '" + first + "' is not a non-negative integer");
     if (id >= items)
-      return Status::InvalidArgument(Where(path, n) + "item " + tok + " is out of range (the interactions have " +
+      return Status::InvalidArgument(Where(path, n) + "item " + first + " is out of range (the interactions have " +
                                      std::to_string(items) + ")");
-    if (seen[id]) return Status::InvalidArgument(Where(path, n) + "item " + tok + " appears twice");
+    if (seen[id]) return Status::InvalidArgument(Where(path, n) + "item " + first + " appears twice");
     seen[id] = 1;
     std::vector<float> row;
-    while (is >> tok) {
+    for (std::string tok; is >> tok;) {
       char* end = nullptr;
       const float v = std::strtof(tok.c_str(), &end);
       if (*end != '\0' || !std::isfinite(v))
         return Status::InvalidArgument(Where(path, n) + "'" + tok + "' is not a finite number");
       row.push_back(v);
     }
-    if (row.empty()) return Status::InvalidArgument(Where(path, n) + "item " + tok + " has no features");
+    if (row.empty()) return Status::InvalidArgument(Where(path, n) + "item " + first + " has no features");
     if (m.cols == 0) {
       m.cols = row.size();
       m.data.assign(size_t(items) * m.cols, 0.0f);
@@ -128,7 +138,8 @@ StatusOr<NpyMatrix> ReadFeatureTsv(const std::string& path, uint32_t items) {
       return Status::InvalidArgument(Where(path, n) + std::to_string(row.size()) + " features, earlier lines have " +
                                      std::to_string(m.cols));
     std::copy(row.begin(), row.end(), m.data.begin() + size_t(id) * m.cols);
-  }
+    return Status::OK();
+  }));
   for (uint32_t i = 0; i < items; ++i)
     if (!seen[i]) return Status::InvalidArgument(path + ": no line for item " + std::to_string(i) + " (every item needs one)");
   return m;
@@ -152,30 +163,22 @@ void CountTokens(Dataset* d) {
 // `rows`, values below `limit`; `symmetric` adds the reverse edge (undirected graphs).
 StatusOr<std::vector<std::vector<uint32_t>>> ReadIdLists(const std::string& path, uint32_t rows, uint32_t limit,
                                                          const char* what, const char* value, bool symmetric) {
-  std::ifstream in(path);
-  if (!in) return Status::NotFound("cannot open '" + path + "'");
   std::vector<std::vector<uint32_t>> out(rows);
-  std::string line, tok;
-  uint64_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream is(line);
-    if (!(is >> tok)) continue;
+  M6_RETURN_IF_ERROR(ForEachRecord(path, [&](uint64_t n, const std::string& first, std::istringstream& is) -> Status {
     uint32_t id;
-    if (!ParseId(tok, &id)) return Status::InvalidArgument(Where(path, n) + what + " id '" + tok + "' is not a non-negative integer");
+    if (!ParseId(first, &id)) return Status::InvalidArgument(Where(path, n) + what + " id '" + first + "' is not a non-negative integer");
     if (id >= rows)
-      return Status::InvalidArgument(Where(path, n) + what + " " + tok + " is out of range (the interactions have " +
+      return Status::InvalidArgument(Where(path, n) + what + " " + first + " is out of range (the interactions have " +
                                      std::to_string(rows) + ")");
-    while (is >> tok) {
+    for (std::string tok; is >> tok;) {
       uint32_t v;
       if (!ParseId(tok, &v)) return Status::InvalidArgument(Where(path, n) + value + " '" + tok + "' is not a non-negative integer");
       if (v >= limit) return Status::InvalidArgument(Where(path, n) + value + " " + tok + " is out of range");
       out[id].push_back(v);
       if (symmetric) out[v].push_back(id);
     }
-  }
+    return Status::OK();
+  }));
   if (symmetric)
     for (auto& l : out) {
       std::sort(l.begin(), l.end());
