@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <type_traits>
 #include <sstream>
 
 namespace m6rec {
@@ -87,6 +88,12 @@ class Reader {
   }
   Status Str(const YAML::Node& p, const std::string& path, const char* k, std::string* out) const {
     return Get(p, path, k, out, "a string");
+  }
+  // Reads a number and checks it lies in [lo, hi] (the field's line named on either failure).
+  template <typename T>
+  Status NumberIn(const YAML::Node& p, const std::string& path, const char* k, T* out, double lo, double hi) const {
+    M6_RETURN_IF_ERROR(Get(p, path, k, out, std::is_integral<T>::value ? "an integer" : "a number"));
+    return Range(p, path, k, static_cast<double>(*out), lo, hi);
   }
   Status Bool(const YAML::Node& p, const std::string& path, const char* k, bool* out) const {
     return Get(p, path, k, out, "true or false");
@@ -270,20 +277,13 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.Str(m, p, "device", &mc.device));
   M6_RETURN_IF_ERROR(r.OneOf(m, p, "device", mc.device, {"cpu", "cuda"}));
   M6_RETURN_IF_ERROR(r.Str(m, p, "token_table", &mc.token_table));
-  M6_RETURN_IF_ERROR(r.Int(m, p, "seq_len", &mc.seq_len));
-  M6_RETURN_IF_ERROR(r.Range(m, p, "seq_len", mc.seq_len, 1, 10000));
-  M6_RETURN_IF_ERROR(r.Int(m, p, "content_tokens", &mc.content_tokens));
-  M6_RETURN_IF_ERROR(r.Range(m, p, "content_tokens", mc.content_tokens, 1, 10000));
-  M6_RETURN_IF_ERROR(r.Int(m, p, "fanout", &mc.fanout));
-  M6_RETURN_IF_ERROR(r.Range(m, p, "fanout", mc.fanout, 1, 10000));
-  M6_RETURN_IF_ERROR(r.Int(m, p, "hidden", &mc.hidden));
-  M6_RETURN_IF_ERROR(r.Range(m, p, "hidden", mc.hidden, 1, 1 << 16));
-  M6_RETURN_IF_ERROR(r.Float(m, p, "dropout", &mc.dropout));
-  M6_RETURN_IF_ERROR(r.Range(m, p, "dropout", mc.dropout, 0, 0.95));
-  M6_RETURN_IF_ERROR(r.Float(m, p, "dense_lr", &mc.dense_lr));
-  M6_RETURN_IF_ERROR(r.Range(m, p, "dense_lr", mc.dense_lr, 0, 10));
-  M6_RETURN_IF_ERROR(r.Float(m, p, "dense_weight_decay", &mc.dense_weight_decay));
-  M6_RETURN_IF_ERROR(r.Range(m, p, "dense_weight_decay", mc.dense_weight_decay, 0, 10));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "seq_len", &mc.seq_len, 1, 10000));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "content_tokens", &mc.content_tokens, 1, 10000));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "fanout", &mc.fanout, 1, 10000));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "hidden", &mc.hidden, 1, 1 << 16));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dropout", &mc.dropout, 0, 0.95));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dense_lr", &mc.dense_lr, 0, 10));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dense_weight_decay", &mc.dense_weight_decay, 0, 10));
   if (!mc.user_id && !mc.sequence && !mc.content && !mc.graph)
     return Status::InvalidArgument(r.Where(m, p) + ": every user-tower part is off (user_id, sequence, content, graph)");
   if (!mc.item_id && !mc.text && !mc.image && !mc.audio)
@@ -447,8 +447,7 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   M6_RETURN_IF_ERROR(r.Str(t, "train", "negative_sampler", &tr.negative_sampler));
   M6_RETURN_IF_ERROR(r.OneOf(t, "train", "negative_sampler", tr.negative_sampler, {"uniform", "popularity"}));
   M6_RETURN_IF_ERROR(r.Bool(t, "train", "in_batch_negatives", &tr.in_batch_negatives));
-  M6_RETURN_IF_ERROR(r.Int(t, "train", "staleness", &tr.staleness));
-  M6_RETURN_IF_ERROR(r.Range(t, "train", "staleness", tr.staleness, 0, 1));
+  M6_RETURN_IF_ERROR(r.NumberIn(t, "train", "staleness", &tr.staleness, 0, 1));
   M6_RETURN_IF_ERROR(r.Str(t, "train", "collective", &tr.collective));
   M6_RETURN_IF_ERROR(r.OneOf(t, "train", "collective", tr.collective, {"auto", "single", "zmq", "mpi", "nccl"}));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "history", &tr.history));

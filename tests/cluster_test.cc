@@ -75,6 +75,25 @@ json ReadJson(const std::string& path) {
   return json::parse(text.ok() ? *text : "{}", nullptr, false);
 }
 
+// Runs `m6rec local` on `yaml` into dir/run_name with extra --set overrides; returns its
+// result.json ({} and a test failure when the job fails or writes no test metrics).
+json RunLocalJob(TempDir& dir, const std::string& run_name, const std::string& yaml,
+                 const std::vector<std::string>& sets, int timeout_s) {
+  const std::string cfg = testing::WriteFile(dir / (run_name + ".yaml"), yaml);
+  std::vector<std::string> cmd{Binary(), "local", "--config", cfg, "--run-dir", dir / run_name};
+  for (const auto& s : sets) {
+    cmd.push_back("--set");
+    cmd.push_back(s);
+  }
+  auto r = RunCommand(cmd, timeout_s);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  if (r.exit_code != 0) return json::object();
+  EXPECT_NE(r.output.find("all processes exited cleanly"), std::string::npos);
+  json res = ReadJson(dir / run_name + "/result.json");
+  EXPECT_TRUE(res.contains("test")) << res.dump();
+  return res.contains("test") ? res : json::object();
+}
+
 std::vector<pid_t> PidsOf(const std::string& run_dir) {
   std::vector<pid_t> pids;
   json j = json::parse(testing::WaitForFile(run_dir + "/pids.json", 30), nullptr, false);
@@ -257,20 +276,14 @@ class MfTraining : public ::testing::TestWithParam<int> {};  // param: history l
 
 TEST_P(MfTraining, OnSyntheticDataLearnsAndBeatsPopularity) {
   TempDir dir;
-  std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(3));
-  auto r = RunCommand({Binary(), "local", "--config", cfg, "--run-dir", dir / "run", "--set",
-                       "train.history=" + std::to_string(GetParam())},
-                      180);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  json res = ReadJson(dir / "run/result.json");
-  ASSERT_TRUE(res.contains("test")) << res.dump();
+  json res = RunLocalJob(dir, "run", MfConfig(3), {"train.history=" + std::to_string(GetParam())}, 180);
+  ASSERT_TRUE(res.contains("test"));
   const double hr = res["test"]["HR@10"], pop = res["popularity"]["HR@10"];
   EXPECT_GT(hr, pop + 0.05) << "MF must beat the popularity ranking by a clear margin";
   for (const auto& w : res["workers"]) {
     EXPECT_LT(w["last_loss"].get<double>(), 0.8 * w["first_loss"].get<double>()) << w.dump();
   }
-  // Every process exited cleanly and each server kept its RocksDB directory.
-  EXPECT_NE(r.output.find("all processes exited cleanly"), std::string::npos);
+  // Each server kept its RocksDB directory.
   EXPECT_TRUE(std::filesystem::exists(dir / "run/server-0/CURRENT"));
   EXPECT_TRUE(std::filesystem::exists(dir / "run/server-1/CURRENT"));
 }
@@ -331,15 +344,10 @@ namespace m6rec {
 // Runs the job on 1 and on 2 workers (same data and seed) and returns both runs' test HR@10.
 void ExpectOneAndTwoWorkersAgree(const std::string& yaml, double tolerance) {
   TempDir dir;
-  std::string cfg = testing::WriteFile(dir / "job.yaml", yaml);
   double hr[2];
   for (int w = 1; w <= 2; ++w) {
-    auto r = RunCommand({Binary(), "local", "--config", cfg, "--run-dir", dir / ("run" + std::to_string(w)),
-                         "--set", "cluster.workers=" + std::to_string(w)},
-                        240);
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-    json res = ReadJson(dir / ("run" + std::to_string(w)) + "/result.json");
-    ASSERT_TRUE(res.contains("test")) << res.dump();
+    json res = RunLocalJob(dir, "run" + std::to_string(w), yaml, {"cluster.workers=" + std::to_string(w)}, 240);
+    ASSERT_TRUE(res.contains("test"));
     EXPECT_EQ(res["test"]["users"].get<double>(), 600.0) << "every user is evaluated exactly once";
     hr[w - 1] = res["test"]["HR@10"];
   }
@@ -354,13 +362,8 @@ class M6Training : public ::testing::TestWithParam<int> {};  // param: train.sta
 
 TEST_P(M6Training, TheWholeModelLearnsWithBitIdenticalReplicas) {
   TempDir dir;
-  std::string cfg = testing::WriteFile(dir / "job.yaml", M6Config(3));
-  auto r = RunCommand({Binary(), "local", "--config", cfg, "--run-dir", dir / "run", "--set",
-                       "train.staleness=" + std::to_string(GetParam())},
-                      240);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  json res = ReadJson(dir / "run/result.json");
-  ASSERT_TRUE(res.contains("test")) << res.dump();
+  json res = RunLocalJob(dir, "run", M6Config(3), {"train.staleness=" + std::to_string(GetParam())}, 240);
+  ASSERT_TRUE(res.contains("test"));
   EXPECT_GT(res["test"]["HR@10"].get<double>(), res["popularity"]["HR@10"].get<double>() + 0.1)
       << "the model must beat the popularity ranking by a clear margin: " << res["test"].dump();
   ASSERT_EQ(res["workers"].size(), 2u);
