@@ -32,9 +32,9 @@ usage: m6rec <command> [options]
 commands:
   local      run a job on a local simulated cluster (1 scheduler + S servers + W workers as
              real processes on 127.0.0.1); the quick start
-  train      train a job: under mpirun each process takes its role from its rank
-             (mpirun -np N m6rec train --config X.yaml); otherwise, or with --local, on the
-             local simulated cluster
+  train      train a job: under mpirun or srun each process takes its role from its rank
+             (mpirun -np N m6rec train --config X.yaml; srun m6rec train --config X.yaml);
+             otherwise, or with --local, on the local simulated cluster
   scheduler  run the scheduler role (control plane, rendezvous, failure detection, HTTP status)
   server     run a parameter server role (sparse tables in RocksDB or memory)
   worker     run a worker role (data, model, PS client)
@@ -137,11 +137,13 @@ int RunLocal(int first, int argc, char** argv, bool from_train) {
   o.overrides = args->GetAll("set");
   o.run_dir = args->Get("run-dir");
   o.log_level = args->Get("log-level", "info");
-  // train under mpirun: this process is one rank of the job; otherwise (and with --local) the
-  // local simulated cluster.
+  // train under mpirun or srun: this process is one rank of the job; otherwise (and with
+  // --local) the local simulated cluster.
   const LaunchEnv env = DetectLaunch();
   if (from_train && !args->Has("local") && env.kind == LaunchEnv::Kind::kMpi && env.size > 1)
     return RunMpiJob(o, &argc, &argv);
+  if (from_train && !args->Has("local") && env.kind == LaunchEnv::Kind::kSlurm && env.size > 1)
+    return RunSlurmJob(o);
   return RunLocalCluster(o);
 }
 

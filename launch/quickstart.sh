@@ -13,7 +13,8 @@ if [[ "${1:-}" == "--tests" ]]; then
   shift
 fi
 
-launch/install-deps.sh
+# The tests also start a real single-node Slurm (slurmctld + slurmd) to run the sbatch scripts.
+if [[ "$mode" == "tests" ]]; then launch/install-deps.sh --with-slurm; else launch/install-deps.sh; fi
 
 jobs=$(nproc 2>/dev/null || echo 2)
 build_type=${M6REC_BUILD_TYPE:-Release}

@@ -13,7 +13,8 @@
 namespace m6rec {
 
 StatusOr<std::string> PrepareRunDir(const std::string& config_path, const std::vector<std::string>& overrides,
-                                    const std::string& run_dir_in, JobConfig* cfg) {
+                                    const std::string& run_dir_in, JobConfig* cfg,
+                                    const std::string& default_suffix) {
   std::string run_dir = run_dir_in;
   std::string text;
   if (config_path.empty()) {
@@ -22,6 +23,7 @@ StatusOr<std::string> PrepareRunDir(const std::string& config_path, const std::v
     M6_ASSIGN_OR_RETURN(text, ReadFileToString(config_path));
   }
   M6_ASSIGN_OR_RETURN(JobConfig parsed, ParseConfig(text, config_path.empty() ? "<built-in default>" : config_path, overrides));
+  if (run_dir.empty() && !default_suffix.empty()) run_dir = "runs/" + parsed.name + "-" + default_suffix;
   if (run_dir.empty()) {
     char ts[32];
     time_t now = time(nullptr);

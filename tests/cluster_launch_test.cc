@@ -52,6 +52,59 @@ TEST(ClusterLaunch, DetectsTheLauncherFromItsEnvironment) {
   unsetenv("PMI_SIZE");
 }
 
+TEST(ClusterLaunch, DetectsSrunTasksButNotTheBatchScript) {
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "PMIX_RANK",
+                        "PMIX_SIZE", "SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS"})
+    unsetenv(v);
+  // The batch script sees the allocation (SLURM_PROCID=0, SLURM_NTASKS) but is no task of a step.
+  setenv("SLURM_PROCID", "0", 1);
+  setenv("SLURM_NTASKS", "6", 1);
+  EXPECT_EQ(DetectLaunch().kind, LaunchEnv::Kind::kNone);
+  setenv("SLURM_STEP_ID", "0", 1);
+  setenv("SLURM_PROCID", "4", 1);
+  setenv("SLURM_STEP_NUM_TASKS", "5", 1);
+  LaunchEnv e = DetectLaunch();
+  EXPECT_EQ(e.kind, LaunchEnv::Kind::kSlurm);
+  EXPECT_EQ(e.rank, 4);
+  EXPECT_EQ(e.size, 5) << "the step's task count, not the allocation's";
+  // mpirun inside the allocation: MPI wins over the SLURM_* variables it inherited.
+  setenv("OMPI_COMM_WORLD_RANK", "1", 1);
+  setenv("OMPI_COMM_WORLD_SIZE", "6", 1);
+  EXPECT_EQ(DetectLaunch().kind, LaunchEnv::Kind::kMpi);
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS",
+                        "SLURM_PROCID", "SLURM_NTASKS"})
+    unsetenv(v);
+}
+
+TEST(ClusterLaunch, SlurmTasksPerNodeGiveEachRanksNode) {
+  auto n = SlurmNodeOfRank("2(x3),1", 7);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(*n, (std::vector<int>{0, 0, 1, 1, 2, 2, 3}));
+  n = SlurmNodeOfRank("5", 5);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, (std::vector<int>{0, 0, 0, 0, 0}));
+  n = SlurmNodeOfRank("", 3);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, (std::vector<int>{0, 0, 0}));
+  // Server per node from it: nodes 0..3 each get one server (rank 0 is the scheduler).
+  auto plan = PlanRoles(7, 0, "server_per_node", *SlurmNodeOfRank("2(x3),1", 7));
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ((*plan)[1].role, "server");
+  EXPECT_EQ((*plan)[2].role, "server");
+  EXPECT_EQ((*plan)[3].role, "worker");
+  EXPECT_EQ((*plan)[4].role, "server");
+  EXPECT_EQ((*plan)[6].role, "server");
+  for (const std::string bad : {"2(x", "x3", "2(x0)", "0", "3,abc"}) {
+    auto b = SlurmNodeOfRank(bad, 3);
+    ASSERT_FALSE(b.ok()) << bad;
+    EXPECT_NE(b.status().message().find("SLURM_STEP_TASKS_PER_NODE '" + bad + "'"), std::string::npos)
+        << b.status().message();
+  }
+  auto mismatch = SlurmNodeOfRank("2(x2)", 5);
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_NE(mismatch.status().message().find("holds 4 tasks, the step has 5"), std::string::npos);
+}
+
 TEST(ClusterLaunch, ResolvesHostAuto) {
   EXPECT_EQ(*ResolveHost("10.1.2.3", ""), "10.1.2.3") << "an explicit address is kept";
   auto lo = ResolveHost("auto", "lo");

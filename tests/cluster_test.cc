@@ -69,6 +69,18 @@ train: {job: m6, epochs: )" + std::to_string(epochs) + R"(, batch_size: 128, neg
 )";
 }
 
+// The full path of `program` on PATH, or "".
+std::string OnPath(const std::string& program) {
+  std::string path;
+  if (FILE* f = popen(("command -v " + program).c_str(), "r")) {
+    char buf[512] = {0};
+    if (fgets(buf, sizeof(buf), f)) path = buf;
+    pclose(f);
+  }
+  while (!path.empty() && (path.back() == '\n' || path.back() == ' ')) path.pop_back();
+  return path;
+}
+
 json ReadJson(const std::string& path) {
   auto text = ReadFileToString(path);
   EXPECT_TRUE(text.ok()) << path;
@@ -431,13 +443,7 @@ INSTANTIATE_TEST_SUITE_P(Staleness, M6Training, ::testing::Values(0, 1));
 TEST(Cluster, MpirunRunsTheWholeJobLikeTheLocalLauncher) {
   // mpirun -np 5: rank 0 the scheduler, ranks 1-2 servers, ranks 3-4 workers; MPI carries the
   // rendezvous and the workers' allreduce.
-  std::string mpirun;
-  if (FILE* f = popen("command -v mpirun", "r")) {
-    char buf[512] = {0};
-    if (fgets(buf, sizeof(buf), f)) mpirun = buf;
-    pclose(f);
-    while (!mpirun.empty() && (mpirun.back() == '\n' || mpirun.back() == ' ')) mpirun.pop_back();
-  }
+  const std::string mpirun = OnPath("mpirun");
   if (!HaveMpi() || mpirun.empty()) {
     std::fprintf(stderr, "NOTE: no MPI in this build or no mpirun on PATH: this test checked nothing\n");
     GTEST_SKIP() << "MPI not available";
@@ -467,6 +473,69 @@ TEST(Cluster, MpirunRunsTheWholeJobLikeTheLocalLauncher) {
   auto few = RunCommand({mpirun, "--oversubscribe", "-np", "3", Binary(), "train", "--config", cfg, "--run-dir",
                          dir / "few"},
                         120);
+  EXPECT_NE(few.exit_code, 0);
+  EXPECT_NE(few.output.find("start at least 4"), std::string::npos) << few.output;
+}
+
+TEST(Cluster, SlurmRunsBothSbatchScriptsAndSrun) {
+  // A real single-node Slurm (Debian's slurmctld + slurmd, launch/slurm/single-node.sh) runs the
+  // sbatch scripts users copy, unchanged but for command-line options: srun.sbatch (roles from
+  // SLURM_PROCID, file rendezvous, zmq collective) and mpirun.sbatch (MPI inside the allocation).
+  std::map<std::string, std::string> bin;
+  for (const char* p : {"slurmctld", "slurmd", "sbatch", "srun", "scontrol"})
+    if ((bin[p] = OnPath(p)).empty()) {
+      std::fprintf(stderr, "NOTE: '%s' is not installed (launch/install-deps.sh --with-slurm; CI installs it): "
+                   "this test checked nothing\n", p);
+      GTEST_SKIP() << "no Slurm on this machine";
+    }
+  TempDir dir;
+  const std::string slurm_dir = dir / "slurm";
+  auto up = RunCommand({testing::SourceDir() + "/launch/slurm/single-node.sh", "start", slurm_dir}, 60);
+  ASSERT_EQ(up.exit_code, 0) << up.output;
+  struct StopDaemons {
+    std::string dir;
+    ~StopDaemons() { RunCommand({testing::SourceDir() + "/launch/slurm/single-node.sh", "stop", dir}, 30); }
+  } stop{slurm_dir};
+  const std::map<std::string, std::string> env = {
+      {"SLURM_CONF", slurm_dir + "/slurm.conf"}, {"OMPI_MCA_btl", "self,vader,tcp"},
+      {"OMPI_MCA_btl_tcp_if_include", "lo"}, {"OMPI_MCA_oob_tcp_if_include", "lo"}};
+  const std::string cfg = testing::WriteFile(dir / "job.yaml", M6Config(2));
+
+  std::map<std::string, std::string> job_of;  // script -> job id
+  for (const std::string script : {"srun", "mpirun"}) {
+    const std::string run = dir / script;
+    auto sub = RunCommand({bin["sbatch"], "--parsable", "--nodes=1", "--ntasks-per-node=5", "--cpus-per-task=1",
+                           "--chdir=" + testing::SourceDir(), "--output=" + run + ".out",
+                           "--export=ALL,M6REC_BIN=" + Binary() + ",M6REC_CONFIG=" + cfg + ",M6REC_RUN_DIR=" + run,
+                           testing::SourceDir() + "/launch/slurm/" + script + ".sbatch"},
+                          30, env);
+    ASSERT_EQ(sub.exit_code, 0) << sub.output;
+    job_of[script] = sub.output.substr(0, sub.output.find_first_of(";\n"));
+  }
+  for (const auto& [script, id] : job_of) {
+    std::string state;
+    for (int i = 0; i < 600; ++i) {  // bounded: 5 minutes
+      auto show = RunCommand({bin["scontrol"], "show", "job", id}, 10, env);
+      const size_t at = show.output.find("JobState=");
+      state = at == std::string::npos ? "?" : show.output.substr(at + 9, show.output.find(' ', at) - at - 9);
+      if (state != "PENDING" && state != "RUNNING" && state != "CONFIGURING" && state != "COMPLETING") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    const std::string run = dir / script;
+    auto out = ReadFileToString(run + ".out");
+    EXPECT_EQ(state, "COMPLETED") << script << ".sbatch, job " << id << ":\n" << (out.ok() ? *out : "(no output)");
+    json res = ReadJson(run + "/result.json");
+    ASSERT_TRUE(res.contains("test")) << script << ": " << res.dump();
+    EXPECT_EQ(res["test"]["users"], 600);
+    ASSERT_EQ(res["workers"].size(), 2u);
+    EXPECT_EQ(res["workers"][0]["collective"], script == "srun" ? "zmq" : "mpi");
+    EXPECT_EQ(res["workers"][0]["param_fingerprints"], res["workers"][1]["param_fingerprints"]);
+    EXPECT_GT(res["test"]["HR@10"].get<double>(), res["popularity"]["HR@10"].get<double>() + 0.1) << script;
+  }
+  // srun with too few tasks: rank 0 says why, the step is torn down, srun exits non-zero.
+  auto few = RunCommand({bin["srun"], "--ntasks=3", "--kill-on-bad-exit=1", Binary(), "train", "--config", cfg,
+                         "--run-dir", dir / "few"},
+                        60, env);
   EXPECT_NE(few.exit_code, 0);
   EXPECT_NE(few.output.find("start at least 4"), std::string::npos) << few.output;
 }
