@@ -263,11 +263,12 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   ModelConfig& mc = cfg->model;
   const std::string p = "model";
   M6_RETURN_IF_ERROR(r.CheckMap(m, p, {"user_id", "sequence", "rnn", "seq_len", "attention", "content",
-                                       "content_tokens", "graph", "social", "fanout", "item_id", "text",
+                                       "content_tokens", "graph", "social", "fanout", "item_graph", "item_fanout",
+                                       "item_id", "text",
                                        "image", "audio", "fusion", "hidden", "dropout", "dense_lr",
                                        "dense_weight_decay", "token_table", "device"}));
   for (auto [k, v] : {std::pair{"user_id", &mc.user_id}, {"sequence", &mc.sequence}, {"attention", &mc.attention},
-                      {"content", &mc.content}, {"graph", &mc.graph}, {"social", &mc.social},
+                      {"content", &mc.content}, {"graph", &mc.graph}, {"social", &mc.social}, {"item_graph", &mc.item_graph},
                       {"item_id", &mc.item_id}, {"text", &mc.text}, {"image", &mc.image}, {"audio", &mc.audio}})
     M6_RETURN_IF_ERROR(r.Bool(m, p, k, v));
   M6_RETURN_IF_ERROR(r.Str(m, p, "rnn", &mc.rnn));
@@ -280,6 +281,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "seq_len", &mc.seq_len, 1, 10000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "content_tokens", &mc.content_tokens, 1, 10000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "fanout", &mc.fanout, 1, 10000));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "item_fanout", &mc.item_fanout, 1, 10000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "hidden", &mc.hidden, 1, 1 << 16));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dropout", &mc.dropout, 0, 0.95));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dense_lr", &mc.dense_lr, 0, 10));

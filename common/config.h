@@ -109,6 +109,8 @@ struct ModelConfig {
   bool graph = true;             // GraphSAGE over the user-item graph (sampled items)
   bool social = true;            // ... and the user-user graph (sampled friends), when the data has it
   int fanout = 10;               // neighbours sampled per node
+  bool item_graph = false;       // the item side: a scored item's vector adds its sampled users' mean
+  int item_fanout = 20;          // users sampled per scored item
   // item tower
   bool item_id = true;
   bool text = true;              // item tokens, pooled

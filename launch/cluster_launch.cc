@@ -246,6 +246,7 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
   int rc = 0;
   std::string address;  // "host:port token" from the scheduler, or "error"
   if (me.role == "scheduler") {
+    ro.scheduler_host = cfg->cluster.host;  // binds (and announces) this host's address
     ro.token = RandomU64();
     bool announced = false;
     ro.on_scheduler_bound = [&](const std::string& h, int port) {

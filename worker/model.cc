@@ -122,6 +122,10 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape) : cfg_
     IdentityInit(sage_.get());  // the mean of the neighbour means at the start
   }
   if (user_sources_.empty()) user_sources_.push_back("id");
+  if (cfg.item_graph) {
+    item_sage_ = register_module("item_sage", nn::Linear(d, d));
+    IdentityInit(item_sage_.get());
+  }
   item_fusion = register_module("item_fusion", Fusion(int64_t(item_sources_.size()), d, h, cfg.fusion, cfg.dropout));
   user_fusion = register_module("user_fusion", Fusion(int64_t(user_sources_.size()), d, h, cfg.fusion, cfg.dropout));
 }
@@ -178,6 +182,14 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
     }
   }
   return user_fusion(torch::stack(xs, 1));
+}
+
+torch::Tensor M6ModelImpl::ScoredItemVectors(const ModelBatch& b, const torch::Tensor& item_vecs) {
+  if (!item_sage_ || !b.item_nbr.defined() || b.item_nbr.size(1) == 0) return item_vecs;
+  auto agg = item_sage_(MaskedMean(Gather(WithPadRow(b.user_rows), b.item_nbr), b.item_nbr_mask));
+  // Items without sampled users (cold, or not scored in this batch) keep their tower vector.
+  auto has = (b.item_nbr_mask.sum(1, /*keepdim=*/true) > 0).to(item_vecs.dtype());
+  return item_vecs + has * 0.5 * (agg - item_vecs);
 }
 
 torch::Tensor RankingLoss(const std::string& kind, const torch::Tensor& pos, const torch::Tensor& neg,

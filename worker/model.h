@@ -16,6 +16,10 @@
 //              | graph: GraphSAGE mean over sampled interacted items' vectors and sampled
 //                friends' id rows, W [mean_items || mean_friends] (linear, as LightGCN)
 //                                                     -> fusion -> user vector [B, d]
+//   item graph (model.item_graph; the item side of the user-item graph): a scored item's vector
+//              is (tower vector + W mean of its sampled users' id rows) / 2 — LightGCN's first
+//              layer on the item side. The items a user tower reads (history, neighbours) stay
+//              tower vectors, so the user side and the item side are each one hop.
 //   fusion: "gate"   per-source sigmoid gates from all sources, reduction Linear(S*d -> d),
 //                    residual MLP (d -> hidden -> d) with dropout; initialised to the plain
 //                    mean of the sources (open gates, averaging reduction, silent MLP)
@@ -54,6 +58,8 @@ struct ModelBatch {
   torch::Tensor utok, utok_mask;                   // [B, Tu] into token_rows
   torch::Tensor nbr, nbr_mask;                     // [B, F] into item_rows
   torch::Tensor friends, friends_mask;             // [B, F] into user_rows
+  // Item graph inputs, one row per item of item_rows (all-zero mask: the item is not scored).
+  torch::Tensor item_nbr, item_nbr_mask;           // [Ki, Fi] into user_rows
 };
 
 class FusionImpl : public torch::nn::Module {
@@ -80,6 +86,8 @@ class M6ModelImpl : public torch::nn::Module {
   torch::Tensor ItemVectors(const ModelBatch& b);
   // User vectors [B, d]; item_vecs is ItemVectors(b).
   torch::Tensor UserVectors(const ModelBatch& b, const torch::Tensor& item_vecs);
+  // The vectors items are scored with: item_vecs, plus the item graph where it is on.
+  torch::Tensor ScoredItemVectors(const ModelBatch& b, const torch::Tensor& item_vecs);
 
   const std::vector<std::string>& user_sources() const { return user_sources_; }
   const std::vector<std::string>& item_sources() const { return item_sources_; }
@@ -95,7 +103,7 @@ class M6ModelImpl : public torch::nn::Module {
   torch::nn::Linear seq_query_{nullptr}, seq_out_{nullptr};
   torch::nn::Linear content_key_{nullptr};
   torch::Tensor content_query_;
-  torch::nn::Linear sage_{nullptr};
+  torch::nn::Linear sage_{nullptr}, item_sage_{nullptr};
 };
 TORCH_MODULE(M6Model);
 

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <unordered_map>
@@ -59,6 +60,7 @@ class BatchBuilder {
     auto [it, fresh] = imap_.emplace(i, int64_t(item_ids.size()) + 1);
     if (fresh) {
       item_ids.push_back(i);
+      item_nbr_.emplace_back();
       const auto& toks = i < ds_.item_tokens.size() ? ds_.item_tokens[i] : kNone;
       for (int k = 0; k < tt_; ++k) {
         const bool on = shape_.tokens && k < int(toks.size());
@@ -68,6 +70,20 @@ class BatchBuilder {
     }
     return it->second;
   }
+  // An item that will be scored: with model.item_graph its sampled users (item_users) join the
+  // batch as the item graph's input. Items only read by user towers need no call.
+  int64_t Scored(uint32_t i) {
+    const int64_t idx = Item(i);
+    auto& nbr = item_nbr_[idx - 1];
+    if (mc_.item_graph && item_users && nbr.empty()) {
+      item_users(i, &scratch_);
+      for (uint32_t v : scratch_) nbr.push_back(User(v));
+    }
+    return idx;
+  }
+  // The users of an item the item graph reads (set by the job: training draws, evaluation is fixed).
+  std::function<void(uint32_t item, std::vector<uint32_t>* users)> item_users;
+
   int64_t Token(uint32_t t) {
     auto [it, fresh] = tmap_.emplace(t, int64_t(token_ids.size()) + 1);
     if (fresh) token_ids.push_back(t);
@@ -162,6 +178,18 @@ class BatchBuilder {
     b.nbr_mask = FloatTensor(nbr_mask, B, mc_.fanout).to(dev);
     b.friends = LongTensor(friends, B, mc_.fanout).to(dev);
     b.friends_mask = FloatTensor(friends_mask, B, mc_.fanout).to(dev);
+    if (mc_.item_graph) {
+      const int64_t F = mc_.item_fanout;
+      std::vector<int64_t> idx(size_t(Ki) * F, 0);
+      std::vector<float> mask(size_t(Ki) * F, 0.0f);
+      for (int64_t k = 0; k < Ki; ++k)
+        for (size_t j = 0; j < item_nbr_[k].size() && j < size_t(F); ++j) {
+          idx[k * F + j] = item_nbr_[k][j];
+          mask[k * F + j] = 1.0f;
+        }
+      b.item_nbr = LongTensor(idx, Ki, F).to(dev);
+      b.item_nbr_mask = FloatTensor(mask, Ki, F).to(dev);
+    }
     return b;
   }
 
@@ -176,6 +204,8 @@ class BatchBuilder {
   const ModelShape& shape_;
   int tt_;
   std::unordered_map<uint32_t, int64_t> umap_, imap_, tmap_;
+  std::vector<std::vector<int64_t>> item_nbr_;  // per item index - 1: its sampled users' indices
+  std::vector<uint32_t> scratch_;
 };
 
 // A batch with its pulls in flight.
@@ -358,6 +388,16 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
   std::mt19937_64 rng(Mix64(cfg.seed ^ (uint64_t{ctx.rank} << 32)));
   static const std::vector<uint32_t> kNone;
   auto friends_of = [&](uint32_t u) -> const std::vector<uint32_t>& { return u < ds.social.size() ? ds.social[u] : kNone; };
+  // The item graph's neighbours: an item's training users. Evaluation reads a fixed sample per item.
+  const std::vector<std::vector<uint32_t>> item_users = mc.item_graph ? ds.ItemUsers() : std::vector<std::vector<uint32_t>>{};
+  auto eval_builder = [&]() {
+    auto b = std::make_unique<BatchBuilder>(ds, mc, shape, item_tokens);
+    if (mc.item_graph)
+      b->item_users = [&](uint32_t i, std::vector<uint32_t>* out) {
+        *out = SampleNeighboursFixed(item_users[i], mc.item_fanout, -1, eval_seed ^ 2, i);
+      };
+    return b;
+  };
 
   auto issue = [&](Pending* p) -> Status {
     const BatchBuilder& b = *p->b;
@@ -399,6 +439,27 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
     p->pos_items.clear();
     p->neg_items.clear();
     BatchBuilder& b = *p->b;
+    if (mc.item_graph) {
+      // The edge being predicted stays out of the item graph: a positive's sampled users never
+      // include the batch's users who have it as their target (they would see themselves).
+      auto targets = std::make_shared<std::unordered_map<uint32_t, std::vector<uint32_t>>>();
+      for (size_t s = 0; s < B; ++s) {
+        const auto [u, k] = samples[(step * B + s) % samples.size()];
+        (*targets)[ds.train[u][k]].push_back(u);
+      }
+      b.item_users = [&, targets](uint32_t i, std::vector<uint32_t>* out) {
+        auto t = targets->find(i);
+        const size_t skip = t == targets->end() ? 0 : t->second.size();
+        *out = SampleNeighbours(item_users[i], mc.item_fanout + int(skip), -1, rng);
+        if (skip > 0)
+          out->erase(std::remove_if(out->begin(), out->end(),
+                                    [&](uint32_t v) {
+                                      return std::find(t->second.begin(), t->second.end(), v) != t->second.end();
+                                    }),
+                     out->end());
+        if (out->size() > size_t(mc.item_fanout)) out->resize(mc.item_fanout);
+      };
+    }
     std::vector<uint32_t> hist, nbr, fr, prefix;
     for (size_t s = 0; s < B; ++s) {
       const auto [u, k] = samples[(step * B + s) % samples.size()];
@@ -416,12 +477,12 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
         fr = SampleNeighbours(friends_of(u), mc.fanout, -1, rng);
       }
       b.AddUser(u, hist, nbr, fr);
-      p->pos.push_back(b.Item(item));
+      p->pos.push_back(b.Scored(item));
       p->pos_items.push_back(item);
     }
     for (size_t j = 0; j < M; ++j) {
       const uint32_t n = sampler.Draw(rng);
-      p->neg.push_back(b.Item(n));
+      p->neg.push_back(b.Scored(n));
       p->neg_items.push_back(n);
     }
     return issue(p);
@@ -441,18 +502,18 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
   SampledScorer sampled_scorer = [&](const std::vector<uint32_t>& users, const std::vector<std::vector<uint32_t>>& cands,
                                      bool with_valid, std::vector<std::vector<float>>* scores) -> Status {
     Pending p;
-    p.b = std::make_unique<BatchBuilder>(ds, mc, shape, item_tokens);
+    p.b = eval_builder();
     build_eval_users(users, with_valid, p.b.get());
     std::vector<int64_t> cidx;
     for (const auto& c : cands)
-      for (uint32_t i : c) cidx.push_back(p.b->Item(i));
+      for (uint32_t i : c) cidx.push_back(p.b->Scored(i));
     M6_RETURN_IF_ERROR(issue(&p));
     M6_RETURN_IF_ERROR(wait(&p));
     torch::NoGradGuard ng;
     ModelBatch mb = p.b->Tensors(p.urows, p.irows, p.trows, false, dev);
     auto iv = model->ItemVectors(mb);
     auto uv = model->UserVectors(mb, iv);
-    auto civ = WithPadRow(iv).index_select(0, LongTensor(cidx, int64_t(cidx.size()), 1).view({-1}).to(dev));
+    auto civ = WithPadRow(model->ScoredItemVectors(mb, iv)).index_select(0, LongTensor(cidx, int64_t(cidx.size()), 1).view({-1}).to(dev));
     const int64_t n = int64_t(cands[0].size());
     for (const auto& c : cands)
       if (int64_t(c.size()) != n) return Status::Internal("ragged candidate lists");
@@ -467,19 +528,20 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
     constexpr uint32_t kChunk = 8192;
     for (uint32_t start = 0; start < ds.num_items; start += kChunk) {
       Pending p;
-      p.b = std::make_unique<BatchBuilder>(ds, mc, shape, item_tokens);
-      for (uint32_t i = start; i < std::min(ds.num_items, start + kChunk); ++i) p.b->Item(i);
+      p.b = eval_builder();
+      for (uint32_t i = start; i < std::min(ds.num_items, start + kChunk); ++i) p.b->Scored(i);
       M6_RETURN_IF_ERROR(issue(&p));
       M6_RETURN_IF_ERROR(wait(&p));
       torch::NoGradGuard ng;
-      parts.push_back(model->ItemVectors(p.b->Tensors(p.urows, p.irows, p.trows, false, dev)));
+      ModelBatch mb = p.b->Tensors(p.urows, p.irows, p.trows, false, dev);
+      parts.push_back(model->ScoredItemVectors(mb, model->ItemVectors(mb)));
     }
     all_items = torch::cat(parts, 0);
     return Status::OK();
   };
   FullScorer full_scorer = [&](const std::vector<uint32_t>& users, std::vector<float>* scores) -> Status {
     Pending p;
-    p.b = std::make_unique<BatchBuilder>(ds, mc, shape, item_tokens);
+    p.b = eval_builder();
     build_eval_users(users, false, p.b.get());
     M6_RETURN_IF_ERROR(issue(&p));
     M6_RETURN_IF_ERROR(wait(&p));
@@ -529,7 +591,7 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
       seen.insert(seen.end(), ds.test_sets[u].begin(), ds.test_sets[u].end());
     }
     Pending p;
-    p.b = std::make_unique<BatchBuilder>(ds, mc, shape, item_tokens);
+    p.b = eval_builder();
     p.b->AddUser(uint32_t(u), mc.sequence ? HistoryWindow(seen, -1, mc.seq_len, ds.ordered) : std::vector<uint32_t>{},
                  mc.graph ? SampleNeighboursFixed(seen, mc.fanout, -1, eval_seed, u) : std::vector<uint32_t>{},
                  mc.graph ? SampleNeighboursFixed(friends_of(u), mc.fanout, -1, eval_seed ^ 1, u) : std::vector<uint32_t>{});
@@ -582,7 +644,7 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
       ModelBatch mb = cur.b->Tensors(cur.urows, cur.irows, cur.trows, true, dev);
       auto iv = model->ItemVectors(mb);
       auto uv = model->UserVectors(mb, iv);
-      auto ivp = WithPadRow(iv);
+      auto ivp = WithPadRow(model->ScoredItemVectors(mb, iv));
       const int64_t nb = int64_t(cur.pos.size());
       auto posv = ivp.index_select(0, LongTensor(cur.pos, nb, 1).view({-1}).to(dev));
       auto negv = ivp.index_select(0, LongTensor(cur.neg, int64_t(M), 1).view({-1}).to(dev));
