@@ -111,6 +111,9 @@ struct ModelConfig {
   int fanout = 10;               // neighbours sampled per node
   bool item_graph = false;       // the item side: a scored item's vector adds its sampled users' mean
   int item_fanout = 20;          // users sampled per scored item
+  // How the graph means weigh a neighbour: "mean" (equally) | "degree" (1/sqrt of its own
+  // degree: popular items and very active users speak less, as in GCN's normalisation).
+  std::string graph_weighting = "mean";
   // item tower
   bool item_id = true;
   bool text = true;              // item tokens, pooled

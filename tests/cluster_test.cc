@@ -66,7 +66,7 @@ tables:
   - {name: token, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
 data:
   synth: {users: 600, items: 300, clusters: 6, interactions_per_user: 24, tokens: 120, image_dim: 8, audio_dim: 4}
-model: {seq_len: 10, fanout: 5, hidden: 32, content_tokens: 12}
+model: {seq_len: 10, fanout: 5, item_graph: true, item_fanout: 5, hidden: 32, content_tokens: 12}
 train: {job: m6, epochs: )" + std::to_string(epochs) + R"(, batch_size: 128, negatives: 32, loss: softmax, temperature: 0.2, log_every: 10}
 )";
 }

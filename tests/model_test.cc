@@ -52,12 +52,16 @@ ModelBatch MakeBatch(torch::Dtype dt, bool grad) {
   b.nbr_mask = F({1, 1, 0, 0, 0, 0, 1, 1, 1}, 3, 3);
   b.friends = L({4, 0, 0, 0, 0, 0, 1, 2, 0}, 3, 3);
   b.friends_mask = F({1, 0, 0, 0, 0, 0, 1, 1, 0}, 3, 3);
+  // Item graph: items 1 and 3 (0-based 0, 2) are scored with sampled users; the rest are not.
+  b.item_nbr = L({2, 4, 0, 0, 1, 0, 0, 0, 0, 0}, 5, 2);
+  b.item_nbr_mask = F({1, 1, 0, 0, 1, 0, 0, 0, 0, 0}, 5, 2);
   return b;
 }
 
 torch::Tensor Loss(M6Model& m, const ModelBatch& b) {
   auto iv = m->ItemVectors(b);
   auto uv = m->UserVectors(b, iv);
+  iv = m->ScoredItemVectors(b, iv);
   auto pos = iv.index_select(0, torch::tensor(std::vector<int64_t>{0, 2, 4}, torch::kLong));
   auto neg = iv.index_select(0, torch::tensor(std::vector<int64_t>{1, 3}, torch::kLong));
   auto valid = torch::ones({3, 2}, iv.options());
@@ -113,9 +117,10 @@ TEST(Model, TheDataDecidesWhichSourcesExist) {
 }
 
 TEST(Model, GradientsMatchFiniteDifferences) {
-  for (const char* rnn : {"gru", "lstm"}) {
+  for (const std::string rnn : {"gru", "lstm", "gru+item_graph"}) {
     ModelConfig c = SmallConfig();
-    c.rnn = rnn;
+    c.rnn = rnn.substr(0, rnn.find('+'));
+    c.item_graph = rnn.find("item_graph") != std::string::npos;
     torch::manual_seed(11);
     M6Model m(c, Shape());
     m->to(torch::kDouble);
@@ -146,6 +151,28 @@ TEST(Model, GradientsMatchFiniteDifferences) {
       }
     }
   }
+}
+
+TEST(Model, ItemGraphAveragesScoredItemsWithTheirUsers) {
+  ModelConfig c = SmallConfig();
+  c.item_graph = true;
+  M6Model m(c, Shape());
+  m->eval();
+  ModelBatch b = MakeBatch(torch::kFloat, false);
+  torch::NoGradGuard ng;
+  auto iv = m->ItemVectors(b);
+  auto sv = m->ScoredItemVectors(b, iv);
+  ASSERT_EQ(sv.sizes(), iv.sizes());
+  // At the start the item graph's map is the identity: (tower + mean of the sampled users) / 2.
+  auto users = b.user_rows;
+  EXPECT_TRUE(torch::allclose(sv[0], 0.5 * (iv[0] + 0.5 * (users[1] + users[3])), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(sv[2], 0.5 * (iv[2] + users[0]), 1e-5, 1e-6));
+  // Items without sampled users (not scored, or cold) keep their tower vector exactly.
+  for (int k : {1, 3, 4}) EXPECT_TRUE(torch::equal(sv[k], iv[k])) << k;
+  // Off: the tower vectors, untouched.
+  M6Model plain(SmallConfig(), Shape());
+  auto piv = plain->ItemVectors(b);
+  EXPECT_TRUE(torch::equal(plain->ScoredItemVectors(b, piv), piv));
 }
 
 TEST(Model, PaddingRowsGetNoGradientAndChangeNothing) {
@@ -209,6 +236,10 @@ TEST(Model, AttentionPoolAndMaskedMeanIgnorePadding) {
   EXPECT_TRUE(torch::allclose(AttentionPool(x, q, mask), torch::tensor({2.0, 3.0}, torch::kDouble).view({1, 2})));
   auto none = torch::zeros({1, 3}, torch::kDouble);
   EXPECT_TRUE(torch::allclose(AttentionPool(x, q, none), torch::zeros({1, 2}, torch::kDouble)));
+  EXPECT_TRUE(torch::allclose(MaskedMean(x, none), torch::zeros({1, 2}, torch::kDouble)));
+  // Weights below 1 (graph_weighting: degree): a weighted mean, (0.5*[1,2] + 0.25*[3,4]) / 0.75.
+  auto w = torch::tensor({0.5, 0.25, 0.0}, torch::kDouble).view({1, 3});
+  EXPECT_TRUE(torch::allclose(MaskedMean(x, w), torch::tensor({5.0 / 3, 8.0 / 3}, torch::kDouble).view({1, 2})));
 }
 
 }  // namespace m6rec

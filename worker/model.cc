@@ -21,7 +21,8 @@ torch::Tensor Gather(const torch::Tensor& rows, const torch::Tensor& idx) {
 
 torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask) {
   auto m = mask.unsqueeze(-1);
-  return (x * m).sum(1) / m.sum(1).clamp_min(1.0);
+  // A weighted mean when the mask holds weights; rows without any weight give 0.
+  return (x * m).sum(1) / m.sum(1).clamp_min(1e-12);
 }
 
 torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q, const torch::Tensor& mask) {

@@ -56,7 +56,7 @@ struct ModelBatch {
   torch::Tensor users;                             // [B] into user_rows
   torch::Tensor hist, hist_mask;                   // [B, L] into item_rows, left-padded (newest last)
   torch::Tensor utok, utok_mask;                   // [B, Tu] into token_rows
-  torch::Tensor nbr, nbr_mask;                     // [B, F] into item_rows
+  torch::Tensor nbr, nbr_mask;                     // [B, F] into item_rows (mask: weights, see graph_weighting)
   torch::Tensor friends, friends_mask;             // [B, F] into user_rows
   // Item graph inputs, one row per item of item_rows (all-zero mask: the item is not scored).
   torch::Tensor item_nbr, item_nbr_mask;           // [Ki, Fi] into user_rows
@@ -109,7 +109,8 @@ TORCH_MODULE(M6Model);
 
 // Prepends a zero row: index 0 of the result is padding.
 torch::Tensor WithPadRow(const torch::Tensor& rows);
-// Masked mean over dim 1 of x [N, K, d] with mask [N, K]; rows with no valid entry give 0.
+// Masked mean over dim 1 of x [N, K, d] with mask [N, K] (a weighted mean when the mask holds
+// non-negative weights); rows with no valid entry give 0.
 torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask);
 // Attention pooling: softmax over K of <x, q> / sqrt(d) (masked) -> [N, d]; q is [N, d] or [d].
 torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q, const torch::Tensor& mask);

@@ -61,6 +61,7 @@ class BatchBuilder {
     if (fresh) {
       item_ids.push_back(i);
       item_nbr_.emplace_back();
+      item_nbr_w_.emplace_back();
       const auto& toks = i < ds_.item_tokens.size() ? ds_.item_tokens[i] : kNone;
       for (int k = 0; k < tt_; ++k) {
         const bool on = shape_.tokens && k < int(toks.size());
@@ -77,7 +78,11 @@ class BatchBuilder {
     auto& nbr = item_nbr_[idx - 1];
     if (mc_.item_graph && item_users && nbr.empty()) {
       item_users(i, &scratch_);
-      for (uint32_t v : scratch_) nbr.push_back(User(v));
+      auto& w = item_nbr_w_[idx - 1];
+      for (uint32_t v : scratch_) {
+        nbr.push_back(User(v));
+        w.push_back(degree_weights_ ? DegreeWeight(ds_.train[v].size()) : 1.0f);
+      }
     }
     return idx;
   }
@@ -104,15 +109,20 @@ class BatchBuilder {
       this->hist.push_back(Item(hist[k]));
       hist_mask.push_back(1);
     }
-    auto fill = [F](const std::vector<int64_t>& idx, std::vector<int64_t>* out, std::vector<float>* mask) {
+    std::vector<float> weight;
+    auto fill = [F, &weight](const std::vector<int64_t>& idx, std::vector<int64_t>* out, std::vector<float>* mask) {
       for (int k = 0; k < F; ++k) {
         out->push_back(k < int(idx.size()) ? idx[k] : 0);
-        mask->push_back(k < int(idx.size()) ? 1.0f : 0.0f);
+        mask->push_back(k < int(idx.size()) ? (k < int(weight.size()) ? weight[k] : 1.0f) : 0.0f);
       }
+      weight.clear();
     };
     std::vector<int64_t> idx;
     if (mc_.graph) {
-      for (uint32_t i : nbr) idx.push_back(Item(i));
+      for (uint32_t i : nbr) {
+        idx.push_back(Item(i));
+        if (degree_weights_) weight.push_back(DegreeWeight(ds_.item_popularity[i]));
+      }
     }
     fill(idx, &this->nbr, &nbr_mask);
     idx.clear();
@@ -185,7 +195,7 @@ class BatchBuilder {
       for (int64_t k = 0; k < Ki; ++k)
         for (size_t j = 0; j < item_nbr_[k].size() && j < size_t(F); ++j) {
           idx[k * F + j] = item_nbr_[k][j];
-          mask[k * F + j] = 1.0f;
+          mask[k * F + j] = item_nbr_w_[k][j];
         }
       b.item_nbr = LongTensor(idx, Ki, F).to(dev);
       b.item_nbr_mask = FloatTensor(mask, Ki, F).to(dev);
@@ -204,7 +214,10 @@ class BatchBuilder {
   const ModelShape& shape_;
   int tt_;
   std::unordered_map<uint32_t, int64_t> umap_, imap_, tmap_;
+  static float DegreeWeight(size_t degree) { return 1.0f / std::sqrt(float(std::max<size_t>(1, degree))); }
+  const bool degree_weights_ = mc_.graph_weighting == "degree";
   std::vector<std::vector<int64_t>> item_nbr_;  // per item index - 1: its sampled users' indices
+  std::vector<std::vector<float>> item_nbr_w_;  // ... and their weights
   std::vector<uint32_t> scratch_;
 };
 
