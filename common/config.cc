@@ -263,7 +263,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   ModelConfig& mc = cfg->model;
   const std::string p = "model";
   M6_RETURN_IF_ERROR(r.CheckMap(m, p, {"user_id", "sequence", "rnn", "seq_len", "attention", "content",
-                                       "content_tokens", "graph", "social", "fanout", "item_graph", "item_fanout", "graph_weighting",
+                                       "content_tokens", "graph", "social", "fanout", "item_graph", "item_fanout", "eval_fanout", "graph_weighting",
                                        "item_id", "text",
                                        "image", "audio", "fusion", "hidden", "dropout", "dense_lr",
                                        "dense_weight_decay", "token_table", "device"}));
@@ -276,7 +276,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.Str(m, p, "fusion", &mc.fusion));
   M6_RETURN_IF_ERROR(r.OneOf(m, p, "fusion", mc.fusion, {"gate", "concat", "mean"}));
   M6_RETURN_IF_ERROR(r.Str(m, p, "graph_weighting", &mc.graph_weighting));
-  M6_RETURN_IF_ERROR(r.OneOf(m, p, "graph_weighting", mc.graph_weighting, {"mean", "degree"}));
+  M6_RETURN_IF_ERROR(r.OneOf(m, p, "graph_weighting", mc.graph_weighting, {"mean", "degree", "symmetric"}));
   M6_RETURN_IF_ERROR(r.Str(m, p, "device", &mc.device));
   M6_RETURN_IF_ERROR(r.OneOf(m, p, "device", mc.device, {"cpu", "cuda"}));
   M6_RETURN_IF_ERROR(r.Str(m, p, "token_table", &mc.token_table));
@@ -284,6 +284,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "content_tokens", &mc.content_tokens, 1, 10000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "fanout", &mc.fanout, 1, 10000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "item_fanout", &mc.item_fanout, 1, 10000));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "eval_fanout", &mc.eval_fanout, 0, 10000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "hidden", &mc.hidden, 1, 1 << 16));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dropout", &mc.dropout, 0, 0.95));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dense_lr", &mc.dense_lr, 0, 10));

@@ -111,8 +111,10 @@ struct ModelConfig {
   int fanout = 10;               // neighbours sampled per node
   bool item_graph = false;       // the item side: a scored item's vector adds its sampled users' mean
   int item_fanout = 20;          // users sampled per scored item
-  // How the graph means weigh a neighbour: "mean" (equally) | "degree" (1/sqrt of its own
-  // degree: popular items and very active users speak less, as in GCN's normalisation).
+  int eval_fanout = 0;           // neighbours per node at evaluation (0: the training fanouts)
+  // How the graph aggregates neighbours: "mean" (equally) | "degree" (a mean weighted 1/sqrt of
+  // each neighbour's degree: popular items and very active users speak less) | "symmetric"
+  // (LightGCN's sum weighted 1/sqrt(own degree · neighbour's degree), estimated from the sample).
   std::string graph_weighting = "mean";
   // item tower
   bool item_id = true;

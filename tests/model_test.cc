@@ -175,6 +175,25 @@ TEST(Model, ItemGraphAveragesScoredItemsWithTheirUsers) {
   EXPECT_TRUE(torch::equal(plain->ScoredItemVectors(b, piv), piv));
 }
 
+TEST(Model, SymmetricWeightingSumsTheWeightedNeighbours) {
+  // graph_weighting symmetric: the weights carry LightGCN's normalisation, the model sums.
+  ModelConfig c = SmallConfig();
+  c.item_graph = true;
+  c.graph_weighting = "symmetric";
+  M6Model m(c, Shape());
+  m->eval();
+  ModelBatch b = MakeBatch(torch::kFloat, false);
+  torch::NoGradGuard ng;
+  b.item_nbr_mask = b.item_nbr_mask * 0.3;  // e.g. sqrt(pool)/n/sqrt(d_j) for every neighbour
+  auto iv = m->ItemVectors(b);
+  auto sv = m->ScoredItemVectors(b, iv);
+  auto users = b.user_rows;
+  // Item 0 has users 1 and 3: a mean would give 0.5 (u1 + u3); the sum gives 0.3 (u1 + u3).
+  EXPECT_TRUE(torch::allclose(sv[0], 0.5 * (iv[0] + 0.3 * (users[1] + users[3])), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(sv[2], 0.5 * (iv[2] + 0.3 * users[0]), 1e-5, 1e-6));
+  for (int k : {1, 3, 4}) EXPECT_TRUE(torch::equal(sv[k], iv[k])) << k;
+}
+
 TEST(Model, PaddingRowsGetNoGradientAndChangeNothing) {
   M6Model m(SmallConfig(), Shape());
   m->eval();

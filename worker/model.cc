@@ -175,8 +175,8 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
       auto w = torch::softmax(sc, 1) * b.utok_mask;
       xs.push_back((w.unsqueeze(-1) * tok).sum(1));
     } else if (s == "graph") {
-      std::vector<torch::Tensor> parts{MaskedMean(Gather(items, b.nbr), b.nbr_mask)};
-      if (cfg_.social && shape_.social) parts.push_back(MaskedMean(Gather(users, b.friends), b.friends_mask));
+      std::vector<torch::Tensor> parts{Neighbours(Gather(items, b.nbr), b.nbr_mask)};
+      if (cfg_.social && shape_.social) parts.push_back(Neighbours(Gather(users, b.friends), b.friends_mask));
       // Linear aggregation (no ReLU): LightGCN found non-linearities in propagation hurt
       // collaborative filtering, and it keeps the source on the scale of the id rows.
       xs.push_back(sage_(torch::cat(parts, 1)));
@@ -185,9 +185,15 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
   return user_fusion(torch::stack(xs, 1));
 }
 
+torch::Tensor M6ModelImpl::Neighbours(const torch::Tensor& x, const torch::Tensor& weights) const {
+  // symmetric: the weights carry the whole normalisation (see graph_weighting), so a plain sum.
+  if (cfg_.graph_weighting == "symmetric") return (x * weights.unsqueeze(-1)).sum(1);
+  return MaskedMean(x, weights);
+}
+
 torch::Tensor M6ModelImpl::ScoredItemVectors(const ModelBatch& b, const torch::Tensor& item_vecs) {
   if (!item_sage_ || !b.item_nbr.defined() || b.item_nbr.size(1) == 0) return item_vecs;
-  auto agg = item_sage_(MaskedMean(Gather(WithPadRow(b.user_rows), b.item_nbr), b.item_nbr_mask));
+  auto agg = item_sage_(Neighbours(Gather(WithPadRow(b.user_rows), b.item_nbr), b.item_nbr_mask));
   // Items without sampled users (cold, or not scored in this batch) keep their tower vector.
   auto has = (b.item_nbr_mask.sum(1, /*keepdim=*/true) > 0).to(item_vecs.dtype());
   return item_vecs + has * 0.5 * (agg - item_vecs);

@@ -94,6 +94,10 @@ class M6ModelImpl : public torch::nn::Module {
   Fusion user_fusion{nullptr}, item_fusion{nullptr};
 
  private:
+  // The graph aggregation of neighbour rows x [N, K, d] with weights [N, K] (0: padding): a
+  // weighted mean, or for graph_weighting symmetric the weighted sum.
+  torch::Tensor Neighbours(const torch::Tensor& x, const torch::Tensor& weights) const;
+
   ModelConfig cfg_;
   ModelShape shape_;
   std::vector<std::string> user_sources_, item_sources_;

@@ -48,8 +48,11 @@ torch::Tensor FloatTensor(const std::vector<float>& v, int64_t rows, int64_t col
 // One batch's sparse ids (deduplicated, 1-based indices) and the ragged inputs of the towers.
 class BatchBuilder {
  public:
-  BatchBuilder(const Dataset& ds, const ModelConfig& mc, const ModelShape& shape, int item_tokens)
-      : ds_(ds), mc_(mc), shape_(shape), tt_(item_tokens) {}
+  // fanout / item_fanout: the widths of the graph inputs (training: the config's fanouts;
+  // evaluation: model.eval_fanout).
+  BatchBuilder(const Dataset& ds, const ModelConfig& mc, const ModelShape& shape, int item_tokens, int fanout,
+               int item_fanout)
+      : ds_(ds), mc_(mc), shape_(shape), tt_(item_tokens), fanout_(fanout), item_fanout_(item_fanout) {}
 
   int64_t User(uint32_t u) {
     auto [it, fresh] = umap_.emplace(u, int64_t(user_ids.size()) + 1);
@@ -83,6 +86,7 @@ class BatchBuilder {
         nbr.push_back(User(v));
         w.push_back(degree_weights_ ? DegreeWeight(ds_.train[v].size()) : 1.0f);
       }
+      Symmetric(ds_.item_popularity[i], &w);
     }
     return idx;
   }
@@ -95,11 +99,12 @@ class BatchBuilder {
     return it->second;
   }
 
-  // One user row of the user tower. hist: oldest first.
-  void AddUser(uint32_t u, const std::vector<uint32_t>& hist, const std::vector<uint32_t>& nbr,
+  // One user row of the user tower. hist: oldest first; nbr: items sampled from nbr_pool of
+  // them (the size of the neighbourhood, for graph_weighting: symmetric).
+  void AddUser(uint32_t u, const std::vector<uint32_t>& hist, const std::vector<uint32_t>& nbr, size_t nbr_pool,
                const std::vector<uint32_t>& friends) {
     users.push_back(User(u));
-    const int L = mc_.seq_len, F = mc_.fanout, T = mc_.content_tokens;
+    const int L = mc_.seq_len, F = fanout_, T = mc_.content_tokens;
     const size_t pad = L - std::min<size_t>(L, hist.size());
     for (size_t k = 0; k < pad; ++k) {
       this->hist.push_back(0);
@@ -123,11 +128,16 @@ class BatchBuilder {
         idx.push_back(Item(i));
         if (degree_weights_) weight.push_back(DegreeWeight(ds_.item_popularity[i]));
       }
+      Symmetric(nbr_pool, &weight);
     }
     fill(idx, &this->nbr, &nbr_mask);
     idx.clear();
     if (mc_.graph && shape_.social) {
-      for (uint32_t v : friends) idx.push_back(User(v));
+      for (uint32_t v : friends) {
+        idx.push_back(User(v));
+        if (degree_weights_) weight.push_back(DegreeWeight(ds_.train[v].size()));
+      }
+      Symmetric(friends_of_size(u), &weight);
     }
     fill(idx, &this->friends, &friends_mask);
     // Content: the user's profile tokens, then the tokens of the newest history items.
@@ -184,12 +194,12 @@ class BatchBuilder {
     b.hist_mask = FloatTensor(hist_mask, B, mc_.seq_len).to(dev);
     b.utok = LongTensor(utok, B, mc_.content_tokens).to(dev);
     b.utok_mask = FloatTensor(utok_mask, B, mc_.content_tokens).to(dev);
-    b.nbr = LongTensor(nbr, B, mc_.fanout).to(dev);
-    b.nbr_mask = FloatTensor(nbr_mask, B, mc_.fanout).to(dev);
-    b.friends = LongTensor(friends, B, mc_.fanout).to(dev);
-    b.friends_mask = FloatTensor(friends_mask, B, mc_.fanout).to(dev);
+    b.nbr = LongTensor(nbr, B, fanout_).to(dev);
+    b.nbr_mask = FloatTensor(nbr_mask, B, fanout_).to(dev);
+    b.friends = LongTensor(friends, B, fanout_).to(dev);
+    b.friends_mask = FloatTensor(friends_mask, B, fanout_).to(dev);
     if (mc_.item_graph) {
-      const int64_t F = mc_.item_fanout;
+      const int64_t F = item_fanout_;
       std::vector<int64_t> idx(size_t(Ki) * F, 0);
       std::vector<float> mask(size_t(Ki) * F, 0.0f);
       for (int64_t k = 0; k < Ki; ++k)
@@ -213,9 +223,20 @@ class BatchBuilder {
   const ModelConfig& mc_;
   const ModelShape& shape_;
   int tt_;
+  int fanout_, item_fanout_;
   std::unordered_map<uint32_t, int64_t> umap_, imap_, tmap_;
   static float DegreeWeight(size_t degree) { return 1.0f / std::sqrt(float(std::max<size_t>(1, degree))); }
-  const bool degree_weights_ = mc_.graph_weighting == "degree";
+  // graph_weighting: symmetric — the model sums its neighbours' rows, each weighted
+  // 1/sqrt(own degree · neighbour's degree) as in LightGCN; a sample of n of the node's `pool`
+  // neighbours is scaled by pool/n so that the sum estimates the whole neighbourhood's.
+  void Symmetric(size_t pool, std::vector<float>* w) const {
+    if (!symmetric_ || w->empty()) return;
+    const float scale = float(std::max(pool, w->size())) / float(w->size()) * DegreeWeight(pool);
+    for (float& x : *w) x *= scale;
+  }
+  size_t friends_of_size(uint32_t u) const { return u < ds_.social.size() ? ds_.social[u].size() : 0; }
+  const bool symmetric_ = mc_.graph_weighting == "symmetric";
+  const bool degree_weights_ = mc_.graph_weighting == "degree" || symmetric_;
   std::vector<std::vector<int64_t>> item_nbr_;  // per item index - 1: its sampled users' indices
   std::vector<std::vector<float>> item_nbr_w_;  // ... and their weights
   std::vector<uint32_t> scratch_;
@@ -403,11 +424,15 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
   auto friends_of = [&](uint32_t u) -> const std::vector<uint32_t>& { return u < ds.social.size() ? ds.social[u] : kNone; };
   // The item graph's neighbours: an item's training users. Evaluation reads a fixed sample per item.
   const std::vector<std::vector<uint32_t>> item_users = mc.item_graph ? ds.ItemUsers() : std::vector<std::vector<uint32_t>>{};
+  // Evaluation reads wider neighbourhoods than a training step when model.eval_fanout says so:
+  // the mean over more neighbours is the expectation of the training-time sampled mean.
+  const int eval_fanout = mc.eval_fanout > 0 ? mc.eval_fanout : mc.fanout;
+  const int eval_item_fanout = mc.eval_fanout > 0 ? mc.eval_fanout : mc.item_fanout;
   auto eval_builder = [&]() {
-    auto b = std::make_unique<BatchBuilder>(ds, mc, shape, item_tokens);
+    auto b = std::make_unique<BatchBuilder>(ds, mc, shape, item_tokens, eval_fanout, eval_item_fanout);
     if (mc.item_graph)
       b->item_users = [&](uint32_t i, std::vector<uint32_t>* out) {
-        *out = SampleNeighboursFixed(item_users[i], mc.item_fanout, -1, eval_seed ^ 2, i);
+        *out = SampleNeighboursFixed(item_users[i], eval_item_fanout, -1, eval_seed ^ 2, i);
       };
     return b;
   };
@@ -446,7 +471,7 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
 
   // Training batch `step` of the epoch from the shuffled samples (wrapping around).
   auto make_train = [&](size_t step, Pending* p) -> Status {
-    p->b = std::make_unique<BatchBuilder>(ds, mc, shape, item_tokens);
+    p->b = std::make_unique<BatchBuilder>(ds, mc, shape, item_tokens, mc.fanout, mc.item_fanout);
     p->pos.clear();
     p->neg.clear();
     p->pos_items.clear();
@@ -474,6 +499,7 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
       };
     }
     std::vector<uint32_t> hist, nbr, fr, prefix;
+    size_t pool = 0;
     for (size_t s = 0; s < B; ++s) {
       const auto [u, k] = samples[(step * B + s) % samples.size()];
       const uint32_t item = ds.train[u][k];
@@ -484,12 +510,14 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
         if (ds.ordered) {
           prefix.assign(ds.train[u].begin(), ds.train[u].begin() + k);
           nbr = SampleNeighbours(prefix, mc.fanout, -1, rng);
+          pool = prefix.size();
         } else {
           nbr = SampleNeighbours(ds.train[u], mc.fanout, item, rng);
+          pool = ds.train[u].size() - 1;
         }
         fr = SampleNeighbours(friends_of(u), mc.fanout, -1, rng);
       }
-      b.AddUser(u, hist, nbr, fr);
+      b.AddUser(u, hist, nbr, pool, fr);
       p->pos.push_back(b.Scored(item));
       p->pos_items.push_back(item);
     }
@@ -508,8 +536,9 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
       seq = ds.train[u];
       if (with_valid && !full && ds.valid_item[u] >= 0) seq.push_back(uint32_t(ds.valid_item[u]));
       b->AddUser(u, mc.sequence ? HistoryWindow(seq, -1, mc.seq_len, ds.ordered) : std::vector<uint32_t>{},
-                 mc.graph ? SampleNeighboursFixed(ds.train[u], mc.fanout, -1, eval_seed, u) : std::vector<uint32_t>{},
-                 mc.graph ? SampleNeighboursFixed(friends_of(u), mc.fanout, -1, eval_seed ^ 1, u) : std::vector<uint32_t>{});
+                 mc.graph ? SampleNeighboursFixed(ds.train[u], eval_fanout, -1, eval_seed, u) : std::vector<uint32_t>{},
+                 ds.train[u].size(),
+                 mc.graph ? SampleNeighboursFixed(friends_of(u), eval_fanout, -1, eval_seed ^ 1, u) : std::vector<uint32_t>{});
     }
   };
   SampledScorer sampled_scorer = [&](const std::vector<uint32_t>& users, const std::vector<std::vector<uint32_t>>& cands,
@@ -538,7 +567,8 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
   torch::Tensor all_items;  // full ranking: every item's vector, computed once per evaluation
   auto compute_all_items = [&]() -> Status {
     std::vector<torch::Tensor> parts;
-    constexpr uint32_t kChunk = 8192;
+    // ~160k neighbour slots per chunk (8192 items at 20 neighbours) bound the gathered rows.
+    const uint32_t kChunk = mc.item_graph ? std::max<uint32_t>(256, 163840 / uint32_t(eval_item_fanout)) : 8192;
     for (uint32_t start = 0; start < ds.num_items; start += kChunk) {
       Pending p;
       p.b = eval_builder();
@@ -606,8 +636,9 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
     Pending p;
     p.b = eval_builder();
     p.b->AddUser(uint32_t(u), mc.sequence ? HistoryWindow(seen, -1, mc.seq_len, ds.ordered) : std::vector<uint32_t>{},
-                 mc.graph ? SampleNeighboursFixed(seen, mc.fanout, -1, eval_seed, u) : std::vector<uint32_t>{},
-                 mc.graph ? SampleNeighboursFixed(friends_of(u), mc.fanout, -1, eval_seed ^ 1, u) : std::vector<uint32_t>{});
+                 mc.graph ? SampleNeighboursFixed(seen, eval_fanout, -1, eval_seed, u) : std::vector<uint32_t>{},
+                 seen.size(),
+                 mc.graph ? SampleNeighboursFixed(friends_of(u), eval_fanout, -1, eval_seed ^ 1, u) : std::vector<uint32_t>{});
     M6_RETURN_IF_ERROR(issue(&p));
     M6_RETURN_IF_ERROR(wait(&p));
     torch::NoGradGuard ng;
