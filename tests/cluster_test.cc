@@ -371,9 +371,11 @@ void ExpectOneAndTwoWorkersAgree(const std::string& yaml, double tolerance) {
 TEST(Cluster, OneAndTwoWorkersReachTheSameQuality) { ExpectOneAndTwoWorkersAgree(MfConfig(4), 0.06); }
 
 TEST(Cluster, M6OneAndTwoWorkersReachTheSameQuality) {
-  // With the item side of the graph too: its users are sampled per batch on each worker.
+  // With the item side of the graph too (its users are sampled per batch on each worker),
+  // LightGCN's symmetric weighting and wider neighbourhoods at evaluation.
   std::string yaml = M6Config(3);
-  const std::string from = "model: {", to = "model: {item_graph: true, item_fanout: 5, ";
+  const std::string from = "model: {",
+                    to = "model: {item_graph: true, item_fanout: 5, graph_weighting: symmetric, eval_fanout: 12, ";
   yaml.replace(yaml.find(from), from.size(), to);
   ExpectOneAndTwoWorkersAgree(yaml, 0.06);
 }
