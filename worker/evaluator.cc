@@ -1,6 +1,7 @@
 #include "worker/evaluator.h"
 
 #include <algorithm>
+#include <sstream>
 
 namespace m6rec {
 
@@ -117,6 +118,18 @@ FullScorer PopularityFullScorer(const Dataset& ds) {
 Status EvalPopularity(const Dataset& ds, const std::vector<uint32_t>& users, uint64_t seed, MetricSums* out) {
   if (ds.protocol == Dataset::Protocol::kFullRanking) return EvalFullProtocol(ds, users, PopularityFullScorer(ds), out);
   return EvalSampledProtocol(ds, users, false, seed, 0.0f, PopularitySampledScorer(ds), out);
+}
+
+std::string EpochSummary(int epoch, double train_loss, bool full, const MetricSums& test, const MetricSums& valid) {
+  std::ostringstream o;
+  o << "epoch " << epoch << ": train loss " << train_loss << ", this worker's ";
+  if (full)
+    o << "Recall@20 " << test.Mean("Recall@20") << " NDCG@20 " << test.Mean("NDCG@20");
+  else
+    o << "test HR@10 " << test.Mean("HR@10") << " NDCG@10 " << test.Mean("NDCG@10") << " (valid NDCG@10 "
+      << valid.Mean("NDCG@10") << ")";
+  o << " over " << test.users() << " users";
+  return o.str();
 }
 
 }  // namespace m6rec

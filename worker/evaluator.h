@@ -8,6 +8,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -34,6 +35,9 @@ Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users, c
 // Accuracy, precision, recall and F1 from the confusion sums EvalSampledProtocol adds
 // ("TP", "FP", "TN", "FN"), as a name -> value map of the means and these.
 std::map<std::string, double> SummaryMetrics(const MetricSums& m);
+
+// One worker's end-of-epoch log line: its share of the protocol's headline metrics.
+std::string EpochSummary(int epoch, double train_loss, bool full, const MetricSums& test, const MetricSums& valid);
 
 // The popularity baseline: items scored by their training count.
 SampledScorer PopularitySampledScorer(const Dataset& ds);

@@ -756,13 +756,7 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
       auto g = f->last_gates.to(torch::kCPU);
       for (size_t k = 0; k < srcs->size(); ++k) gates[name][(*srcs)[k]] = g[int64_t(k)].item<double>();
     }
-    if (full)
-      LOG_INFO << "epoch " << epoch << ": train loss " << last_loss << ", this worker's Recall@20 "
-               << test.Mean("Recall@20") << " NDCG@20 " << test.Mean("NDCG@20") << " over " << test.users() << " users";
-    else
-      LOG_INFO << "epoch " << epoch << ": train loss " << last_loss << ", this worker's test HR@10 " << test.Mean("HR@10")
-               << " NDCG@10 " << test.Mean("NDCG@10") << " (valid NDCG@10 " << valid.Mean("NDCG@10") << ") over "
-               << test.users() << " users; gates " << gates.dump();
+    LOG_INFO << EpochSummary(epoch, last_loss, full, test, valid) << (gates.empty() ? "" : "; gates " + gates.dump());
     epochs.push_back({{"epoch", epoch}, {"loss", last_loss}, {"test", SumsJson(test)}, {"valid", SumsJson(valid)},
                       {"gates", gates}, {"elapsed_s", prog.elapsed_s()}});
     // The metrics log: one JSON line per evaluated epoch, over all workers.

@@ -260,13 +260,7 @@ Status RunMfJob(const JobContext& ctx, std::string* summary) {
       M6_RETURN_IF_ERROR(EvalSampledProtocol(ds, my_users, true, eval_seed, 0.0f, sampled_scorer, &valid));
     }
     prog.AddEvalMs(MonotonicMs() - e0);
-    if (full)
-      LOG_INFO << "epoch " << epoch << ": train loss " << last_loss << ", this worker's Recall@20 "
-               << test.Mean("Recall@20") << " NDCG@20 " << test.Mean("NDCG@20") << " over " << test.users() << " users";
-    else
-      LOG_INFO << "epoch " << epoch << ": train loss " << last_loss << ", this worker's test HR@10 "
-               << test.Mean("HR@10") << " NDCG@10 " << test.Mean("NDCG@10") << " (valid NDCG@10 "
-               << valid.Mean("NDCG@10") << ") over " << test.users() << " users";
+    LOG_INFO << EpochSummary(epoch, last_loss, full, test, valid);
     epochs.push_back({{"epoch", epoch}, {"loss", last_loss}, {"test", SumsJson(test)}, {"valid", SumsJson(valid)},
                       {"elapsed_s", prog.elapsed_s()}});
   }
