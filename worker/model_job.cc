@@ -133,9 +133,9 @@ class BatchBuilder {
     fill(idx, &this->nbr, &nbr_mask);
     idx.clear();
     if (mc_.graph && shape_.social) {
-      for (uint32_t v : friends) {
+      for (uint32_t v : friends) {  // in the social graph a friend's degree is its number of friends
         idx.push_back(User(v));
-        if (degree_weights_) weight.push_back(DegreeWeight(ds_.train[v].size()));
+        if (degree_weights_) weight.push_back(DegreeWeight(friends_of_size(v)));
       }
       Symmetric(friends_of_size(u), &weight);
     }
