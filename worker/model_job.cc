@@ -45,6 +45,12 @@ torch::Tensor FloatTensor(const std::vector<float>& v, int64_t rows, int64_t col
   return torch::from_blob(const_cast<float*>(v.data()), {rows, cols}, torch::kFloat).clone();
 }
 
+// A user's friends in the social graph (none where the data has no social graph).
+const std::vector<uint32_t>& FriendsOf(const Dataset& ds, uint32_t u) {
+  static const std::vector<uint32_t> kNoFriends;
+  return u < ds.social.size() ? ds.social[u] : kNoFriends;
+}
+
 // One batch's sparse ids (deduplicated, 1-based indices) and the ragged inputs of the towers.
 class BatchBuilder {
  public:
@@ -135,9 +141,9 @@ class BatchBuilder {
     if (mc_.graph && shape_.social) {
       for (uint32_t v : friends) {  // in the social graph a friend's degree is its number of friends
         idx.push_back(User(v));
-        if (degree_weights_) weight.push_back(DegreeWeight(friends_of_size(v)));
+        if (degree_weights_) weight.push_back(DegreeWeight(FriendsOf(ds_, v).size()));
       }
-      Symmetric(friends_of_size(u), &weight);
+      Symmetric(FriendsOf(ds_, u).size(), &weight);
     }
     fill(idx, &this->friends, &friends_mask);
     // Content: the user's profile tokens, then the tokens of the newest history items.
@@ -234,7 +240,6 @@ class BatchBuilder {
     const float scale = float(std::max(pool, w->size())) / float(w->size()) * DegreeWeight(pool);
     for (float& x : *w) x *= scale;
   }
-  size_t friends_of_size(uint32_t u) const { return u < ds_.social.size() ? ds_.social[u].size() : 0; }
   const bool symmetric_ = mc_.graph_weighting == "symmetric";
   const bool degree_weights_ = mc_.graph_weighting == "degree" || symmetric_;
   std::vector<std::vector<int64_t>> item_nbr_;  // per item index - 1: its sampled users' indices
@@ -420,8 +425,7 @@ Status RunM6JobImpl(const JobContext& ctx, std::string* summary) {
                                       ? NegativeSampler(ds.item_popularity, ds.first_item, 0.75)
                                       : NegativeSampler(ds.first_item, ds.num_items);
   std::mt19937_64 rng(Mix64(cfg.seed ^ (uint64_t{ctx.rank} << 32)));
-  static const std::vector<uint32_t> kNone;
-  auto friends_of = [&](uint32_t u) -> const std::vector<uint32_t>& { return u < ds.social.size() ? ds.social[u] : kNone; };
+  auto friends_of = [&](uint32_t u) -> const std::vector<uint32_t>& { return FriendsOf(ds, u); };
   // The item graph's neighbours: an item's training users. Evaluation reads a fixed sample per item.
   const std::vector<std::vector<uint32_t>> item_users = mc.item_graph ? ds.ItemUsers() : std::vector<std::vector<uint32_t>>{};
   // Evaluation reads wider neighbourhoods than a training step when model.eval_fanout says so:
