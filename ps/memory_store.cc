@@ -1,6 +1,12 @@
-// MemoryStore: every row in a RowCache per table; not durable.
+// MemoryStore: every row in a RowCache per table; not durable. A checkpoint is one file,
+// rows.bin: "M6ROWS1\n", u32 layout length + TablesLayout text, then per table u64 row count
+// and (u64 key, width floats) per row. Restoring checks the layout and every length.
 #include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 
+#include "common/util.h"
 #include "ps/optimizer.h"
 #include "ps/row_cache.h"
 #include "ps/stores.h"
@@ -52,6 +58,67 @@ class MemoryStore final : public TableStore {
 
   Status Flush() override { return Status::OK(); }
 
+  Status Checkpoint(const std::string& dir) override {
+    std::error_code ec;
+    if (std::filesystem::exists(dir, ec))
+      return Status::InvalidArgument("checkpoint directory '" + dir + "' exists");
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return Status::IOError("cannot create '" + dir + "': " + ec.message());
+    std::string out = kMagic;
+    const std::string layout = TablesLayout(specs_);
+    Append(&out, uint32_t(layout.size()));
+    out += layout;
+    for (const auto& c : caches_) {
+      std::string rows;
+      uint64_t count = 0;
+      const size_t bytes = size_t{c->width()} * sizeof(float);
+      c->ForEach([&](Key k, const float* row) {
+        Append(&rows, k);
+        rows.append(reinterpret_cast<const char*>(row), bytes);
+        ++count;
+      });
+      Append(&out, count);
+      out += rows;
+    }
+    return WriteFileAtomic(dir + "/rows.bin", out);
+  }
+
+  // Loads a checkpoint written by Checkpoint (under the same tables' layout).
+  Status Restore(const std::string& dir) {
+    const std::string path = dir + "/rows.bin";
+    M6_ASSIGN_OR_RETURN(std::string in, ReadFileToString(path));
+    size_t at = 0;
+    auto take = [&](void* dst, size_t n) {
+      if (in.size() - at < n) return false;
+      std::memcpy(dst, in.data() + at, n);
+      at += n;
+      return true;
+    };
+    auto bad = [&](const std::string& what) { return Status::Corruption(path + ": " + what); };
+    if (in.compare(0, sizeof(kMagic) - 1, kMagic) != 0) return bad("not a memory-store checkpoint");
+    at = sizeof(kMagic) - 1;
+    uint32_t len = 0;
+    if (!take(&len, 4) || in.size() - at < len) return bad("truncated");
+    const std::string layout = in.substr(at, len);
+    at += len;
+    if (layout != TablesLayout(specs_))
+      return Status::InvalidArgument(path + " holds tables '" + layout + "' but the config declares '" +
+                                     TablesLayout(specs_) + "' (name:dim:optimizer:width)");
+    std::vector<float> row;
+    for (auto& c : caches_) {
+      uint64_t count = 0;
+      if (!take(&count, 8)) return bad("truncated");
+      row.resize(c->width());
+      for (uint64_t r = 0; r < count; ++r) {
+        Key k = 0;
+        if (!take(&k, 8) || !take(row.data(), row.size() * sizeof(float))) return bad("truncated");
+        c->Upsert(k, [](float*) {}, [&](float* dst) { std::memcpy(dst, row.data(), row.size() * 4); });
+      }
+    }
+    if (at != in.size()) return bad("trailing bytes");
+    return Status::OK();
+  }
+
   StoreStats Stats() const override {
     StoreStats s;
     for (const auto& c : caches_) s.rows_cached += c->size();
@@ -73,6 +140,12 @@ class MemoryStore final : public TableStore {
     return Status::OK();
   }
 
+  static constexpr char kMagic[] = "M6ROWS1\n";
+  template <typename T>
+  static void Append(std::string* out, T v) {
+    out->append(reinterpret_cast<const char*>(&v), sizeof(v));
+  }
+
   std::vector<TableSpec> specs_;
   std::vector<std::unique_ptr<RowCache>> caches_;
   std::atomic<uint64_t> hits_{0}, initialised_{0}, written_{0};
@@ -80,8 +153,11 @@ class MemoryStore final : public TableStore {
 
 }  // namespace
 
-std::unique_ptr<TableStore> NewMemoryStore(const std::vector<TableSpec>& tables) {
-  return std::make_unique<MemoryStore>(tables);
+StatusOr<std::unique_ptr<TableStore>> NewMemoryStore(const StoreOptions& options,
+                                                    const std::vector<TableSpec>& tables) {
+  auto store = std::make_unique<MemoryStore>(tables);
+  if (!options.restore_from.empty()) M6_RETURN_IF_ERROR(store->Restore(options.restore_from));
+  return std::unique_ptr<TableStore>(std::move(store));
 }
 
 }  // namespace m6rec

@@ -10,6 +10,7 @@
 // The hot tier only holds rows that are identical to RocksDB's (or newer, in flight under
 // write_mu_), so evicting costs nothing; a failed write invalidates the batch's cached rows.
 #include <rocksdb/db.h>
+#include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/memtablerep.h>
 #include <rocksdb/slice_transform.h>
@@ -24,6 +25,7 @@
 #include <unordered_map>
 
 #include "common/logging.h"
+#include "common/util.h"
 #include "ps/optimizer.h"
 #include "ps/row_cache.h"
 #include "ps/stores.h"
@@ -38,11 +40,6 @@ inline void EncodeKey(Key k, char* out) {
     out[i] = static_cast<char>(k & 0xff);
     k >>= 8;
   }
-}
-
-std::string LayoutString(const TableSpec& t) {
-  return t.name + ":" + std::to_string(t.dim) + ":" + OptimizerName(t.optimizer.kind) + ":" +
-         std::to_string(RowWidth(t)) + ";";
 }
 
 class RocksDBStore final : public TableStore {
@@ -95,6 +92,7 @@ class RocksDBStore final : public TableStore {
 
   Status Update(TableId table, const Key* keys, size_t n, const RowFn& fn) override {
     M6_RETURN_IF_ERROR(CheckTable(table, 0));
+    if (opts_.read_only) return Status::PermissionDenied("RocksDB at " + opts_.path + " is open read-only");
     const TableSpec& spec = specs_[table];
     const uint32_t width = widths_[table];
     const size_t row_bytes = size_t{width} * sizeof(float);
@@ -183,7 +181,20 @@ class RocksDBStore final : public TableStore {
     return Status::OK();
   }
 
+  Status Checkpoint(const std::string& dir) override {
+    std::lock_guard<std::mutex> wlock(write_mu_);  // no update half in, half out
+    rocksdb::Checkpoint* raw = nullptr;
+    rocksdb::Status s = rocksdb::Checkpoint::Create(db_.get(), &raw);
+    std::unique_ptr<rocksdb::Checkpoint> cp(raw);
+    // log_size_for_flush 0: the memtable is flushed first, so the checkpoint's SST files hold
+    // every row and it opens read-only without replaying logs.
+    if (s.ok()) s = cp->CreateCheckpoint(dir, /*log_size_for_flush=*/0);
+    if (!s.ok()) return Status::IOError("RocksDB checkpoint of " + opts_.path + " to '" + dir + "': " + s.ToString());
+    return Status::OK();
+  }
+
   Status Flush() override {
+    if (opts_.read_only) return Status::OK();
     std::lock_guard<std::mutex> wlock(write_mu_);
     rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
     if (s.ok()) s = db_->Flush(rocksdb::FlushOptions());
@@ -271,10 +282,40 @@ class RocksDBStore final : public TableStore {
 
 }  // namespace
 
+namespace {
+
+// Replaces `path` with a copy of the checkpoint `from`: its SST files are immutable, so they are
+// hard-linked where the file system allows; the rest (MANIFEST, CURRENT, OPTIONS, logs) copied.
+Status CopyCheckpoint(const std::string& from, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(from, ec)) return Status::NotFound("checkpoint '" + from + "' is not a directory");
+  M6_RETURN_IF_ERROR(RemoveTree(path));
+  fs::create_directories(path, ec);
+  if (ec) return Status::IOError("cannot create '" + path + "': " + ec.message());
+  for (const auto& e : fs::directory_iterator(from, ec)) {
+    const fs::path dst = fs::path(path) / e.path().filename();
+    if (e.path().extension() == ".sst") {
+      fs::create_hard_link(e.path(), dst, ec);
+      if (!ec) continue;
+      ec.clear();
+    }
+    fs::copy_file(e.path(), dst, ec);
+    if (ec) return Status::IOError("cannot copy '" + e.path().string() + "' to '" + dst.string() + "': " + ec.message());
+  }
+  if (ec) return Status::IOError("cannot read '" + from + "': " + ec.message());
+  return Status::OK();
+}
+
+}  // namespace
+
 StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& opts,
                                                       const std::vector<TableSpec>& tables) {
   if (opts.path.empty()) return Status::InvalidArgument("the RocksDB store needs a directory");
   std::error_code ec;
+  if (!opts.restore_from.empty()) M6_RETURN_IF_ERROR(CopyCheckpoint(opts.restore_from, opts.path));
+  if (opts.read_only && !std::filesystem::exists(opts.path + "/CURRENT", ec))
+    return Status::NotFound("no RocksDB at '" + opts.path + "'");
   std::filesystem::create_directories(opts.path, ec);
   if (ec) return Status::IOError("cannot create RocksDB directory '" + opts.path + "': " + ec.message());
   rocksdb::Options o;
@@ -302,14 +343,14 @@ StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& opts,
   t.block_cache = rocksdb::NewLRUCache(128 << 20);
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(o, opts.path, &raw);
+  rocksdb::Status s = opts.read_only ? rocksdb::DB::OpenForReadOnly(o, opts.path, &raw)
+                                     : rocksdb::DB::Open(o, opts.path, &raw);
   if (!s.ok()) return Status::IOError("cannot open RocksDB at '" + opts.path + "': " + s.ToString());
   std::unique_ptr<rocksdb::DB> db(raw);
 
   // The directory remembers the layout of its tables; a changed dim or optimizer would make
   // every stored row unreadable, so refuse to open instead.
-  std::string want;
-  for (const auto& t : tables) want += LayoutString(t);
+  const std::string want = TablesLayout(tables);
   std::string have;
   s = db->Get(rocksdb::ReadOptions(), kLayoutKey, &have);
   if (s.ok()) {
@@ -320,6 +361,9 @@ StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& opts,
   } else if (!s.IsNotFound()) {
     return Status::IOError("cannot read RocksDB at '" + opts.path + "': " + s.ToString());
   }
+  if (have != want && opts.read_only)
+    return Status::InvalidArgument("RocksDB at '" + opts.path + "' holds tables '" + have +
+                                   "' but the config declares '" + want + "'");
   if (have != want) {
     rocksdb::WriteOptions wo;
     wo.sync = true;

@@ -26,6 +26,7 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const ServerOptions& opts) {
   so.durability = opts.ps.durability;
   so.path = opts.data_dir;
   so.hot_rows = opts.ps.hot_rows;
+  so.restore_from = opts.restore_from;
   M6_ASSIGN_OR_RETURN(s->store_, OpenTableStore(so, opts.tables));
   try {
     s->frontend_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(opts.ps.max_message_bytes));
@@ -54,10 +55,24 @@ void Server::Start() {
   started_ = true;
   if (opts_.ps.threads == 1) {
     // One handler: it owns the ROUTER itself, saving the proxy thread and a hop per message.
-    handlers_.emplace_back([this] { HandlerLoop(0); });
+    handlers_.emplace_back([this] { HandlerLoop(0, frontend_); });
     return;
   }
-  for (int i = 0; i < opts_.ps.threads; ++i) handlers_.emplace_back([this, i] { HandlerLoop(i); });
+  // The handlers' sockets are made here, on the caller's thread, before any thread starts: a
+  // Stop() right after Start() may terminate the context at any moment, and a socket created
+  // on a terminated context throws (a handler thread dying of that aborted the process).
+  for (int i = 0; i < opts_.ps.threads; ++i) {
+    auto own = std::make_shared<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
+    own->set(zmq::sockopt::linger, 0);
+    own->set(zmq::sockopt::sndhwm, 0);
+    own->set(zmq::sockopt::rcvhwm, 0);
+    own->connect(backend_ep_);
+    // Thread creation orders the socket's construction before its use on the new thread.
+    handlers_.emplace_back([this, i, own] {
+      HandlerLoop(i, *own);
+      own->close();
+    });
+  }
   proxy_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "ps-proxy");
     try {
@@ -79,18 +94,8 @@ void Server::Stop() {
   ctx_.close();
 }
 
-void Server::HandlerLoop(int id) {
+void Server::HandlerLoop(int id, zmq::socket_t& sock) {
   pthread_setname_np(pthread_self(), ("ps-handler-" + std::to_string(id)).c_str());
-  const bool direct = opts_.ps.threads == 1;
-  zmq::socket_t own;
-  if (!direct) {
-    own = zmq::socket_t(ctx_, zmq::socket_type::dealer);
-    own.set(zmq::sockopt::linger, 0);
-    own.set(zmq::sockopt::sndhwm, 0);
-    own.set(zmq::sockopt::rcvhwm, 0);
-    own.connect(backend_ep_);
-  }
-  zmq::socket_t& sock = direct ? frontend_ : own;
   std::vector<zmq::message_t> parts, reply;
   while (!stopping_) {
     auto got = RecvMultipart(sock, &parts, -1);
@@ -100,7 +105,6 @@ void Server::HandlerLoop(int id) {
     if (reply.empty()) continue;
     if (!SendMultipart(sock, reply).ok()) break;
   }
-  if (!direct) own.close();
 }
 
 namespace {
@@ -170,6 +174,14 @@ void Server::Handle(std::vector<zmq::message_t>& parts, std::vector<zmq::message
       Status s = store_->Flush();
       if (!s.ok()) return refuse(s.code(), s.message());
       out = {{"flushed", true}};
+    } else if (cmd == "checkpoint") {
+      // A snapshot of this server's rows into a new directory (the caller holds the cut: no
+      // push of the job is in flight).
+      if (!req.contains("dir") || !req["dir"].is_string() || req["dir"].get<std::string>().empty())
+        return refuse(StatusCode::kInvalidArgument, "checkpoint needs {\"dir\": \"...\"}");
+      Status s = store_->Checkpoint(req["dir"].get<std::string>());
+      if (!s.ok()) return refuse(s.code(), s.message());
+      out = {{"checkpoint", req["dir"]}};
     } else if (cmd == "tables") {
       out = nlohmann::json::array();
       for (const auto& t : opts_.tables)
@@ -178,7 +190,7 @@ void Server::Handle(std::vector<zmq::message_t>& parts, std::vector<zmq::message
                        {"width", RowWidth(t)}});
     } else {
       return refuse(StatusCode::kInvalidArgument, "unknown admin command '" + cmd +
-                                                      "' (stats, flush, tables)");
+                                                      "' (stats, flush, checkpoint, tables)");
     }
     std::string body = out.dump();
     MsgHeader rh = h;
@@ -235,19 +247,9 @@ void Server::Handle(std::vector<zmq::message_t>& parts, std::vector<zmq::message
   // PUSH
   thread_local std::vector<float> grad_scratch;
   const float* grads = AlignedView<float>(parts[3], &grad_scratch);
-  const size_t total = n * spec.dim;
-  for (size_t i = 0; i < total; ++i)
-    if (!std::isfinite(grads[i]))
-      return refuse(StatusCode::kInvalidArgument,
-                    "non-finite gradient for key " + std::to_string(keys[i / spec.dim]) +
-                        ": push refused, no row changed");
-  counters_.pushes++;
-  const uint32_t dim = spec.dim;
-  const OptimizerSpec& opt = spec.optimizer;
-  Status s = store_->Update(h.table, keys, n, [&](size_t i, float* row) {
-    ApplyUpdate(opt, dim, row, grads + i * dim);
-  });
+  Status s = ApplyPush(*store_, spec, keys, n, grads);
   if (!s.ok()) return refuse(s.code(), s.message());
+  counters_.pushes++;
   counters_.rows_pushed += n;
   rh.type = static_cast<uint16_t>(MsgType::kPushAck);
   rh.num_keys = n;

@@ -27,6 +27,7 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 0;            // 0 = any free port
   std::string data_dir;    // RocksDB directory
+  std::string restore_from;  // start from these rows (a checkpoint's server-<rank>; "" = none)
   uint64_t token = 0;
   uint32_t rank = 0;
   int io_threads = 1;      // ZeroMQ I/O threads
@@ -57,7 +58,8 @@ class Server {
 
  private:
   explicit Server(const ServerOptions& opts);
-  void HandlerLoop(int id);
+  // Serves requests on `sock` until the context is shut down.
+  void HandlerLoop(int id, zmq::socket_t& sock);
   // Handles one request (parts[0] is the routing identity); fills `reply` or leaves it empty
   // to drop the message.
   void Handle(std::vector<zmq::message_t>& parts, std::vector<zmq::message_t>* reply);

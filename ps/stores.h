@@ -6,9 +6,14 @@
 
 namespace m6rec {
 
-std::unique_ptr<TableStore> NewMemoryStore(const std::vector<TableSpec>& tables);
+StatusOr<std::unique_ptr<TableStore>> NewMemoryStore(const StoreOptions& options,
+                                                    const std::vector<TableSpec>& tables);
 StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& options,
                                                       const std::vector<TableSpec>& tables);
+
+// "name:dim:optimizer:width;" per table: what a store's rows mean. A store (or checkpoint)
+// written under one layout refuses to open under another.
+std::string TablesLayout(const std::vector<TableSpec>& tables);
 
 // The first `cols` (<= dim) floats of a fresh row.
 inline void InitRowPrefix(const TableSpec& spec, Key key, uint32_t cols, float* out) {

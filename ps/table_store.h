@@ -24,6 +24,11 @@ struct StoreOptions {
   PsConfig::Store kind = PsConfig::Store::kMemory;
   PsConfig::Durability durability = PsConfig::Durability::kWal;
   std::string path;          // RocksDB directory (created if missing)
+  // Start from the rows of a checkpoint (a directory made by TableStore::Checkpoint of the same
+  // kind of store): RocksDB replaces `path` with a copy of it; memory loads it.
+  std::string restore_from;
+  // RocksDB: open `path` (e.g. a checkpoint) for reading only; Update and Flush then fail.
+  bool read_only = false;
   uint64_t hot_rows = 1 << 20;  // per table; 0 = no hot tier (every access goes to RocksDB)
   // RocksDB: WAL bytes after which memtables are flushed so old logs can be deleted. In-place
   // row updates never grow the memtable, so without this bound it would never flush and the
@@ -58,6 +63,11 @@ class TableStore {
   // Makes everything acknowledged so far durable on disk (memtable flush, WAL sync).
   virtual Status Flush() = 0;
 
+  // Writes a consistent snapshot of every row (weights and optimizer state) to the new
+  // directory `dir`, which StoreOptions::restore_from (or, for RocksDB, read_only) can open.
+  // Updates running at the same time are either wholly in it or not at all.
+  virtual Status Checkpoint(const std::string& dir) = 0;
+
   virtual StoreStats Stats() const = 0;
   virtual bool durable() const = 0;
   virtual std::string name() const = 0;
@@ -67,5 +77,10 @@ class TableStore {
 // directory remembers its tables' layout and refuses to open under a config that changed it.
 StatusOr<std::unique_ptr<TableStore>> OpenTableStore(const StoreOptions& options,
                                                      const std::vector<TableSpec>& tables);
+
+// One push as a server applies it: every gradient must be finite (else nothing changes and the
+// error names the key), then the table's optimizer updates each key's row (duplicates in order).
+Status ApplyPush(TableStore& store, const TableSpec& spec, const Key* keys, size_t n,
+                 const float* grads);
 
 }  // namespace m6rec
