@@ -98,15 +98,15 @@ class Reader {
   Status Bool(const YAML::Node& p, const std::string& path, const char* k, bool* out) const {
     return Get(p, path, k, out, "true or false");
   }
-  Status OneOf(const YAML::Node& p, const std::string& path, const char* k, const std::string& v,
-               std::initializer_list<const char*> allowed) const {
-    std::string names;
-    for (const char* a : allowed) {
-      if (v == a) return Status::OK();
-      names += std::string(names.empty() ? "" : ", ") + a;
-    }
+  // Reads an enumerated field (absent: *out keeps its default); an unknown spelling is an
+  // error naming the field, its line and the allowed values.
+  template <typename E>
+  Status Enum(const YAML::Node& p, const std::string& path, const char* k, E* out) const {
+    std::string v = EnumName(*out);
+    M6_RETURN_IF_ERROR(Str(p, path, k, &v));
+    if (ParseEnum(v, out)) return Status::OK();
     return Status::InvalidArgument(Where(p ? p[k] : p, path + "." + k) + ": unknown value '" + v +
-                                   "' (" + names + ")");
+                                   "' (" + EnumChoices<E>() + ")");
   }
 
   Status Range(const YAML::Node& parent, const std::string& path, const char* key, double v,
@@ -271,14 +271,10 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
                       {"content", &mc.content}, {"graph", &mc.graph}, {"social", &mc.social}, {"item_graph", &mc.item_graph},
                       {"item_id", &mc.item_id}, {"text", &mc.text}, {"image", &mc.image}, {"audio", &mc.audio}})
     M6_RETURN_IF_ERROR(r.Bool(m, p, k, v));
-  M6_RETURN_IF_ERROR(r.Str(m, p, "rnn", &mc.rnn));
-  M6_RETURN_IF_ERROR(r.OneOf(m, p, "rnn", mc.rnn, {"gru", "lstm"}));
-  M6_RETURN_IF_ERROR(r.Str(m, p, "fusion", &mc.fusion));
-  M6_RETURN_IF_ERROR(r.OneOf(m, p, "fusion", mc.fusion, {"gate", "concat", "mean"}));
-  M6_RETURN_IF_ERROR(r.Str(m, p, "graph_weighting", &mc.graph_weighting));
-  M6_RETURN_IF_ERROR(r.OneOf(m, p, "graph_weighting", mc.graph_weighting, {"mean", "degree", "symmetric"}));
-  M6_RETURN_IF_ERROR(r.Str(m, p, "device", &mc.device));
-  M6_RETURN_IF_ERROR(r.OneOf(m, p, "device", mc.device, {"cpu", "cuda"}));
+  M6_RETURN_IF_ERROR(r.Enum(m, p, "rnn", &mc.rnn));
+  M6_RETURN_IF_ERROR(r.Enum(m, p, "fusion", &mc.fusion));
+  M6_RETURN_IF_ERROR(r.Enum(m, p, "graph_weighting", &mc.graph_weighting));
+  M6_RETURN_IF_ERROR(r.Enum(m, p, "device", &mc.device));
   M6_RETURN_IF_ERROR(r.Str(m, p, "token_table", &mc.token_table));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "seq_len", &mc.seq_len, 1, 10000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "content_tokens", &mc.content_tokens, 1, 10000));
@@ -296,24 +292,14 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   return Status::OK();
 }
 
-Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* cfg) {
-  Reader r(source);
-  cfg->source = source;
-  M6_RETURN_IF_ERROR(r.CheckMap(root, "", {"job", "cluster", "ps", "tables", "data", "train", "model"}));
-
-  YAML::Node job = root["job"];
-  M6_RETURN_IF_ERROR(r.CheckMap(job, "job", {"name", "seed"}));
-  M6_RETURN_IF_ERROR(r.Str(job, "job", "name", &cfg->name));
-  M6_RETURN_IF_ERROR(r.U64(job, "job", "seed", &cfg->seed));
-
+Status ParseCluster(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node c = root["cluster"];
   ClusterConfig& cl = cfg->cluster;
   M6_RETURN_IF_ERROR(r.CheckMap(c, "cluster",
                                 {"servers", "workers", "host", "scheduler_port", "http_port",
                                  "heartbeat_interval_ms", "heartbeat_timeout_ms",
                                  "connect_timeout_ms", "request_timeout_ms", "placement", "interface"}));
-  M6_RETURN_IF_ERROR(r.Str(c, "cluster", "placement", &cl.placement));
-  M6_RETURN_IF_ERROR(r.OneOf(c, "cluster", "placement", cl.placement, {"sequential", "server_per_node"}));
+  M6_RETURN_IF_ERROR(r.Enum(c, "cluster", "placement", &cl.placement));
   M6_RETURN_IF_ERROR(r.Str(c, "cluster", "interface", &cl.interface));
   M6_RETURN_IF_ERROR(r.Int(c, "cluster", "servers", &cl.servers));
   M6_RETURN_IF_ERROR(r.Int(c, "cluster", "workers", &cl.workers));
@@ -335,6 +321,11 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   M6_RETURN_IF_ERROR(r.Range(c, "cluster", "connect_timeout_ms", cl.connect_timeout_ms, 1, 86400000));
   M6_RETURN_IF_ERROR(r.Range(c, "cluster", "request_timeout_ms", cl.request_timeout_ms, 1, 86400000));
 
+  return Status::OK();
+}
+
+Status ParsePs(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
+  const ClusterConfig& cl = cfg->cluster;
   YAML::Node p = root["ps"];
   PsConfig& ps = cfg->ps;
   M6_RETURN_IF_ERROR(r.CheckMap(p, "ps",
@@ -367,6 +358,10 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
     return Status::InvalidArgument(r.Where(p["num_slots"], "ps.num_slots") +
                                    ": fewer slots than servers");
 
+  return Status::OK();
+}
+
+Status ParseTables(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node tables = root["tables"];
   if (tables && !tables.IsSequence())
     return Status::InvalidArgument(r.Where(tables, "tables") + ": expected a list");
@@ -397,21 +392,18 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
     }
   }
 
+  return Status::OK();
+}
+
+Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node d = root["data"];
   M6_RETURN_IF_ERROR(r.CheckMap(d, "data", {"source", "path", "format", "name", "synth"}));
-  M6_RETURN_IF_ERROR(r.Str(d, "data", "source", &cfg->data.source));
+  M6_RETURN_IF_ERROR(r.Enum(d, "data", "source", &cfg->data.source));
   M6_RETURN_IF_ERROR(r.Str(d, "data", "path", &cfg->data.path));
-  M6_RETURN_IF_ERROR(r.Str(d, "data", "format", &cfg->data.format));
+  M6_RETURN_IF_ERROR(r.Enum(d, "data", "format", &cfg->data.format));
   M6_RETURN_IF_ERROR(r.Str(d, "data", "name", &cfg->data.name));
   cfg->data.path = ExpandEnv(cfg->data.path);
-  if (cfg->data.format != "tsv" && cfg->data.format != "lightgcn" && cfg->data.format != "s3rec" &&
-      cfg->data.format != "movielens")
-    return Status::InvalidArgument(r.Where(d["format"], "data.format") + ": unknown format '" +
-                                   cfg->data.format + "' (tsv, lightgcn, s3rec, movielens)");
-  if (cfg->data.source != "synth" && cfg->data.source != "dir")
-    return Status::InvalidArgument(r.Where(d["source"], "data.source") + ": unknown source '" +
-                                   cfg->data.source + "' (synth, dir)");
-  if (cfg->data.source == "dir" && cfg->data.path.empty())
+  if (cfg->data.source == DataSource::kDir && cfg->data.path.empty())
     return Status::InvalidArgument(r.Where(d, "data.path") + ": required when data.source is dir");
   YAML::Node s = d && d.IsMap() ? d["synth"] : YAML::Node(YAML::NodeType::Undefined);
   SynthConfig& sy = cfg->data.synth;
@@ -441,6 +433,10 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   M6_RETURN_IF_ERROR(r.Range(s, sp, "image_dim", sy.image_dim, 0, 1e5));
   M6_RETURN_IF_ERROR(r.Range(s, sp, "audio_dim", sy.audio_dim, 0, 1e5));
 
+  return Status::OK();
+}
+
+Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node t = root["train"];
   TrainConfig& tr = cfg->train;
   M6_RETURN_IF_ERROR(r.CheckMap(t, "train",
@@ -449,29 +445,27 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
                                  "margin", "neg_weight", "temperature", "eval_every", "history",
                                  "history_user_weight", "negative_sampler", "in_batch_negatives",
                                  "staleness", "collective"}));
-  M6_RETURN_IF_ERROR(r.Str(t, "train", "negative_sampler", &tr.negative_sampler));
-  M6_RETURN_IF_ERROR(r.OneOf(t, "train", "negative_sampler", tr.negative_sampler, {"uniform", "popularity"}));
+  M6_RETURN_IF_ERROR(r.Enum(t, "train", "negative_sampler", &tr.negative_sampler));
   M6_RETURN_IF_ERROR(r.Bool(t, "train", "in_batch_negatives", &tr.in_batch_negatives));
   M6_RETURN_IF_ERROR(r.NumberIn(t, "train", "staleness", &tr.staleness, 0, 1));
-  M6_RETURN_IF_ERROR(r.Str(t, "train", "collective", &tr.collective));
-  M6_RETURN_IF_ERROR(r.OneOf(t, "train", "collective", tr.collective, {"auto", "single", "zmq", "mpi", "nccl"}));
+  M6_RETURN_IF_ERROR(r.Enum(t, "train", "collective", &tr.collective));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "history", &tr.history));
   M6_RETURN_IF_ERROR(r.Float(t, "train", "history_user_weight", &tr.history_user_weight));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "history", tr.history, 0, 10000));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "history_user_weight", tr.history_user_weight, 0, 1));
-  M6_RETURN_IF_ERROR(r.Str(t, "train", "loss", &tr.loss));
+
   M6_RETURN_IF_ERROR(r.Float(t, "train", "margin", &tr.margin));
   M6_RETURN_IF_ERROR(r.Float(t, "train", "neg_weight", &tr.neg_weight));
   M6_RETURN_IF_ERROR(r.Float(t, "train", "temperature", &tr.temperature));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "eval_every", &tr.eval_every));
-  M6_RETURN_IF_ERROR(r.OneOf(t, "train", "loss", tr.loss, {"bpr", "ccl", "softmax", "bce"}));
-  if (tr.loss == "bce" && tr.job == "mf")
+  M6_RETURN_IF_ERROR(r.Enum(t, "train", "job", &tr.job));
+  M6_RETURN_IF_ERROR(r.Enum(t, "train", "loss", &tr.loss));
+  if (tr.loss == LossKind::kBce && tr.job == JobKind::kMf)
     return Status::InvalidArgument(r.Where(t["loss"], "train.loss") + ": bce is a loss of the m6 job");
   M6_RETURN_IF_ERROR(r.Range(t, "train", "margin", tr.margin, -1, 1));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "neg_weight", tr.neg_weight, 0, 1e6));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "temperature", tr.temperature, 1e-4, 1e4));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "eval_every", tr.eval_every, 1, 1e6));
-  M6_RETURN_IF_ERROR(r.Str(t, "train", "job", &tr.job));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "epochs", &tr.epochs));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "batch_size", &tr.batch_size));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "negatives", &tr.negatives));
@@ -480,29 +474,63 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   M6_RETURN_IF_ERROR(r.Int(t, "train", "max_steps", &tr.max_steps));
   M6_RETURN_IF_ERROR(r.Str(t, "train", "user_table", &tr.user_table));
   M6_RETURN_IF_ERROR(r.Str(t, "train", "item_table", &tr.item_table));
-  M6_RETURN_IF_ERROR(r.OneOf(t, "train", "job", tr.job, {"mf", "m6", "pushcheck"}));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "epochs", tr.epochs, 1, 1e6));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "batch_size", tr.batch_size, 1, 1e7));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "negatives", tr.negatives, 1, 1e5));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "log_every", tr.log_every, 1, 1e9));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "eval_negatives", tr.eval_negatives, 1, 1e6));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "max_steps", tr.max_steps, 0, 1e12));
-  M6_RETURN_IF_ERROR(ParseModel(r, root["model"], cfg));
-  if (tr.job == "mf" || tr.job == "m6") {
-    for (const std::string* n : {&tr.user_table, &tr.item_table}) {
-      if (!cfg->FindTable(*n))
-        return Status::InvalidArgument(r.Where(t, "train") + ": table '" + *n +
-                                       "' is not declared under tables");
-    }
-    if (cfg->FindTable(tr.user_table)->dim != cfg->FindTable(tr.item_table)->dim)
-      return Status::InvalidArgument(r.Where(t, "train") +
-                                     ": the " + tr.job + " job needs user and item tables of equal dim");
-    const TableSpec* tok = cfg->FindTable(cfg->model.token_table);
-    if (tr.job == "m6" && tok && tok->dim != cfg->FindTable(tr.item_table)->dim)
-      return Status::InvalidArgument(r.Where(root["model"], "model.token_table") + ": table '" + tok->name +
-                                     "' must have the item table's dim");
-  }
   return Status::OK();
+}
+
+Status ParseCheckpoint(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
+  YAML::Node n = root["checkpoint"];
+  CheckpointConfig& ck = cfg->checkpoint;
+  const std::string p = "checkpoint";
+  M6_RETURN_IF_ERROR(r.CheckMap(n, p, {"every_epochs", "every_steps", "keep", "best"}));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "every_epochs", &ck.every_epochs, 0, 1e6));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "every_steps", &ck.every_steps, 0, 1e12));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "keep", &ck.keep, 1, 1e6));
+  return r.Bool(n, p, "best", &ck.best);
+}
+
+// The tables the job reads exist and fit together.
+Status CheckJobTables(const Reader& r, const YAML::Node& root, const JobConfig& c) {
+  const TrainConfig& tr = c.train;
+  const YAML::Node t = root["train"];
+  const JobConfig* cfg = &c;
+  for (const std::string* n : {&tr.user_table, &tr.item_table}) {
+    if (!cfg->FindTable(*n))
+      return Status::InvalidArgument(r.Where(t, "train") + ": table '" + *n +
+                                     "' is not declared under tables");
+  }
+  if (cfg->FindTable(tr.user_table)->dim != cfg->FindTable(tr.item_table)->dim)
+    return Status::InvalidArgument(r.Where(t, "train") +
+                                   ": the " + EnumName(tr.job) + " job needs user and item tables of equal dim");
+  const TableSpec* tok = cfg->FindTable(cfg->model.token_table);
+  if (tr.job == JobKind::kM6 && tok && tok->dim != cfg->FindTable(tr.item_table)->dim)
+    return Status::InvalidArgument(r.Where(root["model"], "model.token_table") + ": table '" + tok->name +
+                                   "' must have the item table's dim");
+  return Status::OK();
+}
+
+Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* cfg) {
+  Reader r(source);
+  cfg->source = source;
+  M6_RETURN_IF_ERROR(r.CheckMap(root, "", {"job", "cluster", "ps", "tables", "data", "train", "model", "checkpoint"}));
+
+  YAML::Node job = root["job"];
+  M6_RETURN_IF_ERROR(r.CheckMap(job, "job", {"name", "seed"}));
+  M6_RETURN_IF_ERROR(r.Str(job, "job", "name", &cfg->name));
+  M6_RETURN_IF_ERROR(r.U64(job, "job", "seed", &cfg->seed));
+  M6_RETURN_IF_ERROR(ParseCluster(r, root, cfg));
+  M6_RETURN_IF_ERROR(ParsePs(r, root, cfg));
+  M6_RETURN_IF_ERROR(ParseTables(r, root, cfg));
+  M6_RETURN_IF_ERROR(ParseData(r, root, cfg));
+  M6_RETURN_IF_ERROR(ParseTrain(r, root, cfg));
+  M6_RETURN_IF_ERROR(ParseCheckpoint(r, root, cfg));
+  M6_RETURN_IF_ERROR(ParseModel(r, root["model"], cfg));
+  return CheckJobTables(r, root, *cfg);
 }
 
 StatusOr<std::string> ReadFile(const std::string& path) {

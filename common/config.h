@@ -6,12 +6,79 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/keys.h"
 #include "common/status.h"
 
 namespace m6rec {
+
+// ---- Enumerated fields -------------------------------------------------------------------
+// Every field with a fixed set of values is parsed once into an enum. EnumSpelling<E> lists
+// (value, YAML spelling) pairs; EnumName, ParseEnum and EnumChoices work for any of them.
+enum class JobKind { kMf, kM6 };
+enum class LossKind { kBpr, kCcl, kSoftmax, kBce };
+enum class RnnKind { kGru, kLstm };
+enum class FusionKind { kGate, kConcat, kMean };
+enum class GraphWeighting { kMean, kDegree, kSymmetric };
+enum class DeviceKind { kCpu, kCuda };
+enum class CollectiveKind { kAuto, kSingle, kZmq, kMpi, kNccl };
+enum class SamplerKind { kUniform, kPopularity };
+enum class Placement { kSequential, kServerPerNode };
+enum class DataSource { kSynth, kDir };
+enum class DataFormat { kTsv, kLightGcn, kS3Rec, kMovieLens };
+enum class Role { kScheduler, kServer, kWorker };  // a process's role in a cluster
+
+template <typename E>
+struct EnumSpelling;
+#define M6REC_SPELL(E, ...)                                           \
+  template <>                                                         \
+  struct EnumSpelling<E> {                                            \
+    static constexpr std::pair<E, const char*> kValues[] = {__VA_ARGS__}; \
+  }
+M6REC_SPELL(JobKind, {JobKind::kMf, "mf"}, {JobKind::kM6, "m6"});
+M6REC_SPELL(LossKind, {LossKind::kBpr, "bpr"}, {LossKind::kCcl, "ccl"}, {LossKind::kSoftmax, "softmax"},
+            {LossKind::kBce, "bce"});
+M6REC_SPELL(RnnKind, {RnnKind::kGru, "gru"}, {RnnKind::kLstm, "lstm"});
+M6REC_SPELL(FusionKind, {FusionKind::kGate, "gate"}, {FusionKind::kConcat, "concat"},
+            {FusionKind::kMean, "mean"});
+M6REC_SPELL(GraphWeighting, {GraphWeighting::kMean, "mean"}, {GraphWeighting::kDegree, "degree"},
+            {GraphWeighting::kSymmetric, "symmetric"});
+M6REC_SPELL(DeviceKind, {DeviceKind::kCpu, "cpu"}, {DeviceKind::kCuda, "cuda"});
+M6REC_SPELL(CollectiveKind, {CollectiveKind::kAuto, "auto"}, {CollectiveKind::kSingle, "single"},
+            {CollectiveKind::kZmq, "zmq"}, {CollectiveKind::kMpi, "mpi"}, {CollectiveKind::kNccl, "nccl"});
+M6REC_SPELL(SamplerKind, {SamplerKind::kUniform, "uniform"}, {SamplerKind::kPopularity, "popularity"});
+M6REC_SPELL(Placement, {Placement::kSequential, "sequential"},
+            {Placement::kServerPerNode, "server_per_node"});
+M6REC_SPELL(DataSource, {DataSource::kSynth, "synth"}, {DataSource::kDir, "dir"});
+M6REC_SPELL(DataFormat, {DataFormat::kTsv, "tsv"}, {DataFormat::kLightGcn, "lightgcn"},
+            {DataFormat::kS3Rec, "s3rec"}, {DataFormat::kMovieLens, "movielens"});
+M6REC_SPELL(Role, {Role::kScheduler, "scheduler"}, {Role::kServer, "server"}, {Role::kWorker, "worker"});
+#undef M6REC_SPELL
+
+template <typename E>
+const char* EnumName(E v) {
+  for (const auto& [e, name] : EnumSpelling<E>::kValues)
+    if (e == v) return name;
+  return "?";
+}
+template <typename E>
+bool ParseEnum(const std::string& text, E* out) {
+  for (const auto& [e, name] : EnumSpelling<E>::kValues)
+    if (text == name) {
+      *out = e;
+      return true;
+    }
+  return false;
+}
+// "a, b, c": the allowed spellings, for error messages.
+template <typename E>
+std::string EnumChoices() {
+  std::string s;
+  for (const auto& [e, name] : EnumSpelling<E>::kValues) s += (s.empty() ? "" : ", ") + std::string(name);
+  return s;
+}
 
 struct InitializerSpec {
   enum class Kind { kZeros, kConstant, kUniform, kNormal };
@@ -54,7 +121,7 @@ struct ClusterConfig {
   // Cluster launches (mpirun/srun): which global ranks are servers. "sequential": rank 0 is the
   // scheduler, ranks 1..servers the servers, the rest workers. "server_per_node": one server on
   // every node (the node's lowest rank other than 0), so cluster.servers = the number of nodes.
-  std::string placement = "sequential";
+  Placement placement = Placement::kSequential;
   int scheduler_port = 0;           // 0 = pick a free port
   int http_port = 0;                // scheduler status endpoint; 0 = pick, -1 = off
   int heartbeat_interval_ms = 500;
@@ -89,9 +156,9 @@ struct SynthConfig {
 };
 
 struct DataConfig {
-  std::string source = "synth";  // "synth": generated in the run directory from `synth`; "dir"
+  DataSource source = DataSource::kSynth;  // synth: generated in the run directory from `synth`
   std::string path;              // dir: the dataset's directory (${VAR} and ${VAR:-x} expand)
-  std::string format = "tsv";    // dir: tsv | lightgcn | s3rec | movielens (worker/datasets.h)
+  DataFormat format = DataFormat::kTsv;   // dir: tsv | lightgcn | s3rec | movielens (worker/dataset.h)
   std::string name;              // s3rec: the dataset inside the directory (Beauty, LastFM, ...)
   SynthConfig synth;
 };
@@ -101,7 +168,7 @@ struct ModelConfig {
   // user tower
   bool user_id = true;           // the user's own id row
   bool sequence = true;          // RNN over the last seq_len items (item-tower vectors)
-  std::string rnn = "gru";       // gru | lstm
+  RnnKind rnn = RnnKind::kGru;   // gru | lstm
   int seq_len = 20;
   bool attention = true;         // attention pooling over the RNN outputs (else: last output)
   bool content = true;           // attention over the user's content tokens (profile + recent items')
@@ -115,29 +182,29 @@ struct ModelConfig {
   // How the graph aggregates neighbours: "mean" (equally) | "degree" (a mean weighted 1/sqrt of
   // each neighbour's degree: popular items and very active users speak less) | "symmetric"
   // (LightGCN's sum weighted 1/sqrt(own degree · neighbour's degree), estimated from the sample).
-  std::string graph_weighting = "mean";
+  GraphWeighting graph_weighting = GraphWeighting::kMean;
   // item tower
   bool item_id = true;
   bool text = true;              // item tokens, pooled
   bool image = true;             // projection of the item image vector, when the data has one
   bool audio = true;             // projection of the item audio vector, when the data has one
   // fusion
-  std::string fusion = "gate";   // gate (per-source gates + reduction + MLP) | concat (no gates) | mean
+  FusionKind fusion = FusionKind::kGate;  // gate (gates + reduction + MLP) | concat (no gates) | mean
   int hidden = 128;
   float dropout = 0.1f;
   // dense optimizer (Adam), identical on every worker after the allreduce
   float dense_lr = 1e-3f;
   float dense_weight_decay = 0.0f;
   std::string token_table = "token";
-  std::string device = "cpu";    // cpu | cuda (dense layers; needs a CUDA LibTorch build)
+  DeviceKind device = DeviceKind::kCpu;  // cpu | cuda (dense layers; needs a CUDA LibTorch build)
 };
 
 struct TrainConfig {
-  std::string job = "mf";        // mf | m6 | pushcheck
+  JobKind job = JobKind::kMf;    // mf | m6
   int epochs = 3;
   int batch_size = 512;
   int negatives = 4;             // negatives per batch, shared by every positive of the batch
-  std::string loss = "bpr";      // bpr | ccl (cosine contrastive, SimpleX) | softmax (sampled)
+  LossKind loss = LossKind::kBpr;  // bpr | ccl (cosine contrastive, SimpleX) | softmax | bce (m6)
   float margin = 0.8f;           // ccl: negatives' cosine below this cost nothing
   float neg_weight = 1.0f;       // ccl: weight of the negative term
   float temperature = 0.1f;      // softmax
@@ -150,10 +217,19 @@ struct TrainConfig {
   std::string user_table = "user";
   std::string item_table = "item";
   // m6 job
-  std::string negative_sampler = "uniform";  // uniform | popularity (counts^0.75)
+  SamplerKind negative_sampler = SamplerKind::kUniform;  // uniform | popularity (counts^0.75)
   bool in_batch_negatives = true;  // the batch's other positives also count as negatives
   int staleness = 1;             // 1: the next batch's pull overlaps this step; 0: strict
-  std::string collective = "auto";  // auto | single | zmq | mpi | nccl (dense gradients)
+  CollectiveKind collective = CollectiveKind::kAuto;  // auto | single | zmq | mpi | nccl
+};
+
+// Periodic checkpoints (a consistent cut of the servers' rows and the workers' dense model,
+// optimizer, data cursor and RNG) under run_dir/checkpoints/, and the best evaluated epoch's.
+struct CheckpointConfig {
+  int every_epochs = 1;  // a checkpoint at the end of every N-th epoch (0 = none)
+  int every_steps = 0;   // and every N steps within epochs (0 = none)
+  int keep = 2;          // periodic checkpoints kept (older ones are deleted)
+  bool best = true;      // keep the best evaluated epoch's model (what eval/recommend read)
 };
 
 struct JobConfig {
@@ -166,6 +242,7 @@ struct JobConfig {
   DataConfig data;
   TrainConfig train;
   ModelConfig model;
+  CheckpointConfig checkpoint;
 
   // Finds a table by name; nullptr when absent.
   const TableSpec* FindTable(const std::string& name) const;

@@ -65,22 +65,22 @@ LaunchEnv DetectLaunch() {
   return e;
 }
 
-StatusOr<std::vector<RolePlan>> PlanRoles(int world, int servers, const std::string& placement,
+StatusOr<std::vector<RolePlan>> PlanRoles(int world, int servers, Placement placement,
                                           const std::vector<int>& node_of_rank) {
-  std::vector<RolePlan> plan(world, RolePlan{"worker", 0});
+  std::vector<RolePlan> plan(world, RolePlan{Role::kWorker, 0});
   if (world < 1) return Status::InvalidArgument("no processes");
-  plan[0] = {"scheduler", 0};
+  plan[0] = {Role::kScheduler, 0};
   int s = 0;
-  if (placement == "server_per_node") {
+  if (placement == Placement::kServerPerNode) {
     if (static_cast<int>(node_of_rank.size()) != world) return Status::Internal("node_of_rank has the wrong size");
     std::map<int, bool> node_has_server;
     for (int r = 1; r < world; ++r)
       if (!node_has_server[node_of_rank[r]]) {
         node_has_server[node_of_rank[r]] = true;
-        plan[r] = {"server", s++};
+        plan[r] = {Role::kServer, s++};
       }
   } else {
-    for (int r = 1; r <= servers && r < world; ++r) plan[r] = {"server", s++};
+    for (int r = 1; r <= servers && r < world; ++r) plan[r] = {Role::kServer, s++};
     if (s < servers)
       return Status::InvalidArgument(std::to_string(world) + " processes cannot hold a scheduler, " +
                                      std::to_string(servers) + " servers and a worker (start at least " +
@@ -88,7 +88,7 @@ StatusOr<std::vector<RolePlan>> PlanRoles(int world, int servers, const std::str
   }
   int w = 0;
   for (int r = 1; r < world; ++r)
-    if (plan[r].role == "worker") plan[r].index = w++;
+    if (plan[r].role == Role::kWorker) plan[r].index = w++;
   if (w == 0)
     return Status::InvalidArgument(std::to_string(world) + " processes leave no worker after the scheduler and " +
                                    std::to_string(s) + " servers (start at least " + std::to_string(s + 2) + ")");
@@ -204,7 +204,7 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
     }
     if (first.ok()) {
       int servers = 0, workers = 0;
-      for (const auto& r : plan) (r.role == "server" ? servers : workers) += r.role != "scheduler";
+      for (const auto& r : plan) (r.role == Role::kServer ? servers : workers) += r.role != Role::kScheduler;
       std::vector<std::string> ov = o.overrides;
       ov.push_back("cluster.servers=" + std::to_string(servers));
       ov.push_back("cluster.workers=" + std::to_string(workers));
@@ -232,7 +232,7 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
   auto host = ResolveHost(cfg->cluster.host, cfg->cluster.interface);
   if (!host.ok()) return fail_all(host.status().message());
   cfg->cluster.host = *host;
-  st = rv.SplitWorkers(me.role == "worker", me.index);
+  st = rv.SplitWorkers(me.role == Role::kWorker, me.index);
   if (!st.ok()) return fail_all(st.message());
   if (rank == 0)
     LOG_INFO << "cluster job '" << cfg->name << "' over " << world << " processes on " << hosts << " host(s) via "
@@ -245,7 +245,7 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
   ro.run_dir = run_dir;
   int rc = 0;
   std::string address;  // "host:port token" from the scheduler, or "error"
-  if (me.role == "scheduler") {
+  if (me.role == Role::kScheduler) {
     ro.scheduler_host = cfg->cluster.host;  // binds (and announces) this host's address
     ro.token = RandomU64();
     bool announced = false;
@@ -280,7 +280,7 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
       rv.Finish();
       return 1;
     }
-    if (me.role == "server") {
+    if (me.role == Role::kServer) {
       ro.data_dir = run_dir + "/server-" + std::to_string(me.index);
       rc = RunServerRole(ro);
     } else {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "common/status.h"
 #include "launch/local_cluster.h"
 
@@ -25,12 +26,12 @@ struct LaunchEnv {
 LaunchEnv DetectLaunch();
 
 struct RolePlan {
-  std::string role;  // scheduler | server | worker
+  Role role = Role::kWorker;
   int index = 0;     // rank within the role
 };
 // The role of every global rank. node_of_rank[r] = the node index of rank r (placement
 // server_per_node only). Fails when there would be no worker.
-StatusOr<std::vector<RolePlan>> PlanRoles(int world, int servers, const std::string& placement,
+StatusOr<std::vector<RolePlan>> PlanRoles(int world, int servers, Placement placement,
                                           const std::vector<int>& node_of_rank);
 
 // "auto" -> this host's IPv4 address on `interface` (or its first non-loopback one); anything

@@ -89,15 +89,19 @@ class Launcher {
 
  private:
   Status Prepare() {
-    M6_ASSIGN_OR_RETURN(run_dir_, PrepareRunDir(opts_.config_path, opts_.overrides, opts_.run_dir, &cfg_));
+    if (opts_.resume_dir.empty()) {
+      M6_ASSIGN_OR_RETURN(run_dir_, PrepareRunDir(opts_.config_path, opts_.overrides, opts_.run_dir, &cfg_));
+    } else {
+      M6_ASSIGN_OR_RETURN(resume_from_, PrepareResume(opts_, &cfg_));
+      run_dir_ = opts_.resume_dir;
+      LOG_INFO << "resuming " << run_dir_ << " from " << resume_from_;
+    }
     token_ = RandomU64();
     LOG_INFO << "local cluster '" << cfg_.name << "': 1 scheduler, " << cfg_.cluster.servers
              << " servers (" << (cfg_.ps.store == PsConfig::Store::kRocksDB ? "rocksdb" : "memory")
              << "), " << cfg_.cluster.workers << " workers; run directory " << run_dir_;
-    if (cfg_.train.job != "pushcheck") {
-      M6_ASSIGN_OR_RETURN(std::string data, PrepareData(cfg_, run_dir_));
-      LOG_INFO << "data: " << data;
-    }
+    M6_ASSIGN_OR_RETURN(std::string data, PrepareData(cfg_, run_dir_));
+    LOG_INFO << "data: " << data;
     return Status::OK();
   }
 
@@ -170,12 +174,14 @@ class Launcher {
       auto a = Common();
       a.insert(a.end(), {"--scheduler", sched, "--rank", std::to_string(i), "--data-dir",
                          run_dir_ + "/server-" + std::to_string(i)});
+      if (!resume_from_.empty()) a.insert(a.end(), {"--resume-from", resume_from_});
       s = Spawn("server " + std::to_string(i), PrependRole("server", a));
       if (!s.ok()) return FailWith(s.message());
     }
     for (int i = 0; i < cfg_.cluster.workers; ++i) {
       auto a = Common();
       a.insert(a.end(), {"--scheduler", sched, "--rank", std::to_string(i), "--run-dir", run_dir_});
+      if (!resume_from_.empty()) a.insert(a.end(), {"--resume-from", resume_from_});
       s = Spawn("worker " + std::to_string(i), PrependRole("worker", a));
       if (!s.ok()) return FailWith(s.message());
     }
@@ -334,6 +340,7 @@ class Launcher {
   LocalClusterOptions opts_;
   JobConfig cfg_;
   std::string run_dir_;
+  std::string resume_from_;  // the checkpoint a resumed run continues from
   uint64_t token_ = 0;
   int64_t start_ms_ = MonotonicMs();
   std::vector<std::unique_ptr<Child>> children_;

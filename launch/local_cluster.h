@@ -18,6 +18,9 @@ struct LocalClusterOptions {
   std::vector<std::string> overrides;  // --set path=value
   std::string run_dir;                 // empty = runs/<job>-<time>
   std::string log_level = "info";
+  // Continue the run in this directory from its newest complete checkpoint (its own
+  // config.yaml, with `overrides` applied on top; config_path must be empty).
+  std::string resume_dir;
   int grace_ms = 3000;                 // SIGTERM -> SIGKILL delay at teardown
 };
 

@@ -19,7 +19,7 @@
 #include "launch/local_cluster.h"
 #include "launch/offline.h"
 #include "launch/roles.h"
-#include "worker/data.h"
+#include "worker/synthetic_data.h"
 
 using namespace m6rec;
 

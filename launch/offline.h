@@ -1,8 +1,8 @@
-// Serving a finished run from its checkpoint, in one process: the run's parameter servers are
-// reopened in-process on their own store directories (run_dir/server-<r>, the same slot map as
-// in training), the dense model is loaded from run_dir/checkpoint/dense.pt, and the m6 job's
-// evaluation or recommendation path runs against them over loopback, exactly the code training
-// used. Needs a run made with ps.store: rocksdb (a memory store keeps nothing).
+// Serving a finished run in one process: the run's checkpoint (the best epoch's by default, the
+// newest otherwise) is opened directly — each server's rows from <checkpoint>/server-<s>
+// (RocksDB read-only, or a memory store's dump) behind LocalTables with the run's slot map, the
+// dense model from <checkpoint>/dense — and the training engine's own evaluation or top-K path
+// runs over it. No servers, no sockets; MF and M6 runs alike.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +14,7 @@ namespace m6rec {
 struct OfflineOptions {
   std::string run_dir;
   std::string mode;                    // eval | recommend
+  std::string checkpoint;              // "" = the best epoch's, else the newest
   int64_t user = -1;                   // recommend
   int k = 10;                          // recommend
   std::vector<std::string> overrides;  // --set on top of the run's config.yaml

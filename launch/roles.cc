@@ -13,9 +13,9 @@
 #include "ps/server.h"
 #include "scheduler/client.h"
 #include "scheduler/scheduler.h"
-#include "worker/data.h"
+#include "worker/synthetic_data.h"
 #include "worker/ps_client.h"
-#include "worker/trainer.h"
+#include "worker/training_engine.h"
 #include "worker/zmq_collective.h"
 #include "common/transport.h"
 
@@ -44,11 +44,11 @@ StatusOr<std::unique_ptr<Collective>> MakeWorkerCollective(const JobConfig& cfg,
                                                            std::shared_ptr<ZmqCollectiveEndpoint> endpoint,
                                                            std::function<bool(std::string*)> should_abort) {
   const int W = static_cast<int>(view.workers.size());
-  std::string backend = cfg.train.collective;
+  std::string backend = EnumName(cfg.train.collective);
   if (backend == "auto") {
     int mpi_size = 0;
     if (W == 1) backend = "single";
-    else if (cfg.model.device == "cuda" && HaveNccl()) backend = "nccl";
+    else if (cfg.model.device == DeviceKind::kCuda && HaveNccl()) backend = "nccl";
     else if (MpiWorkerGroupSize(&mpi_size) && mpi_size == W) backend = "mpi";
     else backend = "zmq";
   }
@@ -86,7 +86,7 @@ StatusOr<std::unique_ptr<Collective>> MakeWorkerCollective(const JobConfig& cfg,
 }
 
 StatusOr<std::string> PrepareData(const JobConfig& cfg, const std::string& run_dir) {
-  if (cfg.data.source == "dir") {
+  if (cfg.data.source == DataSource::kDir) {
     if (!std::filesystem::is_directory(cfg.data.path))
       return Status::NotFound("data.path '" + cfg.data.path + "' is not a directory");
     return cfg.data.path;
@@ -145,6 +145,13 @@ int RunServerRole(const RoleOptions& o) {
   so.data_dir = o.data_dir;
   so.token = o.token;
   so.rank = o.rank >= 0 ? o.rank : 0;
+  if (!o.resume_from.empty()) {
+    if (o.rank < 0) {
+      LOG_ERROR << "server: resuming needs the server's --rank (its rows come from <checkpoint>/server-<rank>)";
+      return 2;
+    }
+    so.restore_from = o.resume_from + "/server-" + std::to_string(o.rank);
+  }
   auto server = Server::Create(so);
   if (!server.ok()) return Fail("server", server.status());
   Server& srv = **server;
@@ -190,13 +197,9 @@ int RunWorkerRole(const RoleOptions& o) {
   if (!client.ok()) return Fail("worker", client.status());
   SchedulerClient& sched = **client;
   // The collective's endpoint is bound before registering: its port travels in the view.
-  std::shared_ptr<ZmqCollectiveEndpoint> endpoint;
-  if (o.cfg.train.job == "m6") {
-    auto ep = ZmqCollectiveEndpoint::Bind(o.cfg.cluster.host);
-    if (!ep.ok()) return Fail("worker", ep.status());
-    endpoint = *ep;
-  }
-  auto view = sched.Register("worker", o.cfg.cluster.host, endpoint ? endpoint->port() : 0, o.rank,
+  auto endpoint = ZmqCollectiveEndpoint::Bind(o.cfg.cluster.host);
+  if (!endpoint.ok()) return Fail("worker", endpoint.status());
+  auto view = sched.Register("worker", o.cfg.cluster.host, (*endpoint)->port(), o.rank,
                              o.cfg.cluster.connect_timeout_ms);
   if (!view.ok()) return Fail("worker: registration", view.status());
   SetLogPrefix("worker " + std::to_string(view->rank));
@@ -207,6 +210,7 @@ int RunWorkerRole(const RoleOptions& o) {
     sched.WaitShutdown(5000);
     return 1;
   };
+  auto should_abort = [&sched](std::string* why) { return sched.failed(why); };
 
   PsClientOptions po;
   po.view = *view;
@@ -214,43 +218,39 @@ int RunWorkerRole(const RoleOptions& o) {
   po.token = o.token;
   po.sender_rank = view->rank;
   po.request_timeout_ms = o.cfg.cluster.request_timeout_ms;
-  po.should_abort = [&sched](std::string* why) { return sched.failed(why); };
+  po.should_abort = should_abort;
   auto ps = PsClient::Create(po);
   if (!ps.ok()) return report_failure("PS client", ps.status());
 
-  std::string data_dir;
-  if (o.cfg.train.job != "pushcheck") {
-    auto d = o.data_dir.empty() ? PrepareData(o.cfg, o.run_dir) : StatusOr<std::string>(o.data_dir);
-    if (!d.ok()) return report_failure("data", d.status());
-    data_dir = *d;
-  }
+  auto data_dir = o.data_dir.empty() ? PrepareData(o.cfg, o.run_dir) : StatusOr<std::string>(o.data_dir);
+  if (!data_dir.ok()) return report_failure("data", data_dir.status());
+  auto data = LoadJobData(o.cfg, *data_dir);
+  if (!data.ok()) return report_failure("data", data.status());
+
   const int barrier_timeout = std::max(o.cfg.cluster.request_timeout_ms, o.cfg.cluster.connect_timeout_ms) * 10;
-  JobContext ctx;
+  auto barrier = [&](const std::string& name) { return sched.Barrier(name, "workers", barrier_timeout); };
+  Status s = barrier("start");
+  if (!s.ok()) return report_failure("start barrier", s);
+  auto collective = MakeWorkerCollective(o.cfg, *view, *endpoint, should_abort);
+  if (!collective.ok()) return report_failure("collective", collective.status());
+
+  EngineContext ctx;
   ctx.cfg = &o.cfg;
-  ctx.ps = ps->get();
   ctx.rank = view->rank;
   ctx.num_workers = static_cast<uint32_t>(view->workers.size());
+  ctx.tables = ps->get();
+  ctx.collective = collective->get();
+  ctx.data = *data;
   ctx.run_dir = o.run_dir;
-  ctx.data_dir = data_dir;
-  ctx.barrier = [&](const std::string& name) { return sched.Barrier(name, "workers", barrier_timeout); };
-  ctx.should_abort = [&](std::string* why) { return sched.failed(why); };
-
-  Status s = ctx.barrier("start");
-  if (!s.ok()) return report_failure("start barrier", s);
-  std::unique_ptr<Collective> collective;
-  if (o.cfg.train.job == "m6") {
-    auto c = MakeWorkerCollective(o.cfg, *view, endpoint, ctx.should_abort);
-    if (!c.ok()) return report_failure("collective", c.status());
-    collective = std::move(*c);
-    ctx.collective = collective.get();
-  }
-  std::string summary;
-  const std::string& job = o.cfg.train.job;
-  s = job == "pushcheck" ? RunPushCheckJob(ctx, &summary) : job == "m6" ? RunM6Job(ctx, &summary) : RunMfJob(ctx, &summary);
-  if (!s.ok()) return report_failure("job " + o.cfg.train.job, s);
-  s = WriteFileAtomic(o.run_dir + "/worker-" + std::to_string(view->rank) + ".json", summary + "\n");
+  ctx.barrier = barrier;
+  ctx.should_abort = should_abort;
+  ctx.resume_from = o.resume_from;
+  auto summary = RunTraining(ctx);
+  if (!summary.ok()) return report_failure(std::string("job ") + EnumName(o.cfg.train.job), summary.status());
+  const std::string text = summary->ToJson().dump();
+  s = WriteFileAtomic(o.run_dir + "/worker-" + std::to_string(view->rank) + ".json", text + "\n");
   if (!s.ok()) return report_failure("writing the summary", s);
-  s = sched.Finished(true, "", summary);
+  s = sched.Finished(true, "", text);
   if (!s.ok()) return Fail("worker", s);
   ShutdownNotice n = sched.WaitShutdown(60000);
   if (!n.ok) LOG_WARN << "after finishing: " << n.reason;

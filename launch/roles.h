@@ -25,6 +25,9 @@ struct RoleOptions {
   std::string data_dir;     // server: RocksDB directory; worker: dataset directory override
   std::string port_file;    // scheduler / standalone server: where to write the bound port
   bool standalone = false;  // server: no scheduler, owns every slot, runs until SIGTERM
+  // A checkpoint to continue from: a server restores its rows from <it>/server-<rank>, a
+  // worker its model, cursor and RNG (empty = a fresh job).
+  std::string resume_from;
   // scheduler: called once it is bound, before it serves (cluster launches announce it).
   std::function<void(const std::string& host, int port)> on_scheduler_bound;
 };

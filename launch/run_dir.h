@@ -7,6 +7,7 @@
 
 #include "common/config.h"
 #include "common/status.h"
+#include "launch/local_cluster.h"
 
 namespace m6rec {
 
@@ -17,9 +18,14 @@ StatusOr<std::string> PrepareRunDir(const std::string& config_path, const std::v
                                     const std::string& run_dir, JobConfig* cfg,
                                     const std::string& default_suffix = "");
 
-// Combines run_dir/worker-<i>.json into run_dir/result.json: the best epoch (by validation
-// NDCG@10 under the sampled protocol; by test Recall@20 under full ranking, whose published
-// splits have no validation set), its test metrics, every epoch, popularity, samples/s, wall_s.
+// A run to continue (o.resume_dir): applies o.overrides to its config.yaml (rewriting it),
+// loads it into *cfg and returns its newest complete checkpoint. Fails naming the directory
+// when it is not a run or has no complete checkpoint, and when o.config_path is set.
+StatusOr<std::string> PrepareResume(const LocalClusterOptions& o, JobConfig* cfg);
+
+// Combines run_dir/worker-<i>.json into run_dir/result.json (worker/job_summary.h decides
+// what it holds: the best epoch's test metrics, every epoch, popularity, samples/s) with the
+// job's name, config, run directory and wall time.
 Status WriteRunResult(const JobConfig& cfg, const std::string& run_dir, double wall_s);
 
 }  // namespace m6rec

@@ -4,12 +4,10 @@
 
 namespace m6rec {
 
-const char* RoleName(Role r) { return r == Role::kServer ? "server" : "worker"; }
-
 bool ParseRole(const std::string& s, Role* out) {
-  if (s == "server") *out = Role::kServer;
-  else if (s == "worker") *out = Role::kWorker;
-  else return false;
+  Role r;
+  if (!ParseEnum(s, &r) || r == Role::kScheduler) return false;
+  *out = r;
   return true;
 }
 

@@ -11,13 +11,14 @@
 
 #include "common/clock.h"
 #include "common/cluster_view.h"
+#include "common/config.h"
 #include "common/status.h"
 
 namespace m6rec {
 
-enum class Role { kServer, kWorker };
-const char* RoleName(Role r);
-bool ParseRole(const std::string& s, Role* out);
+// The roles that register (server, worker); Role is common/config.h's.
+inline const char* RoleName(Role r) { return EnumName(r); }
+bool ParseRole(const std::string& s, Role* out);  // false for anything but server / worker
 
 using ConnId = uint64_t;
 

@@ -7,28 +7,28 @@
 namespace m6rec {
 
 TEST(ClusterLaunch, SequentialPlacement) {
-  auto p = PlanRoles(6, 2, "sequential", {});
+  auto p = PlanRoles(6, 2, Placement::kSequential, {});
   ASSERT_TRUE(p.ok()) << p.status().message();
   std::vector<std::string> roles;
-  for (const auto& r : *p) roles.push_back(r.role + std::to_string(r.index));
+  for (const auto& r : *p) roles.push_back(EnumName(r.role) + std::to_string(r.index));
   EXPECT_EQ(roles, (std::vector<std::string>{"scheduler0", "server0", "server1", "worker0", "worker1", "worker2"}));
 }
 
 TEST(ClusterLaunch, ServerPerNodePlacement) {
   // Ranks 0-2 on node 0, 3-5 on node 1: node 0's server is rank 1 (rank 0 is the scheduler).
-  auto p = PlanRoles(6, 99, "server_per_node", {0, 0, 0, 1, 1, 1});
+  auto p = PlanRoles(6, 99, Placement::kServerPerNode, {0, 0, 0, 1, 1, 1});
   ASSERT_TRUE(p.ok()) << p.status().message();
   std::vector<std::string> roles;
-  for (const auto& r : *p) roles.push_back(r.role + std::to_string(r.index));
+  for (const auto& r : *p) roles.push_back(EnumName(r.role) + std::to_string(r.index));
   EXPECT_EQ(roles, (std::vector<std::string>{"scheduler0", "server0", "worker0", "server1", "worker1", "worker2"}));
 }
 
 TEST(ClusterLaunch, TooFewProcessesSaySo) {
-  auto p = PlanRoles(3, 2, "sequential", {});
+  auto p = PlanRoles(3, 2, Placement::kSequential, {});
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.status().message().find("start at least 4"), std::string::npos) << p.status().message();
   EXPECT_NE(p.status().message().find("no worker"), std::string::npos) << p.status().message();
-  p = PlanRoles(2, 2, "sequential", {});
+  p = PlanRoles(2, 2, Placement::kSequential, {});
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.status().message().find("cannot hold a scheduler, 2 servers and a worker"), std::string::npos)
       << p.status().message();
@@ -87,13 +87,13 @@ TEST(ClusterLaunch, SlurmTasksPerNodeGiveEachRanksNode) {
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(*n, (std::vector<int>{0, 0, 0}));
   // Server per node from it: nodes 0..3 each get one server (rank 0 is the scheduler).
-  auto plan = PlanRoles(7, 0, "server_per_node", *SlurmNodeOfRank("2(x3),1", 7));
+  auto plan = PlanRoles(7, 0, Placement::kServerPerNode, *SlurmNodeOfRank("2(x3),1", 7));
   ASSERT_TRUE(plan.ok());
-  EXPECT_EQ((*plan)[1].role, "server");
-  EXPECT_EQ((*plan)[2].role, "server");
-  EXPECT_EQ((*plan)[3].role, "worker");
-  EXPECT_EQ((*plan)[4].role, "server");
-  EXPECT_EQ((*plan)[6].role, "server");
+  EXPECT_EQ((*plan)[1].role, Role::kServer);
+  EXPECT_EQ((*plan)[2].role, Role::kServer);
+  EXPECT_EQ((*plan)[3].role, Role::kWorker);
+  EXPECT_EQ((*plan)[4].role, Role::kServer);
+  EXPECT_EQ((*plan)[6].role, Role::kServer);
   for (const std::string bad : {"2(x", "x3", "2(x0)", "0", "3,abc"}) {
     auto b = SlurmNodeOfRank(bad, 3);
     ASSERT_FALSE(b.ok()) << bad;

@@ -23,7 +23,7 @@ TEST(Config, BuiltInDefaultParses) {
   ASSERT_EQ(c->tables.size(), 3u);
   EXPECT_EQ(c->tables[1].name, "item");
   EXPECT_EQ(c->tables[1].id, 1u);
-  EXPECT_EQ(c->train.job, "m6") << "the quick start trains the whole model";
+  EXPECT_EQ(c->train.job, JobKind::kM6) << "the quick start trains the whole model";
   EXPECT_TRUE(c->model.sequence && c->model.graph && c->model.content && c->model.text);
 }
 
@@ -31,7 +31,7 @@ TEST(Config, ModelSectionIsCheckedFieldByField) {
   const std::string base = std::string(kTables) + "train: {job: m6}\n";
   auto ok = ParseConfig(base + "model: {rnn: lstm, fanout: 5, graph: false}\n", "job.yaml");
   ASSERT_TRUE(ok.ok()) << ok.status().message();
-  EXPECT_EQ(ok->model.rnn, "lstm");
+  EXPECT_EQ(ok->model.rnn, RnnKind::kLstm);
   EXPECT_EQ(ok->model.fanout, 5);
   EXPECT_FALSE(ok->model.graph);
   std::string e = Err(base + "model: {rnn: transformer}\n");

@@ -3,17 +3,17 @@
 #include <set>
 
 #include "test_util.h"
-#include "worker/data.h"
-#include "worker/datasets.h"
+#include "worker/synthetic_data.h"
+#include "worker/dataset.h"
 
 namespace m6rec {
 
 namespace {
 DataConfig Dir(const std::string& path, const std::string& format, const std::string& name = "") {
   DataConfig c;
-  c.source = "dir";
+  c.source = DataSource::kDir;
   c.path = path;
-  c.format = format;
+  EXPECT_TRUE(ParseEnum(format, &c.format)) << format;
   c.name = name;
   return c;
 }

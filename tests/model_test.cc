@@ -65,7 +65,7 @@ torch::Tensor Loss(M6Model& m, const ModelBatch& b) {
   auto pos = iv.index_select(0, torch::tensor(std::vector<int64_t>{0, 2, 4}, torch::kLong));
   auto neg = iv.index_select(0, torch::tensor(std::vector<int64_t>{1, 3}, torch::kLong));
   auto valid = torch::ones({3, 2}, iv.options());
-  return RankingLoss("softmax", (uv * pos).sum(1), uv.matmul(neg.t()), valid, 0.5, 0, 0);
+  return RankingLoss(LossKind::kSoftmax, (uv * pos).sum(1), uv.matmul(neg.t()), valid, 0.5, 0, 0);
 }
 
 }  // namespace
@@ -83,9 +83,9 @@ TEST(Model, ShapesForEveryAblation) {
       {"no graph", [](ModelConfig& c) { c.graph = false; }, {"id", "sequence", "content"}, all_i},
       {"no content", [](ModelConfig& c) { c.content = false; }, {"id", "sequence", "graph"}, all_i},
       {"no multimodal", [](ModelConfig& c) { c.text = c.image = c.audio = false; }, all_u, {"id"}},
-      {"lstm, no attention", [](ModelConfig& c) { c.rnn = "lstm"; c.attention = false; }, all_u, all_i},
-      {"concat fusion", [](ModelConfig& c) { c.fusion = "concat"; }, all_u, all_i},
-      {"mean fusion", [](ModelConfig& c) { c.fusion = "mean"; }, all_u, all_i},
+      {"lstm, no attention", [](ModelConfig& c) { c.rnn = RnnKind::kLstm; c.attention = false; }, all_u, all_i},
+      {"concat fusion", [](ModelConfig& c) { c.fusion = FusionKind::kConcat; }, all_u, all_i},
+      {"mean fusion", [](ModelConfig& c) { c.fusion = FusionKind::kMean; }, all_u, all_i},
   };
   for (const auto& tc : cases) {
     ModelConfig c = SmallConfig();
@@ -99,7 +99,7 @@ TEST(Model, ShapesForEveryAblation) {
     EXPECT_EQ(iv.sizes(), (std::vector<int64_t>{5, 6})) << tc.name;
     EXPECT_EQ(uv.sizes(), (std::vector<int64_t>{3, 6})) << tc.name;
     EXPECT_TRUE(torch::isfinite(uv).all().item<bool>()) << tc.name << ": the all-padding row must stay finite";
-    if (c.fusion == "gate") {
+    if (c.fusion == FusionKind::kGate) {
       ASSERT_TRUE(m->user_fusion->last_gates.defined());
       EXPECT_EQ(m->user_fusion->last_gates.size(0), int64_t(tc.users.size()));
     }
@@ -119,7 +119,7 @@ TEST(Model, TheDataDecidesWhichSourcesExist) {
 TEST(Model, GradientsMatchFiniteDifferences) {
   for (const std::string rnn : {"gru", "lstm", "gru+item_graph"}) {
     ModelConfig c = SmallConfig();
-    c.rnn = rnn.substr(0, rnn.find('+'));
+    ASSERT_TRUE(ParseEnum(rnn.substr(0, rnn.find('+')), &c.rnn));
     c.item_graph = rnn.find("item_graph") != std::string::npos;
     torch::manual_seed(11);
     M6Model m(c, Shape());
@@ -179,7 +179,7 @@ TEST(Model, SymmetricWeightingSumsTheWeightedNeighbours) {
   // graph_weighting symmetric: the weights carry LightGCN's normalisation, the model sums.
   ModelConfig c = SmallConfig();
   c.item_graph = true;
-  c.graph_weighting = "symmetric";
+  c.graph_weighting = GraphWeighting::kSymmetric;
   M6Model m(c, Shape());
   m->eval();
   ModelBatch b = MakeBatch(torch::kFloat, false);
@@ -215,11 +215,11 @@ TEST(Model, PaddingRowsGetNoGradientAndChangeNothing) {
 TEST(Model, FusionStartsAsTheMeanOfItsSources) {
   // Open gates (sigmoid(3)), averaging reduction, silent MLP: the model starts where an id model
   // with behaviour aggregation is.
-  for (const char* mode : {"gate", "concat", "mean"}) {
+  for (FusionKind mode : {FusionKind::kGate, FusionKind::kConcat, FusionKind::kMean}) {
     Fusion f(3, 4, 8, mode, 0.0);
     auto xs = torch::randn({5, 3, 4});
-    const double g = std::string(mode) == "gate" ? 1.0 / (1.0 + std::exp(-3.0)) : 1.0;
-    EXPECT_TRUE(torch::allclose(f->forward(xs), g * xs.mean(1), 1e-5, 1e-6)) << mode;
+    const double g = mode == FusionKind::kGate ? 1.0 / (1.0 + std::exp(-3.0)) : 1.0;
+    EXPECT_TRUE(torch::allclose(f->forward(xs), g * xs.mean(1), 1e-5, 1e-6)) << EnumName(mode);
   }
   // An item tower of the id row alone returns the id rows.
   ModelConfig c = SmallConfig();
@@ -236,15 +236,15 @@ TEST(Model, LossesMatchHandComputedValues) {
   auto valid = torch::tensor({1.0, 0.0, 1.0, 1.0}, torch::kDouble).view({2, 2});
   auto sp = [](double x) { return std::log1p(std::exp(x)); };
   // bpr over the 3 valid pairs: softplus(0-1), softplus(1-0), softplus(1-0)
-  EXPECT_NEAR(RankingLoss("bpr", pos, neg, valid, 1, 0, 0).item<double>(), (sp(-1) + 2 * sp(1)) / 3, 1e-12);
+  EXPECT_NEAR(RankingLoss(LossKind::kBpr, pos, neg, valid, 1, 0, 0).item<double>(), (sp(-1) + 2 * sp(1)) / 3, 1e-12);
   // softmax at tau 1: row 0 {1 | 0}, row 1 {0 | 1, 1}
   const double s0 = -std::log(std::exp(1) / (std::exp(1) + 1)), s1 = -std::log(1 / (1 + 2 * std::exp(1)));
-  EXPECT_NEAR(RankingLoss("softmax", pos, neg, valid, 1, 0, 0).item<double>(), (s0 + s1) / 2, 1e-12);
+  EXPECT_NEAR(RankingLoss(LossKind::kSoftmax, pos, neg, valid, 1, 0, 0).item<double>(), (s0 + s1) / 2, 1e-12);
   // bce: mean softplus(-pos) + mean over valid softplus(neg)
-  EXPECT_NEAR(RankingLoss("bce", pos, neg, valid, 1, 0, 0).item<double>(), (sp(-1) + sp(0)) / 2 + (sp(0) + 2 * sp(1)) / 3,
+  EXPECT_NEAR(RankingLoss(LossKind::kBce, pos, neg, valid, 1, 0, 0).item<double>(), (sp(-1) + sp(0)) / 2 + (sp(0) + 2 * sp(1)) / 3,
               1e-12);
   // ccl with margin 0.5, weight 2: mean(1 - pos) + 2 * mean over valid relu(neg - 0.5)
-  EXPECT_NEAR(RankingLoss("ccl", pos, neg, valid, 1, 0.5, 2).item<double>(), 0.5 + 2 * (0 + 0.5 + 0.5) / 3, 1e-12);
+  EXPECT_NEAR(RankingLoss(LossKind::kCcl, pos, neg, valid, 1, 0.5, 2).item<double>(), 0.5 + 2 * (0 + 0.5 + 0.5) / 3, 1e-12);
 }
 
 TEST(Model, AttentionPoolAndMaskedMeanIgnorePadding) {

@@ -100,6 +100,7 @@ class InProcessHub {
 };
 
 std::shared_ptr<InProcessHub> MakeInProcessHub(int size) { return std::make_shared<InProcessHub>(size); }
+void AbortInProcessHub(InProcessHub& hub) { hub.Fail(); }
 
 namespace {
 

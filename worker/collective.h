@@ -70,6 +70,9 @@ struct CollectiveOptions {
 };
 
 std::shared_ptr<InProcessHub> MakeInProcessHub(int size);
+// Fails every pending and future call of the group (a rank that stops early, as a real peer's
+// death would fail them).
+void AbortInProcessHub(InProcessHub& hub);
 
 StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& opts);
 

@@ -1,4 +1,4 @@
-#include "worker/datasets.h"
+#include "worker/dataset.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -13,7 +13,7 @@
 #include <unordered_set>
 
 #include "common/keys.h"
-#include "worker/data.h"
+#include "worker/interactions.h"
 
 namespace m6rec {
 
@@ -474,17 +474,29 @@ std::string Dataset::Describe() const {
   return name + ": " + std::to_string(num_users) + " users, " + std::to_string(num_items - first_item) +
          " items, " + std::to_string(train_interactions) + " training interactions, " +
          std::to_string(evals) + " test users (" +
-         (protocol == Protocol::kFullRanking ? "full ranking" : "sampled, 99 negatives") + ")";
+         ProtocolName() + ")";
+}
+
+int Dataset::NegativesPerTarget() const {
+  for (const auto& f : fixed_negatives)
+    if (!f.empty()) return static_cast<int>(f.size());
+  return sampled_negatives;
+}
+
+std::string Dataset::ProtocolName() const {
+  if (protocol == Protocol::kFullRanking) return "full ranking";
+  return "sampled, " + std::to_string(NegativesPerTarget()) + " negatives";
 }
 
 StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir) {
-  if (cfg.source == "synth") return LoadTsv(data_dir, "synthetic");
-  const std::string& f = cfg.format;
-  if (f == "tsv") return LoadTsv(cfg.path, "tsv:" + cfg.path);
-  if (f == "lightgcn") return LoadLightGcn(cfg.path);
-  if (f == "s3rec") return LoadS3Rec(cfg.path, cfg.name);
-  if (f == "movielens") return LoadMovieLens(cfg.path);
-  return Status::InvalidArgument("data.format: unknown format '" + f + "' (tsv, lightgcn, s3rec, movielens)");
+  if (cfg.source == DataSource::kSynth) return LoadTsv(data_dir, "synthetic");
+  switch (cfg.format) {
+    case DataFormat::kTsv: return LoadTsv(cfg.path, "tsv:" + cfg.path);
+    case DataFormat::kLightGcn: return LoadLightGcn(cfg.path);
+    case DataFormat::kS3Rec: return LoadS3Rec(cfg.path, cfg.name);
+    case DataFormat::kMovieLens: return LoadMovieLens(cfg.path);
+  }
+  return Status::InvalidArgument("data.format: unknown format");
 }
 
 }  // namespace m6rec

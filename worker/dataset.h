@@ -55,6 +55,10 @@ struct Dataset {
   // Per item, the training users that touched it (the item side of the interaction graph).
   std::vector<std::vector<uint32_t>> ItemUsers() const;
 
+  // Sampled protocol: how many negatives each target is ranked against.
+  int NegativesPerTarget() const;
+  // "full ranking" or "sampled, N negatives".
+  std::string ProtocolName() const;
   std::string Describe() const;
 };
 

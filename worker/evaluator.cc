@@ -120,14 +120,28 @@ Status EvalPopularity(const Dataset& ds, const std::vector<uint32_t>& users, uin
   return EvalSampledProtocol(ds, users, false, seed, 0.0f, PopularitySampledScorer(ds), out);
 }
 
-std::string EpochSummary(int epoch, double train_loss, bool full, const MetricSums& test, const MetricSums& valid) {
+std::vector<std::string> ProtocolSumNames(Dataset::Protocol p) {
+  if (p == Dataset::Protocol::kFullRanking) return {"NDCG@20", "Recall@20"};
+  return {"AUC", "FN", "FP", "HR@1", "HR@10", "HR@5", "MRR", "NDCG@10", "NDCG@5", "TN", "TP"};
+}
+
+std::array<const char*, 2> HeadlineMetrics(Dataset::Protocol p) {
+  if (p == Dataset::Protocol::kFullRanking) return {"Recall@20", "NDCG@20"};
+  return {"HR@10", "NDCG@10"};
+}
+
+std::string ProtocolDescription(Dataset::Protocol p, int negatives) {
+  if (p == Dataset::Protocol::kFullRanking) return "full ranking";
+  return "sampled, " + std::to_string(negatives) + " negatives";
+}
+
+std::string EpochSummary(int epoch, double train_loss, Dataset::Protocol p, const MetricSums& test,
+                         const MetricSums& valid) {
+  const auto heads = HeadlineMetrics(p);
   std::ostringstream o;
-  o << "epoch " << epoch << ": train loss " << train_loss << ", this worker's ";
-  if (full)
-    o << "Recall@20 " << test.Mean("Recall@20") << " NDCG@20 " << test.Mean("NDCG@20");
-  else
-    o << "test HR@10 " << test.Mean("HR@10") << " NDCG@10 " << test.Mean("NDCG@10") << " (valid NDCG@10 "
-      << valid.Mean("NDCG@10") << ")";
+  o << "epoch " << epoch << ": train loss " << train_loss << ", test " << heads[0] << " "
+    << test.Mean(heads[0]) << " " << heads[1] << " " << test.Mean(heads[1]);
+  if (p != Dataset::Protocol::kFullRanking) o << " (valid NDCG@10 " << valid.Mean("NDCG@10") << ")";
   o << " over " << test.users() << " users";
   return o.str();
 }

@@ -7,12 +7,13 @@
 //            Recall@20 / NDCG@20 against the user's test set
 #pragma once
 
+#include <array>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
-#include "worker/datasets.h"
+#include "worker/dataset.h"
 #include "worker/metrics.h"
 
 namespace m6rec {
@@ -36,8 +37,16 @@ Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users, c
 // ("TP", "FP", "TN", "FN"), as a name -> value map of the means and these.
 std::map<std::string, double> SummaryMetrics(const MetricSums& m);
 
-// One worker's end-of-epoch log line: its share of the protocol's headline metrics.
-std::string EpochSummary(int epoch, double train_loss, bool full, const MetricSums& test, const MetricSums& valid);
+// The metric sums a protocol's evaluation adds, in a fixed order (what ranks allreduce).
+std::vector<std::string> ProtocolSumNames(Dataset::Protocol p);
+// The two metrics a result leads with: HR@10, NDCG@10 (sampled) or Recall@20, NDCG@20 (full).
+std::array<const char*, 2> HeadlineMetrics(Dataset::Protocol p);
+// "full ranking" or "sampled, N negatives".
+std::string ProtocolDescription(Dataset::Protocol p, int negatives);
+
+// The end-of-epoch log line of metric sums (one worker's or all workers').
+std::string EpochSummary(int epoch, double train_loss, Dataset::Protocol p, const MetricSums& test,
+                         const MetricSums& valid);
 
 // The popularity baseline: items scored by their training count.
 SampledScorer PopularitySampledScorer(const Dataset& ds);

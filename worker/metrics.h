@@ -45,6 +45,7 @@ class MetricSums {
  public:
   void Add(const std::string& name, double value) { sums_[name] += value; }
   void AddUser() { ++users_; }
+  void AddUsers(uint64_t n) { users_ += n; }
   void Merge(const MetricSums& o);
   double Mean(const std::string& name) const;
   uint64_t users() const { return users_; }

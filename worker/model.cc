@@ -33,10 +33,10 @@ torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q, cons
   return (w.unsqueeze(-1) * x).sum(1);
 }
 
-FusionImpl::FusionImpl(int64_t sources, int64_t dim, int64_t hidden, const std::string& mode, double dropout)
+FusionImpl::FusionImpl(int64_t sources, int64_t dim, int64_t hidden, FusionKind mode, double dropout)
     : mode_(mode), sources_(sources) {
-  if (mode_ == "mean") return;
-  if (mode_ == "gate") gate_ = register_module("gate", nn::Linear(sources * dim, sources));
+  if (mode_ == FusionKind::kMean) return;
+  if (mode_ == FusionKind::kGate) gate_ = register_module("gate", nn::Linear(sources * dim, sources));
   reduce_ = register_module("reduce", nn::Linear(sources * dim, dim));
   mlp1_ = register_module("mlp1", nn::Linear(dim, hidden));
   mlp2_ = register_module("mlp2", nn::Linear(hidden, dim));
@@ -59,11 +59,11 @@ FusionImpl::FusionImpl(int64_t sources, int64_t dim, int64_t hidden, const std::
 }
 
 torch::Tensor FusionImpl::forward(const torch::Tensor& xs) {
-  if (mode_ == "mean") return xs.mean(1);
+  if (mode_ == FusionKind::kMean) return xs.mean(1);
   const int64_t n = xs.size(0);
   if (n == 0) return torch::zeros({0, xs.size(2)}, xs.options());
   torch::Tensor flat = xs.reshape({n, -1});
-  if (mode_ == "gate") {
+  if (mode_ == FusionKind::kGate) {
     auto g = torch::sigmoid(gate_(flat));  // [N, S]: how much each source speaks for this row
     last_gates = g.detach().mean(0);
     flat = (xs * g.unsqueeze(-1)).reshape({n, -1});
@@ -105,7 +105,7 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape) : cfg_
   if (cfg.user_id) user_sources_.push_back("id");
   if (cfg.sequence) {
     user_sources_.push_back("sequence");
-    if (cfg.rnn == "lstm")
+    if (cfg.rnn == RnnKind::kLstm)
       lstm_ = register_module("lstm", nn::LSTM(nn::LSTMOptions(d, h).batch_first(true)));
     else
       gru_ = register_module("gru", nn::GRU(nn::GRUOptions(d, h).batch_first(true)));
@@ -187,7 +187,7 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
 
 torch::Tensor M6ModelImpl::Neighbours(const torch::Tensor& x, const torch::Tensor& weights) const {
   // symmetric: the weights carry the whole normalisation (see graph_weighting), so a plain sum.
-  if (cfg_.graph_weighting == "symmetric") return (x * weights.unsqueeze(-1)).sum(1);
+  if (cfg_.graph_weighting == GraphWeighting::kSymmetric) return (x * weights.unsqueeze(-1)).sum(1);
   return MaskedMean(x, weights);
 }
 
@@ -199,16 +199,16 @@ torch::Tensor M6ModelImpl::ScoredItemVectors(const ModelBatch& b, const torch::T
   return item_vecs + has * 0.5 * (agg - item_vecs);
 }
 
-torch::Tensor RankingLoss(const std::string& kind, const torch::Tensor& pos, const torch::Tensor& neg,
+torch::Tensor RankingLoss(LossKind kind, const torch::Tensor& pos, const torch::Tensor& neg,
                           const torch::Tensor& valid, double temperature, double margin, double neg_weight) {
   const auto nvalid = valid.sum().clamp_min(1.0);
-  if (kind == "softmax") {
+  if (kind == LossKind::kSoftmax) {
     auto logits = torch::cat({pos.unsqueeze(1), neg.masked_fill(valid <= 0, -1e9)}, 1) / temperature;
     return -torch::log_softmax(logits, 1).select(1, 0).mean();
   }
-  if (kind == "bce")
+  if (kind == LossKind::kBce)
     return torch::softplus(-pos).mean() + (torch::softplus(neg) * valid).sum() / nvalid;
-  if (kind == "ccl")
+  if (kind == LossKind::kCcl)
     return (1.0 - pos).mean() + neg_weight * (torch::relu(neg - margin) * valid).sum() / nvalid * 1.0;
   // bpr
   return (torch::softplus(neg - pos.unsqueeze(1)) * valid).sum() / nvalid;

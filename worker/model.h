@@ -34,17 +34,9 @@
 #include <vector>
 
 #include "common/config.h"
+#include "worker/m6_batch.h"
 
 namespace m6rec {
-
-// What the data offers; parts whose input is missing are left out of the model.
-struct ModelShape {
-  int64_t dim = 64;
-  int64_t image_dim = 0;   // 0 = no image vectors
-  int64_t audio_dim = 0;
-  bool tokens = false;     // items/users have tokens (a token table is needed)
-  bool social = false;     // a user-user graph exists
-};
 
 struct ModelBatch {
   // Sparse rows (leaves; requires_grad while training).
@@ -64,14 +56,14 @@ struct ModelBatch {
 
 class FusionImpl : public torch::nn::Module {
  public:
-  FusionImpl(int64_t sources, int64_t dim, int64_t hidden, const std::string& mode, double dropout);
+  FusionImpl(int64_t sources, int64_t dim, int64_t hidden, FusionKind mode, double dropout);
   // xs: [N, S, d] -> [N, d]
   torch::Tensor forward(const torch::Tensor& xs);
   // The mean gate of each source over the last forward (for logs); empty unless mode = gate.
   torch::Tensor last_gates;
 
  private:
-  std::string mode_;
+  FusionKind mode_;
   int64_t sources_;
   torch::nn::Linear gate_{nullptr}, reduce_{nullptr}, mlp1_{nullptr}, mlp2_{nullptr};
   torch::nn::Dropout drop_{nullptr};
@@ -123,7 +115,7 @@ torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q, cons
 // "bpr" mean softplus(s_neg - s_pos); "softmax" cross-entropy of the positive among all at
 // temperature tau; "bce" softplus(-s_pos) + mean softplus(s_neg); "ccl" (cosine scores)
 // (1 - s_pos) + w * mean relu(s_neg - margin).
-torch::Tensor RankingLoss(const std::string& kind, const torch::Tensor& pos, const torch::Tensor& neg,
+torch::Tensor RankingLoss(LossKind kind, const torch::Tensor& pos, const torch::Tensor& neg,
                           const torch::Tensor& valid, double temperature, double margin, double neg_weight);
 
 }  // namespace m6rec

@@ -1,5 +1,5 @@
-// Training progress shared by the workers' jobs: loss windows for the log, per-epoch loss,
-// sample and step counts, timing, and the summary fields every job reports.
+// Training progress of a job: loss windows for the log, per-epoch loss, sample and step counts,
+// timing; saved with checkpoints (State/Restore) so a resumed job continues its counts.
 #pragma once
 
 #include <algorithm>
@@ -43,30 +43,39 @@ class TrainProgress {
   void AddEvalMs(int64_t ms) { eval_ms_ += ms; }
 
   uint64_t steps() const { return steps_; }
-  double elapsed_s() const { return (MonotonicMs() - t0_) / 1000.0; }
+  uint64_t samples() const { return samples_; }
+  double first_loss() const { return first_loss_ < 0 ? 0 : first_loss_; }
+  double last_loss() const { return last_loss_; }
+  double eval_s() const { return eval_ms_ / 1000.0; }
+  // Seconds since the job started (across a resume: the time before it plus the time since).
+  double elapsed_s() const { return before_s_ + (MonotonicMs() - t0_) / 1000.0; }
+  double samples_per_s() const { return samples_ / std::max(1e-9, elapsed_s() - eval_s()); }
 
-  // The fields of a worker summary every job reports.
-  nlohmann::json Summary() const {
-    const double secs = elapsed_s(), eval_s = eval_ms_ / 1000.0;
-    return {{"steps", steps_},         {"samples", samples_},
-            {"train_s", secs},         {"eval_s", eval_s},
-            {"samples_per_s", samples_ / std::max(1e-9, secs - eval_s)},
-            {"first_loss", first_loss_}, {"last_loss", last_loss_}};
+  // Everything but the log window, for a checkpoint.
+  nlohmann::json State() const {
+    return {{"first_loss", first_loss_}, {"last_loss", last_loss_}, {"epoch_loss", epoch_loss_},
+            {"epoch_n", epoch_n_},       {"samples", samples_},     {"steps", steps_},
+            {"eval_ms", eval_ms_},       {"elapsed_s", elapsed_s()}};
+  }
+  void Restore(const nlohmann::json& j) {
+    first_loss_ = j.at("first_loss").get<double>();
+    last_loss_ = j.at("last_loss").get<double>();
+    epoch_loss_ = j.at("epoch_loss").get<double>();
+    epoch_n_ = j.at("epoch_n").get<uint64_t>();
+    samples_ = j.at("samples").get<uint64_t>();
+    steps_ = j.at("steps").get<uint64_t>();
+    eval_ms_ = j.at("eval_ms").get<int64_t>();
+    before_s_ = j.at("elapsed_s").get<double>();
+    t0_ = window_t0_ = MonotonicMs();
   }
 
  private:
   int log_every_;
   double first_loss_ = -1, last_loss_ = 0, window_loss_ = 0, epoch_loss_ = 0;
   uint64_t window_n_ = 0, epoch_n_ = 0, samples_ = 0, steps_ = 0;
-  const int64_t t0_ = MonotonicMs();
+  double before_s_ = 0;
+  int64_t t0_ = MonotonicMs();
   int64_t window_t0_ = t0_, eval_ms_ = 0;
 };
-
-// Per-user metric sums as JSON ({"users": n, "sums": {...}}), merged by the launcher.
-inline nlohmann::json SumsJson(const MetricSums& m) {
-  nlohmann::json j = {{"users", m.users()}};
-  for (const auto& [k, v] : m.sums()) j["sums"][k] = v;
-  return j;
-}
 
 }  // namespace m6rec

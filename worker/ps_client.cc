@@ -1,5 +1,7 @@
 #include "worker/ps_client.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cstring>
 
@@ -297,24 +299,25 @@ Status PsClient::WaitPush(Ticket t) {
   return p.error;
 }
 
-Status PsClient::Pull(TableId table, const Key* keys, size_t n, float* out) {
-  M6_ASSIGN_OR_RETURN(Ticket t, PullAsync(table, keys, n));
-  return WaitPull(t, out);
+Status PsClient::Checkpoint(const std::string& dir) {
+  for (uint32_t s = 0; s < servers_.size(); ++s) {
+    auto r = Admin(s, "checkpoint", {{"dir", dir + "/server-" + std::to_string(s)}});
+    if (!r.ok()) return r.status().WithContext("checkpoint");
+  }
+  return Status::OK();
 }
 
-Status PsClient::Push(TableId table, const Key* keys, size_t n, const float* grads) {
-  M6_ASSIGN_OR_RETURN(Ticket t, PushAsync(table, keys, n, grads));
-  return WaitPush(t);
-}
-
-StatusOr<std::string> PsClient::Admin(uint32_t server, const std::string& cmd) {
+StatusOr<std::string> PsClient::Admin(uint32_t server, const std::string& cmd,
+                                      const std::map<std::string, std::string>& fields) {
   if (server >= servers_.size()) return Status::InvalidArgument("no server " + std::to_string(server));
   MsgHeader h;
   h.type = static_cast<uint16_t>(MsgType::kAdmin);
   h.token = opts_.token;
   h.request_id = next_request_++;
   h.sender = opts_.sender_rank;
-  std::string body = "{\"cmd\":\"" + cmd + "\"}";
+  nlohmann::json req = {{"cmd", cmd}};
+  for (const auto& [k, v] : fields) req[k] = v;
+  const std::string body = req.dump();
   std::vector<zmq::message_t> msg;
   msg.emplace_back(&h, sizeof(h));
   msg.emplace_back(body.data(), body.size());

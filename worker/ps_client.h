@@ -21,6 +21,7 @@
 #include "common/key_index.h"
 #include "common/protocol.h"
 #include "common/status.h"
+#include "worker/sparse_tables.h"
 
 namespace m6rec {
 
@@ -46,31 +47,32 @@ struct PsClientStats {
   uint64_t bytes_sent = 0, bytes_received = 0;
 };
 
-class PsClient {
+class PsClient final : public SparseTables {
  public:
-  using Ticket = uint64_t;
 
   static StatusOr<std::unique_ptr<PsClient>> Create(const PsClientOptions& opts);
-  ~PsClient();
+  ~PsClient() override;
   PsClient(const PsClient&) = delete;
   PsClient& operator=(const PsClient&) = delete;
 
   // Starts pulling the rows of keys[0..n) of `table`. The keys are copied; the caller's buffer
   // may be reused at once.
-  StatusOr<Ticket> PullAsync(TableId table, const Key* keys, size_t n);
+  StatusOr<Ticket> PullAsync(TableId table, const Key* keys, size_t n) override;
   // Waits for a pull and writes n * dim floats to out, row i for keys[i].
-  Status WaitPull(Ticket t, float* out);
+  Status WaitPull(Ticket t, float* out) override;
 
   // Starts pushing gradients (n * dim floats, row i for keys[i]); duplicates are summed.
-  StatusOr<Ticket> PushAsync(TableId table, const Key* keys, size_t n, const float* grads);
+  StatusOr<Ticket> PushAsync(TableId table, const Key* keys, size_t n, const float* grads) override;
   // Waits until every server acknowledged (i.e. applied and made durable) its part.
-  Status WaitPush(Ticket t);
+  Status WaitPush(Ticket t) override;
 
-  Status Pull(TableId table, const Key* keys, size_t n, float* out);
-  Status Push(TableId table, const Key* keys, size_t n, const float* grads);
+  // Every server snapshots its store to dir/server-<rank> (ADMIN checkpoint).
+  Status Checkpoint(const std::string& dir) override;
+  size_t num_shards() const override { return servers_.size(); }
 
-  // Sends {"cmd": cmd} to one server and returns its JSON reply.
-  StatusOr<std::string> Admin(uint32_t server, const std::string& cmd);
+  // Sends {"cmd": cmd} (and the request's other fields) to one server; returns its JSON reply.
+  StatusOr<std::string> Admin(uint32_t server, const std::string& cmd,
+                              const std::map<std::string, std::string>& fields = {});
 
   size_t num_servers() const { return servers_.size(); }
   const PsClientStats& stats() const { return stats_; }

@@ -1,4 +1,4 @@
-#include "worker/data.h"
+#include "worker/synthetic_data.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -11,93 +11,6 @@
 #include "common/util.h"
 
 namespace m6rec {
-
-namespace {
-
-// Parses a non-negative integer field; false when it is not one.
-bool ParseU64(const std::string& s, uint64_t* out) {
-  if (s.empty() || s[0] == '-' || s[0] == '+') return false;
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-  if (*end != '\0' || errno != 0) return false;
-  *out = v;
-  return true;
-}
-
-std::vector<std::string> SplitFields(const std::string& line) {
-  std::vector<std::string> f;
-  std::istringstream is(line);
-  for (std::string x; is >> x;) f.push_back(x);
-  return f;
-}
-
-}  // namespace
-
-StatusOr<Interactions> ReadInteractions(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Status::NotFound("cannot open interactions file '" + path + "'");
-  struct Row {
-    uint32_t user, item;
-    int64_t ts;
-    uint64_t line;
-  };
-  std::vector<Row> rows;
-  std::string line;
-  uint64_t lineno = 0;
-  uint32_t max_user = 0, max_item = 0;
-  const uint64_t kMaxId = 1u << 31;
-  while (std::getline(in, line)) {
-    ++lineno;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty() || line[0] == '#') continue;
-    auto f = SplitFields(line);
-    auto where = path + ":" + std::to_string(lineno) + ": ";
-    if (f.size() < 2 || f.size() > 4)
-      return Status::InvalidArgument(where + "expected 'user item [domain] [timestamp]', got " +
-                                     std::to_string(f.size()) + " fields");
-    uint64_t u, i, ts = 0, dom = 0;
-    if (!ParseU64(f[0], &u) || u >= kMaxId)
-      return Status::InvalidArgument(where + "user id '" + f[0] + "' is not a non-negative integer");
-    if (!ParseU64(f[1], &i) || i >= kMaxId)
-      return Status::InvalidArgument(where + "item id '" + f[1] + "' is not a non-negative integer");
-    if (f.size() >= 3 && !ParseU64(f[2], &dom))
-      return Status::InvalidArgument(where + "domain '" + f[2] + "' is not a non-negative integer");
-    if (f.size() == 4 && !ParseU64(f[3], &ts))
-      return Status::InvalidArgument(where + "timestamp '" + f[3] + "' is not a non-negative integer");
-    rows.push_back(Row{static_cast<uint32_t>(u), static_cast<uint32_t>(i), static_cast<int64_t>(ts),
-                       lineno});
-    max_user = std::max<uint32_t>(max_user, u);
-    max_item = std::max<uint32_t>(max_item, i);
-  }
-  if (in.bad()) return Status::IOError("error reading '" + path + "'");
-  if (rows.empty()) return Status::InvalidArgument(path + ": no interactions");
-  std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
-    return a.user != b.user ? a.user < b.user : a.ts < b.ts;
-  });
-  Interactions out;
-  out.num_users = max_user + 1;
-  out.num_items = max_item + 1;
-  out.by_user.resize(out.num_users);
-  for (const auto& r : rows) out.by_user[r.user].push_back(r.item);
-  out.count = rows.size();
-  return out;
-}
-
-Split LeaveLastOut(const Interactions& data) {
-  Split s;
-  s.train.resize(data.num_users);
-  s.test.assign(data.num_users, -1);
-  s.item_popularity.assign(data.num_items, 0);
-  for (uint32_t u = 0; u < data.num_users; ++u) {
-    const auto& items = data.by_user[u];
-    size_t n_train = items.size() >= 3 ? items.size() - 1 : items.size();
-    s.train[u].assign(items.begin(), items.begin() + n_train);
-    if (n_train < items.size()) s.test[u] = items.back();
-    for (uint32_t i : s.train[u]) s.item_popularity[i]++;
-  }
-  return s;
-}
 
 Status WriteNpy(const std::string& path, const std::vector<float>& data, size_t rows, size_t cols) {
   std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" +

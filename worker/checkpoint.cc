@@ -1,0 +1,90 @@
+#include "worker/checkpoint.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include "common/util.h"
+
+namespace m6rec {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string CheckpointRoot(const std::string& run_dir) { return run_dir + "/checkpoints"; }
+
+std::string CheckpointDir(const std::string& run_dir, uint64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "step-%010llu", static_cast<unsigned long long>(step));
+  return CheckpointRoot(run_dir) + "/" + name;
+}
+
+StatusOr<json> ReadManifest(const std::string& dir) {
+  auto text = ReadFileToString(dir + "/manifest.json");
+  if (!text.ok()) return Status::NotFound("'" + dir + "' is not a complete checkpoint (no manifest.json)");
+  json j = json::parse(*text, nullptr, false);
+  if (!j.is_object() || !j.contains("step"))
+    return Status::Corruption(dir + "/manifest.json: not a checkpoint manifest");
+  return j;
+}
+
+namespace {
+
+// Every step-* directory under run_dir/checkpoints, oldest first.
+std::vector<std::string> StepDirs(const std::string& run_dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(CheckpointRoot(run_dir), ec))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) out.push_back(e.path().string());
+  std::sort(out.begin(), out.end());  // zero-padded step numbers sort as numbers
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> ValidCheckpoints(const std::string& run_dir) {
+  std::vector<std::string> out;
+  for (const auto& d : StepDirs(run_dir))
+    if (ReadManifest(d).ok()) out.push_back(d);
+  return out;
+}
+
+StatusOr<std::string> LatestCheckpoint(const std::string& run_dir) {
+  auto all = ValidCheckpoints(run_dir);
+  if (all.empty()) return Status::NotFound("no complete checkpoint under '" + CheckpointRoot(run_dir) + "'");
+  return all.back();
+}
+
+StatusOr<std::string> BestCheckpoint(const std::string& run_dir) {
+  const std::string path = CheckpointRoot(run_dir) + "/best.json";
+  auto text = ReadFileToString(path);
+  if (!text.ok()) return Status::NotFound("no best checkpoint ('" + path + "' is missing)");
+  json j = json::parse(*text, nullptr, false);
+  if (!j.is_object() || !j.contains("checkpoint") || !j["checkpoint"].is_string())
+    return Status::Corruption(path + ": expected {\"checkpoint\": \"step-...\"}");
+  const std::string dir = CheckpointRoot(run_dir) + "/" + j["checkpoint"].get<std::string>();
+  M6_RETURN_IF_ERROR(ReadManifest(dir).status());
+  return dir;
+}
+
+Status WriteBestPointer(const std::string& run_dir, const std::string& checkpoint_dir, int epoch) {
+  json j = {{"checkpoint", fs::path(checkpoint_dir).filename().string()}, {"epoch", epoch}};
+  return WriteFileAtomic(CheckpointRoot(run_dir) + "/best.json", j.dump() + "\n");
+}
+
+Status PruneCheckpoints(const std::string& run_dir, int keep) {
+  auto best = BestCheckpoint(run_dir);
+  const auto valid = ValidCheckpoints(run_dir);
+  const std::string newest = valid.empty() ? "" : valid.back();
+  const size_t first_kept = valid.size() > size_t(keep) ? valid.size() - keep : 0;
+  for (const auto& d : StepDirs(run_dir)) {
+    if (best.ok() && d == *best) continue;
+    const auto it = std::find(valid.begin(), valid.end(), d);
+    const bool is_valid = it != valid.end();
+    const bool drop = is_valid ? size_t(it - valid.begin()) < first_kept : (!newest.empty() && d < newest);
+    if (drop) M6_RETURN_IF_ERROR(RemoveTree(d));
+  }
+  return Status::OK();
+}
+
+}  // namespace m6rec

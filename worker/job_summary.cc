@@ -1,0 +1,189 @@
+#include "worker/job_summary.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "worker/evaluator.h"
+
+namespace m6rec {
+
+using nlohmann::json;
+
+namespace {
+
+json SumsToJson(const MetricSums& m) {
+  json j = {{"users", m.users()}, {"sums", json::object()}};
+  for (const auto& [k, v] : m.sums()) j["sums"][k] = v;
+  return j;
+}
+
+StatusOr<MetricSums> SumsFromJson(const json& j, const std::string& what) {
+  if (!j.is_object() || !j.contains("users") || !j["users"].is_number_unsigned())
+    return Status::Corruption(what + ": expected {\"users\": n, \"sums\": {...}}");
+  MetricSums m;
+  m.AddUsers(j["users"].get<uint64_t>());
+  if (j.contains("sums"))
+    for (const auto& [k, v] : j["sums"].items()) {
+      if (!v.is_number()) return Status::Corruption(what + ": sum '" + k + "' is not a number");
+      m.Add(k, v.get<double>());
+    }
+  return m;
+}
+
+const char* ProtocolKey(Dataset::Protocol p) {
+  return p == Dataset::Protocol::kFullRanking ? "full_ranking" : "sampled";
+}
+
+}  // namespace
+
+json WorkerSummary::ToJson() const {
+  json eps = json::array();
+  for (const auto& e : epochs) {
+    json ej = {{"epoch", e.epoch}, {"loss", e.loss},          {"elapsed_s", e.elapsed_s},
+               {"test", SumsToJson(e.test)}, {"valid", SumsToJson(e.valid)}};
+    for (const auto& [k, v] : e.report.items()) ej[k] = v;
+    eps.push_back(ej);
+  }
+  json j = {{"rank", rank},
+            {"job", job},
+            {"dataset", dataset},
+            {"protocol", ProtocolKey(protocol)},
+            {"negatives", negatives},
+            {"popularity", SumsToJson(popularity)},
+            {"epochs", eps},
+            {"best_epoch", best_epoch},
+            {"steps", steps},
+            {"samples", samples},
+            {"train_s", train_s},
+            {"eval_s", eval_s},
+            {"samples_per_s", samples_per_s},
+            {"first_loss", first_loss},
+            {"last_loss", last_loss},
+            {"dense_params", dense_params},
+            {"collective", collective},
+            {"param_fingerprints", param_fingerprints},
+            {"final_fingerprint", final_fingerprint}};
+  for (const auto& [k, v] : model.items()) j[k] = v;
+  return j;
+}
+
+StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
+  if (!j.is_object()) return Status::Corruption("worker summary: not a JSON object");
+  WorkerSummary w;
+  try {
+    w.rank = j.at("rank").get<uint32_t>();
+    w.job = j.at("job").get<std::string>();
+    w.dataset = j.at("dataset").get<std::string>();
+    const std::string p = j.at("protocol").get<std::string>();
+    if (p != "sampled" && p != "full_ranking") return Status::Corruption("worker summary: protocol '" + p + "'");
+    w.protocol = p == "sampled" ? Dataset::Protocol::kSampled : Dataset::Protocol::kFullRanking;
+    w.negatives = j.at("negatives").get<int>();
+    M6_ASSIGN_OR_RETURN(w.popularity, SumsFromJson(j.at("popularity"), "popularity"));
+    for (const auto& e : j.at("epochs")) {
+      EpochRecord r;
+      r.epoch = e.at("epoch").get<int>();
+      r.loss = e.at("loss").get<double>();
+      r.elapsed_s = e.at("elapsed_s").get<double>();
+      M6_ASSIGN_OR_RETURN(r.test, SumsFromJson(e.at("test"), "epoch test"));
+      M6_ASSIGN_OR_RETURN(r.valid, SumsFromJson(e.at("valid"), "epoch valid"));
+      for (const auto& [k, v] : e.items())
+        if (k != "epoch" && k != "loss" && k != "elapsed_s" && k != "test" && k != "valid") r.report[k] = v;
+      w.epochs.push_back(std::move(r));
+    }
+    w.best_epoch = j.at("best_epoch").get<int>();
+    w.steps = j.at("steps").get<uint64_t>();
+    w.samples = j.at("samples").get<uint64_t>();
+    w.train_s = j.at("train_s").get<double>();
+    w.eval_s = j.at("eval_s").get<double>();
+    w.samples_per_s = j.at("samples_per_s").get<double>();
+    w.first_loss = j.at("first_loss").get<double>();
+    w.last_loss = j.at("last_loss").get<double>();
+    w.dense_params = j.at("dense_params").get<int64_t>();
+    w.collective = j.at("collective").get<std::string>();
+    w.param_fingerprints = j.at("param_fingerprints").get<std::vector<std::string>>();
+    w.final_fingerprint = j.at("final_fingerprint").get<std::string>();
+  } catch (const json::exception& e) {
+    return Status::Corruption(std::string("worker summary: ") + e.what());
+  }
+  static const char* kOwn[] = {"rank", "job", "dataset", "protocol", "negatives", "popularity", "epochs",
+                               "best_epoch", "steps", "samples", "train_s", "eval_s", "samples_per_s",
+                               "first_loss", "last_loss", "dense_params", "collective",
+                               "param_fingerprints", "final_fingerprint"};
+  for (const auto& [k, v] : j.items())
+    if (std::find(std::begin(kOwn), std::end(kOwn), k) == std::end(kOwn)) w.model[k] = v;
+  return w;
+}
+
+SelectionRule SelectionFor(Dataset::Protocol p) {
+  if (p == Dataset::Protocol::kFullRanking) return {false, "Recall@20"};
+  return {true, "NDCG@10"};
+}
+
+double SelectionValue(Dataset::Protocol p, const MetricSums& test, const MetricSums& valid) {
+  const SelectionRule r = SelectionFor(p);
+  return (r.on_validation ? valid : test).Mean(r.metric);
+}
+
+json MetricsJson(const MetricSums& m) {
+  json j = {{"users", m.users()}};
+  for (const auto& [k, v] : SummaryMetrics(m)) j[k] = v;
+  return j;
+}
+
+StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double wall_s, std::string* line) {
+  if (workers.empty()) return Status::NotFound("no worker summaries");
+  const WorkerSummary& w0 = workers[0];
+  const bool full = w0.protocol == Dataset::Protocol::kFullRanking;
+  json result = {{"dataset", w0.dataset}, {"protocol", ProtocolKey(w0.protocol)}, {"job", w0.job}};
+  if (!full) result["negatives"] = w0.negatives;
+  MetricSums pop;
+  double sps = 0, train_s = 0;
+  for (const auto& w : workers) {
+    if (w.epochs.size() != w0.epochs.size())
+      return Status::Corruption("worker " + std::to_string(w.rank) + " evaluated " + std::to_string(w.epochs.size()) +
+                                " epochs, worker 0 " + std::to_string(w0.epochs.size()));
+    pop.Merge(w.popularity);
+    sps += w.samples_per_s;
+    train_s = std::max(train_s, w.train_s);
+  }
+  json epochs = json::array();
+  int best = -1;
+  for (size_t e = 0; e < w0.epochs.size(); ++e) {
+    MetricSums test, valid;
+    double loss = 0;
+    for (const auto& w : workers) {
+      test.Merge(w.epochs[e].test);
+      valid.Merge(w.epochs[e].valid);
+      loss += w.epochs[e].loss / workers.size();
+    }
+    json ep = {{"epoch", w0.epochs[e].epoch}, {"loss", loss}, {"elapsed_s", w0.epochs[e].elapsed_s},
+               {"test", MetricsJson(test)}};
+    if (!full) ep["valid"] = MetricsJson(valid);
+    if (w0.epochs[e].epoch == w0.best_epoch) best = static_cast<int>(e);
+    epochs.push_back(ep);
+  }
+  result["epochs"] = epochs;
+  result["popularity"] = MetricsJson(pop);
+  result["samples_per_s"] = sps;
+  result["train_s"] = train_s;
+  result["wall_s"] = wall_s;
+  if (best < 0) return result;
+  const json& b = epochs[best];
+  result["best_epoch"] = b["epoch"];
+  result["selected_by"] = std::string(SelectionFor(w0.protocol).on_validation ? "valid " : "test ") +
+                          SelectionFor(w0.protocol).metric;
+  result["test"] = b["test"];
+  if (!full) result["valid"] = b["valid"];
+  const auto heads = HeadlineMetrics(w0.protocol);
+  char buf[400];
+  std::snprintf(buf, sizeof(buf),
+                "result (%s, best epoch %d): test %s %.4f %s %.4f over %.0f users (popularity %s %.4f); "
+                "%.0f samples/s, %.1f s",
+                ProtocolDescription(w0.protocol, w0.negatives).c_str(), b["epoch"].get<int>(), heads[0],
+                b["test"].value(heads[0], 0.0), heads[1], b["test"].value(heads[1], 0.0),
+                b["test"].value("users", 0.0), heads[0], result["popularity"].value(heads[0], 0.0), sps, wall_s);
+  *line = buf;
+  return result;
+}
+
+}  // namespace m6rec

@@ -1,0 +1,272 @@
+#include "worker/m6_batch.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace m6rec {
+
+namespace {
+
+constexpr int kMaxItemTokens = 16;  // most tokens of an item's text the item tower reads
+
+const std::vector<uint32_t>& FriendsOf(const Dataset& ds, uint32_t u) {
+  static const std::vector<uint32_t> kNoFriends;
+  return u < ds.social.size() ? ds.social[u] : kNoFriends;
+}
+
+float DegreeWeight(size_t degree) { return 1.0f / std::sqrt(float(std::max<size_t>(1, degree))); }
+
+NegativeSampler MakeSampler(const Dataset& ds, const TrainConfig& tc) {
+  if (tc.negative_sampler == SamplerKind::kPopularity) return NegativeSampler(ds.item_popularity, ds.first_item, 0.75);
+  return NegativeSampler(ds.first_item, ds.num_items);
+}
+
+}  // namespace
+
+M6Inputs::M6Inputs(const Dataset& d, const JobConfig& cfg)
+    : ds(d), mc(cfg.model), sampler(MakeSampler(d, cfg.train)), negatives(cfg.train.negatives) {
+  const TableSpec* ut = cfg.FindTable(cfg.train.user_table);
+  shape.dim = ut ? ut->dim : 0;
+  shape.tokens = d.num_tokens > 0 && (mc.text || mc.content);
+  shape.social = !d.social.empty() && mc.social;
+  shape.image_dim = mc.image ? d.image_dim : 0;
+  shape.audio_dim = mc.audio ? d.audio_dim : 0;
+  for (const auto& l : d.item_tokens) item_tokens = std::max<int>(item_tokens, std::min<int>(kMaxItemTokens, l.size()));
+  // Evaluation reads wider neighbourhoods than a training step when model.eval_fanout says so:
+  // the mean over more neighbours is the expectation of the training-time sampled mean.
+  eval_fanout = mc.eval_fanout > 0 ? mc.eval_fanout : mc.fanout;
+  eval_item_fanout = mc.eval_fanout > 0 ? mc.eval_fanout : mc.item_fanout;
+  eval_seed = Mix64(cfg.seed ^ 0xe7a1);
+  if (mc.item_graph) item_users = d.ItemUsers();
+}
+
+BatchBuilder::BatchBuilder(const M6Inputs& in, int fanout, int item_fanout)
+    : in_(in),
+      fanout_(fanout),
+      item_fanout_(item_fanout),
+      symmetric_(in.mc.graph_weighting == GraphWeighting::kSymmetric),
+      degree_weights_(in.mc.graph_weighting != GraphWeighting::kMean) {}
+
+int64_t BatchBuilder::User(uint32_t u) {
+  auto [it, fresh] = umap_.emplace(u, int64_t(user_ids.size()) + 1);
+  if (fresh) user_ids.push_back(u);
+  return it->second;
+}
+
+int64_t BatchBuilder::Item(uint32_t i) {
+  auto [it, fresh] = imap_.emplace(i, int64_t(item_ids.size()) + 1);
+  if (!fresh) return it->second;
+  item_ids.push_back(i);
+  item_nbr_.emplace_back();
+  item_nbr_w_.emplace_back();
+  static const std::vector<uint32_t> kNone;
+  const auto& toks = i < in_.ds.item_tokens.size() ? in_.ds.item_tokens[i] : kNone;
+  for (int k = 0; k < in_.item_tokens; ++k) {
+    const bool on = in_.shape.tokens && k < int(toks.size());
+    item_tok.push_back(on ? Token(toks[k]) : 0);
+    item_tok_mask.push_back(on ? 1.0f : 0.0f);
+  }
+  return it->second;
+}
+
+int64_t BatchBuilder::Token(uint32_t t) {
+  auto [it, fresh] = tmap_.emplace(t, int64_t(token_ids.size()) + 1);
+  if (fresh) token_ids.push_back(t);
+  return it->second;
+}
+
+int64_t BatchBuilder::Scored(uint32_t i) {
+  const int64_t idx = Item(i);
+  auto& nbr = item_nbr_[idx - 1];
+  if (in_.mc.item_graph && item_users && nbr.empty()) {
+    item_users(i, &scratch_);
+    auto& w = item_nbr_w_[idx - 1];
+    for (uint32_t v : scratch_) {
+      nbr.push_back(User(v));
+      w.push_back(degree_weights_ ? DegreeWeight(in_.ds.train[v].size()) : 1.0f);
+    }
+    Symmetric(in_.ds.item_popularity[i], &w);
+  }
+  return idx;
+}
+
+void BatchBuilder::Symmetric(size_t pool, std::vector<float>* w) const {
+  if (!symmetric_ || w->empty()) return;
+  const float scale = float(std::max(pool, w->size())) / float(w->size()) * DegreeWeight(pool);
+  for (float& x : *w) x *= scale;
+}
+
+void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h, const std::vector<uint32_t>& nbr_items,
+                           size_t nbr_pool, const std::vector<uint32_t>& fr) {
+  const ModelConfig& mc = in_.mc;
+  users.push_back(User(u));
+  const int L = mc.seq_len, F = fanout_;
+  const size_t pad = L - std::min<size_t>(L, h.size());
+  for (size_t k = 0; k < pad; ++k) {
+    hist.push_back(0);
+    hist_mask.push_back(0);
+  }
+  for (size_t k = h.size() - (L - pad); k < h.size(); ++k) {
+    hist.push_back(Item(h[k]));
+    hist_mask.push_back(1);
+  }
+  std::vector<float> weight;
+  auto fill = [F, &weight](const std::vector<int64_t>& idx, std::vector<int64_t>* out, std::vector<float>* mask) {
+    for (int k = 0; k < F; ++k) {
+      out->push_back(k < int(idx.size()) ? idx[k] : 0);
+      mask->push_back(k < int(idx.size()) ? (k < int(weight.size()) ? weight[k] : 1.0f) : 0.0f);
+    }
+    weight.clear();
+  };
+  std::vector<int64_t> idx;
+  if (mc.graph) {
+    for (uint32_t i : nbr_items) {
+      idx.push_back(Item(i));
+      if (degree_weights_) weight.push_back(DegreeWeight(in_.ds.item_popularity[i]));
+    }
+    Symmetric(nbr_pool, &weight);
+  }
+  fill(idx, &nbr, &nbr_mask);
+  idx.clear();
+  if (mc.graph && in_.shape.social) {
+    for (uint32_t v : fr) {  // in the social graph a friend's degree is its number of friends
+      idx.push_back(User(v));
+      if (degree_weights_) weight.push_back(DegreeWeight(FriendsOf(in_.ds, v).size()));
+    }
+    Symmetric(FriendsOf(in_.ds, u).size(), &weight);
+  }
+  fill(idx, &friends, &friends_mask);
+  AddContent(u, h);
+}
+
+// Content: the user's profile tokens, then the tokens of the newest history items.
+void BatchBuilder::AddContent(uint32_t u, const std::vector<uint32_t>& h) {
+  const int T = in_.mc.content_tokens;
+  const Dataset& ds = in_.ds;
+  int n = 0;
+  if (in_.mc.content && in_.shape.tokens) {
+    std::vector<uint32_t> seen;
+    auto add = [&](uint32_t t) {
+      if (n >= T || std::find(seen.begin(), seen.end(), t) != seen.end()) return;
+      seen.push_back(t);
+      utok.push_back(Token(t));
+      utok_mask.push_back(1);
+      ++n;
+    };
+    if (u < ds.user_tokens.size())
+      for (uint32_t t : ds.user_tokens[u]) add(t);
+    for (size_t k = h.size(); k-- > 0 && n < T;)
+      if (h[k] < ds.item_tokens.size())
+        for (uint32_t t : ds.item_tokens[h[k]]) add(t);
+  }
+  for (; n < T; ++n) {
+    utok.push_back(0);
+    utok_mask.push_back(0);
+  }
+}
+
+void FillKeyLists(const BatchBuilder& b, const JobConfig& cfg, std::vector<KeyList>* lists) {
+  const TableSpec* ut = cfg.FindTable(cfg.train.user_table);
+  const TableSpec* it = cfg.FindTable(cfg.train.item_table);
+  const TableSpec* tt = cfg.FindTable(cfg.model.token_table);
+  lists->assign(3, KeyList());
+  auto& L = *lists;
+  L[M6TrainBatch::kUsers].table = ut->id;
+  L[M6TrainBatch::kUsers].dim = ut->dim;
+  for (uint32_t u : b.user_ids) L[M6TrainBatch::kUsers].keys.push_back(MakeKey(ut->id, u));
+  L[M6TrainBatch::kItems].table = it->id;
+  L[M6TrainBatch::kItems].dim = it->dim;
+  if (cfg.model.item_id)
+    for (uint32_t i : b.item_ids) L[M6TrainBatch::kItems].keys.push_back(MakeKey(it->id, i));
+  if (tt) {
+    L[M6TrainBatch::kTokens].table = tt->id;
+    L[M6TrainBatch::kTokens].dim = tt->dim;
+    for (uint32_t t : b.token_ids) L[M6TrainBatch::kTokens].keys.push_back(MakeKey(tt->id, t));
+  }
+}
+
+namespace {
+
+// Training: the item graph's users of a scored item, drawn per batch. The edge being predicted
+// stays out: a positive's sampled users never include the batch's users who have it as their
+// target (they would see themselves).
+void DrawItemUsers(const M6Inputs& in, const Sample* s, size_t n, std::mt19937_64& rng, BatchBuilder* b) {
+  auto targets = std::make_shared<std::unordered_map<uint32_t, std::vector<uint32_t>>>();
+  for (size_t k = 0; k < n; ++k) (*targets)[in.ds.train[s[k].user][s[k].pos]].push_back(s[k].user);
+  const int fanout = in.mc.item_fanout;
+  b->item_users = [&in, &rng, targets, fanout](uint32_t i, std::vector<uint32_t>* out) {
+    auto t = targets->find(i);
+    const size_t skip = t == targets->end() ? 0 : t->second.size();
+    *out = SampleNeighbours(in.item_users[i], fanout + int(skip), -1, rng);
+    if (skip > 0)
+      out->erase(std::remove_if(out->begin(), out->end(),
+                                [&](uint32_t v) {
+                                  return std::find(t->second.begin(), t->second.end(), v) != t->second.end();
+                                }),
+                 out->end());
+    if (out->size() > size_t(fanout)) out->resize(fanout);
+  };
+}
+
+}  // namespace
+
+std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfig& cfg, const Sample* s, size_t n,
+                                              std::mt19937_64& rng) {
+  const ModelConfig& mc = in.mc;
+  const Dataset& ds = in.ds;
+  auto batch = std::make_unique<M6TrainBatch>();
+  batch->b = std::make_unique<BatchBuilder>(in, mc.fanout, mc.item_fanout);
+  BatchBuilder& b = *batch->b;
+  if (mc.item_graph) DrawItemUsers(in, s, n, rng, &b);
+  std::vector<uint32_t> hist, nbr, fr, prefix;
+  size_t pool = 0;
+  for (size_t k = 0; k < n; ++k) {
+    const uint32_t u = s[k].user, pos = s[k].pos;
+    const uint32_t item = ds.train[u][pos];
+    hist = mc.sequence ? HistoryWindow(ds.train[u], pos, mc.seq_len, ds.ordered) : std::vector<uint32_t>{};
+    if (mc.graph) {
+      // On time-ordered data the graph sees only what came before the target, as at test
+      // time (where every training item precedes the held-out one).
+      if (ds.ordered) {
+        prefix.assign(ds.train[u].begin(), ds.train[u].begin() + pos);
+        nbr = SampleNeighbours(prefix, mc.fanout, -1, rng);
+        pool = prefix.size();
+      } else {
+        nbr = SampleNeighbours(ds.train[u], mc.fanout, item, rng);
+        pool = ds.train[u].size() - 1;
+      }
+      fr = SampleNeighbours(FriendsOf(ds, u), mc.fanout, -1, rng);
+    }
+    b.AddUser(u, hist, nbr, pool, fr);
+    batch->pos.push_back(b.Scored(item));
+    batch->pos_items.push_back(item);
+  }
+  for (int j = 0; j < in.negatives; ++j) {
+    const uint32_t neg = in.sampler.Draw(rng);
+    batch->neg.push_back(b.Scored(neg));
+    batch->neg_items.push_back(neg);
+  }
+  FillKeyLists(b, cfg, &batch->lists);
+  return batch;
+}
+
+std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in, const std::vector<UserQuery>& queries) {
+  const ModelConfig& mc = in.mc;
+  auto b = std::make_unique<BatchBuilder>(in, in.eval_fanout, in.eval_item_fanout);
+  if (mc.item_graph)
+    b->item_users = [&in](uint32_t i, std::vector<uint32_t>* out) {
+      *out = SampleNeighboursFixed(in.item_users[i], in.eval_item_fanout, -1, in.eval_seed ^ 2, i);
+    };
+  for (const auto& q : queries) {
+    const uint32_t u = q.user;
+    b->AddUser(u, mc.sequence ? HistoryWindow(q.history, -1, mc.seq_len, in.ds.ordered) : std::vector<uint32_t>{},
+               mc.graph ? SampleNeighboursFixed(q.neighbours, in.eval_fanout, -1, in.eval_seed, u)
+                        : std::vector<uint32_t>{},
+               q.neighbours.size(),
+               mc.graph ? SampleNeighboursFixed(FriendsOf(in.ds, u), in.eval_fanout, -1, in.eval_seed ^ 1, u)
+                        : std::vector<uint32_t>{});
+  }
+  return b;
+}
+
+}  // namespace m6rec

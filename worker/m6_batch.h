@@ -1,0 +1,117 @@
+// The M6 model's batches, without LibTorch: which users, items and tokens a batch reads (each
+// once, 1-based indices with 0 = padding) and the ragged inputs of the towers as index lists
+// and masks — histories, graph neighbours with their weights, friends, content tokens, the item
+// graph's sampled users. worker/m6_model.cc turns a built batch into tensors.
+//
+// Training batches sample neighbours from the rank's RNG; evaluation reads fixed samples
+// seeded by (eval seed, node), so every epoch, every worker count and `m6rec eval` see the same
+// inputs for a user.
+// Thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <unordered_map>
+#include <vector>
+
+#include "common/config.h"
+#include "worker/dataset.h"
+#include "worker/model_plugin.h"
+#include "worker/samplers.h"
+
+namespace m6rec {
+
+// What the data offers the model; parts whose input is missing are left out of the model.
+struct ModelShape {
+  int64_t dim = 64;
+  int64_t image_dim = 0;  // 0 = no image vectors
+  int64_t audio_dim = 0;
+  bool tokens = false;    // items/users have tokens (a token table is needed)
+  bool social = false;    // a user-user graph exists
+};
+
+// Everything about the data and the configuration that batches of one job share.
+struct M6Inputs {
+  M6Inputs(const Dataset& ds, const JobConfig& cfg);
+  const Dataset& ds;
+  const ModelConfig& mc;
+  ModelShape shape;
+  int item_tokens = 1;        // tokens read per item (the longest item text, capped)
+  int eval_fanout = 0, eval_item_fanout = 0;
+  uint64_t eval_seed = 0;
+  std::vector<std::vector<uint32_t>> item_users;  // the item graph's neighbours (item_graph)
+  NegativeSampler sampler;
+  int negatives = 0;
+};
+
+// One batch's unique ids and the towers' inputs as index lists.
+class BatchBuilder {
+ public:
+  // fanout / item_fanout: the widths of the graph inputs (training: the config's fanouts;
+  // evaluation: model.eval_fanout).
+  BatchBuilder(const M6Inputs& in, int fanout, int item_fanout);
+
+  int64_t User(uint32_t u);
+  int64_t Item(uint32_t i);
+  int64_t Token(uint32_t t);
+  // An item that will be scored: with model.item_graph its users (from item_users) join the
+  // batch as the item graph's input. Items only read by user towers need no call.
+  int64_t Scored(uint32_t i);
+  // The users of an item the item graph reads (training draws them, evaluation is fixed).
+  std::function<void(uint32_t item, std::vector<uint32_t>* users)> item_users;
+
+  // One user row of the user tower. hist: oldest first; nbr: items sampled from nbr_pool of
+  // them (the size of the neighbourhood, for graph_weighting: symmetric).
+  void AddUser(uint32_t u, const std::vector<uint32_t>& hist, const std::vector<uint32_t>& nbr, size_t nbr_pool,
+               const std::vector<uint32_t>& friends);
+
+  int fanout() const { return fanout_; }
+  int item_fanout() const { return item_fanout_; }
+  const M6Inputs& inputs() const { return in_; }
+  // Per item index - 1: its sampled users' indices and their weights.
+  const std::vector<std::vector<int64_t>>& item_neighbours() const { return item_nbr_; }
+  const std::vector<std::vector<float>>& item_neighbour_weights() const { return item_nbr_w_; }
+
+  std::vector<uint32_t> user_ids, item_ids, token_ids;
+  std::vector<int64_t> users, hist, nbr, friends, utok, item_tok;
+  std::vector<float> hist_mask, nbr_mask, friends_mask, utok_mask, item_tok_mask;
+
+ private:
+  void AddContent(uint32_t u, const std::vector<uint32_t>& hist);
+  // graph_weighting: symmetric — the model sums its neighbours' rows, each weighted
+  // 1/sqrt(own degree · neighbour's degree) as in LightGCN; a sample of n of the node's `pool`
+  // neighbours is scaled by pool/n so that the sum estimates the whole neighbourhood's.
+  void Symmetric(size_t pool, std::vector<float>* w) const;
+
+  const M6Inputs& in_;
+  int fanout_, item_fanout_;
+  bool symmetric_, degree_weights_;
+  std::unordered_map<uint32_t, int64_t> umap_, imap_, tmap_;
+  std::vector<std::vector<int64_t>> item_nbr_;
+  std::vector<std::vector<float>> item_nbr_w_;
+  std::vector<uint32_t> scratch_;
+};
+
+// A training batch: the key lists (users, items, tokens, in this order) and, for the loss,
+// each row's positive and the shared negatives as item indices.
+struct M6TrainBatch final : TrainBatch {
+  enum List { kUsers, kItems, kTokens };
+  std::unique_ptr<BatchBuilder> b;
+  std::vector<int64_t> pos, neg;
+  std::vector<uint32_t> pos_items, neg_items;
+};
+
+// The keys of a built batch's ids, as the three key lists.
+void FillKeyLists(const BatchBuilder& b, const JobConfig& cfg, std::vector<KeyList>* lists);
+
+// A training batch of samples s[0..n): histories (causal on ordered data), sampled graph
+// neighbours and friends, the positives and `in.negatives` shared negatives from in.sampler.
+std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfig& cfg, const Sample* s, size_t n,
+                                              std::mt19937_64& rng);
+
+// An evaluation builder (fixed neighbour samples) with the queries' users added in order.
+std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in, const std::vector<UserQuery>& queries);
+
+}  // namespace m6rec

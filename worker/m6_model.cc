@@ -1,0 +1,448 @@
+// The M6 plug-in and its dense part. One of the two LibTorch translation units of the library
+// (each costs ~20 s and ~1 GB to compile): everything that touches tensors for the M6 job is here.
+#include "worker/m6_model.h"
+
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+
+#include "common/util.h"
+#include "worker/collective.h"
+#include "worker/m6_batch.h"
+#include "worker/model.h"
+#include "worker/sparse_tables.h"
+
+namespace m6rec {
+
+namespace {
+
+using nlohmann::json;
+
+torch::Tensor LongTensor(const std::vector<int64_t>& v, int64_t rows, int64_t cols) {
+  if (v.empty()) return torch::zeros({rows, cols}, torch::kLong);
+  return torch::from_blob(const_cast<int64_t*>(v.data()), {rows, cols}, torch::kLong).clone();
+}
+torch::Tensor FloatTensor(const std::vector<float>& v, int64_t rows, int64_t cols) {
+  if (v.empty()) return torch::zeros({rows, cols}, torch::kFloat);
+  return torch::from_blob(const_cast<float*>(v.data()), {rows, cols}, torch::kFloat).clone();
+}
+
+// Whether the collective takes device buffers (NCCL) rather than host memory.
+bool DeviceBuffers(const Collective& c) { return c.name() == "nccl"; }
+
+// The dense part: a module's parameters, replicated on every worker, and their Adam optimizer.
+class TorchDense final : public DenseModel {
+ public:
+  TorchDense(M6Model model, const ModelConfig& mc) : model_(std::move(model)), params_(model_->parameters()) {
+    for (const auto& p : params_) numel_ += p.numel();
+    // A model with every dense part switched off (pure id embeddings) has no dense parameters.
+    if (numel_ > 0)
+      opt_ = std::make_unique<torch::optim::Adam>(params_,
+                                                  torch::optim::AdamOptions(mc.dense_lr).weight_decay(mc.dense_weight_decay));
+  }
+
+  int64_t numel() const override { return numel_; }
+
+  Status Broadcast(Collective& coll) override {
+    if (coll.size() == 1 || numel_ == 0) return Status::OK();
+    torch::NoGradGuard ng;
+    torch::Tensor buf = Flat([](const torch::Tensor& p) { return p.detach(); }, DeviceBuffers(coll));
+    M6_RETURN_IF_ERROR(coll.Broadcast(buf.data_ptr<float>(), size_t(numel_), 0));
+    Unflat(buf.to(params_[0].device()), [](torch::Tensor& p, const torch::Tensor& v) { p.copy_(v); });
+    return Status::OK();
+  }
+
+  Status AllReduceAndStep(Collective& coll) override {
+    if (coll.size() > 1 && numel_ > 0) {
+      torch::Tensor buf = Flat(
+          [](const torch::Tensor& p) { return p.grad().defined() ? p.grad() : torch::zeros_like(p); },
+          DeviceBuffers(coll));
+      M6_RETURN_IF_ERROR(coll.AllReduceSum(buf.data_ptr<float>(), size_t(numel_)));
+      buf = (buf / double(coll.size())).to(params_[0].device());
+      Unflat(buf, [](torch::Tensor& p, const torch::Tensor& g) {
+        if (p.grad().defined()) p.mutable_grad().copy_(g);
+        else p.mutable_grad() = g.clone();
+      });
+    }
+    if (opt_) opt_->step();
+    return Status::OK();
+  }
+
+  void ZeroGrad() {
+    if (opt_) opt_->zero_grad();
+  }
+
+  uint64_t Fingerprint() const override {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a over the parameters' bytes, in order
+    for (const auto& p : params_) {
+      auto c = p.detach().to(torch::kCPU).contiguous();
+      const auto* bytes = static_cast<const unsigned char*>(c.data_ptr());
+      for (size_t k = 0, n = size_t(c.numel()) * c.element_size(); k < n; ++k) h = (h ^ bytes[k]) * 1099511628211ull;
+    }
+    return h;
+  }
+
+  Status Save(const std::string& dir) const override {
+    M6_RETURN_IF_ERROR(MakeDirs(dir));
+    try {
+      torch::save(model_, dir + "/dense.pt");
+      if (opt_) torch::save(*opt_, dir + "/dense_optimizer.pt");
+    } catch (const c10::Error& e) {
+      return Status::IOError("saving the dense model under " + dir + ": " + e.what_without_backtrace());
+    }
+    return Status::OK();
+  }
+
+  Status Load(const std::string& dir, bool with_optimizer) override {
+    try {
+      torch::load(model_, dir + "/dense.pt");
+      if (opt_ && with_optimizer) torch::load(*opt_, dir + "/dense_optimizer.pt");
+    } catch (const c10::Error& e) {
+      return Status::IOError("cannot load the dense checkpoint under '" + dir + "': " + e.what_without_backtrace());
+    }
+    return Status::OK();
+  }
+
+  // The CPU generator dropout draws from (LibTorch's default one, seeded with the job's seed),
+  // as hex.
+  std::string RngState() const override {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    torch::Tensor st = gen.get_state().contiguous();
+    static const char kHex[] = "0123456789abcdef";
+    std::string hex;
+    const auto* b = static_cast<const unsigned char*>(st.data_ptr());
+    for (int64_t i = 0; i < st.numel(); ++i) {
+      hex += kHex[b[i] >> 4];
+      hex += kHex[b[i] & 15];
+    }
+    return hex;
+  }
+  Status SetRngState(const std::string& s) override {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    torch::Tensor cur = gen.get_state();
+    if (size_t(cur.numel()) * 2 != s.size()) return Status::Corruption("a checkpoint's dense RNG state has the wrong size");
+    torch::Tensor st = torch::empty({cur.numel()}, torch::kUInt8);
+    auto* b = static_cast<unsigned char*>(st.data_ptr());
+    auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+    for (int64_t i = 0; i < cur.numel(); ++i) b[i] = static_cast<unsigned char>(nibble(s[2 * i]) << 4 | nibble(s[2 * i + 1]));
+    gen.set_state(st);
+    return Status::OK();
+  }
+
+ private:
+  // The parameters' f(p) concatenated into one flat buffer (on the host unless `device`).
+  template <typename F>
+  torch::Tensor Flat(F&& f, bool device) const {
+    std::vector<torch::Tensor> parts;
+    for (const auto& p : params_) parts.push_back(f(p).reshape({-1}));
+    torch::Tensor buf = torch::cat(parts);
+    return device ? buf.contiguous() : buf.to(torch::kCPU).contiguous();
+  }
+  template <typename F>
+  void Unflat(const torch::Tensor& buf, F&& f) {
+    torch::NoGradGuard ng;
+    int64_t off = 0;
+    for (auto& p : params_) {
+      f(p, buf.slice(0, off, off + p.numel()).view_as(p));
+      off += p.numel();
+    }
+  }
+
+  M6Model model_;
+  std::vector<torch::Tensor> params_;
+  std::unique_ptr<torch::optim::Adam> opt_;
+  int64_t numel_ = 0;
+};
+
+class M6Plugin final : public ModelPlugin {
+ public:
+  M6Plugin(const PluginContext& ctx, torch::Device dev)
+      : cfg_(*ctx.cfg), tables_(*ctx.tables), in_(*ctx.data, *ctx.cfg), dev_(dev) {
+    // The same seed on every worker: the replicas start equal (and rank 0's copy is broadcast).
+    torch::manual_seed(cfg_.seed);
+    model_ = M6Model(cfg_.model, in_.shape);
+    model_->to(dev_);
+    dense_ = std::make_unique<TorchDense>(model_, cfg_.model);
+  }
+
+  const char* name() const override { return "m6"; }
+  DenseModel* dense() override { return dense_.get(); }
+
+  StatusOr<std::unique_ptr<TrainBatch>> MakeBatch(const Sample* s, size_t n, std::mt19937_64& rng) override {
+    return std::unique_ptr<TrainBatch>(BuildTrainBatch(in_, cfg_, s, n, rng));
+  }
+  StatusOr<StepResult> Step(TrainBatch& batch) override;
+
+  Status BeginScoring() override {
+    model_->eval();
+    return Status::OK();
+  }
+  void EndScoring() override {
+    all_items_ = torch::Tensor();
+    model_->train();
+  }
+  Status ScoreCandidates(const std::vector<UserQuery>& queries, const std::vector<std::vector<uint32_t>>& cands,
+                         std::vector<std::vector<float>>* scores) override;
+  Status ScoreAllItems(const std::vector<UserQuery>& queries, std::vector<float>* scores) override;
+
+  json EpochReport() const override;
+  json Describe() const override {
+    return {{"user_sources", model_->user_sources()}, {"item_sources", model_->item_sources()}};
+  }
+
+ private:
+  // The model's input from a built batch and its pulled rows (urows/irows/trows stay alive).
+  ModelBatch Tensors(const BatchBuilder& b, std::vector<KeyList>& lists, bool grad) const;
+  // Pulls an evaluation batch's rows.
+  Status PullEval(const BatchBuilder& b, std::vector<KeyList>* lists);
+  // Every item's scoring vector, in chunks (computed once per BeginScoring).
+  Status ComputeAllItems();
+
+  const JobConfig& cfg_;
+  SparseTables& tables_;
+  M6Inputs in_;
+  torch::Device dev_;
+  M6Model model_{nullptr};
+  std::unique_ptr<TorchDense> dense_;
+  torch::Tensor all_items_;
+};
+
+ModelBatch M6Plugin::Tensors(const BatchBuilder& b, std::vector<KeyList>& lists, bool grad) const {
+  const ModelConfig& mc = cfg_.model;
+  const int64_t d = in_.shape.dim, B = int64_t(b.users.size()), Ki = int64_t(b.item_ids.size());
+  auto leaf = [&](std::vector<float>& v, size_t n, bool want_grad) {
+    torch::Tensor t = n == 0 ? torch::zeros({0, d}) : torch::from_blob(v.data(), {int64_t(n), d}, torch::kFloat);
+    t = t.to(dev_);
+    if (want_grad) t = t.detach().requires_grad_(true);
+    return t;
+  };
+  ModelBatch mb;
+  mb.user_rows = leaf(lists[M6TrainBatch::kUsers].rows, b.user_ids.size(), grad);
+  mb.item_rows = mc.item_id ? leaf(lists[M6TrainBatch::kItems].rows, b.item_ids.size(), grad) : torch::zeros({Ki, d}).to(dev_);
+  mb.token_rows = leaf(lists[M6TrainBatch::kTokens].rows, b.token_ids.size(), grad && !b.token_ids.empty());
+  const int64_t tt = in_.item_tokens;
+  mb.item_tok = LongTensor(b.item_tok, Ki, tt).to(dev_);
+  mb.item_tok_mask = FloatTensor(b.item_tok_mask, Ki, tt).to(dev_);
+  auto features = [&](const std::vector<float>& m, uint32_t dim) {
+    std::vector<float> f(size_t(Ki) * dim);
+    for (int64_t k = 0; k < Ki; ++k)
+      std::memcpy(&f[size_t(k) * dim], &m[size_t(b.item_ids[k]) * dim], dim * sizeof(float));
+    return FloatTensor(f, Ki, dim).to(dev_);
+  };
+  if (in_.shape.image_dim > 0) mb.item_image = features(in_.ds.item_image, in_.ds.image_dim);
+  if (in_.shape.audio_dim > 0) mb.item_audio = features(in_.ds.item_audio, in_.ds.audio_dim);
+  mb.users = LongTensor(b.users, B, 1).view({B}).to(dev_);
+  mb.hist = LongTensor(b.hist, B, mc.seq_len).to(dev_);
+  mb.hist_mask = FloatTensor(b.hist_mask, B, mc.seq_len).to(dev_);
+  mb.utok = LongTensor(b.utok, B, mc.content_tokens).to(dev_);
+  mb.utok_mask = FloatTensor(b.utok_mask, B, mc.content_tokens).to(dev_);
+  mb.nbr = LongTensor(b.nbr, B, b.fanout()).to(dev_);
+  mb.nbr_mask = FloatTensor(b.nbr_mask, B, b.fanout()).to(dev_);
+  mb.friends = LongTensor(b.friends, B, b.fanout()).to(dev_);
+  mb.friends_mask = FloatTensor(b.friends_mask, B, b.fanout()).to(dev_);
+  if (mc.item_graph) {
+    const int64_t F = b.item_fanout();
+    std::vector<int64_t> idx(size_t(Ki) * F, 0);
+    std::vector<float> mask(size_t(Ki) * F, 0.0f);
+    const auto& nbr = b.item_neighbours();
+    const auto& w = b.item_neighbour_weights();
+    for (int64_t k = 0; k < Ki; ++k)
+      for (size_t j = 0; j < nbr[k].size() && j < size_t(F); ++j) {
+        idx[k * F + j] = nbr[k][j];
+        mask[k * F + j] = w[k][j];
+      }
+    mb.item_nbr = LongTensor(idx, Ki, F).to(dev_);
+    mb.item_nbr_mask = FloatTensor(mask, Ki, F).to(dev_);
+  }
+  return mb;
+}
+
+StatusOr<StepResult> M6Plugin::Step(TrainBatch& batch) {
+  auto& cur = static_cast<M6TrainBatch&>(batch);
+  const TrainConfig& tc = cfg_.train;
+  model_->train();
+  ModelBatch mb = Tensors(*cur.b, cur.lists, true);
+  auto iv = model_->ItemVectors(mb);
+  auto uv = model_->UserVectors(mb, iv);
+  auto ivp = WithPadRow(model_->ScoredItemVectors(mb, iv));
+  const int64_t nb = int64_t(cur.pos.size()), M = int64_t(cur.neg.size());
+  auto posv = ivp.index_select(0, LongTensor(cur.pos, nb, 1).view({-1}).to(dev_));
+  auto negv = ivp.index_select(0, LongTensor(cur.neg, M, 1).view({-1}).to(dev_));
+  if (tc.loss == LossKind::kCcl) {
+    const auto unit = torch::nn::functional::NormalizeFuncOptions().dim(1);
+    uv = torch::nn::functional::normalize(uv, unit);
+    posv = torch::nn::functional::normalize(posv, unit);
+    negv = torch::nn::functional::normalize(negv, unit);
+  }
+  auto s_pos = (uv * posv).sum(1);
+  auto s_neg = uv.matmul(negv.t());
+  // A negative equal to the row's own positive is no negative.
+  std::vector<float> valid(size_t(nb) * M);
+  for (int64_t r = 0; r < nb; ++r)
+    for (int64_t j = 0; j < M; ++j) valid[r * M + j] = cur.neg_items[j] != cur.pos_items[r];
+  torch::Tensor vt = FloatTensor(valid, nb, M).to(dev_);
+  if (tc.in_batch_negatives) {
+    std::vector<float> vib(size_t(nb) * nb);
+    for (int64_t r = 0; r < nb; ++r)
+      for (int64_t c = 0; c < nb; ++c) vib[r * nb + c] = cur.pos_items[c] != cur.pos_items[r];
+    s_neg = torch::cat({s_neg, uv.matmul(posv.t())}, 1);
+    vt = torch::cat({vt, FloatTensor(vib, nb, nb).to(dev_)}, 1);
+  }
+  auto loss = RankingLoss(tc.loss, s_pos, s_neg, vt, tc.temperature, tc.margin, tc.neg_weight);
+  dense_->ZeroGrad();
+  loss.backward();
+  // The rows' gradients, row i for key i of each list (already summed per unique key).
+  auto grads = [](const torch::Tensor& rows, KeyList* l) {
+    l->grads.clear();
+    if (l->keys.empty() || !rows.grad().defined()) return;
+    auto g = rows.grad().to(torch::kCPU).contiguous();
+    l->grads.assign(g.data_ptr<float>(), g.data_ptr<float>() + g.numel());
+  };
+  grads(mb.user_rows, &cur.lists[M6TrainBatch::kUsers]);
+  if (cfg_.model.item_id) grads(mb.item_rows, &cur.lists[M6TrainBatch::kItems]);
+  grads(mb.token_rows, &cur.lists[M6TrainBatch::kTokens]);
+  return StepResult{loss.item<double>() * nb, uint64_t(nb)};
+}
+
+Status M6Plugin::PullEval(const BatchBuilder& b, std::vector<KeyList>* lists) {
+  FillKeyLists(b, cfg_, lists);
+  for (auto& l : *lists) {
+    l.rows.resize(l.keys.size() * l.dim);
+    if (!l.keys.empty()) M6_RETURN_IF_ERROR(tables_.Pull(l.table, l.keys.data(), l.keys.size(), l.rows.data()));
+  }
+  return Status::OK();
+}
+
+Status M6Plugin::ScoreCandidates(const std::vector<UserQuery>& queries, const std::vector<std::vector<uint32_t>>& cands,
+                                 std::vector<std::vector<float>>* scores) {
+  auto b = BuildEvalBatch(in_, queries);
+  std::vector<int64_t> cidx;
+  for (const auto& c : cands)
+    for (uint32_t i : c) cidx.push_back(b->Scored(i));
+  const int64_t n = cands.empty() ? 0 : int64_t(cands[0].size());
+  for (const auto& c : cands)
+    if (int64_t(c.size()) != n) return Status::Internal("ragged candidate lists");
+  std::vector<KeyList> lists;
+  M6_RETURN_IF_ERROR(PullEval(*b, &lists));
+  torch::NoGradGuard ng;
+  ModelBatch mb = Tensors(*b, lists, false);
+  auto iv = model_->ItemVectors(mb);
+  auto uv = model_->UserVectors(mb, iv);
+  auto civ = WithPadRow(model_->ScoredItemVectors(mb, iv))
+                 .index_select(0, LongTensor(cidx, int64_t(cidx.size()), 1).view({-1}).to(dev_));
+  auto s = (uv.unsqueeze(1) * civ.view({int64_t(queries.size()), n, -1})).sum(-1).to(torch::kCPU).contiguous();
+  const float* sp = s.data_ptr<float>();
+  for (size_t c = 0; c < queries.size(); ++c) scores->emplace_back(sp + c * n, sp + (c + 1) * n);
+  return Status::OK();
+}
+
+Status M6Plugin::ComputeAllItems() {
+  std::vector<torch::Tensor> parts;
+  // ~160k neighbour slots per chunk (8192 items at 20 neighbours) bound the gathered rows.
+  const uint32_t chunk =
+      cfg_.model.item_graph ? std::max<uint32_t>(256, 163840 / uint32_t(in_.eval_item_fanout)) : 8192;
+  for (uint32_t start = 0; start < in_.ds.num_items; start += chunk) {
+    auto b = BuildEvalBatch(in_, {});
+    for (uint32_t i = start; i < std::min(in_.ds.num_items, start + chunk); ++i) b->Scored(i);
+    std::vector<KeyList> lists;
+    M6_RETURN_IF_ERROR(PullEval(*b, &lists));
+    torch::NoGradGuard ng;
+    ModelBatch mb = Tensors(*b, lists, false);
+    parts.push_back(model_->ScoredItemVectors(mb, model_->ItemVectors(mb)));
+  }
+  all_items_ = torch::cat(parts, 0);
+  return Status::OK();
+}
+
+Status M6Plugin::ScoreAllItems(const std::vector<UserQuery>& queries, std::vector<float>* scores) {
+  if (!all_items_.defined()) M6_RETURN_IF_ERROR(ComputeAllItems());
+  auto b = BuildEvalBatch(in_, queries);
+  std::vector<KeyList> lists;
+  M6_RETURN_IF_ERROR(PullEval(*b, &lists));
+  torch::NoGradGuard ng;
+  ModelBatch mb = Tensors(*b, lists, false);
+  auto uv = model_->UserVectors(mb, model_->ItemVectors(mb));
+  auto s = uv.matmul(all_items_.t()).to(torch::kCPU).contiguous();
+  scores->assign(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
+  return Status::OK();
+}
+
+json M6Plugin::EpochReport() const {
+  json gates = json::object();
+  for (auto [name, f, srcs] : {std::make_tuple("user", model_->user_fusion, &model_->user_sources()),
+                               std::make_tuple("item", model_->item_fusion, &model_->item_sources())}) {
+    if (!f->last_gates.defined()) continue;
+    auto g = f->last_gates.to(torch::kCPU);
+    for (size_t k = 0; k < srcs->size(); ++k) gates[name][(*srcs)[k]] = g[int64_t(k)].item<double>();
+  }
+  return {{"gates", gates}};
+}
+
+// LibTorch reports misuse (shapes, devices, memory) by exception: one clear error, not an abort.
+class GuardedM6Plugin final : public ModelPlugin {
+ public:
+  explicit GuardedM6Plugin(std::unique_ptr<M6Plugin> p) : p_(std::move(p)) {}
+  const char* name() const override { return p_->name(); }
+  DenseModel* dense() override { return p_->dense(); }
+  StatusOr<std::unique_ptr<TrainBatch>> MakeBatch(const Sample* s, size_t n, std::mt19937_64& rng) override {
+    return Guard([&]() { return p_->MakeBatch(s, n, rng); });
+  }
+  StatusOr<StepResult> Step(TrainBatch& b) override {
+    return Guard([&]() { return p_->Step(b); });
+  }
+  Status BeginScoring() override { return p_->BeginScoring(); }
+  void EndScoring() override { p_->EndScoring(); }
+  Status ScoreCandidates(const std::vector<UserQuery>& q, const std::vector<std::vector<uint32_t>>& c,
+                         std::vector<std::vector<float>>* s) override {
+    return Guard([&]() { return p_->ScoreCandidates(q, c, s); });
+  }
+  Status ScoreAllItems(const std::vector<UserQuery>& q, std::vector<float>* s) override {
+    return Guard([&]() { return p_->ScoreAllItems(q, s); });
+  }
+  json EpochReport() const override { return p_->EpochReport(); }
+  json Describe() const override { return p_->Describe(); }
+
+ private:
+  template <typename F>
+  static auto Guard(F&& f) -> decltype(f()) {
+    try {
+      return f();
+    } catch (const c10::Error& e) {
+      return Status::Internal(std::string("LibTorch: ") + e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      return Status::Internal(e.what());
+    }
+  }
+  std::unique_ptr<M6Plugin> p_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<ModelPlugin>> MakeM6Plugin(const PluginContext& ctx) {
+  const JobConfig& cfg = *ctx.cfg;
+  const Dataset& ds = *ctx.data;
+  const bool tokens = ds.num_tokens > 0 && (cfg.model.text || cfg.model.content);
+  if (tokens && !cfg.FindTable(cfg.model.token_table))
+    return Status::InvalidArgument("the data has tokens but no table '" + cfg.model.token_table +
+                                   "' is declared (add it under tables, or set model.text and model.content to false)");
+  torch::Device dev(torch::kCPU);
+  if (cfg.model.device == DeviceKind::kCuda) {
+    if (!torch::cuda::is_available())
+      return Status::Unavailable(
+          "model.device is cuda, but this LibTorch sees no CUDA device (build against a CUDA LibTorch on a GPU machine)");
+    dev = torch::Device(torch::kCUDA, 0);
+  }
+  try {
+    auto p = std::make_unique<M6Plugin>(ctx, dev);
+    return std::unique_ptr<ModelPlugin>(new GuardedM6Plugin(std::move(p)));
+  } catch (const c10::Error& e) {
+    return Status::Internal(std::string("LibTorch: ") + e.what_without_backtrace());
+  }
+}
+
+}  // namespace m6rec

@@ -1,0 +1,131 @@
+// The contract between the training engine (worker/training_engine.h) and a model. The engine
+// owns everything a job shares — data sharding, the pull/prefetch pipeline, the step order,
+// dense synchronisation, evaluation, metrics, checkpoints, the summary; a model only says:
+//   - how a batch of samples becomes lists of sparse keys (MakeBatch),
+//   - how pulled rows become a loss and gradients (Step),
+//   - how users are scored against candidates or against every item (Score*),
+//   - what its dense part is (DenseModel), if it has one.
+// A new model is one new file implementing ModelPlugin plus one line in MakeModelPlugin.
+// Threading: a plugin is used by one thread (its rank's); several plugins may run in one process
+// (ranks as threads), so a plugin keeps no global state of its own.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/keys.h"
+#include "common/status.h"
+
+namespace m6rec {
+
+class Collective;
+class SparseTables;
+struct Dataset;
+
+// One training example: user `user` and the item at position `pos` of its training list.
+struct Sample {
+  uint32_t user = 0;
+  uint32_t pos = 0;
+};
+
+// The rows one list of keys needs: the engine pulls `keys` of `table` into `rows` (row i for
+// keys[i], dim floats each), and after Step pushes `grads` (same shape; empty = nothing).
+struct KeyList {
+  TableId table = 0;
+  uint32_t dim = 0;
+  std::vector<Key> keys;
+  std::vector<float> rows;
+  std::vector<float> grads;
+};
+
+// A training batch as the engine sees it: the key lists, pulled in order. Plugins derive from it
+// to keep their own inputs next to the keys.
+struct TrainBatch {
+  virtual ~TrainBatch() = default;
+  std::vector<KeyList> lists;
+};
+
+// What a step reports: the summed loss over `examples` examples.
+struct StepResult {
+  double loss_sum = 0;
+  uint64_t examples = 0;
+};
+
+// A user as a scoring request sees it: who, the behaviour the sequence part may read (oldest
+// first) and the user's neighbourhood in the interaction graph.
+struct UserQuery {
+  uint32_t user = 0;
+  std::vector<uint32_t> history;
+  std::vector<uint32_t> neighbours;
+};
+
+// The dense part of a model, replicated on every worker: the engine allreduces its gradients
+// and steps its optimizer after every batch, so replicas stay bit-identical.
+class DenseModel {
+ public:
+  virtual ~DenseModel() = default;
+  virtual int64_t numel() const = 0;
+  // Rank 0's parameters to every rank (the replicas start equal).
+  virtual Status Broadcast(Collective& coll) = 0;
+  // Gradient mean over ranks, then one optimizer step (the same on every rank).
+  virtual Status AllReduceAndStep(Collective& coll) = 0;
+  // FNV-1a over the parameters' bytes (replicas are compared by it).
+  virtual uint64_t Fingerprint() const = 0;
+  // The parameters and the optimizer state, to/from files under dir.
+  virtual Status Save(const std::string& dir) const = 0;
+  virtual Status Load(const std::string& dir, bool with_optimizer) = 0;
+  // A generator state the model draws from (e.g. dropout), saved with checkpoints.
+  virtual std::string RngState() const = 0;
+  virtual Status SetRngState(const std::string& state) = 0;
+};
+
+class ModelPlugin {
+ public:
+  virtual ~ModelPlugin() = default;
+  virtual const char* name() const = 0;
+
+  // ---- training ----
+  // Builds the batch of samples s[0..n); every random choice comes from rng.
+  virtual StatusOr<std::unique_ptr<TrainBatch>> MakeBatch(const Sample* s, size_t n,
+                                                          std::mt19937_64& rng) = 0;
+  // Forward and backward over a pulled batch: fills each list's grads.
+  virtual StatusOr<StepResult> Step(TrainBatch& batch) = 0;
+  // The dense part (nullptr when the model has none).
+  virtual DenseModel* dense() = 0;
+
+  // ---- scoring (evaluation, recommendation) ----
+  // Between BeginScoring and EndScoring the model is in evaluation mode and may cache what
+  // every query shares (e.g. every item's vector).
+  virtual Status BeginScoring() = 0;
+  virtual void EndScoring() = 0;
+  // scores[q][c]: query q against its candidates cands[q][c] (equal-length lists).
+  virtual Status ScoreCandidates(const std::vector<UserQuery>& queries,
+                                 const std::vector<std::vector<uint32_t>>& cands,
+                                 std::vector<std::vector<float>>* scores) = 0;
+  // scores: queries.size() x num_items, row-major, against every item id.
+  virtual Status ScoreAllItems(const std::vector<UserQuery>& queries, std::vector<float>* scores) = 0;
+
+  // ---- reporting ----
+  // Per evaluated epoch, what the model wants in the metrics log (e.g. the fusion gates).
+  virtual nlohmann::json EpochReport() const { return nlohmann::json::object(); }
+  // Once, what the model is made of (e.g. its towers' sources), for the summary.
+  virtual nlohmann::json Describe() const { return nlohmann::json::object(); }
+};
+
+// What a plugin is built from. The dataset and tables outlive the plugin.
+struct PluginContext {
+  const JobConfig* cfg = nullptr;
+  const Dataset* data = nullptr;
+  SparseTables* tables = nullptr;
+  uint32_t rank = 0;
+};
+
+// The plugin for cfg.train.job.
+StatusOr<std::unique_ptr<ModelPlugin>> MakeModelPlugin(const PluginContext& ctx);
+
+}  // namespace m6rec

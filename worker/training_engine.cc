@@ -1,0 +1,536 @@
+#include "worker/training_engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <sstream>
+
+#include "common/keys.h"
+#include "common/logging.h"
+#include "common/util.h"
+#include "worker/checkpoint.h"
+#include "worker/collective.h"
+#include "worker/evaluator.h"
+#include "worker/model_plugin.h"
+#include "worker/progress.h"
+#include "worker/sparse_tables.h"
+
+namespace m6rec {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr uint64_t kFingerprintedSteps = 64;  // dense fingerprints of the first steps, for tests
+
+std::string RngToString(const std::mt19937_64& r) {
+  std::ostringstream o;
+  o << r;
+  return o.str();
+}
+
+Status RngFromString(const std::string& s, std::mt19937_64* r) {
+  std::istringstream in(s);
+  in >> *r;
+  return in ? Status::OK() : Status::Corruption("bad RNG state in a checkpoint");
+}
+
+// Element-wise sum over ranks, in double precision (metric sums count users and hits exactly).
+Status AllReduceDoubles(Collective& coll, std::vector<double>* v) {
+  // TODO(wire): the collectives' double allreduce; floats until it lands.
+  std::vector<float> f(v->begin(), v->end());
+  M6_RETURN_IF_ERROR(coll.AllReduceSum(f.data(), f.size()));
+  std::copy(f.begin(), f.end(), v->begin());
+  return Status::OK();
+}
+
+// Every rank's metric sums added up (a collective call: every rank, the same names).
+StatusOr<MetricSums> GlobalSums(Collective& coll, const MetricSums& m, const std::vector<std::string>& names) {
+  std::vector<double> packed{double(m.users())};
+  for (const auto& n : names) {
+    auto it = m.sums().find(n);
+    packed.push_back(it == m.sums().end() ? 0.0 : it->second);
+  }
+  M6_RETURN_IF_ERROR(AllReduceDoubles(coll, &packed));
+  MetricSums out;
+  out.AddUsers(static_cast<uint64_t>(std::llround(packed[0])));
+  for (size_t k = 0; k < names.size(); ++k) out.Add(names[k], packed[k + 1]);
+  return out;
+}
+
+// A user as the evaluation protocol presents it: the training items as history (plus the
+// validation item when testing under the sampled protocol, as the sequential papers do).
+UserQuery EvalQuery(const Dataset& ds, uint32_t u, bool with_valid) {
+  UserQuery q;
+  q.user = u;
+  q.history = ds.train[u];
+  if (with_valid && ds.protocol == Dataset::Protocol::kSampled && ds.valid_item[u] >= 0)
+    q.history.push_back(static_cast<uint32_t>(ds.valid_item[u]));
+  q.neighbours = ds.train[u];
+  return q;
+}
+
+Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const std::vector<uint32_t>& users, uint64_t seed,
+                     MetricSums* test, MetricSums* valid) {
+  SampledScorer sampled = [&](const std::vector<uint32_t>& us, const std::vector<std::vector<uint32_t>>& cands,
+                              bool with_valid, std::vector<std::vector<float>>* scores) {
+    std::vector<UserQuery> q;
+    for (uint32_t u : us) q.push_back(EvalQuery(ds, u, with_valid));
+    return model.ScoreCandidates(q, cands, scores);
+  };
+  FullScorer full = [&](const std::vector<uint32_t>& us, std::vector<float>* scores) {
+    std::vector<UserQuery> q;
+    for (uint32_t u : us) q.push_back(EvalQuery(ds, u, false));
+    return model.ScoreAllItems(q, scores);
+  };
+  M6_RETURN_IF_ERROR(model.BeginScoring());
+  Status s;
+  if (ds.protocol == Dataset::Protocol::kFullRanking) {
+    s = EvalFullProtocol(ds, users, full, test);
+  } else {
+    s = EvalSampledProtocol(ds, users, false, seed, 0.0f, sampled, test);
+    if (s.ok()) s = EvalSampledProtocol(ds, users, true, seed, 0.0f, sampled, valid);
+  }
+  model.EndScoring();
+  return s;
+}
+
+uint64_t EvalSeed(const JobConfig& cfg) { return Mix64(cfg.seed ^ 0xe7a1); }
+
+// A rank's users (u % W == rank, with training items) and samples; every rank runs the steps
+// of the largest shard.
+struct Shard {
+  std::vector<uint32_t> users;
+  std::vector<Sample> samples;
+  size_t steps_per_epoch = 0;
+};
+
+std::vector<uint32_t> ShardUsers(const Dataset& ds, uint32_t rank, uint32_t W) {
+  std::vector<uint32_t> users;
+  for (uint32_t u = rank; u < ds.num_users; u += W)
+    if (!ds.train[u].empty()) users.push_back(u);
+  return users;
+}
+
+Shard MakeShard(const Dataset& ds, uint32_t rank, uint32_t W, size_t batch) {
+  Shard s;
+  s.users = ShardUsers(ds, rank, W);
+  std::vector<uint64_t> per_rank(W, 0);
+  for (uint32_t u = 0; u < ds.num_users; ++u) per_rank[u % W] += ds.train[u].size();
+  for (uint32_t u : s.users)
+    for (uint32_t k = 0; k < ds.train[u].size(); ++k) s.samples.push_back({u, k});
+  s.steps_per_epoch = (*std::max_element(per_rank.begin(), per_rank.end()) + batch - 1) / batch;
+  return s;
+}
+
+class TrainingEngine {
+ public:
+  explicit TrainingEngine(const EngineContext& ctx)
+      : ctx_(ctx), cfg_(*ctx.cfg), ds_(*ctx.data), coll_(*ctx.collective), prog_(cfg_.train.log_every) {}
+
+  Status Init();
+  Status Run();
+  WorkerSummary Finish();
+
+ private:
+  // A batch with its pulls on the wire.
+  struct InFlight {
+    std::unique_ptr<TrainBatch> batch;
+    std::vector<SparseTables::Ticket> tickets;
+    std::string rng_before;  // the RNG before the batch was drawn: a checkpoint's cursor
+  };
+
+  Status Issue(size_t step, InFlight* f);
+  Status Complete(InFlight* f);
+  Status TrainStep(InFlight& f, int epoch);
+  Status RunEpoch(int epoch, size_t first_step, bool* stop);
+  Status EvaluateEpoch(int epoch, double loss, bool* best);
+  Status AppendMetricsLine(const json& line);
+  bool MaxStepsReachedAfterThis() const {
+    return cfg_.train.max_steps > 0 && prog_.steps() + 1 >= uint64_t(cfg_.train.max_steps);
+  }
+  Status Checkpoint(int next_epoch, size_t next_step, const std::string& rng_next, bool best);
+  json WorkerState(int next_epoch, size_t next_step, const std::string& rng_next) const;
+  Status Resume(int* epoch, size_t* step);
+  Status Barrier(const std::string& name) { return ctx_.barrier ? ctx_.barrier(name) : coll_.Barrier(); }
+
+  const EngineContext& ctx_;
+  const JobConfig& cfg_;
+  const Dataset& ds_;
+  Collective& coll_;
+  std::unique_ptr<ModelPlugin> model_;
+  DenseModel* dense_ = nullptr;
+  Shard shard_;
+  std::mt19937_64 rng_;
+  // The RNG at the start of every epoch so far: each epoch shuffles the previous epoch's order,
+  // so a resume replays the shuffles to rebuild the permutation.
+  std::vector<std::string> rng_epoch_starts_;
+  TrainProgress prog_;
+  WorkerSummary summary_;
+  double best_value_ = -std::numeric_limits<double>::infinity();
+  std::vector<std::string> metrics_lines_;  // what metrics.jsonl holds (rank 0; for a resume)
+};
+
+Status TrainingEngine::Init() {
+  const TrainConfig& tc = cfg_.train;
+  if (!ctx_.run_dir.empty()) M6_RETURN_IF_ERROR(MakeDirs(ctx_.run_dir));
+  shard_ = MakeShard(ds_, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size));
+  if (shard_.samples.empty())
+    return Status::InvalidArgument("worker " + std::to_string(ctx_.rank) + " has no training samples");
+  M6_ASSIGN_OR_RETURN(model_, MakeModelPlugin({&cfg_, &ds_, ctx_.tables, ctx_.rank}));
+  dense_ = model_->dense();
+  // The same seed on every rank, then rank 0's parameters broadcast: the replicas start equal.
+  if (dense_) M6_RETURN_IF_ERROR(dense_->Broadcast(coll_));
+  rng_.seed(Mix64(cfg_.seed ^ (uint64_t{ctx_.rank} << 32)));
+  summary_.rank = ctx_.rank;
+  summary_.job = model_->name();
+  summary_.dataset = ds_.name;
+  summary_.protocol = ds_.protocol;
+  summary_.negatives = ds_.NegativesPerTarget();
+  summary_.dense_params = dense_ ? dense_->numel() : 0;
+  summary_.collective = coll_.name();
+  summary_.model = model_->Describe();
+  M6_RETURN_IF_ERROR(EvalPopularity(ds_, shard_.users, EvalSeed(cfg_), &summary_.popularity));
+  if (ctx_.rank == 0) LOG_INFO << ds_.Describe();
+  LOG_INFO << "worker " << ctx_.rank << ": " << shard_.users.size() << " users, " << shard_.samples.size()
+           << " samples, " << shard_.steps_per_epoch << " steps per epoch of " << tc.batch_size << "; loss "
+           << EnumName(tc.loss) << ", " << tc.negatives << " " << EnumName(tc.negative_sampler)
+           << " negatives, staleness " << tc.staleness << ", collective " << coll_.name() << " over "
+           << coll_.size() << " worker(s)";
+  return Status::OK();
+}
+
+Status TrainingEngine::Issue(size_t step, InFlight* f) {
+  const size_t B = size_t(cfg_.train.batch_size), n = shard_.samples.size();
+  std::vector<Sample> batch(B);
+  for (size_t s = 0; s < B; ++s) batch[s] = shard_.samples[(step * B + s) % n];
+  f->rng_before = RngToString(rng_);
+  M6_ASSIGN_OR_RETURN(f->batch, model_->MakeBatch(batch.data(), batch.size(), rng_));
+  f->tickets.clear();
+  for (const KeyList& l : f->batch->lists) {
+    if (l.keys.empty()) {
+      f->tickets.push_back(0);
+      continue;
+    }
+    M6_ASSIGN_OR_RETURN(auto t, ctx_.tables->PullAsync(l.table, l.keys.data(), l.keys.size()));
+    f->tickets.push_back(t);
+  }
+  return Status::OK();
+}
+
+Status TrainingEngine::Complete(InFlight* f) {
+  for (size_t i = 0; i < f->batch->lists.size(); ++i) {
+    KeyList& l = f->batch->lists[i];
+    l.rows.resize(l.keys.size() * l.dim);
+    if (f->tickets[i]) M6_RETURN_IF_ERROR(ctx_.tables->WaitPull(f->tickets[i], l.rows.data()));
+  }
+  return Status::OK();
+}
+
+Status TrainingEngine::TrainStep(InFlight& f, int epoch) {
+  M6_ASSIGN_OR_RETURN(StepResult r, model_->Step(*f.batch));
+  // Sparse gradients to their tables (the owners apply the optimizer), then the dense part's
+  // allreduce and step while the pushes are on the wire.
+  std::vector<SparseTables::Ticket> pushes;
+  for (const KeyList& l : f.batch->lists) {
+    if (l.keys.empty() || l.grads.empty()) continue;
+    if (l.grads.size() != l.keys.size() * l.dim) return Status::Internal("a gradient list does not match its keys");
+    M6_ASSIGN_OR_RETURN(auto t, ctx_.tables->PushAsync(l.table, l.keys.data(), l.keys.size(), l.grads.data()));
+    pushes.push_back(t);
+  }
+  if (dense_) M6_RETURN_IF_ERROR(dense_->AllReduceAndStep(coll_));
+  for (auto t : pushes) M6_RETURN_IF_ERROR(ctx_.tables->WaitPush(t));
+  if (dense_ && prog_.steps() < kFingerprintedSteps)
+    summary_.param_fingerprints.push_back(std::to_string(dense_->Fingerprint()));
+  prog_.Step(epoch, r.loss_sum, r.examples);
+  return Status::OK();
+}
+
+Status TrainingEngine::RunEpoch(int epoch, size_t first_step, bool* stop) {
+  const TrainConfig& tc = cfg_.train;
+  const size_t steps = shard_.steps_per_epoch;
+  if (first_step == 0) prog_.StartEpoch();
+  InFlight cur, next;
+  M6_RETURN_IF_ERROR(Issue(first_step, &cur));
+  for (size_t step = first_step; step < steps; ++step) {
+    std::string why;
+    if (ctx_.should_abort && ctx_.should_abort(&why)) return Status::Aborted(why);
+    M6_RETURN_IF_ERROR(Complete(&cur));
+    const bool has_next = step + 1 < steps && !MaxStepsReachedAfterThis();
+    // Staleness 1: the next batch's rows are on the wire while this one computes.
+    if (has_next && tc.staleness > 0) M6_RETURN_IF_ERROR(Issue(step + 1, &next));
+    M6_RETURN_IF_ERROR(TrainStep(cur, epoch));
+    if (!has_next) {
+      if (tc.max_steps > 0 && prog_.steps() >= uint64_t(tc.max_steps)) *stop = true;
+      break;
+    }
+    if (tc.staleness == 0) M6_RETURN_IF_ERROR(Issue(step + 1, &next));
+    const int every = cfg_.checkpoint.every_steps;
+    if (every > 0 && prog_.steps() % uint64_t(every) == 0)
+      M6_RETURN_IF_ERROR(Checkpoint(epoch, step + 1, next.rng_before, false));
+    std::swap(cur, next);
+  }
+  return Status::OK();
+}
+
+Status TrainingEngine::AppendMetricsLine(const json& line) {
+  metrics_lines_.push_back(line.dump());
+  if (ctx_.run_dir.empty()) return Status::OK();
+  std::ofstream log(ctx_.run_dir + "/metrics.jsonl", std::ios::app);
+  log << metrics_lines_.back() << "\n";
+  if (!log) return Status::IOError("cannot append to " + ctx_.run_dir + "/metrics.jsonl");
+  return Status::OK();
+}
+
+Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
+  // Every rank finished the epoch's pushes before anyone reads rows for evaluation.
+  M6_RETURN_IF_ERROR(Barrier("epoch-" + std::to_string(epoch)));
+  const int64_t t0 = MonotonicMs();
+  EpochRecord rec;
+  rec.epoch = epoch;
+  rec.loss = loss;
+  M6_RETURN_IF_ERROR(EvaluateUsers(*model_, ds_, shard_.users, EvalSeed(cfg_), &rec.test, &rec.valid));
+  prog_.AddEvalMs(MonotonicMs() - t0);
+  rec.elapsed_s = prog_.elapsed_s();
+  rec.report = model_->EpochReport();
+  // All ranks' metrics (one collective call each), and the mean training loss.
+  const auto names = ProtocolSumNames(ds_.protocol);
+  M6_ASSIGN_OR_RETURN(MetricSums test, GlobalSums(coll_, rec.test, names));
+  M6_ASSIGN_OR_RETURN(MetricSums valid, GlobalSums(coll_, rec.valid, names));
+  std::vector<double> mean_loss{loss / ctx_.num_workers};
+  M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &mean_loss));
+  summary_.epochs.push_back(rec);
+  const double value = SelectionValue(ds_.protocol, test, valid);
+  *best = value > best_value_;
+  if (*best) {
+    best_value_ = value;
+    summary_.best_epoch = epoch;
+  }
+  if (ctx_.rank != 0) return Status::OK();
+  LOG_INFO << EpochSummary(epoch, mean_loss[0], ds_.protocol, test, valid)
+           << (rec.report.empty() ? "" : "; " + rec.report.dump());
+  json line = {{"epoch", epoch},          {"steps", prog_.steps()},        {"loss", mean_loss[0]},
+               {"test", MetricsJson(test)}, {"elapsed_s", rec.elapsed_s}};
+  if (ds_.protocol == Dataset::Protocol::kSampled) line["valid"] = MetricsJson(valid);
+  for (const auto& [k, v] : rec.report.items()) line[k] = v;
+  return AppendMetricsLine(line);
+}
+
+Status TrainingEngine::Run() {
+  const TrainConfig& tc = cfg_.train;
+  int epoch = 1;
+  size_t step = 0;
+  if (!ctx_.resume_from.empty()) M6_RETURN_IF_ERROR(Resume(&epoch, &step));
+  bool stop = false;
+  for (; epoch <= tc.epochs && !stop; ++epoch, step = 0) {
+    if (step == 0) {
+      rng_epoch_starts_.push_back(RngToString(rng_));
+      std::shuffle(shard_.samples.begin(), shard_.samples.end(), rng_);
+    }
+    M6_RETURN_IF_ERROR(RunEpoch(epoch, step, &stop));
+    const double loss = prog_.EndEpoch();
+    bool best = false;
+    if (epoch % tc.eval_every == 0 || epoch == tc.epochs || stop)
+      M6_RETURN_IF_ERROR(EvaluateEpoch(epoch, loss, &best));
+    const auto& ck = cfg_.checkpoint;
+    const bool periodic = ck.every_epochs > 0 && epoch % ck.every_epochs == 0;
+    if (periodic || (best && ck.best)) M6_RETURN_IF_ERROR(Checkpoint(epoch + 1, 0, RngToString(rng_), best && ck.best));
+  }
+  return Status::OK();
+}
+
+WorkerSummary TrainingEngine::Finish() {
+  summary_.steps = prog_.steps();
+  summary_.samples = prog_.samples();
+  summary_.train_s = prog_.elapsed_s();
+  summary_.eval_s = prog_.eval_s();
+  summary_.samples_per_s = prog_.samples_per_s();
+  summary_.first_loss = prog_.first_loss();
+  summary_.last_loss = prog_.last_loss();
+  if (dense_) summary_.final_fingerprint = std::to_string(dense_->Fingerprint());
+  return summary_;
+}
+
+// ---- checkpoints ----------------------------------------------------------------------------
+
+json TrainingEngine::WorkerState(int next_epoch, size_t next_step, const std::string& rng_next) const {
+  json j = {{"rank", ctx_.rank},
+            {"num_workers", ctx_.num_workers},
+            {"epoch", next_epoch},
+            {"step", next_step},
+            {"rng_epoch_starts", rng_epoch_starts_},
+            {"rng", rng_next},
+            {"progress", prog_.State()},
+            {"summary", summary_.ToJson()},
+            {"best_value", best_value_},
+            {"metrics_lines", metrics_lines_}};
+  if (dense_) j["dense_rng"] = dense_->RngState();
+  return j;
+}
+
+Status TrainingEngine::Checkpoint(int next_epoch, size_t next_step, const std::string& rng_next, bool best) {
+  if (ctx_.run_dir.empty()) return Status::OK();
+  const std::string dir = CheckpointDir(ctx_.run_dir, prog_.steps());
+  const std::string tag = "checkpoint-" + std::to_string(prog_.steps());
+  // The cut: every rank is between the same two steps with its pushes acknowledged.
+  M6_RETURN_IF_ERROR(Barrier(tag + "-cut"));
+  if (ctx_.rank == 0) {
+    M6_RETURN_IF_ERROR(RemoveTree(dir));  // an incomplete attempt at this step, if any
+    M6_RETURN_IF_ERROR(MakeDirs(dir));
+    M6_RETURN_IF_ERROR(ctx_.tables->Checkpoint(dir));
+    if (dense_) M6_RETURN_IF_ERROR(dense_->Save(dir + "/dense"));
+  }
+  M6_RETURN_IF_ERROR(Barrier(tag + "-tables"));
+  json state = WorkerState(next_epoch, next_step, rng_next);
+  M6_RETURN_IF_ERROR(WriteFileAtomic(dir + "/worker-" + std::to_string(ctx_.rank) + ".json", state.dump() + "\n"));
+  M6_RETURN_IF_ERROR(Barrier(tag + "-written"));
+  if (ctx_.rank != 0) return Status::OK();
+  json manifest = {{"step", prog_.steps()},
+                   {"epoch", next_step == 0 ? next_epoch - 1 : next_epoch},
+                   {"next_epoch", next_epoch},
+                   {"next_step", next_step},
+                   {"workers", ctx_.num_workers},
+                   {"servers", ctx_.tables->num_shards()},
+                   {"job", model_->name()},
+                   {"dense_params", summary_.dense_params},
+                   {"best", best}};
+  if (dense_) manifest["dense_fingerprint"] = std::to_string(dense_->Fingerprint());
+  M6_RETURN_IF_ERROR(WriteFileAtomic(dir + "/manifest.json", manifest.dump(2) + "\n"));
+  if (best) M6_RETURN_IF_ERROR(WriteBestPointer(ctx_.run_dir, dir, summary_.best_epoch));
+  LOG_INFO << "checkpoint " << dir << (best ? " (best epoch so far)" : "");
+  return PruneCheckpoints(ctx_.run_dir, cfg_.checkpoint.keep);
+}
+
+Status TrainingEngine::Resume(int* epoch, size_t* step) {
+  const std::string dir = ctx_.resume_from;
+  M6_ASSIGN_OR_RETURN(json manifest, ReadManifest(dir));
+  const std::string path = dir + "/worker-" + std::to_string(ctx_.rank) + ".json";
+  M6_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  json st = json::parse(text, nullptr, false);
+  if (!st.is_object()) return Status::Corruption(path + ": not JSON");
+  try {
+    if (st.at("num_workers").get<uint32_t>() != ctx_.num_workers)
+      return Status::InvalidArgument(path + ": the checkpoint has " + st["num_workers"].dump() +
+                                     " workers, this job " + std::to_string(ctx_.num_workers));
+    *epoch = st.at("epoch").get<int>();
+    *step = st.at("step").get<size_t>();
+    // The samples' order is replayed: every epoch so far shuffled its predecessor's order from
+    // the RNG at its start (the current epoch's too, when resuming mid-epoch); then the RNG is
+    // set to where the next batch draws from.
+    rng_epoch_starts_ = st.at("rng_epoch_starts").get<std::vector<std::string>>();
+    const size_t shuffled = *step > 0 ? rng_epoch_starts_.size() : std::min<size_t>(rng_epoch_starts_.size(), *epoch - 1);
+    for (size_t e = 0; e < shuffled; ++e) {
+      M6_RETURN_IF_ERROR(RngFromString(rng_epoch_starts_[e], &rng_));
+      std::shuffle(shard_.samples.begin(), shard_.samples.end(), rng_);
+    }
+    M6_RETURN_IF_ERROR(RngFromString(st.at("rng").get<std::string>(), &rng_));
+    prog_.Restore(st.at("progress"));
+    const auto pop = summary_.popularity;
+    M6_ASSIGN_OR_RETURN(summary_, WorkerSummary::FromJson(st.at("summary")));
+    summary_.popularity = pop;
+    best_value_ = st.at("best_value").get<double>();
+    metrics_lines_ = st.at("metrics_lines").get<std::vector<std::string>>();
+    if (dense_) {
+      M6_RETURN_IF_ERROR(dense_->Load(dir + "/dense", /*with_optimizer=*/true));
+      M6_RETURN_IF_ERROR(dense_->SetRngState(st.at("dense_rng").get<std::string>()));
+    }
+  } catch (const json::exception& e) {
+    return Status::Corruption(path + ": " + e.what());
+  }
+  if (ctx_.rank == 0 && !ctx_.run_dir.empty()) {
+    std::string lines;
+    for (const auto& l : metrics_lines_) lines += l + "\n";
+    M6_RETURN_IF_ERROR(WriteFileAtomic(ctx_.run_dir + "/metrics.jsonl", lines));
+  }
+  LOG_INFO << "resumed from " << dir << " at epoch " << *epoch << ", step " << *step << " of "
+           << shard_.steps_per_epoch << " (" << prog_.steps() << " steps done)";
+  return Status::OK();
+}
+
+std::unique_ptr<ModelPlugin> LoadedPlugin(const ScoringContext& ctx, Status* status) {
+  auto model = MakeModelPlugin({ctx.cfg, ctx.data.get(), ctx.tables, 0});
+  if (!model.ok()) {
+    *status = model.status();
+    return nullptr;
+  }
+  if (DenseModel* d = (*model)->dense()) {
+    *status = d->Load(ctx.checkpoint + "/dense", /*with_optimizer=*/false);
+    if (!status->ok()) return nullptr;
+  }
+  return std::move(*model);
+}
+
+}  // namespace
+
+StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg, const std::string& data_dir) {
+  M6_ASSIGN_OR_RETURN(Dataset ds, LoadDataset(cfg.data, data_dir));
+  ds.sampled_negatives = cfg.train.eval_negatives;
+  return std::shared_ptr<const Dataset>(std::make_shared<Dataset>(std::move(ds)));
+}
+
+StatusOr<WorkerSummary> RunTraining(const EngineContext& ctx) {
+  if (!ctx.cfg || !ctx.tables || !ctx.collective || !ctx.data)
+    return Status::InvalidArgument("RunTraining: the context needs a config, tables, a collective and data");
+  TrainingEngine engine(ctx);
+  M6_RETURN_IF_ERROR(engine.Init());
+  M6_RETURN_IF_ERROR(engine.Run());
+  return engine.Finish();
+}
+
+StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
+  Status s;
+  auto model = LoadedPlugin(ctx, &s);
+  if (!model) return s;
+  const Dataset& ds = *ctx.data;
+  // Each shard's sums on their own, then added in rank order: the same additions, in the same
+  // order, as the job's result makes of its workers' sums.
+  MetricSums test, valid;
+  for (uint32_t r = 0; r < ctx.num_workers; ++r) {
+    MetricSums t, v;
+    M6_RETURN_IF_ERROR(EvaluateUsers(*model, ds, ShardUsers(ds, r, ctx.num_workers), EvalSeed(*ctx.cfg), &t, &v));
+    test.Merge(t);
+    valid.Merge(v);
+  }
+  json j = {{"dataset", ds.name},
+            {"protocol", ds.protocol == Dataset::Protocol::kFullRanking ? "full_ranking" : "sampled"},
+            {"checkpoint", ctx.checkpoint},
+            {"test", MetricsJson(test)}};
+  if (ds.protocol == Dataset::Protocol::kSampled) j["valid"] = MetricsJson(valid);
+  return j;
+}
+
+StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k) {
+  const Dataset& ds = *ctx.data;
+  if (user < 0 || user >= int64_t(ds.num_users))
+    return Status::InvalidArgument("--user " + std::to_string(user) + ": the data has users 0.." +
+                                   std::to_string(ds.num_users - 1));
+  Status s;
+  auto model = LoadedPlugin(ctx, &s);
+  if (!model) return s;
+  const uint32_t u = static_cast<uint32_t>(user);
+  // Everything the user is known to have touched is history, and is excluded from the list.
+  std::vector<uint32_t> seen = ds.train[u];
+  if (ds.protocol == Dataset::Protocol::kSampled) {
+    for (int64_t extra : {ds.valid_item[u], ds.test_item[u]})
+      if (extra >= 0) seen.push_back(uint32_t(extra));
+  } else {
+    seen.insert(seen.end(), ds.test_sets[u].begin(), ds.test_sets[u].end());
+  }
+  std::vector<float> scores;
+  M6_RETURN_IF_ERROR(model->BeginScoring());
+  s = model->ScoreAllItems({UserQuery{u, seen, seen}}, &scores);
+  model->EndScoring();
+  M6_RETURN_IF_ERROR(s);
+  for (uint32_t i : seen) scores[i] = -1e30f;
+  for (uint32_t i = 0; i < ds.first_item; ++i) scores[i] = -1e30f;
+  std::sort(seen.begin(), seen.end());
+  seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+  json items = json::array();
+  for (uint32_t i : TopK(scores, k))
+    if (scores[i] > -1e29f) items.push_back({{"item", i}, {"score", scores[i]}});
+  return json({{"user", user}, {"k", k}, {"seen", seen.size()}, {"items", items}});
+}
+
+}  // namespace m6rec

@@ -1,0 +1,80 @@
+// The training engine: the one loop every job runs, with the model as a plug-in
+// (worker/model_plugin.h) and the sparse tables behind SparseTables (worker/sparse_tables.h).
+//
+// One rank of a job (a worker process, or a thread in tests) runs RunTraining:
+//   shard      users u with u % W == rank; a sample is (user, position in its training list);
+//              every rank runs the same number of steps per epoch (the largest shard sets it,
+//              smaller shards wrap around) so collective calls and checkpoint cuts line up
+//   each step  MakeBatch -> PullAsync every key list -> (train.staleness 1: the next batch's
+//              pulls go out now, overlapping this step) -> Step (forward/backward) ->
+//              PushAsync the gradients -> dense: allreduce + optimizer step -> WaitPush
+//   epochs     shuffle (from the rank's RNG), steps, then at the evaluation cadence: barrier,
+//              evaluate this rank's users under the dataset's protocol, allreduce the metric
+//              sums (doubles), rank 0 appends metrics.jsonl, pick the best epoch
+//   checkpoints at a cut (every rank between the same two steps, every push acknowledged):
+//              periodic (checkpoint.every_epochs / every_steps) and the best epoch's; see
+//              worker/checkpoint.h. A job started with resume_from continues from one.
+// The engine stops on train.max_steps and when should_abort says so (a node died).
+// Threading: RunTraining runs on the calling thread; the context's objects belong to it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/status.h"
+#include "worker/dataset.h"
+#include "worker/job_summary.h"
+
+namespace m6rec {
+
+class Collective;
+class SparseTables;
+
+struct EngineContext {
+  const JobConfig* cfg = nullptr;
+  uint32_t rank = 0;
+  uint32_t num_workers = 1;
+  SparseTables* tables = nullptr;
+  Collective* collective = nullptr;  // every rank has one ("single" for one worker)
+  std::shared_ptr<const Dataset> data;
+  std::string run_dir;               // metrics.jsonl, checkpoints/; "" = write nothing
+  // Waits until every rank reached `name` (a cluster: the scheduler's barrier; default: the
+  // collective's).
+  std::function<Status(const std::string& name)> barrier;
+  // True (with a reason) when the job must stop: a node died, the job was cancelled.
+  std::function<bool(std::string* why)> should_abort;
+  std::string resume_from;           // a checkpoint directory to continue from ("" = fresh)
+};
+
+// The job's dataset (LoadDataset over cfg.data, with train.eval_negatives applied), read once
+// and shared by the ranks of a process.
+StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg, const std::string& data_dir);
+
+// Trains this rank's share of the job; returns its summary.
+StatusOr<WorkerSummary> RunTraining(const EngineContext& ctx);
+
+// Serving a trained model: the job's plugin over `ctx.tables`, its dense part (if any) loaded
+// from the checkpoint directory `checkpoint`.
+struct ScoringContext {
+  const JobConfig* cfg = nullptr;
+  SparseTables* tables = nullptr;
+  std::shared_ptr<const Dataset> data;
+  std::string checkpoint;
+  uint32_t num_workers = 1;  // evaluation visits users in the shards and chunks training used
+};
+
+// The protocol's test (and validation) metrics over every user, evaluated shard by shard as the
+// training job's ranks did, so the numbers reproduce the job's for the same model:
+// {"dataset", "protocol", "test": {...}, "valid": {...}}.
+StatusOr<nlohmann::json> EvaluateModel(const ScoringContext& ctx);
+
+// The top k items for `user`, everything the user is known to have touched excluded:
+// {"user", "k", "seen", "items": [{"item", "score"}...]}.
+StatusOr<nlohmann::json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k);
+
+}  // namespace m6rec
