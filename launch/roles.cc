@@ -177,11 +177,11 @@ int RunServerRole(const RoleOptions& o) {
   ShutdownNotice notice;
   while (true) {
     notice = (*client)->WaitShutdown(1000);
-    if ((*client)->shutdown_received() || notice.reason.rfind("lost", 0) == 0) break;
+    if (notice.cause != ShutdownCause::kTimeout) break;  // a SHUTDOWN, or the scheduler is gone
   }
   srv.Stop();
   LOG_INFO << "stopped: " << notice.reason << "; stats " << srv.StatsJson();
-  return (*client)->shutdown_received() ? 0 : 1;
+  return notice.cause == ShutdownCause::kConnectionLost ? 1 : 0;
 }
 
 int RunWorkerRole(const RoleOptions& o) {
