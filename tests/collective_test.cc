@@ -43,6 +43,18 @@ TEST(Collective, SingleIsTheIdentity) {
   EXPECT_EQ((*c)->size(), 1);
 }
 
+TEST(Collective, HostBackendsSayTheyTakeHostBuffersInPlace) {
+  auto single = CreateCollective(CollectiveOptions{});
+  auto inproc = InprocRank(MakeInProcessHub(1), 0);
+  ASSERT_TRUE(single.ok() && inproc.ok());
+  for (Collective* c : {single->get(), inproc->get()}) {
+    const Collective::Capabilities caps = c->capabilities();
+    EXPECT_TRUE(caps.host_buffers) << c->name() << " takes host memory";
+    EXPECT_FALSE(caps.device_buffers) << c->name() << " does not need device memory";
+    EXPECT_TRUE(caps.in_place) << c->name();
+  }
+}
+
 TEST(Collective, InProcessRanksGetBitIdenticalSumsOverManyRounds) {
   const int ranks = 4, rounds = 50;
   const size_t n = 1000;
@@ -123,6 +135,8 @@ TEST(Collective, NcclIsBuiltAndReportsTheMissingGpuClearly) {
     return;
   }
   EXPECT_EQ((*c)->name(), "nccl");
+  EXPECT_TRUE((*c)->capabilities().device_buffers) << "NCCL's float buffers live on the GPU";
+  EXPECT_FALSE((*c)->capabilities().host_buffers);
   EXPECT_EQ((*c)->size(), 1);
   EXPECT_TRUE((*c)->Barrier().ok()) << "a one-rank NCCL barrier on the GPU";
 #ifdef M6REC_HAVE_NCCL

@@ -24,6 +24,7 @@ class SingleCollective final : public Collective {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string name() const override { return "single"; }
+  Capabilities capabilities() const override { return Capabilities{}; }
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float*, size_t) override {
     return std::unique_ptr<Work>(new CompletedWork(Status::OK()));
   }
@@ -110,6 +111,7 @@ class InProcessCollective final : public Collective {
   int rank() const override { return rank_; }
   int size() const override { return hub_->size(); }
   std::string name() const override { return "inproc"; }
+  Capabilities capabilities() const override { return Capabilities{}; }
 
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
     M6_RETURN_IF_ERROR(MaybeFail("allreduce"));
@@ -164,6 +166,7 @@ class MpiCollective final : public Collective {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "mpi"; }
+  Capabilities capabilities() const override { return Capabilities{}; }
 
   // Reduce to rank 0 in MPI's fixed order, then broadcast that one result: every rank holds
   // the same bits (a plain MPI_Allreduce does not promise that for floats).

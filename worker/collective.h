@@ -39,10 +39,19 @@ class CompletedWork final : public Work {
 
 class Collective {
  public:
+  // What a backend's buffers may be. Callers decide where to put a tensor from these, never
+  // from name(). They describe the float operations (dense tensors).
+  struct Capabilities {
+    bool device_buffers = false;  // buffers must be device (GPU) memory
+    bool host_buffers = true;     // host memory is accepted
+    bool in_place = true;         // results replace the input in the caller's buffer
+  };
+
   virtual ~Collective() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  virtual std::string name() const = 0;
+  virtual std::string name() const = 0;  // for logs and result files only
+  virtual Capabilities capabilities() const = 0;
 
   // In-place sum over all ranks of data[0..n). The buffer must not be touched until Wait().
   virtual StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) = 0;

@@ -270,7 +270,7 @@ class DenseSync {
 
   Status AllReduceGrads() {
     if (coll_->size() == 1 || numel_ == 0) return Status::OK();
-    const bool on_device = coll_->name() == "nccl";
+    const bool on_device = coll_->capabilities().device_buffers;
     std::vector<torch::Tensor> flat;
     for (auto& p : params_) {
       torch::Tensor g = p.grad();
@@ -296,7 +296,7 @@ class DenseSync {
     std::vector<torch::Tensor> flat;
     for (auto& p : params_) flat.push_back(p.detach().reshape({-1}));
     torch::Tensor buf = torch::cat(flat);
-    if (coll_->name() != "nccl") buf = buf.to(torch::kCPU).contiguous();
+    if (!coll_->capabilities().device_buffers) buf = buf.to(torch::kCPU).contiguous();
     M6_RETURN_IF_ERROR(coll_->Broadcast(buf.data_ptr<float>(), size_t(numel_), 0));
     buf = buf.to(params_[0].device());
     int64_t off = 0;

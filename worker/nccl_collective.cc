@@ -45,6 +45,12 @@ class NcclCollective final : public Collective {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "nccl"; }
+  Capabilities capabilities() const override {
+    Capabilities c;
+    c.device_buffers = true;
+    c.host_buffers = false;
+    return c;
+  }
 
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
     M6_RETURN_IF_ERROR(AfterDefaultStream());

@@ -83,6 +83,7 @@ class ZmqCollective final : public Collective {
   int rank() const override { return opts_.rank; }
   int size() const override { return size_; }
   std::string name() const override { return "zmq"; }
+  Capabilities capabilities() const override { return Capabilities{}; }
 
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
     return std::unique_ptr<Work>(new CompletedWork(AllReduce(data, n)));
