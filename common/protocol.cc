@@ -24,8 +24,21 @@ const char* MsgTypeName(MsgType t) {
     case MsgType::kControlError: return "CONTROL_ERROR";
     case MsgType::kStatusRequest: return "STATUS_REQUEST";
     case MsgType::kStatusReply: return "STATUS_REPLY";
+    case MsgType::kCollectiveHello: return "COLLECTIVE_HELLO";
+    case MsgType::kCollectiveReduce: return "COLLECTIVE_REDUCE";
+    case MsgType::kCollectiveResult: return "COLLECTIVE_RESULT";
+    case MsgType::kCollectiveBroadcast: return "COLLECTIVE_BROADCAST";
   }
   return "UNKNOWN";
+}
+
+size_t ElementSize(uint32_t element_type) {
+  switch (static_cast<ElementType>(element_type)) {
+    case ElementType::kFloat32: return 4;
+    case ElementType::kFloat64: return 8;
+    case ElementType::kNone: return 0;
+  }
+  return 0;
 }
 
 Status DecodeHeader(const void* data, size_t size, MsgHeader* out) {

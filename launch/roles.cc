@@ -41,6 +41,7 @@ int Fail(const std::string& what, const Status& s) {
 }  // namespace
 
 StatusOr<std::unique_ptr<Collective>> MakeWorkerCollective(const JobConfig& cfg, const ClusterView& view,
+                                                           uint64_t token,
                                                            std::shared_ptr<ZmqCollectiveEndpoint> endpoint,
                                                            std::function<bool(std::string*)> should_abort) {
   const int W = static_cast<int>(view.workers.size());
@@ -58,6 +59,7 @@ StatusOr<std::unique_ptr<Collective>> MakeWorkerCollective(const JobConfig& cfg,
     ZmqCollectiveOptions zo;
     zo.endpoint = std::move(endpoint);
     zo.rank = static_cast<int>(view.rank);
+    zo.token = token;
     for (const auto& w : view.workers) {
       if (w.port <= 0) return Status::Internal("worker " + std::to_string(w.rank) + " advertised no collective port");
       zo.peers.push_back(TcpEndpoint(w.host, w.port));
@@ -239,7 +241,7 @@ int RunWorkerRole(const RoleOptions& o) {
   if (!s.ok()) return report_failure("start barrier", s);
   std::unique_ptr<Collective> collective;
   if (o.cfg.train.job == "m6") {
-    auto c = MakeWorkerCollective(o.cfg, *view, endpoint, ctx.should_abort);
+    auto c = MakeWorkerCollective(o.cfg, *view, o.token, endpoint, ctx.should_abort);
     if (!c.ok()) return report_failure("collective", c.status());
     collective = std::move(*c);
     ctx.collective = collective.get();

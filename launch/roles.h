@@ -40,8 +40,10 @@ StatusOr<std::string> PrepareData(const JobConfig& cfg, const std::string& run_d
 // The workers' collective for train.collective (auto: single for one worker, NCCL for cuda
 // models when built with it, MPI when the workers have their own MPI communicator (mpirun
 // launches), else zmq over the
-// endpoints in the view). `endpoint` is this worker's, bound before registration.
+// endpoints in the view). `endpoint` is this worker's, bound before registration; `token` is
+// the job's (the zmq collective's messages carry it).
 StatusOr<std::unique_ptr<Collective>> MakeWorkerCollective(const JobConfig& cfg, const ClusterView& view,
+                                                           uint64_t token,
                                                            std::shared_ptr<ZmqCollectiveEndpoint> endpoint,
                                                            std::function<bool(std::string*)> should_abort);
 

@@ -114,4 +114,12 @@ TEST(Protocol, ControlFrameRoundTripAndRejection) {
   EXPECT_FALSE(DecodeControlFrame(garbage.data(), garbage.size(), &out, &payload).ok());
 }
 
+TEST(Protocol, CollectiveElementTypesHaveTheirSizesAndUnknownOnesNone) {
+  EXPECT_EQ(ElementSize(uint32_t(ElementType::kFloat32)), 4u);
+  EXPECT_EQ(ElementSize(uint32_t(ElementType::kFloat64)), 8u);
+  EXPECT_EQ(ElementSize(uint32_t(ElementType::kNone)), 0u);
+  EXPECT_EQ(ElementSize(77), 0u) << "a code this build does not know has no size";
+  EXPECT_STREQ(MsgTypeName(MsgType::kCollectiveReduce), "COLLECTIVE_REDUCE");
+}
+
 }  // namespace m6rec

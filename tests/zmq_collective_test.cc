@@ -1,16 +1,24 @@
 // The zmq collective over real loopback sockets, ranks as threads of this process.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <thread>
+#include <zmq.hpp>
 
+#include "common/protocol.h"
 #include "worker/zmq_collective.h"
 
 namespace m6rec {
 
 namespace {
-// Runs fn(rank, collective) on `n` ranks; returns each rank's status.
-std::vector<Status> RunRanks(int n, const std::function<Status(int, Collective&)>& fn, int kill_rank = -1) {
+constexpr uint64_t kToken = 0x5eed;
+
+// Runs fn(rank, collective) on `n` ranks; returns each rank's status. `eps_out` receives the
+// ranks' endpoints and `peers_out` their addresses, for tests that look at them.
+std::vector<Status> RunRanks(int n, const std::function<Status(int, Collective&)>& fn, int kill_rank = -1,
+                             std::vector<std::shared_ptr<ZmqCollectiveEndpoint>>* eps_out = nullptr,
+                             std::vector<std::string>* peers_out = nullptr) {
   std::vector<std::shared_ptr<ZmqCollectiveEndpoint>> eps;
   std::vector<std::string> peers;
   for (int r = 0; r < n; ++r) {
@@ -19,6 +27,8 @@ std::vector<Status> RunRanks(int n, const std::function<Status(int, Collective&)
     eps.push_back(*ep);
     peers.push_back("tcp://127.0.0.1:" + std::to_string((*ep)->port()));
   }
+  if (eps_out) *eps_out = eps;
+  if (peers_out) *peers_out = peers;
   std::vector<Status> out(n);
   std::vector<std::thread> threads;
   for (int r = 0; r < n; ++r)
@@ -27,6 +37,7 @@ std::vector<Status> RunRanks(int n, const std::function<Status(int, Collective&)
       o.endpoint = eps[r];
       o.rank = r;
       o.peers = peers;
+      o.token = kToken;
       o.timeout_ms = 3000;
       auto c = CreateZmqCollective(o);
       if (!c.ok()) {
@@ -37,6 +48,38 @@ std::vector<Status> RunRanks(int n, const std::function<Status(int, Collective&)
     });
   for (auto& t : threads) t.join();
   return out;
+}
+// A process that is not one of the workers, talking to an endpoint: whatever frames it likes.
+class Intruder {
+ public:
+  explicit Intruder(const std::string& endpoint) : sock_(ctx_, zmq::socket_type::dealer) {
+    sock_.set(zmq::sockopt::linger, 0);
+    sock_.connect(endpoint);
+  }
+  void Send(const std::vector<std::string>& frames) {
+    for (size_t i = 0; i < frames.size(); ++i)
+      sock_.send(zmq::buffer(frames[i]),
+                 i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  }
+
+ private:
+  zmq::context_t ctx_{1};
+  zmq::socket_t sock_;
+};
+
+std::string Bytes(const void* p, size_t n) { return std::string(static_cast<const char*>(p), n); }
+
+// A collective message as a worker would send it.
+std::vector<std::string> Message(MsgType type, uint64_t token, uint32_t sender, uint64_t seq,
+                                 const std::vector<float>& data) {
+  MsgHeader h;
+  h.type = static_cast<uint16_t>(type);
+  h.token = token;
+  h.sender = sender;
+  h.request_id = seq;
+  h.num_keys = data.size();
+  h.dim = static_cast<uint32_t>(ElementType::kFloat32);
+  return {Bytes(&h, sizeof(h)), Bytes(data.data(), data.size() * sizeof(float))};
 }
 }  // namespace
 
@@ -103,6 +146,47 @@ TEST(ZmqCollective, MismatchedCallsAreReportedNotMisread) {
   });
   EXPECT_FALSE(st[0].ok());
   EXPECT_NE(st[0].message().find("different collectives"), std::string::npos) << st[0].message();
+}
+
+TEST(ZmqCollective, ForeignAndGarbageMessagesAreDroppedAndCountedWhileTheAllReduceCompletes) {
+  const int n = 3;
+  const size_t len = 4;
+  std::vector<std::shared_ptr<ZmqCollectiveEndpoint>> eps;
+  std::vector<std::string> peers;
+  std::vector<std::vector<float>> got(n);
+  // RunRanks fills eps and peers before any rank runs.
+  auto st = RunRanks(n, [&](int r, Collective& c) -> Status {
+    if (r == 1) {
+      // While rank 0 waits for rank 1's buffer, others write to rank 0's endpoint: a message
+      // posing as rank 1's reduce with another job's token, and three that are not m6rec.
+      Intruder in(peers[0]);
+      in.Send(Message(MsgType::kCollectiveReduce, kToken + 1, 1, 1, std::vector<float>(len, 1e30f)));
+      in.Send({"GET / HTTP/1.0\r\n\r\n"});
+      MsgHeader bad_magic;
+      bad_magic.magic = 0x12345678;
+      in.Send({Bytes(&bad_magic, sizeof(bad_magic)), std::string(len * sizeof(float), '\0')});
+      auto lying = Message(MsgType::kCollectiveReduce, kToken, 1, 1, std::vector<float>(len, 1e30f));
+      lying[1].resize(lying[1].size() - 3);  // the header says 4 floats; 13 bytes follow
+      in.Send(lying);
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (std::chrono::steady_clock::now() < deadline) {
+        auto s = eps[0]->stats();
+        if (s.dropped_bad_token + s.dropped_malformed >= 4) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+    std::vector<float> v(len, float(r + 1));
+    M6_RETURN_IF_ERROR(c.AllReduceSum(v.data(), len));
+    got[r] = v;
+    return Status::OK();
+  }, -1, &eps, &peers);
+  for (int r = 0; r < n; ++r) {
+    ASSERT_TRUE(st[r].ok()) << "rank " << r << ": " << st[r].message();
+    EXPECT_EQ(got[r], std::vector<float>(len, 6.0f)) << "rank " << r << ": only the workers' buffers are summed";
+  }
+  const auto s = eps[0]->stats();
+  EXPECT_EQ(s.dropped_bad_token, 1u) << "the foreign-token message is counted as such";
+  EXPECT_EQ(s.dropped_malformed, 3u) << "text, a bad magic and a payload shorter than its header";
 }
 
 }  // namespace m6rec
