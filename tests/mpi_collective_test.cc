@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cstring>
 #include <vector>
 
 #include "worker/collective.h"
@@ -39,6 +40,24 @@ TEST(MpiCollective, AllReduceSumIsExactAndBitIdenticalOnEveryRank) {
     for (int r = 0; r < c->size(); ++r) want += all[r * n + i];
     EXPECT_NEAR(v[i], want, 1e-6 * std::abs(want) + 1e-6) << "element " << i;
   }
+}
+
+TEST(MpiCollective, DoubleSumsStayExactPastFloatPrecisionAndBitIdentical) {
+  auto c = Mpi();
+  ASSERT_NE(c, nullptr);
+  // Rank 0 holds 2^24 and 1e15; every other rank adds 1: exact in double, not in float.
+  std::vector<double> v = c->rank() == 0 ? std::vector<double>{16777216.0, 1e15, 0.1}
+                                         : std::vector<double>{1.0, 1.0, 0.2 * c->rank()};
+  auto work = c->AllReduceSumAsync(v.data(), v.size());
+  ASSERT_TRUE(work.ok()) << work.status().message();
+  ASSERT_TRUE((*work)->Wait().ok());
+  EXPECT_EQ(v[0], 16777216.0 + (c->size() - 1)) << "rank " << c->rank();
+  EXPECT_EQ(v[1], 1e15 + (c->size() - 1)) << "rank " << c->rank();
+  // The same bits everywhere: compare with rank 0's result.
+  std::vector<double> root = v;
+  MPI_Bcast(root.data(), 3, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  EXPECT_EQ(0, std::memcmp(v.data(), root.data(), 3 * sizeof(double)))
+      << "rank " << c->rank() << " holds different bits than rank 0";
 }
 
 TEST(MpiCollective, AsyncAllReduceOverlapsAndBroadcastAndBarrierWork) {

@@ -112,6 +112,41 @@ TEST(ZmqCollective, AllReduceIsTheRankOrderSumAndBitIdentical) {
   for (int r = 0; r < n; ++r) EXPECT_EQ(0, std::memcmp(results[r].data(), want.data(), len * sizeof(float))) << "rank " << r;
 }
 
+TEST(ZmqCollective, DoubleSumsStayExactPastFloatPrecisionAndBitIdentical) {
+  const int n = 3;
+  std::vector<std::vector<double>> got(n);
+  auto st = RunRanks(n, [&](int r, Collective& c) -> Status {
+    std::vector<float> f(3, 1.0f);
+    M6_RETURN_IF_ERROR(c.AllReduceSum(f.data(), f.size()));  // float and double calls interleave
+    std::vector<double> v = r == 0 ? std::vector<double>{16777216.0, 1e15, 0.1}
+                                   : std::vector<double>{r == 1 ? 1.0 : 0.0, r == 1 ? 1.0 : 0.0, 0.2 * r};
+    M6_RETURN_IF_ERROR(c.AllReduceSum(v.data(), v.size()));
+    M6_RETURN_IF_ERROR(c.AllReduceSum(f.data(), f.size()));
+    if (f != std::vector<float>(3, 9.0f)) return Status::Internal("float sums around it went wrong");
+    got[r] = v;
+    return Status::OK();
+  });
+  for (int r = 0; r < n; ++r) ASSERT_TRUE(st[r].ok()) << r << ": " << st[r].message();
+  EXPECT_EQ(got[0][0], 16777217.0) << "2^24 + 1 survives";
+  EXPECT_EQ(got[0][1], 1e15 + 1) << "1e15 + 1 survives";
+  EXPECT_EQ(got[0][2], (0.1 + 0.2) + 0.4) << "summed in rank order";
+  for (int r = 1; r < n; ++r)
+    EXPECT_EQ(0, std::memcmp(got[r].data(), got[0].data(), 3 * sizeof(double))) << "rank " << r;
+}
+
+TEST(ZmqCollective, FloatOnOneRankAndDoubleOnAnotherIsReportedNotMisread) {
+  auto st = RunRanks(2, [&](int r, Collective& c) -> Status {
+    if (r == 0) {
+      std::vector<double> v(4, 1.0);
+      return c.AllReduceSum(v.data(), v.size());
+    }
+    std::vector<float> v(4, 1.0f);
+    return c.AllReduceSum(v.data(), v.size());
+  });
+  EXPECT_FALSE(st[0].ok());
+  EXPECT_NE(st[0].message().find("different collectives"), std::string::npos) << st[0].message();
+}
+
 TEST(ZmqCollective, BroadcastFromAnyRootAndBarrier) {
   const int n = 3;
   std::vector<std::vector<float>> got(n);

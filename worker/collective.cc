@@ -16,6 +16,11 @@ Status Collective::AllReduceSum(float* data, size_t n) {
   return work->Wait();
 }
 
+Status Collective::AllReduceSum(double* data, size_t n) {
+  M6_ASSIGN_OR_RETURN(auto work, AllReduceSumAsync(data, n));
+  return work->Wait();
+}
+
 namespace {
 
 
@@ -26,6 +31,9 @@ class SingleCollective final : public Collective {
   std::string name() const override { return "single"; }
   Capabilities capabilities() const override { return Capabilities{}; }
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float*, size_t) override {
+    return std::unique_ptr<Work>(new CompletedWork(Status::OK()));
+  }
+  StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(double*, size_t) override {
     return std::unique_ptr<Work>(new CompletedWork(Status::OK()));
   }
   Status Broadcast(float*, size_t, int root) override {
@@ -45,26 +53,35 @@ class InProcessHub {
   // Every rank deposits its buffer; the last one to arrive computes the result in rank order
   // (so it is the same whatever the arrival order) and everyone copies it out. A rank that
   // comes back for the next operation waits until every copy of this one is done.
-  Status Exchange(int rank, float* data, size_t n, int root, bool reduce) {
+  template <typename T>
+  Status Exchange(int rank, T* data, size_t n, int root, bool reduce) {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return pending_copies_ == 0 || failed_; });
     if (failed_) return Status::Aborted("inproc collective: a peer failed");
-    if (n_ == SIZE_MAX) n_ = n;
-    if (n_ != n) {
+    if (n_ == SIZE_MAX) {
+      n_ = n;
+      elem_ = sizeof(T);
+    }
+    if (n_ != n || elem_ != sizeof(T)) {
       failed_ = true;
       cv_.notify_all();
-      return Status::InvalidArgument("inproc collective: ranks passed different sizes");
+      return Status::InvalidArgument(
+          "inproc collective: ranks passed different sizes or element types");
     }
     slots_[rank] = data;
     const uint64_t gen = generation_;
     if (++arrived_ == size_) {
-      result_.assign(n, 0.0f);
+      std::vector<T> acc(n, T(0));
       if (reduce) {
-        for (int r = 0; r < size_; ++r)
-          for (size_t i = 0; i < n; ++i) result_[i] += slots_[r][i];
+        for (int r = 0; r < size_; ++r) {
+          const T* in = static_cast<const T*>(slots_[r]);
+          for (size_t i = 0; i < n; ++i) acc[i] += in[i];
+        }
       } else {
-        std::memcpy(result_.data(), slots_[root], n * sizeof(float));
+        std::memcpy(acc.data(), slots_[root], n * sizeof(T));
       }
+      result_.assign(reinterpret_cast<const char*>(acc.data()),
+                     reinterpret_cast<const char*>(acc.data()) + n * sizeof(T));
       arrived_ = 0;
       pending_copies_ = size_;
       ++generation_;
@@ -73,7 +90,7 @@ class InProcessHub {
       cv_.wait(lock, [&] { return generation_ != gen || failed_; });
       if (generation_ == gen) return Status::Aborted("inproc collective: a peer failed");
     }
-    std::memcpy(data, result_.data(), n * sizeof(float));
+    std::memcpy(data, result_.data(), n * sizeof(T));
     if (--pending_copies_ == 0) {
       n_ = SIZE_MAX;
       cv_.notify_all();
@@ -92,10 +109,10 @@ class InProcessHub {
   const int size_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<float*> slots_;
-  std::vector<float> result_;
+  std::vector<const void*> slots_;  // each rank's buffer, of n_ elements of elem_ bytes
+  std::vector<char> result_;
   int arrived_ = 0, pending_copies_ = 0;
-  size_t n_ = SIZE_MAX;
+  size_t n_ = SIZE_MAX, elem_ = 0;
   uint64_t generation_ = 0;
   bool failed_ = false;
 };
@@ -114,6 +131,10 @@ class InProcessCollective final : public Collective {
   Capabilities capabilities() const override { return Capabilities{}; }
 
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
+    M6_RETURN_IF_ERROR(MaybeFail("allreduce"));
+    return std::unique_ptr<Work>(new CompletedWork(hub_->Exchange(rank_, data, n, 0, true)));
+  }
+  StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(double* data, size_t n) override {
     M6_RETURN_IF_ERROR(MaybeFail("allreduce"));
     return std::unique_ptr<Work>(new CompletedWork(hub_->Exchange(rank_, data, n, 0, true)));
   }
@@ -169,14 +190,12 @@ class MpiCollective final : public Collective {
   Capabilities capabilities() const override { return Capabilities{}; }
 
   // Reduce to rank 0 in MPI's fixed order, then broadcast that one result: every rank holds
-  // the same bits (a plain MPI_Allreduce does not promise that for floats).
+  // the same bits (a plain MPI_Allreduce does not promise that for floating point).
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
-    if (n > static_cast<size_t>(INT32_MAX)) return Status::InvalidArgument("MPI allreduce: buffer too large");
-    const int count = static_cast<int>(n);
-    int rc = rank_ == 0 ? MPI_Reduce(MPI_IN_PLACE, data, count, MPI_FLOAT, MPI_SUM, 0, comm_)
-                        : MPI_Reduce(data, nullptr, count, MPI_FLOAT, MPI_SUM, 0, comm_);
-    if (rc != MPI_SUCCESS) return MpiError(rc, "reduce");
-    return std::unique_ptr<Work>(new BcastWork(data, count, comm_));
+    return AllReduce(data, n, MPI_FLOAT);
+  }
+  StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(double* data, size_t n) override {
+    return AllReduce(data, n, MPI_DOUBLE);
   }
   Status Broadcast(float* data, size_t n, int root) override {
     if (root < 0 || root >= size_) return Status::InvalidArgument("broadcast root out of range");
@@ -189,11 +208,21 @@ class MpiCollective final : public Collective {
   }
 
  private:
+  StatusOr<std::unique_ptr<Work>> AllReduce(void* data, size_t n, MPI_Datatype type) {
+    if (n > static_cast<size_t>(INT32_MAX))
+      return Status::InvalidArgument("MPI allreduce: buffer too large");
+    const int count = static_cast<int>(n);
+    int rc = rank_ == 0 ? MPI_Reduce(MPI_IN_PLACE, data, count, type, MPI_SUM, 0, comm_)
+                        : MPI_Reduce(data, nullptr, count, type, MPI_SUM, 0, comm_);
+    if (rc != MPI_SUCCESS) return MpiError(rc, "reduce");
+    return std::unique_ptr<Work>(new BcastWork(data, count, type, comm_));
+  }
+
   // The broadcast half runs non-blocking, so compute can overlap it until Wait().
   class BcastWork final : public Work {
    public:
-    BcastWork(float* data, int n, MPI_Comm comm) {
-      rc_ = MPI_Ibcast(data, n, MPI_FLOAT, 0, comm, &req_);
+    BcastWork(void* data, int n, MPI_Datatype type, MPI_Comm comm) {
+      rc_ = MPI_Ibcast(data, n, type, 0, comm, &req_);
     }
     Status Wait() override {
       if (rc_ != MPI_SUCCESS) return MpiError(rc_, "broadcast");

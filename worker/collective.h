@@ -5,8 +5,9 @@
 //             with failure injection (a double that is real code)
 //   "mpi"     CPU buffers over MPI (the process must be an MPI rank; under mpirun)
 //   "nccl"    GPU buffers over NCCL (built when CUDA and NCCL are found; needs a GPU)
-// Every backend's AllReduceSum leaves bit-identical results on every rank (each reduces in one
-// fixed order and shares that one result), so replicas of the dense model never drift.
+// Every backend's AllReduceSum (float or double) leaves bit-identical results on every rank
+// (each reduces in one fixed order and shares that one result), so replicas of the dense model
+// never drift. Where buffers may live is capabilities(), not name().
 // Threading: one Collective per rank, used from one thread; Work objects from that thread.
 #pragma once
 
@@ -55,11 +56,19 @@ class Collective {
 
   // In-place sum over all ranks of data[0..n). The buffer must not be touched until Wait().
   virtual StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) = 0;
+  // The same in double precision, for sums that must stay exact past float's 2^24 (metric
+  // sums, user counts): an overload rather than a dtype argument, so the element type is
+  // checked by the compiler and float callers do not change. Host memory is accepted on every
+  // backend (NCCL stages host buffers through the GPU); device memory where device_buffers.
+  // Same guarantee: one reduction order, bit-identical on every rank.
+  virtual StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(double* data, size_t n) = 0;
   // In-place: every rank ends with root's data[0..n).
   virtual Status Broadcast(float* data, size_t n, int root) = 0;
   virtual Status Barrier() = 0;
 
+  // AllReduceSumAsync, then Wait().
   Status AllReduceSum(float* data, size_t n);
+  Status AllReduceSum(double* data, size_t n);
 };
 
 class InProcessHub;  // shared by the ranks of an "inproc" group

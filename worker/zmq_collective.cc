@@ -110,6 +110,9 @@ class ZmqCollective final : public Collective {
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
     return std::unique_ptr<Work>(new CompletedWork(AllReduce(data, n)));
   }
+  StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(double* data, size_t n) override {
+    return std::unique_ptr<Work>(new CompletedWork(AllReduce(data, n)));
+  }
 
   Status Broadcast(float* data, size_t n, int root) override {
     if (root < 0 || root >= size_) return Status::InvalidArgument("broadcast root out of range");
