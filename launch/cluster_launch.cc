@@ -18,8 +18,8 @@
 #include "common/transport.h"
 #include "common/util.h"
 #include "launch/roles.h"
+#include "launch/mpi_launch.h"
 #include "launch/run_dir.h"
-#include "worker/collective.h"
 
 namespace m6rec {
 
@@ -123,8 +123,9 @@ class Rendezvous {
  public:
   virtual ~Rendezvous() = default;
   virtual Status Share(std::string* msg) = 0;
-  // The workers' own communicator, where the launch has one (MPI).
-  virtual Status SplitWorkers(bool is_worker, int index) = 0;
+  // The workers' own communicator, where the launch has one (MPI; else null).
+  virtual StatusOr<std::shared_ptr<const MpiCommunicator>> SplitWorkers(bool is_worker,
+                                                                         int index) = 0;
   // Once the job is over (or failed), on every rank.
   virtual void Finish() = 0;
 };
@@ -132,7 +133,10 @@ class Rendezvous {
 class MpiRendezvous final : public Rendezvous {
  public:
   Status Share(std::string* msg) override { return MpiBroadcastString(msg, 0); }
-  Status SplitWorkers(bool is_worker, int index) override { return MpiSplitWorkers(is_worker, index); }
+  StatusOr<std::shared_ptr<const MpiCommunicator>> SplitWorkers(bool is_worker,
+                                                                 int index) override {
+    return MpiSplitWorkers(is_worker, index);
+  }
   void Finish() override { MpiStop(); }
 };
 
@@ -162,7 +166,9 @@ class FileRendezvous final : public Rendezvous {
                                     std::to_string(timeout_ms_ / 1000) +
                                     " s (rank 0 failed to start, or the directory is not on storage every node sees)");
   }
-  Status SplitWorkers(bool, int) override { return Status::OK(); }
+  StatusOr<std::shared_ptr<const MpiCommunicator>> SplitWorkers(bool, int) override {
+    return std::shared_ptr<const MpiCommunicator>();
+  }
   void Finish() override {
     for (const auto& p : written_) std::remove(p.c_str());
   }
@@ -232,8 +238,8 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
   auto host = ResolveHost(cfg->cluster.host, cfg->cluster.interface);
   if (!host.ok()) return fail_all(host.status().message());
   cfg->cluster.host = *host;
-  st = rv.SplitWorkers(me.role == "worker", me.index);
-  if (!st.ok()) return fail_all(st.message());
+  auto mpi_workers = rv.SplitWorkers(me.role == "worker", me.index);
+  if (!mpi_workers.ok()) return fail_all(mpi_workers.status().message());
   if (rank == 0)
     LOG_INFO << "cluster job '" << cfg->name << "' over " << world << " processes on " << hosts << " host(s) via "
              << how << ": 1 scheduler, " << cfg->cluster.servers << " servers, " << cfg->cluster.workers
@@ -241,6 +247,7 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
 
   RoleOptions ro;
   ro.cfg = *cfg;
+  ro.mpi_workers = std::move(*mpi_workers);
   ro.rank = me.index;
   ro.run_dir = run_dir;
   int rc = 0;
@@ -287,6 +294,7 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
       rc = RunWorkerRole(ro);
     }
   }
+  ro.mpi_workers.reset();  // freed while MPI is still up (Finish may finalise it)
   rv.Finish();
   return rc;
 }

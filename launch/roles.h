@@ -10,8 +10,7 @@
 
 #include "common/cluster_view.h"
 #include "common/config.h"
-#include "worker/collective.h"
-#include "worker/zmq_collective.h"
+#include "worker/mpi_communicator.h"
 
 namespace m6rec {
 
@@ -27,6 +26,8 @@ struct RoleOptions {
   bool standalone = false;  // server: no scheduler, owns every slot, runs until SIGTERM
   // scheduler: called once it is bound, before it serves (cluster launches announce it).
   std::function<void(const std::string& host, int port)> on_scheduler_bound;
+  // worker: the workers' own MPI communicator, where the launch split one (mpirun).
+  std::shared_ptr<const MpiCommunicator> mpi_workers;
 };
 
 int RunSchedulerRole(const RoleOptions& o);
@@ -36,15 +37,5 @@ int RunWorkerRole(const RoleOptions& o);
 // The dataset directory a job reads: data.path, or run_dir/data for synthetic data (generated
 // there on first use; concurrent callers are safe).
 StatusOr<std::string> PrepareData(const JobConfig& cfg, const std::string& run_dir);
-
-// The workers' collective for train.collective (auto: single for one worker, NCCL for cuda
-// models when built with it, MPI when the workers have their own MPI communicator (mpirun
-// launches), else zmq over the
-// endpoints in the view). `endpoint` is this worker's, bound before registration; `token` is
-// the job's (the zmq collective's messages carry it).
-StatusOr<std::unique_ptr<Collective>> MakeWorkerCollective(const JobConfig& cfg, const ClusterView& view,
-                                                           uint64_t token,
-                                                           std::shared_ptr<ZmqCollectiveEndpoint> endpoint,
-                                                           std::function<bool(std::string*)> should_abort);
 
 }  // namespace m6rec

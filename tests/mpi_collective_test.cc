@@ -6,7 +6,9 @@
 #include <cstring>
 #include <vector>
 
+#include "launch/mpi_launch.h"
 #include "worker/collective.h"
+#include "worker/collective_setup.h"
 
 namespace m6rec {
 
@@ -74,6 +76,36 @@ TEST(MpiCollective, AsyncAllReduceOverlapsAndBroadcastAndBarrierWork) {
   for (float x : b) EXPECT_EQ(x, float(c->size() - 1));
   EXPECT_TRUE(c->Barrier().ok());
   EXPECT_EQ(c->Broadcast(b.data(), 5, c->size()).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(MpiCollective, SplitWorkersGiveTheMpiBackendTheirOwnCommunicator) {
+  // Rank 0 plays the scheduler; the others are the workers, with their own communicator.
+  int world_rank = 0, world = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  ASSERT_GE(world, 3) << "run me under mpirun -np N with N >= 3";
+  const bool worker = world_rank != 0;
+  auto comm = MpiSplitWorkers(worker, world_rank);
+  ASSERT_TRUE(comm.ok()) << comm.status().message();
+  if (!worker) {
+    EXPECT_EQ(*comm, nullptr) << "a non-worker gets no communicator";
+    return;
+  }
+  ASSERT_NE(*comm, nullptr);
+  EXPECT_EQ((*comm)->size(), world - 1);
+  EXPECT_EQ((*comm)->rank(), world_rank - 1) << "ordered by the key";
+  WorkerCollectiveOptions o;
+  o.workers.resize(world - 1);
+  o.rank = (*comm)->rank();
+  o.mpi_workers = *comm;
+  EXPECT_EQ(ChooseCollectiveBackend(o), "mpi") << "auto picks mpi when the workers have their own";
+  auto c = SetUpWorkerCollective(o);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ((*c)->name(), "mpi");
+  EXPECT_EQ((*c)->size(), world - 1);
+  std::vector<double> v{double(world_rank)};  // 1 + 2 + ... + (world - 1): rank 0 is left out
+  ASSERT_TRUE((*c)->AllReduceSum(v.data(), 1).ok());
+  EXPECT_EQ(v[0], double(world * (world - 1) / 2));
 }
 
 }  // namespace m6rec

@@ -2,6 +2,8 @@
 
 #ifdef M6REC_HAVE_MPI
 #include <mpi.h>
+
+#include "worker/mpi_communicator_impl.h"
 #endif
 
 #include <condition_variable>
@@ -172,13 +174,11 @@ Status MpiError(int code, const char* what) {
   return Status::Internal(std::string("MPI ") + what + ": " + std::string(msg, len));
 }
 
-MPI_Comm g_worker_comm = MPI_COMM_NULL;  // set by MpiSplitWorkers
-bool g_mpi_started = false;
-
 class MpiCollective final : public Collective {
  public:
-  MpiCollective() {
-    MPI_Comm_dup(g_worker_comm != MPI_COMM_NULL ? g_worker_comm : MPI_COMM_WORLD, &comm_);
+  // Works on its own duplicate of `group`, so its messages never mix with other users' of it.
+  explicit MpiCollective(MPI_Comm group) {
+    MPI_Comm_dup(group, &comm_);
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
@@ -250,92 +250,9 @@ bool HaveNccl() { return false; }
 #endif
 
 #ifdef M6REC_HAVE_MPI
-StatusOr<MpiProcess> MpiStart(int* argc, char*** argv) {
-  int provided = 0;
-  int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
-  if (rc != MPI_SUCCESS) return MpiError(rc, "init");
-  g_mpi_started = true;
-  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-  MpiProcess p;
-  MPI_Comm_rank(MPI_COMM_WORLD, &p.rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &p.size);
-  return p;
-}
-
-void MpiStop() {
-  if (!g_mpi_started) return;
-  if (g_worker_comm != MPI_COMM_NULL) MPI_Comm_free(&g_worker_comm);
-  MPI_Finalize();
-  g_mpi_started = false;
-}
-
-Status MpiBroadcastString(std::string* s, int root) {
-  int n = static_cast<int>(s->size());
-  int rc = MPI_Bcast(&n, 1, MPI_INT, root, MPI_COMM_WORLD);
-  if (rc != MPI_SUCCESS) return MpiError(rc, "broadcast");
-  s->resize(n);
-  rc = MPI_Bcast(s->data(), n, MPI_CHAR, root, MPI_COMM_WORLD);
-  return rc == MPI_SUCCESS ? Status::OK() : MpiError(rc, "broadcast");
-}
-
-StatusOr<std::vector<std::string>> MpiAllGatherString(const std::string& mine) {
-  int size = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  int n = static_cast<int>(mine.size());
-  std::vector<int> lens(size), offs(size);
-  int rc = MPI_Allgather(&n, 1, MPI_INT, lens.data(), 1, MPI_INT, MPI_COMM_WORLD);
-  if (rc != MPI_SUCCESS) return MpiError(rc, "allgather");
-  int total = 0;
-  for (int r = 0; r < size; ++r) {
-    offs[r] = total;
-    total += lens[r];
-  }
-  std::string all(total, '\0');
-  rc = MPI_Allgatherv(mine.data(), n, MPI_CHAR, all.data(), lens.data(), offs.data(), MPI_CHAR, MPI_COMM_WORLD);
-  if (rc != MPI_SUCCESS) return MpiError(rc, "allgather");
-  std::vector<std::string> out;
-  for (int r = 0; r < size; ++r) out.push_back(all.substr(offs[r], lens[r]));
-  return out;
-}
-
-Status MpiSplitWorkers(bool is_worker, int key) {
-  MPI_Comm comm = MPI_COMM_NULL;
-  int rc = MPI_Comm_split(MPI_COMM_WORLD, is_worker ? 1 : MPI_UNDEFINED, key, &comm);
-  if (rc != MPI_SUCCESS) return MpiError(rc, "split");
-  if (is_worker) {
-    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
-    g_worker_comm = comm;
-  }
-  return Status::OK();
-}
-
-bool MpiWorkerGroupSize(int* size) {
-  if (g_worker_comm == MPI_COMM_NULL) return false;
-  MPI_Comm_size(g_worker_comm, size);
-  return true;
-}
-
 bool HaveMpi() { return true; }
-bool MpiWorldSize(int* size) {
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (!initialized || finalized) return false;
-  MPI_Comm_size(MPI_COMM_WORLD, size);
-  return true;
-}
 #else
-namespace {
-Status NoMpi() { return Status::Unavailable("this build has no MPI (configure with an MPI installed)"); }
-}  // namespace
-StatusOr<MpiProcess> MpiStart(int*, char***) { return NoMpi(); }
-void MpiStop() {}
-Status MpiBroadcastString(std::string*, int) { return NoMpi(); }
-StatusOr<std::vector<std::string>> MpiAllGatherString(const std::string&) { return NoMpi(); }
-Status MpiSplitWorkers(bool, int) { return NoMpi(); }
-bool MpiWorkerGroupSize(int*) { return false; }
 bool HaveMpi() { return false; }
-bool MpiWorldSize(int*) { return false; }
 #endif
 
 StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& opts) {
@@ -352,7 +269,8 @@ StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& 
     MPI_Initialized(&initialized);
     if (!initialized)
       return Status::Unavailable("mpi collective: MPI is not initialised in this process (run the workers under mpirun)");
-    return std::unique_ptr<Collective>(new MpiCollective());
+    return std::unique_ptr<Collective>(
+        new MpiCollective(opts.mpi_comm ? opts.mpi_comm->impl().comm : MPI_COMM_WORLD));
 #else
     return Status::Unavailable("mpi collective: this build has no MPI (configure with an MPI installed)");
 #endif

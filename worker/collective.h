@@ -3,7 +3,9 @@
 //   "single"  one process, nothing to reduce (size 1): tests and single-worker jobs
 //   "inproc"  ranks are threads of one process sharing a hub: tests of multi-worker logic,
 //             with failure injection (a double that is real code)
-//   "mpi"     CPU buffers over MPI (the process must be an MPI rank; under mpirun)
+//   "mpi"     CPU buffers over MPI (the process must be an MPI rank; under mpirun), over the
+//             communicator in the options
+//   "zmq"     worker processes over ZeroMQ: CreateZmqCollective (worker/zmq_collective.h)
 //   "nccl"    GPU buffers over NCCL (built when CUDA and NCCL are found; needs a GPU)
 // Every backend's AllReduceSum (float or double) leaves bit-identical results on every rank
 // (each reduces in one fixed order and shares that one result), so replicas of the dense model
@@ -15,7 +17,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "common/status.h"
 
@@ -71,7 +72,8 @@ class Collective {
   Status AllReduceSum(double* data, size_t n);
 };
 
-class InProcessHub;  // shared by the ranks of an "inproc" group
+class InProcessHub;     // shared by the ranks of an "inproc" group
+class MpiCommunicator;  // worker/mpi_communicator.h
 
 struct CollectiveOptions {
   std::string backend = "single";  // single | inproc | mpi | nccl
@@ -85,6 +87,9 @@ struct CollectiveOptions {
   int device = 0;
   int nccl_rank = 0, nccl_size = 1;
   std::function<Status(std::string* bytes, int root)> share;
+  // mpi: the ranks of the group (launch/mpi_launch.h's MpiSplitWorkers for the workers of a
+  // cluster launch); null = MPI_COMM_WORLD (tests run under mpirun). MPI must be initialised.
+  std::shared_ptr<const MpiCommunicator> mpi_comm;
 };
 
 std::shared_ptr<InProcessHub> MakeInProcessHub(int size);
@@ -95,22 +100,5 @@ StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& 
 bool HaveNccl();
 // Whether this build has the MPI backend.
 bool HaveMpi();
-// True when MPI is initialised in this process (then *size = MPI_COMM_WORLD's size).
-bool MpiWorldSize(int* size);
-
-// MPI as the launcher of a whole job (mpirun): process start/stop, the rendezvous' broadcasts,
-// and the workers' own communicator, which the "mpi" backend then uses instead of the world.
-// All of them are collective over MPI_COMM_WORLD unless said otherwise; without MPI they fail.
-struct MpiProcess {
-  int rank = 0, size = 1;
-};
-StatusOr<MpiProcess> MpiStart(int* argc, char*** argv);
-void MpiStop();  // MPI_Finalize, when MpiStart ran
-Status MpiBroadcastString(std::string* s, int root);
-StatusOr<std::vector<std::string>> MpiAllGatherString(const std::string& mine);
-// Splits the world: workers (is_worker) form a communicator ordered by `key`.
-Status MpiSplitWorkers(bool is_worker, int key);
-// The size of that workers' communicator (false when there is none). Not collective.
-bool MpiWorkerGroupSize(int* size);
 
 }  // namespace m6rec
