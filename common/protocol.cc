@@ -28,6 +28,7 @@ const char* MsgTypeName(MsgType t) {
     case MsgType::kCollectiveReduce: return "COLLECTIVE_REDUCE";
     case MsgType::kCollectiveResult: return "COLLECTIVE_RESULT";
     case MsgType::kCollectiveBroadcast: return "COLLECTIVE_BROADCAST";
+    case MsgType::kRendezvous: return "RENDEZVOUS";
   }
   return "UNKNOWN";
 }
@@ -119,6 +120,20 @@ Status DecodeControlFrame(const char* data, size_t size, MsgHeader* h, std::stri
   M6_RETURN_IF_ERROR(DecodeHeader(data, sizeof(MsgHeader), h));
   payload->assign(data + sizeof(MsgHeader), size - sizeof(MsgHeader));
   return Status::OK();
+}
+
+Status DecodeWholeControlFrame(const std::string& frame, MsgHeader* h, std::string* payload) {
+  uint32_t len = 0;
+  if (frame.size() < 4)
+    return Status::Corruption("frame of " + std::to_string(frame.size()) +
+                              " bytes has no length prefix");
+  std::memcpy(&len, frame.data(), 4);
+  if (len != frame.size() - 4)
+    return Status::Corruption("frame says " + std::to_string(len) + " bytes follow its prefix, " +
+                              std::to_string(frame.size() - 4) + " do (truncated, or not a frame)");
+  if (len > kMaxControlFrame)
+    return Status::Corruption("frame of " + std::to_string(len) + " bytes exceeds the limit");
+  return DecodeControlFrame(frame.data() + 4, len, h, payload);
 }
 
 }  // namespace m6rec

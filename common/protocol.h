@@ -55,6 +55,9 @@ enum class MsgType : uint16_t {
   kCollectiveReduce = 33,     // rank -> rank 0: its buffer to sum
   kCollectiveResult = 34,     // rank 0 -> rank: the sum, or the broadcast buffer
   kCollectiveBroadcast = 35,  // root rank (not 0) -> rank 0: the buffer to broadcast
+  // cluster launches (mpirun, srun): rank 0 -> every rank, over MPI or a file; request_id = the
+  // message's index, token = the job token rank 0 made; JSON payload
+  kRendezvous = 48,
 };
 
 // Element type of a collective message's payload, carried in MsgHeader::dim.
@@ -101,5 +104,8 @@ constexpr uint32_t kMaxControlFrame = 16u << 20;
 std::string EncodeControlFrame(const MsgHeader& h, const std::string& payload);
 // Decodes the part after the length prefix.
 Status DecodeControlFrame(const char* data, size_t size, MsgHeader* h, std::string* payload);
+// Decodes one whole frame as EncodeControlFrame made it (length prefix included), e.g. a file:
+// the prefix must match the bytes that follow exactly (a truncated or padded frame is refused).
+Status DecodeWholeControlFrame(const std::string& frame, MsgHeader* h, std::string* payload);
 
 }  // namespace m6rec
