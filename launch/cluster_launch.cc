@@ -18,8 +18,8 @@
 #include "common/protocol.h"
 #include "common/transport.h"
 #include "common/util.h"
-#include "launch/roles.h"
 #include "launch/mpi_launch.h"
+#include "launch/roles.h"
 #include "launch/run_dir.h"
 
 namespace m6rec {
@@ -156,10 +156,12 @@ Status Rendezvous::Share(uint64_t* token, nlohmann::json* body, std::string* whe
   uint64_t got = 0;
   nlohmann::json j;
   M6_RETURN_IF_ERROR(DecodeRendezvousMessage(bytes, k, carrier, &got, &j));
-  if (k == 0) token_ = got;
-  else if (got != token_)
+  if (k == 0) {
+    token_ = got;
+  } else if (got != token_) {
     return Status::Corruption("rendezvous message " + std::to_string(k) + " in " + carrier +
                               " carries another job's token than message 0 (a stale file?)");
+  }
   *token = got;
   *body = std::move(j);
   return Status::OK();
@@ -171,7 +173,7 @@ class MpiRendezvous final : public Rendezvous {
  public:
   explicit MpiRendezvous(int rank) : Rendezvous(rank) {}
   StatusOr<std::shared_ptr<const MpiCommunicator>> SplitWorkers(bool is_worker,
-                                                                 int index) override {
+                                                                int index) override {
     return MpiSplitWorkers(is_worker, index);
   }
   void Finish() override { MpiStop(); }

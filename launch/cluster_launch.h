@@ -66,7 +66,7 @@ class Rendezvous {
   Status Share(uint64_t* token, nlohmann::json* body, std::string* where = nullptr);
   // The workers' own communicator, where the launch has one (MPI; else null).
   virtual StatusOr<std::shared_ptr<const MpiCommunicator>> SplitWorkers(bool is_worker,
-                                                                         int index) = 0;
+                                                                        int index) = 0;
   // Once the job is over (or failed), on every rank.
   virtual void Finish() = 0;
 

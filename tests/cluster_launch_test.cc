@@ -178,7 +178,9 @@ TEST(ClusterLaunch, ForeignOrDamagedRendezvousFilesAreClearErrorsNamingTheFile) 
 
 TEST(ClusterLaunch, ARendezvousMessageWithAnotherJobsTokenIsRefused) {
   testing::TempDir dir;
-  ASSERT_TRUE(WriteFileAtomic(dir / ".rendezvous-3.0-0", EncodeRendezvousMessage(11, 0, {{"run_dir", "/r"}})).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir / ".rendezvous-3.0-0",
+                              EncodeRendezvousMessage(11, 0, {{"run_dir", "/r"}}))
+                  .ok());
   ASSERT_TRUE(WriteFileAtomic(dir / ".rendezvous-3.0-1",
                               EncodeRendezvousMessage(12, 1, {{"host", "h"}, {"port", 1}}))
                   .ok());

@@ -103,21 +103,25 @@ TEST(Collective, InProcessDoubleSumsStayExactPastFloatPrecision) {
     ts.emplace_back([&, r] {
       auto c = InprocRank(hub, r);
       // rank 0: 2^24, 1e15; rank 1 adds 1 to each; rank 2 adds nothing there.
-      std::vector<double> v = r == 0 ? std::vector<double>{16777216.0, 1e15, 0.1}
-                                     : std::vector<double>{r == 1 ? 1.0 : 0.0, r == 1 ? 1.0 : 0.0, 0.2 * r};
+      std::vector<double> v =
+          r == 0 ? std::vector<double>{16777216.0, 1e15, 0.1}
+                 : std::vector<double>{r == 1 ? 1.0 : 0.0, r == 1 ? 1.0 : 0.0, 0.2 * r};
       std::vector<float> f(2, 1.0f);  // a float call in between keeps its own type
       errors[r] = (*c)->AllReduceSum(v.data(), v.size());
       if (errors[r].ok()) errors[r] = (*c)->AllReduceSum(f.data(), f.size());
-      if (errors[r].ok() && f != std::vector<float>(2, 3.0f)) errors[r] = Status::Internal("bad float sum");
+      if (errors[r].ok() && f != std::vector<float>(2, 3.0f))
+        errors[r] = Status::Internal("bad float sum");
       got[r] = v;
     });
   for (auto& t : ts) t.join();
-  for (int r = 0; r < ranks; ++r) ASSERT_TRUE(errors[r].ok()) << "rank " << r << ": " << errors[r].message();
+  for (int r = 0; r < ranks; ++r)
+    ASSERT_TRUE(errors[r].ok()) << "rank " << r << ": " << errors[r].message();
   EXPECT_EQ(got[0][0], 16777217.0) << "2^24 + 1 survives";
   EXPECT_EQ(got[0][1], 1e15 + 1) << "1e15 + 1 survives";
   EXPECT_EQ(got[0][2], (0.1 + 0.2) + 0.4) << "summed in rank order";
   for (int r = 1; r < ranks; ++r)
-    EXPECT_EQ(0, std::memcmp(got[r].data(), got[0].data(), 3 * sizeof(double))) << "rank " << r << " drifted";
+    EXPECT_EQ(0, std::memcmp(got[r].data(), got[0].data(), 3 * sizeof(double)))
+        << "rank " << r << " drifted";
 }
 
 TEST(Collective, InProcessRanksMixingFloatAndDoubleFailInsteadOfMisreading) {
@@ -135,7 +139,8 @@ TEST(Collective, InProcessRanksMixingFloatAndDoubleFailInsteadOfMisreading) {
   EXPECT_FALSE(errors[0].ok() && errors[1].ok()) << "one rank must see the mismatch";
   for (const Status& s : errors) {
     if (!s.ok()) {
-      EXPECT_TRUE(s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kAborted) << s.message();
+      EXPECT_TRUE(s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kAborted)
+          << s.message();
     }
   }
 }

@@ -133,8 +133,8 @@ TEST(Scheduler, ADisconnectedNodeIsDeclaredDeadAndEveryoneIsTold) {
   server.reset();  // the server's process "dies": its connection closes
   ShutdownNotice n = worker->WaitShutdown(5000);
   EXPECT_FALSE(n.ok);
-  EXPECT_EQ(n.cause, ShutdownCause::kNodeDead)
-      << "a failed shutdown after NODE_DEAD, got " << ShutdownCauseName(n.cause) << ": " << n.reason;
+  EXPECT_EQ(n.cause, ShutdownCause::kNodeDead) << "a failed shutdown after NODE_DEAD, got "
+                                               << ShutdownCauseName(n.cause) << ": " << n.reason;
   std::string why;
   EXPECT_TRUE(worker->failed(&why));
   EXPECT_NE(why.find("server 0"), std::string::npos) << why;
@@ -147,16 +147,19 @@ TEST(SchedulerClient, ShutdownNoticeSaysWhetherItTimedOutFailedOrLostTheSchedule
   Running r = Start(1, 1);
   auto server = Connect(r.sched->port());
   auto worker = Connect(r.sched->port());
-  auto fs = std::async(std::launch::async, [&] { return server->Register("server", "127.0.0.1", 1, -1, 5000); });
+  auto fs = std::async(std::launch::async,
+                       [&] { return server->Register("server", "127.0.0.1", 1, -1, 5000); });
   ASSERT_TRUE(worker->Register("worker", "127.0.0.1", 0, -1, 5000).ok());
   ASSERT_TRUE(fs.get().ok());
   ShutdownNotice n = worker->WaitShutdown(50);
-  EXPECT_EQ(n.cause, ShutdownCause::kTimeout) << "nothing happened yet: " << ShutdownCauseName(n.cause);
+  EXPECT_EQ(n.cause, ShutdownCause::kTimeout)
+      << "nothing happened yet: " << ShutdownCauseName(n.cause);
   EXPECT_FALSE(n.ok);
   // The worker reports a failure: the scheduler fails the job (no node died).
   ASSERT_TRUE(worker->Finished(false, "broken on purpose", "{}").ok());
   n = server->WaitShutdown(5000);
-  EXPECT_EQ(n.cause, ShutdownCause::kShutdownFailed) << ShutdownCauseName(n.cause) << ": " << n.reason;
+  EXPECT_EQ(n.cause, ShutdownCause::kShutdownFailed)
+      << ShutdownCauseName(n.cause) << ": " << n.reason;
   EXPECT_FALSE(n.ok);
   ASSERT_EQ(r.result.wait_for(std::chrono::seconds(5)), std::future_status::ready);
   EXPECT_FALSE(r.result.get().ok());
@@ -179,7 +182,8 @@ TEST(SchedulerClient, AVanishedSchedulerIsAConnectionLostNotice) {
   ::close(conn);
   ::close(fd);
   ShutdownNotice n = c->WaitShutdown(5000);
-  EXPECT_EQ(n.cause, ShutdownCause::kConnectionLost) << ShutdownCauseName(n.cause) << ": " << n.reason;
+  EXPECT_EQ(n.cause, ShutdownCause::kConnectionLost)
+      << ShutdownCauseName(n.cause) << ": " << n.reason;
   EXPECT_FALSE(n.ok);
 }
 

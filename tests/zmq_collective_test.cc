@@ -16,7 +16,8 @@ constexpr uint64_t kToken = 0x5eed;
 
 // Runs fn(rank, collective) on `n` ranks; returns each rank's status. `eps_out` receives the
 // ranks' endpoints and `peers_out` their addresses, for tests that look at them.
-std::vector<Status> RunRanks(int n, const std::function<Status(int, Collective&)>& fn, int kill_rank = -1,
+std::vector<Status> RunRanks(int n, const std::function<Status(int, Collective&)>& fn,
+                             int kill_rank = -1,
                              std::vector<std::shared_ptr<ZmqCollectiveEndpoint>>* eps_out = nullptr,
                              std::vector<std::string>* peers_out = nullptr) {
   std::vector<std::shared_ptr<ZmqCollectiveEndpoint>> eps;
@@ -118,11 +119,13 @@ TEST(ZmqCollective, DoubleSumsStayExactPastFloatPrecisionAndBitIdentical) {
   auto st = RunRanks(n, [&](int r, Collective& c) -> Status {
     std::vector<float> f(3, 1.0f);
     M6_RETURN_IF_ERROR(c.AllReduceSum(f.data(), f.size()));  // float and double calls interleave
-    std::vector<double> v = r == 0 ? std::vector<double>{16777216.0, 1e15, 0.1}
-                                   : std::vector<double>{r == 1 ? 1.0 : 0.0, r == 1 ? 1.0 : 0.0, 0.2 * r};
+    std::vector<double> v =
+        r == 0 ? std::vector<double>{16777216.0, 1e15, 0.1}
+               : std::vector<double>{r == 1 ? 1.0 : 0.0, r == 1 ? 1.0 : 0.0, 0.2 * r};
     M6_RETURN_IF_ERROR(c.AllReduceSum(v.data(), v.size()));
     M6_RETURN_IF_ERROR(c.AllReduceSum(f.data(), f.size()));
-    if (f != std::vector<float>(3, 9.0f)) return Status::Internal("float sums around it went wrong");
+    if (f != std::vector<float>(3, 9.0f))
+      return Status::Internal("float sums around it went wrong");
     got[r] = v;
     return Status::OK();
   });
@@ -190,34 +193,40 @@ TEST(ZmqCollective, ForeignAndGarbageMessagesAreDroppedAndCountedWhileTheAllRedu
   std::vector<std::string> peers;
   std::vector<std::vector<float>> got(n);
   // RunRanks fills eps and peers before any rank runs.
-  auto st = RunRanks(n, [&](int r, Collective& c) -> Status {
-    if (r == 1) {
-      // While rank 0 waits for rank 1's buffer, others write to rank 0's endpoint: a message
-      // posing as rank 1's reduce with another job's token, and three that are not m6rec.
-      Intruder in(peers[0]);
-      in.Send(Message(MsgType::kCollectiveReduce, kToken + 1, 1, 1, std::vector<float>(len, 1e30f)));
-      in.Send({"GET / HTTP/1.0\r\n\r\n"});
-      MsgHeader bad_magic;
-      bad_magic.magic = 0x12345678;
-      in.Send({Bytes(&bad_magic, sizeof(bad_magic)), std::string(len * sizeof(float), '\0')});
-      auto lying = Message(MsgType::kCollectiveReduce, kToken, 1, 1, std::vector<float>(len, 1e30f));
-      lying[1].resize(lying[1].size() - 3);  // the header says 4 floats; 13 bytes follow
-      in.Send(lying);
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-      while (std::chrono::steady_clock::now() < deadline) {
-        auto s = eps[0]->stats();
-        if (s.dropped_bad_token + s.dropped_malformed >= 4) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-    }
-    std::vector<float> v(len, float(r + 1));
-    M6_RETURN_IF_ERROR(c.AllReduceSum(v.data(), len));
-    got[r] = v;
-    return Status::OK();
-  }, -1, &eps, &peers);
+  auto st = RunRanks(
+      n,
+      [&](int r, Collective& c) -> Status {
+        if (r == 1) {
+          // While rank 0 waits for rank 1's buffer, others write to rank 0's endpoint: a message
+          // posing as rank 1's reduce with another job's token, and three that are not m6rec.
+          Intruder in(peers[0]);
+          in.Send(Message(MsgType::kCollectiveReduce, kToken + 1, 1, 1,
+                          std::vector<float>(len, 1e30f)));
+          in.Send({"GET / HTTP/1.0\r\n\r\n"});
+          MsgHeader bad_magic;
+          bad_magic.magic = 0x12345678;
+          in.Send({Bytes(&bad_magic, sizeof(bad_magic)), std::string(len * sizeof(float), '\0')});
+          auto lying =
+              Message(MsgType::kCollectiveReduce, kToken, 1, 1, std::vector<float>(len, 1e30f));
+          lying[1].resize(lying[1].size() - 3);  // the header says 4 floats; 13 bytes follow
+          in.Send(lying);
+          const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+          while (std::chrono::steady_clock::now() < deadline) {
+            auto s = eps[0]->stats();
+            if (s.dropped_bad_token + s.dropped_malformed >= 4) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          }
+        }
+        std::vector<float> v(len, float(r + 1));
+        M6_RETURN_IF_ERROR(c.AllReduceSum(v.data(), len));
+        got[r] = v;
+        return Status::OK();
+      },
+      -1, &eps, &peers);
   for (int r = 0; r < n; ++r) {
     ASSERT_TRUE(st[r].ok()) << "rank " << r << ": " << st[r].message();
-    EXPECT_EQ(got[r], std::vector<float>(len, 6.0f)) << "rank " << r << ": only the workers' buffers are summed";
+    EXPECT_EQ(got[r], std::vector<float>(len, 6.0f))
+        << "rank " << r << ": only the workers' buffers are summed";
   }
   const auto s = eps[0]->stats();
   EXPECT_EQ(s.dropped_bad_token, 1u) << "the foreign-token message is counted as such";

@@ -186,8 +186,7 @@ class ZmqCollective final : public Collective {
 
   // A message of this job that does not fit the call in progress: the ranks disagree on what
   // they are doing (a bug in the caller, never a stray message: those are dropped earlier).
-  Status Check(const MsgHeader& h, MsgType type, uint64_t seq, size_t n, ElementType et,
-               int from) {
+  Status Check(const MsgHeader& h, MsgType type, uint64_t seq, size_t n, ElementType et, int from) {
     if (h.type != uint16_t(type) || h.request_id != seq || h.num_keys != n ||
         h.dim != uint32_t(et) || (from >= 0 && h.sender != uint32_t(from)) ||
         h.sender >= uint32_t(size_))
@@ -200,8 +199,8 @@ class ZmqCollective final : public Collective {
     return Status::OK();
   }
 
-  Status Send(zmq::socket_t& s, const std::string& to, MsgType type, uint64_t seq,
-              ElementType et, const void* data, size_t n) {
+  Status Send(zmq::socket_t& s, const std::string& to, MsgType type, uint64_t seq, ElementType et,
+              const void* data, size_t n) {
     MsgHeader h;
     h.type = static_cast<uint16_t>(type);
     h.token = opts_.token;
@@ -271,8 +270,8 @@ class ZmqCollective final : public Collective {
     const uint64_t n = ++counter;
     if ((n & (n - 1)) == 0)  // the 1st, 2nd, 4th, ... so a flood cannot flood the log
       LOG_WARN << "collective: dropped a message (" << why << "); "
-               << (v == Verdict::kBadToken ? "foreign-token" : "malformed") << " drops so far: "
-               << n;
+               << (v == Verdict::kBadToken ? "foreign-token" : "malformed")
+               << " drops so far: " << n;
   }
 
   // Waits for the next message that checks out, dropping (and counting) any other, until the
@@ -282,8 +281,9 @@ class ZmqCollective final : public Collective {
     while (true) {
       std::vector<zmq::message_t> parts;
       const int64_t left = deadline - MonotonicMs();
-      M6_ASSIGN_OR_RETURN(bool got, RecvMultipart(s, &parts, int(std::max<int64_t>(
-                                                                  0, std::min<int64_t>(200, left)))));
+      M6_ASSIGN_OR_RETURN(
+          bool got,
+          RecvMultipart(s, &parts, int(std::max<int64_t>(0, std::min<int64_t>(200, left)))));
       if (got) {
         std::string why;
         const Verdict v = Validate(parts, routed, out, &why);
