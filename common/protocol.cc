@@ -24,8 +24,22 @@ const char* MsgTypeName(MsgType t) {
     case MsgType::kControlError: return "CONTROL_ERROR";
     case MsgType::kStatusRequest: return "STATUS_REQUEST";
     case MsgType::kStatusReply: return "STATUS_REPLY";
+    case MsgType::kCollectiveHello: return "COLLECTIVE_HELLO";
+    case MsgType::kCollectiveReduce: return "COLLECTIVE_REDUCE";
+    case MsgType::kCollectiveResult: return "COLLECTIVE_RESULT";
+    case MsgType::kCollectiveBroadcast: return "COLLECTIVE_BROADCAST";
+    case MsgType::kRendezvous: return "RENDEZVOUS";
   }
   return "UNKNOWN";
+}
+
+size_t ElementSize(uint32_t element_type) {
+  switch (static_cast<ElementType>(element_type)) {
+    case ElementType::kFloat32: return 4;
+    case ElementType::kFloat64: return 8;
+    case ElementType::kNone: return 0;
+  }
+  return 0;
 }
 
 Status DecodeHeader(const void* data, size_t size, MsgHeader* out) {
@@ -106,6 +120,20 @@ Status DecodeControlFrame(const char* data, size_t size, MsgHeader* h, std::stri
   M6_RETURN_IF_ERROR(DecodeHeader(data, sizeof(MsgHeader), h));
   payload->assign(data + sizeof(MsgHeader), size - sizeof(MsgHeader));
   return Status::OK();
+}
+
+Status DecodeWholeControlFrame(const std::string& frame, MsgHeader* h, std::string* payload) {
+  uint32_t len = 0;
+  if (frame.size() < 4)
+    return Status::Corruption("frame of " + std::to_string(frame.size()) +
+                              " bytes has no length prefix");
+  std::memcpy(&len, frame.data(), 4);
+  if (len != frame.size() - 4)
+    return Status::Corruption("frame says " + std::to_string(len) + " bytes follow its prefix, " +
+                              std::to_string(frame.size() - 4) + " do (truncated, or not a frame)");
+  if (len > kMaxControlFrame)
+    return Status::Corruption("frame of " + std::to_string(len) + " bytes exceeds the limit");
+  return DecodeControlFrame(frame.data() + 4, len, h, payload);
 }
 
 }  // namespace m6rec

@@ -9,6 +9,9 @@
 //   ADMIN       [hdr][json request]                  -> ADMIN_REPLY [hdr][json]
 //   any request, when it is refused                  -> ERROR      [hdr status=code][text]
 // Control messages carry one JSON payload after the header.
+// The workers' zmq collective uses the same header (types kCollective*): sender = rank,
+// request_id = the call's sequence number, num_keys = element count, dim = ElementType; the
+// elements follow in one frame (none for a hello).
 // Decoding never trusts a length: every size is checked against the header (with overflow
 // checks) before anything is read, and a message that does not check out is refused whole.
 // Integers are little-endian (all supported hosts are; a static_assert keeps it so).
@@ -47,7 +50,20 @@ enum class MsgType : uint16_t {
   kControlError = 24,  // scheduler -> node: a refused control request
   kStatusRequest = 25, // anyone -> scheduler: cluster status as JSON
   kStatusReply = 26,
+  // worker collective (zmq backend), between rank 0 and the other workers
+  kCollectiveHello = 32,      // rank -> rank 0 (joining), rank 0 -> rank (everyone is here)
+  kCollectiveReduce = 33,     // rank -> rank 0: its buffer to sum
+  kCollectiveResult = 34,     // rank 0 -> rank: the sum, or the broadcast buffer
+  kCollectiveBroadcast = 35,  // root rank (not 0) -> rank 0: the buffer to broadcast
+  // cluster launches (mpirun, srun): rank 0 -> every rank, over MPI or a file; request_id = the
+  // message's index, token = the job token rank 0 made; JSON payload
+  kRendezvous = 48,
 };
+
+// Element type of a collective message's payload, carried in MsgHeader::dim.
+enum class ElementType : uint32_t { kNone = 0, kFloat32 = 1, kFloat64 = 2 };
+// Bytes per element; 0 for kNone and for codes this build does not know.
+size_t ElementSize(uint32_t element_type);
 
 const char* MsgTypeName(MsgType t);
 
@@ -88,5 +104,8 @@ constexpr uint32_t kMaxControlFrame = 16u << 20;
 std::string EncodeControlFrame(const MsgHeader& h, const std::string& payload);
 // Decodes the part after the length prefix.
 Status DecodeControlFrame(const char* data, size_t size, MsgHeader* h, std::string* payload);
+// Decodes one whole frame as EncodeControlFrame made it (length prefix included), e.g. a file:
+// the prefix must match the bytes that follow exactly (a truncated or padded frame is refused).
+Status DecodeWholeControlFrame(const std::string& frame, MsgHeader* h, std::string* payload);
 
 }  // namespace m6rec

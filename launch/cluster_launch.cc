@@ -15,11 +15,12 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/logging.h"
+#include "common/protocol.h"
 #include "common/transport.h"
 #include "common/util.h"
+#include "launch/mpi_launch.h"
 #include "launch/roles.h"
 #include "launch/run_dir.h"
-#include "worker/collective.h"
 
 namespace m6rec {
 
@@ -115,65 +116,126 @@ StatusOr<std::string> ResolveHost(const std::string& host, const std::string& in
   return found;
 }
 
-namespace {
+std::string EncodeRendezvousMessage(uint64_t token, uint64_t index, const nlohmann::json& body) {
+  MsgHeader h;
+  h.type = static_cast<uint16_t>(MsgType::kRendezvous);
+  h.token = token;
+  h.request_id = index;
+  h.sender = 0;
+  return EncodeControlFrame(h, body.dump());
+}
 
-// How a cluster launch's ranks agree: rank 0 publishes a message and every other rank receives
-// it (a broadcast). mpirun: MPI_Bcast. srun without MPI: a file in a directory every rank sees.
-class Rendezvous {
- public:
-  virtual ~Rendezvous() = default;
-  virtual Status Share(std::string* msg) = 0;
-  // The workers' own communicator, where the launch has one (MPI).
-  virtual Status SplitWorkers(bool is_worker, int index) = 0;
-  // Once the job is over (or failed), on every rank.
-  virtual void Finish() = 0;
-};
+Status DecodeRendezvousMessage(const std::string& bytes, uint64_t index, const std::string& where,
+                               uint64_t* token, nlohmann::json* body) {
+  const std::string what = "rendezvous message " + std::to_string(index) + " in " + where;
+  MsgHeader h;
+  std::string payload;
+  Status s = DecodeWholeControlFrame(bytes, &h, &payload);
+  if (!s.ok())
+    return Status::Corruption(what + " is not one from an m6rec rank 0 (" + s.message() +
+                              "): a foreign or damaged file?");
+  if (h.type != uint16_t(MsgType::kRendezvous) || h.request_id != index || h.sender != 0)
+    return Status::Corruption(what + " is a " + MsgTypeName(MsgType(h.type)) + " (index " +
+                              std::to_string(h.request_id) + ", sender " +
+                              std::to_string(h.sender) + "), not rank 0's message " +
+                              std::to_string(index));
+  nlohmann::json j = nlohmann::json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return Status::Corruption(what + ": the payload is not a JSON object");
+  *token = h.token;
+  *body = std::move(j);
+  return Status::OK();
+}
+
+Status Rendezvous::Share(uint64_t* token, nlohmann::json* body, std::string* where) {
+  const int k = next_++;
+  std::string bytes, carrier;
+  if (rank_ == 0) bytes = EncodeRendezvousMessage(*token, k, *body);
+  M6_RETURN_IF_ERROR(Transfer(k, &bytes, &carrier));
+  if (where) *where = carrier;
+  uint64_t got = 0;
+  nlohmann::json j;
+  M6_RETURN_IF_ERROR(DecodeRendezvousMessage(bytes, k, carrier, &got, &j));
+  if (k == 0) {
+    token_ = got;
+  } else if (got != token_) {
+    return Status::Corruption("rendezvous message " + std::to_string(k) + " in " + carrier +
+                              " carries another job's token than message 0 (a stale file?)");
+  }
+  *token = got;
+  *body = std::move(j);
+  return Status::OK();
+}
+
+namespace {
 
 class MpiRendezvous final : public Rendezvous {
  public:
-  Status Share(std::string* msg) override { return MpiBroadcastString(msg, 0); }
-  Status SplitWorkers(bool is_worker, int index) override { return MpiSplitWorkers(is_worker, index); }
+  explicit MpiRendezvous(int rank) : Rendezvous(rank) {}
+  StatusOr<std::shared_ptr<const MpiCommunicator>> SplitWorkers(bool is_worker,
+                                                                int index) override {
+    return MpiSplitWorkers(is_worker, index);
+  }
   void Finish() override { MpiStop(); }
+
+ protected:
+  Status Transfer(int, std::string* bytes, std::string* where) override {
+    *where = "the MPI broadcast from rank 0";
+    return MpiBroadcastString(bytes, 0);
+  }
 };
 
-// Rank 0 writes message k to DIR/.rendezvous-<id>-<k> (atomically: write, then rename); the
-// others poll for it. <id> names the job step, so a reused directory never serves stale news.
 class FileRendezvous final : public Rendezvous {
  public:
   FileRendezvous(std::string dir, std::string id, int rank, int64_t timeout_ms)
-      : dir_(std::move(dir)), id_(std::move(id)), rank_(rank), timeout_ms_(timeout_ms) {}
-  Status Share(std::string* msg) override {
-    const std::string path = dir_ + "/.rendezvous-" + id_ + "-" + std::to_string(seq_++);
+      : Rendezvous(rank), dir_(std::move(dir)), id_(std::move(id)), rank_(rank),
+        timeout_ms_(timeout_ms) {}
+  StatusOr<std::shared_ptr<const MpiCommunicator>> SplitWorkers(bool, int) override {
+    return std::shared_ptr<const MpiCommunicator>();
+  }
+  void Finish() override {
+    for (const auto& p : written_) std::remove(p.c_str());
+  }
+
+ protected:
+  Status Transfer(int k, std::string* bytes, std::string* where) override {
+    const std::string path = dir_ + "/.rendezvous-" + id_ + "-" + std::to_string(k);
+    *where = path;
     if (rank_ == 0) {
       M6_RETURN_IF_ERROR(MakeDirs(dir_));
       written_.push_back(path);
-      return WriteFileAtomic(path, *msg);
+      return WriteFileAtomic(path, *bytes);
     }
     const int64_t deadline = MonotonicMs() + timeout_ms_;
     while (MonotonicMs() < deadline) {
       auto text = ReadFileToString(path);
       if (text.ok()) {
-        *msg = *text;
+        *bytes = *text;
         return Status::OK();
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    return Status::DeadlineExceeded("rank " + std::to_string(rank_) + ": nothing from rank 0 at " + path + " after " +
-                                    std::to_string(timeout_ms_ / 1000) +
-                                    " s (rank 0 failed to start, or the directory is not on storage every node sees)");
-  }
-  Status SplitWorkers(bool, int) override { return Status::OK(); }
-  void Finish() override {
-    for (const auto& p : written_) std::remove(p.c_str());
+    return Status::DeadlineExceeded(
+        "rank " + std::to_string(rank_) + ": nothing from rank 0 at " + path + " after " +
+        std::to_string(timeout_ms_ / 1000) +
+        " s (rank 0 failed to start, or the directory is not on storage every node sees)");
   }
 
  private:
   std::string dir_, id_;
   int rank_;
   int64_t timeout_ms_;
-  int seq_ = 0;
   std::vector<std::string> written_;
 };
+
+// A string field of a rendezvous message, or an error naming the message's carrier.
+StatusOr<std::string> StringField(const nlohmann::json& body, const char* key,
+                                  const std::string& where) {
+  auto it = body.find(key);
+  if (it == body.end() || !it->is_string())
+    return Status::Corruption("rendezvous message in " + where + " has no string '" + key + "'");
+  return it->get<std::string>();
+}
 
 // This process's part of a cluster launch (mpirun or srun): rank 0 prepares the run directory
 // and runs the scheduler, whose address and job token reach the others through `rv`.
@@ -190,10 +252,12 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
     return 2;
   };
 
-  // Rank 0 prepares the run directory (effective config with cluster.servers/workers set from
-  // the plan) and shares its path; everyone reads that config.
-  std::string header;  // "ok\n<run_dir>" or "error\n<message>"
+  // Rank 0 makes the job token, prepares the run directory (effective config with
+  // cluster.servers/workers set from the plan) and shares both; everyone reads that config.
+  uint64_t token = 0;
+  nlohmann::json first_msg;  // {"run_dir": ...} or {"error": ...}
   if (rank == 0) {
+    token = RandomU64();
     JobConfig probe;
     auto first = PrepareRunDir(o.config_path, o.overrides, o.run_dir, &probe, default_run_dir_suffix);
     std::vector<RolePlan> plan;
@@ -210,16 +274,27 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
       ov.push_back("cluster.workers=" + std::to_string(workers));
       first = PrepareRunDir(o.config_path, ov, *first, &probe);
     }
-    header = first.ok() ? "ok\n" + *first : "error\n" + first.status().message();
+    first_msg = first.ok() ? nlohmann::json{{"run_dir", *first}}
+                           : nlohmann::json{{"error", first.status().message()}};
   }
-  Status st = rv.Share(&header);
+  std::string where;
+  Status st = rv.Share(&token, &first_msg, &where);
   if (!st.ok()) {
-    std::fprintf(stderr, "m6rec: %s\n", st.message().c_str());
+    std::fprintf(stderr, "m6rec: rank %d: %s\n", rank, st.message().c_str());
     rv.Finish();
     return 2;
   }
-  if (header.rfind("error\n", 0) == 0) return fail_all(header.substr(6));
-  const std::string run_dir = header.substr(3);
+  if (first_msg.contains("error")) {
+    auto e = StringField(first_msg, "error", where);
+    return fail_all(e.ok() ? *e : e.status().message());
+  }
+  auto run_dir_field = StringField(first_msg, "run_dir", where);
+  if (!run_dir_field.ok()) {
+    std::fprintf(stderr, "m6rec: rank %d: %s\n", rank, run_dir_field.status().message().c_str());
+    rv.Finish();
+    return 2;
+  }
+  const std::string run_dir = *run_dir_field;
   auto cfg = LoadConfig(run_dir + "/config.yaml");
   if (!cfg.ok()) return fail_all("rank " + std::to_string(rank) + ": " + cfg.status().message() +
                                  " (the run directory must be on storage every host sees)");
@@ -232,8 +307,8 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
   auto host = ResolveHost(cfg->cluster.host, cfg->cluster.interface);
   if (!host.ok()) return fail_all(host.status().message());
   cfg->cluster.host = *host;
-  st = rv.SplitWorkers(me.role == Role::kWorker, me.index);
-  if (!st.ok()) return fail_all(st.message());
+  auto mpi_workers = rv.SplitWorkers(me.role == Role::kWorker, me.index);
+  if (!mpi_workers.ok()) return fail_all(mpi_workers.status().message());
   if (rank == 0)
     LOG_INFO << "cluster job '" << cfg->name << "' over " << world << " processes on " << hosts << " host(s) via "
              << how << ": 1 scheduler, " << cfg->cluster.servers << " servers, " << cfg->cluster.workers
@@ -241,22 +316,25 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
 
   RoleOptions ro;
   ro.cfg = *cfg;
+  ro.mpi_workers = std::move(*mpi_workers);
   ro.rank = me.index;
   ro.run_dir = run_dir;
+  ro.token = token;
   int rc = 0;
-  std::string address;  // "host:port token" from the scheduler, or "error"
+  nlohmann::json address;  // {"host", "port"} of the scheduler, or {"error"}
   if (me.role == Role::kScheduler) {
     ro.scheduler_host = cfg->cluster.host;  // binds (and announces) this host's address
-    ro.token = RandomU64();
-    bool announced = false;
+    bool announced = false;  // message 1 went out (once: the others wait for exactly one)
     ro.on_scheduler_bound = [&](const std::string& h, int port) {
-      address = h + ":" + std::to_string(port) + " " + std::to_string(ro.token);
-      announced = rv.Share(&address).ok();
+      address = {{"host", h}, {"port", port}};
+      announced = true;
+      Status s = rv.Share(&token, &address);
+      if (!s.ok()) LOG_ERROR << "announcing the scheduler: " << s.message();
     };
     rc = RunSchedulerRole(ro);
     if (!announced) {
-      address = "error";
-      (void)rv.Share(&address);
+      address = {{"error", "the scheduler did not start"}};
+      (void)rv.Share(&token, &address);
     }
     if (rc == 0) {
       Status w = WriteRunResult(*cfg, run_dir, (MonotonicMs() - t0) / 1000.0);
@@ -266,17 +344,26 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
       }
     }
   } else {
-    st = rv.Share(&address);
-    if (!st.ok() || address == "error") {
+    uint64_t address_token = 0;
+    st = rv.Share(&address_token, &address, &where);
+    if (!st.ok() || address.contains("error")) {
       if (!st.ok()) LOG_ERROR << st.message();
+      ro.mpi_workers.reset();
       rv.Finish();
       return 1;  // the scheduler reported why
     }
-    const size_t sp = address.find(' ');
-    st = ParseHostPort(address.substr(0, sp), &ro.scheduler_host, &ro.scheduler_port);
-    ro.token = std::strtoull(address.substr(sp + 1).c_str(), nullptr, 10);
+    auto host_field = StringField(address, "host", where);
+    auto port = address.find("port");
+    if (host_field.ok() && (port == address.end() || !port->is_number_integer()))
+      st = Status::Corruption("rendezvous message in " + where + " has no integer 'port'");
+    else if (!host_field.ok())
+      st = host_field.status();
+    else
+      st = ParseHostPort(*host_field + ":" + std::to_string(port->get<int64_t>()),
+                         &ro.scheduler_host, &ro.scheduler_port);
     if (!st.ok()) {
       LOG_ERROR << st.message();
+      ro.mpi_workers.reset();
       rv.Finish();
       return 1;
     }
@@ -287,6 +374,7 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
       rc = RunWorkerRole(ro);
     }
   }
+  ro.mpi_workers.reset();  // freed while MPI is still up (Finish may finalise it)
   rv.Finish();
   return rc;
 }
@@ -300,7 +388,7 @@ int RunMpiJob(const LocalClusterOptions& o, int* argc, char*** argv) {
     return 2;
   }
   const int rank = mp->rank, world = mp->size;
-  MpiRendezvous rv;
+  MpiRendezvous rv(rank);
   char hostname[256] = {0};
   gethostname(hostname, sizeof(hostname) - 1);
   auto hosts = MpiAllGatherString(hostname);
@@ -339,6 +427,11 @@ int RunSlurmJob(const LocalClusterOptions& o) {
   // working directory srun gives every task: the submit directory, on shared storage).
   FileRendezvous rv(o.run_dir.empty() ? "runs" : o.run_dir, id, env.rank, kSlurmRendezvousTimeoutMs);
   return RunClusterJob(o, rv, env.rank, env.size, *node_of_rank, hosts, env.how, "slurm" + id);
+}
+
+std::unique_ptr<Rendezvous> MakeFileRendezvous(const std::string& dir, const std::string& id,
+                                               int rank, int64_t timeout_ms) {
+  return std::make_unique<FileRendezvous>(dir, id, rank, timeout_ms);
 }
 
 StatusOr<std::vector<int>> SlurmNodeOfRank(const std::string& tasks_per_node, int world) {

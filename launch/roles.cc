@@ -3,8 +3,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -13,11 +13,11 @@
 #include "ps/server.h"
 #include "scheduler/client.h"
 #include "scheduler/scheduler.h"
+#include "worker/collective_setup.h"
 #include "worker/synthetic_data.h"
 #include "worker/ps_client.h"
 #include "worker/training_engine.h"
 #include "worker/zmq_collective.h"
-#include "common/transport.h"
 
 namespace m6rec {
 
@@ -39,51 +39,6 @@ int Fail(const std::string& what, const Status& s) {
 }
 
 }  // namespace
-
-StatusOr<std::unique_ptr<Collective>> MakeWorkerCollective(const JobConfig& cfg, const ClusterView& view,
-                                                           std::shared_ptr<ZmqCollectiveEndpoint> endpoint,
-                                                           std::function<bool(std::string*)> should_abort) {
-  const int W = static_cast<int>(view.workers.size());
-  std::string backend = EnumName(cfg.train.collective);
-  if (backend == "auto") {
-    int mpi_size = 0;
-    if (W == 1) backend = "single";
-    else if (cfg.model.device == DeviceKind::kCuda && HaveNccl()) backend = "nccl";
-    else if (MpiWorkerGroupSize(&mpi_size) && mpi_size == W) backend = "mpi";
-    else backend = "zmq";
-  }
-  // zmq (and NCCL's bootstrap) need the peers' endpoints from the view.
-  std::unique_ptr<Collective> zmq;
-  if (backend == "zmq" || backend == "nccl") {
-    ZmqCollectiveOptions zo;
-    zo.endpoint = std::move(endpoint);
-    zo.rank = static_cast<int>(view.rank);
-    for (const auto& w : view.workers) {
-      if (w.port <= 0) return Status::Internal("worker " + std::to_string(w.rank) + " advertised no collective port");
-      zo.peers.push_back(TcpEndpoint(w.host, w.port));
-    }
-    zo.timeout_ms = std::max(cfg.cluster.request_timeout_ms, cfg.cluster.connect_timeout_ms) * 10;
-    zo.should_abort = std::move(should_abort);
-    M6_ASSIGN_OR_RETURN(zmq, CreateZmqCollective(zo));
-    if (backend == "zmq") return zmq;
-  }
-  CollectiveOptions co;
-  co.backend = backend;
-  if (backend == "nccl") {
-    co.nccl_rank = static_cast<int>(view.rank);
-    co.nccl_size = W;
-    Collective* boot = zmq.get();
-    // The NCCL unique id travels as floats over the zmq collective's broadcast.
-    co.share = [boot](std::string* bytes, int root) -> Status {
-      std::vector<float> buf((bytes->size() + sizeof(float) - 1) / sizeof(float), 0.0f);
-      std::memcpy(buf.data(), bytes->data(), bytes->size());
-      M6_RETURN_IF_ERROR(boot->Broadcast(buf.data(), buf.size(), root));
-      std::memcpy(bytes->data(), buf.data(), bytes->size());
-      return Status::OK();
-    };
-  }
-  return CreateCollective(co);
-}
 
 StatusOr<std::string> PrepareData(const JobConfig& cfg, const std::string& run_dir) {
   if (cfg.data.source == DataSource::kDir) {
@@ -184,11 +139,11 @@ int RunServerRole(const RoleOptions& o) {
   ShutdownNotice notice;
   while (true) {
     notice = (*client)->WaitShutdown(1000);
-    if ((*client)->shutdown_received() || notice.reason.rfind("lost", 0) == 0) break;
+    if (notice.cause != ShutdownCause::kTimeout) break;  // a SHUTDOWN, or the scheduler is gone
   }
   srv.Stop();
   LOG_INFO << "stopped: " << notice.reason << "; stats " << srv.StatsJson();
-  return (*client)->shutdown_received() ? 0 : 1;
+  return notice.cause == ShutdownCause::kConnectionLost ? 1 : 0;
 }
 
 int RunWorkerRole(const RoleOptions& o) {
@@ -231,7 +186,17 @@ int RunWorkerRole(const RoleOptions& o) {
   auto barrier = [&](const std::string& name) { return sched.Barrier(name, "workers", barrier_timeout); };
   Status s = barrier("start");
   if (!s.ok()) return report_failure("start barrier", s);
-  auto collective = MakeWorkerCollective(o.cfg, *view, *endpoint, should_abort);
+  WorkerCollectiveOptions wo;
+  wo.backend = o.cfg.train.collective;
+  wo.workers = view->workers;
+  wo.rank = static_cast<int>(view->rank);
+  wo.token = o.token;
+  wo.device = o.cfg.model.device;
+  wo.timeout_ms = barrier_timeout;
+  wo.should_abort = should_abort;
+  wo.endpoint = *endpoint;
+  wo.mpi_workers = o.mpi_workers;
+  auto collective = SetUpWorkerCollective(wo);
   if (!collective.ok()) return report_failure("collective", collective.status());
 
   EngineContext ctx;

@@ -10,8 +10,7 @@
 
 #include "common/cluster_view.h"
 #include "common/config.h"
-#include "worker/collective.h"
-#include "worker/zmq_collective.h"
+#include "worker/mpi_communicator.h"
 
 namespace m6rec {
 
@@ -30,6 +29,8 @@ struct RoleOptions {
   std::string resume_from;
   // scheduler: called once it is bound, before it serves (cluster launches announce it).
   std::function<void(const std::string& host, int port)> on_scheduler_bound;
+  // worker: the workers' own MPI communicator, where the launch split one (mpirun).
+  std::shared_ptr<const MpiCommunicator> mpi_workers;
 };
 
 int RunSchedulerRole(const RoleOptions& o);
@@ -39,13 +40,5 @@ int RunWorkerRole(const RoleOptions& o);
 // The dataset directory a job reads: data.path, or run_dir/data for synthetic data (generated
 // there on first use; concurrent callers are safe).
 StatusOr<std::string> PrepareData(const JobConfig& cfg, const std::string& run_dir);
-
-// The workers' collective for train.collective (auto: single for one worker, NCCL for cuda
-// models when built with it, MPI when the workers have their own MPI communicator (mpirun
-// launches), else zmq over the
-// endpoints in the view). `endpoint` is this worker's, bound before registration.
-StatusOr<std::unique_ptr<Collective>> MakeWorkerCollective(const JobConfig& cfg, const ClusterView& view,
-                                                           std::shared_ptr<ZmqCollectiveEndpoint> endpoint,
-                                                           std::function<bool(std::string*)> should_abort);
 
 }  // namespace m6rec

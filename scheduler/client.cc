@@ -12,6 +12,17 @@
 
 namespace m6rec {
 
+const char* ShutdownCauseName(ShutdownCause c) {
+  switch (c) {
+    case ShutdownCause::kShutdownOk: return "shutdown ok";
+    case ShutdownCause::kShutdownFailed: return "shutdown failed";
+    case ShutdownCause::kNodeDead: return "node dead";
+    case ShutdownCause::kConnectionLost: return "connection lost";
+    case ShutdownCause::kTimeout: return "timeout";
+  }
+  return "?";
+}
+
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using nlohmann::json;
@@ -158,6 +169,7 @@ class SchedulerClient::Impl {
         if (!shutdown_ok_) failed_ = true;
       } else if (t == MsgType::kNodeDead) {
         failed_ = true;
+        node_dead_ = true;
         failure_ = j.value("role", std::string("?")) + " " + std::to_string(j.value("rank", -1)) +
                    " died: " + j.value("reason", std::string("?"));
       } else {
@@ -178,6 +190,7 @@ class SchedulerClient::Impl {
   std::condition_variable cv_;
   std::deque<std::pair<MsgHeader, json>> inbox_;  // guarded by mu_
   bool stop_ = false, lost_ = false, shutdown_ = false, shutdown_ok_ = false, failed_ = false;
+  bool node_dead_ = false;  // a NODE_DEAD arrived
   std::string failure_;
 };
 
@@ -224,8 +237,19 @@ ShutdownNotice SchedulerClient::WaitShutdown(int timeout_ms) {
   std::unique_lock<std::mutex> lock(impl_->mu_);
   bool got = impl_->cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
                                  [&] { return impl_->shutdown_ || impl_->lost_; });
-  if (!got) return {false, "no shutdown from the scheduler within the timeout"};
-  return {impl_->shutdown_ && impl_->shutdown_ok_, impl_->failure_};
+  ShutdownNotice n;
+  if (!got) {
+    n.cause = ShutdownCause::kTimeout;
+    n.reason = "no shutdown from the scheduler within the timeout";
+    return n;
+  }
+  if (!impl_->shutdown_) n.cause = ShutdownCause::kConnectionLost;
+  else if (impl_->shutdown_ok_) n.cause = ShutdownCause::kShutdownOk;
+  else if (impl_->node_dead_) n.cause = ShutdownCause::kNodeDead;
+  else n.cause = ShutdownCause::kShutdownFailed;
+  n.ok = n.cause == ShutdownCause::kShutdownOk;
+  n.reason = impl_->failure_;
+  return n;
 }
 
 bool SchedulerClient::failed(std::string* why) const {

@@ -28,9 +28,20 @@ struct SchedulerClientOptions {
   int heartbeat_interval_ms = 500;
 };
 
+// How a wait for the job's end ended, as the client learned it (never parsed from text).
+enum class ShutdownCause {
+  kShutdownOk,      // SHUTDOWN ok=true: the job completed
+  kShutdownFailed,  // SHUTDOWN ok=false: the job failed (the reason says why)
+  kNodeDead,        // SHUTDOWN ok=false after a NODE_DEAD: the job failed because a node died
+  kConnectionLost,  // the scheduler connection closed or broke before any SHUTDOWN
+  kTimeout,         // nothing ended the job within the wait
+};
+const char* ShutdownCauseName(ShutdownCause c);
+
 struct ShutdownNotice {
-  bool ok = false;
-  std::string reason;
+  bool ok = false;  // cause == kShutdownOk
+  ShutdownCause cause = ShutdownCause::kTimeout;
+  std::string reason;  // for people: logs and error messages
 };
 
 class SchedulerClient {
@@ -45,7 +56,8 @@ class SchedulerClient {
   Status Barrier(const std::string& name, const std::string& group, int timeout_ms);
   // Reports the worker's end (summary is a JSON object's text).
   Status Finished(bool ok, const std::string& error, const std::string& summary_json);
-  // Blocks until the scheduler says SHUTDOWN or the connection is lost (reported as not ok).
+  // Blocks until the scheduler says SHUTDOWN or the connection is lost (reported as not ok);
+  // notice.cause says which (kTimeout when neither happened within timeout_ms).
   ShutdownNotice WaitShutdown(int timeout_ms);
   // Non-blocking: set once SHUTDOWN(ok=false), NODE_DEAD or a lost connection was seen.
   bool failed(std::string* why) const;

@@ -2,7 +2,10 @@
 
 #include <cstdlib>
 
+#include "common/protocol.h"
+#include "common/util.h"
 #include "launch/cluster_launch.h"
+#include "test_util.h"
 
 namespace m6rec {
 
@@ -113,6 +116,93 @@ TEST(ClusterLaunch, ResolvesHostAuto) {
   auto none = ResolveHost("auto", "no-such-if0");
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.status().message().find("no-such-if0"), std::string::npos);
+}
+
+TEST(ClusterLaunch, FileRendezvousCarriesTheTokenAndJsonFromRankZero) {
+  testing::TempDir dir;
+  auto r0 = MakeFileRendezvous(dir.path(), "7.0", 0, 2000);
+  auto r1 = MakeFileRendezvous(dir.path(), "7.0", 1, 2000);
+  uint64_t token = 0xfeedULL;
+  nlohmann::json body = {{"run_dir", "/shared/run"}};
+  ASSERT_TRUE(r0->Share(&token, &body).ok());
+  body = {{"host", "10.0.0.1"}, {"port", 4242}};
+  ASSERT_TRUE(r0->Share(&token, &body).ok());
+  uint64_t got = 0;
+  nlohmann::json in;
+  std::string where;
+  ASSERT_TRUE(r1->Share(&got, &in, &where).ok());
+  EXPECT_EQ(got, 0xfeedULL) << "the job token travels in the header";
+  EXPECT_EQ(in["run_dir"], "/shared/run");
+  EXPECT_EQ(where, dir / ".rendezvous-7.0-0");
+  Status s = r1->Share(&got, &in);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(in["port"], 4242);
+  r0->Finish();
+  EXPECT_FALSE(ReadFileToString(dir / ".rendezvous-7.0-0").ok()) << "rank 0 removes its files";
+}
+
+TEST(ClusterLaunch, ForeignOrDamagedRendezvousFilesAreClearErrorsNamingTheFile) {
+  const std::string good = EncodeRendezvousMessage(5, 0, {{"run_dir", "/r"}});
+  MsgHeader future;
+  future.version = kProtocolVersion + 1;
+  future.type = static_cast<uint16_t>(MsgType::kRendezvous);
+  struct Case {
+    const char* what;
+    std::string bytes;
+    const char* says;
+  };
+  const std::vector<Case> cases = {
+      {"truncated", good.substr(0, good.size() - 5), "truncated"},
+      {"the old text format", "127.0.0.1:5000 123", "not one from an m6rec rank 0"},
+      {"empty", "", "not one from an m6rec rank 0"},
+      {"another protocol version", EncodeControlFrame(future, "{}"), "version"},
+      {"message 1 where message 0 belongs", EncodeRendezvousMessage(5, 1, {{"run_dir", "/r"}}),
+       "not rank 0's message 0"},
+      {"a JSON array", EncodeRendezvousMessage(5, 0, nlohmann::json::array()), "not a JSON object"},
+  };
+  for (const Case& c : cases) {
+    testing::TempDir dir;
+    ASSERT_TRUE(WriteFileAtomic(dir / ".rendezvous-9.1-0", c.bytes).ok());
+    auto r1 = MakeFileRendezvous(dir.path(), "9.1", 1, 2000);
+    uint64_t token = 0;
+    nlohmann::json body;
+    Status s = r1->Share(&token, &body);
+    ASSERT_FALSE(s.ok()) << c.what << " must be refused";
+    EXPECT_EQ(s.code(), StatusCode::kCorruption) << c.what << ": " << s.message();
+    EXPECT_NE(s.message().find(dir / ".rendezvous-9.1-0"), std::string::npos)
+        << c.what << ": the error names the file: " << s.message();
+    EXPECT_NE(s.message().find(c.says), std::string::npos) << c.what << ": " << s.message();
+    EXPECT_EQ(token, 0u) << c.what << ": nothing is taken from a refused message";
+  }
+}
+
+TEST(ClusterLaunch, ARendezvousMessageWithAnotherJobsTokenIsRefused) {
+  testing::TempDir dir;
+  ASSERT_TRUE(WriteFileAtomic(dir / ".rendezvous-3.0-0",
+                              EncodeRendezvousMessage(11, 0, {{"run_dir", "/r"}}))
+                  .ok());
+  ASSERT_TRUE(WriteFileAtomic(dir / ".rendezvous-3.0-1",
+                              EncodeRendezvousMessage(12, 1, {{"host", "h"}, {"port", 1}}))
+                  .ok());
+  auto r1 = MakeFileRendezvous(dir.path(), "3.0", 1, 2000);
+  uint64_t token = 0;
+  nlohmann::json body;
+  ASSERT_TRUE(r1->Share(&token, &body).ok());
+  EXPECT_EQ(token, 11u);
+  Status s = r1->Share(&token, &body);
+  ASSERT_FALSE(s.ok()) << "message 1 carries token 12, message 0 carried 11";
+  EXPECT_NE(s.message().find("another job's token"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find(".rendezvous-3.0-1"), std::string::npos) << s.message();
+}
+
+TEST(ClusterLaunch, AMissingRendezvousFileTimesOutNamingIt) {
+  testing::TempDir dir;
+  auto r1 = MakeFileRendezvous(dir.path(), "4.0", 2, 200);
+  uint64_t token = 0;
+  nlohmann::json body;
+  Status s = r1->Share(&token, &body);
+  EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s.message();
+  EXPECT_NE(s.message().find(".rendezvous-4.0-0"), std::string::npos) << s.message();
 }
 
 }  // namespace m6rec

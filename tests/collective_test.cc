@@ -43,6 +43,18 @@ TEST(Collective, SingleIsTheIdentity) {
   EXPECT_EQ((*c)->size(), 1);
 }
 
+TEST(Collective, HostBackendsSayTheyTakeHostBuffersInPlace) {
+  auto single = CreateCollective(CollectiveOptions{});
+  auto inproc = InprocRank(MakeInProcessHub(1), 0);
+  ASSERT_TRUE(single.ok() && inproc.ok());
+  for (Collective* c : {single->get(), inproc->get()}) {
+    const Collective::Capabilities caps = c->capabilities();
+    EXPECT_TRUE(caps.host_buffers) << c->name() << " takes host memory";
+    EXPECT_FALSE(caps.device_buffers) << c->name() << " does not need device memory";
+    EXPECT_TRUE(caps.in_place) << c->name();
+  }
+}
+
 TEST(Collective, InProcessRanksGetBitIdenticalSumsOverManyRounds) {
   const int ranks = 4, rounds = 50;
   const size_t n = 1000;
@@ -78,6 +90,59 @@ TEST(Collective, InProcessRanksGetBitIdenticalSumsOverManyRounds) {
   float want = 0;
   for (int r = 0; r < ranks; ++r) want += 1.0f / float(1 + 7 * r) + 1e7f * float(r % 2) + (rounds - 1);
   EXPECT_NEAR(results[0][0], want, 1.0f);
+}
+
+TEST(Collective, InProcessDoubleSumsStayExactPastFloatPrecision) {
+  // 2^24 + 1 and 1e15 + 1 have no float representation; the double allreduce must keep them.
+  const int ranks = 3;
+  auto hub = MakeInProcessHub(ranks);
+  std::vector<std::vector<double>> got(ranks);
+  std::vector<Status> errors(ranks);
+  std::vector<std::thread> ts;
+  for (int r = 0; r < ranks; ++r)
+    ts.emplace_back([&, r] {
+      auto c = InprocRank(hub, r);
+      // rank 0: 2^24, 1e15; rank 1 adds 1 to each; rank 2 adds nothing there.
+      std::vector<double> v =
+          r == 0 ? std::vector<double>{16777216.0, 1e15, 0.1}
+                 : std::vector<double>{r == 1 ? 1.0 : 0.0, r == 1 ? 1.0 : 0.0, 0.2 * r};
+      std::vector<float> f(2, 1.0f);  // a float call in between keeps its own type
+      errors[r] = (*c)->AllReduceSum(v.data(), v.size());
+      if (errors[r].ok()) errors[r] = (*c)->AllReduceSum(f.data(), f.size());
+      if (errors[r].ok() && f != std::vector<float>(2, 3.0f))
+        errors[r] = Status::Internal("bad float sum");
+      got[r] = v;
+    });
+  for (auto& t : ts) t.join();
+  for (int r = 0; r < ranks; ++r)
+    ASSERT_TRUE(errors[r].ok()) << "rank " << r << ": " << errors[r].message();
+  EXPECT_EQ(got[0][0], 16777217.0) << "2^24 + 1 survives";
+  EXPECT_EQ(got[0][1], 1e15 + 1) << "1e15 + 1 survives";
+  EXPECT_EQ(got[0][2], (0.1 + 0.2) + 0.4) << "summed in rank order";
+  for (int r = 1; r < ranks; ++r)
+    EXPECT_EQ(0, std::memcmp(got[r].data(), got[0].data(), 3 * sizeof(double)))
+        << "rank " << r << " drifted";
+}
+
+TEST(Collective, InProcessRanksMixingFloatAndDoubleFailInsteadOfMisreading) {
+  auto hub = MakeInProcessHub(2);
+  std::vector<Status> errors(2);
+  std::thread t([&] {
+    auto c = InprocRank(hub, 1);
+    std::vector<double> v(4, 1.0);
+    errors[1] = (*c)->AllReduceSum(v.data(), v.size());
+  });
+  auto c = InprocRank(hub, 0);
+  std::vector<float> v(4, 1.0f);
+  errors[0] = (*c)->AllReduceSum(v.data(), v.size());
+  t.join();
+  EXPECT_FALSE(errors[0].ok() && errors[1].ok()) << "one rank must see the mismatch";
+  for (const Status& s : errors) {
+    if (!s.ok()) {
+      EXPECT_TRUE(s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kAborted)
+          << s.message();
+    }
+  }
 }
 
 TEST(Collective, AnInjectedFailureReachesEveryRankInsteadOfHanging) {
@@ -123,6 +188,8 @@ TEST(Collective, NcclIsBuiltAndReportsTheMissingGpuClearly) {
     return;
   }
   EXPECT_EQ((*c)->name(), "nccl");
+  EXPECT_TRUE((*c)->capabilities().device_buffers) << "NCCL's float buffers live on the GPU";
+  EXPECT_FALSE((*c)->capabilities().host_buffers);
   EXPECT_EQ((*c)->size(), 1);
   EXPECT_TRUE((*c)->Barrier().ok()) << "a one-rank NCCL barrier on the GPU";
 #ifdef M6REC_HAVE_NCCL
@@ -138,6 +205,10 @@ TEST(Collective, NcclIsBuiltAndReportsTheMissingGpuClearly) {
   ASSERT_EQ(cudaMemcpy(back.data(), dev, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
   cudaFree(dev);
   EXPECT_EQ(0, std::memcmp(host.data(), back.data(), n * sizeof(float))) << "one rank: the buffer is unchanged";
+  // Metric sums: doubles in host memory, staged through the GPU.
+  std::vector<double> sums{16777217.0, 1e15 + 1};
+  EXPECT_TRUE((*c)->AllReduceSum(sums.data(), sums.size()).ok());
+  EXPECT_EQ(sums, (std::vector<double>{16777217.0, 1e15 + 1})) << "host doubles come back exact";
   std::fprintf(stderr, "NOTE: NCCL allreduce + broadcast of %zu floats ran on the GPU\n", n);
 #endif
 }

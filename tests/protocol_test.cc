@@ -114,4 +114,30 @@ TEST(Protocol, ControlFrameRoundTripAndRejection) {
   EXPECT_FALSE(DecodeControlFrame(garbage.data(), garbage.size(), &out, &payload).ok());
 }
 
+TEST(Protocol, WholeControlFramesMustMatchTheirLengthPrefix) {
+  MsgHeader h;
+  h.type = static_cast<uint16_t>(MsgType::kRendezvous);
+  h.token = 7;
+  const std::string f = EncodeControlFrame(h, "{\"x\":1}");
+  MsgHeader out;
+  std::string payload;
+  ASSERT_TRUE(DecodeWholeControlFrame(f, &out, &payload).ok());
+  EXPECT_EQ(payload, "{\"x\":1}");
+  EXPECT_EQ(out.token, 7u);
+  Status s = DecodeWholeControlFrame(f.substr(0, f.size() - 1), &out, &payload);
+  EXPECT_EQ(s.code(), StatusCode::kCorruption);
+  EXPECT_NE(s.message().find("truncated"), std::string::npos) << s.message();
+  EXPECT_FALSE(DecodeWholeControlFrame(f + "x", &out, &payload).ok()) << "padded";
+  EXPECT_FALSE(DecodeWholeControlFrame("ok", &out, &payload).ok()) << "shorter than a prefix";
+  EXPECT_FALSE(DecodeWholeControlFrame(std::string(60, 'x'), &out, &payload).ok()) << "text";
+}
+
+TEST(Protocol, CollectiveElementTypesHaveTheirSizesAndUnknownOnesNone) {
+  EXPECT_EQ(ElementSize(uint32_t(ElementType::kFloat32)), 4u);
+  EXPECT_EQ(ElementSize(uint32_t(ElementType::kFloat64)), 8u);
+  EXPECT_EQ(ElementSize(uint32_t(ElementType::kNone)), 0u);
+  EXPECT_EQ(ElementSize(77), 0u) << "a code this build does not know has no size";
+  EXPECT_STREQ(MsgTypeName(MsgType::kCollectiveReduce), "COLLECTIVE_REDUCE");
+}
+
 }  // namespace m6rec

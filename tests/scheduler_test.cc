@@ -105,6 +105,7 @@ TEST(Scheduler, RendezvousBarrierStatusAndOrderlyShutdown) {
   ASSERT_TRUE(w1->Finished(true, "", "{}").ok());
   ShutdownNotice n = server->WaitShutdown(5000);
   EXPECT_TRUE(n.ok) << n.reason;
+  EXPECT_EQ(n.cause, ShutdownCause::kShutdownOk) << ShutdownCauseName(n.cause);
   server.reset();  // the server leaving lets the scheduler finish
   ASSERT_EQ(r.result.wait_for(std::chrono::seconds(5)), std::future_status::ready);
   EXPECT_TRUE(r.result.get().ok());
@@ -132,12 +133,58 @@ TEST(Scheduler, ADisconnectedNodeIsDeclaredDeadAndEveryoneIsTold) {
   server.reset();  // the server's process "dies": its connection closes
   ShutdownNotice n = worker->WaitShutdown(5000);
   EXPECT_FALSE(n.ok);
+  EXPECT_EQ(n.cause, ShutdownCause::kNodeDead) << "a failed shutdown after NODE_DEAD, got "
+                                               << ShutdownCauseName(n.cause) << ": " << n.reason;
   std::string why;
   EXPECT_TRUE(worker->failed(&why));
   EXPECT_NE(why.find("server 0"), std::string::npos) << why;
   ASSERT_EQ(r.result.wait_for(std::chrono::seconds(5)), std::future_status::ready);
   Status st = r.result.get();
   EXPECT_NE(st.message().find("server 0"), std::string::npos) << st.message();
+}
+
+TEST(SchedulerClient, ShutdownNoticeSaysWhetherItTimedOutFailedOrLostTheScheduler) {
+  Running r = Start(1, 1);
+  auto server = Connect(r.sched->port());
+  auto worker = Connect(r.sched->port());
+  auto fs = std::async(std::launch::async,
+                       [&] { return server->Register("server", "127.0.0.1", 1, -1, 5000); });
+  ASSERT_TRUE(worker->Register("worker", "127.0.0.1", 0, -1, 5000).ok());
+  ASSERT_TRUE(fs.get().ok());
+  ShutdownNotice n = worker->WaitShutdown(50);
+  EXPECT_EQ(n.cause, ShutdownCause::kTimeout)
+      << "nothing happened yet: " << ShutdownCauseName(n.cause);
+  EXPECT_FALSE(n.ok);
+  // The worker reports a failure: the scheduler fails the job (no node died).
+  ASSERT_TRUE(worker->Finished(false, "broken on purpose", "{}").ok());
+  n = server->WaitShutdown(5000);
+  EXPECT_EQ(n.cause, ShutdownCause::kShutdownFailed)
+      << ShutdownCauseName(n.cause) << ": " << n.reason;
+  EXPECT_FALSE(n.ok);
+  ASSERT_EQ(r.result.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_FALSE(r.result.get().ok());
+}
+
+TEST(SchedulerClient, AVanishedSchedulerIsAConnectionLostNotice) {
+  // A "scheduler" that accepts the connection and then closes it without a word.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  auto c = Connect(ntohs(a.sin_port));
+  int conn = ::accept(fd, nullptr, nullptr);
+  ASSERT_GE(conn, 0);
+  ::close(conn);
+  ::close(fd);
+  ShutdownNotice n = c->WaitShutdown(5000);
+  EXPECT_EQ(n.cause, ShutdownCause::kConnectionLost)
+      << ShutdownCauseName(n.cause) << ": " << n.reason;
+  EXPECT_FALSE(n.ok);
 }
 
 TEST(Scheduler, WrongTokenConnectionsAreClosedAndCounted) {

@@ -2,6 +2,8 @@
 
 #ifdef M6REC_HAVE_MPI
 #include <mpi.h>
+
+#include "worker/mpi_communicator_impl.h"
 #endif
 
 #include <condition_variable>
@@ -16,6 +18,11 @@ Status Collective::AllReduceSum(float* data, size_t n) {
   return work->Wait();
 }
 
+Status Collective::AllReduceSum(double* data, size_t n) {
+  M6_ASSIGN_OR_RETURN(auto work, AllReduceSumAsync(data, n));
+  return work->Wait();
+}
+
 namespace {
 
 
@@ -24,7 +31,11 @@ class SingleCollective final : public Collective {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string name() const override { return "single"; }
+  Capabilities capabilities() const override { return Capabilities{}; }
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float*, size_t) override {
+    return std::unique_ptr<Work>(new CompletedWork(Status::OK()));
+  }
+  StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(double*, size_t) override {
     return std::unique_ptr<Work>(new CompletedWork(Status::OK()));
   }
   Status Broadcast(float*, size_t, int root) override {
@@ -44,26 +55,35 @@ class InProcessHub {
   // Every rank deposits its buffer; the last one to arrive computes the result in rank order
   // (so it is the same whatever the arrival order) and everyone copies it out. A rank that
   // comes back for the next operation waits until every copy of this one is done.
-  Status Exchange(int rank, float* data, size_t n, int root, bool reduce) {
+  template <typename T>
+  Status Exchange(int rank, T* data, size_t n, int root, bool reduce) {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return pending_copies_ == 0 || failed_; });
     if (failed_) return Status::Aborted("inproc collective: a peer failed");
-    if (n_ == SIZE_MAX) n_ = n;
-    if (n_ != n) {
+    if (n_ == SIZE_MAX) {
+      n_ = n;
+      elem_ = sizeof(T);
+    }
+    if (n_ != n || elem_ != sizeof(T)) {
       failed_ = true;
       cv_.notify_all();
-      return Status::InvalidArgument("inproc collective: ranks passed different sizes");
+      return Status::InvalidArgument(
+          "inproc collective: ranks passed different sizes or element types");
     }
     slots_[rank] = data;
     const uint64_t gen = generation_;
     if (++arrived_ == size_) {
-      result_.assign(n, 0.0f);
+      std::vector<T> acc(n, T(0));
       if (reduce) {
-        for (int r = 0; r < size_; ++r)
-          for (size_t i = 0; i < n; ++i) result_[i] += slots_[r][i];
+        for (int r = 0; r < size_; ++r) {
+          const T* in = static_cast<const T*>(slots_[r]);
+          for (size_t i = 0; i < n; ++i) acc[i] += in[i];
+        }
       } else {
-        std::memcpy(result_.data(), slots_[root], n * sizeof(float));
+        std::memcpy(acc.data(), slots_[root], n * sizeof(T));
       }
+      result_.assign(reinterpret_cast<const char*>(acc.data()),
+                     reinterpret_cast<const char*>(acc.data()) + n * sizeof(T));
       arrived_ = 0;
       pending_copies_ = size_;
       ++generation_;
@@ -72,7 +92,7 @@ class InProcessHub {
       cv_.wait(lock, [&] { return generation_ != gen || failed_; });
       if (generation_ == gen) return Status::Aborted("inproc collective: a peer failed");
     }
-    std::memcpy(data, result_.data(), n * sizeof(float));
+    std::memcpy(data, result_.data(), n * sizeof(T));
     if (--pending_copies_ == 0) {
       n_ = SIZE_MAX;
       cv_.notify_all();
@@ -91,10 +111,10 @@ class InProcessHub {
   const int size_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<float*> slots_;
-  std::vector<float> result_;
+  std::vector<const void*> slots_;  // each rank's buffer, of n_ elements of elem_ bytes
+  std::vector<char> result_;
   int arrived_ = 0, pending_copies_ = 0;
-  size_t n_ = SIZE_MAX;
+  size_t n_ = SIZE_MAX, elem_ = 0;
   uint64_t generation_ = 0;
   bool failed_ = false;
 };
@@ -111,8 +131,13 @@ class InProcessCollective final : public Collective {
   int rank() const override { return rank_; }
   int size() const override { return hub_->size(); }
   std::string name() const override { return "inproc"; }
+  Capabilities capabilities() const override { return Capabilities{}; }
 
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
+    M6_RETURN_IF_ERROR(MaybeFail("allreduce"));
+    return std::unique_ptr<Work>(new CompletedWork(hub_->Exchange(rank_, data, n, 0, true)));
+  }
+  StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(double* data, size_t n) override {
     M6_RETURN_IF_ERROR(MaybeFail("allreduce"));
     return std::unique_ptr<Work>(new CompletedWork(hub_->Exchange(rank_, data, n, 0, true)));
   }
@@ -150,13 +175,11 @@ Status MpiError(int code, const char* what) {
   return Status::Internal(std::string("MPI ") + what + ": " + std::string(msg, len));
 }
 
-MPI_Comm g_worker_comm = MPI_COMM_NULL;  // set by MpiSplitWorkers
-bool g_mpi_started = false;
-
 class MpiCollective final : public Collective {
  public:
-  MpiCollective() {
-    MPI_Comm_dup(g_worker_comm != MPI_COMM_NULL ? g_worker_comm : MPI_COMM_WORLD, &comm_);
+  // Works on its own duplicate of `group`, so its messages never mix with other users' of it.
+  explicit MpiCollective(MPI_Comm group) {
+    MPI_Comm_dup(group, &comm_);
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
@@ -165,16 +188,15 @@ class MpiCollective final : public Collective {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "mpi"; }
+  Capabilities capabilities() const override { return Capabilities{}; }
 
   // Reduce to rank 0 in MPI's fixed order, then broadcast that one result: every rank holds
-  // the same bits (a plain MPI_Allreduce does not promise that for floats).
+  // the same bits (a plain MPI_Allreduce does not promise that for floating point).
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
-    if (n > static_cast<size_t>(INT32_MAX)) return Status::InvalidArgument("MPI allreduce: buffer too large");
-    const int count = static_cast<int>(n);
-    int rc = rank_ == 0 ? MPI_Reduce(MPI_IN_PLACE, data, count, MPI_FLOAT, MPI_SUM, 0, comm_)
-                        : MPI_Reduce(data, nullptr, count, MPI_FLOAT, MPI_SUM, 0, comm_);
-    if (rc != MPI_SUCCESS) return MpiError(rc, "reduce");
-    return std::unique_ptr<Work>(new BcastWork(data, count, comm_));
+    return AllReduce(data, n, MPI_FLOAT);
+  }
+  StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(double* data, size_t n) override {
+    return AllReduce(data, n, MPI_DOUBLE);
   }
   Status Broadcast(float* data, size_t n, int root) override {
     if (root < 0 || root >= size_) return Status::InvalidArgument("broadcast root out of range");
@@ -187,11 +209,21 @@ class MpiCollective final : public Collective {
   }
 
  private:
+  StatusOr<std::unique_ptr<Work>> AllReduce(void* data, size_t n, MPI_Datatype type) {
+    if (n > static_cast<size_t>(INT32_MAX))
+      return Status::InvalidArgument("MPI allreduce: buffer too large");
+    const int count = static_cast<int>(n);
+    int rc = rank_ == 0 ? MPI_Reduce(MPI_IN_PLACE, data, count, type, MPI_SUM, 0, comm_)
+                        : MPI_Reduce(data, nullptr, count, type, MPI_SUM, 0, comm_);
+    if (rc != MPI_SUCCESS) return MpiError(rc, "reduce");
+    return std::unique_ptr<Work>(new BcastWork(data, count, type, comm_));
+  }
+
   // The broadcast half runs non-blocking, so compute can overlap it until Wait().
   class BcastWork final : public Work {
    public:
-    BcastWork(float* data, int n, MPI_Comm comm) {
-      rc_ = MPI_Ibcast(data, n, MPI_FLOAT, 0, comm, &req_);
+    BcastWork(void* data, int n, MPI_Datatype type, MPI_Comm comm) {
+      rc_ = MPI_Ibcast(data, n, type, 0, comm, &req_);
     }
     Status Wait() override {
       if (rc_ != MPI_SUCCESS) return MpiError(rc_, "broadcast");
@@ -219,92 +251,9 @@ bool HaveNccl() { return false; }
 #endif
 
 #ifdef M6REC_HAVE_MPI
-StatusOr<MpiProcess> MpiStart(int* argc, char*** argv) {
-  int provided = 0;
-  int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
-  if (rc != MPI_SUCCESS) return MpiError(rc, "init");
-  g_mpi_started = true;
-  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-  MpiProcess p;
-  MPI_Comm_rank(MPI_COMM_WORLD, &p.rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &p.size);
-  return p;
-}
-
-void MpiStop() {
-  if (!g_mpi_started) return;
-  if (g_worker_comm != MPI_COMM_NULL) MPI_Comm_free(&g_worker_comm);
-  MPI_Finalize();
-  g_mpi_started = false;
-}
-
-Status MpiBroadcastString(std::string* s, int root) {
-  int n = static_cast<int>(s->size());
-  int rc = MPI_Bcast(&n, 1, MPI_INT, root, MPI_COMM_WORLD);
-  if (rc != MPI_SUCCESS) return MpiError(rc, "broadcast");
-  s->resize(n);
-  rc = MPI_Bcast(s->data(), n, MPI_CHAR, root, MPI_COMM_WORLD);
-  return rc == MPI_SUCCESS ? Status::OK() : MpiError(rc, "broadcast");
-}
-
-StatusOr<std::vector<std::string>> MpiAllGatherString(const std::string& mine) {
-  int size = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  int n = static_cast<int>(mine.size());
-  std::vector<int> lens(size), offs(size);
-  int rc = MPI_Allgather(&n, 1, MPI_INT, lens.data(), 1, MPI_INT, MPI_COMM_WORLD);
-  if (rc != MPI_SUCCESS) return MpiError(rc, "allgather");
-  int total = 0;
-  for (int r = 0; r < size; ++r) {
-    offs[r] = total;
-    total += lens[r];
-  }
-  std::string all(total, '\0');
-  rc = MPI_Allgatherv(mine.data(), n, MPI_CHAR, all.data(), lens.data(), offs.data(), MPI_CHAR, MPI_COMM_WORLD);
-  if (rc != MPI_SUCCESS) return MpiError(rc, "allgather");
-  std::vector<std::string> out;
-  for (int r = 0; r < size; ++r) out.push_back(all.substr(offs[r], lens[r]));
-  return out;
-}
-
-Status MpiSplitWorkers(bool is_worker, int key) {
-  MPI_Comm comm = MPI_COMM_NULL;
-  int rc = MPI_Comm_split(MPI_COMM_WORLD, is_worker ? 1 : MPI_UNDEFINED, key, &comm);
-  if (rc != MPI_SUCCESS) return MpiError(rc, "split");
-  if (is_worker) {
-    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
-    g_worker_comm = comm;
-  }
-  return Status::OK();
-}
-
-bool MpiWorkerGroupSize(int* size) {
-  if (g_worker_comm == MPI_COMM_NULL) return false;
-  MPI_Comm_size(g_worker_comm, size);
-  return true;
-}
-
 bool HaveMpi() { return true; }
-bool MpiWorldSize(int* size) {
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (!initialized || finalized) return false;
-  MPI_Comm_size(MPI_COMM_WORLD, size);
-  return true;
-}
 #else
-namespace {
-Status NoMpi() { return Status::Unavailable("this build has no MPI (configure with an MPI installed)"); }
-}  // namespace
-StatusOr<MpiProcess> MpiStart(int*, char***) { return NoMpi(); }
-void MpiStop() {}
-Status MpiBroadcastString(std::string*, int) { return NoMpi(); }
-StatusOr<std::vector<std::string>> MpiAllGatherString(const std::string&) { return NoMpi(); }
-Status MpiSplitWorkers(bool, int) { return NoMpi(); }
-bool MpiWorkerGroupSize(int*) { return false; }
 bool HaveMpi() { return false; }
-bool MpiWorldSize(int*) { return false; }
 #endif
 
 StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& opts) {
@@ -321,7 +270,8 @@ StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& 
     MPI_Initialized(&initialized);
     if (!initialized)
       return Status::Unavailable("mpi collective: MPI is not initialised in this process (run the workers under mpirun)");
-    return std::unique_ptr<Collective>(new MpiCollective());
+    return std::unique_ptr<Collective>(
+        new MpiCollective(opts.mpi_comm ? opts.mpi_comm->impl().comm : MPI_COMM_WORLD));
 #else
     return Status::Unavailable("mpi collective: this build has no MPI (configure with an MPI installed)");
 #endif

@@ -3,10 +3,13 @@
 //   "single"  one process, nothing to reduce (size 1): tests and single-worker jobs
 //   "inproc"  ranks are threads of one process sharing a hub: tests of multi-worker logic,
 //             with failure injection (a double that is real code)
-//   "mpi"     CPU buffers over MPI (the process must be an MPI rank; under mpirun)
+//   "mpi"     CPU buffers over MPI (the process must be an MPI rank; under mpirun), over the
+//             communicator in the options
+//   "zmq"     worker processes over ZeroMQ: CreateZmqCollective (worker/zmq_collective.h)
 //   "nccl"    GPU buffers over NCCL (built when CUDA and NCCL are found; needs a GPU)
-// Every backend's AllReduceSum leaves bit-identical results on every rank (each reduces in one
-// fixed order and shares that one result), so replicas of the dense model never drift.
+// Every backend's AllReduceSum (float or double) leaves bit-identical results on every rank
+// (each reduces in one fixed order and shares that one result), so replicas of the dense model
+// never drift. Where buffers may live is capabilities(), not name().
 // Threading: one Collective per rank, used from one thread; Work objects from that thread.
 #pragma once
 
@@ -14,7 +17,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "common/status.h"
 
@@ -39,21 +41,39 @@ class CompletedWork final : public Work {
 
 class Collective {
  public:
+  // What a backend's buffers may be. Callers decide where to put a tensor from these, never
+  // from name(). They describe the float operations (dense tensors).
+  struct Capabilities {
+    bool device_buffers = false;  // buffers must be device (GPU) memory
+    bool host_buffers = true;     // host memory is accepted
+    bool in_place = true;         // results replace the input in the caller's buffer
+  };
+
   virtual ~Collective() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  virtual std::string name() const = 0;
+  virtual std::string name() const = 0;  // for logs and result files only
+  virtual Capabilities capabilities() const = 0;
 
   // In-place sum over all ranks of data[0..n). The buffer must not be touched until Wait().
   virtual StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) = 0;
+  // The same in double precision, for sums that must stay exact past float's 2^24 (metric
+  // sums, user counts): an overload rather than a dtype argument, so the element type is
+  // checked by the compiler and float callers do not change. Host memory is accepted on every
+  // backend (NCCL stages host buffers through the GPU); device memory where device_buffers.
+  // Same guarantee: one reduction order, bit-identical on every rank.
+  virtual StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(double* data, size_t n) = 0;
   // In-place: every rank ends with root's data[0..n).
   virtual Status Broadcast(float* data, size_t n, int root) = 0;
   virtual Status Barrier() = 0;
 
+  // AllReduceSumAsync, then Wait().
   Status AllReduceSum(float* data, size_t n);
+  Status AllReduceSum(double* data, size_t n);
 };
 
-class InProcessHub;  // shared by the ranks of an "inproc" group
+class InProcessHub;     // shared by the ranks of an "inproc" group
+class MpiCommunicator;  // worker/mpi_communicator.h
 
 struct CollectiveOptions {
   std::string backend = "single";  // single | inproc | mpi | nccl
@@ -67,6 +87,9 @@ struct CollectiveOptions {
   int device = 0;
   int nccl_rank = 0, nccl_size = 1;
   std::function<Status(std::string* bytes, int root)> share;
+  // mpi: the ranks of the group (launch/mpi_launch.h's MpiSplitWorkers for the workers of a
+  // cluster launch); null = MPI_COMM_WORLD (tests run under mpirun). MPI must be initialised.
+  std::shared_ptr<const MpiCommunicator> mpi_comm;
 };
 
 std::shared_ptr<InProcessHub> MakeInProcessHub(int size);
@@ -80,22 +103,5 @@ StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& 
 bool HaveNccl();
 // Whether this build has the MPI backend.
 bool HaveMpi();
-// True when MPI is initialised in this process (then *size = MPI_COMM_WORLD's size).
-bool MpiWorldSize(int* size);
-
-// MPI as the launcher of a whole job (mpirun): process start/stop, the rendezvous' broadcasts,
-// and the workers' own communicator, which the "mpi" backend then uses instead of the world.
-// All of them are collective over MPI_COMM_WORLD unless said otherwise; without MPI they fail.
-struct MpiProcess {
-  int rank = 0, size = 1;
-};
-StatusOr<MpiProcess> MpiStart(int* argc, char*** argv);
-void MpiStop();  // MPI_Finalize, when MpiStart ran
-Status MpiBroadcastString(std::string* s, int root);
-StatusOr<std::vector<std::string>> MpiAllGatherString(const std::string& mine);
-// Splits the world: workers (is_worker) form a communicator ordered by `key`.
-Status MpiSplitWorkers(bool is_worker, int key);
-// The size of that workers' communicator (false when there is none). Not collective.
-bool MpiWorkerGroupSize(int* size);
 
 }  // namespace m6rec

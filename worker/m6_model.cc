@@ -31,7 +31,7 @@ torch::Tensor FloatTensor(const std::vector<float>& v, int64_t rows, int64_t col
 }
 
 // Whether the collective takes device buffers (NCCL) rather than host memory.
-bool DeviceBuffers(const Collective& c) { return c.name() == "nccl"; }
+bool DeviceBuffers(const Collective& c) { return c.capabilities().device_buffers; }
 
 // The dense part: a module's parameters, replicated on every worker, and their Adam optimizer.
 class TorchDense final : public DenseModel {

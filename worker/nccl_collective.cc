@@ -2,7 +2,9 @@
 // Built only when CUDA and NCCL are found (M6REC_HAVE_NCCL). The communicator is bootstrapped
 // with an ncclUniqueId that rank 0 creates and CollectiveOptions::share distributes. NCCL's ring
 // allreduce gives every rank the same bits. Work::Wait synchronises on an event recorded after
-// the operation, so the host can overlap other work with the transfer.
+// the operation, so the host can overlap other work with the transfer. Float buffers must be
+// device memory (capabilities().device_buffers); the double allreduce also takes host memory,
+// which it stages through a temporary device buffer (metric sums live on the host).
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -45,20 +47,32 @@ class NcclCollective final : public Collective {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "nccl"; }
+  Capabilities capabilities() const override {
+    Capabilities c;
+    c.device_buffers = true;
+    c.host_buffers = false;
+    return c;
+  }
 
   StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(float* data, size_t n) override {
-    M6_RETURN_IF_ERROR(AfterDefaultStream());
-    ncclResult_t r = ncclAllReduce(data, data, n, ncclFloat32, ncclSum, comm_, stream_);
-    if (r != ncclSuccess) return NcclError(r, "allreduce");
-    cudaEvent_t ev;
-    cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
-    if (e != cudaSuccess) return CudaError(e, "event create");
-    e = cudaEventRecord(ev, stream_);
-    if (e != cudaSuccess) {
-      cudaEventDestroy(ev);
-      return CudaError(e, "event record");
-    }
-    return std::unique_ptr<Work>(new EventWork(ev));
+    return AllReduceOnDevice(data, n, ncclFloat32);
+  }
+
+  // Double sums are host-side numbers (metric sums): a host buffer is staged through a device
+  // buffer, synchronously (they are small); a device buffer is reduced where it is.
+  StatusOr<std::unique_ptr<Work>> AllReduceSumAsync(double* data, size_t n) override {
+    cudaPointerAttributes attr;
+    cudaError_t e = cudaPointerGetAttributes(&attr, data);
+    if (e != cudaSuccess) return CudaError(e, "pointer attributes");
+    if (attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged)
+      return AllReduceOnDevice(data, n, ncclDouble);
+    if (n == 0) return std::unique_ptr<Work>(new CompletedWork(Status::OK()));
+    double* dev = nullptr;
+    e = cudaMalloc(&dev, n * sizeof(double));
+    if (e != cudaSuccess) return CudaError(e, "malloc");
+    Status s = StagedAllReduce(data, dev, n);
+    cudaFree(dev);
+    return std::unique_ptr<Work>(new CompletedWork(s));
   }
   Status Broadcast(float* data, size_t n, int root) override {
     if (root < 0 || root >= size_) return Status::InvalidArgument("broadcast root out of range");
@@ -78,6 +92,34 @@ class NcclCollective final : public Collective {
   }
 
  private:
+  StatusOr<std::unique_ptr<Work>> AllReduceOnDevice(void* data, size_t n, ncclDataType_t type) {
+    M6_RETURN_IF_ERROR(AfterDefaultStream());
+    ncclResult_t r = ncclAllReduce(data, data, n, type, ncclSum, comm_, stream_);
+    if (r != ncclSuccess) return NcclError(r, "allreduce");
+    cudaEvent_t ev;
+    cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    if (e != cudaSuccess) return CudaError(e, "event create");
+    e = cudaEventRecord(ev, stream_);
+    if (e != cudaSuccess) {
+      cudaEventDestroy(ev);
+      return CudaError(e, "event record");
+    }
+    return std::unique_ptr<Work>(new EventWork(ev));
+  }
+
+  // host -> dev, allreduce on our stream, dev -> host, all finished on return.
+  Status StagedAllReduce(double* host, double* dev, size_t n) {
+    const size_t bytes = n * sizeof(double);
+    cudaError_t e = cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, stream_);
+    if (e != cudaSuccess) return CudaError(e, "copy to device");
+    ncclResult_t r = ncclAllReduce(dev, dev, n, ncclDouble, ncclSum, comm_, stream_);
+    if (r != ncclSuccess) return NcclError(r, "allreduce");
+    e = cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, stream_);
+    if (e != cudaSuccess) return CudaError(e, "copy to host");
+    e = cudaStreamSynchronize(stream_);
+    return e == cudaSuccess ? Status::OK() : CudaError(e, "stream synchronize");
+  }
+
   // Our stream is non-blocking, so it does not wait for the legacy default stream by itself;
   // the buffers were written there (LibTorch's kernels, cudaMemcpy), so order after that work.
   Status AfterDefaultStream() {

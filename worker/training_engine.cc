@@ -39,11 +39,7 @@ Status RngFromString(const std::string& s, std::mt19937_64* r) {
 
 // Element-wise sum over ranks, in double precision (metric sums count users and hits exactly).
 Status AllReduceDoubles(Collective& coll, std::vector<double>* v) {
-  // TODO(wire): the collectives' double allreduce; floats until it lands.
-  std::vector<float> f(v->begin(), v->end());
-  M6_RETURN_IF_ERROR(coll.AllReduceSum(f.data(), f.size()));
-  std::copy(f.begin(), f.end(), v->begin());
-  return Status::OK();
+  return coll.AllReduceSum(v->data(), v->size());
 }
 
 // Every rank's metric sums added up (a collective call: every rank, the same names).
