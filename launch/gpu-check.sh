@@ -2,8 +2,8 @@
 # The GPU check: on a machine with an NVIDIA GPU and no network, build m6rec against the CUDA
 # LibTorch of the local PyTorch install and check the CUDA/NCCL path for real:
 #   1. what the machine has (GPU, driver, PyTorch/CUDA, NCCL wheel, compiler)
-#   2. unpack the carried Debian packages (ZeroMQ, Boost, yaml-cpp, nlohmann-json, GoogleTest;
-#      fetch them on a networked Debian 12 box with `launch/gpu-check.sh --fetch-debs`)
+#   2. unpack the carried Debian packages (ZeroMQ, Boost, yaml-cpp, nlohmann-json, CLI11,
+#      GoogleTest; fetch them on a networked Debian 12 box with `launch/gpu-check.sh --fetch-debs`)
 #   3. configure + build m6rec and the unit tests (RocksDB and MPI off: the servers use the
 #      memory store, the single GPU needs no MPI)
 #   4. the NCCL collective and model unit tests on the GPU
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 DEBS=${M6REC_DEBS:-.debs}
 DEB_PACKAGES="libzmq5 libzmq3-dev cppzmq-dev libsodium23 libpgm-5.3-0 libnorm1 libbsd0 libmd0
   libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0 libkeyutils1 libboost1.74-dev
-  libyaml-cpp0.7 libyaml-cpp-dev nlohmann-json3-dev libgtest-dev googletest"
+  libyaml-cpp0.7 libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libgtest-dev googletest"
 if [[ "${1:-}" == "--fetch-debs" ]]; then
   mkdir -p "$DEBS" && cd "$DEBS" && apt-get download $DEB_PACKAGES
   exit $?

@@ -11,7 +11,7 @@ pkgs=(
   libzmq3-dev cppzmq-dev
   librocksdb-dev
   libboost-dev
-  libyaml-cpp-dev nlohmann-json3-dev
+  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev googletest
   procps iproute2
 )

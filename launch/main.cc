@@ -1,19 +1,34 @@
-// m6rec: one binary, one role per process. This file only parses the command line and wires the
-// component libraries (common, ps, scheduler, worker, launch).
+// m6rec: one binary, one role per process. This file only parses the command line (CLI11) and
+// wires the component libraries (common, ps, scheduler, worker, launch).
+//
+// Every subcommand is one Add* function: it creates the CLI11 subcommand, binds each option
+// straight to a field of the options struct the command runs with (RoleOptions,
+// LocalClusterOptions, OfflineOptions, PsBenchOptions, ...), and registers what runs once the
+// command line parsed. Adding an option is one `c->add_option(...)` line in its Add* function
+// (plus the field it fills); adding a subcommand is one more Add* function called from main().
+// Parse errors (unknown option, bad value, missing required option) exit 2 naming the option;
+// `--help` / `-h` on any subcommand prints that subcommand's options and exits 0.
 #include <malloc.h>
 
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
-#include <cstring>
-#include <sstream>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/transport.h"
 #include "common/util.h"
-#include "launch/args.h"
 #include "launch/bench.h"
 #include "launch/cluster_launch.h"
 #include "launch/local_cluster.h"
@@ -25,229 +40,429 @@ using namespace m6rec;
 
 namespace {
 
-const char kUsage[] = R"(m6rec - distributed training of M6-Rec style recommenders
+// ---------------------------------------------------------------------------------------------
+// Validators. CLI11's own ranges print their bounds as doubles (1.79e308); these say what they
+// want and what they got, and CLI11 puts the option's name in front.
 
-usage: m6rec <command> [options]
+// A whole integer in [min, max] (not "12abc", not "1.5").
+CLI::Validator Integer(long long min, long long max = INT_MAX) {
+  std::string want = "an integer >= " + std::to_string(min);
+  if (max != INT_MAX && max != LLONG_MAX)
+    want = "an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
+  return CLI::Validator(
+      [min, max, want](std::string& v) -> std::string {
+        errno = 0;
+        char* end = nullptr;
+        long long x = std::strtoll(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || errno == ERANGE || x < min || x > max)
+          return "expected " + want + ", got '" + v + "'";
+        return "";
+      },
+      min == 0   ? "NONNEGATIVE"
+      : min == 1 ? "POSITIVE"
+                 : ">=" + std::to_string(min));
+}
 
-commands:
-  local      run a job on a local simulated cluster (1 scheduler + S servers + W workers as
-             real processes on 127.0.0.1); the quick start
-  train      train a job: under mpirun or srun each process takes its role from its rank
-             (mpirun -np N m6rec train --config X.yaml; srun m6rec train --config X.yaml);
-             otherwise, or with --local, on the local simulated cluster
-  scheduler  run the scheduler role (control plane, rendezvous, failure detection, HTTP status)
-  server     run a parameter server role (sparse tables in RocksDB or memory)
-  worker     run a worker role (data, model, PS client)
-  eval       evaluate a finished m6 run from its checkpoint: 'm6rec eval --run-dir DIR'
-  recommend  top-K items for a user from a run's checkpoint (seen items excluded):
-             'm6rec recommend --run-dir DIR --user U [-k 10]'
-  data       data tools: 'm6rec data synth --out DIR' writes the synthetic dataset
-  bench      benchmarks: 'm6rec bench ps' measures the parameter-server data plane
-  help       this text
+// A number > 0 (seconds).
+CLI::Validator PositiveReal() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        char* end = nullptr;
+        double x = std::strtod(v.c_str(), &end);
+        if (v.empty() || *end != '\0' || !std::isfinite(x) || x <= 0)
+          return "expected a number > 0, got '" + v + "'";
+        return "";
+      },
+      "POSITIVE");
+}
 
-common options:
-  --config FILE      job configuration (YAML); 'local'/'train' default to the built-in one
-  --set PATH=VALUE   override a config field, e.g. --set cluster.workers=4 (repeatable)
-  --log-level LEVEL  debug | info | warn | error
+// An unsigned 64-bit integer, digits only (strtoull alone takes "-5" and "x").
+CLI::Validator Unsigned64() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        errno = 0;
+        char* end = nullptr;
+        if (!v.empty() && v.find_first_not_of("0123456789") == std::string::npos) {
+          std::strtoull(v.c_str(), &end, 10);
+          if (errno != ERANGE) return "";
+        }
+        return "expected an unsigned 64-bit integer, got '" + v + "'";
+      },
+      "");
+}
 
-role options (scheduler/server/worker; the local launcher passes them for you):
-  --scheduler HOST:PORT   where the scheduler listens
-  --rank N                requested rank within the role
-  --data-dir DIR          server: RocksDB directory; worker: dataset directory
-  --run-dir DIR           worker: where summaries are written
-  --port-file FILE        scheduler / standalone server: write the bound port there
-  --standalone            server: no scheduler, serve every slot until SIGTERM
-  The job token comes from the environment: M6REC_TOKEN=<16 hex digits>.
+CLI::Validator LogLevelName() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        LogLevel l;
+        return ParseLogLevel(v, &l) ? "" : "unknown level '" + v + "' (debug, info, warn, error)";
+      },
+      "");
+}
 
-examples:
-  m6rec local                                    # built-in default job
-  m6rec train --local --config configs/default.yaml --set train.epochs=2
-  m6rec bench ps --quick
-)";
+// ---------------------------------------------------------------------------------------------
+// Options several subcommands share, bound to the caller's fields.
 
-int Usage(int code) {
-  std::fputs(kUsage, code == 0 ? stdout : stderr);
+void AddConfigOptions(CLI::App* c, std::string* config, std::vector<std::string>* overrides,
+                      bool required, const std::string& config_help) {
+  auto* opt = c->add_option("--config", *config, config_help)->type_name("FILE");
+  if (required) opt->required();
+  c->add_option("--set", *overrides,
+                "override a config field, e.g. --set cluster.workers=4 (repeatable)")
+      ->type_name("PATH=VALUE")
+      ->allow_extra_args(false);
+}
+
+void AddLogLevel(CLI::App* c, std::string* level) {
+  c->add_option("--log-level", *level, "debug | info | warn | error")
+      ->type_name("LEVEL")
+      ->check(LogLevelName())
+      ->capture_default_str();
+}
+
+// A comma-separated list ("16,64,256") into `out`, every element checked by `check` (an empty
+// element too: CLI11's own delimiter would drop it).
+template <typename T>
+CLI::Option* AddList(CLI::App* c, const std::string& name, std::vector<T>* out,
+                     const std::string& help, CLI::Validator check) {
+  auto split = [](const std::string& s) {
+    std::vector<std::string> parts;
+    for (size_t b = 0;;) {
+      size_t e = s.find(',', b);
+      parts.push_back(s.substr(b, e == std::string::npos ? e : e - b));
+      if (e == std::string::npos) return parts;
+      b = e + 1;
+    }
+  };
+  std::string shown;
+  for (const T& x : *out) shown += (shown.empty() ? "" : ",") + CLI::detail::to_string(x);
+  CLI::Validator each(
+      [check, split](std::string& s) -> std::string {
+        for (std::string part : split(s)) {
+          std::string err = check(part);
+          if (!err.empty()) return err;
+        }
+        return "";
+      },
+      check.get_description());
+  return c
+      ->add_option_function<std::string>(
+          name,
+          [out, split](const std::string& s) {
+            out->clear();
+            for (const std::string& part : split(s)) {
+              T v{};
+              CLI::detail::lexical_cast(part, v);  // validated above
+              out->push_back(v);
+            }
+          },
+          help)
+      ->type_name("LIST")
+      ->default_str(shown)
+      ->check(each);
+}
+
+void ApplyLogLevel(const std::string& level) {
+  LogLevel l = LogLevel::kInfo;
+  ParseLogLevel(level, &l);  // validated while parsing
+  SetLogLevel(l);
+}
+
+int Die(const std::string& command, const Status& s, int code = 2) {
+  std::fprintf(stderr, "m6rec %s: %s\n", command.c_str(), s.message().c_str());
   return code;
 }
 
-int Die(const Status& s, int code = 2) {
-  std::fprintf(stderr, "m6rec: %s\n", s.message().c_str());
-  return code;
-}
+// ---------------------------------------------------------------------------------------------
+// The subcommands. Each Add* function registers one; `Commands` remembers what each runs.
 
-const std::set<std::string> kCommonOptions = {"config", "set", "log-level"};
+using RunFn = std::function<int()>;
 
-std::set<std::string> With(std::set<std::string> a, std::initializer_list<const char*> more) {
-  for (auto m : more) a.insert(m);
-  return a;
-}
+class Commands {
+ public:
+  // `run` runs when the command line chose subcommand `c`.
+  void Runs(CLI::App* c, RunFn run) { runs_.emplace_back(c, std::move(run)); }
+  // The command the parse chose, or nullptr when it chose none (plain `m6rec`).
+  const RunFn* Chosen() const {
+    for (const auto& [app, run] : runs_)
+      if (app->parsed()) return &run;
+    return nullptr;
+  }
 
-Status ApplyLogLevel(const Args& a) {
-  LogLevel level;
-  std::string l = a.Get("log-level", "info");
-  if (!ParseLogLevel(l, &level)) return Status::InvalidArgument("--log-level: unknown level '" + l + "'");
-  SetLogLevel(level);
-  return Status::OK();
-}
+ private:
+  std::vector<std::pair<CLI::App*, RunFn>> runs_;
+};
 
-int RunRole(const std::string& role, int argc, char** argv) {
-  auto args = Args::Parse(argc, argv, 2, {"standalone", "help"},
-                          With(kCommonOptions, {"scheduler", "rank", "data-dir", "run-dir", "port-file"}));
-  if (!args.ok()) return Die(args.status());
-  if (args->Has("help")) return Usage(0);
-  Status st = ApplyLogLevel(*args);
-  if (!st.ok()) return Die(st);
-  if (!args->Has("config")) return Die(Status::InvalidArgument(role + ": --config is required"));
-  auto cfg = LoadConfig(args->Get("config"), args->GetAll("set"));
-  if (!cfg.ok()) return Die(cfg.status());
+// scheduler | server | worker: one role of a job, addresses passed explicitly (the local
+// launcher spawns these; see README "Running the roles by hand").
+struct RoleArgs {
+  std::string role;
+  std::string config;
+  std::vector<std::string> overrides;
+  std::string log_level = "info";
+  std::string scheduler;  // HOST:PORT
   RoleOptions o;
+};
+
+int RunRole(RoleArgs& a) {
+  ApplyLogLevel(a.log_level);
+  auto cfg = LoadConfig(a.config, a.overrides);
+  if (!cfg.ok()) return Die(a.role, cfg.status());
+  RoleOptions& o = a.o;
   o.cfg = *cfg;
   const char* tok = std::getenv("M6REC_TOKEN");
   if (!tok || !ParseToken(tok, &o.token))
-    return Die(Status::InvalidArgument(
-        role + ": no job token: set M6REC_TOKEN to the job's 16-hex-digit token (the local launcher does this)"));
-  auto rank = args->GetInt("rank", -1);
-  if (!rank.ok()) return Die(rank.status());
-  o.rank = *rank;
-  o.run_dir = args->Get("run-dir", ".");
-  o.data_dir = args->Get("data-dir");
-  o.port_file = args->Get("port-file");
-  o.standalone = args->Has("standalone");
-  if (role == "scheduler") {
+    return Die(a.role,
+               Status::InvalidArgument("no job token: set M6REC_TOKEN to the job's 16-hex-digit "
+                                       "token (the local launcher does this)"));
+  if (a.role == "scheduler") {
     o.scheduler_host = o.cfg.cluster.host;
     return RunSchedulerRole(o);
   }
   if (!o.standalone) {
-    if (!args->Has("scheduler"))
-      return Die(Status::InvalidArgument(role + ": --scheduler HOST:PORT is required"));
-    st = ParseHostPort(args->Get("scheduler"), &o.scheduler_host, &o.scheduler_port);
-    if (!st.ok()) return Die(st.WithContext("--scheduler"));
+    if (a.scheduler.empty())
+      return Die(a.role, Status::InvalidArgument("--scheduler HOST:PORT is required"));
+    Status st = ParseHostPort(a.scheduler, &o.scheduler_host, &o.scheduler_port);
+    if (!st.ok()) return Die(a.role, st.WithContext("--scheduler"));
   }
-  return role == "server" ? RunServerRole(o) : RunWorkerRole(o);
+  return a.role == "server" ? RunServerRole(o) : RunWorkerRole(o);
 }
 
-int RunLocal(int first, int argc, char** argv, bool from_train) {
-  auto args = Args::Parse(argc, argv, first, {"local", "help"}, With(kCommonOptions, {"run-dir"}));
-  if (!args.ok()) return Die(args.status());
-  if (args->Has("help")) return Usage(0);
-  Status st = ApplyLogLevel(*args);
-  if (!st.ok()) return Die(st);
+void AddRole(CLI::App* root, Commands* cmds, const std::string& role, const std::string& about) {
+  auto a = std::make_shared<RoleArgs>();
+  a->role = role;
+  CLI::App* c = root->add_subcommand(role, about);
+  AddConfigOptions(c, &a->config, &a->overrides, /*required=*/true, "job configuration (YAML)");
+  AddLogLevel(c, &a->log_level);
+  if (role != "scheduler") {
+    c->add_option("--scheduler", a->scheduler, "where the scheduler listens")
+        ->type_name("HOST:PORT");
+    c->add_option("--rank", a->o.rank, "requested rank within the role (default: any)")
+        ->check(Integer(0));
+    c->add_option(
+         "--data-dir", a->o.data_dir,
+         role == "server" ? "RocksDB directory" : "dataset directory (default: the job's data)")
+        ->type_name("DIR");
+  }
+  if (role == "worker")
+    c->add_option("--run-dir", a->o.run_dir, "where summaries are written")->type_name("DIR");
+  if (role != "worker")
+    c->add_option("--port-file", a->o.port_file,
+                  role == "scheduler" ? "write the bound port there"
+                                      : "with --standalone: write the bound port there")
+        ->type_name("FILE");
+  if (role == "server")
+    c->add_flag("--standalone", a->o.standalone, "no scheduler: serve every slot until SIGTERM");
+  c->footer("The job token comes from the environment: M6REC_TOKEN=<16 hex digits>.");
+  cmds->Runs(c, [a] { return RunRole(*a); });
+}
+
+// local | train: a whole job. `train` under mpirun or srun runs this process's rank of the job
+// (its role from the rank); otherwise, and with --local, the local simulated cluster.
+struct JobArgs {
   LocalClusterOptions o;
-  o.config_path = args->Get("config");
-  o.overrides = args->GetAll("set");
-  o.run_dir = args->Get("run-dir");
-  o.log_level = args->Get("log-level", "info");
-  // train under mpirun or srun: this process is one rank of the job; otherwise (and with
-  // --local) the local simulated cluster.
+  bool local = false;  // train --local
+};
+
+int RunJob(const JobArgs& a, bool train, int* argc, char*** argv) {
+  ApplyLogLevel(a.o.log_level);
   const LaunchEnv env = DetectLaunch();
-  if (from_train && !args->Has("local") && env.kind == LaunchEnv::Kind::kMpi && env.size > 1)
-    return RunMpiJob(o, &argc, &argv);
-  if (from_train && !args->Has("local") && env.kind == LaunchEnv::Kind::kSlurm && env.size > 1)
-    return RunSlurmJob(o);
-  return RunLocalCluster(o);
+  if (train && !a.local && env.kind == LaunchEnv::Kind::kMpi && env.size > 1)
+    return RunMpiJob(a.o, argc, argv);
+  if (train && !a.local && env.kind == LaunchEnv::Kind::kSlurm && env.size > 1)
+    return RunSlurmJob(a.o);
+  return RunLocalCluster(a.o);
 }
 
-int RunServe(const std::string& mode, int argc, char** argv) {
-  auto args = Args::Parse(argc, argv, 2, {"help"}, {"run-dir", "user", "k", "set", "log-level"});
-  if (!args.ok()) return Die(args.status());
-  if (args->Has("help")) return Usage(0);
-  Status st = ApplyLogLevel(*args);
-  if (!st.ok()) return Die(st);
+void AddJob(CLI::App* root, Commands* cmds, const std::string& name, const std::string& about,
+            int* argc, char*** argv) {
+  auto a = std::make_shared<JobArgs>();
+  const bool train = name == "train";
+  CLI::App* c = root->add_subcommand(name, about);
+  AddConfigOptions(c, &a->o.config_path, &a->o.overrides, /*required=*/false,
+                   "job configuration (YAML; default: the built-in configs/default.yaml)");
+  AddLogLevel(c, &a->o.log_level);
+  c->add_option("--run-dir", a->o.run_dir,
+                "where the run writes everything (default: runs/<job>-<time>)")
+      ->type_name("DIR");
+  if (train)
+    c->add_flag("--local", a->local, "the local simulated cluster even under mpirun or srun");
+  cmds->Runs(c, [a, train, argc, argv] { return RunJob(*a, train, argc, argv); });
+}
+
+// eval | recommend: serve a finished run from its checkpoint.
+struct OfflineArgs {
   OfflineOptions o;
-  o.mode = mode;
-  o.run_dir = args->Get("run-dir");
-  o.overrides = args->GetAll("set");
-  if (o.run_dir.empty()) return Die(Status::InvalidArgument(mode + ": --run-dir DIR (a finished run) is required"));
-  auto user = args->GetInt("user", -1);
-  auto k = args->GetInt("k", 10);
-  if (!user.ok()) return Die(user.status());
-  if (!k.ok()) return Die(k.status());
-  if (mode == "recommend" && *user < 0) return Die(Status::InvalidArgument("recommend: --user U is required"));
-  if (*k < 1) return Die(Status::InvalidArgument("-k must be at least 1"));
-  o.user = *user;
-  o.k = *k;
-  return RunOffline(o);
+  std::string log_level = "info";
+};
+
+void AddOffline(CLI::App* root, Commands* cmds, const std::string& mode, const std::string& about) {
+  auto a = std::make_shared<OfflineArgs>();
+  a->o.mode = mode;
+  CLI::App* c = root->add_subcommand(mode, about);
+  c->add_option("--run-dir", a->o.run_dir, "a finished run (made with ps.store: rocksdb)")
+      ->type_name("DIR")
+      ->required();
+  c->add_option("--set", a->o.overrides, "override a field of the run's config.yaml (repeatable)")
+      ->type_name("PATH=VALUE")
+      ->allow_extra_args(false);
+  AddLogLevel(c, &a->log_level);
+  if (mode == "recommend")
+    c->add_option("--user", a->o.user, "the user to recommend for")
+        ->check(Integer(0, INT64_MAX))
+        ->required();
+  c->add_option("-k,--k", a->o.k,
+                mode == "recommend"
+                    ? "how many items"
+                    : "top-K (used by recommend; eval takes its cut-offs from the run's config)")
+      ->check(Integer(1))
+      ->capture_default_str();
+  cmds->Runs(c, [a] {
+    ApplyLogLevel(a->log_level);
+    return RunOffline(a->o);
+  });
 }
 
-int RunData(int argc, char** argv) {
-  if (argc < 3 || std::strcmp(argv[2], "synth") != 0) {
-    std::fprintf(stderr, "usage: m6rec data synth --out DIR [--config FILE] [--set data.synth.users=N]\n");
-    return 2;
-  }
-  auto args = Args::Parse(argc, argv, 3, {}, With(kCommonOptions, {"out", "seed"}));
-  if (!args.ok()) return Die(args.status());
-  if (!args->Has("out")) return Die(Status::InvalidArgument("data synth: --out DIR is required"));
-  auto cfg = args->Has("config") ? LoadConfig(args->Get("config"), args->GetAll("set"))
-                                 : ParseConfig(DefaultConfigYaml(), "<built-in default>", args->GetAll("set"));
-  if (!cfg.ok()) return Die(cfg.status());
-  uint64_t seed = cfg->seed;
-  if (args->Has("seed")) seed = std::strtoull(args->Get("seed").c_str(), nullptr, 10);
-  Status s = WriteSynthetic(cfg->data.synth, seed, args->Get("out"));
-  if (!s.ok()) return Die(s, 1);
-  std::printf("wrote synthetic data (%d users, %d items, %d domains) to %s\n", cfg->data.synth.users,
-              cfg->data.synth.items, cfg->data.synth.domains, args->Get("out").c_str());
+// data synth: the synthetic dataset on its own.
+struct SynthArgs {
+  std::string out, config;
+  std::vector<std::string> overrides;
+  std::string log_level = "info";
+  std::optional<uint64_t> seed;  // default: the config's seed
+};
+
+int RunSynth(const SynthArgs& a) {
+  ApplyLogLevel(a.log_level);
+  auto cfg = a.config.empty() ? ParseConfig(DefaultConfigYaml(), "<built-in default>", a.overrides)
+                              : LoadConfig(a.config, a.overrides);
+  if (!cfg.ok()) return Die("data synth", cfg.status());
+  Status s = WriteSynthetic(cfg->data.synth, a.seed.value_or(cfg->seed), a.out);
+  if (!s.ok()) return Die("data synth", s, 1);
+  std::printf("wrote synthetic data (%d users, %d items, %d domains) to %s\n",
+              cfg->data.synth.users, cfg->data.synth.items, cfg->data.synth.domains, a.out.c_str());
   return 0;
 }
 
-int RunBench(int argc, char** argv) {
-  if (argc < 3 || std::strcmp(argv[2], "ps") != 0) {
-    std::fprintf(stderr,
-                 "usage: m6rec bench ps [--json] [--quick] [--seconds S] [--depth N] [--threads N] [--message-bytes B]\n"
-                 "                      [--stores memory,rocksdb-hot,rocksdb-cold] [--dims 16,64,256]\n"
-                 "                      [--batches 1000,10000,100000] [--servers 1,2]\n");
-    return 2;
-  }
-  auto args = Args::Parse(argc, argv, 3, {"json", "quick"},
-                          {"seconds", "depth", "threads", "tmp-dir", "log-level", "stores", "dims",
-                           "batches", "servers", "message-bytes"});
-  if (!args.ok()) return Die(args.status());
-  PsBenchOptions o;
-  o.json = args->Has("json");
-  o.quick = args->Has("quick");
-  if (o.quick) {  // the aim case; explicit --dims/--batches/--servers still override
-    o.dims = {64};
-    o.batches = {10000};
-    o.servers = {1};
-  }
-  if (args->Has("seconds")) o.seconds = std::atof(args->Get("seconds").c_str());
-  auto depth = args->GetInt("depth", 1);
-  auto threads = args->GetInt("threads", 1);
-  if (!depth.ok()) return Die(depth.status());
-  if (!threads.ok()) return Die(threads.status());
-  o.depth = std::max(1, *depth);
-  o.threads = std::max(1, *threads);
-  o.tmp_dir = args->Get("tmp-dir", "/tmp");
-  if (args->Has("message-bytes")) o.message_bytes = std::strtoull(args->Get("message-bytes").c_str(), nullptr, 10);
-  auto list = [&](const std::string& name, std::vector<int>* out) -> Status {
-    if (!args->Has(name)) return Status::OK();
-    out->clear();
-    std::stringstream ss(args->Get(name));
-    for (std::string x; std::getline(ss, x, ',');) {
-      char* end = nullptr;
-      long v = std::strtol(x.c_str(), &end, 10);
-      if (x.empty() || *end != '\0' || v <= 0)
-        return Status::InvalidArgument("--" + name + ": '" + x + "' is not a positive integer");
-      out->push_back(static_cast<int>(v));
-    }
-    return Status::OK();
-  };
-  for (auto [name, out] : {std::make_pair("dims", &o.dims), std::make_pair("batches", &o.batches),
-                           std::make_pair("servers", &o.servers)}) {
-    Status st = list(name, out);
-    if (!st.ok()) return Die(st);
-  }
-  if (args->Has("stores")) {
-    o.stores.clear();
-    std::stringstream ss(args->Get("stores"));
-    for (std::string x; std::getline(ss, x, ',');) {
-      if (x != "memory" && x != "rocksdb-hot" && x != "rocksdb-cold")
-        return Die(Status::InvalidArgument("--stores: '" + x + "' (memory, rocksdb-hot, rocksdb-cold)"));
-      o.stores.push_back(x);
-    }
-  }
-  SetLogLevel(LogLevel::kWarn);
-  return RunPsBench(o);
+void AddData(CLI::App* root, Commands* cmds) {
+  CLI::App* data = root->add_subcommand(
+      "data", "data tools: 'data synth --out DIR' writes the synthetic dataset");
+  data->require_subcommand(1);
+  auto a = std::make_shared<SynthArgs>();
+  CLI::App* c = data->add_subcommand(
+      "synth", "write the synthetic dataset (data.synth of the configuration)");
+  c->add_option("--out", a->out, "output directory")->type_name("DIR")->required();
+  AddConfigOptions(c, &a->config, &a->overrides, /*required=*/false,
+                   "configuration whose data.synth is used (default: the built-in one)");
+  AddLogLevel(c, &a->log_level);
+  c->add_option("--seed", a->seed, "random seed (default: the configuration's seed)")
+      ->type_name("UINT64")
+      ->check(Unsigned64());
+  cmds->Runs(c, [a] { return RunSynth(*a); });
 }
+
+// bench ps: the parameter-server data plane.
+struct BenchArgs {
+  PsBenchOptions o;
+  std::string log_level = "warn";
+};
+
+void AddBench(CLI::App* root, Commands* cmds) {
+  CLI::App* bench = root->add_subcommand(
+      "bench", "benchmarks: 'bench ps' measures the parameter-server data plane");
+  bench->require_subcommand(1);
+  auto a = std::make_shared<BenchArgs>();
+  PsBenchOptions& o = a->o;
+  CLI::App* c = bench->add_subcommand("ps",
+                                      "pull/push throughput of the parameter servers over ZeroMQ "
+                                      "on 127.0.0.1, beside memcpy and raw ZeroMQ");
+  c->add_flag("--json", o.json, "one JSON array on stdout instead of a table");
+  c->add_flag(
+      "--quick", o.quick,
+      "only dim 64, batch 10000, 1 server (explicit --dims/--batches/--servers still apply)");
+  c->add_option("--seconds", o.seconds, "measuring time per case and op")
+      ->check(PositiveReal())
+      ->capture_default_str();
+  c->add_option("--depth", o.depth, "requests in flight per client (1 = synchronous)")
+      ->check(Integer(1))
+      ->capture_default_str();
+  c->add_option("--threads", o.threads, "request threads per server")
+      ->check(Integer(1))
+      ->capture_default_str();
+  c->add_option("--message-bytes", o.message_bytes,
+                "split requests into messages of about this size (0 = no split)")
+      ->check(Integer(0, LLONG_MAX))
+      ->capture_default_str();
+  c->add_option("--tmp-dir", o.tmp_dir, "where the RocksDB stores live")
+      ->type_name("DIR")
+      ->capture_default_str();
+  AddList(c, "--stores", &o.stores, "stores to measure",
+          CLI::IsMember({"memory", "rocksdb-hot", "rocksdb-cold"}));
+  AddList(c, "--dims", &o.dims, "embedding dims", Integer(1));
+  AddList(c, "--batches", &o.batches, "keys per request", Integer(1));
+  AddList(c, "--servers", &o.servers, "server counts", Integer(1));
+  AddLogLevel(c, &a->log_level);
+  cmds->Runs(c, [a, c] {
+    PsBenchOptions& o = a->o;
+    if (o.quick) {  // the aim case; explicit lists still override
+      if (!c->count("--dims")) o.dims = {64};
+      if (!c->count("--batches")) o.batches = {10000};
+      if (!c->count("--servers")) o.servers = {1};
+    }
+    ApplyLogLevel(a->log_level);
+    return RunPsBench(o);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parse errors: exit 2 with the option named, and where to look.
+
+std::string CommandPath(const CLI::App* app, const CLI::App** leaf) {
+  std::string path = app->get_name();
+  for (*leaf = app; !(*leaf)->get_subcommands().empty();) {
+    *leaf = (*leaf)->get_subcommands().front();
+    path += " " + (*leaf)->get_name();
+  }
+  return path;
+}
+
+int ParseFailure(const CLI::App& root, const CLI::ParseError& e) {
+  const CLI::App* leaf = nullptr;
+  const std::string path = CommandPath(&root, &leaf);
+  std::string what = e.what();
+  // (An error's get_name() is not its type in CLI11 2.1: ExtrasError carries the app's name.)
+  if (dynamic_cast<const CLI::ExtrasError*>(&e) && !leaf->remaining().empty()) {
+    // CLI11 says "The following argument was not expected"; say which kind, naming the first.
+    const std::vector<std::string> extras = leaf->remaining();
+    auto is_option = [](const std::string& x) { return x.size() > 1 && x[0] == '-'; };
+    auto option = std::find_if(extras.begin(), extras.end(), is_option);
+    auto word = std::find_if_not(extras.begin(), extras.end(), is_option);
+    if (leaf == &root && word != extras.end())
+      what = "unknown command '" + *word + "'";
+    else if (option != extras.end())
+      what = "unknown option " + option->substr(0, option->find('='));
+    else
+      what = "unexpected argument '" + extras.front() + "'";
+  } else if (dynamic_cast<const CLI::RequiredError*>(&e) &&
+             leaf->get_require_subcommand_min() > 0 && leaf->get_subcommands().empty()) {
+    std::string names;
+    for (const CLI::App* sub : leaf->get_subcommands([](const CLI::App*) { return true; }))
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    what = "which one? (" + names + ")";
+  }
+  std::fprintf(stderr, "%s: %s\nRun '%s --help' for its options.\n", path.c_str(), what.c_str(),
+               path.c_str());
+  return 2;
+}
+
+const char kFooter[] =
+    R"(Run 'm6rec COMMAND --help' for a command's options. The roles (scheduler, server, worker) take
+the job token from the environment: M6REC_TOKEN=<16 hex digits>; the launchers set it.
+
+examples:
+  m6rec local                                    # built-in default job
+  m6rec train --local --config configs/default.yaml --set train.epochs=2
+  m6rec recommend --run-dir runs/x --user 7 -k 10
+  m6rec bench ps --quick)";
 
 }  // namespace
 
@@ -262,20 +477,46 @@ int main(int argc, char** argv) {
     mallopt(M_MMAP_THRESHOLD, static_cast<int>(mmap_threshold));
     mallopt(M_TRIM_THRESHOLD, static_cast<int>(std::min(2 * mmap_threshold, 1L << 30)));
   }
-  if (argc < 2) return Usage(2);
-  std::string cmd = argv[1];
-  if (cmd == "help" || cmd == "--help" || cmd == "-h") return Usage(0);
-  if (cmd == "scheduler" || cmd == "server" || cmd == "worker") return RunRole(cmd, argc, argv);
-  if (cmd == "local") return RunLocal(2, argc, argv, false);
-  if (cmd == "train") return RunLocal(2, argc, argv, true);
-  if (cmd == "data") return RunData(argc, argv);
-  if (cmd == "eval" || cmd == "recommend") {
-    // "-k 10" is accepted as well as "--k 10".
-    for (int i = 2; i < argc; ++i)
-      if (std::strcmp(argv[i], "-k") == 0) argv[i] = const_cast<char*>("--k");
-    return RunServe(cmd, argc, argv);
+
+  CLI::App app{"m6rec - distributed training of M6-Rec style recommenders", "m6rec"};
+  // An option given twice: the last one wins (--set accumulates).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  Commands cmds;
+  AddJob(&app, &cmds, "local",
+         "run a job on the local simulated cluster (every role a process on 127.0.0.1)", &argc,
+         &argv);
+  AddJob(&app, &cmds, "train",
+         "train a job: one rank of it under mpirun/srun, else (or --local) the local cluster",
+         &argc, &argv);
+  AddRole(&app, &cmds, "scheduler",
+          "run the scheduler role (control plane, rendezvous, failures, HTTP status)");
+  AddRole(&app, &cmds, "server",
+          "run a parameter server role (sparse tables in RocksDB or memory)");
+  AddRole(&app, &cmds, "worker", "run a worker role (data, model, PS client)");
+  AddOffline(&app, &cmds, "eval", "evaluate a finished m6 run from its checkpoint");
+  AddOffline(&app, &cmds, "recommend",
+             "top-K items for a user from a run's checkpoint (seen items excluded)");
+  AddData(&app, &cmds);
+  AddBench(&app, &cmds);
+  CLI::App* help = app.add_subcommand("help", "this text");
+  cmds.Runs(help, [&app] {
+    std::fputs(app.get_formatter()->make_help(&app, "m6rec", CLI::AppFormatMode::Normal).c_str(),
+               stdout);
+    return 0;
+  });
+  app.footer(kFooter);  // after the subcommands, which would inherit it
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);  // the chosen subcommand's help on stdout, exit 0
+  } catch (const CLI::ParseError& e) {
+    return ParseFailure(app, e);
   }
-  if (cmd == "bench") return RunBench(argc, argv);
-  std::fprintf(stderr, "m6rec: unknown command '%s'\n\n", cmd.c_str());
-  return Usage(2);
+  const RunFn* run = cmds.Chosen();
+  if (!run) {
+    std::fputs(app.help().c_str(), stderr);
+    return 2;
+  }
+  return (*run)();
 }
