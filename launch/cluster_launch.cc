@@ -237,6 +237,23 @@ StatusOr<std::string> StringField(const nlohmann::json& body, const char* key,
   return it->get<std::string>();
 }
 
+// Rank 0's first rendezvous message for a resumed run: {"run_dir", "resume_from"} or {"error"}.
+// The launch must give the run its own number of servers and workers.
+nlohmann::json ResumeMessage(const LocalClusterOptions& o, int world, const std::vector<int>& node_of_rank) {
+  JobConfig cfg;
+  auto ckpt = PrepareResume(o, &cfg);
+  if (!ckpt.ok()) return {{"error", ckpt.status().message()}};
+  auto plan = PlanRoles(world, cfg.cluster.servers, cfg.cluster.placement, node_of_rank);
+  if (!plan.ok()) return {{"error", plan.status().message()}};
+  int servers = 0, workers = 0;
+  for (const auto& r : *plan) (r.role == Role::kServer ? servers : workers) += r.role != Role::kScheduler;
+  if (servers != cfg.cluster.servers || workers != cfg.cluster.workers)
+    return {{"error", "the run had " + std::to_string(cfg.cluster.servers) + " servers and " +
+                          std::to_string(cfg.cluster.workers) + " workers; this launch makes " +
+                          std::to_string(servers) + " and " + std::to_string(workers)}};
+  return {{"run_dir", o.resume_dir}, {"resume_from", *ckpt}};
+}
+
 // This process's part of a cluster launch (mpirun or srun): rank 0 prepares the run directory
 // and runs the scheduler, whose address and job token reach the others through `rv`.
 int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int world,
@@ -256,7 +273,10 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
   // cluster.servers/workers set from the plan) and shares both; everyone reads that config.
   uint64_t token = 0;
   nlohmann::json first_msg;  // {"run_dir": ...} or {"error": ...}
-  if (rank == 0) {
+  if (rank == 0 && !o.resume_dir.empty()) {
+    token = RandomU64();
+    first_msg = ResumeMessage(o, world, node_of_rank);
+  } else if (rank == 0) {
     token = RandomU64();
     JobConfig probe;
     auto first = PrepareRunDir(o.config_path, o.overrides, o.run_dir, &probe, default_run_dir_suffix);
@@ -316,6 +336,11 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
 
   RoleOptions ro;
   ro.cfg = *cfg;
+  if (first_msg.contains("resume_from")) {
+    auto from = StringField(first_msg, "resume_from", where);
+    if (!from.ok()) return fail_all(from.status().message());
+    ro.resume_from = *from;
+  }
   ro.mpi_workers = std::move(*mpi_workers);
   ro.rank = me.index;
   ro.run_dir = run_dir;

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <ctime>
 #include <deque>
 #include <fstream>
@@ -155,6 +156,8 @@ class Launcher {
 
   int Supervise() {
     const std::string port_file = run_dir_ + "/scheduler.port";
+    std::error_code ec;
+    std::filesystem::remove(port_file, ec);  // a resumed run's directory holds the old one
     auto args = Common();
     args.insert(args.end(), {"--port-file", port_file});
     Status s = Spawn("scheduler", PrependRole("scheduler", args));

@@ -253,6 +253,11 @@ void AddRole(CLI::App* root, Commands* cmds, const std::string& role, const std:
         ->type_name("FILE");
   if (role == "server")
     c->add_flag("--standalone", a->o.standalone, "no scheduler: serve every slot until SIGTERM");
+  if (role != "scheduler")
+    c->add_option("--resume-from", a->o.resume_from,
+                  role == "server" ? "start from the rows of this checkpoint's server-<rank>"
+                                   : "continue from this checkpoint (model, data cursor, RNG)")
+        ->type_name("CHECKPOINT");
   c->footer("The job token comes from the environment: M6REC_TOKEN=<16 hex digits>.");
   cmds->Runs(c, [a] { return RunRole(*a); });
 }
@@ -285,8 +290,15 @@ void AddJob(CLI::App* root, Commands* cmds, const std::string& name, const std::
   c->add_option("--run-dir", a->o.run_dir,
                 "where the run writes everything (default: runs/<job>-<time>)")
       ->type_name("DIR");
-  if (train)
+  if (train) {
     c->add_flag("--local", a->local, "the local simulated cluster even under mpirun or srun");
+    c->add_option("--resume", a->o.resume_dir,
+                  "continue the run in DIR from its newest complete checkpoint (its own config; "
+                  "--set still applies)")
+        ->type_name("DIR")
+        ->excludes("--config")
+        ->excludes("--run-dir");
+  }
   cmds->Runs(c, [a, train, argc, argv] { return RunJob(*a, train, argc, argv); });
 }
 
@@ -300,9 +312,10 @@ void AddOffline(CLI::App* root, Commands* cmds, const std::string& mode, const s
   auto a = std::make_shared<OfflineArgs>();
   a->o.mode = mode;
   CLI::App* c = root->add_subcommand(mode, about);
-  c->add_option("--run-dir", a->o.run_dir, "a finished run (made with ps.store: rocksdb)")
-      ->type_name("DIR")
-      ->required();
+  c->add_option("--run-dir", a->o.run_dir, "a finished run")->type_name("DIR")->required();
+  c->add_option("--checkpoint", a->o.checkpoint,
+                "serve this checkpoint (default: the best epoch's, else the newest)")
+      ->type_name("DIR");
   c->add_option("--set", a->o.overrides, "override a field of the run's config.yaml (repeatable)")
       ->type_name("PATH=VALUE")
       ->allow_extra_args(false);
