@@ -13,6 +13,21 @@
 
 namespace m6rec {
 
+namespace {
+// Where the job is: forming (waiting for registrations), running, finishing (every worker
+// finished, the shutdown sent), failed.
+enum class Phase { kForming, kRunning, kFinishing, kFailed };
+const char* PhaseName(Phase p) {
+  switch (p) {
+    case Phase::kForming: return "forming";
+    case Phase::kRunning: return "running";
+    case Phase::kFinishing: return "finishing";
+    case Phase::kFailed: return "failed";
+  }
+  return "?";
+}
+}  // namespace
+
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using nlohmann::json;
@@ -181,7 +196,7 @@ class Scheduler::Impl {
                        {"port", m.port}, {"pid", m.pid}, {"alive", m.alive},
                        {"finished", m.finished}, {"silent_ms", now - m.last_seen_ms}});
     return {{"job", opts_.job_name},
-            {"phase", phase_},
+            {"phase", PhaseName(phase_)},
             {"uptime_s", (now - start_ms_) / 1000.0},
             {"expected", {{"servers", opts_.cluster.servers}, {"workers", opts_.cluster.workers}}},
             {"missing", members_.MissingDescription()},
@@ -197,18 +212,18 @@ class Scheduler::Impl {
     tick_.async_wait([this](boost::system::error_code ec) {
       if (ec || done_) return;
       const int64_t now = clock_->NowMs();
-      if (phase_ == "forming" && now - start_ms_ > opts_.cluster.connect_timeout_ms) {
+      if (phase_ == Phase::kForming && now - start_ms_ > opts_.cluster.connect_timeout_ms) {
         return Fail("rendezvous timed out after " +
                     std::to_string(opts_.cluster.connect_timeout_ms) +
                     " ms (cluster.connect_timeout_ms): still missing " + members_.MissingDescription());
       }
-      if (phase_ == "running") {
+      if (phase_ == Phase::kRunning) {
         for (const auto& m : members_.CheckTimeouts(opts_.cluster.heartbeat_timeout_ms)) {
           return NodeDied(m, "silent for more than " +
                                  std::to_string(opts_.cluster.heartbeat_timeout_ms) + " ms");
         }
       }
-      if (phase_ == "finishing" && now - finish_ms_ > 10000) {
+      if (phase_ == Phase::kFinishing && now - finish_ms_ > 10000) {
         LOG_WARN << "servers did not disconnect within 10 s of shutdown; exiting anyway";
         return Finish();
       }
@@ -309,9 +324,9 @@ class Scheduler::Impl {
             StatusCode::kInvalidArgument);
       return;
     }
-    if (phase_ != "forming") {
+    if (phase_ != Phase::kForming) {
       Reply(id, h, MsgType::kControlError,
-            {{"error", "the cluster is already formed (phase " + phase_ + "); late joins are not supported"}},
+            {{"error", "the cluster is already formed (phase " + std::string(PhaseName(phase_)) + "); late joins are not supported"}},
             StatusCode::kAborted);
       return;
     }
@@ -325,7 +340,7 @@ class Scheduler::Impl {
     LOG_INFO << RoleName(role) << " " << *r << " registered from " << j.value("host", std::string())
              << ":" << j.value("port", 0) << " (pid " << j.value("pid", 0) << ")";
     if (members_.Complete()) {
-      phase_ = "running";
+      phase_ = Phase::kRunning;
       LOG_INFO << "all " << opts_.cluster.servers << " servers and " << opts_.cluster.workers
                << " workers registered; publishing the cluster view";
       for (const auto& m : members_.All()) {
@@ -349,13 +364,13 @@ class Scheduler::Impl {
     Member m;
     bool failure = members_.MarkDisconnected(id, &m);
     sessions_.erase(id);
-    if (failure && phase_ == "running") return NodeDied(m, "its connection to the scheduler closed");
-    if (failure && phase_ == "forming") {
+    if (failure && phase_ == Phase::kRunning) return NodeDied(m, "its connection to the scheduler closed");
+    if (failure && phase_ == Phase::kForming) {
       LOG_ERROR << RoleName(m.role) << " " << m.rank << " left before the cluster formed";
       return Fail(std::string(RoleName(m.role)) + " " + std::to_string(m.rank) +
                   " left before the cluster formed");
     }
-    if (phase_ == "finishing") {
+    if (phase_ == Phase::kFinishing) {
       for (const auto& s : members_.servers())
         if (s.alive) return;
       Finish();
@@ -371,8 +386,8 @@ class Scheduler::Impl {
   }
 
   void BeginShutdown() {
-    if (phase_ == "finishing" || done_) return;
-    phase_ = "finishing";
+    if (phase_ == Phase::kFinishing || done_) return;
+    phase_ = Phase::kFinishing;
     finish_ms_ = clock_->NowMs();
     LOG_INFO << "all workers finished; shutting the cluster down";
     Broadcast(MsgType::kShutdown, {{"ok", true}, {"reason", "job complete"}});
@@ -382,9 +397,9 @@ class Scheduler::Impl {
   }
 
   void Fail(const std::string& reason) {
-    if (done_ || phase_ == "failed") return;
+    if (done_ || phase_ == Phase::kFailed) return;
     if (result_.ok()) result_ = Status::Aborted(reason);
-    phase_ = "failed";
+    phase_ = Phase::kFailed;
     LOG_ERROR << "job failed: " << reason;
     Broadcast(MsgType::kShutdown, {{"ok", false}, {"reason", reason}});
     // Give the shutdown frames a moment to leave, then stop.
@@ -413,7 +428,7 @@ class Scheduler::Impl {
   asio::steady_timer tick_;
   std::map<ConnId, std::shared_ptr<Session>> sessions_;
   ConnId next_conn_ = 0;
-  std::string phase_ = "forming";
+  Phase phase_ = Phase::kForming;
   int64_t start_ms_ = 0, finish_ms_ = 0;
   bool done_ = false;
   Status result_;
