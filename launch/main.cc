@@ -485,7 +485,16 @@ int main(int argc, char** argv) {
   // shootdowns): 10x slower data plane on the benchmark. Keep buffers up to 256 MiB in the heap.
   // M6REC_MMAP_THRESHOLD (bytes) overrides; 0 restores glibc's behaviour.
   long mmap_threshold = 256L << 20;
-  if (const char* t = std::getenv("M6REC_MMAP_THRESHOLD")) mmap_threshold = std::atol(t);
+  if (const char* t = std::getenv("M6REC_MMAP_THRESHOLD")) {
+    char* end = nullptr;
+    errno = 0;
+    const long v = std::strtol(t, &end, 10);
+    if (*t == '\0' || *end != '\0' || errno != 0 || v < 0 || v > (1L << 30)) {
+      std::fprintf(stderr, "m6rec: M6REC_MMAP_THRESHOLD: expected bytes in [0, 2^30], got '%s'\n", t);
+      return 2;
+    }
+    mmap_threshold = v;
+  }
   if (mmap_threshold > 0) {
     mallopt(M_MMAP_THRESHOLD, static_cast<int>(mmap_threshold));
     mallopt(M_TRIM_THRESHOLD, static_cast<int>(std::min(2 * mmap_threshold, 1L << 30)));
