@@ -7,18 +7,19 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
-#include <mutex>
+
+#include "common/mutex.h"
 
 namespace m6rec {
 namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
-std::mutex g_prefix_mu;
-std::string g_prefix;  // guarded by g_prefix_mu
+Mutex g_prefix_mu;
+std::string g_prefix GUARDED_BY(g_prefix_mu);
 }  // namespace
 
 void SetLogPrefix(const std::string& prefix) {
   const char* env = std::getenv("M6REC_LOG_PREFIXED");
-  std::lock_guard<std::mutex> lock(g_prefix_mu);
+  MutexLock lock(&g_prefix_mu);
   g_prefix = (env && env[0] == '1') ? std::string() : prefix;
 }
 
@@ -47,7 +48,7 @@ LogMessage::~LogMessage() {
   static const char kLevels[] = {'D', 'I', 'W', 'E'};
   std::string line;
   {
-    std::lock_guard<std::mutex> lock(g_prefix_mu);
+    MutexLock lock(&g_prefix_mu);
     line = std::string(ts) + " " + kLevels[static_cast<int>(level_)] + " " +
            (g_prefix.empty() ? "" : "[" + g_prefix + "] ") + os_.str() + "\n";
   }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages m6rec builds and tests with. Idempotent: packages already
 # present are skipped, so a second run costs a dpkg query and nothing else.
-#   usage: launch/install-deps.sh [--with-slurm]
+#   usage: launch/install-deps.sh [--with-slurm] [--with-checks]
+#   --with-slurm   a single-node Slurm, for the sbatch tests
+#   --with-checks  clang and clang-format (14), for launch/check-style.sh; the tests mode of
+#                  launch/quickstart.sh asks for both, the quick start needs neither
 set -euo pipefail
 
 pkgs=(
@@ -15,9 +18,15 @@ pkgs=(
   libgtest-dev googletest
   procps iproute2
 )
-if [[ "${1:-}" == "--with-slurm" ]]; then
-  pkgs+=(slurmctld slurmd slurm-client)
-fi
+for arg in "$@"; do
+  case "$arg" in
+    --with-slurm) pkgs+=(slurmctld slurmd slurm-client) ;;
+    # Debian 12's `clang` and `clang-format` are clang 14 (clang++ and clang-format on PATH);
+    # python3 reads the build's compile_commands.json (clang-format-14 depends on it anyway).
+    --with-checks) pkgs+=(clang clang-format python3) ;;
+    *) echo "install-deps: unknown argument '$arg' (--with-slurm, --with-checks)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -2,7 +2,7 @@
 # One command from a fresh Debian 12 machine: install what is missing, build, then either run the
 # main job (a local simulated cluster on the built-in synthetic data) or the test suite.
 #   launch/quickstart.sh            # install + build + train the default job
-#   launch/quickstart.sh --tests    # install + build + run every test (what CI runs)
+#   launch/quickstart.sh --tests    # install + build + house-rule checks + every test (CI)
 # Extra arguments after the mode go to `m6rec local` (e.g. --set train.epochs=2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +13,13 @@ if [[ "${1:-}" == "--tests" ]]; then
   shift
 fi
 
-# The tests also start a real single-node Slurm (slurmctld + slurmd) to run the sbatch scripts.
-if [[ "$mode" == "tests" ]]; then launch/install-deps.sh --with-slurm; else launch/install-deps.sh; fi
+# The tests also start a real single-node Slurm (slurmctld + slurmd) to run the sbatch scripts,
+# and the checks before them need clang and clang-format.
+if [[ "$mode" == "tests" ]]; then
+  launch/install-deps.sh --with-slurm --with-checks
+else
+  launch/install-deps.sh
+fi
 
 jobs=$(nproc 2>/dev/null || echo 2)
 build_type=${M6REC_BUILD_TYPE:-Release}
@@ -22,6 +27,9 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE="$build_type" >/dev/null
 cmake --build build -j"$jobs"
 
 if [[ "$mode" == "tests" ]]; then
+  # House rules first (formatting enforced only under $M6REC_FORMAT_ENFORCED, see .ci/run; the
+  # thread-safety analysis and the mutex rule always).
+  launch/check-style.sh -j "$jobs"
   # Unit tests run in parallel; the multi-process tests are marked RUN_SERIAL.
   ctest --test-dir build --output-on-failure -j"$jobs" --timeout 300
 else

@@ -21,10 +21,10 @@
 #include <atomic>
 #include <cstring>
 #include <filesystem>
-#include <mutex>
 #include <unordered_map>
 
 #include "common/logging.h"
+#include "common/mutex.h"
 #include "common/util.h"
 #include "ps/optimizer.h"
 #include "ps/row_cache.h"
@@ -90,7 +90,8 @@ class RocksDBStore final : public TableStore {
     });
   }
 
-  Status Update(TableId table, const Key* keys, size_t n, const RowFn& fn) override {
+  Status Update(TableId table, const Key* keys, size_t n, const RowFn& fn) override
+      EXCLUDES(write_mu_) {
     M6_RETURN_IF_ERROR(CheckTable(table, 0));
     if (opts_.read_only) return Status::PermissionDenied("RocksDB at " + opts_.path + " is open read-only");
     const TableSpec& spec = specs_[table];
@@ -98,7 +99,7 @@ class RocksDBStore final : public TableStore {
     const size_t row_bytes = size_t{width} * sizeof(float);
     RowCache* cache = caches_[table].get();
 
-    std::lock_guard<std::mutex> wlock(write_mu_);
+    MutexLock wlock(&write_mu_);
     // 1. Find which rows are not in memory and load them in one MultiGet.
     std::vector<size_t> miss;
     if (cache) {
@@ -181,8 +182,8 @@ class RocksDBStore final : public TableStore {
     return Status::OK();
   }
 
-  Status Checkpoint(const std::string& dir) override {
-    std::lock_guard<std::mutex> wlock(write_mu_);  // no update half in, half out
+  Status Checkpoint(const std::string& dir) override EXCLUDES(write_mu_) {
+    MutexLock wlock(&write_mu_);  // no update half in, half out
     rocksdb::Checkpoint* raw = nullptr;
     rocksdb::Status s = rocksdb::Checkpoint::Create(db_.get(), &raw);
     std::unique_ptr<rocksdb::Checkpoint> cp(raw);
@@ -193,9 +194,9 @@ class RocksDBStore final : public TableStore {
     return Status::OK();
   }
 
-  Status Flush() override {
+  Status Flush() override EXCLUDES(write_mu_) {
     if (opts_.read_only) return Status::OK();
-    std::lock_guard<std::mutex> wlock(write_mu_);
+    MutexLock wlock(&write_mu_);
     rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
     if (s.ok()) s = db_->Flush(rocksdb::FlushOptions());
     if (!s.ok()) return Status::IOError("RocksDB flush at " + opts_.path + ": " + s.ToString());
@@ -275,8 +276,8 @@ class RocksDBStore final : public TableStore {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<std::unique_ptr<RowCache>> caches_;
   rocksdb::WriteOptions wopts_;
-  std::mutex write_mu_;  // serialises Update and Flush
-  uint64_t wal_bytes_ = 0;  // written since the last flush request; guarded by write_mu_
+  Mutex write_mu_;                                // serialises Update, Checkpoint and Flush
+  uint64_t wal_bytes_ GUARDED_BY(write_mu_) = 0;  // written since the last flush request
   std::atomic<uint64_t> hits_{0}, cold_{0}, initialised_{0}, written_{0}, batches_{0};
 };
 

@@ -5,17 +5,18 @@
 // shard evicts with CLOCK (second chance) when full; callers only evict rows that are already
 // durable elsewhere (the RocksDB store writes through).
 // Thread-safe: every public method locks the key's shard; a callback runs under that lock and
-// must not call back into the cache.
+// must not call back into the cache. A shard's state is GUARDED_BY its mutex, and the private
+// helpers REQUIRE it held.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "common/key_index.h"
 #include "common/keys.h"
+#include "common/mutex.h"
 
 namespace m6rec {
 
@@ -37,7 +38,7 @@ class RowCache {
   template <typename F>
   bool Read(Key k, F&& fn) {
     Shard& s = ShardOf(k);
-    std::lock_guard<std::mutex> lock(s.mu);
+    MutexLock lock(&s.mu);
     uint32_t idx = s.index.Find(k);
     if (idx == KeyIndex::kNone) return false;
     s.ref[idx] = 1;
@@ -50,7 +51,7 @@ class RowCache {
   template <typename I, typename F>
   void Upsert(Key k, I&& init, F&& fn) {
     Shard& s = ShardOf(k);
-    std::lock_guard<std::mutex> lock(s.mu);
+    MutexLock lock(&s.mu);
     uint32_t idx = s.index.Find(k);
     if (idx == KeyIndex::kNone) {
       idx = Allocate(s);
@@ -64,7 +65,7 @@ class RowCache {
 
   void Erase(Key k) {
     Shard& s = ShardOf(k);
-    std::lock_guard<std::mutex> lock(s.mu);
+    MutexLock lock(&s.mu);
     uint32_t idx = s.index.Find(k);
     if (idx == KeyIndex::kNone) return;
     s.index.Erase(k);
@@ -75,7 +76,7 @@ class RowCache {
   uint64_t size() const {
     uint64_t n = 0;
     for (const auto& s : shards_) {
-      std::lock_guard<std::mutex> lock(s->mu);
+      MutexLock lock(&s->mu);
       n += s->index.size();
     }
     return n;
@@ -83,7 +84,7 @@ class RowCache {
   uint64_t evictions() const {
     uint64_t n = 0;
     for (const auto& s : shards_) {
-      std::lock_guard<std::mutex> lock(s->mu);
+      MutexLock lock(&s->mu);
       n += s->evictions;
     }
     return n;
@@ -93,7 +94,7 @@ class RowCache {
   template <typename F>
   void ForEach(F&& fn) const {
     for (const auto& sp : shards_) {
-      std::lock_guard<std::mutex> lock(sp->mu);
+      MutexLock lock(&sp->mu);
       for (size_t i = 0; i < sp->live.size(); ++i)
         if (sp->live[i]) fn(sp->row_key[i], RowPtrConst(*sp, static_cast<uint32_t>(i)));
     }
@@ -102,26 +103,26 @@ class RowCache {
  private:
   static constexpr uint32_t kBlockRows = 1024;
   struct Shard {
-    mutable std::mutex mu;
-    KeyIndex index;
-    std::vector<std::unique_ptr<float[]>> blocks;
-    std::vector<Key> row_key;
-    std::vector<uint8_t> ref;   // CLOCK reference bit
-    std::vector<uint8_t> live;
-    std::vector<uint32_t> free;
-    size_t hand = 0;
-    uint64_t evictions = 0;
+    mutable Mutex mu;
+    KeyIndex index GUARDED_BY(mu);
+    std::vector<std::unique_ptr<float[]>> blocks GUARDED_BY(mu);
+    std::vector<Key> row_key GUARDED_BY(mu);
+    std::vector<uint8_t> ref GUARDED_BY(mu);  // CLOCK reference bit
+    std::vector<uint8_t> live GUARDED_BY(mu);
+    std::vector<uint32_t> free GUARDED_BY(mu);
+    size_t hand GUARDED_BY(mu) = 0;
+    uint64_t evictions GUARDED_BY(mu) = 0;
   };
 
   Shard& ShardOf(Key k) { return *shards_[Mix64(k) >> 58]; }
-  float* RowPtr(Shard& s, uint32_t idx) {
+  float* RowPtr(Shard& s, uint32_t idx) REQUIRES(s.mu) {
     return s.blocks[idx / kBlockRows].get() + size_t{idx % kBlockRows} * width_;
   }
-  const float* RowPtrConst(const Shard& s, uint32_t idx) const {
+  const float* RowPtrConst(const Shard& s, uint32_t idx) const REQUIRES(s.mu) {
     return s.blocks[idx / kBlockRows].get() + size_t{idx % kBlockRows} * width_;
   }
 
-  uint32_t Allocate(Shard& s) {
+  uint32_t Allocate(Shard& s) REQUIRES(s.mu) {
     if (per_shard_cap_ != 0 && s.index.size() >= per_shard_cap_) EvictOne(s);
     if (!s.free.empty()) {
       uint32_t idx = s.free.back();
@@ -138,7 +139,7 @@ class RowCache {
     return idx;
   }
 
-  void EvictOne(Shard& s) {
+  void EvictOne(Shard& s) REQUIRES(s.mu) {
     const size_t n = s.row_key.size();
     for (size_t steps = 0; steps < 2 * n + 1; ++steps) {
       size_t i = s.hand;

@@ -9,6 +9,7 @@
 
 #include "common/clock.h"
 #include "common/logging.h"
+#include "common/mutex.h"
 
 namespace m6rec {
 
@@ -33,10 +34,10 @@ class SchedulerClient::Impl {
 
   ~Impl() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       stop_ = true;
     }
-    cv_.notify_all();
+    cv_.NotifyAll();
     boost::system::error_code ec;
     sock_.shutdown(tcp::socket::shutdown_both, ec);
     if (heartbeat_.joinable()) heartbeat_.join();
@@ -78,7 +79,7 @@ class SchedulerClient::Impl {
     h.token = opts_.token;
     h.request_id = ++next_id_;
     std::string frame = EncodeControlFrame(h, payload.dump());
-    std::lock_guard<std::mutex> lock(write_mu_);
+    MutexLock lock(&write_mu_);
     boost::system::error_code ec;
     asio::write(sock_, asio::buffer(frame), ec);
     if (ec) return Status::Unavailable("lost the scheduler connection: " + ec.message());
@@ -89,7 +90,7 @@ class SchedulerClient::Impl {
   StatusOr<std::pair<MsgHeader, json>> WaitFor(std::initializer_list<MsgType> types,
                                                int timeout_ms, const std::string& what,
                                                const std::string& name = "") {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     for (;;) {
       for (auto it = inbox_.begin(); it != inbox_.end(); ++it) {
@@ -107,7 +108,7 @@ class SchedulerClient::Impl {
       }
       if (shutdown_ || lost_)
         return Status::Aborted("while waiting for " + what + ": " + failure_);
-      if (cv_.wait_until(lock, deadline) == std::cv_status::timeout)
+      if (cv_.WaitUntil(&mu_, deadline) == std::cv_status::timeout)
         return Status::DeadlineExceeded("no " + what + " from the scheduler within " +
                                         std::to_string(timeout_ms) + " ms");
     }
@@ -116,14 +117,14 @@ class SchedulerClient::Impl {
   void StartHeartbeats() {
     if (heartbeat_.joinable()) return;
     heartbeat_ = std::thread([this] {
-      std::unique_lock<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       while (!stop_ && !lost_) {
-        lock.unlock();
+        lock.Unlock();
         Status s = Send(MsgType::kHeartbeat, json::object());
-        lock.lock();
+        lock.Lock();
         if (!s.ok()) break;
-        cv_.wait_for(lock, std::chrono::milliseconds(opts_.heartbeat_interval_ms),
-                     [this] { return stop_ || lost_; });
+        cv_.WaitFor(&mu_, std::chrono::milliseconds(opts_.heartbeat_interval_ms),
+                    [this]() REQUIRES(mu_) { return stop_ || lost_; });
       }
     });
   }
@@ -142,14 +143,14 @@ class SchedulerClient::Impl {
           asio::read(sock_, asio::buffer(&body[0], len), ec);
         }
       }
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (ec) {
         if (!stop_ && !shutdown_) {
           lost_ = true;
           failure_ = "lost the connection to the scheduler at " + opts_.host + ":" +
                      std::to_string(opts_.port) + " (" + ec.message() + ")";
         }
-        cv_.notify_all();
+        cv_.NotifyAll();
         return;
       }
       MsgHeader h;
@@ -175,23 +176,27 @@ class SchedulerClient::Impl {
       } else {
         inbox_.emplace_back(h, std::move(j));
       }
-      cv_.notify_all();
+      cv_.NotifyAll();
     }
   }
 
   SchedulerClientOptions opts_;
   asio::io_context io_;
   tcp::socket sock_;
-  std::mutex write_mu_;
+  Mutex write_mu_;  // one frame at a time on sock_ (the reader thread reads it without a lock)
   std::atomic<uint64_t> next_id_{0};
   std::thread reader_, heartbeat_;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::pair<MsgHeader, json>> inbox_;  // guarded by mu_
-  bool stop_ = false, lost_ = false, shutdown_ = false, shutdown_ok_ = false, failed_ = false;
-  bool node_dead_ = false;  // a NODE_DEAD arrived
-  std::string failure_;
+  mutable Mutex mu_;
+  CondVar cv_;  // signalled on every change of the state below
+  std::deque<std::pair<MsgHeader, json>> inbox_ GUARDED_BY(mu_);
+  bool stop_ GUARDED_BY(mu_) = false;
+  bool lost_ GUARDED_BY(mu_) = false;
+  bool shutdown_ GUARDED_BY(mu_) = false;
+  bool shutdown_ok_ GUARDED_BY(mu_) = false;
+  bool failed_ GUARDED_BY(mu_) = false;
+  bool node_dead_ GUARDED_BY(mu_) = false;  // a NODE_DEAD arrived
+  std::string failure_ GUARDED_BY(mu_);
 };
 
 SchedulerClient::SchedulerClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -234,9 +239,10 @@ Status SchedulerClient::Finished(bool ok, const std::string& error,
 }
 
 ShutdownNotice SchedulerClient::WaitShutdown(int timeout_ms) {
-  std::unique_lock<std::mutex> lock(impl_->mu_);
-  bool got = impl_->cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                                 [&] { return impl_->shutdown_ || impl_->lost_; });
+  MutexLock lock(&impl_->mu_);
+  bool got =
+      impl_->cv_.WaitFor(&impl_->mu_, std::chrono::milliseconds(timeout_ms),
+                         [&]() REQUIRES(impl_->mu_) { return impl_->shutdown_ || impl_->lost_; });
   ShutdownNotice n;
   if (!got) {
     n.cause = ShutdownCause::kTimeout;
@@ -253,13 +259,13 @@ ShutdownNotice SchedulerClient::WaitShutdown(int timeout_ms) {
 }
 
 bool SchedulerClient::failed(std::string* why) const {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
+  MutexLock lock(&impl_->mu_);
   if (why) *why = impl_->failure_;
   return impl_->failed_ || impl_->lost_;
 }
 
 bool SchedulerClient::shutdown_received() const {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
+  MutexLock lock(&impl_->mu_);
   return impl_->shutdown_;
 }
 

@@ -6,10 +6,10 @@
 #include "worker/mpi_communicator_impl.h"
 #endif
 
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
 #include <vector>
+
+#include "common/mutex.h"
 
 namespace m6rec {
 
@@ -48,6 +48,8 @@ class SingleCollective final : public Collective {
 
 // ---- inproc: threads as ranks ------------------------------------------------------------
 
+// The meeting point of an inproc group: each rank's thread calls Exchange for its operations;
+// Fail may come from any thread. All state is under mu_.
 class InProcessHub {
  public:
   explicit InProcessHub(int size) : size_(size), slots_(size) {}
@@ -56,9 +58,9 @@ class InProcessHub {
   // (so it is the same whatever the arrival order) and everyone copies it out. A rank that
   // comes back for the next operation waits until every copy of this one is done.
   template <typename T>
-  Status Exchange(int rank, T* data, size_t n, int root, bool reduce) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return pending_copies_ == 0 || failed_; });
+  Status Exchange(int rank, T* data, size_t n, int root, bool reduce) EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
+    cv_.Wait(&mu_, [&]() REQUIRES(mu_) { return pending_copies_ == 0 || failed_; });
     if (failed_) return Status::Aborted("inproc collective: a peer failed");
     if (n_ == SIZE_MAX) {
       n_ = n;
@@ -66,7 +68,7 @@ class InProcessHub {
     }
     if (n_ != n || elem_ != sizeof(T)) {
       failed_ = true;
-      cv_.notify_all();
+      cv_.NotifyAll();
       return Status::InvalidArgument(
           "inproc collective: ranks passed different sizes or element types");
     }
@@ -87,36 +89,39 @@ class InProcessHub {
       arrived_ = 0;
       pending_copies_ = size_;
       ++generation_;
-      cv_.notify_all();
+      cv_.NotifyAll();
     } else {
-      cv_.wait(lock, [&] { return generation_ != gen || failed_; });
+      cv_.Wait(&mu_, [&]() REQUIRES(mu_) { return generation_ != gen || failed_; });
       if (generation_ == gen) return Status::Aborted("inproc collective: a peer failed");
     }
     std::memcpy(data, result_.data(), n * sizeof(T));
     if (--pending_copies_ == 0) {
       n_ = SIZE_MAX;
-      cv_.notify_all();
+      cv_.NotifyAll();
     }
     return Status::OK();
   }
 
-  void Fail() {
-    std::lock_guard<std::mutex> lock(mu_);
+  void Fail() EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     failed_ = true;
-    cv_.notify_all();
+    cv_.NotifyAll();
   }
   int size() const { return size_; }
 
  private:
   const int size_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<const void*> slots_;  // each rank's buffer, of n_ elements of elem_ bytes
-  std::vector<char> result_;
-  int arrived_ = 0, pending_copies_ = 0;
-  size_t n_ = SIZE_MAX, elem_ = 0;
-  uint64_t generation_ = 0;
-  bool failed_ = false;
+  Mutex mu_;
+  CondVar cv_;  // signalled when an operation completes, its last copy is out, or on failure
+  // Each rank's buffer, of n_ elements of elem_ bytes.
+  std::vector<const void*> slots_ GUARDED_BY(mu_);
+  std::vector<char> result_ GUARDED_BY(mu_);
+  int arrived_ GUARDED_BY(mu_) = 0;
+  int pending_copies_ GUARDED_BY(mu_) = 0;
+  size_t n_ GUARDED_BY(mu_) = SIZE_MAX;
+  size_t elem_ GUARDED_BY(mu_) = 0;
+  uint64_t generation_ GUARDED_BY(mu_) = 0;
+  bool failed_ GUARDED_BY(mu_) = false;
 };
 
 std::shared_ptr<InProcessHub> MakeInProcessHub(int size) { return std::make_shared<InProcessHub>(size); }
