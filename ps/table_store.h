@@ -63,9 +63,10 @@ class TableStore {
   // Makes everything acknowledged so far durable on disk (memtable flush, WAL sync).
   virtual Status Flush() = 0;
 
-  // Writes a consistent snapshot of every row (weights and optimizer state) to the new
-  // directory `dir`, which StoreOptions::restore_from (or, for RocksDB, read_only) can open.
-  // Updates running at the same time are either wholly in it or not at all.
+  // Writes a snapshot of every row (weights and optimizer state) to the new directory `dir`,
+  // which StoreOptions::restore_from (or, for RocksDB, read_only) can open. The caller holds the
+  // cut: no update of the job is in flight (the training engine's checkpoint barriers). RocksDB
+  // also excludes concurrent updates; the memory store copies shard by shard.
   virtual Status Checkpoint(const std::string& dir) = 0;
 
   virtual StoreStats Stats() const = 0;
