@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "common/cluster_view.h"
@@ -43,10 +44,60 @@ TEST(Keys, SlotMapPlacesEveryKeyOnItsServer) {
   }
 }
 
-TEST(Keys, HashIdIsStableAndDistinguishes) {
-  EXPECT_EQ(HashId("user:alice"), HashId("user:alice"));
-  EXPECT_NE(HashId("user:alice"), HashId("user:alicf"));
-  EXPECT_EQ(HashId("x") & ~kIdMask, 0u);
+// Golden values. HashId, Mix64 and SlotOf define the on-disk key space: a string id's row key
+// and every key's slot (hence its server) are stored in the servers' RocksDB directories and
+// checkpoints, and HashId also derives each table's initialiser seed from the job seed. A change
+// to any of them would orphan every stored row and make resumed jobs start from other rows. The
+// expected values below were computed once from the implementation (and checked against an
+// independent Python re-implementation of FNV-1a 64 + splitmix64's finaliser); they must never
+// be updated to match a new implementation: a new hash needs a new key-space version instead.
+TEST(Keys, HashIdIsPinnedToItsGoldenValues) {
+  const std::string nul("a\0b", 3);
+  const struct {
+    std::string in;
+    uint64_t want;
+  } cases[] = {
+      {"", 0x2d3fb62b3c344fULL},
+      {"a", 0xd2960f93be2488ULL},
+      {"user:42", 0x5b45fd08997c7aULL},
+      {"user:alice", 0xc96c2f02c5d268ULL},
+      {"user:alicf", 0xa39c4a9bf34ddeULL},  // one bit from the one above
+      {"item:the quick brown fox jumps over the lazy dog; 0123456789", 0xf505ff6de8ed08ULL},
+      {std::string(1000, 'x'), 0x4da89f348300b6ULL},
+      {"usuario:Jos\xc3\xa9-\xe5\x8c\x97\xe4\xba\xac", 0x18b0b97258dc6bULL},  // UTF-8 "José-北京"
+      {nul, 0xfa69b6f6ffbbedULL},  // an embedded NUL is part of the id
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(HashId(c.in), c.want)
+        << "HashId of a " << c.in.size() << "-byte id '" << c.in.substr(0, 40)
+        << "' changed: every stored row keyed by a string id would be orphaned";
+    EXPECT_EQ(HashId(c.in) & ~kIdMask, 0u) << "a hashed id must fit the 56 id bits";
+  }
+  EXPECT_NE(HashId("a"), HashId(nul)) << "the bytes after a NUL count";
+}
+
+TEST(Keys, Mix64AndSlotOfArePinnedToTheirGoldenValues) {
+  EXPECT_EQ(Mix64(0), 0u);
+  EXPECT_EQ(Mix64(1), 0x5692161d100b05e5ULL);
+  EXPECT_EQ(Mix64(42), 0xa759ea27d4727622ULL);
+  EXPECT_EQ(Mix64(0x0123456789abcdefULL), 0xb2c058e4ebb5112cULL);
+  EXPECT_EQ(Mix64(~uint64_t{0}), 0xb4d055fcf2cbbd7bULL);
+  // A key's slot decides which server holds its row; 4096 is the default ps.num_slots.
+  const struct {
+    Key key;
+    uint32_t slot_4096, slot_256, slot_7;
+  } cases[] = {
+      {MakeKey(0, 0), 0, 0, 0},
+      {MakeKey(0, 1), 1509, 229, 6},
+      {MakeKey(1, 42), 503, 247, 2},
+      {MakeKey(255, kIdMask), 3451, 123, 0},
+      {MakeKey(3, HashId("user:42")), 3629, 45, 4},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(SlotOf(c.key, 4096), c.slot_4096) << "key " << std::hex << c.key;
+    EXPECT_EQ(SlotOf(c.key, 256), c.slot_256) << "key " << std::hex << c.key;
+    EXPECT_EQ(SlotOf(c.key, 7), c.slot_7) << "key " << std::hex << c.key;
+  }
 }
 
 TEST(Initializer, DeterministicPerKeyAndIndependentOfOrder) {
