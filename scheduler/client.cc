@@ -30,7 +30,8 @@ using nlohmann::json;
 
 class SchedulerClient::Impl {
  public:
-  explicit Impl(const SchedulerClientOptions& o) : opts_(o), sock_(io_) {}
+  explicit Impl(const SchedulerClientOptions& o)
+      : opts_(o), clock_(o.clock ? o.clock : &steady_), sock_(io_) {}
 
   ~Impl() {
     {
@@ -45,8 +46,10 @@ class SchedulerClient::Impl {
     sock_.close(ec);
   }
 
+  // Attempts at once, then after 50, 100, 200, ... (at most 1000) ms on the clock, and gives
+  // up at the first failure once the clock has passed connect_timeout_ms.
   Status Connect() {
-    const int64_t deadline = MonotonicMs() + opts_.connect_timeout_ms;
+    const int64_t deadline = clock_->NowMs() + opts_.connect_timeout_ms;
     int backoff_ms = 50;
     std::string last_error;
     boost::system::error_code ec;
@@ -58,14 +61,17 @@ class SchedulerClient::Impl {
       sock_.connect(ep, ec);
       if (!ec) break;
       last_error = ec.message();
-      const int64_t left = deadline - MonotonicMs();
-      if (left <= 0)
+      const int64_t now = clock_->NowMs();
+      if (now >= deadline)
         return Status::Unavailable("cannot reach the scheduler at " + opts_.host + ":" +
                                    std::to_string(opts_.port) + " within " +
                                    std::to_string(opts_.connect_timeout_ms) + " ms (" +
                                    std::to_string(attempt) + " attempts, last error: " +
                                    last_error + ")");
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(backoff_ms, left)));
+      const int64_t retry_at = std::min<int64_t>(now + backoff_ms, deadline);
+      for (int64_t t = now; t < retry_at; t = clock_->NowMs())
+        std::this_thread::sleep_for(
+            std::chrono::milliseconds(std::min(retry_at - t, SchedulerClient::kWaitSliceMs)));
       backoff_ms = std::min(backoff_ms * 2, 1000);
     }
     sock_.set_option(tcp::no_delay(true));
@@ -86,12 +92,13 @@ class SchedulerClient::Impl {
     return Status::OK();
   }
 
-  // Waits for (and removes) the first inbox frame of one of `types`.
+  // Waits for (and removes) the first inbox frame of one of `types`, until the clock reads
+  // deadline_ms (timeout_ms is only for the message).
   StatusOr<std::pair<MsgHeader, json>> WaitFor(std::initializer_list<MsgType> types,
-                                               int timeout_ms, const std::string& what,
+                                               int64_t deadline_ms, int timeout_ms,
+                                               const std::string& what,
                                                const std::string& name = "") {
     MutexLock lock(&mu_);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     for (;;) {
       for (auto it = inbox_.begin(); it != inbox_.end(); ++it) {
         auto t = static_cast<MsgType>(it->first.type);
@@ -108,22 +115,44 @@ class SchedulerClient::Impl {
       }
       if (shutdown_ || lost_)
         return Status::Aborted("while waiting for " + what + ": " + failure_);
-      if (cv_.WaitUntil(&mu_, deadline) == std::cv_status::timeout)
-        return Status::DeadlineExceeded("no " + what + " from the scheduler within " +
-                                        std::to_string(timeout_ms) + " ms");
+      const int64_t left = deadline_ms - clock_->NowMs();
+      if (left <= 0)
+        return Status::DeadlineExceeded("timed out after " + std::to_string(timeout_ms) +
+                                        " ms waiting for " + what + " from the scheduler");
+      cv_.WaitFor(&mu_, std::chrono::milliseconds(std::min(left, SchedulerClient::kWaitSliceMs)));
     }
   }
 
+  // Blocks until SHUTDOWN arrives or the connection is lost (true), or the clock reads
+  // deadline_ms (false).
+  bool WaitShutdownOrLost(int64_t deadline_ms) REQUIRES(mu_) {
+    while (!shutdown_ && !lost_) {
+      const int64_t left = deadline_ms - clock_->NowMs();
+      if (left <= 0) return false;
+      cv_.WaitFor(&mu_, std::chrono::milliseconds(std::min(left, SchedulerClient::kWaitSliceMs)));
+    }
+    return true;
+  }
+
+  // One heartbeat now, then one each time the clock has moved heartbeat_interval_ms past the
+  // previous one.
   void StartHeartbeats() {
     if (heartbeat_.joinable()) return;
     heartbeat_ = std::thread([this] {
       MutexLock lock(&mu_);
+      int64_t due = clock_->NowMs();
       while (!stop_ && !lost_) {
-        lock.Unlock();
-        Status s = Send(MsgType::kHeartbeat, json::object());
-        lock.Lock();
-        if (!s.ok()) break;
-        cv_.WaitFor(&mu_, std::chrono::milliseconds(opts_.heartbeat_interval_ms),
+        const int64_t now = clock_->NowMs();
+        if (now >= due) {
+          lock.Unlock();
+          Status s = Send(MsgType::kHeartbeat, json::object());
+          lock.Lock();
+          if (!s.ok()) break;
+          due = now + opts_.heartbeat_interval_ms;
+          continue;
+        }
+        cv_.WaitFor(&mu_,
+                    std::chrono::milliseconds(std::min(due - now, SchedulerClient::kWaitSliceMs)),
                     [this]() REQUIRES(mu_) { return stop_ || lost_; });
       }
     });
@@ -181,6 +210,8 @@ class SchedulerClient::Impl {
   }
 
   SchedulerClientOptions opts_;
+  SteadyClock steady_;  // the clock when the options name none
+  const Clock* clock_;
   asio::io_context io_;
   tcp::socket sock_;
   Mutex write_mu_;  // one frame at a time on sock_ (the reader thread reads it without a lock)
@@ -211,6 +242,7 @@ StatusOr<std::unique_ptr<SchedulerClient>> SchedulerClient::Connect(
 
 StatusOr<ClusterView> SchedulerClient::Register(const std::string& role, const std::string& host,
                                                 int port, int requested_rank, int timeout_ms) {
+  const int64_t deadline = impl_->clock_->NowMs() + timeout_ms;
   M6_RETURN_IF_ERROR(impl_->Send(MsgType::kRegister, {{"role", role},
                                                      {"host", host},
                                                      {"port", port},
@@ -219,14 +251,15 @@ StatusOr<ClusterView> SchedulerClient::Register(const std::string& role, const s
   // Heartbeats start now: the scheduler knows us, and the wait for the others may be long.
   impl_->StartHeartbeats();
   M6_ASSIGN_OR_RETURN(auto msg, impl_->WaitFor({MsgType::kClusterView, MsgType::kControlError},
-                                               timeout_ms, "the cluster view"));
+                                               deadline, timeout_ms, "the cluster view"));
   return ClusterView::FromJson(msg.second.dump());
 }
 
 Status SchedulerClient::Barrier(const std::string& name, const std::string& group,
                                 int timeout_ms) {
+  const int64_t deadline = impl_->clock_->NowMs() + timeout_ms;
   M6_RETURN_IF_ERROR(impl_->Send(MsgType::kBarrier, {{"name", name}, {"group", group}}));
-  auto r = impl_->WaitFor({MsgType::kBarrierRelease, MsgType::kControlError}, timeout_ms,
+  auto r = impl_->WaitFor({MsgType::kBarrierRelease, MsgType::kControlError}, deadline, timeout_ms,
                           "barrier '" + name + "'", name);
   return r.ok() ? Status::OK() : r.status();
 }
@@ -239,10 +272,9 @@ Status SchedulerClient::Finished(bool ok, const std::string& error,
 }
 
 ShutdownNotice SchedulerClient::WaitShutdown(int timeout_ms) {
+  const int64_t deadline = impl_->clock_->NowMs() + timeout_ms;
   MutexLock lock(&impl_->mu_);
-  bool got =
-      impl_->cv_.WaitFor(&impl_->mu_, std::chrono::milliseconds(timeout_ms),
-                         [&]() REQUIRES(impl_->mu_) { return impl_->shutdown_ || impl_->lost_; });
+  const bool got = impl_->WaitShutdownOrLost(deadline);
   ShutdownNotice n;
   if (!got) {
     n.cause = ShutdownCause::kTimeout;
@@ -270,8 +302,10 @@ bool SchedulerClient::shutdown_received() const {
 }
 
 StatusOr<std::string> SchedulerClient::QueryStatus(int timeout_ms) {
+  const int64_t deadline = impl_->clock_->NowMs() + timeout_ms;
   M6_RETURN_IF_ERROR(impl_->Send(MsgType::kStatusRequest, json::object()));
-  M6_ASSIGN_OR_RETURN(auto msg, impl_->WaitFor({MsgType::kStatusReply}, timeout_ms, "status"));
+  M6_ASSIGN_OR_RETURN(auto msg,
+                      impl_->WaitFor({MsgType::kStatusReply}, deadline, timeout_ms, "status"));
   return msg.second.dump();
 }
 

@@ -2,6 +2,10 @@
 // exponential back-off until connect_timeout_ms and then fails naming the address, so start-up
 // does not depend on which process comes up first. A reader thread receives pushed events
 // (cluster view, barrier releases, NODE_DEAD, SHUTDOWN); a heartbeat thread keeps the node alive.
+// Time: every deadline and interval (connect back-off, heartbeats, the timeouts of Register,
+// Barrier, WaitShutdown and QueryStatus) is measured on the options' Clock, so a test can pass a
+// deadline by advancing a FakeClock instead of sleeping. Waits block on a condition variable for
+// at most kWaitSliceMs of real time before they read the clock again.
 // Thread-safe: any thread may call any method; waits return early when the job is shut down
 // or the scheduler connection is lost.
 #pragma once
@@ -14,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "common/clock.h"
 #include "common/cluster_view.h"
 #include "common/protocol.h"
 #include "common/status.h"
@@ -26,6 +31,9 @@ struct SchedulerClientOptions {
   uint64_t token = 0;
   int connect_timeout_ms = 30000;
   int heartbeat_interval_ms = 500;
+  // The clock every deadline and interval is read from; nullptr = a SteadyClock (real time).
+  // Not owned: it must outlive the client (its heartbeat thread reads it).
+  const Clock* clock = nullptr;
 };
 
 // How a wait for the job's end ended, as the client learned it (never parsed from text).
@@ -46,9 +54,14 @@ struct ShutdownNotice {
 
 class SchedulerClient {
  public:
+  // The longest a wait blocks (real time) before it reads the clock again: how soon a wait
+  // notices a FakeClock advanced past its deadline.
+  static constexpr int64_t kWaitSliceMs = 50;
+
   static StatusOr<std::unique_ptr<SchedulerClient>> Connect(const SchedulerClientOptions& opts);
   ~SchedulerClient();
 
+  // Each timeout_ms below is measured from the call's start on the options' clock.
   // Registers and waits (up to timeout_ms) for the cluster view; starts heartbeats.
   StatusOr<ClusterView> Register(const std::string& role, const std::string& host, int port,
                                  int requested_rank, int timeout_ms);
