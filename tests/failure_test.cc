@@ -22,17 +22,23 @@ using nlohmann::json;
 using namespace m6rec::testing;
 
 TEST(Cluster, WorkerThatCannotReachTheSchedulerFailsClearlyWithinTheTimeout) {
+  // What a user sees from the real binary on the real clock: a worker pointed at a dead address
+  // gives up by itself and says where it tried and for how long. The timeout logic itself is
+  // checked on a FakeClock (scheduler_test.cc); the time bounds here are deliberately loose.
+  // The lower one is certain (the worker cannot give up before it has retried for 1.5 s); the
+  // upper one only tells "gave up" from "hangs", with room for a slow or loaded machine, where
+  // starting the binary alone can take seconds; RunCommand's 60 s limit catches a real hang.
   TempDir dir;
   std::string cfg = testing::WriteFile(dir / "job.yaml", MfConfig(1));
   auto r = RunCommand({Binary(), "worker", "--config", cfg, "--scheduler", "127.0.0.1:1", "--rank", "0",
                 "--set", "cluster.connect_timeout_ms=1500"},
-               30, {{"M6REC_TOKEN", "00000000000000ab"}});
+               60, {{"M6REC_TOKEN", "00000000000000ab"}});
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_FALSE(r.timed_out);
+  EXPECT_FALSE(r.timed_out) << "it must give up by itself, not hang";
   EXPECT_NE(r.output.find("cannot reach the scheduler at 127.0.0.1:1 within 1500 ms"), std::string::npos)
       << r.output;
-  EXPECT_GE(r.seconds, 1.0);
-  EXPECT_LT(r.seconds, 8.0) << "it must give up at the timeout, not hang";
+  EXPECT_GE(r.seconds, 1.5) << "it gave up before its connect timeout";
+  EXPECT_LT(r.seconds, 30.0) << "it must give up near the timeout, not hang";
 }
 
 TEST(Cluster, KillingAServerStopsTheClusterWithAClearMessageAndNoOrphans) {
