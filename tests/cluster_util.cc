@@ -60,6 +60,24 @@ json ReadJson(const std::string& path) {
   return json::parse(text.ok() ? *text : "{}", nullptr, false);
 }
 
+std::vector<json> ReadJsonLines(const std::string& path) {
+  std::vector<json> lines;
+  auto text = ReadFileToString(path);
+  EXPECT_TRUE(text.ok()) << path;
+  if (!text.ok()) return lines;
+  size_t at = 0;
+  while (at < text->size()) {
+    size_t nl = text->find('\n', at);
+    if (nl == std::string::npos) nl = text->size();
+    const std::string line = text->substr(at, nl - at);
+    json j = json::parse(line, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << path << ":" << lines.size() + 1 << " is not JSON: " << line;
+    lines.push_back(std::move(j));
+    at = nl + 1;
+  }
+  return lines;
+}
+
 json RunLocalJob(TempDir& dir, const std::string& run_name, const std::string& yaml,
                  const std::vector<std::string>& sets, int timeout_s) {
   const std::string cfg = testing::WriteFile(dir / (run_name + ".yaml"), yaml);

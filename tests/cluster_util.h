@@ -24,6 +24,9 @@ std::string OnPath(const std::string& program);
 
 // The JSON in `path` (a test failure, and a discarded value, when it cannot be read).
 nlohmann::json ReadJson(const std::string& path);
+// The JSON values of a JSON-lines file such as metrics.jsonl, one per line (a test failure for
+// a file that cannot be read or a line that is not JSON).
+std::vector<nlohmann::json> ReadJsonLines(const std::string& path);
 
 // Runs `m6rec local` on `yaml` into dir/run_name with extra --set overrides; returns its
 // result.json ({} and a test failure when the job fails or writes no test metrics).

@@ -78,21 +78,35 @@ std::unique_ptr<SchedulerClient> Connect(int port, uint64_t token = kToken, int 
   return c.ok() ? std::move(*c) : nullptr;
 }
 
-std::string HttpGet(int port, const std::string& path) {
+struct HttpReply {
+  int code = 0;  // from the status line; 0 when there was no reply
+  json body;     // the JSON body (discarded when it is not JSON)
+  std::string raw;
+};
+
+HttpReply HttpGet(int port, const std::string& path) {
+  HttpReply reply;
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return "";
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return reply;
+  }
   std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
   (void)!write(fd, req.data(), req.size());
-  std::string out;
   char buf[4096];
   ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
+  while ((n = read(fd, buf, sizeof(buf))) > 0) reply.raw.append(buf, n);
   close(fd);
-  return out;
+  // "HTTP/1.0 200 OK\r\n<headers>\r\n\r\n<body>"
+  const size_t sp = reply.raw.find(' '), end = reply.raw.find("\r\n\r\n");
+  if (sp != std::string::npos) reply.code = std::atoi(reply.raw.c_str() + sp + 1);
+  reply.body = json::parse(end == std::string::npos ? std::string() : reply.raw.substr(end + 4),
+                           nullptr, false);
+  return reply;
 }
 
 // The scheduler's status (STATUS_REPLY) as JSON.
@@ -210,10 +224,19 @@ TEST(Scheduler, RendezvousBarrierStatusAndOrderlyShutdown) {
   EXPECT_EQ(v0->servers[0].port, 4000);
   EXPECT_EQ(v0->slot_map.size(), 32u);
 
-  std::string status = HttpGet(r.sched->http_port(), "/status");
-  EXPECT_NE(status.find("200 OK"), std::string::npos) << status;
-  EXPECT_NE(status.find("\"phase\": \"running\""), std::string::npos) << status;
-  EXPECT_NE(HttpGet(r.sched->http_port(), "/nope").find("404"), std::string::npos);
+  // The status page over HTTP and over the control connection: the same JSON.
+  HttpReply page = HttpGet(r.sched->http_port(), "/status");
+  EXPECT_EQ(page.code, 200) << page.raw;
+  ASSERT_TRUE(page.body.is_object()) << "the status page is JSON: " << page.raw;
+  EXPECT_EQ(page.body["phase"], "running") << page.body.dump();
+  EXPECT_EQ(page.body["nodes"].size(), 3u) << page.body.dump();
+  json st = StatusOf(*w0);
+  EXPECT_EQ(st["phase"], "running") << st.dump();
+  EXPECT_EQ(st["expected"], json({{"servers", 1}, {"workers", 2}})) << st.dump();
+  EXPECT_EQ(st["missing"], "") << st.dump();
+  HttpReply nope = HttpGet(r.sched->http_port(), "/nope");
+  EXPECT_EQ(nope.code, 404) << nope.raw;
+  EXPECT_TRUE(nope.body.is_object() && nope.body.contains("error")) << nope.raw;
 
   auto b0 =
       std::async(std::launch::async, [&] { return w0->Barrier("x", "workers", kHangGuardMs); });
@@ -330,9 +353,10 @@ TEST(Scheduler, WrongTokenConnectionsAreClosedAndCounted) {
   auto intruder = Connect(r.sched->port(), kToken + 1);
   auto v = intruder->Register("server", "127.0.0.1", 1, -1, kHangGuardMs);
   EXPECT_FALSE(v.ok()) << "a foreign token never joins the cluster";
-  std::string status = HttpGet(r.sched->http_port(), "/status");
-  EXPECT_NE(status.find("\"dropped_bad_token\": 1"), std::string::npos) << status;
-  EXPECT_NE(status.find("\"nodes\": []"), std::string::npos) << status;
+  HttpReply page = HttpGet(r.sched->http_port(), "/status");
+  ASSERT_TRUE(page.body.is_object()) << page.raw;
+  EXPECT_EQ(page.body["dropped_bad_token"], 1) << page.body.dump();
+  EXPECT_EQ(page.body["nodes"], json::array()) << page.body.dump();
   r.sched->Stop("test over");
   EXPECT_FALSE(r.result.get().ok());
 }

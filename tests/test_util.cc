@@ -3,6 +3,7 @@
 #include "common/util.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -24,7 +25,8 @@ double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-pid_t SpawnChild(const std::vector<std::string>& args, int out_fd,
+// The child's stdout goes to out_fd, its stderr to err_fd (they may be the same).
+pid_t SpawnChild(const std::vector<std::string>& args, int out_fd, int err_fd,
                  const std::map<std::string, std::string>& env) {
   pid_t parent = getpid();
   pid_t pid = fork();
@@ -33,7 +35,7 @@ pid_t SpawnChild(const std::vector<std::string>& args, int out_fd,
     if (getppid() != parent) _exit(1);
     setpgid(0, 0);
     dup2(out_fd, 1);
-    dup2(out_fd, 2);
+    dup2(err_fd, 2);
     for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     std::vector<char*> argv;
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -71,13 +73,34 @@ TempDir::~TempDir() {
 RunResult RunCommand(const std::vector<std::string>& args, double timeout_s,
               const std::map<std::string, std::string>& env) {
   RunResult r;
-  char tmpl[] = "/tmp/m6rec-run-XXXXXX";
-  int fd = mkstemp(tmpl);
-  unlink(tmpl);
+  // Two pipes, read as the child writes: stdout and stderr both go to r.output in arrival
+  // order, stdout alone also to r.stdout_text. The read ends are non-blocking, and reading stops
+  // once the child is reaped, so a grandchild that keeps a pipe open cannot stall the test.
+  int out[2], err[2];
+  if (pipe2(out, O_CLOEXEC) != 0) std::abort();
+  if (pipe2(err, O_CLOEXEC) != 0) std::abort();
   const double t0 = Now();
-  pid_t pid = SpawnChild(args, fd, env);
+  pid_t pid = SpawnChild(args, out[1], err[1], env);
+  close(out[1]);
+  close(err[1]);
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  for (pollfd& p : fds) fcntl(p.fd, F_SETFL, fcntl(p.fd, F_GETFL) | O_NONBLOCK);
+  auto drain = [&] {
+    char buf[65536];
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0) continue;
+      ssize_t n;
+      while ((n = read(fds[i].fd, buf, sizeof(buf))) > 0) {
+        r.output.append(buf, n);
+        if (i == 0) r.stdout_text.append(buf, n);
+      }
+      if (n == 0) fds[i].fd = -1;  // end of file: every writer closed it; poll ignores -1
+    }
+  };
   int status = 0;
   for (;;) {
+    poll(fds, 2, 10);
+    drain();
     pid_t w = waitpid(pid, &status, WNOHANG);
     if (w == pid) break;
     if (Now() - t0 > timeout_s) {
@@ -87,15 +110,12 @@ RunResult RunCommand(const std::vector<std::string>& args, double timeout_s,
       waitpid(pid, &status, 0);
       break;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   r.seconds = Now() - t0;
   Decode(status, &r.exit_code, &r.signal);
-  lseek(fd, 0, SEEK_SET);
-  char buf[65536];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) r.output.append(buf, n);
-  close(fd);
+  drain();  // what the child wrote just before it exited
+  close(out[0]);
+  close(err[0]);
   return r;
 }
 
@@ -103,7 +123,7 @@ Background::Background(const std::vector<std::string>& args, const std::string& 
                        const std::map<std::string, std::string>& env)
     : log_(log_path) {
   int fd = open(log_path.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
-  pid_ = SpawnChild(args, fd, env);
+  pid_ = SpawnChild(args, fd, fd, env);
   close(fd);
 }
 

@@ -28,7 +28,8 @@ struct RunResult {
   int signal = 0;
   bool timed_out = false;
   double seconds = 0;
-  std::string output;      // stdout + stderr
+  std::string output;      // stdout + stderr, as they arrived
+  std::string stdout_text; // stdout alone: what a program prints as its answer (logs go to stderr)
 };
 
 // Runs `args` (args[0] is the program) with extra environment; kills it after timeout_s.

@@ -88,12 +88,12 @@ TEST_P(M6Training, TheWholeModelLearnsWithBitIdenticalReplicas) {
   EXPECT_EQ(w0["param_fingerprints"], w1["param_fingerprints"]);
   EXPECT_EQ(w0["final_fingerprint"], w1["final_fingerprint"]);
   EXPECT_EQ(w0["steps"], w1["steps"]) << "every worker runs the same number of steps";
-  // The run directory: the metrics log (one line per epoch) and the checkpoint.
-  auto log = ReadFileToString(dir / "run/metrics.jsonl");
-  ASSERT_TRUE(log.ok());
-  EXPECT_EQ(std::count(log->begin(), log->end(), '\n'), 3);
-  json last = json::parse(log->substr(log->rfind('\n', log->size() - 2) + 1));
-  EXPECT_EQ(last["epoch"], 3);
+  // The run directory: the metrics log (one line per epoch, in order) and the checkpoint.
+  const std::vector<json> metrics = ReadJsonLines(dir / "run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 3u);
+  for (size_t e = 0; e < metrics.size(); ++e)
+    EXPECT_EQ(metrics[e]["epoch"], e + 1) << metrics[e].dump();
+  const json& last = metrics.back();
   EXPECT_EQ(last["test"]["users"], 600);
   for (const char* k : {"HR@10", "NDCG@10", "AUC", "F1", "accuracy", "precision", "recall"})
     EXPECT_TRUE(last["test"].contains(k)) << k;
@@ -114,13 +114,15 @@ TEST_P(M6Training, TheWholeModelLearnsWithBitIdenticalReplicas) {
   auto ev = RunCommand({Binary(), "eval", "--run-dir", dir / "run"}, 120);
   ASSERT_EQ(ev.exit_code, 0) << ev.output;
   json e = ReadJson(dir / "run/eval.json");
+  EXPECT_EQ(json::parse(ev.stdout_text, nullptr, false), e)
+      << "eval prints what it writes to eval.json: " << ev.stdout_text;
   EXPECT_EQ(e["test"]["users"], 600);
   EXPECT_EQ(e["test"], res["test"]) << "eval: " << e["test"].dump() << "\nresult: " << res["test"].dump();
   // `m6rec recommend`: k items, best first, none the user has seen.
   auto rc = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--user", "7", "-k", "5"}, 120);
   ASSERT_EQ(rc.exit_code, 0) << rc.output;
-  json rec = json::parse(rc.output.substr(rc.output.rfind("{\"items\"")), nullptr, false);
-  ASSERT_TRUE(rec.is_object()) << rc.output;
+  json rec = json::parse(rc.stdout_text, nullptr, false);  // its answer is its whole stdout
+  ASSERT_TRUE(rec.is_object()) << "stdout: " << rc.stdout_text << "\nall output: " << rc.output;
   ASSERT_EQ(rec["items"].size(), 5u);
   std::set<int> seen;
   std::ifstream in(dir / "run/data/interactions.tsv");
