@@ -65,7 +65,7 @@ TEST(CollectiveSetup, ZmqWorkersMeetOverTheirEndpointsWithTheJobToken) {
       o.workers = workers;
       o.rank = r;
       o.token = 99;
-      o.timeout_ms = 5000;
+      o.timeout_ms = 30000;  // only against hanging: every rank takes part
       o.endpoint = eps[r];
       auto c = SetUpWorkerCollective(o);
       if (!c.ok()) {
@@ -102,7 +102,9 @@ TEST(CollectiveSetup, AWorkerWithAnotherJobsTokenNeverJoins) {
       o.workers = workers;
       o.rank = r;
       o.token = r == 0 ? 1 : 2;
-      o.timeout_ms = 800;
+      // Rank 0 reads (and counts) rank 1's hello only while it waits, so it waits long enough
+      // for the hello to arrive on a busy machine; rank 1 gives up sooner.
+      o.timeout_ms = r == 0 ? 3000 : 800;
       o.endpoint = eps[r];
       st[r] = SetUpWorkerCollective(o).status();
     });

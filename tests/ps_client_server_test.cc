@@ -2,6 +2,8 @@
 // and a raw ZeroMQ socket for messages no well-behaved client would send.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -18,6 +20,18 @@ namespace m6rec {
 namespace {
 
 constexpr uint64_t kToken = 0x1234abcd5678ef00ULL;
+// Only against hanging: a wait for a reply or a count that is sure to come.
+constexpr int kHangGuardMs = 30000;
+
+// Waits (at most kHangGuardMs) until `counter` reaches `want` and returns its value. A server
+// counts a dropped message on its own thread, with no reply to wait for: a test that read the
+// counter right after a fixed real-time wait would depend on how busy the machine is.
+uint64_t AwaitCount(const std::atomic<uint64_t>& counter, uint64_t want) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(kHangGuardMs);
+  while (counter.load() < want && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  return counter.load();
+}
 
 TableSpec Table(TableId id, uint32_t dim, OptimizerSpec::Kind opt, float lr) {
   TableSpec t;
@@ -68,8 +82,11 @@ class PsTest : public ::testing::Test {
     r.resize(tables_[t].dim);
     return r;
   }
-  // Sends raw frames on a fresh DEALER and returns the reply frames (empty on timeout).
-  std::vector<std::string> Raw(int server, const std::vector<std::string>& frames, int timeout_ms = 500) {
+  // Sends raw frames on a fresh DEALER and returns the reply frames (empty on timeout). Where a
+  // reply must come the timeout is a hang guard; a test that expects none passes a short one (a
+  // late reply could then go unseen, but a server that correctly stays silent always passes).
+  std::vector<std::string> Raw(int server, const std::vector<std::string>& frames,
+                               int timeout_ms = kHangGuardMs) {
     zmq::socket_t s(ctx_, zmq::socket_type::dealer);
     s.set(zmq::sockopt::linger, 0);
     s.connect(TcpEndpoint("127.0.0.1", view_.servers[server].port));
@@ -174,13 +191,13 @@ TEST_F(PsTest, WrongTokenIsDroppedAndCountedAndTouchesNothing) {
   std::vector<float> g(4, 100.0f);
   auto reply = Raw(0, {Hdr(MsgType::kPush, 1, 0, 4, kToken ^ 1), Bytes(&k, 8), Bytes(g.data(), 16)}, 300);
   EXPECT_TRUE(reply.empty()) << "no reply to a foreign token";
-  EXPECT_EQ(servers_[0]->counters().dropped_bad_token.load(), 1u);
+  EXPECT_EQ(AwaitCount(servers_[0]->counters().dropped_bad_token, 1), 1u);
   EXPECT_EQ(servers_[0]->store().Stats().rows_written, 0u);
   auto bad = Client(kToken ^ 1, 300);
   std::vector<float> out(4);
   Status s = bad->Pull(0, &k, 1, out.data());
   EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s.ToString();
-  EXPECT_EQ(servers_[0]->counters().dropped_bad_token.load(), 2u);
+  EXPECT_EQ(AwaitCount(servers_[0]->counters().dropped_bad_token, 2), 2u);
 }
 
 TEST_F(PsTest, MalformedRequestsAreRefusedWholeAndNeverCrash) {
@@ -197,7 +214,7 @@ TEST_F(PsTest, MalformedRequestsAreRefusedWholeAndNeverCrash) {
   // Garbage that is not an m6rec message at all: dropped and counted.
   EXPECT_TRUE(Raw(0, {"hello"}, 200).empty());
   EXPECT_TRUE(Raw(0, {std::string(48, 'x'), "y"}, 200).empty());
-  EXPECT_EQ(servers_[0]->counters().dropped_malformed.load(), 2u);
+  EXPECT_EQ(AwaitCount(servers_[0]->counters().dropped_malformed, 2), 2u);
   // Truncated key frame.
   EXPECT_EQ(error_code(Raw(0, {Hdr(MsgType::kPull, 2, 0, 4), Bytes(&k, 8)})), kInvalid);
   // Truncated gradients.

@@ -13,13 +13,23 @@ namespace m6rec {
 
 namespace {
 constexpr uint64_t kToken = 0x5eed;
+// The collective's timeout where every rank takes part: only against hanging, so that a busy
+// machine cannot fail a call that must succeed.
+constexpr int kHangGuardMs = 30000;
+// Where a test expects a call to fail (a rank that never calls, mismatched calls), the ranks
+// left waiting in vain give up after this: it decides how soon the test ends.
+constexpr int kFailFastMs = 3000;
+// Rank 0 (which checks what the others send) waits as long as a hang guard; the rest fail fast.
+int RankZeroPatient(int rank) { return rank == 0 ? kHangGuardMs : kFailFastMs; }
 
 // Runs fn(rank, collective) on `n` ranks; returns each rank's status. `eps_out` receives the
-// ranks' endpoints and `peers_out` their addresses, for tests that look at them.
+// ranks' endpoints and `peers_out` their addresses, for tests that look at them; timeout_of(rank)
+// is each rank's collective timeout (default kHangGuardMs).
 std::vector<Status> RunRanks(int n, const std::function<Status(int, Collective&)>& fn,
                              int kill_rank = -1,
                              std::vector<std::shared_ptr<ZmqCollectiveEndpoint>>* eps_out = nullptr,
-                             std::vector<std::string>* peers_out = nullptr) {
+                             std::vector<std::string>* peers_out = nullptr,
+                             int (*timeout_of)(int rank) = nullptr) {
   std::vector<std::shared_ptr<ZmqCollectiveEndpoint>> eps;
   std::vector<std::string> peers;
   for (int r = 0; r < n; ++r) {
@@ -39,7 +49,7 @@ std::vector<Status> RunRanks(int n, const std::function<Status(int, Collective&)
       o.rank = r;
       o.peers = peers;
       o.token = kToken;
-      o.timeout_ms = 3000;
+      o.timeout_ms = timeout_of ? timeout_of(r) : kHangGuardMs;
       auto c = CreateZmqCollective(o);
       if (!c.ok()) {
         out[r] = c.status();
@@ -138,14 +148,17 @@ TEST(ZmqCollective, DoubleSumsStayExactPastFloatPrecisionAndBitIdentical) {
 }
 
 TEST(ZmqCollective, FloatOnOneRankAndDoubleOnAnotherIsReportedNotMisread) {
-  auto st = RunRanks(2, [&](int r, Collective& c) -> Status {
-    if (r == 0) {
-      std::vector<double> v(4, 1.0);
-      return c.AllReduceSum(v.data(), v.size());
-    }
-    std::vector<float> v(4, 1.0f);
-    return c.AllReduceSum(v.data(), v.size());
-  });
+  auto st = RunRanks(
+      2,
+      [&](int r, Collective& c) -> Status {
+        if (r == 0) {
+          std::vector<double> v(4, 1.0);
+          return c.AllReduceSum(v.data(), v.size());
+        }
+        std::vector<float> v(4, 1.0f);
+        return c.AllReduceSum(v.data(), v.size());
+      },
+      -1, nullptr, nullptr, RankZeroPatient);
   EXPECT_FALSE(st[0].ok());
   EXPECT_NE(st[0].message().find("different collectives"), std::string::npos) << st[0].message();
 }
@@ -168,20 +181,26 @@ TEST(ZmqCollective, BroadcastFromAnyRootAndBarrier) {
 
 TEST(ZmqCollective, ADeadPeerFailsTheCallWithinTheDeadline) {
   // Rank 2 joins and then never calls: the others must fail, not hang.
-  auto st = RunRanks(3, [&](int, Collective& c) -> Status {
-    float x = 1;
-    return c.AllReduceSum(&x, 1);
-  }, /*kill_rank=*/2);
+  auto st = RunRanks(
+      3,
+      [&](int, Collective& c) -> Status {
+        float x = 1;
+        return c.AllReduceSum(&x, 1);
+      },
+      /*kill_rank=*/2, nullptr, nullptr, [](int) { return kFailFastMs; });
   EXPECT_FALSE(st[0].ok());
   EXPECT_NE(st[0].message().find("no message"), std::string::npos) << st[0].message();
   EXPECT_FALSE(st[1].ok());
 }
 
 TEST(ZmqCollective, MismatchedCallsAreReportedNotMisread) {
-  auto st = RunRanks(2, [&](int r, Collective& c) -> Status {
-    std::vector<float> v(r == 0 ? 4 : 5, 1.0f);
-    return c.AllReduceSum(v.data(), v.size());
-  });
+  auto st = RunRanks(
+      2,
+      [&](int r, Collective& c) -> Status {
+        std::vector<float> v(r == 0 ? 4 : 5, 1.0f);
+        return c.AllReduceSum(v.data(), v.size());
+      },
+      -1, nullptr, nullptr, RankZeroPatient);
   EXPECT_FALSE(st[0].ok());
   EXPECT_NE(st[0].message().find("different collectives"), std::string::npos) << st[0].message();
 }
@@ -210,7 +229,9 @@ TEST(ZmqCollective, ForeignAndGarbageMessagesAreDroppedAndCountedWhileTheAllRedu
               Message(MsgType::kCollectiveReduce, kToken, 1, 1, std::vector<float>(len, 1e30f));
           lying[1].resize(lying[1].size() - 3);  // the header says 4 floats; 13 bytes follow
           in.Send(lying);
-          const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+          // Waits for the event (all four counted); the bound is only against hanging.
+          const auto deadline =
+              std::chrono::steady_clock::now() + std::chrono::milliseconds(kHangGuardMs);
           while (std::chrono::steady_clock::now() < deadline) {
             auto s = eps[0]->stats();
             if (s.dropped_bad_token + s.dropped_malformed >= 4) break;
