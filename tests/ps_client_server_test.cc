@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <thread>
 #include <zmq.hpp>
 
@@ -266,11 +267,20 @@ TEST_F(PsTest, AdminCommands) {
   auto c = Client();
   auto tables = c->Admin(0, "tables");
   ASSERT_TRUE(tables.ok()) << tables.status().message();
-  EXPECT_NE(tables->find("\"adagrad\""), std::string::npos) << *tables;
+  const nlohmann::json t = nlohmann::json::parse(*tables, nullptr, false);
+  ASSERT_TRUE(t.is_array()) << *tables;
+  ASSERT_EQ(t.size(), 2u) << *tables;
+  EXPECT_EQ(t[0]["name"], "t0") << *tables;
+  EXPECT_EQ(t[0]["optimizer"], "sgd") << *tables;
+  EXPECT_EQ(t[1]["optimizer"], "adagrad") << *tables;
+  EXPECT_EQ(t[1]["dim"], 3) << *tables;
   EXPECT_TRUE(c->Admin(0, "flush").ok());
   auto stats = c->Admin(0, "stats");
   ASSERT_TRUE(stats.ok());
-  EXPECT_NE(stats->find("\"store\":\"rocksdb\""), std::string::npos) << *stats;
+  const nlohmann::json st = nlohmann::json::parse(*stats, nullptr, false);
+  ASSERT_TRUE(st.is_object()) << *stats;
+  EXPECT_EQ(st["store"], "rocksdb") << *stats;
+  EXPECT_EQ(st["rank"], 0) << *stats;
   auto bad = c->Admin(0, "explode");
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
 }
