@@ -20,8 +20,8 @@ struct NodeAddr {
 };
 
 struct ClusterView {
-  std::string role;    // of the receiving node
-  uint32_t rank = 0;   // of the receiving node, within its role
+  std::string role;   // of the receiving node
+  uint32_t rank = 0;  // of the receiving node, within its role
   std::vector<NodeAddr> servers;
   std::vector<NodeAddr> workers;
   std::vector<uint32_t> slot_map;  // slot -> server rank

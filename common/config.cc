@@ -5,16 +5,19 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
-#include <type_traits>
 #include <sstream>
+#include <type_traits>
 
 namespace m6rec {
 
 const char* OptimizerName(OptimizerSpec::Kind k) {
   switch (k) {
-    case OptimizerSpec::Kind::kSgd: return "sgd";
-    case OptimizerSpec::Kind::kAdagrad: return "adagrad";
-    case OptimizerSpec::Kind::kAdam: return "adam";
+    case OptimizerSpec::Kind::kSgd:
+      return "sgd";
+    case OptimizerSpec::Kind::kAdagrad:
+      return "adagrad";
+    case OptimizerSpec::Kind::kAdam:
+      return "adam";
   }
   return "?";
 }
@@ -64,8 +67,7 @@ class Reader {
     YAML::Node n = parent[key];
     std::string p = path.empty() ? key : path + "." + key;
     if (!n) return Status::OK();
-    if (!n.IsScalar())
-      return Status::InvalidArgument(Where(n, p) + ": expected " + type_name);
+    if (!n.IsScalar()) return Status::InvalidArgument(Where(n, p) + ": expected " + type_name);
     try {
       *out = n.as<T>();
     } catch (const YAML::Exception&) {
@@ -91,8 +93,10 @@ class Reader {
   }
   // Reads a number and checks it lies in [lo, hi] (the field's line named on either failure).
   template <typename T>
-  Status NumberIn(const YAML::Node& p, const std::string& path, const char* k, T* out, double lo, double hi) const {
-    M6_RETURN_IF_ERROR(Get(p, path, k, out, std::is_integral<T>::value ? "an integer" : "a number"));
+  Status NumberIn(const YAML::Node& p, const std::string& path, const char* k, T* out, double lo,
+                  double hi) const {
+    M6_RETURN_IF_ERROR(
+        Get(p, path, k, out, std::is_integral<T>::value ? "an integer" : "a number"));
     return Range(p, path, k, static_cast<double>(*out), lo, hi);
   }
   Status Bool(const YAML::Node& p, const std::string& path, const char* k, bool* out) const {
@@ -113,8 +117,8 @@ class Reader {
                double lo, double hi) const {
     if (v < lo || v > hi) {
       std::ostringstream os;
-      os << Where(parent ? parent[key] : parent, path.empty() ? key : path + "." + key)
-         << ": " << v << " is out of range [" << lo << ", " << hi << "]";
+      os << Where(parent ? parent[key] : parent, path.empty() ? key : path + "." + key) << ": " << v
+         << " is out of range [" << lo << ", " << hi << "]";
       return Status::InvalidArgument(os.str());
     }
     return Status::OK();
@@ -213,10 +217,14 @@ Status ParseInit(const Reader& r, const YAML::Node& n, const std::string& path,
   M6_RETURN_IF_ERROR(r.CheckMap(n, path, {"type", "value", "low", "high", "mean", "std"}));
   std::string type = "normal";
   M6_RETURN_IF_ERROR(r.Str(n, path, "type", &type));
-  if (type == "zeros") out->kind = InitializerSpec::Kind::kZeros;
-  else if (type == "constant") out->kind = InitializerSpec::Kind::kConstant;
-  else if (type == "uniform") out->kind = InitializerSpec::Kind::kUniform;
-  else if (type == "normal") out->kind = InitializerSpec::Kind::kNormal;
+  if (type == "zeros")
+    out->kind = InitializerSpec::Kind::kZeros;
+  else if (type == "constant")
+    out->kind = InitializerSpec::Kind::kConstant;
+  else if (type == "uniform")
+    out->kind = InitializerSpec::Kind::kUniform;
+  else if (type == "normal")
+    out->kind = InitializerSpec::Kind::kNormal;
   else
     return Status::InvalidArgument(r.Where(n["type"], path + ".type") + ": unknown initializer '" +
                                    type + "' (zeros, constant, uniform, normal)");
@@ -239,9 +247,12 @@ Status ParseOptimizer(const Reader& r, const YAML::Node& n, const std::string& p
       n, path, {"type", "lr", "weight_decay", "eps", "beta1", "beta2", "initial_accumulator"}));
   std::string type = OptimizerName(out->kind);
   M6_RETURN_IF_ERROR(r.Str(n, path, "type", &type));
-  if (type == "sgd") out->kind = OptimizerSpec::Kind::kSgd;
-  else if (type == "adagrad") out->kind = OptimizerSpec::Kind::kAdagrad;
-  else if (type == "adam") out->kind = OptimizerSpec::Kind::kAdam;
+  if (type == "sgd")
+    out->kind = OptimizerSpec::Kind::kSgd;
+  else if (type == "adagrad")
+    out->kind = OptimizerSpec::Kind::kAdagrad;
+  else if (type == "adam")
+    out->kind = OptimizerSpec::Kind::kAdam;
   else
     return Status::InvalidArgument(r.Where(n["type"], path + ".type") + ": unknown optimizer '" +
                                    type + "' (sgd, adagrad, adam)");
@@ -262,14 +273,43 @@ Status ParseOptimizer(const Reader& r, const YAML::Node& n, const std::string& p
 Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   ModelConfig& mc = cfg->model;
   const std::string p = "model";
-  M6_RETURN_IF_ERROR(r.CheckMap(m, p, {"user_id", "sequence", "rnn", "seq_len", "attention", "content",
-                                       "content_tokens", "graph", "social", "fanout", "item_graph", "item_fanout", "eval_fanout", "graph_weighting",
-                                       "item_id", "text",
-                                       "image", "audio", "fusion", "hidden", "dropout", "dense_lr",
-                                       "dense_weight_decay", "token_table", "device"}));
-  for (auto [k, v] : {std::pair{"user_id", &mc.user_id}, {"sequence", &mc.sequence}, {"attention", &mc.attention},
-                      {"content", &mc.content}, {"graph", &mc.graph}, {"social", &mc.social}, {"item_graph", &mc.item_graph},
-                      {"item_id", &mc.item_id}, {"text", &mc.text}, {"image", &mc.image}, {"audio", &mc.audio}})
+  M6_RETURN_IF_ERROR(r.CheckMap(m, p,
+                                {"user_id",
+                                 "sequence",
+                                 "rnn",
+                                 "seq_len",
+                                 "attention",
+                                 "content",
+                                 "content_tokens",
+                                 "graph",
+                                 "social",
+                                 "fanout",
+                                 "item_graph",
+                                 "item_fanout",
+                                 "eval_fanout",
+                                 "graph_weighting",
+                                 "item_id",
+                                 "text",
+                                 "image",
+                                 "audio",
+                                 "fusion",
+                                 "hidden",
+                                 "dropout",
+                                 "dense_lr",
+                                 "dense_weight_decay",
+                                 "token_table",
+                                 "device"}));
+  for (auto [k, v] : {std::pair{"user_id", &mc.user_id},
+                      {"sequence", &mc.sequence},
+                      {"attention", &mc.attention},
+                      {"content", &mc.content},
+                      {"graph", &mc.graph},
+                      {"social", &mc.social},
+                      {"item_graph", &mc.item_graph},
+                      {"item_id", &mc.item_id},
+                      {"text", &mc.text},
+                      {"image", &mc.image},
+                      {"audio", &mc.audio}})
     M6_RETURN_IF_ERROR(r.Bool(m, p, k, v));
   M6_RETURN_IF_ERROR(r.Enum(m, p, "rnn", &mc.rnn));
   M6_RETURN_IF_ERROR(r.Enum(m, p, "fusion", &mc.fusion));
@@ -286,19 +326,22 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dense_lr", &mc.dense_lr, 0, 10));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dense_weight_decay", &mc.dense_weight_decay, 0, 10));
   if (!mc.user_id && !mc.sequence && !mc.content && !mc.graph)
-    return Status::InvalidArgument(r.Where(m, p) + ": every user-tower part is off (user_id, sequence, content, graph)");
+    return Status::InvalidArgument(
+        r.Where(m, p) + ": every user-tower part is off (user_id, sequence, content, graph)");
   if (!mc.item_id && !mc.text && !mc.image && !mc.audio)
-    return Status::InvalidArgument(r.Where(m, p) + ": every item-tower part is off (item_id, text, image, audio)");
+    return Status::InvalidArgument(r.Where(m, p) +
+                                   ": every item-tower part is off (item_id, text, image, audio)");
   return Status::OK();
 }
 
 Status ParseCluster(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node c = root["cluster"];
   ClusterConfig& cl = cfg->cluster;
-  M6_RETURN_IF_ERROR(r.CheckMap(c, "cluster",
-                                {"servers", "workers", "host", "scheduler_port", "http_port",
-                                 "heartbeat_interval_ms", "heartbeat_timeout_ms",
-                                 "connect_timeout_ms", "request_timeout_ms", "placement", "interface"}));
+  M6_RETURN_IF_ERROR(
+      r.CheckMap(c, "cluster",
+                 {"servers", "workers", "host", "scheduler_port", "http_port",
+                  "heartbeat_interval_ms", "heartbeat_timeout_ms", "connect_timeout_ms",
+                  "request_timeout_ms", "placement", "interface"}));
   M6_RETURN_IF_ERROR(r.Enum(c, "cluster", "placement", &cl.placement));
   M6_RETURN_IF_ERROR(r.Str(c, "cluster", "interface", &cl.interface));
   M6_RETURN_IF_ERROR(r.Int(c, "cluster", "servers", &cl.servers));
@@ -318,8 +361,10 @@ Status ParseCluster(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
       r.Range(c, "cluster", "heartbeat_interval_ms", cl.heartbeat_interval_ms, 10, 3600000));
   M6_RETURN_IF_ERROR(r.Range(c, "cluster", "heartbeat_timeout_ms", cl.heartbeat_timeout_ms,
                              2.0 * cl.heartbeat_interval_ms, 86400000));
-  M6_RETURN_IF_ERROR(r.Range(c, "cluster", "connect_timeout_ms", cl.connect_timeout_ms, 1, 86400000));
-  M6_RETURN_IF_ERROR(r.Range(c, "cluster", "request_timeout_ms", cl.request_timeout_ms, 1, 86400000));
+  M6_RETURN_IF_ERROR(
+      r.Range(c, "cluster", "connect_timeout_ms", cl.connect_timeout_ms, 1, 86400000));
+  M6_RETURN_IF_ERROR(
+      r.Range(c, "cluster", "request_timeout_ms", cl.request_timeout_ms, 1, 86400000));
 
   return Status::OK();
 }
@@ -333,16 +378,21 @@ Status ParsePs(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
                                  "max_message_bytes", "max_keys_per_request"}));
   std::string store = ps.store == PsConfig::Store::kMemory ? "memory" : "rocksdb";
   M6_RETURN_IF_ERROR(r.Str(p, "ps", "store", &store));
-  if (store == "memory") ps.store = PsConfig::Store::kMemory;
-  else if (store == "rocksdb") ps.store = PsConfig::Store::kRocksDB;
+  if (store == "memory")
+    ps.store = PsConfig::Store::kMemory;
+  else if (store == "rocksdb")
+    ps.store = PsConfig::Store::kRocksDB;
   else
     return Status::InvalidArgument(r.Where(p["store"], "ps.store") + ": unknown store '" + store +
                                    "' (memory, rocksdb)");
   std::string dur = "wal";
   M6_RETURN_IF_ERROR(r.Str(p, "ps", "durability", &dur));
-  if (dur == "none") ps.durability = PsConfig::Durability::kNone;
-  else if (dur == "wal") ps.durability = PsConfig::Durability::kWal;
-  else if (dur == "fsync") ps.durability = PsConfig::Durability::kFsync;
+  if (dur == "none")
+    ps.durability = PsConfig::Durability::kNone;
+  else if (dur == "wal")
+    ps.durability = PsConfig::Durability::kWal;
+  else if (dur == "fsync")
+    ps.durability = PsConfig::Durability::kFsync;
   else
     return Status::InvalidArgument(r.Where(p["durability"], "ps.durability") +
                                    ": unknown durability '" + dur + "' (none, wal, fsync)");
@@ -407,10 +457,10 @@ Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
     return Status::InvalidArgument(r.Where(d, "data.path") + ": required when data.source is dir");
   YAML::Node s = d && d.IsMap() ? d["synth"] : YAML::Node(YAML::NodeType::Undefined);
   SynthConfig& sy = cfg->data.synth;
-  M6_RETURN_IF_ERROR(r.CheckMap(s, "data.synth",
-                                {"users", "items", "domains", "clusters", "interactions_per_user",
-                                 "friends_per_user", "tokens", "tokens_per_item", "image_dim",
-                                 "audio_dim"}));
+  M6_RETURN_IF_ERROR(
+      r.CheckMap(s, "data.synth",
+                 {"users", "items", "domains", "clusters", "interactions_per_user",
+                  "friends_per_user", "tokens", "tokens_per_item", "image_dim", "audio_dim"}));
   const std::string sp = "data.synth";
   M6_RETURN_IF_ERROR(r.Int(s, sp, "users", &sy.users));
   M6_RETURN_IF_ERROR(r.Int(s, sp, "items", &sy.items));
@@ -440,11 +490,26 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node t = root["train"];
   TrainConfig& tr = cfg->train;
   M6_RETURN_IF_ERROR(r.CheckMap(t, "train",
-                                {"job", "epochs", "batch_size", "negatives", "log_every",
-                                 "eval_negatives", "max_steps", "user_table", "item_table", "loss",
-                                 "margin", "neg_weight", "temperature", "eval_every", "history",
-                                 "history_user_weight", "negative_sampler", "in_batch_negatives",
-                                 "staleness", "collective"}));
+                                {"job",
+                                 "epochs",
+                                 "batch_size",
+                                 "negatives",
+                                 "log_every",
+                                 "eval_negatives",
+                                 "max_steps",
+                                 "user_table",
+                                 "item_table",
+                                 "loss",
+                                 "margin",
+                                 "neg_weight",
+                                 "temperature",
+                                 "eval_every",
+                                 "history",
+                                 "history_user_weight",
+                                 "negative_sampler",
+                                 "in_batch_negatives",
+                                 "staleness",
+                                 "collective"}));
   M6_RETURN_IF_ERROR(r.Enum(t, "train", "negative_sampler", &tr.negative_sampler));
   M6_RETURN_IF_ERROR(r.Bool(t, "train", "in_batch_negatives", &tr.in_batch_negatives));
   M6_RETURN_IF_ERROR(r.NumberIn(t, "train", "staleness", &tr.staleness, 0, 1));
@@ -461,7 +526,8 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.Enum(t, "train", "job", &tr.job));
   M6_RETURN_IF_ERROR(r.Enum(t, "train", "loss", &tr.loss));
   if (tr.loss == LossKind::kBce && tr.job == JobKind::kMf)
-    return Status::InvalidArgument(r.Where(t["loss"], "train.loss") + ": bce is a loss of the m6 job");
+    return Status::InvalidArgument(r.Where(t["loss"], "train.loss") +
+                                   ": bce is a loss of the m6 job");
   M6_RETURN_IF_ERROR(r.Range(t, "train", "margin", tr.margin, -1, 1));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "neg_weight", tr.neg_weight, 0, 1e6));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "temperature", tr.temperature, 1e-4, 1e4));
@@ -505,19 +571,20 @@ Status CheckJobTables(const Reader& r, const YAML::Node& root, const JobConfig& 
                                      "' is not declared under tables");
   }
   if (cfg->FindTable(tr.user_table)->dim != cfg->FindTable(tr.item_table)->dim)
-    return Status::InvalidArgument(r.Where(t, "train") +
-                                   ": the " + EnumName(tr.job) + " job needs user and item tables of equal dim");
+    return Status::InvalidArgument(r.Where(t, "train") + ": the " + EnumName(tr.job) +
+                                   " job needs user and item tables of equal dim");
   const TableSpec* tok = cfg->FindTable(cfg->model.token_table);
   if (tr.job == JobKind::kM6 && tok && tok->dim != cfg->FindTable(tr.item_table)->dim)
-    return Status::InvalidArgument(r.Where(root["model"], "model.token_table") + ": table '" + tok->name +
-                                   "' must have the item table's dim");
+    return Status::InvalidArgument(r.Where(root["model"], "model.token_table") + ": table '" +
+                                   tok->name + "' must have the item table's dim");
   return Status::OK();
 }
 
 Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* cfg) {
   Reader r(source);
   cfg->source = source;
-  M6_RETURN_IF_ERROR(r.CheckMap(root, "", {"job", "cluster", "ps", "tables", "data", "train", "model", "checkpoint"}));
+  M6_RETURN_IF_ERROR(r.CheckMap(
+      root, "", {"job", "cluster", "ps", "tables", "data", "train", "model", "checkpoint"}));
 
   YAML::Node job = root["job"];
   M6_RETURN_IF_ERROR(r.CheckMap(job, "job", {"name", "seed"}));

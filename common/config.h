@@ -32,14 +32,14 @@ enum class Role { kScheduler, kServer, kWorker };  // a process's role in a clus
 
 template <typename E>
 struct EnumSpelling;
-#define M6REC_SPELL(E, ...)                                           \
-  template <>                                                         \
-  struct EnumSpelling<E> {                                            \
+#define M6REC_SPELL(E, ...)                                               \
+  template <>                                                             \
+  struct EnumSpelling<E> {                                                \
     static constexpr std::pair<E, const char*> kValues[] = {__VA_ARGS__}; \
   }
 M6REC_SPELL(JobKind, {JobKind::kMf, "mf"}, {JobKind::kM6, "m6"});
-M6REC_SPELL(LossKind, {LossKind::kBpr, "bpr"}, {LossKind::kCcl, "ccl"}, {LossKind::kSoftmax, "softmax"},
-            {LossKind::kBce, "bce"});
+M6REC_SPELL(LossKind, {LossKind::kBpr, "bpr"}, {LossKind::kCcl, "ccl"},
+            {LossKind::kSoftmax, "softmax"}, {LossKind::kBce, "bce"});
 M6REC_SPELL(RnnKind, {RnnKind::kGru, "gru"}, {RnnKind::kLstm, "lstm"});
 M6REC_SPELL(FusionKind, {FusionKind::kGate, "gate"}, {FusionKind::kConcat, "concat"},
             {FusionKind::kMean, "mean"});
@@ -47,14 +47,17 @@ M6REC_SPELL(GraphWeighting, {GraphWeighting::kMean, "mean"}, {GraphWeighting::kD
             {GraphWeighting::kSymmetric, "symmetric"});
 M6REC_SPELL(DeviceKind, {DeviceKind::kCpu, "cpu"}, {DeviceKind::kCuda, "cuda"});
 M6REC_SPELL(CollectiveKind, {CollectiveKind::kAuto, "auto"}, {CollectiveKind::kSingle, "single"},
-            {CollectiveKind::kZmq, "zmq"}, {CollectiveKind::kMpi, "mpi"}, {CollectiveKind::kNccl, "nccl"});
-M6REC_SPELL(SamplerKind, {SamplerKind::kUniform, "uniform"}, {SamplerKind::kPopularity, "popularity"});
+            {CollectiveKind::kZmq, "zmq"}, {CollectiveKind::kMpi, "mpi"},
+            {CollectiveKind::kNccl, "nccl"});
+M6REC_SPELL(SamplerKind, {SamplerKind::kUniform, "uniform"},
+            {SamplerKind::kPopularity, "popularity"});
 M6REC_SPELL(Placement, {Placement::kSequential, "sequential"},
             {Placement::kServerPerNode, "server_per_node"});
 M6REC_SPELL(DataSource, {DataSource::kSynth, "synth"}, {DataSource::kDir, "dir"});
 M6REC_SPELL(DataFormat, {DataFormat::kTsv, "tsv"}, {DataFormat::kLightGcn, "lightgcn"},
             {DataFormat::kS3Rec, "s3rec"}, {DataFormat::kMovieLens, "movielens"});
-M6REC_SPELL(Role, {Role::kScheduler, "scheduler"}, {Role::kServer, "server"}, {Role::kWorker, "worker"});
+M6REC_SPELL(Role, {Role::kScheduler, "scheduler"}, {Role::kServer, "server"},
+            {Role::kWorker, "worker"});
 #undef M6REC_SPELL
 
 template <typename E>
@@ -76,18 +79,19 @@ bool ParseEnum(const std::string& text, E* out) {
 template <typename E>
 std::string EnumChoices() {
   std::string s;
-  for (const auto& [e, name] : EnumSpelling<E>::kValues) s += (s.empty() ? "" : ", ") + std::string(name);
+  for (const auto& [e, name] : EnumSpelling<E>::kValues)
+    s += (s.empty() ? "" : ", ") + std::string(name);
   return s;
 }
 
 struct InitializerSpec {
   enum class Kind { kZeros, kConstant, kUniform, kNormal };
   Kind kind = Kind::kNormal;
-  float value = 0.0f;   // constant
-  float low = -0.05f;   // uniform
-  float high = 0.05f;   // uniform
-  float mean = 0.0f;    // normal
-  float stddev = 0.01f; // normal
+  float value = 0.0f;    // constant
+  float low = -0.05f;    // uniform
+  float high = 0.05f;    // uniform
+  float mean = 0.0f;     // normal
+  float stddev = 0.01f;  // normal
 };
 
 struct OptimizerSpec {
@@ -105,7 +109,7 @@ const char* OptimizerName(OptimizerSpec::Kind k);
 
 struct TableSpec {
   std::string name;
-  TableId id = 0;     // position in the config's table list
+  TableId id = 0;  // position in the config's table list
   uint32_t dim = 0;
   uint64_t seed = 0;  // row initialisation seed: derived from job seed and table name unless set
   InitializerSpec init;
@@ -115,19 +119,19 @@ struct TableSpec {
 struct ClusterConfig {
   int servers = 1;
   int workers = 1;
-  std::string host = "127.0.0.1";   // address this process binds and advertises; "auto" = this
-                                    // host's address on `interface` (or its first non-loopback one)
-  std::string interface;            // with host: auto, e.g. "eth0" ("" = first non-loopback IPv4)
+  std::string host = "127.0.0.1";  // address this process binds and advertises; "auto" = this
+                                   // host's address on `interface` (or its first non-loopback one)
+  std::string interface;           // with host: auto, e.g. "eth0" ("" = first non-loopback IPv4)
   // Cluster launches (mpirun/srun): which global ranks are servers. "sequential": rank 0 is the
   // scheduler, ranks 1..servers the servers, the rest workers. "server_per_node": one server on
   // every node (the node's lowest rank other than 0), so cluster.servers = the number of nodes.
   Placement placement = Placement::kSequential;
-  int scheduler_port = 0;           // 0 = pick a free port
-  int http_port = 0;                // scheduler status endpoint; 0 = pick, -1 = off
+  int scheduler_port = 0;  // 0 = pick a free port
+  int http_port = 0;       // scheduler status endpoint; 0 = pick, -1 = off
   int heartbeat_interval_ms = 500;
   int heartbeat_timeout_ms = 10000;
-  int connect_timeout_ms = 30000;   // rendezvous: how long to keep retrying the scheduler
-  int request_timeout_ms = 60000;   // data plane: a PS request unanswered this long fails
+  int connect_timeout_ms = 30000;  // rendezvous: how long to keep retrying the scheduler
+  int request_timeout_ms = 60000;  // data plane: a PS request unanswered this long fails
 };
 
 struct PsConfig {
@@ -135,9 +139,9 @@ struct PsConfig {
   enum class Durability { kNone, kWal, kFsync };
   Store store = Store::kRocksDB;
   Durability durability = Durability::kWal;
-  uint64_t hot_rows = 1 << 20;      // rows kept in the in-memory tier in front of RocksDB
+  uint64_t hot_rows = 1 << 20;  // rows kept in the in-memory tier in front of RocksDB
   uint32_t num_slots = 4096;
-  int threads = 2;                  // request-handling threads per server
+  int threads = 2;  // request-handling threads per server
   uint64_t max_message_bytes = 1ull << 30;
   uint64_t max_keys_per_request = 1 << 22;
 };
@@ -146,10 +150,10 @@ struct SynthConfig {
   int users = 2000;
   int items = 1000;
   int domains = 3;
-  int clusters = 8;           // latent interest groups
+  int clusters = 8;  // latent interest groups
   int interactions_per_user = 30;
   int friends_per_user = 5;
-  int tokens = 500;           // text vocabulary
+  int tokens = 500;  // text vocabulary
   int tokens_per_item = 8;
   int image_dim = 32;
   int audio_dim = 16;
@@ -157,39 +161,41 @@ struct SynthConfig {
 
 struct DataConfig {
   DataSource source = DataSource::kSynth;  // synth: generated in the run directory from `synth`
-  std::string path;              // dir: the dataset's directory (${VAR} and ${VAR:-x} expand)
-  DataFormat format = DataFormat::kTsv;   // dir: tsv | lightgcn | s3rec | movielens (worker/dataset.h)
-  std::string name;              // s3rec: the dataset inside the directory (Beauty, LastFM, ...)
+  std::string path;  // dir: the dataset's directory (${VAR} and ${VAR:-x} expand)
+  DataFormat format =
+      DataFormat::kTsv;  // dir: tsv | lightgcn | s3rec | movielens (worker/dataset.h)
+  std::string name;      // s3rec: the dataset inside the directory (Beauty, LastFM, ...)
   SynthConfig synth;
 };
 
 // The M6-Rec model (train.job: m6): every part can be switched off for ablations.
 struct ModelConfig {
   // user tower
-  bool user_id = true;           // the user's own id row
-  bool sequence = true;          // RNN over the last seq_len items (item-tower vectors)
-  RnnKind rnn = RnnKind::kGru;   // gru | lstm
+  bool user_id = true;          // the user's own id row
+  bool sequence = true;         // RNN over the last seq_len items (item-tower vectors)
+  RnnKind rnn = RnnKind::kGru;  // gru | lstm
   int seq_len = 20;
-  bool attention = true;         // attention pooling over the RNN outputs (else: last output)
-  bool content = true;           // attention over the user's content tokens (profile + recent items')
-  int content_tokens = 32;       // most tokens a user's content holds
-  bool graph = true;             // GraphSAGE over the user-item graph (sampled items)
-  bool social = true;            // ... and the user-user graph (sampled friends), when the data has it
-  int fanout = 10;               // neighbours sampled per node
-  bool item_graph = false;       // the item side: a scored item's vector adds its sampled users' mean
-  int item_fanout = 20;          // users sampled per scored item
-  int eval_fanout = 0;           // neighbours per node at evaluation (0: the training fanouts)
+  bool attention = true;    // attention pooling over the RNN outputs (else: last output)
+  bool content = true;      // attention over the user's content tokens (profile + recent items')
+  int content_tokens = 32;  // most tokens a user's content holds
+  bool graph = true;        // GraphSAGE over the user-item graph (sampled items)
+  bool social = true;       // ... and the user-user graph (sampled friends), when the data has it
+  int fanout = 10;          // neighbours sampled per node
+  bool item_graph = false;  // the item side: a scored item's vector adds its sampled users' mean
+  int item_fanout = 20;     // users sampled per scored item
+  int eval_fanout = 0;      // neighbours per node at evaluation (0: the training fanouts)
   // How the graph aggregates neighbours: "mean" (equally) | "degree" (a mean weighted 1/sqrt of
   // each neighbour's degree: popular items and very active users speak less) | "symmetric"
   // (LightGCN's sum weighted 1/sqrt(own degree · neighbour's degree), estimated from the sample).
   GraphWeighting graph_weighting = GraphWeighting::kMean;
   // item tower
   bool item_id = true;
-  bool text = true;              // item tokens, pooled
-  bool image = true;             // projection of the item image vector, when the data has one
-  bool audio = true;             // projection of the item audio vector, when the data has one
+  bool text = true;   // item tokens, pooled
+  bool image = true;  // projection of the item image vector, when the data has one
+  bool audio = true;  // projection of the item audio vector, when the data has one
   // fusion
-  FusionKind fusion = FusionKind::kGate;  // gate (gates + reduction + MLP) | concat (no gates) | mean
+  FusionKind fusion =
+      FusionKind::kGate;  // gate (gates + reduction + MLP) | concat (no gates) | mean
   int hidden = 128;
   float dropout = 0.1f;
   // dense optimizer (Adam), identical on every worker after the allreduce
@@ -200,26 +206,26 @@ struct ModelConfig {
 };
 
 struct TrainConfig {
-  JobKind job = JobKind::kMf;    // mf | m6
+  JobKind job = JobKind::kMf;  // mf | m6
   int epochs = 3;
   int batch_size = 512;
-  int negatives = 4;             // negatives per batch, shared by every positive of the batch
+  int negatives = 4;               // negatives per batch, shared by every positive of the batch
   LossKind loss = LossKind::kBpr;  // bpr | ccl (cosine contrastive, SimpleX) | softmax | bce (m6)
-  float margin = 0.8f;           // ccl: negatives' cosine below this cost nothing
-  float neg_weight = 1.0f;       // ccl: weight of the negative term
-  float temperature = 0.1f;      // softmax
-  int eval_every = 1;            // epochs between evaluations
-  int history = 0;               // behaviour aggregation: last L items join the user vector (0 = off)
+  float margin = 0.8f;             // ccl: negatives' cosine below this cost nothing
+  float neg_weight = 1.0f;         // ccl: weight of the negative term
+  float temperature = 0.1f;        // softmax
+  int eval_every = 1;              // epochs between evaluations
+  int history = 0;  // behaviour aggregation: last L items join the user vector (0 = off)
   float history_user_weight = 0.5f;  // g in g * e_user + (1 - g) * mean(history items)
   int log_every = 20;
   int eval_negatives = 99;
-  int max_steps = 0;             // 0 = no limit; otherwise stop after this many steps per worker
+  int max_steps = 0;  // 0 = no limit; otherwise stop after this many steps per worker
   std::string user_table = "user";
   std::string item_table = "item";
   // m6 job
   SamplerKind negative_sampler = SamplerKind::kUniform;  // uniform | popularity (counts^0.75)
   bool in_batch_negatives = true;  // the batch's other positives also count as negatives
-  int staleness = 1;             // 1: the next batch's pull overlaps this step; 0: strict
+  int staleness = 1;               // 1: the next batch's pull overlaps this step; 0: strict
   CollectiveKind collective = CollectiveKind::kAuto;  // auto | single | zmq | mpi | nccl
 };
 
@@ -235,7 +241,7 @@ struct CheckpointConfig {
 struct JobConfig {
   std::string name = "m6rec";
   uint64_t seed = 42;
-  std::string source;            // file it came from (for messages)
+  std::string source;  // file it came from (for messages)
   ClusterConfig cluster;
   PsConfig ps;
   std::vector<TableSpec> tables;

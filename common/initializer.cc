@@ -29,7 +29,8 @@ void InitRow(const TableSpec& spec, Key key, float* out) {
         if (u1 < 1e-300) u1 = 1e-300;
         double r = std::sqrt(-2.0 * std::log(u1));
         out[i] = static_cast<float>(in.mean + in.stddev * r * std::cos(2 * M_PI * u2));
-        if (i + 1 < dim) out[i + 1] = static_cast<float>(in.mean + in.stddev * r * std::sin(2 * M_PI * u2));
+        if (i + 1 < dim)
+          out[i + 1] = static_cast<float>(in.mean + in.stddev * r * std::sin(2 * M_PI * u2));
       }
       return;
     }

@@ -33,7 +33,7 @@ struct LogVoidify {
 
 }  // namespace m6rec
 
-#define M6_LOG_IF(level)                                                   \
+#define M6_LOG_IF(level)                                                 \
   !(static_cast<int>(level) >= static_cast<int>(::m6rec::GetLogLevel())) \
       ? (void)0                                                          \
       : ::m6rec::LogVoidify() & ::m6rec::LogMessage(level, __FILE__, __LINE__).stream()

@@ -6,38 +6,64 @@ namespace m6rec {
 
 const char* MsgTypeName(MsgType t) {
   switch (t) {
-    case MsgType::kPull: return "PULL";
-    case MsgType::kPullReply: return "PULL_REPLY";
-    case MsgType::kPush: return "PUSH";
-    case MsgType::kPushAck: return "PUSH_ACK";
-    case MsgType::kAdmin: return "ADMIN";
-    case MsgType::kAdminReply: return "ADMIN_REPLY";
-    case MsgType::kError: return "ERROR";
-    case MsgType::kRegister: return "REGISTER";
-    case MsgType::kClusterView: return "CLUSTER_VIEW";
-    case MsgType::kHeartbeat: return "HEARTBEAT";
-    case MsgType::kBarrier: return "BARRIER";
-    case MsgType::kBarrierRelease: return "BARRIER_RELEASE";
-    case MsgType::kNodeDead: return "NODE_DEAD";
-    case MsgType::kShutdown: return "SHUTDOWN";
-    case MsgType::kFinished: return "FINISHED";
-    case MsgType::kControlError: return "CONTROL_ERROR";
-    case MsgType::kStatusRequest: return "STATUS_REQUEST";
-    case MsgType::kStatusReply: return "STATUS_REPLY";
-    case MsgType::kCollectiveHello: return "COLLECTIVE_HELLO";
-    case MsgType::kCollectiveReduce: return "COLLECTIVE_REDUCE";
-    case MsgType::kCollectiveResult: return "COLLECTIVE_RESULT";
-    case MsgType::kCollectiveBroadcast: return "COLLECTIVE_BROADCAST";
-    case MsgType::kRendezvous: return "RENDEZVOUS";
+    case MsgType::kPull:
+      return "PULL";
+    case MsgType::kPullReply:
+      return "PULL_REPLY";
+    case MsgType::kPush:
+      return "PUSH";
+    case MsgType::kPushAck:
+      return "PUSH_ACK";
+    case MsgType::kAdmin:
+      return "ADMIN";
+    case MsgType::kAdminReply:
+      return "ADMIN_REPLY";
+    case MsgType::kError:
+      return "ERROR";
+    case MsgType::kRegister:
+      return "REGISTER";
+    case MsgType::kClusterView:
+      return "CLUSTER_VIEW";
+    case MsgType::kHeartbeat:
+      return "HEARTBEAT";
+    case MsgType::kBarrier:
+      return "BARRIER";
+    case MsgType::kBarrierRelease:
+      return "BARRIER_RELEASE";
+    case MsgType::kNodeDead:
+      return "NODE_DEAD";
+    case MsgType::kShutdown:
+      return "SHUTDOWN";
+    case MsgType::kFinished:
+      return "FINISHED";
+    case MsgType::kControlError:
+      return "CONTROL_ERROR";
+    case MsgType::kStatusRequest:
+      return "STATUS_REQUEST";
+    case MsgType::kStatusReply:
+      return "STATUS_REPLY";
+    case MsgType::kCollectiveHello:
+      return "COLLECTIVE_HELLO";
+    case MsgType::kCollectiveReduce:
+      return "COLLECTIVE_REDUCE";
+    case MsgType::kCollectiveResult:
+      return "COLLECTIVE_RESULT";
+    case MsgType::kCollectiveBroadcast:
+      return "COLLECTIVE_BROADCAST";
+    case MsgType::kRendezvous:
+      return "RENDEZVOUS";
   }
   return "UNKNOWN";
 }
 
 size_t ElementSize(uint32_t element_type) {
   switch (static_cast<ElementType>(element_type)) {
-    case ElementType::kFloat32: return 4;
-    case ElementType::kFloat64: return 8;
-    case ElementType::kNone: return 0;
+    case ElementType::kFloat32:
+      return 4;
+    case ElementType::kFloat64:
+      return 8;
+    case ElementType::kNone:
+      return 0;
   }
   return 0;
 }

@@ -39,16 +39,16 @@ enum class MsgType : uint16_t {
   kAdminReply = 6,
   kError = 7,
   // control plane (scheduler)
-  kRegister = 16,      // node -> scheduler: {role, host, port, requested_rank, pid}
-  kClusterView = 17,   // scheduler -> node: {rank, servers, workers, slot_map, ...}
-  kHeartbeat = 18,     // node -> scheduler
-  kBarrier = 19,       // node -> scheduler: {name, group}
+  kRegister = 16,     // node -> scheduler: {role, host, port, requested_rank, pid}
+  kClusterView = 17,  // scheduler -> node: {rank, servers, workers, slot_map, ...}
+  kHeartbeat = 18,    // node -> scheduler
+  kBarrier = 19,      // node -> scheduler: {name, group}
   kBarrierRelease = 20,
-  kNodeDead = 21,      // scheduler -> all: {role, rank, reason}
-  kShutdown = 22,      // scheduler -> all: {reason, ok}
-  kFinished = 23,      // worker -> scheduler: {ok, summary}
-  kControlError = 24,  // scheduler -> node: a refused control request
-  kStatusRequest = 25, // anyone -> scheduler: cluster status as JSON
+  kNodeDead = 21,       // scheduler -> all: {role, rank, reason}
+  kShutdown = 22,       // scheduler -> all: {reason, ok}
+  kFinished = 23,       // worker -> scheduler: {ok, summary}
+  kControlError = 24,   // scheduler -> node: a refused control request
+  kStatusRequest = 25,  // anyone -> scheduler: cluster status as JSON
   kStatusReply = 26,
   // worker collective (zmq backend), between rank 0 and the other workers
   kCollectiveHello = 32,      // rank -> rank 0 (joining), rank 0 -> rank (everyone is here)

@@ -31,13 +31,19 @@ class [[nodiscard]] Status {
   Status(StatusCode code, std::string msg) : code_(code), msg_(std::move(msg)) {}
 
   static Status OK() { return Status(); }
-  static Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status InvalidArgument(std::string m) {
+    return {StatusCode::kInvalidArgument, std::move(m)};
+  }
   static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status IOError(std::string m) { return {StatusCode::kIOError, std::move(m)}; }
   static Status Corruption(std::string m) { return {StatusCode::kCorruption, std::move(m)}; }
   static Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
-  static Status DeadlineExceeded(std::string m) { return {StatusCode::kDeadlineExceeded, std::move(m)}; }
-  static Status PermissionDenied(std::string m) { return {StatusCode::kPermissionDenied, std::move(m)}; }
+  static Status DeadlineExceeded(std::string m) {
+    return {StatusCode::kDeadlineExceeded, std::move(m)};
+  }
+  static Status PermissionDenied(std::string m) {
+    return {StatusCode::kPermissionDenied, std::move(m)};
+  }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
   static Status Aborted(std::string m) { return {StatusCode::kAborted, std::move(m)}; }
 
@@ -65,9 +71,18 @@ class [[nodiscard]] StatusOr {
 
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
-  T& value() & { assert(ok()); return *value_; }
-  const T& value() const& { assert(ok()); return *value_; }
-  T&& value() && { assert(ok()); return std::move(*value_); }
+  T& value() & {
+    assert(ok());
+    return *value_;
+  }
+  const T& value() const& {
+    assert(ok());
+    return *value_;
+  }
+  T&& value() && {
+    assert(ok());
+    return std::move(*value_);
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() { return value(); }
@@ -80,10 +95,10 @@ class [[nodiscard]] StatusOr {
 #define M6_CONCAT_INNER(a, b) a##b
 #define M6_CONCAT(a, b) M6_CONCAT_INNER(a, b)
 
-#define M6_RETURN_IF_ERROR(expr)             \
-  do {                                       \
-    ::m6rec::Status _st = (expr);            \
-    if (!_st.ok()) return _st;               \
+#define M6_RETURN_IF_ERROR(expr)  \
+  do {                            \
+    ::m6rec::Status _st = (expr); \
+    if (!_st.ok()) return _st;    \
   } while (0)
 
 #define M6_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

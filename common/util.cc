@@ -1,10 +1,9 @@
 #include "common/util.h"
 
-#include <ftw.h>
-#include <sys/stat.h>
-
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,7 +16,9 @@
 namespace m6rec {
 
 namespace {
-int RemoveEntry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path) == 0 ? 0 : -1; }
+int RemoveEntry(const char* path, const struct stat*, int, struct FTW*) {
+  return ::remove(path) == 0 ? 0 : -1;
+}
 }  // namespace
 
 Status RemoveTree(const std::string& path) {
@@ -54,7 +55,8 @@ Status WriteFileAtomic(const std::string& path, const std::string& content) {
     if (!out.flush()) return Status::IOError("cannot write '" + tmp + "'");
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    return Status::IOError("cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(errno));
+    return Status::IOError("cannot rename '" + tmp + "' to '" + path +
+                           "': " + std::strerror(errno));
   return Status::OK();
 }
 

@@ -73,8 +73,8 @@ double MeasureZmqLoopback(size_t bytes, double seconds) {
   zmq::message_t m;
   push.send(zmq::str_buffer("warm-up"), zmq::send_flags::none);
   (void)pull.recv(m);  // the connection is up
-  const int count = static_cast<int>(
-      std::max<double>(8, seconds * 1.5e9 / std::max<size_t>(bytes, 1024)));
+  const int count =
+      static_cast<int>(std::max<double>(8, seconds * 1.5e9 / std::max<size_t>(bytes, 1024)));
   auto t0 = Clk::now();
   std::thread sender([&] {
     for (int i = 0; i < count; ++i) {
@@ -115,7 +115,8 @@ class Bench {
     for (size_t bytes : sizes) {
       if (loop.count(bytes)) continue;
       loop[bytes] = Percentile({MeasureZmqLoopback(bytes, 0.15), MeasureZmqLoopback(bytes, 0.15),
-                                MeasureZmqLoopback(bytes, 0.15)}, 0.5);
+                                MeasureZmqLoopback(bytes, 0.15)},
+                               0.5);
       Emit({{"op", "zmq_loopback"}, {"bytes", bytes}, {"mb_per_s", loop[bytes]}});
     }
     std::vector<Case> cases;
@@ -162,10 +163,12 @@ class Bench {
   void Emit(const json& j) { out_.push_back(j); }
 
   void PrintHeader(double memcpy_mb) {
-    std::printf("memcpy (256 MiB): %.0f MB/s\nzmq loopback (TCP, PUSH/PULL, fresh buffers):", memcpy_mb);
+    std::printf("memcpy (256 MiB): %.0f MB/s\nzmq loopback (TCP, PUSH/PULL, fresh buffers):",
+                memcpy_mb);
     for (const auto& j : out_)
       if (j["op"] == "zmq_loopback")
-        std::printf(" %zu KiB: %.0f MB/s;", j["bytes"].get<size_t>() >> 10, j["mb_per_s"].get<double>());
+        std::printf(" %zu KiB: %.0f MB/s;", j["bytes"].get<size_t>() >> 10,
+                    j["mb_per_s"].get<double>());
     std::printf("\n%%loop compares with the loopback of the same bytes as one message\n");
     std::printf("client: depth %d, %zu-byte messages; servers: %d handler thread(s)\n\n", o_.depth,
                 o_.message_bytes, o_.threads);
@@ -234,7 +237,8 @@ class Bench {
     for (size_t i = 0; i < grads.size(); ++i) grads[i] = 1e-3f * float(i % 17);
     // Materialise every row (so the stores hold them), then move the cold case to disk.
     for (size_t off = 0; off < population; off += c.batch)
-      M6_RETURN_IF_ERROR(client->Push(0, &keys[off], std::min<size_t>(c.batch, population - off), grads.data()));
+      M6_RETURN_IF_ERROR(
+          client->Push(0, &keys[off], std::min<size_t>(c.batch, population - off), grads.data()));
     if (c.store == "rocksdb-cold")
       for (int s = 0; s < c.servers; ++s) M6_RETURN_IF_ERROR(client->Admin(s, "flush").status());
 
@@ -248,8 +252,10 @@ class Bench {
       auto finish_one = [&]() -> Status {
         auto [tk, ts] = inflight.front();
         inflight.pop_front();
-        if (is_pull) M6_RETURN_IF_ERROR(client->WaitPull(tk, out.data()));
-        else M6_RETURN_IF_ERROR(client->WaitPush(tk));
+        if (is_pull)
+          M6_RETURN_IF_ERROR(client->WaitPull(tk, out.data()));
+        else
+          M6_RETURN_IF_ERROR(client->WaitPush(tk));
         lat.push_back(Seconds(ts, Clk::now()) * 1e3);
         ++done;
         return Status::OK();
@@ -296,8 +302,6 @@ class Bench {
 
 }  // namespace
 
-int RunPsBench(const PsBenchOptions& opts) {
-  return Bench(opts).Run();
-}
+int RunPsBench(const PsBenchOptions& opts) { return Bench(opts).Run(); }
 
 }  // namespace m6rec

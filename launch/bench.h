@@ -11,10 +11,10 @@ namespace m6rec {
 
 struct PsBenchOptions {
   bool json = false;
-  bool quick = false;          // set by the caller: dim 64, batch 10k, 1 server unless given
-  double seconds = 0.5;        // measuring time per case and op
-  int depth = 1;               // requests in flight per client (1 = synchronous)
-  int threads = 1;             // request threads per server
+  bool quick = false;              // set by the caller: dim 64, batch 10k, 1 server unless given
+  double seconds = 0.5;            // measuring time per case and op
+  int depth = 1;                   // requests in flight per client (1 = synchronous)
+  int threads = 1;                 // request threads per server
   size_t message_bytes = 1 << 20;  // PsClientOptions::target_message_bytes (0 = no split)
   std::vector<int> dims{16, 64, 256};
   std::vector<int> batches{1000, 10000, 100000};

@@ -43,9 +43,10 @@ LaunchEnv DetectLaunch() {
   struct Vars {
     const char *rank, *size, *how;
   };
-  for (const Vars& v : {Vars{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OpenMPI (OMPI_COMM_WORLD_*)"},
-                        Vars{"PMI_RANK", "PMI_SIZE", "PMI (MPICH, Intel MPI)"},
-                        Vars{"PMIX_RANK", "PMIX_SIZE", "PMIx"}}) {
+  for (const Vars& v :
+       {Vars{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OpenMPI (OMPI_COMM_WORLD_*)"},
+        Vars{"PMI_RANK", "PMI_SIZE", "PMI (MPICH, Intel MPI)"},
+        Vars{"PMIX_RANK", "PMIX_SIZE", "PMIx"}}) {
     if (EnvInt(v.rank, &e.rank) && EnvInt(v.size, &e.size)) {
       e.kind = LaunchEnv::Kind::kMpi;
       e.how = v.how;
@@ -73,7 +74,8 @@ StatusOr<std::vector<RolePlan>> PlanRoles(int world, int servers, Placement plac
   plan[0] = {Role::kScheduler, 0};
   int s = 0;
   if (placement == Placement::kServerPerNode) {
-    if (static_cast<int>(node_of_rank.size()) != world) return Status::Internal("node_of_rank has the wrong size");
+    if (static_cast<int>(node_of_rank.size()) != world)
+      return Status::Internal("node_of_rank has the wrong size");
     std::map<int, bool> node_has_server;
     for (int r = 1; r < world; ++r)
       if (!node_has_server[node_of_rank[r]]) {
@@ -83,36 +85,42 @@ StatusOr<std::vector<RolePlan>> PlanRoles(int world, int servers, Placement plac
   } else {
     for (int r = 1; r <= servers && r < world; ++r) plan[r] = {Role::kServer, s++};
     if (s < servers)
-      return Status::InvalidArgument(std::to_string(world) + " processes cannot hold a scheduler, " +
-                                     std::to_string(servers) + " servers and a worker (start at least " +
-                                     std::to_string(servers + 2) + ")");
+      return Status::InvalidArgument(
+          std::to_string(world) + " processes cannot hold a scheduler, " + std::to_string(servers) +
+          " servers and a worker (start at least " + std::to_string(servers + 2) + ")");
   }
   int w = 0;
   for (int r = 1; r < world; ++r)
     if (plan[r].role == Role::kWorker) plan[r].index = w++;
   if (w == 0)
-    return Status::InvalidArgument(std::to_string(world) + " processes leave no worker after the scheduler and " +
-                                   std::to_string(s) + " servers (start at least " + std::to_string(s + 2) + ")");
+    return Status::InvalidArgument(
+        std::to_string(world) + " processes leave no worker after the scheduler and " +
+        std::to_string(s) + " servers (start at least " + std::to_string(s + 2) + ")");
   return plan;
 }
 
 StatusOr<std::string> ResolveHost(const std::string& host, const std::string& interface) {
   if (host != "auto") return host;
   struct ifaddrs* ifs = nullptr;
-  if (getifaddrs(&ifs) != 0) return Status::IOError("cluster.host: auto: cannot list network interfaces");
+  if (getifaddrs(&ifs) != 0)
+    return Status::IOError("cluster.host: auto: cannot list network interfaces");
   std::string found;
   for (struct ifaddrs* i = ifs; i; i = i->ifa_next) {
     if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP)) continue;
-    if (!interface.empty() ? interface != i->ifa_name : (i->ifa_flags & IFF_LOOPBACK) != 0) continue;
+    if (!interface.empty() ? interface != i->ifa_name : (i->ifa_flags & IFF_LOOPBACK) != 0)
+      continue;
     char buf[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &reinterpret_cast<struct sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof(buf));
+    inet_ntop(AF_INET, &reinterpret_cast<struct sockaddr_in*>(i->ifa_addr)->sin_addr, buf,
+              sizeof(buf));
     found = buf;
     break;
   }
   freeifaddrs(ifs);
   if (found.empty())
-    return Status::NotFound(interface.empty() ? std::string("cluster.host: auto: this host has no non-loopback IPv4 address")
-                                              : "cluster.interface: no IPv4 address on '" + interface + "'");
+    return Status::NotFound(
+        interface.empty()
+            ? std::string("cluster.host: auto: this host has no non-loopback IPv4 address")
+            : "cluster.interface: no IPv4 address on '" + interface + "'");
   return found;
 }
 
@@ -188,7 +196,10 @@ class MpiRendezvous final : public Rendezvous {
 class FileRendezvous final : public Rendezvous {
  public:
   FileRendezvous(std::string dir, std::string id, int rank, int64_t timeout_ms)
-      : Rendezvous(rank), dir_(std::move(dir)), id_(std::move(id)), rank_(rank),
+      : Rendezvous(rank),
+        dir_(std::move(dir)),
+        id_(std::move(id)),
+        rank_(rank),
         timeout_ms_(timeout_ms) {}
   StatusOr<std::shared_ptr<const MpiCommunicator>> SplitWorkers(bool, int) override {
     return std::shared_ptr<const MpiCommunicator>();
@@ -239,14 +250,16 @@ StatusOr<std::string> StringField(const nlohmann::json& body, const char* key,
 
 // Rank 0's first rendezvous message for a resumed run: {"run_dir", "resume_from"} or {"error"}.
 // The launch must give the run its own number of servers and workers.
-nlohmann::json ResumeMessage(const LocalClusterOptions& o, int world, const std::vector<int>& node_of_rank) {
+nlohmann::json ResumeMessage(const LocalClusterOptions& o, int world,
+                             const std::vector<int>& node_of_rank) {
   JobConfig cfg;
   auto ckpt = PrepareResume(o, &cfg);
   if (!ckpt.ok()) return {{"error", ckpt.status().message()}};
   auto plan = PlanRoles(world, cfg.cluster.servers, cfg.cluster.placement, node_of_rank);
   if (!plan.ok()) return {{"error", plan.status().message()}};
   int servers = 0, workers = 0;
-  for (const auto& r : *plan) (r.role == Role::kServer ? servers : workers) += r.role != Role::kScheduler;
+  for (const auto& r : *plan)
+    (r.role == Role::kServer ? servers : workers) += r.role != Role::kScheduler;
   if (servers != cfg.cluster.servers || workers != cfg.cluster.workers)
     return {{"error", "the run had " + std::to_string(cfg.cluster.servers) + " servers and " +
                           std::to_string(cfg.cluster.workers) + " workers; this launch makes " +
@@ -279,16 +292,20 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
   } else if (rank == 0) {
     token = RandomU64();
     JobConfig probe;
-    auto first = PrepareRunDir(o.config_path, o.overrides, o.run_dir, &probe, default_run_dir_suffix);
+    auto first =
+        PrepareRunDir(o.config_path, o.overrides, o.run_dir, &probe, default_run_dir_suffix);
     std::vector<RolePlan> plan;
     if (first.ok()) {
       auto p = PlanRoles(world, probe.cluster.servers, probe.cluster.placement, node_of_rank);
-      if (!p.ok()) first = p.status();
-      else plan = *p;
+      if (!p.ok())
+        first = p.status();
+      else
+        plan = *p;
     }
     if (first.ok()) {
       int servers = 0, workers = 0;
-      for (const auto& r : plan) (r.role == Role::kServer ? servers : workers) += r.role != Role::kScheduler;
+      for (const auto& r : plan)
+        (r.role == Role::kServer ? servers : workers) += r.role != Role::kScheduler;
       std::vector<std::string> ov = o.overrides;
       ov.push_back("cluster.servers=" + std::to_string(servers));
       ov.push_back("cluster.workers=" + std::to_string(workers));
@@ -316,13 +333,15 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
   }
   const std::string run_dir = *run_dir_field;
   auto cfg = LoadConfig(run_dir + "/config.yaml");
-  if (!cfg.ok()) return fail_all("rank " + std::to_string(rank) + ": " + cfg.status().message() +
-                                 " (the run directory must be on storage every host sees)");
+  if (!cfg.ok())
+    return fail_all("rank " + std::to_string(rank) + ": " + cfg.status().message() +
+                    " (the run directory must be on storage every host sees)");
   auto plan = PlanRoles(world, cfg->cluster.servers, cfg->cluster.placement, node_of_rank);
   if (!plan.ok()) return fail_all(plan.status().message());
   const RolePlan me = (*plan)[rank];
   if (hosts > 1 && (cfg->cluster.host == "127.0.0.1" || cfg->cluster.host == "localhost"))
-    return fail_all("the job spans " + std::to_string(hosts) + " hosts but cluster.host is " + cfg->cluster.host +
+    return fail_all("the job spans " + std::to_string(hosts) + " hosts but cluster.host is " +
+                    cfg->cluster.host +
                     ": set cluster.host: auto (or this host's address) so peers can reach it");
   auto host = ResolveHost(cfg->cluster.host, cfg->cluster.interface);
   if (!host.ok()) return fail_all(host.status().message());
@@ -330,9 +349,9 @@ int RunClusterJob(const LocalClusterOptions& o, Rendezvous& rv, int rank, int wo
   auto mpi_workers = rv.SplitWorkers(me.role == Role::kWorker, me.index);
   if (!mpi_workers.ok()) return fail_all(mpi_workers.status().message());
   if (rank == 0)
-    LOG_INFO << "cluster job '" << cfg->name << "' over " << world << " processes on " << hosts << " host(s) via "
-             << how << ": 1 scheduler, " << cfg->cluster.servers << " servers, " << cfg->cluster.workers
-             << " workers; run directory " << run_dir;
+    LOG_INFO << "cluster job '" << cfg->name << "' over " << world << " processes on " << hosts
+             << " host(s) via " << how << ": 1 scheduler, " << cfg->cluster.servers << " servers, "
+             << cfg->cluster.workers << " workers; run directory " << run_dir;
 
   RoleOptions ro;
   ro.cfg = *cfg;
@@ -424,8 +443,10 @@ int RunMpiJob(const LocalClusterOptions& o, int* argc, char*** argv) {
   }
   std::vector<int> node_of_rank(world);
   std::map<std::string, int> node_index;
-  for (int r = 0; r < world; ++r) node_of_rank[r] = node_index.emplace((*hosts)[r], int(node_index.size())).first->second;
-  return RunClusterJob(o, rv, rank, world, node_of_rank, int(node_index.size()), DetectLaunch().how, "");
+  for (int r = 0; r < world; ++r)
+    node_of_rank[r] = node_index.emplace((*hosts)[r], int(node_index.size())).first->second;
+  return RunClusterJob(o, rv, rank, world, node_of_rank, int(node_index.size()), DetectLaunch().how,
+                       "");
 }
 
 int RunSlurmJob(const LocalClusterOptions& o) {
@@ -441,16 +462,18 @@ int RunSlurmJob(const LocalClusterOptions& o) {
   int my_node = 0;
   const char* dist = std::getenv("SLURM_DISTRIBUTION");
   if (EnvInt("SLURM_NODEID", &my_node) && (*node_of_rank)[env.rank] != my_node)
-    return fail("srun placed rank " + std::to_string(env.rank) + " on node " + std::to_string(my_node) +
-                ", not where block distribution puts it (SLURM_DISTRIBUTION=" + (dist ? dist : "?") +
-                "): launch with srun -m block");
+    return fail(
+        "srun placed rank " + std::to_string(env.rank) + " on node " + std::to_string(my_node) +
+        ", not where block distribution puts it (SLURM_DISTRIBUTION=" + (dist ? dist : "?") +
+        "): launch with srun -m block");
   const int hosts = (*node_of_rank).empty() ? 1 : (*node_of_rank).back() + 1;
   const char* job = std::getenv("SLURM_JOB_ID");
   const char* step = std::getenv("SLURM_STEP_ID");
   const std::string id = std::string(job ? job : "0") + "." + (step ? step : "0");
   // Where the ranks meet: the run directory when it is given, else runs/ (both relative to the
   // working directory srun gives every task: the submit directory, on shared storage).
-  FileRendezvous rv(o.run_dir.empty() ? "runs" : o.run_dir, id, env.rank, kSlurmRendezvousTimeoutMs);
+  FileRendezvous rv(o.run_dir.empty() ? "runs" : o.run_dir, id, env.rank,
+                    kSlurmRendezvousTimeoutMs);
   return RunClusterJob(o, rv, env.rank, env.size, *node_of_rank, hosts, env.how, "slurm" + id);
 }
 
@@ -465,7 +488,8 @@ StatusOr<std::vector<int>> SlurmNodeOfRank(const std::string& tasks_per_node, in
   int node = 0;
   size_t pos = 0;
   const auto bad = [&]() {
-    return Status::InvalidArgument("SLURM_STEP_TASKS_PER_NODE '" + tasks_per_node + "': expected e.g. 4 or 2(x3),1");
+    return Status::InvalidArgument("SLURM_STEP_TASKS_PER_NODE '" + tasks_per_node +
+                                   "': expected e.g. 4 or 2(x3),1");
   };
   while (pos < tasks_per_node.size()) {
     size_t end = tasks_per_node.find(',', pos);
@@ -474,7 +498,8 @@ StatusOr<std::vector<int>> SlurmNodeOfRank(const std::string& tasks_per_node, in
     int count = 0, repeat = 1;
     char tail = 0;
     if (std::sscanf(part.c_str(), "%d(x%d)%c", &count, &repeat, &tail) == 2 ||
-        (std::sscanf(part.c_str(), "%d%c", &count, &tail) == 1 && part.find('(') == std::string::npos)) {
+        (std::sscanf(part.c_str(), "%d%c", &count, &tail) == 1 &&
+         part.find('(') == std::string::npos)) {
       if (count < 1 || repeat < 1) return bad();
       for (int r = 0; r < repeat; ++r, ++node)
         for (int t = 0; t < count; ++t) out.push_back(node);
@@ -486,7 +511,8 @@ StatusOr<std::vector<int>> SlurmNodeOfRank(const std::string& tasks_per_node, in
   if (tasks_per_node.empty()) out.assign(world, 0);
   if (int(out.size()) != world)
     return Status::InvalidArgument("SLURM_STEP_TASKS_PER_NODE '" + tasks_per_node + "' holds " +
-                                   std::to_string(out.size()) + " tasks, the step has " + std::to_string(world));
+                                   std::to_string(out.size()) + " tasks, the step has " +
+                                   std::to_string(world));
   return out;
 }
 

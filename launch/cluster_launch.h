@@ -1,8 +1,9 @@
-// Cluster launches: `mpirun -np N m6rec train --config X.yaml` (or `srun m6rec train ...`) runs a whole job, each process
-// taking its role from its MPI rank (cluster.placement), MPI carrying the rendezvous (rank 0
-// runs the scheduler and broadcasts its address and the job token; see Rendezvous) and the
-// workers' dense allreduce (their own MPI communicator). Works across hosts with cluster.host: auto (each
-// process binds its own host's address); the run directory must then be on shared storage.
+// Cluster launches: `mpirun -np N m6rec train --config X.yaml` (or `srun m6rec train ...`) runs a
+// whole job, each process taking its role from its MPI rank (cluster.placement), MPI carrying the
+// rendezvous (rank 0 runs the scheduler and broadcasts its address and the job token; see
+// Rendezvous) and the workers' dense allreduce (their own MPI communicator). Works across hosts
+// with cluster.host: auto (each process binds its own host's address); the run directory must then
+// be on shared storage.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +32,7 @@ LaunchEnv DetectLaunch();
 
 struct RolePlan {
   Role role = Role::kWorker;
-  int index = 0;     // rank within the role
+  int index = 0;  // rank within the role
 };
 // The role of every global rank. node_of_rank[r] = the node index of rank r (placement
 // server_per_node only). Fails when there would be no worker.

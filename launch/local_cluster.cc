@@ -10,9 +10,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <filesystem>
 #include <ctime>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -22,9 +22,9 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/util.h"
-#include "worker/evaluator.h"
 #include "launch/roles.h"
 #include "launch/run_dir.h"
+#include "worker/evaluator.h"
 
 namespace m6rec {
 
@@ -41,7 +41,7 @@ void OnSignal(int sig) {
 struct Child {
   std::string name;  // "server 1"
   pid_t pid = -1;
-  int out_fd = -1;   // read end of the child's stdout+stderr
+  int out_fd = -1;  // read end of the child's stdout+stderr
   std::string partial;
   std::deque<std::string> tail;
   std::ofstream log;
@@ -58,7 +58,9 @@ std::string DescribeExit(int status) {
   return "stopped (status " + std::to_string(status) + ")";
 }
 
-bool Succeeded(const Child& c) { return c.exited && WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0; }
+bool Succeeded(const Child& c) {
+  return c.exited && WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0;
+}
 
 class Launcher {
  public:
@@ -84,14 +86,16 @@ class Launcher {
     }
     int rc = Supervise();
     Teardown();
-    if (rc == 0) rc = WriteRunResult(cfg_, run_dir_, (MonotonicMs() - start_ms_) / 1000.0).ok() ? 0 : 1;
+    if (rc == 0)
+      rc = WriteRunResult(cfg_, run_dir_, (MonotonicMs() - start_ms_) / 1000.0).ok() ? 0 : 1;
     return rc;
   }
 
  private:
   Status Prepare() {
     if (opts_.resume_dir.empty()) {
-      M6_ASSIGN_OR_RETURN(run_dir_, PrepareRunDir(opts_.config_path, opts_.overrides, opts_.run_dir, &cfg_));
+      M6_ASSIGN_OR_RETURN(run_dir_,
+                          PrepareRunDir(opts_.config_path, opts_.overrides, opts_.run_dir, &cfg_));
     } else {
       M6_ASSIGN_OR_RETURN(resume_from_, PrepareResume(opts_, &cfg_));
       run_dir_ = opts_.resume_dir;
@@ -108,7 +112,8 @@ class Launcher {
 
   Status Spawn(const std::string& name, const std::vector<std::string>& args) {
     int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return Status::IOError(std::string("pipe: ") + std::strerror(errno));
+    if (::pipe2(fds, O_CLOEXEC) != 0)
+      return Status::IOError(std::string("pipe: ") + std::strerror(errno));
     const pid_t parent = ::getpid();
     const std::string exe = SelfExePath();
     std::vector<std::string> argv_s{exe};
@@ -288,8 +293,8 @@ class Launcher {
   int ReportFailure() {
     for (const auto& c : children_) {
       if (!c->exited || Succeeded(*c)) continue;
-      std::string msg = c->name + " (pid " + std::to_string(c->pid) + ") " + DescribeExit(c->status) +
-                        "; stopping the cluster.";
+      std::string msg = c->name + " (pid " + std::to_string(c->pid) + ") " +
+                        DescribeExit(c->status) + "; stopping the cluster.";
       LOG_ERROR << msg;
       if (!c->tail.empty()) {
         std::string t = "last lines of " + c->name + ":";
@@ -315,7 +320,8 @@ class Launcher {
         ::kill(c->pid, SIGTERM);
         any = true;
       }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.grace_ms);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.grace_ms);
     while (any && std::chrono::steady_clock::now() < deadline) {
       Pump(50);
       any = false;
@@ -323,8 +329,8 @@ class Launcher {
     }
     for (const auto& c : children_)
       if (!c->exited) {
-        LOG_WARN << c->name << " (pid " << c->pid << ") did not stop within "
-                 << opts_.grace_ms << " ms: SIGKILL";
+        LOG_WARN << c->name << " (pid " << c->pid << ") did not stop within " << opts_.grace_ms
+                 << " ms: SIGKILL";
         ::kill(c->pid, SIGKILL);
       }
     for (auto& c : children_) {

@@ -21,7 +21,7 @@ struct LocalClusterOptions {
   // Continue the run in this directory from its newest complete checkpoint (its own
   // config.yaml, with `overrides` applied on top; config_path must be empty).
   std::string resume_dir;
-  int grace_ms = 3000;                 // SIGTERM -> SIGKILL delay at teardown
+  int grace_ms = 3000;  // SIGTERM -> SIGKILL delay at teardown
 };
 
 // Runs the job to completion; returns the exit code (0 = every process succeeded).

@@ -490,7 +490,8 @@ int main(int argc, char** argv) {
     errno = 0;
     const long v = std::strtol(t, &end, 10);
     if (*t == '\0' || *end != '\0' || errno != 0 || v < 0 || v > (1L << 30)) {
-      std::fprintf(stderr, "m6rec: M6REC_MMAP_THRESHOLD: expected bytes in [0, 2^30], got '%s'\n", t);
+      std::fprintf(stderr, "m6rec: M6REC_MMAP_THRESHOLD: expected bytes in [0, 2^30], got '%s'\n",
+                   t);
       return 2;
     }
     mmap_threshold = v;

@@ -29,8 +29,10 @@ StatusOr<std::string> ChooseCheckpoint(const OfflineOptions& o) {
   if (best.ok()) return best;
   auto latest = LatestCheckpoint(o.run_dir);
   if (!latest.ok())
-    return Status::NotFound("'" + o.run_dir + "' has no checkpoint to serve (did the run finish? with "
-                            "checkpoint.every_epochs: 0 and checkpoint.best: false a run keeps none)");
+    return Status::NotFound(
+        "'" + o.run_dir +
+        "' has no checkpoint to serve (did the run finish? with "
+        "checkpoint.every_epochs: 0 and checkpoint.best: false a run keeps none)");
   return latest;
 }
 
@@ -46,8 +48,10 @@ Status Offline(const OfflineOptions& o, json* answer) {
   lo.ps = cfg.ps;
   const int servers = manifest.value("servers", cfg.cluster.servers);
   for (int s = 0; s < servers; ++s) lo.shard_dirs.push_back(ckpt + "/server-" + std::to_string(s));
-  if (cfg.ps.store == PsConfig::Store::kRocksDB) lo.read_only = true;  // the checkpoint stays as it is
-  else lo.restore_from = ckpt;
+  if (cfg.ps.store == PsConfig::Store::kRocksDB)
+    lo.read_only = true;  // the checkpoint stays as it is
+  else
+    lo.restore_from = ckpt;
   M6_ASSIGN_OR_RETURN(auto stores, LocalStores::Open(lo));
   auto tables = MakeLocalTables(stores);
   M6_ASSIGN_OR_RETURN(std::string data_dir, PrepareData(cfg, o.run_dir));

@@ -14,8 +14,8 @@
 #include "scheduler/client.h"
 #include "scheduler/scheduler.h"
 #include "worker/collective_setup.h"
-#include "worker/synthetic_data.h"
 #include "worker/ps_client.h"
+#include "worker/synthetic_data.h"
 #include "worker/training_engine.h"
 #include "worker/zmq_collective.h"
 
@@ -102,7 +102,8 @@ int RunServerRole(const RoleOptions& o) {
   so.rank = o.rank >= 0 ? o.rank : 0;
   if (!o.resume_from.empty()) {
     if (o.rank < 0) {
-      LOG_ERROR << "server: resuming needs the server's --rank (its rows come from <checkpoint>/server-<rank>)";
+      LOG_ERROR << "server: resuming needs the server's --rank (its rows come from "
+                   "<checkpoint>/server-<rank>)";
       return 2;
     }
     so.restore_from = o.resume_from + "/server-" + std::to_string(o.rank);
@@ -117,8 +118,9 @@ int RunServerRole(const RoleOptions& o) {
       Status s = WriteFileAtomic(o.port_file, std::to_string(srv.port()) + "\n");
       if (!s.ok()) return Fail("server", s);
     }
-    LOG_INFO << "standalone server on " << so.host << ":" << srv.port() << " (" << srv.store().name()
-             << " store" << (o.data_dir.empty() ? "" : " at " + o.data_dir) << ")";
+    LOG_INFO << "standalone server on " << so.host << ":" << srv.port() << " ("
+             << srv.store().name() << " store" << (o.data_dir.empty() ? "" : " at " + o.data_dir)
+             << ")";
     int sig = 0;
     sigwait(&stop_signals, &sig);
     LOG_INFO << "signal " << sig << ": stopping";
@@ -128,8 +130,8 @@ int RunServerRole(const RoleOptions& o) {
 
   auto client = SchedulerClient::Connect(ClientOptions(o));
   if (!client.ok()) return Fail("server", client.status());
-  auto view = (*client)->Register("server", so.host, srv.port(), o.rank,
-                                  o.cfg.cluster.connect_timeout_ms);
+  auto view =
+      (*client)->Register("server", so.host, srv.port(), o.rank, o.cfg.cluster.connect_timeout_ms);
   if (!view.ok()) return Fail("server: registration", view.status());
   SetLogPrefix("server " + std::to_string(view->rank));
   srv.SetOwnedSlots(view->OwnedSlots(view->rank));
@@ -177,13 +179,17 @@ int RunWorkerRole(const RoleOptions& o) {
   auto ps = PsClient::Create(po);
   if (!ps.ok()) return report_failure("PS client", ps.status());
 
-  auto data_dir = o.data_dir.empty() ? PrepareData(o.cfg, o.run_dir) : StatusOr<std::string>(o.data_dir);
+  auto data_dir =
+      o.data_dir.empty() ? PrepareData(o.cfg, o.run_dir) : StatusOr<std::string>(o.data_dir);
   if (!data_dir.ok()) return report_failure("data", data_dir.status());
   auto data = LoadJobData(o.cfg, *data_dir);
   if (!data.ok()) return report_failure("data", data.status());
 
-  const int barrier_timeout = std::max(o.cfg.cluster.request_timeout_ms, o.cfg.cluster.connect_timeout_ms) * 10;
-  auto barrier = [&](const std::string& name) { return sched.Barrier(name, "workers", barrier_timeout); };
+  const int barrier_timeout =
+      std::max(o.cfg.cluster.request_timeout_ms, o.cfg.cluster.connect_timeout_ms) * 10;
+  auto barrier = [&](const std::string& name) {
+    return sched.Barrier(name, "workers", barrier_timeout);
+  };
   Status s = barrier("start");
   if (!s.ok()) return report_failure("start barrier", s);
   WorkerCollectiveOptions wo;
@@ -211,7 +217,8 @@ int RunWorkerRole(const RoleOptions& o) {
   ctx.should_abort = should_abort;
   ctx.resume_from = o.resume_from;
   auto summary = RunTraining(ctx);
-  if (!summary.ok()) return report_failure(std::string("job ") + EnumName(o.cfg.train.job), summary.status());
+  if (!summary.ok())
+    return report_failure(std::string("job ") + EnumName(o.cfg.train.job), summary.status());
   const std::string text = summary->ToJson().dump();
   s = WriteFileAtomic(o.run_dir + "/worker-" + std::to_string(view->rank) + ".json", text + "\n");
   if (!s.ok()) return report_failure("writing the summary", s);

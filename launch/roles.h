@@ -3,10 +3,9 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
-
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "common/cluster_view.h"
 #include "common/config.h"
@@ -19,7 +18,7 @@ struct RoleOptions {
   uint64_t token = 0;
   std::string scheduler_host = "127.0.0.1";
   int scheduler_port = 0;
-  int rank = -1;            // requested rank within the role; -1 = any
+  int rank = -1;  // requested rank within the role; -1 = any
   std::string run_dir = ".";
   std::string data_dir;     // server: RocksDB directory; worker: dataset directory override
   std::string port_file;    // scheduler / standalone server: where to write the bound port

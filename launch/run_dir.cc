@@ -13,7 +13,8 @@
 
 namespace m6rec {
 
-StatusOr<std::string> PrepareRunDir(const std::string& config_path, const std::vector<std::string>& overrides,
+StatusOr<std::string> PrepareRunDir(const std::string& config_path,
+                                    const std::vector<std::string>& overrides,
                                     const std::string& run_dir_in, JobConfig* cfg,
                                     const std::string& default_suffix) {
   std::string run_dir = run_dir_in;
@@ -23,8 +24,11 @@ StatusOr<std::string> PrepareRunDir(const std::string& config_path, const std::v
   } else {
     M6_ASSIGN_OR_RETURN(text, ReadFileToString(config_path));
   }
-  M6_ASSIGN_OR_RETURN(JobConfig parsed, ParseConfig(text, config_path.empty() ? "<built-in default>" : config_path, overrides));
-  if (run_dir.empty() && !default_suffix.empty()) run_dir = "runs/" + parsed.name + "-" + default_suffix;
+  M6_ASSIGN_OR_RETURN(
+      JobConfig parsed,
+      ParseConfig(text, config_path.empty() ? "<built-in default>" : config_path, overrides));
+  if (run_dir.empty() && !default_suffix.empty())
+    run_dir = "runs/" + parsed.name + "-" + default_suffix;
   if (run_dir.empty()) {
     char ts[32];
     time_t now = time(nullptr);
@@ -34,7 +38,8 @@ StatusOr<std::string> PrepareRunDir(const std::string& config_path, const std::v
   M6_RETURN_IF_ERROR(MakeDirs(run_dir + "/logs"));
   const std::string src = run_dir + "/config.source.yaml";
   if (config_path.empty()) M6_RETURN_IF_ERROR(WriteFileAtomic(src, text));
-  M6_RETURN_IF_ERROR(WriteEffectiveConfig(config_path.empty() ? src : config_path, overrides, run_dir + "/config.yaml"));
+  M6_RETURN_IF_ERROR(WriteEffectiveConfig(config_path.empty() ? src : config_path, overrides,
+                                          run_dir + "/config.yaml"));
   M6_ASSIGN_OR_RETURN(*cfg, LoadConfig(run_dir + "/config.yaml"));
   return run_dir;
 }
@@ -42,8 +47,10 @@ StatusOr<std::string> PrepareRunDir(const std::string& config_path, const std::v
 StatusOr<std::string> PrepareResume(const LocalClusterOptions& o, JobConfig* cfg) {
   const std::string path = o.resume_dir + "/config.yaml";
   if (!o.config_path.empty())
-    return Status::InvalidArgument("--resume continues " + path + "; --config cannot change it (use --set)");
-  if (!ReadFileToString(path).ok()) return Status::NotFound("'" + o.resume_dir + "' is not a run directory (no config.yaml)");
+    return Status::InvalidArgument("--resume continues " + path +
+                                   "; --config cannot change it (use --set)");
+  if (!ReadFileToString(path).ok())
+    return Status::NotFound("'" + o.resume_dir + "' is not a run directory (no config.yaml)");
   if (!o.overrides.empty()) M6_RETURN_IF_ERROR(WriteEffectiveConfig(path, o.overrides, path));
   M6_ASSIGN_OR_RETURN(*cfg, LoadConfig(path));
   return LatestCheckpoint(o.resume_dir);

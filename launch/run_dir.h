@@ -11,10 +11,11 @@
 
 namespace m6rec {
 
-// Creates run_dir (default runs/<job>-<time>, or runs/<job>-<default_suffix>) with logs/, writes the effective configuration
-// (config + overrides; the built-in default when config_path is empty) to run_dir/config.yaml
-// and loads it into *cfg. Returns the run directory.
-StatusOr<std::string> PrepareRunDir(const std::string& config_path, const std::vector<std::string>& overrides,
+// Creates run_dir (default runs/<job>-<time>, or runs/<job>-<default_suffix>) with logs/, writes
+// the effective configuration (config + overrides; the built-in default when config_path is empty)
+// to run_dir/config.yaml and loads it into *cfg. Returns the run directory.
+StatusOr<std::string> PrepareRunDir(const std::string& config_path,
+                                    const std::vector<std::string>& overrides,
                                     const std::string& run_dir, JobConfig* cfg,
                                     const std::string& default_suffix = "");
 

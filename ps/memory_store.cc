@@ -102,8 +102,9 @@ class MemoryStore final : public TableStore {
     const std::string layout = in.substr(at, len);
     at += len;
     if (layout != TablesLayout(specs_))
-      return Status::InvalidArgument(path + " holds tables '" + layout + "' but the config declares '" +
-                                     TablesLayout(specs_) + "' (name:dim:optimizer:width)");
+      return Status::InvalidArgument(path + " holds tables '" + layout +
+                                     "' but the config declares '" + TablesLayout(specs_) +
+                                     "' (name:dim:optimizer:width)");
     std::vector<float> row;
     for (auto& c : caches_) {
       uint64_t count = 0;
@@ -112,7 +113,8 @@ class MemoryStore final : public TableStore {
       for (uint64_t r = 0; r < count; ++r) {
         Key k = 0;
         if (!take(&k, 8) || !take(row.data(), row.size() * sizeof(float))) return bad("truncated");
-        c->Upsert(k, [](float*) {}, [&](float* dst) { std::memcpy(dst, row.data(), row.size() * 4); });
+        c->Upsert(
+            k, [](float*) {}, [&](float* dst) { std::memcpy(dst, row.data(), row.size() * 4); });
       }
     }
     if (at != in.size()) return bad("trailing bytes");
@@ -154,7 +156,7 @@ class MemoryStore final : public TableStore {
 }  // namespace
 
 StatusOr<std::unique_ptr<TableStore>> NewMemoryStore(const StoreOptions& options,
-                                                    const std::vector<TableSpec>& tables) {
+                                                     const std::vector<TableSpec>& tables) {
   auto store = std::make_unique<MemoryStore>(tables);
   if (!options.restore_from.empty()) M6_RETURN_IF_ERROR(store->Restore(options.restore_from));
   return std::unique_ptr<TableStore>(std::move(store));

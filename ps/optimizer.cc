@@ -8,16 +8,20 @@ namespace m6rec {
 
 uint32_t OptimizerStateWidth(const OptimizerSpec& opt, uint32_t dim) {
   switch (opt.kind) {
-    case OptimizerSpec::Kind::kSgd: return 0;
-    case OptimizerSpec::Kind::kAdagrad: return dim;
-    case OptimizerSpec::Kind::kAdam: return 2 * dim + 1;
+    case OptimizerSpec::Kind::kSgd:
+      return 0;
+    case OptimizerSpec::Kind::kAdagrad:
+      return dim;
+    case OptimizerSpec::Kind::kAdam:
+      return 2 * dim + 1;
   }
   return 0;
 }
 
 void InitOptimizerState(const OptimizerSpec& opt, uint32_t dim, float* state) {
   switch (opt.kind) {
-    case OptimizerSpec::Kind::kSgd: return;
+    case OptimizerSpec::Kind::kSgd:
+      return;
     case OptimizerSpec::Kind::kAdagrad:
       for (uint32_t i = 0; i < dim; ++i) state[i] = opt.initial_accumulator;
       return;

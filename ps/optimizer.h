@@ -14,7 +14,9 @@
 namespace m6rec {
 
 uint32_t OptimizerStateWidth(const OptimizerSpec& opt, uint32_t dim);
-inline uint32_t RowWidth(const TableSpec& t) { return t.dim + OptimizerStateWidth(t.optimizer, t.dim); }
+inline uint32_t RowWidth(const TableSpec& t) {
+  return t.dim + OptimizerStateWidth(t.optimizer, t.dim);
+}
 
 // Initialises the state part of a fresh row.
 void InitOptimizerState(const OptimizerSpec& opt, uint32_t dim, float* state);

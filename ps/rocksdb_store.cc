@@ -10,11 +10,11 @@
 // The hot tier only holds rows that are identical to RocksDB's (or newer, in flight under
 // write_mu_), so evicting costs nothing; a failed write invalidates the batch's cached rows.
 #include <rocksdb/db.h>
-#include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/memtablerep.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
+#include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
@@ -33,7 +33,9 @@
 namespace m6rec {
 namespace {
 
-const char kLayoutKey[] = "\xff" "m6rec.layout";
+const char kLayoutKey[] =
+    "\xff"
+    "m6rec.layout";
 
 inline void EncodeKey(Key k, char* out) {
   for (int i = 7; i >= 0; --i) {
@@ -93,7 +95,8 @@ class RocksDBStore final : public TableStore {
   Status Update(TableId table, const Key* keys, size_t n, const RowFn& fn) override
       EXCLUDES(write_mu_) {
     M6_RETURN_IF_ERROR(CheckTable(table, 0));
-    if (opts_.read_only) return Status::PermissionDenied("RocksDB at " + opts_.path + " is open read-only");
+    if (opts_.read_only)
+      return Status::PermissionDenied("RocksDB at " + opts_.path + " is open read-only");
     const TableSpec& spec = specs_[table];
     const uint32_t width = widths_[table];
     const size_t row_bytes = size_t{width} * sizeof(float);
@@ -116,8 +119,10 @@ class RocksDBStore final : public TableStore {
       auto& v = loaded[keys[i]];
       if (!v.empty()) return;  // duplicate key in the batch: keep the first load
       v.resize(width);
-      if (found) std::memcpy(v.data(), row, row_bytes);
-      else InitFullRow(spec, keys[i], v.data());
+      if (found)
+        std::memcpy(v.data(), row, row_bytes);
+      else
+        InitFullRow(spec, keys[i], v.data());
     }));
 
     // 2. Apply the updates row by row and stage the new values, in key order: RocksDB's
@@ -147,8 +152,10 @@ class RocksDBStore final : public TableStore {
                 // A hit of step 1 that this batch's own inserts evicted since: it is on disk.
                 std::vector<size_t> one{i};
                 Status st = ReadCold(table, keys, one, [&](size_t, const float* r, bool found) {
-                  if (found) std::memcpy(row, r, row_bytes);
-                  else InitFullRow(spec, keys[i], row);
+                  if (found)
+                    std::memcpy(row, r, row_bytes);
+                  else
+                    InitFullRow(spec, keys[i], row);
                 });
                 if (!st.ok()) read_error = st;
               }
@@ -177,7 +184,8 @@ class RocksDBStore final : public TableStore {
       fo.wait = false;
       fo.allow_write_stall = true;
       rocksdb::Status fs = db_->Flush(fo);
-      if (!fs.ok()) LOG_WARN << "RocksDB background flush at " << opts_.path << ": " << fs.ToString();
+      if (!fs.ok())
+        LOG_WARN << "RocksDB background flush at " << opts_.path << ": " << fs.ToString();
     }
     return Status::OK();
   }
@@ -190,7 +198,9 @@ class RocksDBStore final : public TableStore {
     // log_size_for_flush 0: the memtable is flushed first, so the checkpoint's SST files hold
     // every row and it opens read-only without replaying logs.
     if (s.ok()) s = cp->CreateCheckpoint(dir, /*log_size_for_flush=*/0);
-    if (!s.ok()) return Status::IOError("RocksDB checkpoint of " + opts_.path + " to '" + dir + "': " + s.ToString());
+    if (!s.ok())
+      return Status::IOError("RocksDB checkpoint of " + opts_.path + " to '" + dir +
+                             "': " + s.ToString());
     return Status::OK();
   }
 
@@ -290,7 +300,8 @@ namespace {
 Status CopyCheckpoint(const std::string& from, const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (!fs::is_directory(from, ec)) return Status::NotFound("checkpoint '" + from + "' is not a directory");
+  if (!fs::is_directory(from, ec))
+    return Status::NotFound("checkpoint '" + from + "' is not a directory");
   M6_RETURN_IF_ERROR(RemoveTree(path));
   fs::create_directories(path, ec);
   if (ec) return Status::IOError("cannot create '" + path + "': " + ec.message());
@@ -302,7 +313,9 @@ Status CopyCheckpoint(const std::string& from, const std::string& path) {
       ec.clear();
     }
     fs::copy_file(e.path(), dst, ec);
-    if (ec) return Status::IOError("cannot copy '" + e.path().string() + "' to '" + dst.string() + "': " + ec.message());
+    if (ec)
+      return Status::IOError("cannot copy '" + e.path().string() + "' to '" + dst.string() +
+                             "': " + ec.message());
   }
   if (ec) return Status::IOError("cannot read '" + from + "': " + ec.message());
   return Status::OK();
@@ -318,7 +331,8 @@ StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& opts,
   if (opts.read_only && !std::filesystem::exists(opts.path + "/CURRENT", ec))
     return Status::NotFound("no RocksDB at '" + opts.path + "'");
   std::filesystem::create_directories(opts.path, ec);
-  if (ec) return Status::IOError("cannot create RocksDB directory '" + opts.path + "': " + ec.message());
+  if (ec)
+    return Status::IOError("cannot create RocksDB directory '" + opts.path + "': " + ec.message());
   rocksdb::Options o;
   o.create_if_missing = true;
   o.compression = rocksdb::kNoCompression;  // float rows do not compress
@@ -346,7 +360,8 @@ StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& opts,
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = opts.read_only ? rocksdb::DB::OpenForReadOnly(o, opts.path, &raw)
                                      : rocksdb::DB::Open(o, opts.path, &raw);
-  if (!s.ok()) return Status::IOError("cannot open RocksDB at '" + opts.path + "': " + s.ToString());
+  if (!s.ok())
+    return Status::IOError("cannot open RocksDB at '" + opts.path + "': " + s.ToString());
   std::unique_ptr<rocksdb::DB> db(raw);
 
   // The directory remembers the layout of its tables; a changed dim or optimizer would make
@@ -369,10 +384,10 @@ StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& opts,
     rocksdb::WriteOptions wo;
     wo.sync = true;
     s = db->Put(wo, kLayoutKey, want);
-    if (!s.ok()) return Status::IOError("cannot write RocksDB at '" + opts.path + "': " + s.ToString());
+    if (!s.ok())
+      return Status::IOError("cannot write RocksDB at '" + opts.path + "': " + s.ToString());
   }
   return std::unique_ptr<TableStore>(new RocksDBStore(opts, tables, std::move(db)));
 }
-
 
 }  // namespace m6rec

@@ -14,7 +14,9 @@
 namespace m6rec {
 
 Server::Server(const ServerOptions& opts)
-    : opts_(opts), ctx_(opts.io_threads), frontend_(ctx_, zmq::socket_type::router),
+    : opts_(opts),
+      ctx_(opts.io_threads),
+      frontend_(ctx_, zmq::socket_type::router),
       backend_(ctx_, zmq::socket_type::dealer) {}
 
 Server::~Server() { Stop(); }
@@ -185,12 +187,15 @@ void Server::Handle(std::vector<zmq::message_t>& parts, std::vector<zmq::message
     } else if (cmd == "tables") {
       out = nlohmann::json::array();
       for (const auto& t : opts_.tables)
-        out.push_back({{"id", t.id}, {"name", t.name}, {"dim", t.dim},
-                       {"optimizer", OptimizerName(t.optimizer.kind)}, {"lr", t.optimizer.lr},
+        out.push_back({{"id", t.id},
+                       {"name", t.name},
+                       {"dim", t.dim},
+                       {"optimizer", OptimizerName(t.optimizer.kind)},
+                       {"lr", t.optimizer.lr},
                        {"width", RowWidth(t)}});
     } else {
-      return refuse(StatusCode::kInvalidArgument, "unknown admin command '" + cmd +
-                                                      "' (stats, flush, checkpoint, tables)");
+      return refuse(StatusCode::kInvalidArgument,
+                    "unknown admin command '" + cmd + "' (stats, flush, checkpoint, tables)");
     }
     std::string body = out.dump();
     MsgHeader rh = h;
@@ -221,10 +226,10 @@ void Server::Handle(std::vector<zmq::message_t>& parts, std::vector<zmq::message
                         std::to_string(KeyTable(keys[i])) + ", request is for table " +
                         std::to_string(h.table));
     if (!owned_[SlotOf(keys[i], num_slots)])
-      return refuse(StatusCode::kInvalidArgument,
-                    "key " + std::to_string(keys[i]) + " (slot " +
-                        std::to_string(SlotOf(keys[i], num_slots)) + ") is not served by server " +
-                        std::to_string(opts_.rank));
+      return refuse(StatusCode::kInvalidArgument, "key " + std::to_string(keys[i]) + " (slot " +
+                                                      std::to_string(SlotOf(keys[i], num_slots)) +
+                                                      ") is not served by server " +
+                                                      std::to_string(opts_.rank));
   }
 
   MsgHeader rh = h;

@@ -25,12 +25,12 @@ struct ServerOptions {
   std::vector<TableSpec> tables;
   PsConfig ps;
   std::string host = "127.0.0.1";
-  int port = 0;            // 0 = any free port
-  std::string data_dir;    // RocksDB directory
+  int port = 0;              // 0 = any free port
+  std::string data_dir;      // RocksDB directory
   std::string restore_from;  // start from these rows (a checkpoint's server-<rank>; "" = none)
   uint64_t token = 0;
   uint32_t rank = 0;
-  int io_threads = 1;      // ZeroMQ I/O threads
+  int io_threads = 1;  // ZeroMQ I/O threads
 };
 
 struct ServerCounters {

@@ -7,7 +7,7 @@
 namespace m6rec {
 
 StatusOr<std::unique_ptr<TableStore>> NewMemoryStore(const StoreOptions& options,
-                                                    const std::vector<TableSpec>& tables);
+                                                     const std::vector<TableSpec>& tables);
 StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& options,
                                                       const std::vector<TableSpec>& tables);
 

@@ -15,7 +15,9 @@ StatusOr<std::unique_ptr<TableStore>> OpenTableStore(const StoreOptions& options
 #ifdef M6REC_HAVE_ROCKSDB
   return NewRocksDBStore(options, tables);
 #else
-  return Status::Unavailable("ps.store: rocksdb, but this build has no RocksDB (configured with M6REC_WITH_ROCKSDB=OFF); use ps.store: memory");
+  return Status::Unavailable(
+      "ps.store: rocksdb, but this build has no RocksDB (configured with M6REC_WITH_ROCKSDB=OFF); "
+      "use ps.store: memory");
 #endif
 }
 
@@ -32,7 +34,8 @@ Status ApplyPush(TableStore& store, const TableSpec& spec, const Key* keys, size
   const uint32_t dim = spec.dim;
   for (size_t i = 0; i < n * dim; ++i)
     if (!std::isfinite(grads[i]))
-      return Status::InvalidArgument("non-finite gradient for key " + std::to_string(keys[i / dim]) +
+      return Status::InvalidArgument("non-finite gradient for key " +
+                                     std::to_string(keys[i / dim]) +
                                      ": push refused, no row changed");
   const OptimizerSpec& opt = spec.optimizer;
   return store.Update(spec.id, keys, n,

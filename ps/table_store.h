@@ -23,7 +23,7 @@ namespace m6rec {
 struct StoreOptions {
   PsConfig::Store kind = PsConfig::Store::kMemory;
   PsConfig::Durability durability = PsConfig::Durability::kWal;
-  std::string path;          // RocksDB directory (created if missing)
+  std::string path;  // RocksDB directory (created if missing)
   // Start from the rows of a checkpoint (a directory made by TableStore::Checkpoint of the same
   // kind of store): RocksDB replaces `path` with a copy of it; memory loads it.
   std::string restore_from;

@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+// clang-format off
 #include <utility>  // before asio: Boost 1.74 needs std::exchange declared
 #include <boost/asio.hpp>
+// clang-format on
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -15,11 +17,16 @@ namespace m6rec {
 
 const char* ShutdownCauseName(ShutdownCause c) {
   switch (c) {
-    case ShutdownCause::kShutdownOk: return "shutdown ok";
-    case ShutdownCause::kShutdownFailed: return "shutdown failed";
-    case ShutdownCause::kNodeDead: return "node dead";
-    case ShutdownCause::kConnectionLost: return "connection lost";
-    case ShutdownCause::kTimeout: return "timeout";
+    case ShutdownCause::kShutdownOk:
+      return "shutdown ok";
+    case ShutdownCause::kShutdownFailed:
+      return "shutdown failed";
+    case ShutdownCause::kNodeDead:
+      return "node dead";
+    case ShutdownCause::kConnectionLost:
+      return "connection lost";
+    case ShutdownCause::kTimeout:
+      return "timeout";
   }
   return "?";
 }
@@ -54,7 +61,8 @@ class SchedulerClient::Impl {
     std::string last_error;
     boost::system::error_code ec;
     auto addr = asio::ip::make_address(opts_.host, ec);
-    if (ec) return Status::InvalidArgument("scheduler address '" + opts_.host + "': " + ec.message());
+    if (ec)
+      return Status::InvalidArgument("scheduler address '" + opts_.host + "': " + ec.message());
     tcp::endpoint ep(addr, static_cast<unsigned short>(opts_.port));
     for (int attempt = 1;; ++attempt) {
       sock_.close(ec);
@@ -63,11 +71,10 @@ class SchedulerClient::Impl {
       last_error = ec.message();
       const int64_t now = clock_->NowMs();
       if (now >= deadline)
-        return Status::Unavailable("cannot reach the scheduler at " + opts_.host + ":" +
-                                   std::to_string(opts_.port) + " within " +
-                                   std::to_string(opts_.connect_timeout_ms) + " ms (" +
-                                   std::to_string(attempt) + " attempts, last error: " +
-                                   last_error + ")");
+        return Status::Unavailable(
+            "cannot reach the scheduler at " + opts_.host + ":" + std::to_string(opts_.port) +
+            " within " + std::to_string(opts_.connect_timeout_ms) + " ms (" +
+            std::to_string(attempt) + " attempts, last error: " + last_error + ")");
       const int64_t retry_at = std::min<int64_t>(now + backoff_ms, deadline);
       for (int64_t t = now; t < retry_at; t = clock_->NowMs())
         std::this_thread::sleep_for(
@@ -113,8 +120,7 @@ class SchedulerClient::Impl {
           return out;
         }
       }
-      if (shutdown_ || lost_)
-        return Status::Aborted("while waiting for " + what + ": " + failure_);
+      if (shutdown_ || lost_) return Status::Aborted("while waiting for " + what + ": " + failure_);
       const int64_t left = deadline_ms - clock_->NowMs();
       if (left <= 0)
         return Status::DeadlineExceeded("timed out after " + std::to_string(timeout_ms) +
@@ -244,10 +250,10 @@ StatusOr<ClusterView> SchedulerClient::Register(const std::string& role, const s
                                                 int port, int requested_rank, int timeout_ms) {
   const int64_t deadline = impl_->clock_->NowMs() + timeout_ms;
   M6_RETURN_IF_ERROR(impl_->Send(MsgType::kRegister, {{"role", role},
-                                                     {"host", host},
-                                                     {"port", port},
-                                                     {"rank", requested_rank},
-                                                     {"pid", static_cast<int>(::getpid())}}));
+                                                      {"host", host},
+                                                      {"port", port},
+                                                      {"rank", requested_rank},
+                                                      {"pid", static_cast<int>(::getpid())}}));
   // Heartbeats start now: the scheduler knows us, and the wait for the others may be long.
   impl_->StartHeartbeats();
   M6_ASSIGN_OR_RETURN(auto msg, impl_->WaitFor({MsgType::kClusterView, MsgType::kControlError},
@@ -255,8 +261,7 @@ StatusOr<ClusterView> SchedulerClient::Register(const std::string& role, const s
   return ClusterView::FromJson(msg.second.dump());
 }
 
-Status SchedulerClient::Barrier(const std::string& name, const std::string& group,
-                                int timeout_ms) {
+Status SchedulerClient::Barrier(const std::string& name, const std::string& group, int timeout_ms) {
   const int64_t deadline = impl_->clock_->NowMs() + timeout_ms;
   M6_RETURN_IF_ERROR(impl_->Send(MsgType::kBarrier, {{"name", name}, {"group", group}}));
   auto r = impl_->WaitFor({MsgType::kBarrierRelease, MsgType::kControlError}, deadline, timeout_ms,
@@ -281,10 +286,14 @@ ShutdownNotice SchedulerClient::WaitShutdown(int timeout_ms) {
     n.reason = "no shutdown from the scheduler within the timeout";
     return n;
   }
-  if (!impl_->shutdown_) n.cause = ShutdownCause::kConnectionLost;
-  else if (impl_->shutdown_ok_) n.cause = ShutdownCause::kShutdownOk;
-  else if (impl_->node_dead_) n.cause = ShutdownCause::kNodeDead;
-  else n.cause = ShutdownCause::kShutdownFailed;
+  if (!impl_->shutdown_)
+    n.cause = ShutdownCause::kConnectionLost;
+  else if (impl_->shutdown_ok_)
+    n.cause = ShutdownCause::kShutdownOk;
+  else if (impl_->node_dead_)
+    n.cause = ShutdownCause::kNodeDead;
+  else
+    n.cause = ShutdownCause::kShutdownFailed;
   n.ok = n.cause == ShutdownCause::kShutdownOk;
   n.reason = impl_->failure_;
   return n;

@@ -12,7 +12,10 @@ bool ParseRole(const std::string& s, Role* out) {
 }
 
 Membership::Membership(int servers, int workers, uint32_t num_slots, const Clock* clock)
-    : n_servers_(servers), n_workers_(workers), clock_(clock), server_taken_(servers, false),
+    : n_servers_(servers),
+      n_workers_(workers),
+      clock_(clock),
+      server_taken_(servers, false),
       worker_taken_(workers, false),
       slot_map_(RoundRobinSlotMap(num_slots, static_cast<uint32_t>(servers))) {}
 
@@ -24,9 +27,9 @@ StatusOr<uint32_t> Membership::Register(Role role, const std::string& host, int 
   int rank = -1;
   if (requested_rank >= 0) {
     if (requested_rank >= expected)
-      return Status::InvalidArgument(std::string(RoleName(role)) + " rank " +
-                                     std::to_string(requested_rank) + " is out of range: the job has " +
-                                     std::to_string(expected) + " " + RoleName(role) + "s");
+      return Status::InvalidArgument(
+          std::string(RoleName(role)) + " rank " + std::to_string(requested_rank) +
+          " is out of range: the job has " + std::to_string(expected) + " " + RoleName(role) + "s");
     if (taken[requested_rank])
       return Status::InvalidArgument(std::string(RoleName(role)) + " rank " +
                                      std::to_string(requested_rank) + " is already registered");

@@ -76,7 +76,7 @@ class Membership {
 
   int n_servers_, n_workers_;
   const Clock* clock_;
-  std::vector<Member> servers_, workers_;         // indexed by rank once complete
+  std::vector<Member> servers_, workers_;  // indexed by rank once complete
   std::vector<bool> server_taken_, worker_taken_;
   std::vector<uint32_t> slot_map_;
   std::map<std::string, std::set<ConnId>> barriers_;

@@ -1,7 +1,9 @@
 #include "scheduler/scheduler.h"
 
+// clang-format off
 #include <utility>  // before asio: Boost 1.74 needs std::exchange declared
 #include <boost/asio.hpp>
+// clang-format on
 #include <deque>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -19,10 +21,14 @@ namespace {
 enum class Phase { kForming, kRunning, kFinishing, kFailed };
 const char* PhaseName(Phase p) {
   switch (p) {
-    case Phase::kForming: return "forming";
-    case Phase::kRunning: return "running";
-    case Phase::kFinishing: return "finishing";
-    case Phase::kFailed: return "failed";
+    case Phase::kForming:
+      return "forming";
+    case Phase::kRunning:
+      return "running";
+    case Phase::kFinishing:
+      return "finishing";
+    case Phase::kFailed:
+      return "failed";
   }
   return "?";
 }
@@ -35,15 +41,20 @@ using nlohmann::json;
 class Scheduler::Impl {
  public:
   explicit Impl(const SchedulerOptions& o)
-      : opts_(o), clock_(o.clock ? o.clock : &steady_),
+      : opts_(o),
+        clock_(o.clock ? o.clock : &steady_),
         members_(o.cluster.servers, o.cluster.workers, o.num_slots, clock_),
-        control_(io_), http_(io_), tick_(io_) {}
+        control_(io_),
+        http_(io_),
+        tick_(io_) {}
 
   Status Bind() {
     boost::system::error_code ec;
     tcp::endpoint ep(asio::ip::make_address(opts_.cluster.host, ec),
                      static_cast<unsigned short>(opts_.cluster.scheduler_port));
-    if (ec) return Status::InvalidArgument("scheduler host '" + opts_.cluster.host + "': " + ec.message());
+    if (ec)
+      return Status::InvalidArgument("scheduler host '" + opts_.cluster.host +
+                                     "': " + ec.message());
     M6_RETURN_IF_ERROR(Listen(control_, ep, "control"));
     control_port_ = control_.local_endpoint().port();
     if (opts_.cluster.http_port >= 0) {
@@ -52,8 +63,8 @@ class Scheduler::Impl {
       http_port_ = http_.local_endpoint().port();
     }
     if (!opts_.port_file.empty()) {
-      M6_RETURN_IF_ERROR(WriteFileAtomic(
-          opts_.port_file, std::to_string(control_port_) + " " + std::to_string(http_port_) + "\n"));
+      M6_RETURN_IF_ERROR(WriteFileAtomic(opts_.port_file, std::to_string(control_port_) + " " +
+                                                              std::to_string(http_port_) + "\n"));
     }
     return Status::OK();
   }
@@ -134,8 +145,8 @@ class Scheduler::Impl {
     if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
     if (ec)
       return Status::Unavailable(std::string("scheduler cannot listen (") + what + ") on " +
-                                 ep.address().to_string() + ":" + std::to_string(ep.port()) +
-                                 ": " + ec.message());
+                                 ep.address().to_string() + ":" + std::to_string(ep.port()) + ": " +
+                                 ec.message());
     return Status::OK();
   }
 
@@ -192,9 +203,14 @@ class Scheduler::Impl {
     const int64_t now = clock_->NowMs();
     json nodes = json::array();
     for (const auto& m : members_.All())
-      nodes.push_back({{"role", RoleName(m.role)}, {"rank", m.rank}, {"host", m.host},
-                       {"port", m.port}, {"pid", m.pid}, {"alive", m.alive},
-                       {"finished", m.finished}, {"silent_ms", now - m.last_seen_ms}});
+      nodes.push_back({{"role", RoleName(m.role)},
+                       {"rank", m.rank},
+                       {"host", m.host},
+                       {"port", m.port},
+                       {"pid", m.pid},
+                       {"alive", m.alive},
+                       {"finished", m.finished},
+                       {"silent_ms", now - m.last_seen_ms}});
     return {{"job", opts_.job_name},
             {"phase", PhaseName(phase_)},
             {"uptime_s", (now - start_ms_) / 1000.0},
@@ -213,9 +229,9 @@ class Scheduler::Impl {
       if (ec || done_) return;
       const int64_t now = clock_->NowMs();
       if (phase_ == Phase::kForming && now - start_ms_ > opts_.cluster.connect_timeout_ms) {
-        return Fail("rendezvous timed out after " +
-                    std::to_string(opts_.cluster.connect_timeout_ms) +
-                    " ms (cluster.connect_timeout_ms): still missing " + members_.MissingDescription());
+        return Fail(
+            "rendezvous timed out after " + std::to_string(opts_.cluster.connect_timeout_ms) +
+            " ms (cluster.connect_timeout_ms): still missing " + members_.MissingDescription());
       }
       if (phase_ == Phase::kRunning) {
         for (const auto& m : members_.CheckTimeouts(opts_.cluster.heartbeat_timeout_ms)) {
@@ -278,12 +294,17 @@ class Scheduler::Impl {
       return true;
     }
     switch (static_cast<MsgType>(h.type)) {
-      case MsgType::kRegister: OnRegister(id, h, j); break;
-      case MsgType::kHeartbeat: members_.Heartbeat(id); break;
+      case MsgType::kRegister:
+        OnRegister(id, h, j);
+        break;
+      case MsgType::kHeartbeat:
+        members_.Heartbeat(id);
+        break;
       case MsgType::kBarrier: {
         std::string name = j.value("name", ""), group = j.value("group", "workers");
         if (name.empty() || !members_.Find(id)) {
-          Reply(id, h, MsgType::kControlError, {{"error", "barrier needs a name and a registered node"}},
+          Reply(id, h, MsgType::kControlError,
+                {{"error", "barrier needs a name and a registered node"}},
                 StatusCode::kInvalidArgument);
           break;
         }
@@ -300,18 +321,21 @@ class Scheduler::Impl {
         LOG_INFO << RoleName(m->role) << " " << m->rank << " finished "
                  << (ok ? "OK" : "with an error: " + j.value("error", std::string("?")));
         if (!ok) {
-          Fail(std::string("worker ") + std::to_string(m->rank) + " failed: " +
-               j.value("error", std::string("?")));
+          Fail(std::string("worker ") + std::to_string(m->rank) +
+               " failed: " + j.value("error", std::string("?")));
         } else if (members_.AllWorkersFinished()) {
           BeginShutdown();
         }
         break;
       }
-      case MsgType::kStatusRequest: Reply(id, h, MsgType::kStatusReply, StatusJson()); break;
+      case MsgType::kStatusRequest:
+        Reply(id, h, MsgType::kStatusReply, StatusJson());
+        break;
       default:
         dropped_malformed_++;
         Reply(id, h, MsgType::kControlError,
-              {{"error", std::string("unexpected message type ") + MsgTypeName(static_cast<MsgType>(h.type))}},
+              {{"error", std::string("unexpected message type ") +
+                             MsgTypeName(static_cast<MsgType>(h.type))}},
               StatusCode::kInvalidArgument);
     }
     return sessions_.count(id) > 0;
@@ -326,7 +350,8 @@ class Scheduler::Impl {
     }
     if (phase_ != Phase::kForming) {
       Reply(id, h, MsgType::kControlError,
-            {{"error", "the cluster is already formed (phase " + std::string(PhaseName(phase_)) + "); late joins are not supported"}},
+            {{"error", "the cluster is already formed (phase " + std::string(PhaseName(phase_)) +
+                           "); late joins are not supported"}},
             StatusCode::kAborted);
       return;
     }
@@ -364,7 +389,8 @@ class Scheduler::Impl {
     Member m;
     bool failure = members_.MarkDisconnected(id, &m);
     sessions_.erase(id);
-    if (failure && phase_ == Phase::kRunning) return NodeDied(m, "its connection to the scheduler closed");
+    if (failure && phase_ == Phase::kRunning)
+      return NodeDied(m, "its connection to the scheduler closed");
     if (failure && phase_ == Phase::kForming) {
       LOG_ERROR << RoleName(m.role) << " " << m.rank << " left before the cluster formed";
       return Fail(std::string(RoleName(m.role)) + " " + std::to_string(m.rank) +

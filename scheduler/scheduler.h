@@ -24,8 +24,8 @@ struct SchedulerOptions {
   uint32_t num_slots = 4096;
   uint64_t token = 0;
   std::string job_name = "m6rec";
-  std::string port_file;        // if set, "CONTROL_PORT HTTP_PORT\n" is written there once bound
-  const Clock* clock = nullptr; // defaults to a SteadyClock
+  std::string port_file;         // if set, "CONTROL_PORT HTTP_PORT\n" is written there once bound
+  const Clock* clock = nullptr;  // defaults to a SteadyClock
 };
 
 class Scheduler {

@@ -1,10 +1,11 @@
+#include "launch/cluster_launch.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 
 #include "common/protocol.h"
 #include "common/util.h"
-#include "launch/cluster_launch.h"
 #include "test_util.h"
 
 namespace m6rec {
@@ -14,7 +15,8 @@ TEST(ClusterLaunch, SequentialPlacement) {
   ASSERT_TRUE(p.ok()) << p.status().message();
   std::vector<std::string> roles;
   for (const auto& r : *p) roles.push_back(EnumName(r.role) + std::to_string(r.index));
-  EXPECT_EQ(roles, (std::vector<std::string>{"scheduler0", "server0", "server1", "worker0", "worker1", "worker2"}));
+  EXPECT_EQ(roles, (std::vector<std::string>{"scheduler0", "server0", "server1", "worker0",
+                                             "worker1", "worker2"}));
 }
 
 TEST(ClusterLaunch, ServerPerNodePlacement) {
@@ -23,17 +25,20 @@ TEST(ClusterLaunch, ServerPerNodePlacement) {
   ASSERT_TRUE(p.ok()) << p.status().message();
   std::vector<std::string> roles;
   for (const auto& r : *p) roles.push_back(EnumName(r.role) + std::to_string(r.index));
-  EXPECT_EQ(roles, (std::vector<std::string>{"scheduler0", "server0", "worker0", "server1", "worker1", "worker2"}));
+  EXPECT_EQ(roles, (std::vector<std::string>{"scheduler0", "server0", "worker0", "server1",
+                                             "worker1", "worker2"}));
 }
 
 TEST(ClusterLaunch, TooFewProcessesSaySo) {
   auto p = PlanRoles(3, 2, Placement::kSequential, {});
   ASSERT_FALSE(p.ok());
-  EXPECT_NE(p.status().message().find("start at least 4"), std::string::npos) << p.status().message();
+  EXPECT_NE(p.status().message().find("start at least 4"), std::string::npos)
+      << p.status().message();
   EXPECT_NE(p.status().message().find("no worker"), std::string::npos) << p.status().message();
   p = PlanRoles(2, 2, Placement::kSequential, {});
   ASSERT_FALSE(p.ok());
-  EXPECT_NE(p.status().message().find("cannot hold a scheduler, 2 servers and a worker"), std::string::npos)
+  EXPECT_NE(p.status().message().find("cannot hold a scheduler, 2 servers and a worker"),
+            std::string::npos)
       << p.status().message();
 }
 
@@ -56,8 +61,8 @@ TEST(ClusterLaunch, DetectsTheLauncherFromItsEnvironment) {
 }
 
 TEST(ClusterLaunch, DetectsSrunTasksButNotTheBatchScript) {
-  for (const char* v : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "PMIX_RANK",
-                        "PMIX_SIZE", "SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS"})
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE",
+                        "PMIX_RANK", "PMIX_SIZE", "SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS"})
     unsetenv(v);
   // The batch script sees the allocation (SLURM_PROCID=0, SLURM_NTASKS) but is no task of a step.
   setenv("SLURM_PROCID", "0", 1);
@@ -74,8 +79,8 @@ TEST(ClusterLaunch, DetectsSrunTasksButNotTheBatchScript) {
   setenv("OMPI_COMM_WORLD_RANK", "1", 1);
   setenv("OMPI_COMM_WORLD_SIZE", "6", 1);
   EXPECT_EQ(DetectLaunch().kind, LaunchEnv::Kind::kMpi);
-  for (const char* v : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS",
-                        "SLURM_PROCID", "SLURM_NTASKS"})
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_ID",
+                        "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_NTASKS"})
     unsetenv(v);
 }
 
@@ -100,7 +105,8 @@ TEST(ClusterLaunch, SlurmTasksPerNodeGiveEachRanksNode) {
   for (const std::string bad : {"2(x", "x3", "2(x0)", "0", "3,abc"}) {
     auto b = SlurmNodeOfRank(bad, 3);
     ASSERT_FALSE(b.ok()) << bad;
-    EXPECT_NE(b.status().message().find("SLURM_STEP_TASKS_PER_NODE '" + bad + "'"), std::string::npos)
+    EXPECT_NE(b.status().message().find("SLURM_STEP_TASKS_PER_NODE '" + bad + "'"),
+              std::string::npos)
         << b.status().message();
   }
   auto mismatch = SlurmNodeOfRank("2(x2)", 5);

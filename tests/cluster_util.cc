@@ -23,7 +23,8 @@ tables:
   - {name: item, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
 data:
   synth: {users: 600, items: 300, clusters: 6, interactions_per_user: 24}
-train: {job: mf, epochs: )" + std::to_string(epochs) + R"(, batch_size: 128, negatives: 4, log_every: 10}
+train: {job: mf, epochs: )" +
+         std::to_string(epochs) + R"(, batch_size: 128, negatives: 4, log_every: 10}
 )";
 }
 
@@ -38,10 +39,11 @@ tables:
 data:
   synth: {users: 600, items: 300, clusters: 6, interactions_per_user: 24, tokens: 120, image_dim: 8, audio_dim: 4}
 model: {seq_len: 10, fanout: 5, hidden: 32, content_tokens: 12}
-train: {job: m6, epochs: )" + std::to_string(epochs) + R"(, batch_size: 128, negatives: 32, loss: softmax, temperature: 0.2, log_every: 10}
+train: {job: m6, epochs: )" +
+         std::to_string(epochs) +
+         R"(, batch_size: 128, negatives: 32, loss: softmax, temperature: 0.2, log_every: 10}
 )";
 }
-
 
 std::string OnPath(const std::string& program) {
   std::string path;
@@ -103,7 +105,8 @@ std::vector<pid_t> PidsOf(const std::string& run_dir) {
   return pids;
 }
 
-bool WaitForCheckpoint(const std::string& run_dir, double timeout_s, bool (*pred)(const json& manifest)) {
+bool WaitForCheckpoint(const std::string& run_dir, double timeout_s,
+                       bool (*pred)(const json& manifest)) {
   for (int i = 0; i < timeout_s * 20; ++i) {
     for (const auto& c : ValidCheckpoints(run_dir)) {
       auto m = ReadManifest(c);
@@ -116,8 +119,8 @@ bool WaitForCheckpoint(const std::string& run_dir, double timeout_s, bool (*pred
 
 LongJob::LongJob(const TempDir& dir, const std::vector<std::string>& extra) {
   std::string cfg = WriteFile(dir / "job.yaml", MfConfig(1000));
-  std::vector<std::string> args{Binary(), "local", "--config", cfg, "--run-dir", dir / "run", "--set",
-                                "checkpoint.every_steps=10"};
+  std::vector<std::string> args{Binary(),    "local",     "--config", cfg,
+                                "--run-dir", dir / "run", "--set",    "checkpoint.every_steps=10"};
   args.insert(args.end(), extra.begin(), extra.end());
   launcher = std::make_unique<Background>(args, dir / "out.log");
   // Training has started once the first step checkpoint is complete.

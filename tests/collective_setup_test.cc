@@ -1,10 +1,10 @@
 // Choosing and starting a worker's collective (worker/collective_setup.h): the auto rule and
 // the zmq bootstrap from the view's endpoints, ranks as threads over loopback.
+#include "worker/collective_setup.h"
+
 #include <gtest/gtest.h>
 
 #include <thread>
-
-#include "worker/collective_setup.h"
 
 namespace m6rec {
 
@@ -23,7 +23,8 @@ std::vector<NodeAddr> Workers(int n) {
 TEST(CollectiveSetup, AutoPicksSingleNcclOrZmqAndKeepsAnExplicitChoice) {
   WorkerCollectiveOptions o;
   o.workers = Workers(1);
-  EXPECT_EQ(ChooseCollectiveBackend(o), CollectiveKind::kSingle) << "one worker has nothing to reduce";
+  EXPECT_EQ(ChooseCollectiveBackend(o), CollectiveKind::kSingle)
+      << "one worker has nothing to reduce";
   o.workers = Workers(3);
   EXPECT_EQ(ChooseCollectiveBackend(o), CollectiveKind::kZmq) << "cpu model, no MPI communicator";
   o.device = DeviceKind::kCuda;

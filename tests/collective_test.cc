@@ -1,11 +1,10 @@
+#include "worker/collective.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
-
 #include <thread>
 #include <vector>
-
-#include "worker/collective.h"
 
 #ifdef M6REC_HAVE_NCCL
 #include <cuda_runtime.h>
@@ -15,7 +14,7 @@ namespace m6rec {
 
 namespace {
 StatusOr<std::unique_ptr<Collective>> InprocRank(std::shared_ptr<InProcessHub> hub, int rank,
-                                                  int fail_on_call = 0) {
+                                                 int fail_on_call = 0) {
   CollectiveOptions o;
   o.backend = "inproc";
   o.hub = std::move(hub);
@@ -72,7 +71,8 @@ TEST(Collective, InProcessRanksGetBitIdenticalSumsOverManyRounds) {
       std::vector<float> v(n);
       for (int round = 0; round < rounds; ++round) {
         // Values whose float sum depends on the order of addition.
-        for (size_t i = 0; i < n; ++i) v[i] = 1.0f / float(1 + i + 7 * r) + 1e7f * float(r % 2) + round;
+        for (size_t i = 0; i < n; ++i)
+          v[i] = 1.0f / float(1 + i + 7 * r) + 1e7f * float(r % 2) + round;
         Status s = (*c)->AllReduceSum(v.data(), n);
         if (!s.ok()) {
           errors[r] = s;
@@ -82,13 +82,16 @@ TEST(Collective, InProcessRanksGetBitIdenticalSumsOverManyRounds) {
       }
       std::vector<float> b(3, float(r));
       errors[r] = (*c)->Broadcast(b.data(), 3, 2);
-      if (errors[r].ok() && b != std::vector<float>(3, 2.0f)) errors[r] = Status::Internal("bad broadcast");
+      if (errors[r].ok() && b != std::vector<float>(3, 2.0f))
+        errors[r] = Status::Internal("bad broadcast");
     });
   for (auto& t : ts) t.join();
-  for (int r = 0; r < ranks; ++r) ASSERT_TRUE(errors[r].ok()) << "rank " << r << ": " << errors[r].message();
+  for (int r = 0; r < ranks; ++r)
+    ASSERT_TRUE(errors[r].ok()) << "rank " << r << ": " << errors[r].message();
   for (int r = 1; r < ranks; ++r) EXPECT_EQ(results[r], results[0]) << "rank " << r << " drifted";
   float want = 0;
-  for (int r = 0; r < ranks; ++r) want += 1.0f / float(1 + 7 * r) + 1e7f * float(r % 2) + (rounds - 1);
+  for (int r = 0; r < ranks; ++r)
+    want += 1.0f / float(1 + 7 * r) + 1e7f * float(r % 2) + (rounds - 1);
   EXPECT_NEAR(results[0][0], want, 1.0f);
 }
 
@@ -154,7 +157,8 @@ TEST(Collective, AnInjectedFailureReachesEveryRankInsteadOfHanging) {
     ts.emplace_back([&, r] {
       auto c = InprocRank(hub, r, r == 1 ? 3 : 0);  // rank 1 fails its third call
       std::vector<float> v(10, 1.0f);
-      for (int call = 0; call < 5 && errors[r].ok(); ++call) errors[r] = (*c)->AllReduceSum(v.data(), 10);
+      for (int call = 0; call < 5 && errors[r].ok(); ++call)
+        errors[r] = (*c)->AllReduceSum(v.data(), 10);
     });
   for (auto& t : ts) t.join();
   for (int r = 0; r < ranks; ++r) EXPECT_EQ(errors[r].code(), StatusCode::kAborted) << "rank " << r;
@@ -166,7 +170,8 @@ TEST(Collective, MpiOutsideMpirunSaysSo) {
   o.backend = "mpi";
   auto c = CreateCollective(o);
   ASSERT_FALSE(c.ok()) << "this test binary never initialises MPI";
-  EXPECT_NE(c.status().message().find(HaveMpi() ? "mpirun" : "this build has no MPI"), std::string::npos)
+  EXPECT_NE(c.status().message().find(HaveMpi() ? "mpirun" : "this build has no MPI"),
+            std::string::npos)
       << c.status().message();
 }
 
@@ -177,13 +182,15 @@ TEST(Collective, NcclIsBuiltAndReportsTheMissingGpuClearly) {
   if (!HaveNccl()) {
     ASSERT_FALSE(c.ok());
     EXPECT_NE(c.status().message().find("no CUDA/NCCL"), std::string::npos) << c.status().message();
-    std::fprintf(stderr, "NOTE: this build has no NCCL backend (CUDA/NCCL not found at configure time)\n");
+    std::fprintf(stderr,
+                 "NOTE: this build has no NCCL backend (CUDA/NCCL not found at configure time)\n");
     return;
   }
   if (!c.ok()) {
     // Built with NCCL; on a machine without a GPU creation must say exactly that.
     EXPECT_EQ(c.status().code(), StatusCode::kUnavailable) << c.status().message();
-    EXPECT_NE(c.status().message().find("no CUDA device"), std::string::npos) << c.status().message();
+    EXPECT_NE(c.status().message().find("no CUDA device"), std::string::npos)
+        << c.status().message();
     std::fprintf(stderr, "NOTE: NCCL backend built; no GPU here, so no NCCL operation ran\n");
     return;
   }
@@ -204,7 +211,8 @@ TEST(Collective, NcclIsBuiltAndReportsTheMissingGpuClearly) {
   EXPECT_TRUE((*c)->Broadcast(dev, n, 0).ok());
   ASSERT_EQ(cudaMemcpy(back.data(), dev, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
   cudaFree(dev);
-  EXPECT_EQ(0, std::memcmp(host.data(), back.data(), n * sizeof(float))) << "one rank: the buffer is unchanged";
+  EXPECT_EQ(0, std::memcmp(host.data(), back.data(), n * sizeof(float)))
+      << "one rank: the buffer is unchanged";
   // Metric sums: doubles in host memory, staged through the GPU.
   std::vector<double> sums{16777217.0, 1e15 + 1};
   EXPECT_TRUE((*c)->AllReduceSum(sums.data(), sums.size()).ok());

@@ -1,6 +1,7 @@
+#include "common/config.h"
+
 #include <gtest/gtest.h>
 
-#include "common/config.h"
 #include "launch/local_cluster.h"
 #include "test_util.h"
 
@@ -76,7 +77,8 @@ TEST(Config, ErrorsNameFileLineAndField) {
 }
 
 TEST(Config, OverridesApplyAndAreChecked) {
-  auto c = ParseConfig(kTables, "x.yaml", {"cluster.workers=5", "tables.1.dim=16", "ps.store=memory"});
+  auto c =
+      ParseConfig(kTables, "x.yaml", {"cluster.workers=5", "tables.1.dim=16", "ps.store=memory"});
   ASSERT_FALSE(c.ok()) << "dims differ now, so the mf job must refuse";
   c = ParseConfig(kTables, "x.yaml",
                   {"cluster.workers=5", "tables.1.dim=16", "tables.0.dim=16", "ps.store=memory"});

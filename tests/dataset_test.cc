@@ -1,10 +1,11 @@
+#include "worker/dataset.h"
+
 #include <gtest/gtest.h>
 
 #include <set>
 
 #include "test_util.h"
 #include "worker/synthetic_data.h"
-#include "worker/dataset.h"
 
 namespace m6rec {
 
@@ -80,7 +81,8 @@ TEST(Datasets, BadLinesNameFileAndLine) {
   testing::WriteFile(dir / "test.txt", "0 4\n");
   auto d = LoadDataset(Dir(dir.path(), "lightgcn"), "");
   ASSERT_FALSE(d.ok());
-  EXPECT_NE(d.status().message().find("train.txt:2: item id 'x'"), std::string::npos) << d.status().message();
+  EXPECT_NE(d.status().message().find("train.txt:2: item id 'x'"), std::string::npos)
+      << d.status().message();
   testing::WriteFile(dir / "train.txt", "0 1\n0 2\n");
   d = LoadDataset(Dir(dir.path(), "lightgcn"), "");
   ASSERT_FALSE(d.ok());
@@ -97,7 +99,8 @@ TEST(Datasets, RealDatasetsHaveThePublishedCounts) {
   const std::string root = testing::SharedDataDir();
   auto gw = LoadDataset(Dir(root + "/lightgcn-gowalla", "lightgcn"), "");
   if (!gw.ok() && gw.status().code() == StatusCode::kNotFound) {
-    std::fprintf(stderr, "NOTE: real datasets not found under %s: this test checked nothing\n", root.c_str());
+    std::fprintf(stderr, "NOTE: real datasets not found under %s: this test checked nothing\n",
+                 root.c_str());
     GTEST_SKIP() << "datasets absent at " << root << " (set M6REC_DATA)";
   }
   ASSERT_TRUE(gw.ok()) << gw.status().message();
@@ -158,7 +161,8 @@ TEST(Datasets, BadSideFilesNameTheFileAndLine) {
       {"social.tsv", "0 1\n0 x\n", "social.tsv:2: friend 'x'"},
       {"social.tsv", "0 1\n7 1\n", "social.tsv:2: user 7 is out of range"},
       {"item_tokens.tsv", "0 1\n\n-1 2\n", "item_tokens.tsv:3: item id '-1'"},
-      {"item_image.tsv", "0 1 2\n1 1\n2 1 2\n", "item_image.tsv:2: 1 features, earlier lines have 2"},
+      {"item_image.tsv", "0 1 2\n1 1\n2 1 2\n",
+       "item_image.tsv:2: 1 features, earlier lines have 2"},
       {"item_image.tsv", "0 1\n1 nan\n2 1\n", "item_image.tsv:2: 'nan' is not a finite number"},
       {"item_image.tsv", "0 1\n2 1\n", "no line for item 1"},
       {"item_audio.npy", "not numpy at all", "item_audio.npy: not a .npy file"},
@@ -177,7 +181,9 @@ TEST(Datasets, BadSideFilesNameTheFileAndLine) {
   ASSERT_TRUE(WriteNpy(dir / "item_image.npy", {1, 2}, 2, 1).ok());
   auto d = LoadDataset(Dir(dir.path(), "tsv"), "");
   ASSERT_FALSE(d.ok());
-  EXPECT_NE(d.status().message().find("2 rows, but the interactions have 3 items"), std::string::npos) << d.status().message();
+  EXPECT_NE(d.status().message().find("2 rows, but the interactions have 3 items"),
+            std::string::npos)
+      << d.status().message();
 }
 
 }  // namespace m6rec

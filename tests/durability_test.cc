@@ -13,11 +13,11 @@
 #include <thread>
 
 #include "cluster_util.h"
-#include "common/util.h"
-#include "test_util.h"
 #include "common/cluster_view.h"
+#include "common/util.h"
 #include "ps/optimizer.h"
 #include "scheduler/client.h"
+#include "test_util.h"
 #include "worker/ps_client.h"
 
 namespace m6rec {
@@ -30,7 +30,8 @@ namespace {
 std::string PushCheckConfig(const std::string& store) {
   return R"(job: {name: pushcheck, seed: 3}
 cluster: {servers: 2, workers: 2, heartbeat_interval_ms: 100, heartbeat_timeout_ms: 5000}
-ps: {store: )" + store + R"(, num_slots: 64, threads: 1}
+ps: {store: )" +
+         store + R"(, num_slots: 64, threads: 1}
 tables:
   - {name: user, dim: 4}
   - name: item
@@ -51,8 +52,8 @@ float PushCheckGrad(uint64_t id, uint32_t d, int round, uint32_t worker) {
 
 // One worker of the push check, as a thread of the test: registers with the scheduler, pushes
 // its rounds, meets the other at a barrier; rank 0 then pulls every row into *rows.
-Status PushCheckWorker(const JobConfig& cfg, int sched_port, uint64_t token, std::vector<uint64_t>* ids_out,
-                       std::vector<float>* rows) {
+Status PushCheckWorker(const JobConfig& cfg, int sched_port, uint64_t token,
+                       std::vector<uint64_t>* ids_out, std::vector<float>* rows) {
   SchedulerClientOptions so;
   so.port = sched_port;
   so.token = token;
@@ -74,7 +75,8 @@ Status PushCheckWorker(const JobConfig& cfg, int sched_port, uint64_t token, std
   std::vector<float> grads(ids.size() * t.dim);
   for (int round = 0; round < kPushCheckRounds; ++round) {
     for (size_t i = 0; i < ids.size(); ++i)
-      for (uint32_t d = 0; d < t.dim; ++d) grads[i * t.dim + d] = PushCheckGrad(ids[i], d, round, view.rank);
+      for (uint32_t d = 0; d < t.dim; ++d)
+        grads[i * t.dim + d] = PushCheckGrad(ids[i], d, round, view.rank);
     M6_RETURN_IF_ERROR(ps->Push(t.id, keys.data(), keys.size(), grads.data()));
   }
   M6_RETURN_IF_ERROR(sched->Barrier("pushed", "workers", 20000));
@@ -93,7 +95,6 @@ Status PushCheckWorker(const JobConfig& cfg, int sched_port, uint64_t token, std
   return n.ok ? Status::OK() : Status::Aborted("push check: " + n.reason);
 }
 
-
 }  // namespace
 
 class PushCheck : public ::testing::TestWithParam<std::string> {};
@@ -106,16 +107,16 @@ TEST_P(PushCheck, OverlappingPushesFromTwoWorkersGiveExactRows) {
   ASSERT_TRUE(cfg.ok()) << cfg.status().message();
   const uint64_t token = 0x5eed5eed5eed5eedULL;
   const std::map<std::string, std::string> env{{"M6REC_TOKEN", FormatToken(token)}};
-  Background sched({Binary(), "scheduler", "--config", cfg_path, "--port-file", dir / "sched.port"}, dir / "sched.log",
-                   env);
+  Background sched({Binary(), "scheduler", "--config", cfg_path, "--port-file", dir / "sched.port"},
+                   dir / "sched.log", env);
   const int port = std::atoi(testing::WaitForFile(dir / "sched.port", 20).c_str());
   ASSERT_GT(port, 0) << sched.Output();
   std::vector<std::unique_ptr<Background>> servers;
   for (int r = 0; r < 2; ++r)
     servers.push_back(std::make_unique<Background>(
         std::vector<std::string>{Binary(), "server", "--config", cfg_path, "--scheduler",
-                                 "127.0.0.1:" + std::to_string(port), "--rank", std::to_string(r), "--data-dir",
-                                 dir / ("server-" + std::to_string(r))},
+                                 "127.0.0.1:" + std::to_string(port), "--rank", std::to_string(r),
+                                 "--data-dir", dir / ("server-" + std::to_string(r))},
         dir / ("server-" + std::to_string(r) + ".log"), env));
   std::vector<uint64_t> ids;
   std::vector<float> rows;
@@ -207,7 +208,8 @@ TEST(Cluster, ServerRestartedOnItsDirectoryServesEveryAcknowledgedRow) {
   ASSERT_TRUE((*c)->Pull(t.id, keys.data(), keys.size(), rows.data()).ok());
   for (size_t i = 0; i < keys.size(); ++i)
     for (uint32_t d = 0; d < t.dim; ++d)
-      ASSERT_EQ(rows[i * t.dim + d], expect[i * RowWidth(t) + d]) << "key " << i << " lost an acknowledged update";
+      ASSERT_EQ(rows[i * t.dim + d], expect[i * RowWidth(t) + d])
+          << "key " << i << " lost an acknowledged update";
   second->Kill(SIGTERM);
   ASSERT_TRUE(second->Wait(10));
   EXPECT_EQ(second->exit_code(), 0) << second->Output();

@@ -1,20 +1,21 @@
-#include <gtest/gtest.h>
+#include "worker/interactions.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 
-#include "test_util.h"
 #include "common/util.h"
-#include "worker/interactions.h"
+#include "test_util.h"
 #include "worker/synthetic_data.h"
 
 namespace m6rec {
 
 TEST(Data, ReadsInteractionsInTimeOrder) {
   testing::TempDir dir;
-  std::string p = testing::WriteFile(dir / "i.tsv", "# comment\n0\t5\t0\t30\n0\t3\t0\t10\n2 1\n0 4 0 20\n");
+  std::string p =
+      testing::WriteFile(dir / "i.tsv", "# comment\n0\t5\t0\t30\n0\t3\t0\t10\n2 1\n0 4 0 20\n");
   auto d = ReadInteractions(p);
   ASSERT_TRUE(d.ok()) << d.status().message();
   EXPECT_EQ(d->num_users, 3u);
@@ -28,12 +29,9 @@ TEST(Data, BadLinesNameFileAndLine) {
   struct Case {
     std::string text, expect;
   } cases[] = {
-      {"0 1\n1 x\n", "i.tsv:2: item id 'x'"},
-      {"0 1\n\n-1 2\n", "i.tsv:3: user id '-1'"},
-      {"0 1 0 5 9\n", "i.tsv:1: expected 'user item"},
-      {"0\n", "i.tsv:1: expected"},
-      {"0 1 0 t\n", "i.tsv:1: timestamp 't'"},
-      {"# only comments\n", "no interactions"},
+      {"0 1\n1 x\n", "i.tsv:2: item id 'x'"},          {"0 1\n\n-1 2\n", "i.tsv:3: user id '-1'"},
+      {"0 1 0 5 9\n", "i.tsv:1: expected 'user item"}, {"0\n", "i.tsv:1: expected"},
+      {"0 1 0 t\n", "i.tsv:1: timestamp 't'"},         {"# only comments\n", "no interactions"},
   };
   for (const auto& c : cases) {
     auto d = ReadInteractions(testing::WriteFile(dir / "i.tsv", c.text));
@@ -57,7 +55,8 @@ TEST(Data, SyntheticDataIsDeterministicAndComplete) {
     std::ifstream in(p);
     return std::string(std::istreambuf_iterator<char>(in), {});
   };
-  for (const char* f : {"interactions.tsv", "social.tsv", "item_tokens.tsv", "item_image.npy", "item_audio.npy"}) {
+  for (const char* f :
+       {"interactions.tsv", "social.tsv", "item_tokens.tsv", "item_image.npy", "item_audio.npy"}) {
     std::string a = read(dir / "a/" + f);
     EXPECT_FALSE(a.empty()) << f;
     EXPECT_EQ(a, read(dir / "b/" + f)) << f << " must be the same for the same seed";
@@ -85,7 +84,8 @@ TEST(Util, RemoveTreeRemovesNestedDirectoriesAndToleratesMissingPaths) {
   ASSERT_EQ(::symlink("/etc", (root + "/link").c_str()), 0);
   EXPECT_TRUE(RemoveTree(root).ok());
   EXPECT_FALSE(std::filesystem::exists(root));
-  EXPECT_TRUE(std::filesystem::exists("/etc/hostname") || std::filesystem::exists("/etc")) << "links are removed, not followed";
+  EXPECT_TRUE(std::filesystem::exists("/etc/hostname") || std::filesystem::exists("/etc"))
+      << "links are removed, not followed";
   EXPECT_TRUE(RemoveTree(root).ok()) << "a missing path is no error";
 }
 

@@ -1,3 +1,5 @@
+#include "common/keys.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -8,7 +10,6 @@
 
 #include "common/cluster_view.h"
 #include "common/initializer.h"
-#include "common/keys.h"
 
 namespace m6rec {
 

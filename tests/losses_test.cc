@@ -1,18 +1,19 @@
 // Every loss's analytic gradients against central finite differences, for users, positives and
 // shared negatives.
+#include "worker/losses.h"
+
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <random>
 #include <vector>
 
-#include "worker/losses.h"
-
 namespace m6rec {
 
 namespace {
 
-using LossFn = std::function<double(const float*, const float*, const float*, float*, float*, float*)>;
+using LossFn =
+    std::function<double(const float*, const float*, const float*, float*, float*, float*)>;
 
 void CheckGradients(const LossFn& f, size_t B, size_t M, uint32_t d, const char* name) {
   std::mt19937 rng(3);
@@ -31,8 +32,9 @@ void CheckGradients(const LossFn& f, size_t B, size_t M, uint32_t d, const char*
   };
   const float eps = 1e-3f;
   int checked = 0;
-  for (auto [vec, grad, label] : {std::make_tuple(&U, &gu, "user"), std::make_tuple(&P, &gp, "positive"),
-                                  std::make_tuple(&N, &gn, "negative")}) {
+  for (auto [vec, grad, label] :
+       {std::make_tuple(&U, &gu, "user"), std::make_tuple(&P, &gp, "positive"),
+        std::make_tuple(&N, &gn, "negative")}) {
     for (size_t i = 0; i < vec->size(); i += 3) {
       const float keep = (*vec)[i];
       (*vec)[i] = keep + eps;
@@ -52,22 +54,22 @@ void CheckGradients(const LossFn& f, size_t B, size_t M, uint32_t d, const char*
 }  // namespace
 
 TEST(Losses, BprGradientsMatchFiniteDifferences) {
-  CheckGradients([](auto U, auto P, auto N, auto gu, auto gp, auto gn) {
-    return LossBpr(3, 4, 5, U, P, N, gu, gp, gn);
-  }, 3, 4, 5, "bpr");
+  CheckGradients([](auto U, auto P, auto N, auto gu, auto gp,
+                    auto gn) { return LossBpr(3, 4, 5, U, P, N, gu, gp, gn); },
+                 3, 4, 5, "bpr");
 }
 
 TEST(Losses, CclGradientsMatchFiniteDifferences) {
   // margin -1 keeps every negative active (the hinge is not differentiable at the margin).
-  CheckGradients([](auto U, auto P, auto N, auto gu, auto gp, auto gn) {
-    return LossCcl(3, 4, 5, U, P, N, -1.0f, 2.0f, gu, gp, gn);
-  }, 3, 4, 5, "ccl");
+  CheckGradients([](auto U, auto P, auto N, auto gu, auto gp,
+                    auto gn) { return LossCcl(3, 4, 5, U, P, N, -1.0f, 2.0f, gu, gp, gn); },
+                 3, 4, 5, "ccl");
 }
 
 TEST(Losses, SoftmaxGradientsMatchFiniteDifferences) {
-  CheckGradients([](auto U, auto P, auto N, auto gu, auto gp, auto gn) {
-    return LossSoftmax(3, 4, 5, U, P, N, 0.5f, gu, gp, gn);
-  }, 3, 4, 5, "softmax");
+  CheckGradients([](auto U, auto P, auto N, auto gu, auto gp,
+                    auto gn) { return LossSoftmax(3, 4, 5, U, P, N, 0.5f, gu, gp, gn); },
+                 3, 4, 5, "softmax");
 }
 
 TEST(Losses, CclIgnoresNegativesBelowTheMargin) {

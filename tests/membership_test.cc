@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "scheduler/membership.h"
+
+#include <gtest/gtest.h>
 
 namespace m6rec {
 

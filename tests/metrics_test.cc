@@ -1,8 +1,8 @@
+#include "worker/metrics.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
-
-#include "worker/metrics.h"
 
 namespace m6rec {
 

@@ -1,8 +1,8 @@
 // The model's layers: shapes for every ablation, gradients against finite differences (double
 // precision, small sizes), and the losses against hand-computed values.
-#include <gtest/gtest.h>
-
 #include "worker/model.h"
+
+#include <gtest/gtest.h>
 
 namespace m6rec {
 
@@ -33,8 +33,12 @@ ModelConfig SmallConfig() {
 ModelBatch MakeBatch(torch::Dtype dt, bool grad) {
   torch::manual_seed(3);
   auto o = torch::TensorOptions().dtype(dt);
-  auto L = [](std::vector<int64_t> v, int64_t r, int64_t c) { return torch::tensor(v, torch::kLong).view({r, c}); };
-  auto F = [&](std::vector<float> v, int64_t r, int64_t c) { return torch::tensor(v).to(dt).view({r, c}); };
+  auto L = [](std::vector<int64_t> v, int64_t r, int64_t c) {
+    return torch::tensor(v, torch::kLong).view({r, c});
+  };
+  auto F = [&](std::vector<float> v, int64_t r, int64_t c) {
+    return torch::tensor(v).to(dt).view({r, c});
+  };
   ModelBatch b;
   b.user_rows = torch::randn({4, 6}, o).requires_grad_(grad);
   b.item_rows = torch::randn({5, 6}, o).requires_grad_(grad);
@@ -76,14 +80,23 @@ TEST(Model, ShapesForEveryAblation) {
     std::function<void(ModelConfig&)> off;
     std::vector<std::string> users, items;
   };
-  const std::vector<std::string> all_u{"id", "sequence", "content", "graph"}, all_i{"id", "text", "image", "audio"};
+  const std::vector<std::string> all_u{"id", "sequence", "content", "graph"},
+      all_i{"id", "text", "image", "audio"};
   std::vector<Case> cases{
       {"full", [](ModelConfig&) {}, all_u, all_i},
-      {"no sequence", [](ModelConfig& c) { c.sequence = false; }, {"id", "content", "graph"}, all_i},
+      {"no sequence",
+       [](ModelConfig& c) { c.sequence = false; },
+       {"id", "content", "graph"},
+       all_i},
       {"no graph", [](ModelConfig& c) { c.graph = false; }, {"id", "sequence", "content"}, all_i},
       {"no content", [](ModelConfig& c) { c.content = false; }, {"id", "sequence", "graph"}, all_i},
       {"no multimodal", [](ModelConfig& c) { c.text = c.image = c.audio = false; }, all_u, {"id"}},
-      {"lstm, no attention", [](ModelConfig& c) { c.rnn = RnnKind::kLstm; c.attention = false; }, all_u, all_i},
+      {"lstm, no attention",
+       [](ModelConfig& c) {
+         c.rnn = RnnKind::kLstm;
+         c.attention = false;
+       },
+       all_u, all_i},
       {"concat fusion", [](ModelConfig& c) { c.fusion = FusionKind::kConcat; }, all_u, all_i},
       {"mean fusion", [](ModelConfig& c) { c.fusion = FusionKind::kMean; }, all_u, all_i},
   };
@@ -98,7 +111,8 @@ TEST(Model, ShapesForEveryAblation) {
     auto uv = m->UserVectors(b, iv);
     EXPECT_EQ(iv.sizes(), (std::vector<int64_t>{5, 6})) << tc.name;
     EXPECT_EQ(uv.sizes(), (std::vector<int64_t>{3, 6})) << tc.name;
-    EXPECT_TRUE(torch::isfinite(uv).all().item<bool>()) << tc.name << ": the all-padding row must stay finite";
+    EXPECT_TRUE(torch::isfinite(uv).all().item<bool>())
+        << tc.name << ": the all-padding row must stay finite";
     if (c.fusion == FusionKind::kGate) {
       ASSERT_TRUE(m->user_fusion->last_gates.defined());
       EXPECT_EQ(m->user_fusion->last_gates.size(0), int64_t(tc.users.size()));
@@ -147,7 +161,8 @@ TEST(Model, GradientsMatchFiniteDifferences) {
         const double down = Loss(m, b).item<double>();
         flat[k] = orig;
         const double fd = (up - down) / (2 * eps);
-        EXPECT_NEAR(g[k].item<double>(), fd, 1e-6 + 1e-4 * std::abs(fd)) << rnn << " " << name << "[" << k << "]";
+        EXPECT_NEAR(g[k].item<double>(), fd, 1e-6 + 1e-4 * std::abs(fd))
+            << rnn << " " << name << "[" << k << "]";
       }
     }
   }
@@ -236,29 +251,36 @@ TEST(Model, LossesMatchHandComputedValues) {
   auto valid = torch::tensor({1.0, 0.0, 1.0, 1.0}, torch::kDouble).view({2, 2});
   auto sp = [](double x) { return std::log1p(std::exp(x)); };
   // bpr over the 3 valid pairs: softplus(0-1), softplus(1-0), softplus(1-0)
-  EXPECT_NEAR(RankingLoss(LossKind::kBpr, pos, neg, valid, 1, 0, 0).item<double>(), (sp(-1) + 2 * sp(1)) / 3, 1e-12);
+  EXPECT_NEAR(RankingLoss(LossKind::kBpr, pos, neg, valid, 1, 0, 0).item<double>(),
+              (sp(-1) + 2 * sp(1)) / 3, 1e-12);
   // softmax at tau 1: row 0 {1 | 0}, row 1 {0 | 1, 1}
-  const double s0 = -std::log(std::exp(1) / (std::exp(1) + 1)), s1 = -std::log(1 / (1 + 2 * std::exp(1)));
-  EXPECT_NEAR(RankingLoss(LossKind::kSoftmax, pos, neg, valid, 1, 0, 0).item<double>(), (s0 + s1) / 2, 1e-12);
+  const double s0 = -std::log(std::exp(1) / (std::exp(1) + 1)),
+               s1 = -std::log(1 / (1 + 2 * std::exp(1)));
+  EXPECT_NEAR(RankingLoss(LossKind::kSoftmax, pos, neg, valid, 1, 0, 0).item<double>(),
+              (s0 + s1) / 2, 1e-12);
   // bce: mean softplus(-pos) + mean over valid softplus(neg)
-  EXPECT_NEAR(RankingLoss(LossKind::kBce, pos, neg, valid, 1, 0, 0).item<double>(), (sp(-1) + sp(0)) / 2 + (sp(0) + 2 * sp(1)) / 3,
-              1e-12);
+  EXPECT_NEAR(RankingLoss(LossKind::kBce, pos, neg, valid, 1, 0, 0).item<double>(),
+              (sp(-1) + sp(0)) / 2 + (sp(0) + 2 * sp(1)) / 3, 1e-12);
   // ccl with margin 0.5, weight 2: mean(1 - pos) + 2 * mean over valid relu(neg - 0.5)
-  EXPECT_NEAR(RankingLoss(LossKind::kCcl, pos, neg, valid, 1, 0.5, 2).item<double>(), 0.5 + 2 * (0 + 0.5 + 0.5) / 3, 1e-12);
+  EXPECT_NEAR(RankingLoss(LossKind::kCcl, pos, neg, valid, 1, 0.5, 2).item<double>(),
+              0.5 + 2 * (0 + 0.5 + 0.5) / 3, 1e-12);
 }
 
 TEST(Model, AttentionPoolAndMaskedMeanIgnorePadding) {
   auto x = torch::tensor({1.0, 2.0, 3.0, 4.0, 100.0, 100.0}, torch::kDouble).view({1, 3, 2});
   auto mask = torch::tensor({1.0, 1.0, 0.0}, torch::kDouble).view({1, 3});
-  EXPECT_TRUE(torch::allclose(MaskedMean(x, mask), torch::tensor({2.0, 3.0}, torch::kDouble).view({1, 2})));
+  EXPECT_TRUE(
+      torch::allclose(MaskedMean(x, mask), torch::tensor({2.0, 3.0}, torch::kDouble).view({1, 2})));
   auto q = torch::zeros({2}, torch::kDouble);  // equal scores: the mean of the valid entries
-  EXPECT_TRUE(torch::allclose(AttentionPool(x, q, mask), torch::tensor({2.0, 3.0}, torch::kDouble).view({1, 2})));
+  EXPECT_TRUE(torch::allclose(AttentionPool(x, q, mask),
+                              torch::tensor({2.0, 3.0}, torch::kDouble).view({1, 2})));
   auto none = torch::zeros({1, 3}, torch::kDouble);
   EXPECT_TRUE(torch::allclose(AttentionPool(x, q, none), torch::zeros({1, 2}, torch::kDouble)));
   EXPECT_TRUE(torch::allclose(MaskedMean(x, none), torch::zeros({1, 2}, torch::kDouble)));
   // Weights below 1 (graph_weighting: degree): a weighted mean, (0.5*[1,2] + 0.25*[3,4]) / 0.75.
   auto w = torch::tensor({0.5, 0.25, 0.0}, torch::kDouble).view({1, 3});
-  EXPECT_TRUE(torch::allclose(MaskedMean(x, w), torch::tensor({5.0 / 3, 8.0 / 3}, torch::kDouble).view({1, 2})));
+  EXPECT_TRUE(torch::allclose(MaskedMean(x, w),
+                              torch::tensor({5.0 / 3, 8.0 / 3}, torch::kDouble).view({1, 2})));
 }
 
 }  // namespace m6rec

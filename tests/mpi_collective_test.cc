@@ -26,7 +26,8 @@ TEST(MpiCollective, AllReduceSumIsExactAndBitIdenticalOnEveryRank) {
   ASSERT_GE(c->size(), 2) << "run me under mpirun -np N with N >= 2";
   const size_t n = 100000;
   std::vector<float> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = 1.0f / float(1 + i + 13 * c->rank()) + 3e6f * float(c->rank() % 2);
+  for (size_t i = 0; i < n; ++i)
+    v[i] = 1.0f / float(1 + i + 13 * c->rank()) + 3e6f * float(c->rank() % 2);
   std::vector<float> mine = v;
   ASSERT_TRUE(c->AllReduceSum(v.data(), n).ok());
   // The same bits everywhere: compare with rank 0's result.
@@ -35,8 +36,8 @@ TEST(MpiCollective, AllReduceSumIsExactAndBitIdenticalOnEveryRank) {
   EXPECT_EQ(v, root) << "rank " << c->rank() << " holds different bits than rank 0";
   // And it is the sum: gather every rank's input and add in double.
   std::vector<float> all(n * c->size());
-  MPI_Allgather(mine.data(), static_cast<int>(n), MPI_FLOAT, all.data(), static_cast<int>(n), MPI_FLOAT,
-                MPI_COMM_WORLD);
+  MPI_Allgather(mine.data(), static_cast<int>(n), MPI_FLOAT, all.data(), static_cast<int>(n),
+                MPI_FLOAT, MPI_COMM_WORLD);
   for (size_t i = 0; i < n; i += 997) {
     double want = 0;
     for (int r = 0; r < c->size(); ++r) want += all[r * n + i];
@@ -98,7 +99,8 @@ TEST(MpiCollective, SplitWorkersGiveTheMpiBackendTheirOwnCommunicator) {
   o.workers.resize(world - 1);
   o.rank = (*comm)->rank();
   o.mpi_workers = *comm;
-  EXPECT_EQ(ChooseCollectiveBackend(o), CollectiveKind::kMpi) << "auto picks mpi when the workers have their own";
+  EXPECT_EQ(ChooseCollectiveBackend(o), CollectiveKind::kMpi)
+      << "auto picks mpi when the workers have their own";
   auto c = SetUpWorkerCollective(o);
   ASSERT_TRUE(c.ok()) << c.status().message();
   EXPECT_EQ((*c)->name(), "mpi");

@@ -1,9 +1,9 @@
+#include "ps/optimizer.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
-
-#include "ps/optimizer.h"
 
 namespace m6rec {
 

@@ -1,8 +1,8 @@
+#include "common/protocol.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
-
-#include "common/protocol.h"
 
 namespace m6rec {
 

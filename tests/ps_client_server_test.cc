@@ -48,7 +48,8 @@ TableSpec Table(TableId id, uint32_t dim, OptimizerSpec::Kind opt, float lr) {
 class PsTest : public ::testing::Test {
  protected:
   void StartServers(int n, PsConfig::Store store = PsConfig::Store::kMemory) {
-    tables_ = {Table(0, 4, OptimizerSpec::Kind::kSgd, 0.5f), Table(1, 3, OptimizerSpec::Kind::kAdagrad, 0.1f)};
+    tables_ = {Table(0, 4, OptimizerSpec::Kind::kSgd, 0.5f),
+               Table(1, 3, OptimizerSpec::Kind::kAdagrad, 0.1f)};
     view_.slot_map = RoundRobinSlotMap(64, n);
     for (int s = 0; s < n; ++s) {
       ServerOptions o;
@@ -101,8 +102,11 @@ class PsTest : public ::testing::Test {
       for (auto& p : parts) out.emplace_back(static_cast<const char*>(p.data()), p.size());
     return out;
   }
-  static std::string Bytes(const void* p, size_t n) { return std::string(static_cast<const char*>(p), n); }
-  static std::string Hdr(MsgType type, uint64_t n, uint32_t table, uint32_t dim, uint64_t token = kToken) {
+  static std::string Bytes(const void* p, size_t n) {
+    return std::string(static_cast<const char*>(p), n);
+  }
+  static std::string Hdr(MsgType type, uint64_t n, uint32_t table, uint32_t dim,
+                         uint64_t token = kToken) {
     MsgHeader h;
     h.type = static_cast<uint16_t>(type);
     h.token = token;
@@ -135,7 +139,8 @@ TEST_F(PsTest, PullGathersRowsInCallerOrderAcrossServers) {
   std::vector<float> out(keys.size() * 4);
   ASSERT_TRUE(c->Pull(0, keys.data(), keys.size(), out.data()).ok());
   for (size_t i = 0; i < keys.size(); ++i)
-    EXPECT_EQ(std::vector<float>(out.begin() + i * 4, out.begin() + i * 4 + 4), Init(0, keys[i])) << i;
+    EXPECT_EQ(std::vector<float>(out.begin() + i * 4, out.begin() + i * 4 + 4), Init(0, keys[i]))
+        << i;
   EXPECT_EQ(c->stats().keys_unique, 5u) << "duplicates are pulled once";
   uint64_t pulled = 0;
   for (auto& s : servers_) pulled += s->counters().rows_pulled;
@@ -190,7 +195,8 @@ TEST_F(PsTest, WrongTokenIsDroppedAndCountedAndTouchesNothing) {
   StartServers(1);
   Key k = MakeKey(0, 1);
   std::vector<float> g(4, 100.0f);
-  auto reply = Raw(0, {Hdr(MsgType::kPush, 1, 0, 4, kToken ^ 1), Bytes(&k, 8), Bytes(g.data(), 16)}, 300);
+  auto reply =
+      Raw(0, {Hdr(MsgType::kPush, 1, 0, 4, kToken ^ 1), Bytes(&k, 8), Bytes(g.data(), 16)}, 300);
   EXPECT_TRUE(reply.empty()) << "no reply to a foreign token";
   EXPECT_EQ(AwaitCount(servers_[0]->counters().dropped_bad_token, 1), 1u);
   EXPECT_EQ(servers_[0]->store().Stats().rows_written, 0u);
@@ -219,9 +225,11 @@ TEST_F(PsTest, MalformedRequestsAreRefusedWholeAndNeverCrash) {
   // Truncated key frame.
   EXPECT_EQ(error_code(Raw(0, {Hdr(MsgType::kPull, 2, 0, 4), Bytes(&k, 8)})), kInvalid);
   // Truncated gradients.
-  EXPECT_EQ(error_code(Raw(0, {Hdr(MsgType::kPush, 1, 0, 4), Bytes(&k, 8), Bytes(g.data(), 12)})), kInvalid);
+  EXPECT_EQ(error_code(Raw(0, {Hdr(MsgType::kPush, 1, 0, 4), Bytes(&k, 8), Bytes(g.data(), 12)})),
+            kInvalid);
   // Wrong dim for the table.
-  EXPECT_EQ(error_code(Raw(0, {Hdr(MsgType::kPush, 1, 0, 3), Bytes(&k, 8), Bytes(g.data(), 12)})), kInvalid);
+  EXPECT_EQ(error_code(Raw(0, {Hdr(MsgType::kPush, 1, 0, 3), Bytes(&k, 8), Bytes(g.data(), 12)})),
+            kInvalid);
   // Unknown table.
   Key k9 = MakeKey(9, 1);
   EXPECT_EQ(error_code(Raw(0, {Hdr(MsgType::kPull, 1, 9, 4), Bytes(&k9, 8)})), kInvalid);
@@ -240,7 +248,8 @@ TEST_F(PsTest, MalformedRequestsAreRefusedWholeAndNeverCrash) {
   EXPECT_EQ(error_code(Raw(0, {Hdr(MsgType::kPullReply, 1, 0, 4), Bytes(&k, 8)})), kInvalid);
   // Bad admin payloads.
   EXPECT_EQ(error_code(Raw(0, {Hdr(MsgType::kAdmin, 0, 0, 0), "{not json"})), kInvalid);
-  EXPECT_EQ(error_code(Raw(0, {Hdr(MsgType::kAdmin, 0, 0, 0), "{\"cmd\":\"format-disk\"}"})), kInvalid);
+  EXPECT_EQ(error_code(Raw(0, {Hdr(MsgType::kAdmin, 0, 0, 0), "{\"cmd\":\"format-disk\"}"})),
+            kInvalid);
   // Oversized: ZeroMQ drops the connection at max_message_bytes (1 MiB here).
   EXPECT_TRUE(Raw(0, {Hdr(MsgType::kPull, 1, 0, 4), std::string(2 << 20, 'k')}, 300).empty());
 
@@ -298,7 +307,8 @@ TEST_F(PsTest, AnUnreachableServerTimesOutNamingIt) {
   std::vector<float> out(4);
   Status s = c->Pull(0, &k, 1, out.data());
   EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded);
-  EXPECT_NE(s.message().find("127.0.0.1:" + std::to_string(port)), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("127.0.0.1:" + std::to_string(port)), std::string::npos)
+      << s.message();
 }
 
 }  // namespace m6rec

@@ -25,13 +25,14 @@ namespace {
 
 // Starts the job in the background, waits for a complete checkpoint in the middle of epoch 2,
 // then SIGKILLs every process of the job.
-void RunAndKillMidEpoch(TempDir& dir, const std::string& run, const std::vector<std::string>& sets) {
+void RunAndKillMidEpoch(TempDir& dir, const std::string& run,
+                        const std::vector<std::string>& sets) {
   const std::string cfg = WriteFile(dir / (run + ".yaml"), M6Config(3));
   std::vector<std::string> args{Binary(), "local", "--config", cfg, "--run-dir", dir / run};
   for (const auto& s : sets) args.insert(args.end(), {"--set", s});
   Background job(args, dir / (run + ".log"));
-  ASSERT_TRUE(WaitForCheckpoint(dir / run, 240,
-                                [](const json& m) { return m["epoch"] == 2 && m["next_step"] != 0; }))
+  ASSERT_TRUE(WaitForCheckpoint(
+      dir / run, 240, [](const json& m) { return m["epoch"] == 2 && m["next_step"] != 0; }))
       << "no mid-epoch checkpoint of epoch 2: " << job.Output();
   const std::vector<pid_t> pids = PidsOf(dir / run);
   ASSERT_FALSE(pids.empty());
@@ -41,7 +42,8 @@ void RunAndKillMidEpoch(TempDir& dir, const std::string& run, const std::vector<
   for (int i = 0; i < 600 && std::any_of(pids.begin(), pids.end(), ProcessAlive); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   for (pid_t p : pids) ASSERT_FALSE(ProcessAlive(p)) << "pid " << p << " survived SIGKILL";
-  ASSERT_FALSE(ReadFileToString(dir / run + "/result.json").ok()) << "the job must not have finished";
+  ASSERT_FALSE(ReadFileToString(dir / run + "/result.json").ok())
+      << "the job must not have finished";
 }
 
 json Resume(TempDir& dir, const std::string& run) {
@@ -54,8 +56,8 @@ json Resume(TempDir& dir, const std::string& run) {
 
 TEST(Resume, AKilledOneWorkerJobResumesBitIdentical) {
   TempDir dir;
-  const std::vector<std::string> sets{"cluster.workers=1", "train.staleness=0", "checkpoint.every_steps=7",
-                                      "checkpoint.keep=3"};
+  const std::vector<std::string> sets{"cluster.workers=1", "train.staleness=0",
+                                      "checkpoint.every_steps=7", "checkpoint.keep=3"};
   json full = RunLocalJob(dir, "full", M6Config(3), sets, 300);
   ASSERT_TRUE(full.contains("test"));
   RunAndKillMidEpoch(dir, "cut", sets);
@@ -70,11 +72,13 @@ TEST(Resume, AKilledOneWorkerJobResumesBitIdentical) {
   EXPECT_EQ(resumed["test"], full["test"]) << "the test metrics are identical";
   EXPECT_EQ(resumed["best_epoch"], full["best_epoch"]);
   ASSERT_EQ(resumed["epochs"].size(), 3u);
-  for (size_t e = 0; e < 3; ++e) EXPECT_EQ(resumed["epochs"][e]["loss"], full["epochs"][e]["loss"]) << e;
+  for (size_t e = 0; e < 3; ++e)
+    EXPECT_EQ(resumed["epochs"][e]["loss"], full["epochs"][e]["loss"]) << e;
   std::vector<int> epochs;
   for (const json& line : ReadJsonLines(dir / "cut/metrics.jsonl"))
     epochs.push_back(line.value("epoch", -1));
-  EXPECT_EQ(epochs, (std::vector<int>{1, 2, 3})) << "one metrics line per epoch, in order, none twice";
+  EXPECT_EQ(epochs, (std::vector<int>{1, 2, 3}))
+      << "one metrics line per epoch, in order, none twice";
 }
 
 TEST(Resume, AKilledTwoWorkerJobResumesWithinNoise) {

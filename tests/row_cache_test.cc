@@ -1,3 +1,5 @@
+#include "ps/row_cache.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
@@ -5,7 +7,6 @@
 #include <thread>
 
 #include "common/key_index.h"
-#include "ps/row_cache.h"
 
 namespace m6rec {
 
@@ -39,7 +40,8 @@ TEST(KeyIndex, MatchesStdMapUnderRandomInsertsAndErases) {
 TEST(RowCache, BoundedCacheEvictsAndKeepsRecentlyUsed) {
   RowCache cache(4, 64 * 4);  // 4 rows per shard
   for (Key k = 0; k < 10000; ++k)
-    cache.Upsert(k, [&](float* r) { r[0] = float(k); }, [](float*) {});
+    cache.Upsert(
+        k, [&](float* r) { r[0] = float(k); }, [](float*) {});
   EXPECT_LE(cache.size(), 64u * 4) << "the cache must respect its capacity";
   EXPECT_GT(cache.evictions(), 0u);
   // Whatever is cached is the right row.

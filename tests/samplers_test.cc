@@ -1,16 +1,17 @@
+#include "worker/samplers.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
 #include <set>
-
-#include "worker/samplers.h"
 
 namespace m6rec {
 
 TEST(Samplers, NeighboursAreDistinctBoundedAndDeterministicInTheSeed) {
   std::vector<uint32_t> pool;
   for (uint32_t i = 0; i < 50; ++i) pool.push_back(100 + i);
-  auto a = SampleNeighboursFixed(pool, 10, 105, 7, 3), b = SampleNeighboursFixed(pool, 10, 105, 7, 3);
+  auto a = SampleNeighboursFixed(pool, 10, 105, 7, 3),
+       b = SampleNeighboursFixed(pool, 10, 105, 7, 3);
   EXPECT_EQ(a, b) << "same seed and node, same neighbours";
   EXPECT_NE(a, SampleNeighboursFixed(pool, 10, 105, 8, 3)) << "another seed draws others";
   EXPECT_NE(a, SampleNeighboursFixed(pool, 10, 105, 7, 4)) << "another node draws others";
@@ -51,7 +52,8 @@ TEST(Samplers, PopularityNegativesFollowCountsToThePower) {
   const int draws = 200000;
   for (int k = 0; k < draws; ++k) n[s.Draw(rng)]++;
   EXPECT_EQ(n.count(0), 0u);
-  for (uint32_t i = 1; i <= 3; ++i) EXPECT_NEAR(double(n[i]) / draws, s.Probability(i), 0.01) << "item " << i;
+  for (uint32_t i = 1; i <= 3; ++i)
+    EXPECT_NEAR(double(n[i]) / draws, s.Probability(i), 0.01) << "item " << i;
   // Deterministic in the generator's state.
   std::mt19937_64 a(9), b(9);
   for (int k = 0; k < 100; ++k) EXPECT_EQ(s.Draw(a), s.Draw(b));
@@ -59,10 +61,13 @@ TEST(Samplers, PopularityNegativesFollowCountsToThePower) {
 
 TEST(Samplers, HistoryWindowIsCausalForSequences) {
   std::vector<uint32_t> seq{10, 11, 12, 13, 14};
-  EXPECT_EQ(HistoryWindow(seq, 3, 2, true), (std::vector<uint32_t>{11, 12})) << "the two items before position 3";
+  EXPECT_EQ(HistoryWindow(seq, 3, 2, true), (std::vector<uint32_t>{11, 12}))
+      << "the two items before position 3";
   EXPECT_EQ(HistoryWindow(seq, 0, 4, true), (std::vector<uint32_t>{}));
-  EXPECT_EQ(HistoryWindow(seq, -1, 3, true), (std::vector<uint32_t>{12, 13, 14})) << "evaluation: the newest items";
-  EXPECT_EQ(HistoryWindow(seq, 1, 3, false), (std::vector<uint32_t>{12, 13, 14})) << "sets: any items but the target";
+  EXPECT_EQ(HistoryWindow(seq, -1, 3, true), (std::vector<uint32_t>{12, 13, 14}))
+      << "evaluation: the newest items";
+  EXPECT_EQ(HistoryWindow(seq, 1, 3, false), (std::vector<uint32_t>{12, 13, 14}))
+      << "sets: any items but the target";
   EXPECT_EQ(HistoryWindow(seq, 4, 3, false), (std::vector<uint32_t>{11, 12, 13}));
 }
 

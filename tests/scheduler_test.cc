@@ -4,8 +4,9 @@
 // on how fast this machine is. Real-time waits below are of two kinds only: bounds against
 // hanging (kHangGuard, far above any real duration) and "nothing happens for a while" checks,
 // which can miss a bug on a slow machine but never fail a correct client.
-#include <gtest/gtest.h>
+#include "scheduler/scheduler.h"
 
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -20,7 +21,6 @@
 #include "common/clock.h"
 #include "common/protocol.h"
 #include "scheduler/client.h"
-#include "scheduler/scheduler.h"
 
 namespace m6rec {
 

@@ -1,11 +1,12 @@
 // One contract suite, run against every TableStore implementation in a temporary directory.
+#include "ps/table_store.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <thread>
 
 #include "ps/optimizer.h"
-#include "ps/table_store.h"
 #include "test_util.h"
 
 namespace m6rec {
@@ -103,7 +104,9 @@ TEST_P(TableStoreContract, ConcurrentUpdatesLoseNothing) {
   for (int t = 0; t < threads; ++t)
     ts.emplace_back([&] {
       for (int r = 0; r < rounds; ++r)
-        ASSERT_TRUE((*s)->Update(1, keys.data(), keys.size(), [](size_t, float* row) { row[2] += 1.0f; }).ok());
+        ASSERT_TRUE(
+            (*s)->Update(1, keys.data(), keys.size(), [](size_t, float* row) { row[2] += 1.0f; })
+                .ok());
     });
   for (auto& t : ts) t.join();
   std::vector<float> out(keys.size() * 3), init(3);
@@ -145,7 +148,9 @@ TEST_P(TableStoreContract, EvictedRowsComeBackFromDisk) {
   std::vector<Key> keys;
   for (int i = 0; i < 3000; ++i) keys.push_back(MakeKey(1, i));
   for (int r = 0; r < 3; ++r)
-    ASSERT_TRUE((*s)->Update(1, keys.data(), keys.size(), [](size_t i, float* row) { row[0] = float(i) + 0.5f; }).ok());
+    ASSERT_TRUE((*s)->Update(1, keys.data(), keys.size(),
+                             [](size_t i, float* row) { row[0] = float(i) + 0.5f; })
+                    .ok());
   std::vector<float> out(keys.size() * 3);
   ASSERT_TRUE((*s)->Lookup(1, keys.data(), keys.size(), 3, out.data()).ok());
   for (size_t i = 0; i < keys.size(); ++i) ASSERT_EQ(out[i * 3], float(i) + 0.5f) << "row " << i;
@@ -194,13 +199,14 @@ TEST(RocksDBStore, RewritingTheSameRowsKeepsTheDirectoryBounded) {
   // 2000 rows x 32 bytes = 64 KB per batch; 2000 batches = 128 MB written in total. Background
   // flushes may lag under load, so settle them (Flush waits) before measuring.
   for (int r = 0; r < 2000; ++r)
-    ASSERT_TRUE((*s)->Update(0, keys.data(), keys.size(), [](size_t, float* row) { row[0] += 1; }).ok());
+    ASSERT_TRUE(
+        (*s)->Update(0, keys.data(), keys.size(), [](size_t, float* row) { row[0] += 1; }).ok());
   ASSERT_TRUE((*s)->Flush().ok());
   uint64_t bytes = 0;
   for (const auto& f : std::filesystem::recursive_directory_iterator(dir / "db"))
     if (f.is_regular_file()) bytes += f.file_size();
   EXPECT_LT(bytes, 40u << 20) << "128 MB of rewrites of the same 2000 rows left " << (bytes >> 20)
-                               << " MB on disk";
+                              << " MB on disk";
   std::vector<float> out(4);
   ASSERT_TRUE((*s)->Lookup(0, keys.data(), 1, 4, out.data()).ok());
   std::vector<float> init(RowWidth(Tables()[0]));

@@ -1,7 +1,5 @@
 #include "test_util.h"
 
-#include "common/util.h"
-
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,6 +14,8 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+
+#include "common/util.h"
 
 namespace m6rec {
 namespace testing {
@@ -71,7 +71,7 @@ TempDir::~TempDir() {
 }
 
 RunResult RunCommand(const std::vector<std::string>& args, double timeout_s,
-              const std::map<std::string, std::string>& env) {
+                     const std::map<std::string, std::string>& env) {
   RunResult r;
   // Two pipes, read as the child writes: stdout and stderr both go to r.output in arrival
   // order, stdout alone also to r.stdout_text. The read ends are non-blocking, and reading stops

@@ -24,17 +24,17 @@ class TempDir {
 };
 
 struct RunResult {
-  int exit_code = -1;      // -1 when killed by a signal or timed out
+  int exit_code = -1;  // -1 when killed by a signal or timed out
   int signal = 0;
   bool timed_out = false;
   double seconds = 0;
-  std::string output;      // stdout + stderr, as they arrived
-  std::string stdout_text; // stdout alone: what a program prints as its answer (logs go to stderr)
+  std::string output;       // stdout + stderr, as they arrived
+  std::string stdout_text;  // stdout alone: what a program prints as its answer (logs go to stderr)
 };
 
 // Runs `args` (args[0] is the program) with extra environment; kills it after timeout_s.
 RunResult RunCommand(const std::vector<std::string>& args, double timeout_s,
-              const std::map<std::string, std::string>& env = {});
+                     const std::map<std::string, std::string>& env = {});
 
 // A child process running in the background with its output captured to a file.
 class Background {
@@ -61,7 +61,7 @@ class Background {
 // Waits up to timeout_s for `path` to exist and be non-empty; returns its content or "".
 std::string WaitForFile(const std::string& path, double timeout_s);
 bool ProcessAlive(pid_t pid);
-std::string Binary();                       // the m6rec binary under test
+std::string Binary();  // the m6rec binary under test
 std::string SourceDir();
 // The real datasets: $M6REC_DATA, else ../shared/data beside the source tree.
 std::string SharedDataDir();

@@ -1,6 +1,8 @@
 // The training engine in one process: whole jobs with ranks as threads, an inproc collective
 // and local (memory) tables — no sockets, no processes — and a resume from a checkpoint that
 // ends bit-identical to the uninterrupted run.
+#include "worker/training_engine.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -14,7 +16,6 @@
 #include "worker/collective.h"
 #include "worker/local_tables.h"
 #include "worker/synthetic_data.h"
-#include "worker/training_engine.h"
 
 namespace m6rec {
 namespace {
@@ -24,7 +25,8 @@ using testing::TempDir;
 
 // A small synthetic job: the whole M6 model (sequence, content, graph, text, image, audio).
 JobConfig SmallJob(JobKind job, int epochs) {
-  auto cfg = ParseConfig(R"(job: {name: engine-test, seed: 9}
+  auto cfg = ParseConfig(
+      R"(job: {name: engine-test, seed: 9}
 ps: {store: memory, num_slots: 64}
 tables:
   - {name: user, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
@@ -35,7 +37,8 @@ data:
 model: {seq_len: 6, fanout: 4, hidden: 16, content_tokens: 8}
 train: {epochs: 2, batch_size: 128, negatives: 32, loss: softmax, temperature: 0.2, log_every: 1000}
 )",
-                         "engine-test", {"train.job=" + std::string(EnumName(job)), "train.epochs=" + std::to_string(epochs)});
+      "engine-test",
+      {"train.job=" + std::string(EnumName(job)), "train.epochs=" + std::to_string(epochs)});
   EXPECT_TRUE(cfg.ok()) << cfg.status().message();
   return *cfg;
 }
@@ -46,8 +49,9 @@ struct JobOutput {
 };
 
 // Runs `cfg` with W ranks as threads over one memory LocalStores (or `stores` when given).
-JobOutput RunInProcess(const JobConfig& cfg, uint32_t W, const std::string& data_dir, const std::string& run_dir,
-                       std::shared_ptr<LocalStores> stores = nullptr, const std::string& resume_from = "") {
+JobOutput RunInProcess(const JobConfig& cfg, uint32_t W, const std::string& data_dir,
+                       const std::string& run_dir, std::shared_ptr<LocalStores> stores = nullptr,
+                       const std::string& resume_from = "") {
   auto data = LoadJobData(cfg, data_dir);
   EXPECT_TRUE(data.ok()) << data.status().message();
   if (!stores) {
@@ -86,8 +90,10 @@ JobOutput RunInProcess(const JobConfig& cfg, uint32_t W, const std::string& data
       ctx.resume_from = resume_from;
       auto s = RunTraining(ctx);
       out.status[r] = s.status();
-      if (s.ok()) out.workers[r] = std::move(*s);
-      else AbortInProcessHub(*hub);  // the other ranks stop instead of waiting for this one
+      if (s.ok())
+        out.workers[r] = std::move(*s);
+      else
+        AbortInProcessHub(*hub);  // the other ranks stop instead of waiting for this one
     });
   for (auto& t : ranks) t.join();
   return out;
@@ -117,7 +123,8 @@ TEST_P(InProcessJob, TwoRanksAsThreadsLearnWithIdenticalReplicas) {
   if (GetParam() == JobKind::kM6) {
     EXPECT_GT(w0.dense_params, 0);
     ASSERT_FALSE(w0.param_fingerprints.empty());
-    EXPECT_EQ(w0.param_fingerprints, w1.param_fingerprints) << "the dense replicas stay bit-identical";
+    EXPECT_EQ(w0.param_fingerprints, w1.param_fingerprints)
+        << "the dense replicas stay bit-identical";
     EXPECT_EQ(w0.final_fingerprint, w1.final_fingerprint);
     EXPECT_EQ(w0.model["user_sources"], json({"id", "sequence", "content", "graph"}));
   } else {
@@ -163,7 +170,8 @@ TEST(InProcessJob, EvaluatingTheBestCheckpointReproducesTheResult) {
   sc.num_workers = 2;
   auto ev = EvaluateModel(sc);
   ASSERT_TRUE(ev.ok()) << ev.status().message();
-  EXPECT_EQ((*ev)["test"], (*result)["test"]) << "eval " << (*ev)["test"].dump() << "\nresult " << (*result)["test"].dump();
+  EXPECT_EQ((*ev)["test"], (*result)["test"])
+      << "eval " << (*ev)["test"].dump() << "\nresult " << (*result)["test"].dump();
 }
 
 // Kill-and-resume at the level of the engine: a run that stops after a mid-epoch checkpoint and
@@ -190,7 +198,8 @@ TEST(InProcessJob, ResumingFromAMidEpochCheckpointIsBitIdentical) {
   // Resume from the newest checkpoint at or before the stop (step 15 of epoch 2 or earlier).
   std::string from;
   for (const auto& c : ValidCheckpoints(dir / "cut"))
-    if (ReadManifest(c)->at("step").get<uint64_t>() <= steps_per_epoch + 7 && ReadManifest(c)->at("next_step") != 0)
+    if (ReadManifest(c)->at("step").get<uint64_t>() <= steps_per_epoch + 7 &&
+        ReadManifest(c)->at("next_step") != 0)
       from = c;
   ASSERT_FALSE(from.empty()) << "a mid-epoch checkpoint of the interrupted run";
   LocalStoresOptions lo;

@@ -1,4 +1,6 @@
 // The zmq collective over real loopback sockets, ranks as threads of this process.
+#include "worker/zmq_collective.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -7,7 +9,6 @@
 #include <zmq.hpp>
 
 #include "common/protocol.h"
-#include "worker/zmq_collective.h"
 
 namespace m6rec {
 
@@ -120,7 +121,8 @@ TEST(ZmqCollective, AllReduceIsTheRankOrderSumAndBitIdentical) {
     }
     want[i] = x[0];
   }
-  for (int r = 0; r < n; ++r) EXPECT_EQ(0, std::memcmp(results[r].data(), want.data(), len * sizeof(float))) << "rank " << r;
+  for (int r = 0; r < n; ++r)
+    EXPECT_EQ(0, std::memcmp(results[r].data(), want.data(), len * sizeof(float))) << "rank " << r;
 }
 
 TEST(ZmqCollective, DoubleSumsStayExactPastFloatPrecisionAndBitIdentical) {

@@ -21,7 +21,8 @@ std::string CheckpointDir(const std::string& run_dir, uint64_t step) {
 
 StatusOr<json> ReadManifest(const std::string& dir) {
   auto text = ReadFileToString(dir + "/manifest.json");
-  if (!text.ok()) return Status::NotFound("'" + dir + "' is not a complete checkpoint (no manifest.json)");
+  if (!text.ok())
+    return Status::NotFound("'" + dir + "' is not a complete checkpoint (no manifest.json)");
   json j = json::parse(*text, nullptr, false);
   if (!j.is_object() || !j.contains("step"))
     return Status::Corruption(dir + "/manifest.json: not a checkpoint manifest");
@@ -35,7 +36,8 @@ std::vector<std::string> StepDirs(const std::string& run_dir) {
   std::vector<std::string> out;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(CheckpointRoot(run_dir), ec))
-    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) out.push_back(e.path().string());
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0)
+      out.push_back(e.path().string());
   std::sort(out.begin(), out.end());  // zero-padded step numbers sort as numbers
   return out;
 }
@@ -51,7 +53,8 @@ std::vector<std::string> ValidCheckpoints(const std::string& run_dir) {
 
 StatusOr<std::string> LatestCheckpoint(const std::string& run_dir) {
   auto all = ValidCheckpoints(run_dir);
-  if (all.empty()) return Status::NotFound("no complete checkpoint under '" + CheckpointRoot(run_dir) + "'");
+  if (all.empty())
+    return Status::NotFound("no complete checkpoint under '" + CheckpointRoot(run_dir) + "'");
   return all.back();
 }
 
@@ -81,7 +84,8 @@ Status PruneCheckpoints(const std::string& run_dir, int keep) {
     if (best.ok() && d == *best) continue;
     const auto it = std::find(valid.begin(), valid.end(), d);
     const bool is_valid = it != valid.end();
-    const bool drop = is_valid ? size_t(it - valid.begin()) < first_kept : (!newest.empty() && d < newest);
+    const bool drop =
+        is_valid ? size_t(it - valid.begin()) < first_kept : (!newest.empty() && d < newest);
     if (drop) M6_RETURN_IF_ERROR(RemoveTree(d));
   }
   return Status::OK();

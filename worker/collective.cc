@@ -25,7 +25,6 @@ Status Collective::AllReduceSum(double* data, size_t n) {
 
 namespace {
 
-
 class SingleCollective final : public Collective {
  public:
   int rank() const override { return 0; }
@@ -124,7 +123,9 @@ class InProcessHub {
   bool failed_ GUARDED_BY(mu_) = false;
 };
 
-std::shared_ptr<InProcessHub> MakeInProcessHub(int size) { return std::make_shared<InProcessHub>(size); }
+std::shared_ptr<InProcessHub> MakeInProcessHub(int size) {
+  return std::make_shared<InProcessHub>(size);
+}
 void AbortInProcessHub(InProcessHub& hub) { hub.Fail(); }
 
 namespace {
@@ -267,25 +268,29 @@ StatusOr<std::unique_ptr<Collective>> CreateCollective(const CollectiveOptions& 
     if (!opts.hub) return Status::InvalidArgument("inproc collective: no hub (MakeInProcessHub)");
     if (opts.rank < 0 || opts.rank >= opts.hub->size())
       return Status::InvalidArgument("inproc collective: rank out of range");
-    return std::unique_ptr<Collective>(new InProcessCollective(opts.hub, opts.rank, opts.fail_on_call));
+    return std::unique_ptr<Collective>(
+        new InProcessCollective(opts.hub, opts.rank, opts.fail_on_call));
   }
   if (opts.backend == "mpi") {
 #ifdef M6REC_HAVE_MPI
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized)
-      return Status::Unavailable("mpi collective: MPI is not initialised in this process (run the workers under mpirun)");
+      return Status::Unavailable(
+          "mpi collective: MPI is not initialised in this process (run the workers under mpirun)");
     return std::unique_ptr<Collective>(
         new MpiCollective(opts.mpi_comm ? opts.mpi_comm->impl().comm : MPI_COMM_WORLD));
 #else
-    return Status::Unavailable("mpi collective: this build has no MPI (configure with an MPI installed)");
+    return Status::Unavailable(
+        "mpi collective: this build has no MPI (configure with an MPI installed)");
 #endif
   }
   if (opts.backend == "nccl") {
 #ifdef M6REC_HAVE_NCCL
     return CreateNcclCollective(opts);
 #else
-    return Status::Unavailable("nccl collective: this build has no CUDA/NCCL (configure with CUDA and NCCL present)");
+    return Status::Unavailable(
+        "nccl collective: this build has no CUDA/NCCL (configure with CUDA and NCCL present)");
 #endif
   }
   return Status::InvalidArgument("unknown collective backend '" + opts.backend +

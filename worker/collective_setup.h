@@ -24,11 +24,11 @@ struct WorkerCollectiveOptions {
   CollectiveKind backend = CollectiveKind::kAuto;  // train.collective
   // Every worker's collective endpoint (host, port), in rank order: the cluster view's workers.
   std::vector<NodeAddr> workers;
-  int rank = 0;                // this worker's rank
-  uint64_t token = 0;          // the job token; every zmq message carries it
+  int rank = 0;                          // this worker's rank
+  uint64_t token = 0;                    // the job token; every zmq message carries it
   DeviceKind device = DeviceKind::kCpu;  // where the model's dense tensors live (model.device)
-  int cuda_device = 0;         // nccl: the CUDA device
-  int timeout_ms = 600000;     // zmq: how long one collective call may wait for the others
+  int cuda_device = 0;                   // nccl: the CUDA device
+  int timeout_ms = 600000;  // zmq: how long one collective call may wait for the others
   std::function<bool(std::string*)> should_abort;  // zmq: polled while waiting (a node died)
   // zmq (and nccl's bootstrap): this worker's endpoint, bound before it registered.
   std::shared_ptr<ZmqCollectiveEndpoint> endpoint;

@@ -4,12 +4,12 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <tuple>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <tuple>
 #include <unordered_set>
 
 #include "common/keys.h"
@@ -31,7 +31,9 @@ bool ParseId(const std::string& s, uint32_t* out) {
   return true;
 }
 
-std::string Where(const std::string& path, uint64_t line) { return path + ":" + std::to_string(line) + ": "; }
+std::string Where(const std::string& path, uint64_t line) {
+  return path + ":" + std::to_string(line) + ": ";
+}
 
 void Finish(Dataset* d) {
   d->item_popularity.assign(d->num_items, 0);
@@ -90,8 +92,9 @@ Status ReadAttributes(const std::string& path, Dataset* d) {
 }
 
 // Calls fn(line number, first field, rest of the line) for every non-blank, non-'#' line.
-Status ForEachRecord(const std::string& path,
-                     const std::function<Status(uint64_t, const std::string&, std::istringstream&)>& fn) {
+Status ForEachRecord(
+    const std::string& path,
+    const std::function<Status(uint64_t, const std::string&, std::istringstream&)>& fn) {
   std::ifstream in(path);
   if (!in) return Status::NotFound("cannot open '" + path + "'");
   std::string line, first;
@@ -113,35 +116,43 @@ StatusOr<NpyMatrix> ReadFeatureTsv(const std::string& path, uint32_t items) {
   NpyMatrix m;
   m.rows = items;
   std::vector<uint8_t> seen(items, 0);
-  M6_RETURN_IF_ERROR(ForEachRecord(path, [&](uint64_t n, const std::string& first, std::istringstream& is) -> Status {
-    uint32_t id;
-    if (!ParseId(first, &id)) return Status::InvalidArgument(Where(path, n) + "item id '" + first + "' is not a non-negative integer");
-    if (id >= items)
-      return Status::InvalidArgument(Where(path, n) + "item " + first + " is out of range (the interactions have " +
-                                     std::to_string(items) + ")");
-    if (seen[id]) return Status::InvalidArgument(Where(path, n) + "item " + first + " appears twice");
-    seen[id] = 1;
-    std::vector<float> row;
-    for (std::string tok; is >> tok;) {
-      char* end = nullptr;
-      const float v = std::strtof(tok.c_str(), &end);
-      if (*end != '\0' || !std::isfinite(v))
-        return Status::InvalidArgument(Where(path, n) + "'" + tok + "' is not a finite number");
-      row.push_back(v);
-    }
-    if (row.empty()) return Status::InvalidArgument(Where(path, n) + "item " + first + " has no features");
-    if (m.cols == 0) {
-      m.cols = row.size();
-      m.data.assign(size_t(items) * m.cols, 0.0f);
-    }
-    if (row.size() != m.cols)
-      return Status::InvalidArgument(Where(path, n) + std::to_string(row.size()) + " features, earlier lines have " +
-                                     std::to_string(m.cols));
-    std::copy(row.begin(), row.end(), m.data.begin() + size_t(id) * m.cols);
-    return Status::OK();
-  }));
+  M6_RETURN_IF_ERROR(ForEachRecord(
+      path, [&](uint64_t n, const std::string& first, std::istringstream& is) -> Status {
+        uint32_t id;
+        if (!ParseId(first, &id))
+          return Status::InvalidArgument(Where(path, n) + "item id '" + first +
+                                         "' is not a non-negative integer");
+        if (id >= items)
+          return Status::InvalidArgument(Where(path, n) + "item " + first +
+                                         " is out of range (the interactions have " +
+                                         std::to_string(items) + ")");
+        if (seen[id])
+          return Status::InvalidArgument(Where(path, n) + "item " + first + " appears twice");
+        seen[id] = 1;
+        std::vector<float> row;
+        for (std::string tok; is >> tok;) {
+          char* end = nullptr;
+          const float v = std::strtof(tok.c_str(), &end);
+          if (*end != '\0' || !std::isfinite(v))
+            return Status::InvalidArgument(Where(path, n) + "'" + tok + "' is not a finite number");
+          row.push_back(v);
+        }
+        if (row.empty())
+          return Status::InvalidArgument(Where(path, n) + "item " + first + " has no features");
+        if (m.cols == 0) {
+          m.cols = row.size();
+          m.data.assign(size_t(items) * m.cols, 0.0f);
+        }
+        if (row.size() != m.cols)
+          return Status::InvalidArgument(Where(path, n) + std::to_string(row.size()) +
+                                         " features, earlier lines have " + std::to_string(m.cols));
+        std::copy(row.begin(), row.end(), m.data.begin() + size_t(id) * m.cols);
+        return Status::OK();
+      }));
   for (uint32_t i = 0; i < items; ++i)
-    if (!seen[i]) return Status::InvalidArgument(path + ": no line for item " + std::to_string(i) + " (every item needs one)");
+    if (!seen[i])
+      return Status::InvalidArgument(path + ": no line for item " + std::to_string(i) +
+                                     " (every item needs one)");
   return m;
 }
 
@@ -161,24 +172,32 @@ void CountTokens(Dataset* d) {
 
 // "id x x x" lines (tab or space separated, '#' comments) -> per-id lists. Ids must be below
 // `rows`, values below `limit`; `symmetric` adds the reverse edge (undirected graphs).
-StatusOr<std::vector<std::vector<uint32_t>>> ReadIdLists(const std::string& path, uint32_t rows, uint32_t limit,
-                                                         const char* what, const char* value, bool symmetric) {
+StatusOr<std::vector<std::vector<uint32_t>>> ReadIdLists(const std::string& path, uint32_t rows,
+                                                         uint32_t limit, const char* what,
+                                                         const char* value, bool symmetric) {
   std::vector<std::vector<uint32_t>> out(rows);
-  M6_RETURN_IF_ERROR(ForEachRecord(path, [&](uint64_t n, const std::string& first, std::istringstream& is) -> Status {
-    uint32_t id;
-    if (!ParseId(first, &id)) return Status::InvalidArgument(Where(path, n) + what + " id '" + first + "' is not a non-negative integer");
-    if (id >= rows)
-      return Status::InvalidArgument(Where(path, n) + what + " " + first + " is out of range (the interactions have " +
-                                     std::to_string(rows) + ")");
-    for (std::string tok; is >> tok;) {
-      uint32_t v;
-      if (!ParseId(tok, &v)) return Status::InvalidArgument(Where(path, n) + value + " '" + tok + "' is not a non-negative integer");
-      if (v >= limit) return Status::InvalidArgument(Where(path, n) + value + " " + tok + " is out of range");
-      out[id].push_back(v);
-      if (symmetric) out[v].push_back(id);
-    }
-    return Status::OK();
-  }));
+  M6_RETURN_IF_ERROR(ForEachRecord(
+      path, [&](uint64_t n, const std::string& first, std::istringstream& is) -> Status {
+        uint32_t id;
+        if (!ParseId(first, &id))
+          return Status::InvalidArgument(Where(path, n) + what + " id '" + first +
+                                         "' is not a non-negative integer");
+        if (id >= rows)
+          return Status::InvalidArgument(Where(path, n) + what + " " + first +
+                                         " is out of range (the interactions have " +
+                                         std::to_string(rows) + ")");
+        for (std::string tok; is >> tok;) {
+          uint32_t v;
+          if (!ParseId(tok, &v))
+            return Status::InvalidArgument(Where(path, n) + value + " '" + tok +
+                                           "' is not a non-negative integer");
+          if (v >= limit)
+            return Status::InvalidArgument(Where(path, n) + value + " " + tok + " is out of range");
+          out[id].push_back(v);
+          if (symmetric) out[v].push_back(id);
+        }
+        return Status::OK();
+      }));
   if (symmetric)
     for (auto& l : out) {
       std::sort(l.begin(), l.end());
@@ -216,7 +235,8 @@ Status ReadMovieLensContent(const std::string& dir, Dataset* d) {
     if (line.empty()) continue;
     auto f = split(line);
     uint32_t id;
-    if (f.size() != 24 || !ParseId(f[0], &id)) return Status::InvalidArgument(Where(ip, n) + "expected 24 '|'-separated fields");
+    if (f.size() != 24 || !ParseId(f[0], &id))
+      return Status::InvalidArgument(Where(ip, n) + "expected 24 '|'-separated fields");
     if (id >= d->num_items) continue;
     for (int g = 0; g < 19; ++g)
       if (f[5 + g] == "1") d->item_tokens[id].push_back(g);
@@ -263,7 +283,9 @@ StatusOr<Dataset> LoadLightGcn(const std::string& dir) {
 }
 
 StatusOr<Dataset> LoadS3Rec(const std::string& dir, const std::string& name) {
-  if (name.empty()) return Status::InvalidArgument("data.name: the s3rec format needs a dataset name (e.g. Beauty)");
+  if (name.empty())
+    return Status::InvalidArgument(
+        "data.name: the s3rec format needs a dataset name (e.g. Beauty)");
   Dataset d;
   d.name = "s3rec:" + name;
   d.protocol = Dataset::Protocol::kSampled;
@@ -337,16 +359,20 @@ StatusOr<Dataset> LoadTsv(const std::string& dir, const std::string& name) {
   Finish(&d);
   // Optional side files: each one present must be well formed and fit the interactions.
   if (std::ifstream(dir + "/social.tsv")) {
-    M6_ASSIGN_OR_RETURN(d.social, ReadIdLists(dir + "/social.tsv", d.num_users, d.num_users, "user", "friend", true));
+    M6_ASSIGN_OR_RETURN(d.social, ReadIdLists(dir + "/social.tsv", d.num_users, d.num_users, "user",
+                                              "friend", true));
   }
   if (std::ifstream(dir + "/item_tokens.tsv")) {
-    M6_ASSIGN_OR_RETURN(d.item_tokens, ReadIdLists(dir + "/item_tokens.tsv", d.num_items, 1u << 30, "item", "token", false));
+    M6_ASSIGN_OR_RETURN(d.item_tokens, ReadIdLists(dir + "/item_tokens.tsv", d.num_items, 1u << 30,
+                                                   "item", "token", false));
   }
   for (auto [name, out, dim] : {std::make_tuple("item_image", &d.item_image, &d.image_dim),
                                 std::make_tuple("item_audio", &d.item_audio, &d.audio_dim)}) {
     const std::string npy = dir + "/" + name + ".npy", tsv = dir + "/" + name + ".tsv";
     const bool have_npy = bool(std::ifstream(npy)), have_tsv = bool(std::ifstream(tsv));
-    if (have_npy && have_tsv) return Status::InvalidArgument(dir + ": both " + name + ".npy and " + name + ".tsv; keep one");
+    if (have_npy && have_tsv)
+      return Status::InvalidArgument(dir + ": both " + name + ".npy and " + name +
+                                     ".tsv; keep one");
     if (!have_npy && !have_tsv) continue;
     const std::string path = have_npy ? npy : tsv;
     NpyMatrix m;
@@ -356,7 +382,8 @@ StatusOr<Dataset> LoadTsv(const std::string& dir, const std::string& name) {
       M6_ASSIGN_OR_RETURN(m, ReadFeatureTsv(path, d.num_items));
     }
     if (m.rows != d.num_items)
-      return Status::InvalidArgument(path + ": " + std::to_string(m.rows) + " rows, but the interactions have " +
+      return Status::InvalidArgument(path + ": " + std::to_string(m.rows) +
+                                     " rows, but the interactions have " +
                                      std::to_string(d.num_items) + " items");
     *out = std::move(m.data);
     *dim = static_cast<uint32_t>(m.cols);
@@ -379,12 +406,17 @@ StatusOr<std::vector<std::vector<uint32_t>>> ReadUserLists(const std::string& pa
     std::istringstream is(line);
     if (!(is >> tok)) continue;  // blank line
     uint32_t u;
-    if (!ParseId(tok, &u)) return Status::InvalidArgument(Where(path, n) + "user id '" + tok + "' is not a non-negative integer");
+    if (!ParseId(tok, &u))
+      return Status::InvalidArgument(Where(path, n) + "user id '" + tok +
+                                     "' is not a non-negative integer");
     if (u >= out.size()) out.resize(u + 1);
-    if (!out[u].empty()) return Status::InvalidArgument(Where(path, n) + "user " + tok + " appears twice");
+    if (!out[u].empty())
+      return Status::InvalidArgument(Where(path, n) + "user " + tok + " appears twice");
     while (is >> tok) {
       uint32_t i;
-      if (!ParseId(tok, &i)) return Status::InvalidArgument(Where(path, n) + "item id '" + tok + "' is not a non-negative integer");
+      if (!ParseId(tok, &i))
+        return Status::InvalidArgument(Where(path, n) + "item id '" + tok +
+                                       "' is not a non-negative integer");
       out[u].push_back(i);
     }
   }
@@ -399,7 +431,8 @@ std::vector<uint32_t> SampledNegatives(const Dataset& d, uint32_t u, uint64_t se
   if (d.test_item[u] >= 0) seen.insert(static_cast<uint32_t>(d.test_item[u]));
   std::vector<uint32_t> out;
   const uint32_t span = d.num_items - d.first_item;
-  const size_t want = std::min<size_t>(d.sampled_negatives, span > seen.size() ? span - seen.size() : 0);
+  const size_t want =
+      std::min<size_t>(d.sampled_negatives, span > seen.size() ? span - seen.size() : 0);
   std::mt19937_64 rng(Mix64(seed ^ (uint64_t{u} << 20)));
   while (out.size() < want) {
     uint32_t j = d.first_item + static_cast<uint32_t>(rng() % span);
@@ -424,12 +457,15 @@ StatusOr<NpyMatrix> ReadNpy(const std::string& path) {
   uint32_t hlen = 0;
   if (magic[6] == 1) {
     uint16_t h16;
-    if (!in.read(reinterpret_cast<char*>(&h16), 2)) return Status::InvalidArgument(path + ": truncated header");
+    if (!in.read(reinterpret_cast<char*>(&h16), 2))
+      return Status::InvalidArgument(path + ": truncated header");
     hlen = h16;
   } else if (magic[6] == 2 || magic[6] == 3) {
-    if (!in.read(reinterpret_cast<char*>(&hlen), 4)) return Status::InvalidArgument(path + ": truncated header");
+    if (!in.read(reinterpret_cast<char*>(&hlen), 4))
+      return Status::InvalidArgument(path + ": truncated header");
   } else {
-    return Status::InvalidArgument(path + ": unsupported .npy version " + std::to_string(int(magic[6])));
+    return Status::InvalidArgument(path + ": unsupported .npy version " +
+                                   std::to_string(int(magic[6])));
   }
   if (hlen > (1u << 20)) return Status::InvalidArgument(path + ": header too large");
   std::string header(hlen, '\0');
@@ -443,9 +479,11 @@ StatusOr<NpyMatrix> ReadNpy(const std::string& path) {
   };
   std::string descr = field("descr"), order = field("fortran_order"), shape = field("shape");
   if (descr.find("<f4") == std::string::npos)
-    return Status::InvalidArgument(path + ": dtype " + descr + " (expected little-endian float32 '<f4')");
+    return Status::InvalidArgument(path + ": dtype " + descr +
+                                   " (expected little-endian float32 '<f4')");
   if (order.find("False") == std::string::npos)
-    return Status::InvalidArgument(path + ": Fortran order is not supported (save it C-contiguous)");
+    return Status::InvalidArgument(path +
+                                   ": Fortran order is not supported (save it C-contiguous)");
   std::vector<size_t> dims;
   for (size_t p = shape.find('('); p != std::string::npos && p < shape.size();) {
     size_t q = shape.find_first_of("0123456789", p);
@@ -454,14 +492,15 @@ StatusOr<NpyMatrix> ReadNpy(const std::string& path) {
     dims.push_back(std::stoull(shape.substr(q, e - q)));
     p = e;
   }
-  if (dims.size() != 2) return Status::InvalidArgument(path + ": shape " + shape + " (expected a 2-D matrix)");
+  if (dims.size() != 2)
+    return Status::InvalidArgument(path + ": shape " + shape + " (expected a 2-D matrix)");
   NpyMatrix m;
   m.rows = dims[0];
   m.cols = dims[1];
   m.data.resize(m.rows * m.cols);
   if (!in.read(reinterpret_cast<char*>(m.data.data()), m.data.size() * sizeof(float)))
-    return Status::InvalidArgument(path + ": truncated data (expected " + std::to_string(m.rows) + " x " +
-                                   std::to_string(m.cols) + " floats)");
+    return Status::InvalidArgument(path + ": truncated data (expected " + std::to_string(m.rows) +
+                                   " x " + std::to_string(m.cols) + " floats)");
   for (float x : m.data)
     if (!std::isfinite(x)) return Status::InvalidArgument(path + ": holds a NaN or infinity");
   return m;
@@ -471,10 +510,10 @@ std::string Dataset::Describe() const {
   uint64_t evals = 0;
   for (uint32_t u = 0; u < num_users; ++u)
     evals += protocol == Protocol::kFullRanking ? !test_sets[u].empty() : test_item[u] >= 0;
-  return name + ": " + std::to_string(num_users) + " users, " + std::to_string(num_items - first_item) +
-         " items, " + std::to_string(train_interactions) + " training interactions, " +
-         std::to_string(evals) + " test users (" +
-         ProtocolName() + ")";
+  return name + ": " + std::to_string(num_users) + " users, " +
+         std::to_string(num_items - first_item) + " items, " + std::to_string(train_interactions) +
+         " training interactions, " + std::to_string(evals) + " test users (" + ProtocolName() +
+         ")";
 }
 
 int Dataset::NegativesPerTarget() const {
@@ -491,10 +530,14 @@ std::string Dataset::ProtocolName() const {
 StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir) {
   if (cfg.source == DataSource::kSynth) return LoadTsv(data_dir, "synthetic");
   switch (cfg.format) {
-    case DataFormat::kTsv: return LoadTsv(cfg.path, "tsv:" + cfg.path);
-    case DataFormat::kLightGcn: return LoadLightGcn(cfg.path);
-    case DataFormat::kS3Rec: return LoadS3Rec(cfg.path, cfg.name);
-    case DataFormat::kMovieLens: return LoadMovieLens(cfg.path);
+    case DataFormat::kTsv:
+      return LoadTsv(cfg.path, "tsv:" + cfg.path);
+    case DataFormat::kLightGcn:
+      return LoadLightGcn(cfg.path);
+    case DataFormat::kS3Rec:
+      return LoadS3Rec(cfg.path, cfg.name);
+    case DataFormat::kMovieLens:
+      return LoadMovieLens(cfg.path);
   }
   return Status::InvalidArgument("data.format: unknown format");
 }

@@ -32,16 +32,16 @@ struct Dataset {
   std::string name;
   Protocol protocol = Protocol::kSampled;
   uint32_t num_users = 0;
-  uint32_t num_items = 0;       // ids are 0..num_items-1 (some may be unused)
-  uint32_t first_item = 0;      // smallest valid item id (1 for 1-based formats)
-  std::vector<std::vector<uint32_t>> train;        // per user, in time order when known
+  uint32_t num_items = 0;                    // ids are 0..num_items-1 (some may be unused)
+  uint32_t first_item = 0;                   // smallest valid item id (1 for 1-based formats)
+  std::vector<std::vector<uint32_t>> train;  // per user, in time order when known
   // full ranking
-  std::vector<std::vector<uint32_t>> test_sets;    // per user
+  std::vector<std::vector<uint32_t>> test_sets;  // per user
   // sampled
-  std::vector<int64_t> test_item, valid_item;      // per user, -1 = none
+  std::vector<int64_t> test_item, valid_item;          // per user, -1 = none
   std::vector<std::vector<uint32_t>> fixed_negatives;  // per user (empty = draw them)
   int sampled_negatives = 99;
-  bool ordered = true;          // train lists are in time order (sequence towers read them causally)
+  bool ordered = true;  // train lists are in time order (sequence towers read them causally)
   // content and side information (any may be empty)
   std::vector<std::vector<uint32_t>> item_tokens;  // per item: text / attribute token ids
   std::vector<std::vector<uint32_t>> user_tokens;  // per user: profile token ids (same id space)
@@ -49,7 +49,7 @@ struct Dataset {
   std::vector<std::vector<uint32_t>> social;       // per user: friends (user-user graph)
   std::vector<float> item_image, item_audio;       // [num_items x dim] feature matrices
   uint32_t image_dim = 0, audio_dim = 0;
-  std::vector<uint32_t> item_popularity;           // train counts
+  std::vector<uint32_t> item_popularity;  // train counts
   uint64_t train_interactions = 0;
 
   // Per item, the training users that touched it (the item side of the interaction graph).

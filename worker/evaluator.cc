@@ -5,8 +5,9 @@
 
 namespace m6rec {
 
-Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid, uint64_t seed,
-                           float threshold, const SampledScorer& score, MetricSums* out) {
+Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
+                           uint64_t seed, float threshold, const SampledScorer& score,
+                           MetricSums* out) {
   std::vector<uint32_t> chunk;
   std::vector<std::vector<uint32_t>> cands;
   std::vector<std::vector<float>> scores;
@@ -24,10 +25,12 @@ Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users
     if (chunk.empty()) continue;
     scores.clear();
     M6_RETURN_IF_ERROR(score(chunk, cands, /*with_valid=*/!valid, &scores));
-    if (scores.size() != chunk.size()) return Status::Internal("scorer returned the wrong number of users");
+    if (scores.size() != chunk.size())
+      return Status::Internal("scorer returned the wrong number of users");
     for (size_t c = 0; c < chunk.size(); ++c) {
       const auto& s = scores[c];
-      if (s.size() != cands[c].size()) return Status::Internal("scorer returned the wrong number of candidates");
+      if (s.size() != cands[c].size())
+        return Status::Internal("scorer returned the wrong number of candidates");
       const int rank = RankOfFirst(s);
       out->AddUser();
       out->Add("HR@1", HitAtK(rank, 1));
@@ -50,8 +53,8 @@ Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users
   return Status::OK();
 }
 
-Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users, const FullScorer& score,
-                        MetricSums* out) {
+Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
+                        const FullScorer& score, MetricSums* out) {
   const uint32_t I = ds.num_items;
   std::vector<uint32_t> chunk;
   std::vector<float> scores, row(I);
@@ -62,7 +65,8 @@ Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users, c
     if (chunk.empty()) continue;
     scores.clear();
     M6_RETURN_IF_ERROR(score(chunk, &scores));
-    if (scores.size() != chunk.size() * size_t(I)) return Status::Internal("scorer returned the wrong shape");
+    if (scores.size() != chunk.size() * size_t(I))
+      return Status::Internal("scorer returned the wrong shape");
     for (size_t c = 0; c < chunk.size(); ++c) {
       const uint32_t u = chunk[c];
       std::copy(scores.begin() + c * I, scores.begin() + (c + 1) * I, row.begin());
@@ -115,8 +119,10 @@ FullScorer PopularityFullScorer(const Dataset& ds) {
   };
 }
 
-Status EvalPopularity(const Dataset& ds, const std::vector<uint32_t>& users, uint64_t seed, MetricSums* out) {
-  if (ds.protocol == Dataset::Protocol::kFullRanking) return EvalFullProtocol(ds, users, PopularityFullScorer(ds), out);
+Status EvalPopularity(const Dataset& ds, const std::vector<uint32_t>& users, uint64_t seed,
+                      MetricSums* out) {
+  if (ds.protocol == Dataset::Protocol::kFullRanking)
+    return EvalFullProtocol(ds, users, PopularityFullScorer(ds), out);
   return EvalSampledProtocol(ds, users, false, seed, 0.0f, PopularitySampledScorer(ds), out);
 }
 

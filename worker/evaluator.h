@@ -20,18 +20,20 @@ namespace m6rec {
 
 // scores->at(c)[k] = score of cands[c][k] for users[c]; with_valid: the validation item may be
 // used as history (testing, as the sequential papers do).
-using SampledScorer = std::function<Status(const std::vector<uint32_t>& users,
-                                           const std::vector<std::vector<uint32_t>>& cands, bool with_valid,
-                                           std::vector<std::vector<float>>* scores)>;
+using SampledScorer = std::function<Status(
+    const std::vector<uint32_t>& users, const std::vector<std::vector<uint32_t>>& cands,
+    bool with_valid, std::vector<std::vector<float>>* scores)>;
 // scores: users.size() x ds.num_items, row-major.
-using FullScorer = std::function<Status(const std::vector<uint32_t>& users, std::vector<float>* scores)>;
+using FullScorer =
+    std::function<Status(const std::vector<uint32_t>& users, std::vector<float>* scores)>;
 
 constexpr int kEvalUsersPerChunk = 256;
 
-Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid, uint64_t seed,
-                           float threshold, const SampledScorer& score, MetricSums* out);
-Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users, const FullScorer& score,
-                        MetricSums* out);
+Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
+                           uint64_t seed, float threshold, const SampledScorer& score,
+                           MetricSums* out);
+Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
+                        const FullScorer& score, MetricSums* out);
 
 // Accuracy, precision, recall and F1 from the confusion sums EvalSampledProtocol adds
 // ("TP", "FP", "TN", "FN"), as a name -> value map of the means and these.
@@ -52,6 +54,7 @@ std::string EpochSummary(int epoch, double train_loss, Dataset::Protocol p, cons
 SampledScorer PopularitySampledScorer(const Dataset& ds);
 FullScorer PopularityFullScorer(const Dataset& ds);
 // The popularity baseline under the dataset's protocol (test targets).
-Status EvalPopularity(const Dataset& ds, const std::vector<uint32_t>& users, uint64_t seed, MetricSums* out);
+Status EvalPopularity(const Dataset& ds, const std::vector<uint32_t>& users, uint64_t seed,
+                      MetricSums* out);
 
 }  // namespace m6rec

@@ -54,15 +54,18 @@ StatusOr<Interactions> ReadInteractions(const std::string& path) {
                                      std::to_string(f.size()) + " fields");
     uint64_t u, i, ts = 0, dom = 0;
     if (!ParseU64(f[0], &u) || u >= kMaxId)
-      return Status::InvalidArgument(where + "user id '" + f[0] + "' is not a non-negative integer");
+      return Status::InvalidArgument(where + "user id '" + f[0] +
+                                     "' is not a non-negative integer");
     if (!ParseU64(f[1], &i) || i >= kMaxId)
-      return Status::InvalidArgument(where + "item id '" + f[1] + "' is not a non-negative integer");
+      return Status::InvalidArgument(where + "item id '" + f[1] +
+                                     "' is not a non-negative integer");
     if (f.size() >= 3 && !ParseU64(f[2], &dom))
       return Status::InvalidArgument(where + "domain '" + f[2] + "' is not a non-negative integer");
     if (f.size() == 4 && !ParseU64(f[3], &ts))
-      return Status::InvalidArgument(where + "timestamp '" + f[3] + "' is not a non-negative integer");
-    rows.push_back(Row{static_cast<uint32_t>(u), static_cast<uint32_t>(i), static_cast<int64_t>(ts),
-                       lineno});
+      return Status::InvalidArgument(where + "timestamp '" + f[3] +
+                                     "' is not a non-negative integer");
+    rows.push_back(
+        Row{static_cast<uint32_t>(u), static_cast<uint32_t>(i), static_cast<int64_t>(ts), lineno});
     max_user = std::max<uint32_t>(max_user, u);
     max_item = std::max<uint32_t>(max_item, i);
   }

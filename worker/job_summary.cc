@@ -39,8 +39,11 @@ const char* ProtocolKey(Dataset::Protocol p) {
 json WorkerSummary::ToJson() const {
   json eps = json::array();
   for (const auto& e : epochs) {
-    json ej = {{"epoch", e.epoch}, {"loss", e.loss},          {"elapsed_s", e.elapsed_s},
-               {"test", SumsToJson(e.test)}, {"valid", SumsToJson(e.valid)}};
+    json ej = {{"epoch", e.epoch},
+               {"loss", e.loss},
+               {"elapsed_s", e.elapsed_s},
+               {"test", SumsToJson(e.test)},
+               {"valid", SumsToJson(e.valid)}};
     for (const auto& [k, v] : e.report.items()) ej[k] = v;
     eps.push_back(ej);
   }
@@ -75,7 +78,8 @@ StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
     w.job = j.at("job").get<std::string>();
     w.dataset = j.at("dataset").get<std::string>();
     const std::string p = j.at("protocol").get<std::string>();
-    if (p != "sampled" && p != "full_ranking") return Status::Corruption("worker summary: protocol '" + p + "'");
+    if (p != "sampled" && p != "full_ranking")
+      return Status::Corruption("worker summary: protocol '" + p + "'");
     w.protocol = p == "sampled" ? Dataset::Protocol::kSampled : Dataset::Protocol::kFullRanking;
     w.negatives = j.at("negatives").get<int>();
     M6_ASSIGN_OR_RETURN(w.popularity, SumsFromJson(j.at("popularity"), "popularity"));
@@ -87,7 +91,8 @@ StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
       M6_ASSIGN_OR_RETURN(r.test, SumsFromJson(e.at("test"), "epoch test"));
       M6_ASSIGN_OR_RETURN(r.valid, SumsFromJson(e.at("valid"), "epoch valid"));
       for (const auto& [k, v] : e.items())
-        if (k != "epoch" && k != "loss" && k != "elapsed_s" && k != "test" && k != "valid") r.report[k] = v;
+        if (k != "epoch" && k != "loss" && k != "elapsed_s" && k != "test" && k != "valid")
+          r.report[k] = v;
       w.epochs.push_back(std::move(r));
     }
     w.best_epoch = j.at("best_epoch").get<int>();
@@ -105,10 +110,25 @@ StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
   } catch (const json::exception& e) {
     return Status::Corruption(std::string("worker summary: ") + e.what());
   }
-  static const char* kOwn[] = {"rank", "job", "dataset", "protocol", "negatives", "popularity", "epochs",
-                               "best_epoch", "steps", "samples", "train_s", "eval_s", "samples_per_s",
-                               "first_loss", "last_loss", "dense_params", "collective",
-                               "param_fingerprints", "final_fingerprint"};
+  static const char* kOwn[] = {"rank",
+                               "job",
+                               "dataset",
+                               "protocol",
+                               "negatives",
+                               "popularity",
+                               "epochs",
+                               "best_epoch",
+                               "steps",
+                               "samples",
+                               "train_s",
+                               "eval_s",
+                               "samples_per_s",
+                               "first_loss",
+                               "last_loss",
+                               "dense_params",
+                               "collective",
+                               "param_fingerprints",
+                               "final_fingerprint"};
   for (const auto& [k, v] : j.items())
     if (std::find(std::begin(kOwn), std::end(kOwn), k) == std::end(kOwn)) w.model[k] = v;
   return w;
@@ -130,7 +150,8 @@ json MetricsJson(const MetricSums& m) {
   return j;
 }
 
-StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double wall_s, std::string* line) {
+StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double wall_s,
+                              std::string* line) {
   if (workers.empty()) return Status::NotFound("no worker summaries");
   const WorkerSummary& w0 = workers[0];
   const bool full = w0.protocol == Dataset::Protocol::kFullRanking;
@@ -140,8 +161,9 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
   double sps = 0, train_s = 0;
   for (const auto& w : workers) {
     if (w.epochs.size() != w0.epochs.size())
-      return Status::Corruption("worker " + std::to_string(w.rank) + " evaluated " + std::to_string(w.epochs.size()) +
-                                " epochs, worker 0 " + std::to_string(w0.epochs.size()));
+      return Status::Corruption("worker " + std::to_string(w.rank) + " evaluated " +
+                                std::to_string(w.epochs.size()) + " epochs, worker 0 " +
+                                std::to_string(w0.epochs.size()));
     pop.Merge(w.popularity);
     sps += w.samples_per_s;
     train_s = std::max(train_s, w.train_s);
@@ -156,7 +178,9 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
       valid.Merge(w.epochs[e].valid);
       loss += w.epochs[e].loss / workers.size();
     }
-    json ep = {{"epoch", w0.epochs[e].epoch}, {"loss", loss}, {"elapsed_s", w0.epochs[e].elapsed_s},
+    json ep = {{"epoch", w0.epochs[e].epoch},
+               {"loss", loss},
+               {"elapsed_s", w0.epochs[e].elapsed_s},
                {"test", MetricsJson(test)}};
     if (!full) ep["valid"] = MetricsJson(valid);
     if (w0.epochs[e].epoch == w0.best_epoch) best = static_cast<int>(e);
@@ -170,18 +194,21 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
   if (best < 0) return result;
   const json& b = epochs[best];
   result["best_epoch"] = b["epoch"];
-  result["selected_by"] = std::string(SelectionFor(w0.protocol).on_validation ? "valid " : "test ") +
-                          SelectionFor(w0.protocol).metric;
+  result["selected_by"] =
+      std::string(SelectionFor(w0.protocol).on_validation ? "valid " : "test ") +
+      SelectionFor(w0.protocol).metric;
   result["test"] = b["test"];
   if (!full) result["valid"] = b["valid"];
   const auto heads = HeadlineMetrics(w0.protocol);
   char buf[400];
-  std::snprintf(buf, sizeof(buf),
-                "result (%s, best epoch %d): test %s %.4f %s %.4f over %.0f users (popularity %s %.4f); "
-                "%.0f samples/s, %.1f s",
-                ProtocolDescription(w0.protocol, w0.negatives).c_str(), b["epoch"].get<int>(), heads[0],
-                b["test"].value(heads[0], 0.0), heads[1], b["test"].value(heads[1], 0.0),
-                b["test"].value("users", 0.0), heads[0], result["popularity"].value(heads[0], 0.0), sps, wall_s);
+  std::snprintf(
+      buf, sizeof(buf),
+      "result (%s, best epoch %d): test %s %.4f %s %.4f over %.0f users (popularity %s %.4f); "
+      "%.0f samples/s, %.1f s",
+      ProtocolDescription(w0.protocol, w0.negatives).c_str(), b["epoch"].get<int>(), heads[0],
+      b["test"].value(heads[0], 0.0), heads[1], b["test"].value(heads[1], 0.0),
+      b["test"].value("users", 0.0), heads[0], result["popularity"].value(heads[0], 0.0), sps,
+      wall_s);
   *line = buf;
   return result;
 }

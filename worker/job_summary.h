@@ -27,13 +27,13 @@ struct EpochRecord {
 
 struct WorkerSummary {
   uint32_t rank = 0;
-  std::string job;      // the plugin's name
+  std::string job;  // the plugin's name
   std::string dataset;
   Dataset::Protocol protocol = Dataset::Protocol::kSampled;
-  int negatives = 0;    // sampled protocol: negatives each target is ranked against
+  int negatives = 0;  // sampled protocol: negatives each target is ranked against
   MetricSums popularity;
   std::vector<EpochRecord> epochs;
-  int best_epoch = 0;   // chosen during the job on every worker's metrics; 0 = none evaluated
+  int best_epoch = 0;  // chosen during the job on every worker's metrics; 0 = none evaluated
   uint64_t steps = 0, samples = 0;
   double train_s = 0, eval_s = 0, samples_per_s = 0, first_loss = 0, last_loss = 0;
   int64_t dense_params = 0;

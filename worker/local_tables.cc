@@ -21,7 +21,8 @@ StatusOr<std::shared_ptr<LocalStores>> LocalStores::Open(const LocalStoresOption
     so.hot_rows = opts.ps.hot_rows;
     so.path = s < opts.shard_dirs.size() ? opts.shard_dirs[s] : "";
     so.read_only = opts.read_only;
-    if (!opts.restore_from.empty()) so.restore_from = opts.restore_from + "/server-" + std::to_string(s);
+    if (!opts.restore_from.empty())
+      so.restore_from = opts.restore_from + "/server-" + std::to_string(s);
     M6_ASSIGN_OR_RETURN(auto store, OpenTableStore(so, opts.tables));
     ls->stores_.push_back(std::move(store));
   }
@@ -44,27 +45,30 @@ class LocalTables final : public SparseTables {
     Done& d = done_[next_];
     d.is_pull = true;
     d.rows.assign(n * spec->dim, 0.0f);
-    d.status = ForEachShard(table, keys, n, [&](TableStore& st, const std::vector<Key>& k,
-                                                const std::vector<size_t>& at) -> Status {
-      std::vector<float> rows(k.size() * spec->dim);
-      M6_RETURN_IF_ERROR(st.Lookup(table, k.data(), k.size(), spec->dim, rows.data()));
-      for (size_t j = 0; j < at.size(); ++j)
-        std::copy_n(&rows[j * spec->dim], spec->dim, &d.rows[at[j] * spec->dim]);
-      return Status::OK();
-    });
+    d.status = ForEachShard(
+        table, keys, n,
+        [&](TableStore& st, const std::vector<Key>& k, const std::vector<size_t>& at) -> Status {
+          std::vector<float> rows(k.size() * spec->dim);
+          M6_RETURN_IF_ERROR(st.Lookup(table, k.data(), k.size(), spec->dim, rows.data()));
+          for (size_t j = 0; j < at.size(); ++j)
+            std::copy_n(&rows[j * spec->dim], spec->dim, &d.rows[at[j] * spec->dim]);
+          return Status::OK();
+        });
     return next_++;
   }
 
   Status WaitPull(Ticket t, float* out) override {
     auto it = done_.find(t);
-    if (it == done_.end() || !it->second.is_pull) return Status::InvalidArgument("unknown pull ticket");
+    if (it == done_.end() || !it->second.is_pull)
+      return Status::InvalidArgument("unknown pull ticket");
     Status s = it->second.status;
     if (s.ok()) std::copy(it->second.rows.begin(), it->second.rows.end(), out);
     done_.erase(it);
     return s;
   }
 
-  StatusOr<Ticket> PushAsync(TableId table, const Key* keys, size_t n, const float* grads) override {
+  StatusOr<Ticket> PushAsync(TableId table, const Key* keys, size_t n,
+                             const float* grads) override {
     M6_ASSIGN_OR_RETURN(const TableSpec* spec, Spec(table));
     // Sum duplicates first (as the PS client does): one optimizer step per unique key.
     dedup_.Clear();
@@ -83,19 +87,21 @@ class LocalTables final : public SparseTables {
     }
     Done& d = done_[next_];
     d.is_pull = false;
-    d.status = ForEachShard(table, uniq.data(), uniq.size(),
-                            [&](TableStore& st, const std::vector<Key>& k, const std::vector<size_t>& at) {
-                              std::vector<float> g(k.size() * dim);
-                              for (size_t j = 0; j < at.size(); ++j)
-                                std::copy_n(&sum[at[j] * dim], dim, &g[j * dim]);
-                              return ApplyPush(st, *spec, k.data(), k.size(), g.data());
-                            });
+    d.status =
+        ForEachShard(table, uniq.data(), uniq.size(),
+                     [&](TableStore& st, const std::vector<Key>& k, const std::vector<size_t>& at) {
+                       std::vector<float> g(k.size() * dim);
+                       for (size_t j = 0; j < at.size(); ++j)
+                         std::copy_n(&sum[at[j] * dim], dim, &g[j * dim]);
+                       return ApplyPush(st, *spec, k.data(), k.size(), g.data());
+                     });
     return next_++;
   }
 
   Status WaitPush(Ticket t) override {
     auto it = done_.find(t);
-    if (it == done_.end() || it->second.is_pull) return Status::InvalidArgument("unknown push ticket");
+    if (it == done_.end() || it->second.is_pull)
+      return Status::InvalidArgument("unknown push ticket");
     Status s = it->second.status;
     done_.erase(it);
     return s;
@@ -116,7 +122,8 @@ class LocalTables final : public SparseTables {
   };
 
   StatusOr<const TableSpec*> Spec(TableId table) const {
-    if (table >= stores_->tables().size()) return Status::InvalidArgument("unknown table id " + std::to_string(table));
+    if (table >= stores_->tables().size())
+      return Status::InvalidArgument("unknown table id " + std::to_string(table));
     return &stores_->tables()[table];
   }
 
@@ -126,12 +133,14 @@ class LocalTables final : public SparseTables {
     std::map<uint32_t, std::pair<std::vector<Key>, std::vector<size_t>>> by_shard;
     for (size_t i = 0; i < n; ++i) {
       if (KeyTable(keys[i]) != table)
-        return Status::InvalidArgument("key " + std::to_string(keys[i]) + " is not of table " + std::to_string(table));
+        return Status::InvalidArgument("key " + std::to_string(keys[i]) + " is not of table " +
+                                       std::to_string(table));
       auto& part = by_shard[stores_->ShardOf(keys[i])];
       part.first.push_back(keys[i]);
       part.second.push_back(i);
     }
-    for (auto& [s, part] : by_shard) M6_RETURN_IF_ERROR(fn(stores_->shard(s), part.first, part.second));
+    for (auto& [s, part] : by_shard)
+      M6_RETURN_IF_ERROR(fn(stores_->shard(s), part.first, part.second));
     return Status::OK();
   }
 

@@ -17,7 +17,8 @@ const std::vector<uint32_t>& FriendsOf(const Dataset& ds, uint32_t u) {
 float DegreeWeight(size_t degree) { return 1.0f / std::sqrt(float(std::max<size_t>(1, degree))); }
 
 NegativeSampler MakeSampler(const Dataset& ds, const TrainConfig& tc) {
-  if (tc.negative_sampler == SamplerKind::kPopularity) return NegativeSampler(ds.item_popularity, ds.first_item, 0.75);
+  if (tc.negative_sampler == SamplerKind::kPopularity)
+    return NegativeSampler(ds.item_popularity, ds.first_item, 0.75);
   return NegativeSampler(ds.first_item, ds.num_items);
 }
 
@@ -31,7 +32,8 @@ M6Inputs::M6Inputs(const Dataset& d, const JobConfig& cfg)
   shape.social = !d.social.empty() && mc.social;
   shape.image_dim = mc.image ? d.image_dim : 0;
   shape.audio_dim = mc.audio ? d.audio_dim : 0;
-  for (const auto& l : d.item_tokens) item_tokens = std::max<int>(item_tokens, std::min<int>(kMaxItemTokens, l.size()));
+  for (const auto& l : d.item_tokens)
+    item_tokens = std::max<int>(item_tokens, std::min<int>(kMaxItemTokens, l.size()));
   // Evaluation reads wider neighbourhoods than a training step when model.eval_fanout says so:
   // the mean over more neighbours is the expectation of the training-time sampled mean.
   eval_fanout = mc.eval_fanout > 0 ? mc.eval_fanout : mc.fanout;
@@ -96,8 +98,9 @@ void BatchBuilder::Symmetric(size_t pool, std::vector<float>* w) const {
   for (float& x : *w) x *= scale;
 }
 
-void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h, const std::vector<uint32_t>& nbr_items,
-                           size_t nbr_pool, const std::vector<uint32_t>& fr) {
+void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
+                           const std::vector<uint32_t>& nbr_items, size_t nbr_pool,
+                           const std::vector<uint32_t>& fr) {
   const ModelConfig& mc = in_.mc;
   users.push_back(User(u));
   const int L = mc.seq_len, F = fanout_;
@@ -111,7 +114,8 @@ void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h, const std
     hist_mask.push_back(1);
   }
   std::vector<float> weight;
-  auto fill = [F, &weight](const std::vector<int64_t>& idx, std::vector<int64_t>* out, std::vector<float>* mask) {
+  auto fill = [F, &weight](const std::vector<int64_t>& idx, std::vector<int64_t>* out,
+                           std::vector<float>* mask) {
     for (int k = 0; k < F; ++k) {
       out->push_back(k < int(idx.size()) ? idx[k] : 0);
       mask->push_back(k < int(idx.size()) ? (k < int(weight.size()) ? weight[k] : 1.0f) : 0.0f);
@@ -190,7 +194,8 @@ namespace {
 // Training: the item graph's users of a scored item, drawn per batch. The edge being predicted
 // stays out: a positive's sampled users never include the batch's users who have it as their
 // target (they would see themselves).
-void DrawItemUsers(const M6Inputs& in, const Sample* s, size_t n, std::mt19937_64& rng, BatchBuilder* b) {
+void DrawItemUsers(const M6Inputs& in, const Sample* s, size_t n, std::mt19937_64& rng,
+                   BatchBuilder* b) {
   auto targets = std::make_shared<std::unordered_map<uint32_t, std::vector<uint32_t>>>();
   for (size_t k = 0; k < n; ++k) (*targets)[in.ds.train[s[k].user][s[k].pos]].push_back(s[k].user);
   const int fanout = in.mc.item_fanout;
@@ -201,7 +206,8 @@ void DrawItemUsers(const M6Inputs& in, const Sample* s, size_t n, std::mt19937_6
     if (skip > 0)
       out->erase(std::remove_if(out->begin(), out->end(),
                                 [&](uint32_t v) {
-                                  return std::find(t->second.begin(), t->second.end(), v) != t->second.end();
+                                  return std::find(t->second.begin(), t->second.end(), v) !=
+                                         t->second.end();
                                 }),
                  out->end());
     if (out->size() > size_t(fanout)) out->resize(fanout);
@@ -210,8 +216,8 @@ void DrawItemUsers(const M6Inputs& in, const Sample* s, size_t n, std::mt19937_6
 
 }  // namespace
 
-std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfig& cfg, const Sample* s, size_t n,
-                                              std::mt19937_64& rng) {
+std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfig& cfg,
+                                              const Sample* s, size_t n, std::mt19937_64& rng) {
   const ModelConfig& mc = in.mc;
   const Dataset& ds = in.ds;
   auto batch = std::make_unique<M6TrainBatch>();
@@ -223,7 +229,8 @@ std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfi
   for (size_t k = 0; k < n; ++k) {
     const uint32_t u = s[k].user, pos = s[k].pos;
     const uint32_t item = ds.train[u][pos];
-    hist = mc.sequence ? HistoryWindow(ds.train[u], pos, mc.seq_len, ds.ordered) : std::vector<uint32_t>{};
+    hist = mc.sequence ? HistoryWindow(ds.train[u], pos, mc.seq_len, ds.ordered)
+                       : std::vector<uint32_t>{};
     if (mc.graph) {
       // On time-ordered data the graph sees only what came before the target, as at test
       // time (where every training item precedes the held-out one).
@@ -250,7 +257,8 @@ std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfi
   return batch;
 }
 
-std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in, const std::vector<UserQuery>& queries) {
+std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in,
+                                             const std::vector<UserQuery>& queries) {
   const ModelConfig& mc = in.mc;
   auto b = std::make_unique<BatchBuilder>(in, in.eval_fanout, in.eval_item_fanout);
   if (mc.item_graph)
@@ -259,11 +267,14 @@ std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in, const std::vect
     };
   for (const auto& q : queries) {
     const uint32_t u = q.user;
-    b->AddUser(u, mc.sequence ? HistoryWindow(q.history, -1, mc.seq_len, in.ds.ordered) : std::vector<uint32_t>{},
+    b->AddUser(u,
+               mc.sequence ? HistoryWindow(q.history, -1, mc.seq_len, in.ds.ordered)
+                           : std::vector<uint32_t>{},
                mc.graph ? SampleNeighboursFixed(q.neighbours, in.eval_fanout, -1, in.eval_seed, u)
                         : std::vector<uint32_t>{},
                q.neighbours.size(),
-               mc.graph ? SampleNeighboursFixed(FriendsOf(in.ds, u), in.eval_fanout, -1, in.eval_seed ^ 1, u)
+               mc.graph ? SampleNeighboursFixed(FriendsOf(in.ds, u), in.eval_fanout, -1,
+                                                in.eval_seed ^ 1, u)
                         : std::vector<uint32_t>{});
   }
   return b;

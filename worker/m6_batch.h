@@ -28,8 +28,8 @@ struct ModelShape {
   int64_t dim = 64;
   int64_t image_dim = 0;  // 0 = no image vectors
   int64_t audio_dim = 0;
-  bool tokens = false;    // items/users have tokens (a token table is needed)
-  bool social = false;    // a user-user graph exists
+  bool tokens = false;  // items/users have tokens (a token table is needed)
+  bool social = false;  // a user-user graph exists
 };
 
 // Everything about the data and the configuration that batches of one job share.
@@ -38,7 +38,7 @@ struct M6Inputs {
   const Dataset& ds;
   const ModelConfig& mc;
   ModelShape shape;
-  int item_tokens = 1;        // tokens read per item (the longest item text, capped)
+  int item_tokens = 1;  // tokens read per item (the longest item text, capped)
   int eval_fanout = 0, eval_item_fanout = 0;
   uint64_t eval_seed = 0;
   std::vector<std::vector<uint32_t>> item_users;  // the item graph's neighbours (item_graph)
@@ -64,8 +64,8 @@ class BatchBuilder {
 
   // One user row of the user tower. hist: oldest first; nbr: items sampled from nbr_pool of
   // them (the size of the neighbourhood, for graph_weighting: symmetric).
-  void AddUser(uint32_t u, const std::vector<uint32_t>& hist, const std::vector<uint32_t>& nbr, size_t nbr_pool,
-               const std::vector<uint32_t>& friends);
+  void AddUser(uint32_t u, const std::vector<uint32_t>& hist, const std::vector<uint32_t>& nbr,
+               size_t nbr_pool, const std::vector<uint32_t>& friends);
 
   int fanout() const { return fanout_; }
   int item_fanout() const { return item_fanout_; }
@@ -108,10 +108,11 @@ void FillKeyLists(const BatchBuilder& b, const JobConfig& cfg, std::vector<KeyLi
 
 // A training batch of samples s[0..n): histories (causal on ordered data), sampled graph
 // neighbours and friends, the positives and `in.negatives` shared negatives from in.sampler.
-std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfig& cfg, const Sample* s, size_t n,
-                                              std::mt19937_64& rng);
+std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfig& cfg,
+                                              const Sample* s, size_t n, std::mt19937_64& rng);
 
 // An evaluation builder (fixed neighbour samples) with the queries' users added in order.
-std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in, const std::vector<UserQuery>& queries);
+std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in,
+                                             const std::vector<UserQuery>& queries);
 
 }  // namespace m6rec

@@ -2,9 +2,9 @@
 // (each costs ~20 s and ~1 GB to compile): everything that touches tensors for the M6 job is here.
 #include "worker/m6_model.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -36,12 +36,13 @@ bool DeviceBuffers(const Collective& c) { return c.capabilities().device_buffers
 // The dense part: a module's parameters, replicated on every worker, and their Adam optimizer.
 class TorchDense final : public DenseModel {
  public:
-  TorchDense(M6Model model, const ModelConfig& mc) : model_(std::move(model)), params_(model_->parameters()) {
+  TorchDense(M6Model model, const ModelConfig& mc)
+      : model_(std::move(model)), params_(model_->parameters()) {
     for (const auto& p : params_) numel_ += p.numel();
     // A model with every dense part switched off (pure id embeddings) has no dense parameters.
     if (numel_ > 0)
-      opt_ = std::make_unique<torch::optim::Adam>(params_,
-                                                  torch::optim::AdamOptions(mc.dense_lr).weight_decay(mc.dense_weight_decay));
+      opt_ = std::make_unique<torch::optim::Adam>(
+          params_, torch::optim::AdamOptions(mc.dense_lr).weight_decay(mc.dense_weight_decay));
   }
 
   int64_t numel() const override { return numel_; }
@@ -49,22 +50,28 @@ class TorchDense final : public DenseModel {
   Status Broadcast(Collective& coll) override {
     if (coll.size() == 1 || numel_ == 0) return Status::OK();
     torch::NoGradGuard ng;
-    torch::Tensor buf = Flat([](const torch::Tensor& p) { return p.detach(); }, DeviceBuffers(coll));
+    torch::Tensor buf =
+        Flat([](const torch::Tensor& p) { return p.detach(); }, DeviceBuffers(coll));
     M6_RETURN_IF_ERROR(coll.Broadcast(buf.data_ptr<float>(), size_t(numel_), 0));
-    Unflat(buf.to(params_[0].device()), [](torch::Tensor& p, const torch::Tensor& v) { p.copy_(v); });
+    Unflat(buf.to(params_[0].device()),
+           [](torch::Tensor& p, const torch::Tensor& v) { p.copy_(v); });
     return Status::OK();
   }
 
   Status AllReduceAndStep(Collective& coll) override {
     if (coll.size() > 1 && numel_ > 0) {
       torch::Tensor buf = Flat(
-          [](const torch::Tensor& p) { return p.grad().defined() ? p.grad() : torch::zeros_like(p); },
+          [](const torch::Tensor& p) {
+            return p.grad().defined() ? p.grad() : torch::zeros_like(p);
+          },
           DeviceBuffers(coll));
       M6_RETURN_IF_ERROR(coll.AllReduceSum(buf.data_ptr<float>(), size_t(numel_)));
       buf = (buf / double(coll.size())).to(params_[0].device());
       Unflat(buf, [](torch::Tensor& p, const torch::Tensor& g) {
-        if (p.grad().defined()) p.mutable_grad().copy_(g);
-        else p.mutable_grad() = g.clone();
+        if (p.grad().defined())
+          p.mutable_grad().copy_(g);
+        else
+          p.mutable_grad() = g.clone();
       });
     }
     if (opt_) opt_->step();
@@ -80,7 +87,8 @@ class TorchDense final : public DenseModel {
     for (const auto& p : params_) {
       auto c = p.detach().to(torch::kCPU).contiguous();
       const auto* bytes = static_cast<const unsigned char*>(c.data_ptr());
-      for (size_t k = 0, n = size_t(c.numel()) * c.element_size(); k < n; ++k) h = (h ^ bytes[k]) * 1099511628211ull;
+      for (size_t k = 0, n = size_t(c.numel()) * c.element_size(); k < n; ++k)
+        h = (h ^ bytes[k]) * 1099511628211ull;
     }
     return h;
   }
@@ -91,7 +99,8 @@ class TorchDense final : public DenseModel {
       torch::save(model_, dir + "/dense.pt");
       if (opt_) torch::save(*opt_, dir + "/dense_optimizer.pt");
     } catch (const c10::Error& e) {
-      return Status::IOError("saving the dense model under " + dir + ": " + e.what_without_backtrace());
+      return Status::IOError("saving the dense model under " + dir + ": " +
+                             e.what_without_backtrace());
     }
     return Status::OK();
   }
@@ -101,7 +110,8 @@ class TorchDense final : public DenseModel {
       torch::load(model_, dir + "/dense.pt");
       if (opt_ && with_optimizer) torch::load(*opt_, dir + "/dense_optimizer.pt");
     } catch (const c10::Error& e) {
-      return Status::IOError("cannot load the dense checkpoint under '" + dir + "': " + e.what_without_backtrace());
+      return Status::IOError("cannot load the dense checkpoint under '" + dir +
+                             "': " + e.what_without_backtrace());
     }
     return Status::OK();
   }
@@ -125,11 +135,13 @@ class TorchDense final : public DenseModel {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     torch::Tensor cur = gen.get_state();
-    if (size_t(cur.numel()) * 2 != s.size()) return Status::Corruption("a checkpoint's dense RNG state has the wrong size");
+    if (size_t(cur.numel()) * 2 != s.size())
+      return Status::Corruption("a checkpoint's dense RNG state has the wrong size");
     torch::Tensor st = torch::empty({cur.numel()}, torch::kUInt8);
     auto* b = static_cast<unsigned char*>(st.data_ptr());
     auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-    for (int64_t i = 0; i < cur.numel(); ++i) b[i] = static_cast<unsigned char>(nibble(s[2 * i]) << 4 | nibble(s[2 * i + 1]));
+    for (int64_t i = 0; i < cur.numel(); ++i)
+      b[i] = static_cast<unsigned char>(nibble(s[2 * i]) << 4 | nibble(s[2 * i + 1]));
     gen.set_state(st);
     return Status::OK();
   }
@@ -173,7 +185,8 @@ class M6Plugin final : public ModelPlugin {
   const char* name() const override { return "m6"; }
   DenseModel* dense() override { return dense_.get(); }
 
-  StatusOr<std::unique_ptr<TrainBatch>> MakeBatch(const Sample* s, size_t n, std::mt19937_64& rng) override {
+  StatusOr<std::unique_ptr<TrainBatch>> MakeBatch(const Sample* s, size_t n,
+                                                  std::mt19937_64& rng) override {
     return std::unique_ptr<TrainBatch>(BuildTrainBatch(in_, cfg_, s, n, rng));
   }
   StatusOr<StepResult> Step(TrainBatch& batch) override;
@@ -186,7 +199,8 @@ class M6Plugin final : public ModelPlugin {
     all_items_ = torch::Tensor();
     model_->train();
   }
-  Status ScoreCandidates(const std::vector<UserQuery>& queries, const std::vector<std::vector<uint32_t>>& cands,
+  Status ScoreCandidates(const std::vector<UserQuery>& queries,
+                         const std::vector<std::vector<uint32_t>>& cands,
                          std::vector<std::vector<float>>* scores) override;
   Status ScoreAllItems(const std::vector<UserQuery>& queries, std::vector<float>* scores) override;
 
@@ -216,15 +230,18 @@ ModelBatch M6Plugin::Tensors(const BatchBuilder& b, std::vector<KeyList>& lists,
   const ModelConfig& mc = cfg_.model;
   const int64_t d = in_.shape.dim, B = int64_t(b.users.size()), Ki = int64_t(b.item_ids.size());
   auto leaf = [&](std::vector<float>& v, size_t n, bool want_grad) {
-    torch::Tensor t = n == 0 ? torch::zeros({0, d}) : torch::from_blob(v.data(), {int64_t(n), d}, torch::kFloat);
+    torch::Tensor t =
+        n == 0 ? torch::zeros({0, d}) : torch::from_blob(v.data(), {int64_t(n), d}, torch::kFloat);
     t = t.to(dev_);
     if (want_grad) t = t.detach().requires_grad_(true);
     return t;
   };
   ModelBatch mb;
   mb.user_rows = leaf(lists[M6TrainBatch::kUsers].rows, b.user_ids.size(), grad);
-  mb.item_rows = mc.item_id ? leaf(lists[M6TrainBatch::kItems].rows, b.item_ids.size(), grad) : torch::zeros({Ki, d}).to(dev_);
-  mb.token_rows = leaf(lists[M6TrainBatch::kTokens].rows, b.token_ids.size(), grad && !b.token_ids.empty());
+  mb.item_rows = mc.item_id ? leaf(lists[M6TrainBatch::kItems].rows, b.item_ids.size(), grad)
+                            : torch::zeros({Ki, d}).to(dev_);
+  mb.token_rows =
+      leaf(lists[M6TrainBatch::kTokens].rows, b.token_ids.size(), grad && !b.token_ids.empty());
   const int64_t tt = in_.item_tokens;
   mb.item_tok = LongTensor(b.item_tok, Ki, tt).to(dev_);
   mb.item_tok_mask = FloatTensor(b.item_tok_mask, Ki, tt).to(dev_);
@@ -313,12 +330,14 @@ Status M6Plugin::PullEval(const BatchBuilder& b, std::vector<KeyList>* lists) {
   FillKeyLists(b, cfg_, lists);
   for (auto& l : *lists) {
     l.rows.resize(l.keys.size() * l.dim);
-    if (!l.keys.empty()) M6_RETURN_IF_ERROR(tables_.Pull(l.table, l.keys.data(), l.keys.size(), l.rows.data()));
+    if (!l.keys.empty())
+      M6_RETURN_IF_ERROR(tables_.Pull(l.table, l.keys.data(), l.keys.size(), l.rows.data()));
   }
   return Status::OK();
 }
 
-Status M6Plugin::ScoreCandidates(const std::vector<UserQuery>& queries, const std::vector<std::vector<uint32_t>>& cands,
+Status M6Plugin::ScoreCandidates(const std::vector<UserQuery>& queries,
+                                 const std::vector<std::vector<uint32_t>>& cands,
                                  std::vector<std::vector<float>>* scores) {
   auto b = BuildEvalBatch(in_, queries);
   std::vector<int64_t> cidx;
@@ -335,7 +354,10 @@ Status M6Plugin::ScoreCandidates(const std::vector<UserQuery>& queries, const st
   auto uv = model_->UserVectors(mb, iv);
   auto civ = WithPadRow(model_->ScoredItemVectors(mb, iv))
                  .index_select(0, LongTensor(cidx, int64_t(cidx.size()), 1).view({-1}).to(dev_));
-  auto s = (uv.unsqueeze(1) * civ.view({int64_t(queries.size()), n, -1})).sum(-1).to(torch::kCPU).contiguous();
+  auto s = (uv.unsqueeze(1) * civ.view({int64_t(queries.size()), n, -1}))
+               .sum(-1)
+               .to(torch::kCPU)
+               .contiguous();
   const float* sp = s.data_ptr<float>();
   for (size_t c = 0; c < queries.size(); ++c) scores->emplace_back(sp + c * n, sp + (c + 1) * n);
   return Status::OK();
@@ -344,8 +366,9 @@ Status M6Plugin::ScoreCandidates(const std::vector<UserQuery>& queries, const st
 Status M6Plugin::ComputeAllItems() {
   std::vector<torch::Tensor> parts;
   // ~160k neighbour slots per chunk (8192 items at 20 neighbours) bound the gathered rows.
-  const uint32_t chunk =
-      cfg_.model.item_graph ? std::max<uint32_t>(256, 163840 / uint32_t(in_.eval_item_fanout)) : 8192;
+  const uint32_t chunk = cfg_.model.item_graph
+                             ? std::max<uint32_t>(256, 163840 / uint32_t(in_.eval_item_fanout))
+                             : 8192;
   for (uint32_t start = 0; start < in_.ds.num_items; start += chunk) {
     auto b = BuildEvalBatch(in_, {});
     for (uint32_t i = start; i < std::min(in_.ds.num_items, start + chunk); ++i) b->Scored(i);
@@ -374,11 +397,13 @@ Status M6Plugin::ScoreAllItems(const std::vector<UserQuery>& queries, std::vecto
 
 json M6Plugin::EpochReport() const {
   json gates = json::object();
-  for (auto [name, f, srcs] : {std::make_tuple("user", model_->user_fusion, &model_->user_sources()),
-                               std::make_tuple("item", model_->item_fusion, &model_->item_sources())}) {
+  for (auto [name, f, srcs] :
+       {std::make_tuple("user", model_->user_fusion, &model_->user_sources()),
+        std::make_tuple("item", model_->item_fusion, &model_->item_sources())}) {
     if (!f->last_gates.defined()) continue;
     auto g = f->last_gates.to(torch::kCPU);
-    for (size_t k = 0; k < srcs->size(); ++k) gates[name][(*srcs)[k]] = g[int64_t(k)].item<double>();
+    for (size_t k = 0; k < srcs->size(); ++k)
+      gates[name][(*srcs)[k]] = g[int64_t(k)].item<double>();
   }
   return {{"gates", gates}};
 }
@@ -389,7 +414,8 @@ class GuardedM6Plugin final : public ModelPlugin {
   explicit GuardedM6Plugin(std::unique_ptr<M6Plugin> p) : p_(std::move(p)) {}
   const char* name() const override { return p_->name(); }
   DenseModel* dense() override { return p_->dense(); }
-  StatusOr<std::unique_ptr<TrainBatch>> MakeBatch(const Sample* s, size_t n, std::mt19937_64& rng) override {
+  StatusOr<std::unique_ptr<TrainBatch>> MakeBatch(const Sample* s, size_t n,
+                                                  std::mt19937_64& rng) override {
     return Guard([&]() { return p_->MakeBatch(s, n, rng); });
   }
   StatusOr<StepResult> Step(TrainBatch& b) override {
@@ -397,7 +423,8 @@ class GuardedM6Plugin final : public ModelPlugin {
   }
   Status BeginScoring() override { return p_->BeginScoring(); }
   void EndScoring() override { p_->EndScoring(); }
-  Status ScoreCandidates(const std::vector<UserQuery>& q, const std::vector<std::vector<uint32_t>>& c,
+  Status ScoreCandidates(const std::vector<UserQuery>& q,
+                         const std::vector<std::vector<uint32_t>>& c,
                          std::vector<std::vector<float>>* s) override {
     return Guard([&]() { return p_->ScoreCandidates(q, c, s); });
   }
@@ -428,13 +455,15 @@ StatusOr<std::unique_ptr<ModelPlugin>> MakeM6Plugin(const PluginContext& ctx) {
   const Dataset& ds = *ctx.data;
   const bool tokens = ds.num_tokens > 0 && (cfg.model.text || cfg.model.content);
   if (tokens && !cfg.FindTable(cfg.model.token_table))
-    return Status::InvalidArgument("the data has tokens but no table '" + cfg.model.token_table +
-                                   "' is declared (add it under tables, or set model.text and model.content to false)");
+    return Status::InvalidArgument(
+        "the data has tokens but no table '" + cfg.model.token_table +
+        "' is declared (add it under tables, or set model.text and model.content to false)");
   torch::Device dev(torch::kCPU);
   if (cfg.model.device == DeviceKind::kCuda) {
     if (!torch::cuda::is_available())
       return Status::Unavailable(
-          "model.device is cuda, but this LibTorch sees no CUDA device (build against a CUDA LibTorch on a GPU machine)");
+          "model.device is cuda, but this LibTorch sees no CUDA device (build against a CUDA "
+          "LibTorch on a GPU machine)");
     dev = torch::Device(torch::kCUDA, 0);
   }
   try {

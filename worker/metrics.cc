@@ -28,15 +28,18 @@ std::vector<uint32_t> TopK(const std::vector<float>& scores, int k) {
   return idx;
 }
 
-double RecallAtK(const std::vector<uint32_t>& ranked, const std::vector<uint32_t>& relevant, int k) {
+double RecallAtK(const std::vector<uint32_t>& ranked, const std::vector<uint32_t>& relevant,
+                 int k) {
   if (relevant.empty()) return 0.0;
   std::unordered_set<uint32_t> rel(relevant.begin(), relevant.end());
   size_t hits = 0;
-  for (size_t i = 0; i < ranked.size() && i < static_cast<size_t>(k); ++i) hits += rel.count(ranked[i]);
+  for (size_t i = 0; i < ranked.size() && i < static_cast<size_t>(k); ++i)
+    hits += rel.count(ranked[i]);
   return static_cast<double>(hits) / rel.size();
 }
 
-double FullNdcgAtK(const std::vector<uint32_t>& ranked, const std::vector<uint32_t>& relevant, int k) {
+double FullNdcgAtK(const std::vector<uint32_t>& ranked, const std::vector<uint32_t>& relevant,
+                   int k) {
   if (relevant.empty()) return 0.0;
   std::unordered_set<uint32_t> rel(relevant.begin(), relevant.end());
   double dcg = 0, idcg = 0;
@@ -68,10 +71,14 @@ double Auc(const std::vector<float>& scores, const std::vector<int>& labels) {
 
 void BinaryCounts::Add(float score, int label, float threshold) {
   const bool p = score >= threshold;
-  if (p && label) ++tp;
-  else if (p) ++fp;
-  else if (label) ++fn;
-  else ++tn;
+  if (p && label)
+    ++tp;
+  else if (p)
+    ++fp;
+  else if (label)
+    ++fn;
+  else
+    ++tn;
 }
 double BinaryCounts::accuracy() const {
   const double n = tp + fp + tn + fn;
@@ -103,7 +110,8 @@ std::vector<double> MetricSums::Pack() const {
 void MetricSums::Unpack(const std::vector<double>& packed, const std::vector<std::string>& names) {
   sums_.clear();
   users_ = packed.empty() ? 0 : static_cast<uint64_t>(packed[0]);
-  for (size_t i = 0; i < names.size() && i + 1 < packed.size(); ++i) sums_[names[i]] = packed[i + 1];
+  for (size_t i = 0; i < names.size() && i + 1 < packed.size(); ++i)
+    sums_[names[i]] = packed[i + 1];
 }
 
 }  // namespace m6rec

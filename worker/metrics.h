@@ -27,7 +27,8 @@ double NdcgAtK(int rank, int k);
 // Indices of the k highest scores, best first (ties broken by lower index).
 std::vector<uint32_t> TopK(const std::vector<float>& scores, int k);
 double RecallAtK(const std::vector<uint32_t>& ranked, const std::vector<uint32_t>& relevant, int k);
-double FullNdcgAtK(const std::vector<uint32_t>& ranked, const std::vector<uint32_t>& relevant, int k);
+double FullNdcgAtK(const std::vector<uint32_t>& ranked, const std::vector<uint32_t>& relevant,
+                   int k);
 
 double Auc(const std::vector<float>& scores, const std::vector<int>& labels);
 

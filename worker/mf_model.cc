@@ -28,12 +28,14 @@ class MfPlugin final : public ModelPlugin {
   const char* name() const override { return "mf"; }
   DenseModel* dense() override { return nullptr; }
 
-  StatusOr<std::unique_ptr<TrainBatch>> MakeBatch(const Sample* s, size_t n, std::mt19937_64& rng) override;
+  StatusOr<std::unique_ptr<TrainBatch>> MakeBatch(const Sample* s, size_t n,
+                                                  std::mt19937_64& rng) override;
   StatusOr<StepResult> Step(TrainBatch& batch) override;
 
   Status BeginScoring() override { return Status::OK(); }
   void EndScoring() override { all_items_.clear(); }
-  Status ScoreCandidates(const std::vector<UserQuery>& queries, const std::vector<std::vector<uint32_t>>& cands,
+  Status ScoreCandidates(const std::vector<UserQuery>& queries,
+                         const std::vector<std::vector<uint32_t>>& cands,
                          std::vector<std::vector<float>>* scores) override;
   Status ScoreAllItems(const std::vector<UserQuery>& queries, std::vector<float>* scores) override;
 
@@ -47,7 +49,8 @@ class MfPlugin final : public ModelPlugin {
     return l;
   }
   // The last L items of `items` (newest first), skipping `exclude` (-1: none).
-  void History(const std::vector<uint32_t>& items, int64_t exclude, std::vector<uint32_t>* h) const {
+  void History(const std::vector<uint32_t>& items, int64_t exclude,
+               std::vector<uint32_t>* h) const {
     h->clear();
     for (size_t k = items.size(); k-- > 0 && static_cast<int>(h->size()) < tc_.history;)
       if (static_cast<int64_t>(items[k]) != exclude) h->push_back(items[k]);
@@ -66,7 +69,8 @@ class MfPlugin final : public ModelPlugin {
   std::vector<float> all_items_;  // every item's row while scoring all items
 };
 
-StatusOr<std::unique_ptr<TrainBatch>> MfPlugin::MakeBatch(const Sample* s, size_t n, std::mt19937_64& rng) {
+StatusOr<std::unique_ptr<TrainBatch>> MfPlugin::MakeBatch(const Sample* s, size_t n,
+                                                          std::mt19937_64& rng) {
   auto b = std::make_unique<MfBatch>();
   b->lists = {List(ut_), List(it_), List(it_), List(it_)};
   auto& L = b->lists;
@@ -81,11 +85,13 @@ StatusOr<std::unique_ptr<TrainBatch>> MfPlugin::MakeBatch(const Sample* s, size_
   }
   const uint32_t span = ds_.num_items - ds_.first_item;
   for (int j = 0; j < tc_.negatives; ++j)
-    L[MfBatch::kNegatives].keys.push_back(ItemKey(ds_.first_item + static_cast<uint32_t>(rng() % span)));
+    L[MfBatch::kNegatives].keys.push_back(
+        ItemKey(ds_.first_item + static_cast<uint32_t>(rng() % span)));
   return std::unique_ptr<TrainBatch>(std::move(b));
 }
 
-void MfPlugin::Compose(size_t n, const std::vector<uint32_t>& hcount, const float* H, float* U) const {
+void MfPlugin::Compose(size_t n, const std::vector<uint32_t>& hcount, const float* H,
+                       float* U) const {
   size_t off = 0;
   for (size_t b = 0; b < n; ++b) {
     if (hcount[b] == 0) continue;
@@ -110,16 +116,16 @@ StatusOr<StepResult> MfPlugin::Step(TrainBatch& batch) {
   double loss = 0;
   switch (tc_.loss) {
     case LossKind::kCcl:
-      loss = LossCcl(n, M, dim_, U.rows.data(), P.rows.data(), N.rows.data(), tc_.margin, tc_.neg_weight,
-                     U.grads.data(), P.grads.data(), N.grads.data());
+      loss = LossCcl(n, M, dim_, U.rows.data(), P.rows.data(), N.rows.data(), tc_.margin,
+                     tc_.neg_weight, U.grads.data(), P.grads.data(), N.grads.data());
       break;
     case LossKind::kSoftmax:
-      loss = LossSoftmax(n, M, dim_, U.rows.data(), P.rows.data(), N.rows.data(), tc_.temperature, U.grads.data(),
-                         P.grads.data(), N.grads.data());
+      loss = LossSoftmax(n, M, dim_, U.rows.data(), P.rows.data(), N.rows.data(), tc_.temperature,
+                         U.grads.data(), P.grads.data(), N.grads.data());
       break;
     default:
-      loss = LossBpr(n, M, dim_, U.rows.data(), P.rows.data(), N.rows.data(), U.grads.data(), P.grads.data(),
-                     N.grads.data());
+      loss = LossBpr(n, M, dim_, U.rows.data(), P.rows.data(), N.rows.data(), U.grads.data(),
+                     P.grads.data(), N.grads.data());
   }
   if (!H.keys.empty()) {
     // Back through the composition: d/d e_user = g * gu; d/d e_hist = (1-g)/|H| * gu.
@@ -128,7 +134,8 @@ StatusOr<StepResult> MfPlugin::Step(TrainBatch& batch) {
     for (size_t r = 0; r < n; ++r) {
       if (b.hcount[r] == 0) continue;
       const float w = (1.0f - g_user_) / b.hcount[r];
-      for (uint32_t h = 0; h < b.hcount[r]; ++h, ++off) Axpy(w, &U.grads[r * dim_], &H.grads[off * dim_], dim_);
+      for (uint32_t h = 0; h < b.hcount[r]; ++h, ++off)
+        Axpy(w, &U.grads[r * dim_], &H.grads[off * dim_], dim_);
       for (uint32_t k = 0; k < dim_; ++k) U.grads[r * dim_ + k] *= g_user_;
     }
   }
@@ -183,7 +190,8 @@ Status MfPlugin::ScoreAllItems(const std::vector<UserQuery>& queries, std::vecto
   M6_RETURN_IF_ERROR(UserVectors(queries, &urows));
   scores->resize(queries.size() * size_t(I));
   for (size_t c = 0; c < queries.size(); ++c)
-    for (uint32_t i = 0; i < I; ++i) (*scores)[c * I + i] = Dot(&urows[c * dim_], &all_items_[size_t(i) * dim_], dim_);
+    for (uint32_t i = 0; i < I; ++i)
+      (*scores)[c * I + i] = Dot(&urows[c * dim_], &all_items_[size_t(i) * dim_], dim_);
   return Status::OK();
 }
 
@@ -192,7 +200,8 @@ Status MfPlugin::ScoreAllItems(const std::vector<UserQuery>& queries, std::vecto
 StatusOr<std::unique_ptr<ModelPlugin>> MakeMfPlugin(const PluginContext& ctx) {
   const TableSpec* ut = ctx.cfg->FindTable(ctx.cfg->train.user_table);
   const TableSpec* it = ctx.cfg->FindTable(ctx.cfg->train.item_table);
-  if (!ut || !it) return Status::InvalidArgument("mf: train.user_table / train.item_table are not declared");
+  if (!ut || !it)
+    return Status::InvalidArgument("mf: train.user_table / train.item_table are not declared");
   return std::unique_ptr<ModelPlugin>(new MfPlugin(ctx, *ut, *it));
 }
 

@@ -25,7 +25,8 @@ torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask) {
   return (x * m).sum(1) / m.sum(1).clamp_min(1e-12);
 }
 
-torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q, const torch::Tensor& mask) {
+torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q,
+                            const torch::Tensor& mask) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(x.size(-1)));
   torch::Tensor s = q.dim() == 1 ? torch::matmul(x, q) : (x * q.unsqueeze(1)).sum(-1);  // [N, K]
   s = (s * scale).masked_fill(mask <= 0, -1e9);
@@ -33,10 +34,12 @@ torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q, cons
   return (w.unsqueeze(-1) * x).sum(1);
 }
 
-FusionImpl::FusionImpl(int64_t sources, int64_t dim, int64_t hidden, FusionKind mode, double dropout)
+FusionImpl::FusionImpl(int64_t sources, int64_t dim, int64_t hidden, FusionKind mode,
+                       double dropout)
     : mode_(mode), sources_(sources) {
   if (mode_ == FusionKind::kMean) return;
-  if (mode_ == FusionKind::kGate) gate_ = register_module("gate", nn::Linear(sources * dim, sources));
+  if (mode_ == FusionKind::kGate)
+    gate_ = register_module("gate", nn::Linear(sources * dim, sources));
   reduce_ = register_module("reduce", nn::Linear(sources * dim, dim));
   mlp1_ = register_module("mlp1", nn::Linear(dim, hidden));
   mlp2_ = register_module("mlp2", nn::Linear(hidden, dim));
@@ -78,12 +81,14 @@ void IdentityInit(nn::LinearImpl* l) {
   torch::NoGradGuard ng;
   const int64_t out = l->weight.size(0), in = l->weight.size(1), k = in / out;
   l->weight.zero_();
-  for (int64_t b = 0; b < k; ++b) l->weight.narrow(1, b * out, out).add_(torch::eye(out) / double(k));
+  for (int64_t b = 0; b < k; ++b)
+    l->weight.narrow(1, b * out, out).add_(torch::eye(out) / double(k));
   l->bias.zero_();
 }
 }  // namespace
 
-M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape) : cfg_(cfg), shape_(shape) {
+M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape)
+    : cfg_(cfg), shape_(shape) {
   const int64_t d = shape.dim, h = cfg.hidden;
   // Item tower sources.
   if (cfg.item_id) item_sources_.push_back("id");
@@ -115,7 +120,8 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape) : cfg_
   if (cfg.content && shape.tokens) {
     user_sources_.push_back("content");
     content_key_ = register_module("content_key", nn::Linear(d, d));
-    content_query_ = register_parameter("content_query", torch::randn({d}) * (1.0 / std::sqrt(double(d))));
+    content_query_ =
+        register_parameter("content_query", torch::randn({d}) * (1.0 / std::sqrt(double(d))));
   }
   if (cfg.graph) {
     user_sources_.push_back("graph");
@@ -127,8 +133,10 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape) : cfg_
     item_sage_ = register_module("item_sage", nn::Linear(d, d));
     IdentityInit(item_sage_.get());
   }
-  item_fusion = register_module("item_fusion", Fusion(int64_t(item_sources_.size()), d, h, cfg.fusion, cfg.dropout));
-  user_fusion = register_module("user_fusion", Fusion(int64_t(user_sources_.size()), d, h, cfg.fusion, cfg.dropout));
+  item_fusion = register_module(
+      "item_fusion", Fusion(int64_t(item_sources_.size()), d, h, cfg.fusion, cfg.dropout));
+  user_fusion = register_module(
+      "user_fusion", Fusion(int64_t(user_sources_.size()), d, h, cfg.fusion, cfg.dropout));
 }
 
 torch::Tensor M6ModelImpl::ItemVectors(const ModelBatch& b) {
@@ -158,8 +166,10 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
     } else if (s == "sequence") {
       auto seq = Gather(items, b.hist);  // [B, L, d], newest last
       torch::Tensor out;
-      if (lstm_) out = std::get<0>(lstm_->forward(seq));
-      else out = std::get<0>(gru_->forward(seq));
+      if (lstm_)
+        out = std::get<0>(lstm_->forward(seq));
+      else
+        out = std::get<0>(gru_->forward(seq));
       auto last = out.select(1, out.size(1) - 1);
       if (cfg_.attention) {
         auto pooled = AttentionPool(out, seq_query_(last), b.hist_mask);
@@ -176,7 +186,8 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
       xs.push_back((w.unsqueeze(-1) * tok).sum(1));
     } else if (s == "graph") {
       std::vector<torch::Tensor> parts{Neighbours(Gather(items, b.nbr), b.nbr_mask)};
-      if (cfg_.social && shape_.social) parts.push_back(Neighbours(Gather(users, b.friends), b.friends_mask));
+      if (cfg_.social && shape_.social)
+        parts.push_back(Neighbours(Gather(users, b.friends), b.friends_mask));
       // Linear aggregation (no ReLU): LightGCN found non-linearities in propagation hurt
       // collaborative filtering, and it keeps the source on the scale of the id rows.
       xs.push_back(sage_(torch::cat(parts, 1)));
@@ -200,16 +211,19 @@ torch::Tensor M6ModelImpl::ScoredItemVectors(const ModelBatch& b, const torch::T
 }
 
 torch::Tensor RankingLoss(LossKind kind, const torch::Tensor& pos, const torch::Tensor& neg,
-                          const torch::Tensor& valid, double temperature, double margin, double neg_weight) {
+                          const torch::Tensor& valid, double temperature, double margin,
+                          double neg_weight) {
   const auto nvalid = valid.sum().clamp_min(1.0);
   if (kind == LossKind::kSoftmax) {
-    auto logits = torch::cat({pos.unsqueeze(1), neg.masked_fill(valid <= 0, -1e9)}, 1) / temperature;
+    auto logits =
+        torch::cat({pos.unsqueeze(1), neg.masked_fill(valid <= 0, -1e9)}, 1) / temperature;
     return -torch::log_softmax(logits, 1).select(1, 0).mean();
   }
   if (kind == LossKind::kBce)
     return torch::softplus(-pos).mean() + (torch::softplus(neg) * valid).sum() / nvalid;
   if (kind == LossKind::kCcl)
-    return (1.0 - pos).mean() + neg_weight * (torch::relu(neg - margin) * valid).sum() / nvalid * 1.0;
+    return (1.0 - pos).mean() +
+           neg_weight * (torch::relu(neg - margin) * valid).sum() / nvalid * 1.0;
   // bpr
   return (torch::softplus(neg - pos.unsqueeze(1)) * valid).sum() / nvalid;
 }

@@ -42,16 +42,16 @@ struct ModelBatch {
   // Sparse rows (leaves; requires_grad while training).
   torch::Tensor user_rows, item_rows, token_rows;  // [Ku, d], [Ki, d], [Kt, d] (Kt may be 0)
   // Item tower inputs, one row per item of item_rows.
-  torch::Tensor item_tok, item_tok_mask;           // [Ki, Tt] into token_rows
-  torch::Tensor item_image, item_audio;            // [Ki, Di], [Ki, Da] (undefined when absent)
+  torch::Tensor item_tok, item_tok_mask;  // [Ki, Tt] into token_rows
+  torch::Tensor item_image, item_audio;   // [Ki, Di], [Ki, Da] (undefined when absent)
   // User tower inputs, one row per user of the batch.
-  torch::Tensor users;                             // [B] into user_rows
-  torch::Tensor hist, hist_mask;                   // [B, L] into item_rows, left-padded (newest last)
-  torch::Tensor utok, utok_mask;                   // [B, Tu] into token_rows
-  torch::Tensor nbr, nbr_mask;                     // [B, F] into item_rows (mask: weights, see graph_weighting)
-  torch::Tensor friends, friends_mask;             // [B, F] into user_rows
+  torch::Tensor users;            // [B] into user_rows
+  torch::Tensor hist, hist_mask;  // [B, L] into item_rows, left-padded (newest last)
+  torch::Tensor utok, utok_mask;  // [B, Tu] into token_rows
+  torch::Tensor nbr, nbr_mask;    // [B, F] into item_rows (mask: weights, see graph_weighting)
+  torch::Tensor friends, friends_mask;  // [B, F] into user_rows
   // Item graph inputs, one row per item of item_rows (all-zero mask: the item is not scored).
-  torch::Tensor item_nbr, item_nbr_mask;           // [Ki, Fi] into user_rows
+  torch::Tensor item_nbr, item_nbr_mask;  // [Ki, Fi] into user_rows
 };
 
 class FusionImpl : public torch::nn::Module {
@@ -109,13 +109,15 @@ torch::Tensor WithPadRow(const torch::Tensor& rows);
 // non-negative weights); rows with no valid entry give 0.
 torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask);
 // Attention pooling: softmax over K of <x, q> / sqrt(d) (masked) -> [N, d]; q is [N, d] or [d].
-torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q, const torch::Tensor& mask);
+torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q,
+                            const torch::Tensor& mask);
 
 // Ranking losses over scores of B positives [B] against negatives [B, M] (valid [B, M] mask):
 // "bpr" mean softplus(s_neg - s_pos); "softmax" cross-entropy of the positive among all at
 // temperature tau; "bce" softplus(-s_pos) + mean softplus(s_neg); "ccl" (cosine scores)
 // (1 - s_pos) + w * mean relu(s_neg - margin).
 torch::Tensor RankingLoss(LossKind kind, const torch::Tensor& pos, const torch::Tensor& neg,
-                          const torch::Tensor& valid, double temperature, double margin, double neg_weight);
+                          const torch::Tensor& valid, double temperature, double margin,
+                          double neg_weight);
 
 }  // namespace m6rec

@@ -108,7 +108,8 @@ class ModelPlugin {
                                  const std::vector<std::vector<uint32_t>>& cands,
                                  std::vector<std::vector<float>>* scores) = 0;
   // scores: queries.size() x num_items, row-major, against every item id.
-  virtual Status ScoreAllItems(const std::vector<UserQuery>& queries, std::vector<float>* scores) = 0;
+  virtual Status ScoreAllItems(const std::vector<UserQuery>& queries,
+                               std::vector<float>* scores) = 0;
 
   // ---- reporting ----
   // Per evaluated epoch, what the model wants in the metrics log (e.g. the fusion gates).

@@ -160,7 +160,8 @@ StatusOr<std::unique_ptr<Collective>> CreateNcclCollective(const CollectiveOptio
   if (opts.nccl_size > 1) {
     std::string bytes(reinterpret_cast<const char*>(&id), sizeof(id));
     M6_RETURN_IF_ERROR(opts.share(&bytes, 0));
-    if (bytes.size() != sizeof(id)) return Status::Internal("nccl collective: bad unique id from the bootstrap");
+    if (bytes.size() != sizeof(id))
+      return Status::Internal("nccl collective: bad unique id from the bootstrap");
     std::memcpy(&id, bytes.data(), sizeof(id));
   }
   ncclComm_t comm;
@@ -172,7 +173,8 @@ StatusOr<std::unique_ptr<Collective>> CreateNcclCollective(const CollectiveOptio
     ncclCommDestroy(comm);
     return CudaError(e, "stream create");
   }
-  return std::unique_ptr<Collective>(new NcclCollective(comm, stream, opts.nccl_rank, opts.nccl_size));
+  return std::unique_ptr<Collective>(
+      new NcclCollective(comm, stream, opts.nccl_rank, opts.nccl_size));
 }
 
 }  // namespace m6rec

@@ -31,8 +31,10 @@ class TrainProgress {
     ++steps_;
     if (steps_ % log_every_ == 0) {
       const int64_t now = MonotonicMs();
-      LOG_INFO << "epoch " << epoch << " step " << steps_ << " loss " << window_loss_ / window_n_ << " ("
-               << static_cast<int>(window_n_ * 1000.0 / std::max<int64_t>(1, now - window_t0_)) << " samples/s)";
+      LOG_INFO << "epoch " << epoch << " step " << steps_ << " loss " << window_loss_ / window_n_
+               << " ("
+               << static_cast<int>(window_n_ * 1000.0 / std::max<int64_t>(1, now - window_t0_))
+               << " samples/s)";
       window_loss_ = 0;
       window_n_ = 0;
       window_t0_ = now;

@@ -1,9 +1,8 @@
 #include "worker/ps_client.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "common/clock.h"
 #include "common/protocol.h"
@@ -122,7 +121,8 @@ Status PsClient::SendAll(Pending* p, uint16_t type, const std::vector<std::vecto
     p->first_part[s] = static_cast<int>(p->parts.size());
     for (size_t off = 0; off < keys.size(); off += p->chunk) {
       const size_t n = std::min<size_t>(p->chunk, keys.size() - off);
-      M6_RETURN_IF_ERROR(SendPart(p, s, type, keys.data() + off, n, values ? &(*values)[v++] : nullptr));
+      M6_RETURN_IF_ERROR(
+          SendPart(p, s, type, keys.data() + off, n, values ? &(*values)[v++] : nullptr));
     }
   }
   return Status::OK();
@@ -201,11 +201,12 @@ void PsClient::Dispatch(uint32_t server, std::vector<zmq::message_t>& parts) {
   part.done = true;
   p.outstanding--;
   const auto type = static_cast<MsgType>(h.type);
-  const std::string who = "server " + std::to_string(server) + " (" + servers_[server].endpoint + ")";
+  const std::string who =
+      "server " + std::to_string(server) + " (" + servers_[server].endpoint + ")";
   if (type == MsgType::kError) {
-    std::string text = parts.size() > 1 ? std::string(static_cast<const char*>(parts[1].data()),
-                                                      parts[1].size())
-                                        : std::string();
+    std::string text = parts.size() > 1
+                           ? std::string(static_cast<const char*>(parts[1].data()), parts[1].size())
+                           : std::string();
     if (p.error.ok())
       p.error = Status(static_cast<StatusCode>(h.status), who + " refused the request: " + text);
     return;
@@ -242,9 +243,9 @@ Status PsClient::Drive(Ticket t) {
         if (!part.done)
           missing += (missing.empty() ? "" : ", ") + std::string("server ") +
                      std::to_string(part.server) + " at " + servers_[part.server].endpoint;
-      Status s = Status::DeadlineExceeded("no reply within " +
-                                          std::to_string(opts_.request_timeout_ms) +
-                                          " ms (cluster.request_timeout_ms) from " + missing);
+      Status s =
+          Status::DeadlineExceeded("no reply within " + std::to_string(opts_.request_timeout_ms) +
+                                   " ms (cluster.request_timeout_ms) from " + missing);
       for (const auto& part : pit->second.parts) by_request_.erase(part.request_id);
       pending_.erase(pit);
       return s;
@@ -252,7 +253,8 @@ Status PsClient::Drive(Ticket t) {
     for (size_t i = 0; i < servers_.size(); ++i)
       items[i] = zmq::pollitem_t{static_cast<void*>(*servers_[i].sock), 0, ZMQ_POLLIN, 0};
     try {
-      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(std::min<int64_t>(left, 100)));
+      zmq::poll(items.data(), items.size(),
+                std::chrono::milliseconds(std::min<int64_t>(left, 100)));
     } catch (const zmq::error_t& e) {
       return Status::IOError(std::string("PS client poll: ") + e.what());
     }
@@ -280,7 +282,8 @@ Status PsClient::WaitPull(Ticket t, float* out) {
   const uint32_t dim = p.dim;
   const size_t row_bytes = size_t{dim} * sizeof(float);
   std::vector<const char*> base(p.parts.size());
-  for (size_t j = 0; j < p.parts.size(); ++j) base[j] = static_cast<const char*>(p.parts[j].rows.data());
+  for (size_t j = 0; j < p.parts.size(); ++j)
+    base[j] = static_cast<const char*>(p.parts[j].rows.data());
   const uint32_t chunk = p.chunk;
   for (size_t i = 0; i < p.where.size(); ++i) {
     const uint32_t s = p.where[i] >> 24, u = p.where[i] & 0xffffff;
@@ -309,7 +312,8 @@ Status PsClient::Checkpoint(const std::string& dir) {
 
 StatusOr<std::string> PsClient::Admin(uint32_t server, const std::string& cmd,
                                       const std::map<std::string, std::string>& fields) {
-  if (server >= servers_.size()) return Status::InvalidArgument("no server " + std::to_string(server));
+  if (server >= servers_.size())
+    return Status::InvalidArgument("no server " + std::to_string(server));
   MsgHeader h;
   h.type = static_cast<uint16_t>(MsgType::kAdmin);
   h.token = opts_.token;
@@ -334,14 +338,16 @@ StatusOr<std::string> PsClient::Admin(uint32_t server, const std::string& cmd,
       Dispatch(server, parts);
       continue;
     }
-    std::string text = parts.size() > 1 ? std::string(static_cast<const char*>(parts[1].data()),
-                                                      parts[1].size())
-                                        : std::string();
+    std::string text = parts.size() > 1
+                           ? std::string(static_cast<const char*>(parts[1].data()), parts[1].size())
+                           : std::string();
     if (static_cast<MsgType>(r.type) == MsgType::kError)
-      return Status(static_cast<StatusCode>(r.status), "server " + std::to_string(server) + ": " + text);
+      return Status(static_cast<StatusCode>(r.status),
+                    "server " + std::to_string(server) + ": " + text);
     return text;
   }
-  return Status::DeadlineExceeded("server " + std::to_string(server) + " did not answer ADMIN " + cmd);
+  return Status::DeadlineExceeded("server " + std::to_string(server) + " did not answer ADMIN " +
+                                  cmd);
 }
 
 }  // namespace m6rec

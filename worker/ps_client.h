@@ -49,7 +49,6 @@ struct PsClientStats {
 
 class PsClient final : public SparseTables {
  public:
-
   static StatusOr<std::unique_ptr<PsClient>> Create(const PsClientOptions& opts);
   ~PsClient() override;
   PsClient(const PsClient&) = delete;
@@ -85,7 +84,7 @@ class PsClient final : public SparseTables {
   struct Part {
     uint32_t server;
     uint64_t request_id;
-    uint64_t count;    // unique keys in this request
+    uint64_t count;  // unique keys in this request
     bool done = false;
     zmq::message_t rows;  // pull reply payload
   };
@@ -93,10 +92,10 @@ class PsClient final : public SparseTables {
     bool is_pull = true;
     TableId table = 0;
     uint32_t dim = 0;
-    std::vector<uint32_t> where;   // per input key: (server << 24) | index among its server's keys
-    std::vector<Part> parts;       // a server's requests are consecutive, `chunk` keys each
-    std::vector<int> first_part;   // server -> index of its first part, -1 if none
-    uint32_t chunk = 0;            // keys per request
+    std::vector<uint32_t> where;  // per input key: (server << 24) | index among its server's keys
+    std::vector<Part> parts;      // a server's requests are consecutive, `chunk` keys each
+    std::vector<int> first_part;  // server -> index of its first part, -1 if none
+    uint32_t chunk = 0;           // keys per request
     size_t outstanding = 0;
     Status error;
   };

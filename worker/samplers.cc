@@ -7,8 +7,8 @@
 
 namespace m6rec {
 
-std::vector<uint32_t> SampleNeighbours(const std::vector<uint32_t>& pool, int fanout, int64_t exclude,
-                                       std::mt19937_64& rng) {
+std::vector<uint32_t> SampleNeighbours(const std::vector<uint32_t>& pool, int fanout,
+                                       int64_t exclude, std::mt19937_64& rng) {
   std::vector<uint32_t> out;
   if (pool.empty() || fanout <= 0) return out;
   if (pool.size() <= static_cast<size_t>(fanout)) {
@@ -28,16 +28,18 @@ std::vector<uint32_t> SampleNeighbours(const std::vector<uint32_t>& pool, int fa
   return out;
 }
 
-std::vector<uint32_t> SampleNeighboursFixed(const std::vector<uint32_t>& pool, int fanout, int64_t exclude,
-                                            uint64_t seed, uint64_t node) {
+std::vector<uint32_t> SampleNeighboursFixed(const std::vector<uint32_t>& pool, int fanout,
+                                            int64_t exclude, uint64_t seed, uint64_t node) {
   std::mt19937_64 rng(Mix64(seed ^ Mix64(node + 0x9e3779b97f4a7c15ull)));
   return SampleNeighbours(pool, fanout, exclude, rng);
 }
 
-NegativeSampler::NegativeSampler(uint32_t first, uint32_t end) : first_(first), span_(end > first ? end - first : 1) {}
+NegativeSampler::NegativeSampler(uint32_t first, uint32_t end)
+    : first_(first), span_(end > first ? end - first : 1) {}
 
 NegativeSampler::NegativeSampler(const std::vector<uint32_t>& counts, uint32_t first, double power)
-    : first_(first), span_(counts.size() > first ? static_cast<uint32_t>(counts.size() - first) : 1) {
+    : first_(first),
+      span_(counts.size() > first ? static_cast<uint32_t>(counts.size() - first) : 1) {
   p_.resize(span_);
   double total = 0;
   for (uint32_t i = 0; i < span_; ++i) {
@@ -82,16 +84,19 @@ double NegativeSampler::Probability(uint32_t item) const {
   return p_.empty() ? 1.0 / span_ : p_[item - first_];
 }
 
-std::vector<uint32_t> HistoryWindow(const std::vector<uint32_t>& items, int64_t pos, int len, bool ordered) {
+std::vector<uint32_t> HistoryWindow(const std::vector<uint32_t>& items, int64_t pos, int len,
+                                    bool ordered) {
   std::vector<uint32_t> out;
   if (len <= 0) return out;
   if (ordered) {
-    const int64_t end = pos < 0 ? static_cast<int64_t>(items.size()) : std::min<int64_t>(pos, items.size());
+    const int64_t end =
+        pos < 0 ? static_cast<int64_t>(items.size()) : std::min<int64_t>(pos, items.size());
     const int64_t begin = std::max<int64_t>(0, end - len);
     out.assign(items.begin() + begin, items.begin() + end);
     return out;
   }
-  for (int64_t k = static_cast<int64_t>(items.size()) - 1; k >= 0 && static_cast<int>(out.size()) < len; --k)
+  for (int64_t k = static_cast<int64_t>(items.size()) - 1;
+       k >= 0 && static_cast<int>(out.size()) < len; --k)
     if (k != pos) out.push_back(items[k]);
   std::reverse(out.begin(), out.end());
   return out;

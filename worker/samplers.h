@@ -10,12 +10,12 @@ namespace m6rec {
 
 // Up to `fanout` distinct entries of `pool` (all of them when it is small), never `exclude`
 // (pass -1 for none), drawn from `rng`. Order of the result follows the draw.
-std::vector<uint32_t> SampleNeighbours(const std::vector<uint32_t>& pool, int fanout, int64_t exclude,
-                                       std::mt19937_64& rng);
+std::vector<uint32_t> SampleNeighbours(const std::vector<uint32_t>& pool, int fanout,
+                                       int64_t exclude, std::mt19937_64& rng);
 
 // The same, seeded by (seed, node) alone: evaluation's neighbours.
-std::vector<uint32_t> SampleNeighboursFixed(const std::vector<uint32_t>& pool, int fanout, int64_t exclude,
-                                            uint64_t seed, uint64_t node);
+std::vector<uint32_t> SampleNeighboursFixed(const std::vector<uint32_t>& pool, int fanout,
+                                            int64_t exclude, uint64_t seed, uint64_t node);
 
 // Negatives over item ids [first, first + weights.size()): uniform, or proportional to
 // weights (Walker's alias method, O(1) a draw). Popularity sampling uses count^0.75 (word2vec's
@@ -32,14 +32,15 @@ class NegativeSampler {
 
  private:
   uint32_t first_, span_;
-  std::vector<double> prob_;     // alias table (empty = uniform)
+  std::vector<double> prob_;  // alias table (empty = uniform)
   std::vector<uint32_t> alias_;
-  std::vector<double> p_;        // normalised weights
+  std::vector<double> p_;  // normalised weights
 };
 
 // The last `len` items before position `pos` of a time-ordered list (causal history), or, when
 // the list has no order, the last `len` items other than the one at `pos` (pos < 0: the last
 // `len` items). Oldest first.
-std::vector<uint32_t> HistoryWindow(const std::vector<uint32_t>& items, int64_t pos, int len, bool ordered);
+std::vector<uint32_t> HistoryWindow(const std::vector<uint32_t>& items, int64_t pos, int len,
+                                    bool ordered);
 
 }  // namespace m6rec

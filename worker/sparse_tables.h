@@ -33,7 +33,8 @@ class SparseTables {
   // Waits for a pull and writes n * dim floats to out, row i for keys[i].
   virtual Status WaitPull(Ticket t, float* out) = 0;
   // Starts pushing gradients (n * dim floats, row i for keys[i]); both buffers are copied.
-  virtual StatusOr<Ticket> PushAsync(TableId table, const Key* keys, size_t n, const float* grads) = 0;
+  virtual StatusOr<Ticket> PushAsync(TableId table, const Key* keys, size_t n,
+                                     const float* grads) = 0;
   // Waits until the push was applied (and made durable where the store promises it).
   virtual Status WaitPush(Ticket t) = 0;
 

@@ -96,9 +96,9 @@ Status WriteSynthetic(const SynthConfig& c, uint64_t seed, const std::string& di
   for (int i = 0; i < c.items; ++i) {
     tokens << i;
     for (int t = 0; t < c.tokens_per_item; ++t) {
-      int tok = unif(rng) < 0.6
-                    ? item_cluster[i] * per_cluster_vocab + static_cast<int>(rng() % per_cluster_vocab)
-                    : static_cast<int>(rng() % c.tokens);
+      int tok = unif(rng) < 0.6 ? item_cluster[i] * per_cluster_vocab +
+                                      static_cast<int>(rng() % per_cluster_vocab)
+                                : static_cast<int>(rng() % c.tokens);
       tokens << '\t' << tok % c.tokens;
     }
     tokens << '\n';
@@ -120,7 +120,8 @@ Status WriteSynthetic(const SynthConfig& c, uint64_t seed, const std::string& di
   std::ofstream meta(dir + "/meta.json");
   meta << "{\"users\": " << c.users << ", \"items\": " << c.items << ", \"domains\": " << c.domains
        << ", \"clusters\": " << K << ", \"seed\": " << seed << "}\n";
-  if (!meta || !social || !tokens) return Status::IOError("cannot write synthetic data under " + dir);
+  if (!meta || !social || !tokens)
+    return Status::IOError("cannot write synthetic data under " + dir);
   return Status::OK();
 }
 

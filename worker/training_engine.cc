@@ -43,7 +43,8 @@ Status AllReduceDoubles(Collective& coll, std::vector<double>* v) {
 }
 
 // Every rank's metric sums added up (a collective call: every rank, the same names).
-StatusOr<MetricSums> GlobalSums(Collective& coll, const MetricSums& m, const std::vector<std::string>& names) {
+StatusOr<MetricSums> GlobalSums(Collective& coll, const MetricSums& m,
+                                const std::vector<std::string>& names) {
   std::vector<double> packed{double(m.users())};
   for (const auto& n : names) {
     auto it = m.sums().find(n);
@@ -68,10 +69,11 @@ UserQuery EvalQuery(const Dataset& ds, uint32_t u, bool with_valid) {
   return q;
 }
 
-Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const std::vector<uint32_t>& users, uint64_t seed,
-                     MetricSums* test, MetricSums* valid) {
-  SampledScorer sampled = [&](const std::vector<uint32_t>& us, const std::vector<std::vector<uint32_t>>& cands,
-                              bool with_valid, std::vector<std::vector<float>>* scores) {
+Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const std::vector<uint32_t>& users,
+                     uint64_t seed, MetricSums* test, MetricSums* valid) {
+  SampledScorer sampled = [&](const std::vector<uint32_t>& us,
+                              const std::vector<std::vector<uint32_t>>& cands, bool with_valid,
+                              std::vector<std::vector<float>>* scores) {
     std::vector<UserQuery> q;
     for (uint32_t u : us) q.push_back(EvalQuery(ds, u, with_valid));
     return model.ScoreCandidates(q, cands, scores);
@@ -124,7 +126,11 @@ Shard MakeShard(const Dataset& ds, uint32_t rank, uint32_t W, size_t batch) {
 class TrainingEngine {
  public:
   explicit TrainingEngine(const EngineContext& ctx)
-      : ctx_(ctx), cfg_(*ctx.cfg), ds_(*ctx.data), coll_(*ctx.collective), prog_(cfg_.train.log_every) {}
+      : ctx_(ctx),
+        cfg_(*ctx.cfg),
+        ds_(*ctx.data),
+        coll_(*ctx.collective),
+        prog_(cfg_.train.log_every) {}
 
   Status Init();
   Status Run();
@@ -150,7 +156,9 @@ class TrainingEngine {
   Status Checkpoint(int next_epoch, size_t next_step, const std::string& rng_next, bool best);
   json WorkerState(int next_epoch, size_t next_step, const std::string& rng_next) const;
   Status Resume(int* epoch, size_t* step);
-  Status Barrier(const std::string& name) { return ctx_.barrier ? ctx_.barrier(name) : coll_.Barrier(); }
+  Status Barrier(const std::string& name) {
+    return ctx_.barrier ? ctx_.barrier(name) : coll_.Barrier();
+  }
 
   const EngineContext& ctx_;
   const JobConfig& cfg_;
@@ -174,7 +182,8 @@ Status TrainingEngine::Init() {
   if (!ctx_.run_dir.empty()) M6_RETURN_IF_ERROR(MakeDirs(ctx_.run_dir));
   shard_ = MakeShard(ds_, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size));
   if (shard_.samples.empty())
-    return Status::InvalidArgument("worker " + std::to_string(ctx_.rank) + " has no training samples");
+    return Status::InvalidArgument("worker " + std::to_string(ctx_.rank) +
+                                   " has no training samples");
   M6_ASSIGN_OR_RETURN(model_, MakeModelPlugin({&cfg_, &ds_, ctx_.tables, ctx_.rank}));
   dense_ = model_->dense();
   // The same seed on every rank, then rank 0's parameters broadcast: the replicas start equal.
@@ -190,11 +199,12 @@ Status TrainingEngine::Init() {
   summary_.model = model_->Describe();
   M6_RETURN_IF_ERROR(EvalPopularity(ds_, shard_.users, EvalSeed(cfg_), &summary_.popularity));
   if (ctx_.rank == 0) LOG_INFO << ds_.Describe();
-  LOG_INFO << "worker " << ctx_.rank << ": " << shard_.users.size() << " users, " << shard_.samples.size()
-           << " samples, " << shard_.steps_per_epoch << " steps per epoch of " << tc.batch_size << "; loss "
-           << EnumName(tc.loss) << ", " << tc.negatives << " " << EnumName(tc.negative_sampler)
-           << " negatives, staleness " << tc.staleness << ", collective " << coll_.name() << " over "
-           << coll_.size() << " worker(s)";
+  LOG_INFO << "worker " << ctx_.rank << ": " << shard_.users.size() << " users, "
+           << shard_.samples.size() << " samples, " << shard_.steps_per_epoch
+           << " steps per epoch of " << tc.batch_size << "; loss " << EnumName(tc.loss) << ", "
+           << tc.negatives << " " << EnumName(tc.negative_sampler) << " negatives, staleness "
+           << tc.staleness << ", collective " << coll_.name() << " over " << coll_.size()
+           << " worker(s)";
   return Status::OK();
 }
 
@@ -232,8 +242,10 @@ Status TrainingEngine::TrainStep(InFlight& f, int epoch) {
   std::vector<SparseTables::Ticket> pushes;
   for (const KeyList& l : f.batch->lists) {
     if (l.keys.empty() || l.grads.empty()) continue;
-    if (l.grads.size() != l.keys.size() * l.dim) return Status::Internal("a gradient list does not match its keys");
-    M6_ASSIGN_OR_RETURN(auto t, ctx_.tables->PushAsync(l.table, l.keys.data(), l.keys.size(), l.grads.data()));
+    if (l.grads.size() != l.keys.size() * l.dim)
+      return Status::Internal("a gradient list does not match its keys");
+    M6_ASSIGN_OR_RETURN(
+        auto t, ctx_.tables->PushAsync(l.table, l.keys.data(), l.keys.size(), l.grads.data()));
     pushes.push_back(t);
   }
   if (dense_) M6_RETURN_IF_ERROR(dense_->AllReduceAndStep(coll_));
@@ -287,7 +299,8 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
   EpochRecord rec;
   rec.epoch = epoch;
   rec.loss = loss;
-  M6_RETURN_IF_ERROR(EvaluateUsers(*model_, ds_, shard_.users, EvalSeed(cfg_), &rec.test, &rec.valid));
+  M6_RETURN_IF_ERROR(
+      EvaluateUsers(*model_, ds_, shard_.users, EvalSeed(cfg_), &rec.test, &rec.valid));
   prog_.AddEvalMs(MonotonicMs() - t0);
   rec.elapsed_s = prog_.elapsed_s();
   rec.report = model_->EpochReport();
@@ -307,8 +320,11 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
   if (ctx_.rank != 0) return Status::OK();
   LOG_INFO << EpochSummary(epoch, mean_loss[0], ds_.protocol, test, valid)
            << (rec.report.empty() ? "" : "; " + rec.report.dump());
-  json line = {{"epoch", epoch},          {"steps", prog_.steps()},        {"loss", mean_loss[0]},
-               {"test", MetricsJson(test)}, {"elapsed_s", rec.elapsed_s}};
+  json line = {{"epoch", epoch},
+               {"steps", prog_.steps()},
+               {"loss", mean_loss[0]},
+               {"test", MetricsJson(test)},
+               {"elapsed_s", rec.elapsed_s}};
   if (ds_.protocol == Dataset::Protocol::kSampled) line["valid"] = MetricsJson(valid);
   for (const auto& [k, v] : rec.report.items()) line[k] = v;
   return AppendMetricsLine(line);
@@ -332,7 +348,8 @@ Status TrainingEngine::Run() {
       M6_RETURN_IF_ERROR(EvaluateEpoch(epoch, loss, &best));
     const auto& ck = cfg_.checkpoint;
     const bool periodic = ck.every_epochs > 0 && epoch % ck.every_epochs == 0;
-    if (periodic || (best && ck.best)) M6_RETURN_IF_ERROR(Checkpoint(epoch + 1, 0, RngToString(rng_), best && ck.best));
+    if (periodic || (best && ck.best))
+      M6_RETURN_IF_ERROR(Checkpoint(epoch + 1, 0, RngToString(rng_), best && ck.best));
   }
   return Status::OK();
 }
@@ -351,7 +368,8 @@ WorkerSummary TrainingEngine::Finish() {
 
 // ---- checkpoints ----------------------------------------------------------------------------
 
-json TrainingEngine::WorkerState(int next_epoch, size_t next_step, const std::string& rng_next) const {
+json TrainingEngine::WorkerState(int next_epoch, size_t next_step,
+                                 const std::string& rng_next) const {
   json j = {{"rank", ctx_.rank},
             {"num_workers", ctx_.num_workers},
             {"epoch", next_epoch},
@@ -366,7 +384,8 @@ json TrainingEngine::WorkerState(int next_epoch, size_t next_step, const std::st
   return j;
 }
 
-Status TrainingEngine::Checkpoint(int next_epoch, size_t next_step, const std::string& rng_next, bool best) {
+Status TrainingEngine::Checkpoint(int next_epoch, size_t next_step, const std::string& rng_next,
+                                  bool best) {
   if (ctx_.run_dir.empty()) return Status::OK();
   const std::string dir = CheckpointDir(ctx_.run_dir, prog_.steps());
   const std::string tag = "checkpoint-" + std::to_string(prog_.steps());
@@ -380,7 +399,8 @@ Status TrainingEngine::Checkpoint(int next_epoch, size_t next_step, const std::s
   }
   M6_RETURN_IF_ERROR(Barrier(tag + "-tables"));
   json state = WorkerState(next_epoch, next_step, rng_next);
-  M6_RETURN_IF_ERROR(WriteFileAtomic(dir + "/worker-" + std::to_string(ctx_.rank) + ".json", state.dump() + "\n"));
+  M6_RETURN_IF_ERROR(
+      WriteFileAtomic(dir + "/worker-" + std::to_string(ctx_.rank) + ".json", state.dump() + "\n"));
   M6_RETURN_IF_ERROR(Barrier(tag + "-written"));
   if (ctx_.rank != 0) return Status::OK();
   json manifest = {{"step", prog_.steps()},
@@ -416,7 +436,8 @@ Status TrainingEngine::Resume(int* epoch, size_t* step) {
     // the RNG at its start (the current epoch's too, when resuming mid-epoch); then the RNG is
     // set to where the next batch draws from.
     rng_epoch_starts_ = st.at("rng_epoch_starts").get<std::vector<std::string>>();
-    const size_t shuffled = *step > 0 ? rng_epoch_starts_.size() : std::min<size_t>(rng_epoch_starts_.size(), *epoch - 1);
+    const size_t shuffled = *step > 0 ? rng_epoch_starts_.size()
+                                      : std::min<size_t>(rng_epoch_starts_.size(), *epoch - 1);
     for (size_t e = 0; e < shuffled; ++e) {
       M6_RETURN_IF_ERROR(RngFromString(rng_epoch_starts_[e], &rng_));
       std::shuffle(shard_.samples.begin(), shard_.samples.end(), rng_);
@@ -460,7 +481,8 @@ std::unique_ptr<ModelPlugin> LoadedPlugin(const ScoringContext& ctx, Status* sta
 
 }  // namespace
 
-StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg, const std::string& data_dir) {
+StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg,
+                                                     const std::string& data_dir) {
   M6_ASSIGN_OR_RETURN(Dataset ds, LoadDataset(cfg.data, data_dir));
   ds.sampled_negatives = cfg.train.eval_negatives;
   return std::shared_ptr<const Dataset>(std::make_shared<Dataset>(std::move(ds)));
@@ -468,7 +490,8 @@ StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg, const
 
 StatusOr<WorkerSummary> RunTraining(const EngineContext& ctx) {
   if (!ctx.cfg || !ctx.tables || !ctx.collective || !ctx.data)
-    return Status::InvalidArgument("RunTraining: the context needs a config, tables, a collective and data");
+    return Status::InvalidArgument(
+        "RunTraining: the context needs a config, tables, a collective and data");
   TrainingEngine engine(ctx);
   M6_RETURN_IF_ERROR(engine.Init());
   M6_RETURN_IF_ERROR(engine.Run());
@@ -485,14 +508,16 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
   MetricSums test, valid;
   for (uint32_t r = 0; r < ctx.num_workers; ++r) {
     MetricSums t, v;
-    M6_RETURN_IF_ERROR(EvaluateUsers(*model, ds, ShardUsers(ds, r, ctx.num_workers), EvalSeed(*ctx.cfg), &t, &v));
+    M6_RETURN_IF_ERROR(
+        EvaluateUsers(*model, ds, ShardUsers(ds, r, ctx.num_workers), EvalSeed(*ctx.cfg), &t, &v));
     test.Merge(t);
     valid.Merge(v);
   }
-  json j = {{"dataset", ds.name},
-            {"protocol", ds.protocol == Dataset::Protocol::kFullRanking ? "full_ranking" : "sampled"},
-            {"checkpoint", ctx.checkpoint},
-            {"test", MetricsJson(test)}};
+  json j = {
+      {"dataset", ds.name},
+      {"protocol", ds.protocol == Dataset::Protocol::kFullRanking ? "full_ranking" : "sampled"},
+      {"checkpoint", ctx.checkpoint},
+      {"test", MetricsJson(test)}};
   if (ds.protocol == Dataset::Protocol::kSampled) j["valid"] = MetricsJson(valid);
   return j;
 }

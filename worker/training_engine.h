@@ -42,18 +42,19 @@ struct EngineContext {
   SparseTables* tables = nullptr;
   Collective* collective = nullptr;  // every rank has one ("single" for one worker)
   std::shared_ptr<const Dataset> data;
-  std::string run_dir;               // metrics.jsonl, checkpoints/; "" = write nothing
+  std::string run_dir;  // metrics.jsonl, checkpoints/; "" = write nothing
   // Waits until every rank reached `name` (a cluster: the scheduler's barrier; default: the
   // collective's).
   std::function<Status(const std::string& name)> barrier;
   // True (with a reason) when the job must stop: a node died, the job was cancelled.
   std::function<bool(std::string* why)> should_abort;
-  std::string resume_from;           // a checkpoint directory to continue from ("" = fresh)
+  std::string resume_from;  // a checkpoint directory to continue from ("" = fresh)
 };
 
 // The job's dataset (LoadDataset over cfg.data, with train.eval_negatives applied), read once
 // and shared by the ranks of a process.
-StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg, const std::string& data_dir);
+StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg,
+                                                     const std::string& data_dir);
 
 // Trains this rank's share of the job; returns its summary.
 StatusOr<WorkerSummary> RunTraining(const EngineContext& ctx);
