@@ -445,15 +445,63 @@ Status ParseTables(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   return Status::OK();
 }
 
+// data.domains: a list of {label, path, format, name, weight}; the single-dataset fields and
+// the list exclude each other.
+Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
+  if (!d || !d.IsMap() || !d["domains"]) return Status::OK();
+  YAML::Node list = d["domains"];
+  if (!list.IsSequence() || list.size() == 0)
+    return Status::InvalidArgument(r.Where(list, "data.domains") +
+                                   ": expected a non-empty list of datasets");
+  for (const char* k : {"source", "path", "format", "name"})
+    if (d[k])
+      return Status::InvalidArgument(r.Where(d[k], std::string("data.") + k) +
+                                     ": set per domain when data.domains is given");
+  data->source = DataSource::kDir;
+  std::set<std::string> labels;
+  for (size_t i = 0; i < list.size(); ++i) {
+    YAML::Node n = list[i];
+    const std::string p = "data.domains[" + std::to_string(i) + "]";
+    if (!n.IsMap()) return Status::InvalidArgument(r.Where(n, p) + ": expected a map");
+    M6_RETURN_IF_ERROR(r.CheckMap(n, p, {"label", "path", "format", "name", "weight"}));
+    DomainSpec spec;
+    M6_RETURN_IF_ERROR(r.Str(n, p, "label", &spec.label));
+    M6_RETURN_IF_ERROR(r.Str(n, p, "path", &spec.path));
+    M6_RETURN_IF_ERROR(r.Enum(n, p, "format", &spec.format));
+    M6_RETURN_IF_ERROR(r.Str(n, p, "name", &spec.name));
+    M6_RETURN_IF_ERROR(r.NumberIn(n, p, "weight", &spec.weight, 0.0, 100.0));
+    spec.path = ExpandEnv(spec.path);
+    if (spec.path.empty()) return Status::InvalidArgument(r.Where(n, p + ".path") + ": required");
+    if (spec.label.empty()) {
+      spec.label = spec.name;
+      if (spec.label.empty()) {
+        std::string trimmed = spec.path;
+        while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+        spec.label = trimmed.substr(trimmed.find_last_of('/') + 1);
+      }
+    }
+    if (spec.label.find('/') != std::string::npos || spec.label.empty())
+      return Status::InvalidArgument(r.Where(n, p + ".label") + ": '" + spec.label +
+                                     "' is not a usable label (non-empty, no '/')");
+    if (!labels.insert(spec.label).second)
+      return Status::InvalidArgument(r.Where(n, p) + ": a second domain labelled '" + spec.label +
+                                     "' (set label to tell them apart)");
+    data->domains.push_back(spec);
+  }
+  return Status::OK();
+}
+
 Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node d = root["data"];
-  M6_RETURN_IF_ERROR(r.CheckMap(d, "data", {"source", "path", "format", "name", "synth"}));
+  M6_RETURN_IF_ERROR(
+      r.CheckMap(d, "data", {"source", "path", "format", "name", "synth", "domains"}));
+  M6_RETURN_IF_ERROR(ParseDomains(r, d, &cfg->data));
   M6_RETURN_IF_ERROR(r.Enum(d, "data", "source", &cfg->data.source));
   M6_RETURN_IF_ERROR(r.Str(d, "data", "path", &cfg->data.path));
   M6_RETURN_IF_ERROR(r.Enum(d, "data", "format", &cfg->data.format));
   M6_RETURN_IF_ERROR(r.Str(d, "data", "name", &cfg->data.name));
   cfg->data.path = ExpandEnv(cfg->data.path);
-  if (cfg->data.source == DataSource::kDir && cfg->data.path.empty())
+  if (cfg->data.source == DataSource::kDir && cfg->data.path.empty() && cfg->data.domains.empty())
     return Status::InvalidArgument(r.Where(d, "data.path") + ": required when data.source is dir");
   YAML::Node s = d && d.IsMap() ? d["synth"] : YAML::Node(YAML::NodeType::Undefined);
   SynthConfig& sy = cfg->data.synth;

@@ -159,6 +159,16 @@ struct SynthConfig {
   int audio_dim = 16;
 };
 
+// One domain of a multi-domain job: a dataset in its own id space (users, items and tokens are
+// offset into one space when the job loads; see MergeDomains in worker/dataset.h).
+struct DomainSpec {
+  std::string label;  // its name in results (default: `name`, else the path's last component)
+  std::string path;   // the dataset's directory (${VAR} expands)
+  DataFormat format = DataFormat::kTsv;
+  std::string name;     // s3rec: the dataset inside the directory
+  float weight = 1.0f;  // its training samples per epoch, relative to its size (0.5: half)
+};
+
 struct DataConfig {
   DataSource source = DataSource::kSynth;  // synth: generated in the run directory from `synth`
   std::string path;  // dir: the dataset's directory (${VAR} and ${VAR:-x} expand)
@@ -166,6 +176,9 @@ struct DataConfig {
       DataFormat::kTsv;  // dir: tsv | lightgcn | s3rec | movielens (worker/dataset.h)
   std::string name;      // s3rec: the dataset inside the directory (Beauty, LastFM, ...)
   SynthConfig synth;
+  // Several datasets on one backbone (then source/path/format/name are not set): every domain
+  // is loaded, merged into one id space, trained in mixed batches and evaluated on its own.
+  std::vector<DomainSpec> domains;
 };
 
 // The M6-Rec model (train.job: m6): every part can be switched off for ablations.

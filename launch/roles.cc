@@ -41,6 +41,11 @@ int Fail(const std::string& what, const Status& s) {
 }  // namespace
 
 StatusOr<std::string> PrepareData(const JobConfig& cfg, const std::string& run_dir) {
+  for (const DomainSpec& d : cfg.data.domains)
+    if (!std::filesystem::is_directory(d.path))
+      return Status::NotFound("data.domains '" + d.label + "': path '" + d.path +
+                              "' is not a directory");
+  if (!cfg.data.domains.empty()) return std::string();
   if (cfg.data.source == DataSource::kDir) {
     if (!std::filesystem::is_directory(cfg.data.path))
       return Status::NotFound("data.path '" + cfg.data.path + "' is not a directory");

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "launch/local_cluster.h"
 #include "test_util.h"
 
@@ -74,6 +76,49 @@ TEST(Config, ErrorsNameFileLineAndField) {
 
   e = Err("train: {job: mf}\n");
   EXPECT_NE(e.find("table 'user' is not declared"), std::string::npos) << e;
+}
+
+TEST(Config, EveryShippedConfigParses) {
+  int n = 0;
+  for (const char* sub : {"/configs", "/configs/baselines"})
+    for (const auto& e : std::filesystem::directory_iterator(testing::SourceDir() + sub)) {
+      if (e.path().extension() != ".yaml") continue;
+      auto c = LoadConfig(e.path().string());
+      EXPECT_TRUE(c.ok()) << e.path() << ": " << c.status().message();
+      ++n;
+    }
+  EXPECT_GE(n, 6);
+}
+
+TEST(Config, DomainsAreAListOfDatasetsWithUniqueLabels) {
+  auto c = ParseConfig(std::string(kTables) + R"(data:
+  domains:
+    - {path: /d/s3rec, format: s3rec, name: Beauty}
+    - {path: /d/s3rec, format: s3rec, name: Toys_and_Games, weight: 0.5}
+    - {path: /d/yelp/, format: tsv}
+)",
+                       "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_EQ(c->data.domains.size(), 3u);
+  EXPECT_EQ(c->data.source, DataSource::kDir);
+  EXPECT_EQ(c->data.domains[0].label, "Beauty") << "labelled by the dataset name";
+  EXPECT_EQ(c->data.domains[1].weight, 0.5f);
+  EXPECT_EQ(c->data.domains[2].label, "yelp") << "else by the path's last component";
+  EXPECT_EQ(c->data.domains[2].format, DataFormat::kTsv);
+
+  std::string e = Err(std::string(kTables) +
+                      "data:\n  domains:\n    - {path: /a, name: X}\n    - {path: /b, name: X}\n");
+  EXPECT_NE(e.find("a second domain labelled 'X'"), std::string::npos) << e;
+  e = Err(std::string(kTables) + "data:\n  path: /a\n  domains:\n    - {path: /a}\n");
+  EXPECT_NE(e.find("data.path: set per domain"), std::string::npos) << e;
+  e = Err(std::string(kTables) + "data:\n  domains:\n    - {path: /a, format: csv}\n");
+  EXPECT_NE(e.find("data.domains[0].format"), std::string::npos) << e;
+  e = Err(std::string(kTables) + "data:\n  domains:\n    - {format: tsv}\n");
+  EXPECT_NE(e.find("data.domains[0].path: required"), std::string::npos) << e;
+  e = Err(std::string(kTables) + "data:\n  domains:\n    - {path: /a, weight: -1}\n");
+  EXPECT_NE(e.find("data.domains[0].weight"), std::string::npos) << e;
+  e = Err(std::string(kTables) + "data:\n  domains: []\n");
+  EXPECT_NE(e.find("expected a non-empty list"), std::string::npos) << e;
 }
 
 TEST(Config, OverridesApplyAndAreChecked) {

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <set>
 
 #include "test_util.h"
@@ -63,6 +64,86 @@ TEST(Datasets, S3RecLeavesTheLastTwoOutAndReadsAttributesAndFixedNegatives) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("has 2 negatives, the protocol has 99"), std::string::npos)
       << bad.status().message();
+}
+
+TEST(Datasets, DomainsMergeIntoOneIdSpaceAndKeepTheirNegativesApart) {
+  testing::TempDir dir;
+  // Two S3-Rec style datasets (1-based ids, attributes as tokens): A has 3 users and items
+  // 1..9, B has 2 users and items 1..4.
+  testing::WriteFile(dir / "A.txt", "1 1 2 3 4\n2 5 6 7\n3 8 9\n");
+  testing::WriteFile(dir / "A_item2attributes.json", "{\"1\": [1, 2], \"9\": [3]}");
+  testing::WriteFile(dir / "B.txt", "1 1 2 3 4\n2 2 3 4\n");
+  testing::WriteFile(dir / "B_item2attributes.json", "{\"2\": [1]}");
+  DataConfig cfg;
+  for (const char* n : {"A", "B"}) {
+    DomainSpec d;
+    d.label = std::string("dom") + n;
+    d.path = dir.path();
+    d.format = DataFormat::kS3Rec;
+    d.name = n;
+    cfg.domains.push_back(d);
+  }
+  cfg.domains[1].weight = 2.0f;
+  auto m = LoadDataset(cfg, "");
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  auto a = LoadDataset(Dir(dir.path(), "s3rec", "A"), "");
+  ASSERT_TRUE(a.ok());
+  ASSERT_EQ(m->domains.size(), 2u);
+  EXPECT_TRUE(m->multi_domain());
+  EXPECT_FALSE(a->multi_domain());
+  EXPECT_EQ(m->name, "domA+domB");
+  // A: users 0..3 (id 0 unused), items 0..9; B follows at user 4 and item 10.
+  EXPECT_EQ(m->num_users, a->num_users + 3);
+  EXPECT_EQ(m->num_items, 10u + 5u);
+  EXPECT_EQ(m->domains[1].user_begin, 4u);
+  EXPECT_EQ(m->domains[1].item_begin, 11u) << "B's first valid item (its id 1)";
+  EXPECT_EQ(m->domains[1].item_end, 15u);
+  EXPECT_EQ(m->domains[1].weight, 2.0f);
+  EXPECT_EQ(m->UserDomain(2), 0u);
+  EXPECT_EQ(m->UserDomain(5), 1u);
+  EXPECT_EQ(m->ItemDomain(9), 0u);
+  EXPECT_EQ(m->ItemDomain(12), 1u);
+  // Every list moved with its ids: B's user 1 (merged 5) trained on B's items 1, 2.
+  EXPECT_EQ(m->train[5], (std::vector<uint32_t>{11, 12}));
+  EXPECT_EQ(m->valid_item[5], 13);
+  EXPECT_EQ(m->test_item[5], 14);
+  EXPECT_EQ(m->train[1], a->train[1]) << "the first domain keeps its ids";
+  // Tokens: A's attributes 1..3 keep their ids, B's attribute 1 follows A's token space.
+  EXPECT_EQ(m->item_tokens[1], (std::vector<uint32_t>{1, 2}));
+  EXPECT_EQ(m->item_tokens[12], (std::vector<uint32_t>{a->num_tokens + 1}));
+  EXPECT_EQ(m->item_popularity[12], 2u);
+  // Negatives come from the user's own domain only.
+  m->sampled_negatives = 2;
+  for (uint32_t n : SampledNegatives(*m, 1, 7)) {
+    EXPECT_GE(n, 1u);
+    EXPECT_LT(n, 10u);
+  }
+  m->sampled_negatives = 1;
+  for (uint32_t u : {5u, 6u})
+    for (uint32_t n : SampledNegatives(*m, u, 7)) {
+      EXPECT_GE(n, 11u) << "user " << u;
+      EXPECT_LT(n, 15u) << "user " << u;
+    }
+  // Mixing protocols is refused with both domains named.
+  std::filesystem::create_directories(dir / "g");
+  testing::WriteFile(dir / "g/train.txt", "0 0 1\n");
+  testing::WriteFile(dir / "g/test.txt", "0 2\n");
+  DomainSpec g;
+  g.label = "gowalla";
+  g.path = dir / "g";
+  g.format = DataFormat::kLightGcn;
+  cfg.domains.push_back(g);
+  auto mixed = LoadDataset(cfg, "");
+  ASSERT_FALSE(mixed.ok());
+  EXPECT_NE(mixed.status().message().find("'gowalla' is evaluated by full ranking"),
+            std::string::npos)
+      << mixed.status().message();
+  // A domain that fails to load is named.
+  cfg.domains.back().path = dir / "missing";
+  auto missing = LoadDataset(cfg, "");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("data.domains 'gowalla'"), std::string::npos)
+      << missing.status().message();
 }
 
 TEST(Datasets, MovieLensOrdersEachUserByTime) {

@@ -72,4 +72,27 @@ TEST(Metrics, SumsMergeAndPackRoundTrip) {
   EXPECT_DOUBLE_EQ(c.Mean("NDCG@10"), 0.5 / 3);
 }
 
+TEST(Metrics, GroupsRideInTheSumsAndSplitBack) {
+  MetricSums m;
+  for (auto [group, hit] : {std::make_pair("Beauty", 1.0), std::make_pair("Beauty", 0.0),
+                            std::make_pair("Toys", 1.0)}) {
+    m.AddUser();
+    m.Add("HR@10", hit);
+    m.AddGroupUser(group);
+    m.AddGroup(group, "HR@10", hit);
+  }
+  EXPECT_EQ(m.Groups(), (std::vector<std::string>{"Beauty", "Toys"}));
+  EXPECT_DOUBLE_EQ(m.Mean("HR@10"), 2.0 / 3);
+  const MetricSums beauty = m.Group("Beauty");
+  EXPECT_EQ(beauty.users(), 2u);
+  EXPECT_DOUBLE_EQ(beauty.Mean("HR@10"), 0.5);
+  EXPECT_EQ(beauty.sums().size(), 1u) << "only the group's own metrics";
+  EXPECT_DOUBLE_EQ(m.Group("Toys").Mean("HR@10"), 1.0);
+  EXPECT_EQ(m.Group("Sports").users(), 0u);
+  // Groups survive the allreduce's pack/unpack with the names listed.
+  MetricSums back;
+  back.Unpack(m.Pack(), {"Beauty/HR@10", "Beauty/users", "HR@10", "Toys/HR@10", "Toys/users"});
+  EXPECT_DOUBLE_EQ(back.Group("Beauty").Mean("HR@10"), 0.5);
+}
+
 }  // namespace m6rec

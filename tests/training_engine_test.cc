@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "common/config.h"
@@ -142,6 +143,68 @@ TEST_P(InProcessJob, TwoRanksAsThreadsLearnWithIdenticalReplicas) {
 
 INSTANTIATE_TEST_SUITE_P(Models, InProcessJob, ::testing::Values(JobKind::kMf, JobKind::kM6),
                          [](const auto& info) { return std::string(EnumName(info.param)); });
+
+// Two datasets on one backbone: each domain is evaluated on its own (its users, its items'
+// negatives), reported in the result and the metrics log, learns past its popularity, and the
+// domain weights set how many of its samples an epoch trains.
+TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
+  TempDir dir;
+  SynthConfig a, b;
+  a.users = 500, a.items = 240, a.clusters = 6, a.interactions_per_user = 20, a.tokens = 100;
+  a.image_dim = 8, a.audio_dim = 4;
+  b = a;
+  b.users = 400, b.items = 260, b.interactions_per_user = 24;
+  ASSERT_TRUE(WriteSynthetic(a, 1, dir / "shop").ok());
+  ASSERT_TRUE(WriteSynthetic(b, 2, dir / "music").ok());
+  JobConfig cfg = SmallJob(JobKind::kM6, 3);
+  cfg.data.source = DataSource::kDir;
+  for (const char* name : {"shop", "music"}) {
+    DomainSpec d;
+    d.label = name;
+    d.path = dir / name;
+    d.format = DataFormat::kTsv;
+    cfg.data.domains.push_back(d);
+  }
+  cfg.data.domains[0].weight = 0.5f;
+  JobOutput out = RunInProcess(cfg, 2, "", dir / "run");
+  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
+  std::string line;
+  auto result = MergeRunResult(out.workers, 0, &line);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  const json& t = (*result)["test"];
+  ASSERT_TRUE(t.contains("domains")) << t.dump();
+  EXPECT_EQ(t["domains"]["shop"]["users"], 500);
+  EXPECT_EQ(t["domains"]["music"]["users"], 400);
+  EXPECT_EQ(t["users"], 900);
+  for (const char* name : {"shop", "music"}) {
+    const double hr = t["domains"][name]["HR@10"],
+                 pop = (*result)["popularity"]["domains"][name]["HR@10"];
+    EXPECT_GT(hr, pop + 0.05) << name << ": " << line;
+    EXPECT_NE(line.find(std::string("\n  ") + name + ": HR@10"), std::string::npos) << line;
+  }
+  // Totals are the user-weighted mean of the domains.
+  const double mixed = (t["domains"]["shop"]["HR@10"].get<double>() * 500 +
+                        t["domains"]["music"]["HR@10"].get<double>() * 400) /
+                       900;
+  EXPECT_NEAR(t["HR@10"].get<double>(), mixed, 1e-9);
+  // An epoch trains about half of the shop samples (weight 0.5) and every music one.
+  uint64_t samples = 0;
+  for (const auto& w : out.workers) samples += w.samples;
+  const double per_epoch = double(samples) / 3;
+  auto ds = LoadJobData(cfg, "");
+  ASSERT_TRUE(ds.ok());
+  double shop = 0, music = 0;
+  for (uint32_t u = 0; u < (*ds)->num_users; ++u)
+    ((*ds)->UserDomain(u) == 0 ? shop : music) += double((*ds)->train[u].size());
+  EXPECT_NEAR(per_epoch, 0.5 * shop + music, 0.05 * shop) << "samples per epoch";
+  // The metrics log carries every domain, and the fusion's gates per domain.
+  std::ifstream log(dir / "run/metrics.jsonl");
+  std::string first;
+  ASSERT_TRUE(std::getline(log, first));
+  const json l = json::parse(first);
+  EXPECT_TRUE(l["test"]["domains"].contains("music")) << first;
+  EXPECT_TRUE(l["gates"]["domains"].contains("shop")) << first;
+}
 
 TEST(InProcessJob, EvaluatingTheBestCheckpointReproducesTheResult) {
   TempDir dir;

@@ -430,12 +430,13 @@ std::vector<uint32_t> SampledNegatives(const Dataset& d, uint32_t u, uint64_t se
   if (d.valid_item[u] >= 0) seen.insert(static_cast<uint32_t>(d.valid_item[u]));
   if (d.test_item[u] >= 0) seen.insert(static_cast<uint32_t>(d.test_item[u]));
   std::vector<uint32_t> out;
-  const uint32_t span = d.num_items - d.first_item;
+  const auto [begin, end] = d.CandidateItems(u);
+  const uint32_t span = end - begin;
   const size_t want =
       std::min<size_t>(d.sampled_negatives, span > seen.size() ? span - seen.size() : 0);
   std::mt19937_64 rng(Mix64(seed ^ (uint64_t{u} << 20)));
   while (out.size() < want) {
-    uint32_t j = d.first_item + static_cast<uint32_t>(rng() % span);
+    uint32_t j = begin + static_cast<uint32_t>(rng() % span);
     if (seen.insert(j).second) out.push_back(j);
   }
   return out;
@@ -527,19 +528,139 @@ std::string Dataset::ProtocolName() const {
   return "sampled, " + std::to_string(NegativesPerTarget()) + " negatives";
 }
 
-StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir) {
-  if (cfg.source == DataSource::kSynth) return LoadTsv(data_dir, "synthetic");
-  switch (cfg.format) {
-    case DataFormat::kTsv:
-      return LoadTsv(cfg.path, "tsv:" + cfg.path);
-    case DataFormat::kLightGcn:
-      return LoadLightGcn(cfg.path);
-    case DataFormat::kS3Rec:
-      return LoadS3Rec(cfg.path, cfg.name);
-    case DataFormat::kMovieLens:
-      return LoadMovieLens(cfg.path);
+uint32_t Dataset::UserDomain(uint32_t u) const {
+  if (domains.size() <= 1) return 0;
+  auto it = std::upper_bound(domains.begin(), domains.end(), u,
+                             [](uint32_t v, const Domain& d) { return v < d.user_end; });
+  return it == domains.end() ? uint32_t(domains.size() - 1) : uint32_t(it - domains.begin());
+}
+
+uint32_t Dataset::ItemDomain(uint32_t i) const {
+  if (domains.size() <= 1) return 0;
+  auto it = std::upper_bound(domains.begin(), domains.end(), i,
+                             [](uint32_t v, const Domain& d) { return v < d.item_end; });
+  return it == domains.end() ? uint32_t(domains.size() - 1) : uint32_t(it - domains.begin());
+}
+
+std::pair<uint32_t, uint32_t> Dataset::CandidateItems(uint32_t u) const {
+  if (domains.empty()) return {first_item, num_items};
+  const Domain& d = domains[UserDomain(u)];
+  return {d.item_begin, d.item_end};
+}
+
+StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<DomainSpec>& specs) {
+  if (parts.empty() || parts.size() != specs.size())
+    return Status::InvalidArgument("MergeDomains: one dataset per domain spec");
+  if (parts.size() > 255) return Status::InvalidArgument("data.domains: at most 255 domains");
+  Dataset m;
+  m.protocol = parts[0].protocol;
+  m.first_item = parts[0].first_item;
+  m.image_dim = parts[0].image_dim;
+  m.audio_dim = parts[0].audio_dim;
+  uint32_t uoff = 0, ioff = 0, toff = 0;
+  auto shift = [](std::vector<uint32_t>& v, uint32_t off) {
+    for (uint32_t& x : v) x += off;
+  };
+  for (size_t k = 0; k < parts.size(); ++k) {
+    Dataset& p = parts[k];
+    const std::string& label = specs[k].label;
+    if (p.protocol != m.protocol)
+      return Status::InvalidArgument("data.domains: '" + label + "' is evaluated by " +
+                                     p.ProtocolName() + ", '" + specs[0].label + "' by " +
+                                     parts[0].ProtocolName() + " (one protocol per job)");
+    if (p.image_dim != m.image_dim || p.audio_dim != m.audio_dim)
+      return Status::InvalidArgument("data.domains: '" + label +
+                                     "' has other image/audio dimensions than '" + specs[0].label +
+                                     "'");
+    m.name += (k ? "+" : "") + label;
+    m.domains.push_back({label, uoff, uoff + p.num_users, ioff + p.first_item, ioff + p.num_items,
+                         specs[k].weight, ioff});
+    m.ordered = m.ordered && p.ordered;
+    for (auto& l : p.train) shift(l, ioff);
+    for (auto& l : p.test_sets) shift(l, ioff);
+    for (auto& l : p.fixed_negatives) shift(l, ioff);
+    for (auto& l : p.item_tokens) shift(l, toff);
+    for (auto& l : p.user_tokens) shift(l, toff);
+    for (auto& l : p.social) shift(l, uoff);
+    for (int64_t& t : p.test_item)
+      if (t >= 0) t += ioff;
+    for (int64_t& t : p.valid_item)
+      if (t >= 0) t += ioff;
+    auto append = [](auto& dst, auto& src, size_t n, size_t have) {
+      // Lists some parts lack are padded with empties so that index = id holds throughout.
+      if (src.empty() && dst.empty()) return;
+      dst.resize(have);
+      src.resize(n);
+      for (auto& x : src) dst.push_back(std::move(x));
+    };
+    const bool full = m.protocol == Dataset::Protocol::kFullRanking;
+    append(m.train, p.train, p.num_users, uoff);
+    if (full) append(m.test_sets, p.test_sets, p.num_users, uoff);
+    if (!full) {
+      p.test_item.resize(p.num_users, -1);
+      p.valid_item.resize(p.num_users, -1);
+      m.test_item.insert(m.test_item.end(), p.test_item.begin(), p.test_item.end());
+      m.valid_item.insert(m.valid_item.end(), p.valid_item.begin(), p.valid_item.end());
+    }
+    append(m.fixed_negatives, p.fixed_negatives, p.num_users, uoff);
+    append(m.social, p.social, p.num_users, uoff);
+    append(m.user_tokens, p.user_tokens, p.num_users, uoff);
+    append(m.item_tokens, p.item_tokens, p.num_items, ioff);
+    m.item_image.insert(m.item_image.end(), p.item_image.begin(), p.item_image.end());
+    m.item_audio.insert(m.item_audio.end(), p.item_audio.begin(), p.item_audio.end());
+    uoff += p.num_users;
+    ioff += p.num_items;
+    toff += p.num_tokens;
   }
-  return Status::InvalidArgument("data.format: unknown format");
+  m.num_users = uoff;
+  m.num_items = ioff;
+  m.num_tokens = toff;
+  // Lists present in some parts only cover every id.
+  for (auto* v : {&m.fixed_negatives, &m.social, &m.user_tokens})
+    if (!v->empty()) v->resize(m.num_users);
+  if (!m.item_tokens.empty()) m.item_tokens.resize(m.num_items);
+  Finish(&m);
+  return m;
+}
+
+StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir) {
+  if (!cfg.domains.empty()) {
+    std::vector<Dataset> parts;
+    for (const DomainSpec& d : cfg.domains) {
+      DataConfig one;
+      one.source = DataSource::kDir;
+      one.path = d.path;
+      one.format = d.format;
+      one.name = d.name;
+      auto ds = LoadDataset(one, data_dir);
+      if (!ds.ok())
+        return Status(ds.status().code(),
+                      "data.domains '" + d.label + "': " + ds.status().message());
+      parts.push_back(std::move(*ds));
+    }
+    return MergeDomains(std::move(parts), cfg.domains);
+  }
+  StatusOr<Dataset> ds = Status::InvalidArgument("data.format: unknown format");
+  if (cfg.source == DataSource::kSynth) {
+    ds = LoadTsv(data_dir, "synthetic");
+  } else {
+    switch (cfg.format) {
+      case DataFormat::kTsv:
+        ds = LoadTsv(cfg.path, "tsv:" + cfg.path);
+        break;
+      case DataFormat::kLightGcn:
+        ds = LoadLightGcn(cfg.path);
+        break;
+      case DataFormat::kS3Rec:
+        ds = LoadS3Rec(cfg.path, cfg.name);
+        break;
+      case DataFormat::kMovieLens:
+        ds = LoadMovieLens(cfg.path);
+        break;
+    }
+  }
+  if (ds.ok()) ds->domains = {{ds->name, 0, ds->num_users, ds->first_item, ds->num_items, 1.0f}};
+  return ds;
 }
 
 }  // namespace m6rec

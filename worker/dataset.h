@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/config.h"
@@ -51,6 +52,24 @@ struct Dataset {
   uint32_t image_dim = 0, audio_dim = 0;
   std::vector<uint32_t> item_popularity;  // train counts
   uint64_t train_interactions = 0;
+  // Domains: every dataset is one; a multi-domain job merges several (MergeDomains), each in
+  // its own contiguous range of user and item ids. A user belongs to one domain; its negatives
+  // and its full-ranking candidates are its domain's items.
+  struct Domain {
+    std::string name;
+    uint32_t user_begin = 0, user_end = 0;  // [begin, end)
+    uint32_t item_begin = 0, item_end = 0;  // valid item ids [begin, end)
+    float weight = 1.0f;                    // training samples per epoch, relative to its size
+    uint32_t item_offset = 0;  // merged item id = item_offset + the id in the domain's dataset
+  };
+  std::vector<Domain> domains;
+
+  // The domain of user u / item i (0 when the dataset has a single one).
+  uint32_t UserDomain(uint32_t u) const;
+  uint32_t ItemDomain(uint32_t i) const;
+  // The valid items user u is ranked among: its domain's (all of them without domains).
+  std::pair<uint32_t, uint32_t> CandidateItems(uint32_t u) const;
+  bool multi_domain() const { return domains.size() > 1; }
 
   // Per item, the training users that touched it (the item side of the interaction graph).
   std::vector<std::vector<uint32_t>> ItemUsers() const;
@@ -62,8 +81,15 @@ struct Dataset {
   std::string Describe() const;
 };
 
-// `data_dir` is where synthetic data was generated (for source synth).
+// `data_dir` is where synthetic data was generated (for source synth). With data.domains, every
+// domain's dataset is loaded and merged (MergeDomains).
 StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir);
+
+// One dataset from several: users, items and tokens of domain k are offset past those of
+// domains 0..k-1, so ids never collide (the PS tables see one id space); every list, feature
+// row and fixed negative moves with its ids. The parts must share an evaluation protocol and
+// their image/audio dimensions (or have none).
+StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<DomainSpec>& specs);
 
 // Reads "user item item ..." lines (one user per line, user ids need not be dense or sorted).
 // Returns per-user lists indexed by user id; num_users = max id + 1.

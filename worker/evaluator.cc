@@ -5,6 +5,28 @@
 
 namespace m6rec {
 
+namespace {
+
+// Adds one user's metric values to the totals and, in a multi-domain dataset, to its domain's.
+class UserMetrics {
+ public:
+  UserMetrics(const Dataset& ds, uint32_t user, MetricSums* out) : out_(out) {
+    if (ds.multi_domain()) group_ = &ds.domains[ds.UserDomain(user)].name;
+    out_->AddUser();
+    if (group_) out_->AddGroupUser(*group_);
+  }
+  void Add(const char* name, double v) {
+    out_->Add(name, v);
+    if (group_) out_->AddGroup(*group_, name, v);
+  }
+
+ private:
+  MetricSums* out_;
+  const std::string* group_ = nullptr;
+};
+
+}  // namespace
+
 Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
                            uint64_t seed, float threshold, const SampledScorer& score,
                            MetricSums* out) {
@@ -32,22 +54,22 @@ Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users
       if (s.size() != cands[c].size())
         return Status::Internal("scorer returned the wrong number of candidates");
       const int rank = RankOfFirst(s);
-      out->AddUser();
-      out->Add("HR@1", HitAtK(rank, 1));
-      out->Add("HR@5", HitAtK(rank, 5));
-      out->Add("HR@10", HitAtK(rank, 10));
-      out->Add("NDCG@5", NdcgAtK(rank, 5));
-      out->Add("NDCG@10", NdcgAtK(rank, 10));
-      out->Add("MRR", 1.0 / (rank + 1));
+      UserMetrics m(ds, chunk[c], out);
+      m.Add("HR@1", HitAtK(rank, 1));
+      m.Add("HR@5", HitAtK(rank, 5));
+      m.Add("HR@10", HitAtK(rank, 10));
+      m.Add("NDCG@5", NdcgAtK(rank, 5));
+      m.Add("NDCG@10", NdcgAtK(rank, 10));
+      m.Add("MRR", 1.0 / (rank + 1));
       std::vector<int> labels(s.size(), 0);
       labels[0] = 1;
-      out->Add("AUC", Auc(s, labels));
+      m.Add("AUC", Auc(s, labels));
       BinaryCounts bc;
       for (size_t k = 0; k < s.size(); ++k) bc.Add(s[k], labels[k], threshold);
-      out->Add("TP", double(bc.tp));
-      out->Add("FP", double(bc.fp));
-      out->Add("TN", double(bc.tn));
-      out->Add("FN", double(bc.fn));
+      m.Add("TP", double(bc.tp));
+      m.Add("FP", double(bc.fp));
+      m.Add("TN", double(bc.tn));
+      m.Add("FN", double(bc.fn));
     }
   }
   return Status::OK();
@@ -71,11 +93,14 @@ Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
       const uint32_t u = chunk[c];
       std::copy(scores.begin() + c * I, scores.begin() + (c + 1) * I, row.begin());
       for (uint32_t i : ds.train[u]) row[i] = -1e30f;
-      for (uint32_t i = 0; i < ds.first_item; ++i) row[i] = -1e30f;
+      // Only the user's domain's items are candidates (all valid items without domains).
+      const auto [begin, end] = ds.CandidateItems(u);
+      for (uint32_t i = 0; i < begin; ++i) row[i] = -1e30f;
+      for (uint32_t i = end; i < I; ++i) row[i] = -1e30f;
       auto top = TopK(row, 20);
-      out->AddUser();
-      out->Add("Recall@20", RecallAtK(top, ds.test_sets[u], 20));
-      out->Add("NDCG@20", FullNdcgAtK(top, ds.test_sets[u], 20));
+      UserMetrics m(ds, u, out);
+      m.Add("Recall@20", RecallAtK(top, ds.test_sets[u], 20));
+      m.Add("NDCG@20", FullNdcgAtK(top, ds.test_sets[u], 20));
     }
   }
   return Status::OK();
@@ -84,7 +109,8 @@ Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
 std::map<std::string, double> SummaryMetrics(const MetricSums& m) {
   std::map<std::string, double> out;
   for (const auto& [k, v] : m.sums())
-    if (k != "TP" && k != "FP" && k != "TN" && k != "FN") out[k] = m.Mean(k);
+    if (k != "TP" && k != "FP" && k != "TN" && k != "FN" && k.find('/') == std::string::npos)
+      out[k] = m.Mean(k);
   auto get = [&](const char* k) {
     auto it = m.sums().find(k);
     return it == m.sums().end() ? 0.0 : it->second;
@@ -126,9 +152,19 @@ Status EvalPopularity(const Dataset& ds, const std::vector<uint32_t>& users, uin
   return EvalSampledProtocol(ds, users, false, seed, 0.0f, PopularitySampledScorer(ds), out);
 }
 
-std::vector<std::string> ProtocolSumNames(Dataset::Protocol p) {
-  if (p == Dataset::Protocol::kFullRanking) return {"NDCG@20", "Recall@20"};
-  return {"AUC", "FN", "FP", "HR@1", "HR@10", "HR@5", "MRR", "NDCG@10", "NDCG@5", "TN", "TP"};
+std::vector<std::string> ProtocolSumNames(const Dataset& ds) {
+  std::vector<std::string> base =
+      ds.protocol == Dataset::Protocol::kFullRanking
+          ? std::vector<std::string>{"NDCG@20", "Recall@20"}
+          : std::vector<std::string>{"AUC", "FN",      "FP",     "HR@1", "HR@10", "HR@5",
+                                     "MRR", "NDCG@10", "NDCG@5", "TN",   "TP"};
+  if (!ds.multi_domain()) return base;
+  std::vector<std::string> out = base;
+  for (const auto& d : ds.domains) {
+    out.push_back(d.name + "/users");
+    for (const auto& n : base) out.push_back(d.name + "/" + n);
+  }
+  return out;
 }
 
 std::array<const char*, 2> HeadlineMetrics(Dataset::Protocol p) {
@@ -149,6 +185,10 @@ std::string EpochSummary(int epoch, double train_loss, Dataset::Protocol p, cons
     << test.Mean(heads[0]) << " " << heads[1] << " " << test.Mean(heads[1]);
   if (p != Dataset::Protocol::kFullRanking) o << " (valid NDCG@10 " << valid.Mean("NDCG@10") << ")";
   o << " over " << test.users() << " users";
+  for (const auto& g : test.Groups()) {
+    const MetricSums d = test.Group(g);
+    o << "; " << g << " " << d.Mean(heads[0]) << " / " << d.Mean(heads[1]);
+  }
   return o.str();
 }
 

@@ -3,8 +3,9 @@
 // workers by adding MetricSums).
 //   sampled  target (test item, or validation item) + the protocol's negatives; HR@1/5/10,
 //            NDCG@5/10, MRR, AUC, and confusion counts at score >= threshold (acc/P/R/F1 later)
-//   full     every item scored; training items (and ids below first_item) masked;
-//            Recall@20 / NDCG@20 against the user's test set
+//   full     every item scored; training items (and items outside the user's domain, ids
+//            below first_item) masked; Recall@20 / NDCG@20 against the user's test set
+// In a multi-domain dataset every user's metrics are also added to its domain's group.
 #pragma once
 
 #include <array>
@@ -39,8 +40,9 @@ Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
 // ("TP", "FP", "TN", "FN"), as a name -> value map of the means and these.
 std::map<std::string, double> SummaryMetrics(const MetricSums& m);
 
-// The metric sums a protocol's evaluation adds, in a fixed order (what ranks allreduce).
-std::vector<std::string> ProtocolSumNames(Dataset::Protocol p);
+// The metric sums the dataset's protocol adds, in a fixed order (what ranks allreduce): the
+// totals and, for a multi-domain dataset, every domain's (MetricSums groups named by domain).
+std::vector<std::string> ProtocolSumNames(const Dataset& ds);
 // The two metrics a result leads with: HR@10, NDCG@10 (sampled) or Recall@20, NDCG@20 (full).
 std::array<const char*, 2> HeadlineMetrics(Dataset::Protocol p);
 // "full ranking" or "sampled, N negatives".

@@ -147,6 +147,7 @@ double SelectionValue(Dataset::Protocol p, const MetricSums& test, const MetricS
 json MetricsJson(const MetricSums& m) {
   json j = {{"users", m.users()}};
   for (const auto& [k, v] : SummaryMetrics(m)) j[k] = v;
+  for (const auto& g : m.Groups()) j["domains"][g] = MetricsJson(m.Group(g));
   return j;
 }
 
@@ -210,6 +211,18 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
       b["test"].value("users", 0.0), heads[0], result["popularity"].value(heads[0], 0.0), sps,
       wall_s);
   *line = buf;
+  // A multi-domain run names every domain on its own line.
+  const json no_domains = json::object();
+  const json& pop_domains =
+      result["popularity"].contains("domains") ? result["popularity"]["domains"] : no_domains;
+  if (b["test"].contains("domains"))
+    for (const auto& [name, d] : b["test"]["domains"].items()) {
+      const json pop = pop_domains.value(name, json::object());
+      std::snprintf(buf, sizeof(buf), "\n  %s: %s %.4f %s %.4f over %.0f users (popularity %.4f)",
+                    name.c_str(), heads[0], d.value(heads[0], 0.0), heads[1],
+                    d.value(heads[1], 0.0), d.value("users", 0.0), pop.value(heads[0], 0.0));
+      *line += buf;
+    }
   return result;
 }
 

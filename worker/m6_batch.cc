@@ -40,6 +40,17 @@ M6Inputs::M6Inputs(const Dataset& d, const JobConfig& cfg)
   eval_item_fanout = mc.eval_fanout > 0 ? mc.eval_fanout : mc.item_fanout;
   eval_seed = Mix64(cfg.seed ^ 0xe7a1);
   if (mc.item_graph) item_users = d.ItemUsers();
+  shape.domains = int64_t(std::max<size_t>(1, d.domains.size()));
+  if (d.multi_domain())
+    for (const auto& dom : d.domains) {
+      if (cfg.train.negative_sampler == SamplerKind::kPopularity)
+        domain_samplers.emplace_back(
+            std::vector<uint32_t>(d.item_popularity.begin(),
+                                  d.item_popularity.begin() + dom.item_end),
+            dom.item_begin, 0.75);
+      else
+        domain_samplers.emplace_back(dom.item_begin, dom.item_end);
+    }
 }
 
 BatchBuilder::BatchBuilder(const M6Inputs& in, int fanout, int item_fanout)
@@ -100,9 +111,10 @@ void BatchBuilder::Symmetric(size_t pool, std::vector<float>* w) const {
 
 void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
                            const std::vector<uint32_t>& nbr_items, size_t nbr_pool,
-                           const std::vector<uint32_t>& fr) {
+                           const std::vector<uint32_t>& fr, uint32_t domain) {
   const ModelConfig& mc = in_.mc;
   users.push_back(User(u));
+  row_domain.push_back(domain);
   const int L = mc.seq_len, F = fanout_;
   const size_t pad = L - std::min<size_t>(L, h.size());
   for (size_t k = 0; k < pad; ++k) {
@@ -244,14 +256,29 @@ std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfi
       }
       fr = SampleNeighbours(FriendsOf(ds, u), mc.fanout, -1, rng);
     }
-    b.AddUser(u, hist, nbr, pool, fr);
+    const uint32_t domain = ds.ItemDomain(item);
+    b.AddUser(u, hist, nbr, pool, fr, domain);
     batch->pos.push_back(b.Scored(item));
     batch->pos_items.push_back(item);
+    if (ds.multi_domain()) batch->pos_domain.push_back(domain);
   }
-  for (int j = 0; j < in.negatives; ++j) {
-    const uint32_t neg = in.sampler.Draw(rng);
-    batch->neg.push_back(b.Scored(neg));
-    batch->neg_items.push_back(neg);
+  if (!ds.multi_domain()) {
+    for (int j = 0; j < in.negatives; ++j) {
+      const uint32_t neg = in.sampler.Draw(rng);
+      batch->neg.push_back(b.Scored(neg));
+      batch->neg_items.push_back(neg);
+    }
+  } else {
+    // Every domain of the batch draws its own shared negatives, in domain order.
+    std::vector<bool> present(ds.domains.size(), false);
+    for (uint32_t d : batch->pos_domain) present[d] = true;
+    for (uint32_t d = 0; d < present.size(); ++d)
+      for (int j = 0; present[d] && j < in.negatives; ++j) {
+        const uint32_t neg = in.domain_samplers[d].Draw(rng);
+        batch->neg.push_back(b.Scored(neg));
+        batch->neg_items.push_back(neg);
+        batch->neg_domain.push_back(d);
+      }
   }
   FillKeyLists(b, cfg, &batch->lists);
   return batch;
@@ -275,7 +302,8 @@ std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in,
                q.neighbours.size(),
                mc.graph ? SampleNeighboursFixed(FriendsOf(in.ds, u), in.eval_fanout, -1,
                                                 in.eval_seed ^ 1, u)
-                        : std::vector<uint32_t>{});
+                        : std::vector<uint32_t>{},
+               q.domain >= 0 ? uint32_t(q.domain) : in.ds.UserDomain(u));
   }
   return b;
 }

@@ -30,6 +30,7 @@ struct ModelShape {
   int64_t audio_dim = 0;
   bool tokens = false;  // items/users have tokens (a token table is needed)
   bool social = false;  // a user-user graph exists
+  int64_t domains = 1;  // > 1: the fusion is conditioned on the row's domain
 };
 
 // Everything about the data and the configuration that batches of one job share.
@@ -42,7 +43,8 @@ struct M6Inputs {
   int eval_fanout = 0, eval_item_fanout = 0;
   uint64_t eval_seed = 0;
   std::vector<std::vector<uint32_t>> item_users;  // the item graph's neighbours (item_graph)
-  NegativeSampler sampler;
+  NegativeSampler sampler;                        // over every item (one domain)
+  std::vector<NegativeSampler> domain_samplers;   // multi-domain: one over each domain's items
   int negatives = 0;
 };
 
@@ -63,9 +65,10 @@ class BatchBuilder {
   std::function<void(uint32_t item, std::vector<uint32_t>* users)> item_users;
 
   // One user row of the user tower. hist: oldest first; nbr: items sampled from nbr_pool of
-  // them (the size of the neighbourhood, for graph_weighting: symmetric).
+  // them (the size of the neighbourhood, for graph_weighting: symmetric); domain: the domain
+  // the row is scored in (conditions the fusion in a multi-domain job).
   void AddUser(uint32_t u, const std::vector<uint32_t>& hist, const std::vector<uint32_t>& nbr,
-               size_t nbr_pool, const std::vector<uint32_t>& friends);
+               size_t nbr_pool, const std::vector<uint32_t>& friends, uint32_t domain = 0);
 
   int fanout() const { return fanout_; }
   int item_fanout() const { return item_fanout_; }
@@ -75,7 +78,7 @@ class BatchBuilder {
   const std::vector<std::vector<float>>& item_neighbour_weights() const { return item_nbr_w_; }
 
   std::vector<uint32_t> user_ids, item_ids, token_ids;
-  std::vector<int64_t> users, hist, nbr, friends, utok, item_tok;
+  std::vector<int64_t> users, hist, nbr, friends, utok, item_tok, row_domain;
   std::vector<float> hist_mask, nbr_mask, friends_mask, utok_mask, item_tok_mask;
 
  private:
@@ -95,12 +98,15 @@ class BatchBuilder {
 };
 
 // A training batch: the key lists (users, items, tokens, in this order) and, for the loss,
-// each row's positive and the shared negatives as item indices.
+// each row's positive and the shared negatives as item indices. In a multi-domain job every
+// domain of the batch draws its own negatives, and a row is scored only against its domain's
+// (pos_domain / neg_domain; empty otherwise).
 struct M6TrainBatch final : TrainBatch {
   enum List { kUsers, kItems, kTokens };
   std::unique_ptr<BatchBuilder> b;
   std::vector<int64_t> pos, neg;
   std::vector<uint32_t> pos_items, neg_items;
+  std::vector<uint32_t> pos_domain, neg_domain;
 };
 
 // The keys of a built batch's ids, as the three key lists.

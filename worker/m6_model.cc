@@ -5,6 +5,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -193,6 +194,9 @@ class M6Plugin final : public ModelPlugin {
 
   Status BeginScoring() override {
     model_->eval();
+    // The per-domain gates reported after an evaluation are means over its requests.
+    model_->user_fusion->ResetConditionGates();
+    model_->item_fusion->ResetConditionGates();
     return Status::OK();
   }
   void EndScoring() override {
@@ -262,6 +266,12 @@ ModelBatch M6Plugin::Tensors(const BatchBuilder& b, std::vector<KeyList>& lists,
   mb.nbr_mask = FloatTensor(b.nbr_mask, B, b.fanout()).to(dev_);
   mb.friends = LongTensor(b.friends, B, b.fanout()).to(dev_);
   mb.friends_mask = FloatTensor(b.friends_mask, B, b.fanout()).to(dev_);
+  if (in_.shape.domains > 1) {
+    mb.user_domain = LongTensor(b.row_domain, B, 1).view({B}).to(dev_);
+    std::vector<int64_t> idom(b.item_ids.size());
+    for (size_t k = 0; k < idom.size(); ++k) idom[k] = in_.ds.ItemDomain(b.item_ids[k]);
+    mb.item_domain = LongTensor(idom, Ki, 1).view({Ki}).to(dev_);
+  }
   if (mc.item_graph) {
     const int64_t F = b.item_fanout();
     std::vector<int64_t> idx(size_t(Ki) * F, 0);
@@ -298,15 +308,21 @@ StatusOr<StepResult> M6Plugin::Step(TrainBatch& batch) {
   }
   auto s_pos = (uv * posv).sum(1);
   auto s_neg = uv.matmul(negv.t());
-  // A negative equal to the row's own positive is no negative.
+  // A negative equal to the row's own positive is no negative, nor is one of another domain.
+  const bool domains = !cur.pos_domain.empty();
+  auto same = [&](uint32_t a, uint32_t b) { return !domains || a == b; };
   std::vector<float> valid(size_t(nb) * M);
   for (int64_t r = 0; r < nb; ++r)
-    for (int64_t j = 0; j < M; ++j) valid[r * M + j] = cur.neg_items[j] != cur.pos_items[r];
+    for (int64_t j = 0; j < M; ++j)
+      valid[r * M + j] = cur.neg_items[j] != cur.pos_items[r] &&
+                         same(domains ? cur.neg_domain[j] : 0, domains ? cur.pos_domain[r] : 0);
   torch::Tensor vt = FloatTensor(valid, nb, M).to(dev_);
   if (tc.in_batch_negatives) {
     std::vector<float> vib(size_t(nb) * nb);
     for (int64_t r = 0; r < nb; ++r)
-      for (int64_t c = 0; c < nb; ++c) vib[r * nb + c] = cur.pos_items[c] != cur.pos_items[r];
+      for (int64_t c = 0; c < nb; ++c)
+        vib[r * nb + c] = cur.pos_items[c] != cur.pos_items[r] &&
+                          same(domains ? cur.pos_domain[c] : 0, domains ? cur.pos_domain[r] : 0);
     s_neg = torch::cat({s_neg, uv.matmul(posv.t())}, 1);
     vt = torch::cat({vt, FloatTensor(vib, nb, nb).to(dev_)}, 1);
   }
@@ -404,6 +420,15 @@ json M6Plugin::EpochReport() const {
     auto g = f->last_gates.to(torch::kCPU);
     for (size_t k = 0; k < srcs->size(); ++k)
       gates[name][(*srcs)[k]] = g[int64_t(k)].item<double>();
+    // Per domain, over the last evaluation's requests (and every item vector it computed).
+    auto cg = f->ConditionGates();
+    if (!cg.defined()) continue;
+    cg = cg.to(torch::kCPU);
+    for (size_t d = 0; d < in_.ds.domains.size() && int64_t(d) < cg.size(0); ++d)
+      for (size_t k = 0; k < srcs->size(); ++k) {
+        const double v = cg[int64_t(d)][int64_t(k)].item<double>();
+        if (std::isfinite(v)) gates["domains"][in_.ds.domains[d].name][name][(*srcs)[k]] = v;
+      }
   }
   return {{"gates", gates}};
 }

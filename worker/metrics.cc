@@ -96,6 +96,31 @@ void MetricSums::Merge(const MetricSums& o) {
   users_ += o.users_;
 }
 
+std::vector<std::string> MetricSums::Groups() const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : sums_) {
+    const size_t slash = k.find('/');
+    if (slash == std::string::npos) continue;
+    std::string g = k.substr(0, slash);
+    if (out.empty() || out.back() != g) out.push_back(std::move(g));
+  }
+  return out;
+}
+
+MetricSums MetricSums::Group(const std::string& group) const {
+  MetricSums g;
+  const std::string prefix = group + "/";
+  for (auto it = sums_.lower_bound(prefix); it != sums_.end() && it->first.rfind(prefix, 0) == 0;
+       ++it) {
+    const std::string name = it->first.substr(prefix.size());
+    if (name == "users")
+      g.users_ = static_cast<uint64_t>(std::llround(it->second));
+    else
+      g.sums_[name] = it->second;
+  }
+  return g;
+}
+
 double MetricSums::Mean(const std::string& name) const {
   auto it = sums_.find(name);
   return it == sums_.end() || users_ == 0 ? 0.0 : it->second / users_;

@@ -55,6 +55,16 @@ class MetricSums {
   std::vector<double> Pack() const;
   void Unpack(const std::vector<double>& packed, const std::vector<std::string>& names);
 
+  // Groups (e.g. domains) ride in the same sums: "<group>/<name>" per metric and
+  // "<group>/users" for the group's user count, so merging and allreducing need nothing new.
+  void AddGroupUser(const std::string& group) { sums_[group + "/users"] += 1; }
+  void AddGroup(const std::string& group, const std::string& name, double value) {
+    sums_[group + "/" + name] += value;
+  }
+  // The groups present, in name order, and one group's sums as a MetricSums of its own.
+  std::vector<std::string> Groups() const;
+  MetricSums Group(const std::string& group) const;
+
  private:
   std::map<std::string, double> sums_;
   uint64_t users_ = 0;

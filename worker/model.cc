@@ -35,11 +35,22 @@ torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q,
 }
 
 FusionImpl::FusionImpl(int64_t sources, int64_t dim, int64_t hidden, FusionKind mode,
-                       double dropout)
-    : mode_(mode), sources_(sources) {
+                       double dropout, int64_t conditions)
+    : mode_(mode), sources_(sources), conditions_(conditions) {
+  if (conditions_ > 1) {
+    film_ = register_module("film", nn::Embedding(conditions_, 2 * dim));
+    torch::NoGradGuard ng;
+    film_->weight.zero_();  // scale 1 + 0, shift 0: the identity until a domain learns its own
+  }
   if (mode_ == FusionKind::kMean) return;
+  const int64_t cond_in = conditions_ > 1 && mode_ == FusionKind::kGate ? kConditionDim : 0;
+  if (cond_in > 0) {
+    cond_emb_ = register_module("cond_emb", nn::Embedding(conditions_, kConditionDim));
+    torch::NoGradGuard ng;
+    cond_emb_->weight.normal_(0.0, 1.0);
+  }
   if (mode_ == FusionKind::kGate)
-    gate_ = register_module("gate", nn::Linear(sources * dim, sources));
+    gate_ = register_module("gate", nn::Linear(sources * dim + cond_in, sources));
   reduce_ = register_module("reduce", nn::Linear(sources * dim, dim));
   mlp1_ = register_module("mlp1", nn::Linear(dim, hidden));
   mlp2_ = register_module("mlp2", nn::Linear(hidden, dim));
@@ -61,18 +72,51 @@ FusionImpl::FusionImpl(int64_t sources, int64_t dim, int64_t hidden, FusionKind 
   mlp2_->bias.zero_();
 }
 
-torch::Tensor FusionImpl::forward(const torch::Tensor& xs) {
-  if (mode_ == FusionKind::kMean) return xs.mean(1);
+void FusionImpl::ResetConditionGates() {
+  if (conditions_ <= 1 || mode_ != FusionKind::kGate) return;
+  auto o = gate_->weight.options().requires_grad(false);
+  cond_gate_sum_ = torch::zeros({conditions_, sources_}, o);
+  cond_rows_ = torch::zeros({conditions_}, o);
+}
+
+torch::Tensor FusionImpl::ConditionGates() const {
+  if (!cond_gate_sum_.defined()) return {};
+  return cond_gate_sum_ / cond_rows_.unsqueeze(1);
+}
+
+torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& cond) {
+  const bool conditioned = conditions_ > 1 && cond.defined();
+  // The condition's head: y * (1 + scale) + shift.
+  auto head = [&](const torch::Tensor& y) {
+    if (!conditioned) return y;
+    auto ss = film_(cond).chunk(2, 1);
+    return y * (1 + ss[0]) + ss[1];
+  };
+  if (mode_ == FusionKind::kMean) return head(xs.mean(1));
   const int64_t n = xs.size(0);
   if (n == 0) return torch::zeros({0, xs.size(2)}, xs.options());
   torch::Tensor flat = xs.reshape({n, -1});
   if (mode_ == FusionKind::kGate) {
-    auto g = torch::sigmoid(gate_(flat));  // [N, S]: how much each source speaks for this row
+    torch::Tensor in = flat;
+    if (cond_emb_) {
+      // Without a condition (a caller that has none) the gates see the mean condition.
+      auto c = conditioned ? cond_emb_(cond) : cond_emb_->weight.mean(0).expand({n, -1});
+      in = torch::cat({flat, c}, 1);
+    }
+    auto g = torch::sigmoid(gate_(in));  // [N, S]: how much each source speaks for this row
     last_gates = g.detach().mean(0);
+    if (conditioned) {
+      auto gd = g.detach();
+      auto oh = torch::one_hot(cond, conditions_).to(gd.dtype());  // [N, C]
+      if (!cond_gate_sum_.defined() || cond_gate_sum_.scalar_type() != gd.scalar_type())
+        ResetConditionGates();
+      cond_gate_sum_ = cond_gate_sum_.to(gd.device()) + oh.t().matmul(gd);
+      cond_rows_ = cond_rows_.to(gd.device()) + oh.sum(0);
+    }
     flat = (xs * g.unsqueeze(-1)).reshape({n, -1});
   }
   auto y = reduce_(flat);
-  return y + mlp2_(drop_(torch::relu(mlp1_(y))));
+  return head(y + mlp2_(drop_(torch::relu(mlp1_(y)))));
 }
 
 namespace {
@@ -133,10 +177,10 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape)
     item_sage_ = register_module("item_sage", nn::Linear(d, d));
     IdentityInit(item_sage_.get());
   }
-  item_fusion = register_module(
-      "item_fusion", Fusion(int64_t(item_sources_.size()), d, h, cfg.fusion, cfg.dropout));
-  user_fusion = register_module(
-      "user_fusion", Fusion(int64_t(user_sources_.size()), d, h, cfg.fusion, cfg.dropout));
+  item_fusion = register_module("item_fusion", Fusion(int64_t(item_sources_.size()), d, h,
+                                                      cfg.fusion, cfg.dropout, shape.domains));
+  user_fusion = register_module("user_fusion", Fusion(int64_t(user_sources_.size()), d, h,
+                                                      cfg.fusion, cfg.dropout, shape.domains));
 }
 
 torch::Tensor M6ModelImpl::ItemVectors(const ModelBatch& b) {
@@ -153,7 +197,7 @@ torch::Tensor M6ModelImpl::ItemVectors(const ModelBatch& b) {
       xs.push_back(audio_proj_(b.item_audio));
     }
   }
-  return item_fusion(torch::stack(xs, 1));
+  return item_fusion(torch::stack(xs, 1), b.item_domain);
 }
 
 torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor& item_vecs) {
@@ -193,7 +237,7 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
       xs.push_back(sage_(torch::cat(parts, 1)));
     }
   }
-  return user_fusion(torch::stack(xs, 1));
+  return user_fusion(torch::stack(xs, 1), b.user_domain);
 }
 
 torch::Tensor M6ModelImpl::Neighbours(const torch::Tensor& x, const torch::Tensor& weights) const {

@@ -52,21 +52,37 @@ struct ModelBatch {
   torch::Tensor friends, friends_mask;  // [B, F] into user_rows
   // Item graph inputs, one row per item of item_rows (all-zero mask: the item is not scored).
   torch::Tensor item_nbr, item_nbr_mask;  // [Ki, Fi] into user_rows
+  // Multi-domain jobs: the domain of every user row (the one it is scored in) and of every item
+  // (undefined with one domain).
+  torch::Tensor user_domain, item_domain;  // [B], [Ki] (long, 0-based)
 };
 
+// Fusion of S source vectors into one. With `conditions` > 1 (domains) it is conditioned on
+// each row's condition: a learned condition embedding joins the gates' input (so each domain
+// learns which sources to trust), and a per-condition scale and shift of the fused vector
+// (FiLM; starts as the identity) is the condition's own small head.
 class FusionImpl : public torch::nn::Module {
  public:
-  FusionImpl(int64_t sources, int64_t dim, int64_t hidden, FusionKind mode, double dropout);
-  // xs: [N, S, d] -> [N, d]
-  torch::Tensor forward(const torch::Tensor& xs);
+  FusionImpl(int64_t sources, int64_t dim, int64_t hidden, FusionKind mode, double dropout,
+             int64_t conditions = 1);
+  // xs: [N, S, d], cond: [N] condition ids (undefined without conditions) -> [N, d]
+  torch::Tensor forward(const torch::Tensor& xs, const torch::Tensor& cond = {});
   // The mean gate of each source over the last forward (for logs); empty unless mode = gate.
   torch::Tensor last_gates;
+  // Per condition, the mean gates of its rows over every forward since ResetConditionGates
+  // ([conditions, S]; NaN for a condition without rows); undefined without conditions.
+  torch::Tensor ConditionGates() const;
+  void ResetConditionGates();
+
+  static constexpr int64_t kConditionDim = 16;
 
  private:
   FusionKind mode_;
-  int64_t sources_;
+  int64_t sources_, conditions_;
   torch::nn::Linear gate_{nullptr}, reduce_{nullptr}, mlp1_{nullptr}, mlp2_{nullptr};
   torch::nn::Dropout drop_{nullptr};
+  torch::nn::Embedding cond_emb_{nullptr}, film_{nullptr};
+  torch::Tensor cond_gate_sum_, cond_rows_;  // [conditions, S], [conditions]
 };
 TORCH_MODULE(Fusion);
 

@@ -57,11 +57,12 @@ struct StepResult {
 };
 
 // A user as a scoring request sees it: who, the behaviour the sequence part may read (oldest
-// first) and the user's neighbourhood in the interaction graph.
+// first), the user's neighbourhood in the interaction graph and the domain it is scored in.
 struct UserQuery {
   uint32_t user = 0;
   std::vector<uint32_t> history;
   std::vector<uint32_t> neighbours;
+  int32_t domain = -1;  // the domain the request is in (-1: the user's own)
 };
 
 // The dense part of a model, replicated on every worker: the engine allreduces its gradients

@@ -112,13 +112,27 @@ std::vector<uint32_t> ShardUsers(const Dataset& ds, uint32_t rank, uint32_t W) {
   return users;
 }
 
-Shard MakeShard(const Dataset& ds, uint32_t rank, uint32_t W, size_t batch) {
+// How many times sample (u, k) is trained per epoch: its domain's weight w as floor(w) copies
+// plus one more for a fraction frac(w) of the samples, chosen by a hash of (seed, u, k) so that
+// every rank computes every rank's count alike. 1 for single-domain data.
+uint32_t SampleCopies(const Dataset& ds, uint32_t u, uint32_t k, uint64_t seed) {
+  if (!ds.multi_domain()) return 1;
+  const float w = ds.domains[ds.UserDomain(u)].weight;
+  const float whole = std::floor(w);
+  const double r = double(Mix64(seed ^ (uint64_t{u} << 24) ^ k) >> 11) * 0x1.0p-53;
+  return uint32_t(whole) + (r < double(w - whole) ? 1u : 0u);
+}
+
+Shard MakeShard(const Dataset& ds, uint32_t rank, uint32_t W, size_t batch, uint64_t seed) {
   Shard s;
   s.users = ShardUsers(ds, rank, W);
   std::vector<uint64_t> per_rank(W, 0);
-  for (uint32_t u = 0; u < ds.num_users; ++u) per_rank[u % W] += ds.train[u].size();
+  for (uint32_t u = 0; u < ds.num_users; ++u)
+    for (uint32_t k = 0; k < ds.train[u].size(); ++k)
+      per_rank[u % W] += SampleCopies(ds, u, k, seed);
   for (uint32_t u : s.users)
-    for (uint32_t k = 0; k < ds.train[u].size(); ++k) s.samples.push_back({u, k});
+    for (uint32_t k = 0; k < ds.train[u].size(); ++k)
+      for (uint32_t c = SampleCopies(ds, u, k, seed); c > 0; --c) s.samples.push_back({u, k});
   s.steps_per_epoch = (*std::max_element(per_rank.begin(), per_rank.end()) + batch - 1) / batch;
   return s;
 }
@@ -180,7 +194,7 @@ class TrainingEngine {
 Status TrainingEngine::Init() {
   const TrainConfig& tc = cfg_.train;
   if (!ctx_.run_dir.empty()) M6_RETURN_IF_ERROR(MakeDirs(ctx_.run_dir));
-  shard_ = MakeShard(ds_, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size));
+  shard_ = MakeShard(ds_, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size), cfg_.seed);
   if (shard_.samples.empty())
     return Status::InvalidArgument("worker " + std::to_string(ctx_.rank) +
                                    " has no training samples");
@@ -305,7 +319,7 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
   rec.elapsed_s = prog_.elapsed_s();
   rec.report = model_->EpochReport();
   // All ranks' metrics (one collective call each), and the mean training loss.
-  const auto names = ProtocolSumNames(ds_.protocol);
+  const auto names = ProtocolSumNames(ds_);
   M6_ASSIGN_OR_RETURN(MetricSums test, GlobalSums(coll_, rec.test, names));
   M6_ASSIGN_OR_RETURN(MetricSums valid, GlobalSums(coll_, rec.valid, names));
   std::vector<double> mean_loss{loss / ctx_.num_workers};
@@ -545,13 +559,28 @@ StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k) 
   model->EndScoring();
   M6_RETURN_IF_ERROR(s);
   for (uint32_t i : seen) scores[i] = -1e30f;
-  for (uint32_t i = 0; i < ds.first_item; ++i) scores[i] = -1e30f;
+  // Candidates: the user's domain's items (every valid item without domains).
+  const auto [begin, end] = ds.CandidateItems(u);
+  for (uint32_t i = 0; i < begin; ++i) scores[i] = -1e30f;
+  for (uint32_t i = end; i < ds.num_items; ++i) scores[i] = -1e30f;
   std::sort(seen.begin(), seen.end());
   seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+  // In a multi-domain run ids are the merged ones; each item also carries its domain's own id.
+  const Dataset::Domain* dom = ds.multi_domain() ? &ds.domains[ds.UserDomain(u)] : nullptr;
+  const uint32_t item_offset = dom ? dom->item_offset : 0;
   json items = json::array();
-  for (uint32_t i : TopK(scores, k))
-    if (scores[i] > -1e29f) items.push_back({{"item", i}, {"score", scores[i]}});
-  return json({{"user", user}, {"k", k}, {"seen", seen.size()}, {"items", items}});
+  for (uint32_t i : TopK(scores, k)) {
+    if (scores[i] <= -1e29f) continue;
+    json it = {{"item", i}, {"score", scores[i]}};
+    if (dom) it["domain_item"] = i - item_offset;
+    items.push_back(it);
+  }
+  json out = {{"user", user}, {"k", k}, {"seen", seen.size()}, {"items", items}};
+  if (dom) {
+    out["domain"] = dom->name;
+    out["domain_user"] = u - dom->user_begin;
+  }
+  return out;
 }
 
 }  // namespace m6rec
