@@ -277,6 +277,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
                                 {"user_id",
                                  "sequence",
                                  "rnn",
+                                 "seq_blocks",
                                  "seq_len",
                                  "attention",
                                  "content",
@@ -317,6 +318,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.Enum(m, p, "device", &mc.device));
   M6_RETURN_IF_ERROR(r.Str(m, p, "token_table", &mc.token_table));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "seq_len", &mc.seq_len, 1, 10000));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "seq_blocks", &mc.seq_blocks, 1, 16));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "content_tokens", &mc.content_tokens, 1, 10000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "fanout", &mc.fanout, 1, 10000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "item_fanout", &mc.item_fanout, 1, 10000));

@@ -19,7 +19,7 @@ namespace m6rec {
 // (value, YAML spelling) pairs; EnumName, ParseEnum and EnumChoices work for any of them.
 enum class JobKind { kMf, kM6 };
 enum class LossKind { kBpr, kCcl, kSoftmax, kBce };
-enum class RnnKind { kGru, kLstm };
+enum class RnnKind { kGru, kLstm, kAttention };
 enum class FusionKind { kGate, kConcat, kMean };
 enum class GraphWeighting { kMean, kDegree, kSymmetric };
 enum class DeviceKind { kCpu, kCuda };
@@ -40,7 +40,8 @@ struct EnumSpelling;
 M6REC_SPELL(JobKind, {JobKind::kMf, "mf"}, {JobKind::kM6, "m6"});
 M6REC_SPELL(LossKind, {LossKind::kBpr, "bpr"}, {LossKind::kCcl, "ccl"},
             {LossKind::kSoftmax, "softmax"}, {LossKind::kBce, "bce"});
-M6REC_SPELL(RnnKind, {RnnKind::kGru, "gru"}, {RnnKind::kLstm, "lstm"});
+M6REC_SPELL(RnnKind, {RnnKind::kGru, "gru"}, {RnnKind::kLstm, "lstm"},
+            {RnnKind::kAttention, "attention"});
 M6REC_SPELL(FusionKind, {FusionKind::kGate, "gate"}, {FusionKind::kConcat, "concat"},
             {FusionKind::kMean, "mean"});
 M6REC_SPELL(GraphWeighting, {GraphWeighting::kMean, "mean"}, {GraphWeighting::kDegree, "degree"},
@@ -186,7 +187,8 @@ struct ModelConfig {
   // user tower
   bool user_id = true;          // the user's own id row
   bool sequence = true;         // RNN over the last seq_len items (item-tower vectors)
-  RnnKind rnn = RnnKind::kGru;  // gru | lstm
+  RnnKind rnn = RnnKind::kGru;  // the sequence encoder: gru | lstm | attention (self-attention)
+  int seq_blocks = 2;           // attention: self-attention blocks
   int seq_len = 20;
   bool attention = true;    // attention pooling over the RNN outputs (else: last output)
   bool content = true;      // attention over the user's content tokens (profile + recent items')

@@ -37,6 +37,10 @@ TEST(Config, ModelSectionIsCheckedFieldByField) {
   EXPECT_EQ(ok->model.rnn, RnnKind::kLstm);
   EXPECT_EQ(ok->model.fanout, 5);
   EXPECT_FALSE(ok->model.graph);
+  ok = ParseConfig(base + "model: {rnn: attention, seq_blocks: 3}\n", "job.yaml");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok->model.rnn, RnnKind::kAttention);
+  EXPECT_EQ(ok->model.seq_blocks, 3);
   std::string e = Err(base + "model: {rnn: transformer}\n");
   EXPECT_NE(e.find("model.rnn"), std::string::npos) << e;
   EXPECT_NE(e.find("gru, lstm"), std::string::npos) << e;

@@ -97,6 +97,7 @@ TEST(Model, ShapesForEveryAblation) {
          c.attention = false;
        },
        all_u, all_i},
+      {"self-attention encoder", [](ModelConfig& c) { c.rnn = RnnKind::kAttention; }, all_u, all_i},
       {"concat fusion", [](ModelConfig& c) { c.fusion = FusionKind::kConcat; }, all_u, all_i},
       {"mean fusion", [](ModelConfig& c) { c.fusion = FusionKind::kMean; }, all_u, all_i},
   };
@@ -131,7 +132,7 @@ TEST(Model, TheDataDecidesWhichSourcesExist) {
 }
 
 TEST(Model, GradientsMatchFiniteDifferences) {
-  for (const std::string rnn : {"gru", "lstm", "gru+item_graph"}) {
+  for (const std::string rnn : {"gru", "lstm", "attention", "gru+item_graph"}) {
     ModelConfig c = SmallConfig();
     ASSERT_TRUE(ParseEnum(rnn.substr(0, rnn.find('+')), &c.rnn));
     c.item_graph = rnn.find("item_graph") != std::string::npos;
@@ -225,6 +226,31 @@ TEST(Model, PaddingRowsGetNoGradientAndChangeNothing) {
   auto uv2 = m->UserVectors(b2, m->ItemVectors(b2));
   EXPECT_TRUE(torch::allclose(uv[1], uv2[1])) << "row 1 must depend only on its own id row";
   EXPECT_FALSE(torch::allclose(uv[0], uv2[0]));
+}
+
+TEST(Model, SelfAttentionEncoderIgnoresPaddingAndReadsOrder) {
+  torch::manual_seed(4);
+  SelfAttentionEncoder enc(6, 4, 2, 0.0);
+  enc->eval();
+  auto seq = torch::randn({2, 4, 6}).requires_grad_(true);
+  auto mask = torch::tensor(std::vector<float>{0, 1, 1, 1, 0, 0, 0, 0}).view({2, 4});
+  auto out = enc(seq, mask);
+  EXPECT_EQ(out.sizes(), (std::vector<int64_t>{2, 4, 6}));
+  EXPECT_TRUE(torch::isfinite(out).all().item<bool>()) << "an empty history stays finite";
+  EXPECT_EQ(out[1].abs().sum().item<float>(), 0.0f) << "an empty history encodes to zeros";
+  out.select(1, 3).sum().backward();
+  EXPECT_EQ(seq.grad()[0][0].abs().sum().item<float>(), 0.0f) << "a padding slot gets no gradient";
+  EXPECT_GT(seq.grad()[0][1].abs().sum().item<float>(), 0.0f);
+  // The padding slot's content changes nothing; the order of the real items does.
+  torch::NoGradGuard ng;
+  auto other = seq.detach().clone();
+  other[0][0] += 5.0;
+  EXPECT_TRUE(torch::allclose(enc(other, mask)[0], out[0].detach(), 1e-5, 1e-6));
+  auto swapped = seq.detach().clone();
+  swapped[0][1].copy_(seq[0][2]);
+  swapped[0][2].copy_(seq[0][1]);
+  EXPECT_FALSE(torch::allclose(enc(swapped, mask)[0][3], out[0][3].detach(), 1e-4, 1e-5))
+      << "positions make the encoder order-aware";
 }
 
 TEST(Model, DomainConditionedFusionStartsNeutralAndLearnsPerDomain) {

@@ -119,6 +119,48 @@ torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& 
   return head(y + mlp2_(drop_(torch::relu(mlp1_(y)))));
 }
 
+SelfAttentionEncoderImpl::SelfAttentionEncoderImpl(int64_t dim, int64_t len, int64_t blocks,
+                                                   double dropout) {
+  pos_ = register_parameter("pos", torch::randn({len, dim}) * 0.02);
+  norm1_ = register_module("norm1", nn::ModuleList());
+  qkv_ = register_module("qkv", nn::ModuleList());
+  norm2_ = register_module("norm2", nn::ModuleList());
+  ff1_ = register_module("ff1", nn::ModuleList());
+  ff2_ = register_module("ff2", nn::ModuleList());
+  for (int64_t b = 0; b < blocks; ++b) {
+    norm1_->push_back(nn::LayerNorm(nn::LayerNormOptions({dim})));
+    qkv_->push_back(nn::Linear(dim, 3 * dim));
+    norm2_->push_back(nn::LayerNorm(nn::LayerNormOptions({dim})));
+    ff1_->push_back(nn::Linear(dim, dim));
+    ff2_->push_back(nn::Linear(dim, dim));
+  }
+  out_norm_ = register_module("out_norm", nn::LayerNorm(nn::LayerNormOptions({dim})));
+  drop_ = register_module("drop", nn::Dropout(dropout));
+}
+
+torch::Tensor SelfAttentionEncoderImpl::forward(const torch::Tensor& seq,
+                                                const torch::Tensor& mask) {
+  const int64_t L = seq.size(1), d = seq.size(2);
+  const auto m = mask.unsqueeze(-1);  // [B, L, 1]
+  // Positions by slot from the newest (slot L-1), so the newest item always has the same one.
+  auto x = drop_((seq * std::sqrt(double(d)) + pos_.narrow(0, pos_.size(0) - L, L)) * m);
+  const auto key_pad = (mask <= 0).unsqueeze(1);  // [B, 1, L]: padding keys
+  const double scale = 1.0 / std::sqrt(double(d));
+  for (size_t b = 0; b < qkv_->size(); ++b) {
+    auto h = norm1_[b]->as<nn::LayerNorm>()->forward(x);
+    auto qkv = qkv_[b]->as<nn::Linear>()->forward(h).chunk(3, -1);
+    auto s = torch::matmul(qkv[0], qkv[1].transpose(1, 2)) * scale;  // [B, L, L]
+    // A row of nothing but padding (an empty history) attends uniformly and is zeroed below.
+    auto w = torch::softmax(s.masked_fill(key_pad, -1e9), -1);
+    x = x + drop_(torch::matmul(w, qkv[2]));
+    h = norm2_[b]->as<nn::LayerNorm>()->forward(x);
+    x = x + drop_(ff2_[b]->as<nn::Linear>()->forward(
+                torch::relu(ff1_[b]->as<nn::Linear>()->forward(h))));
+    x = x * m;
+  }
+  return out_norm_(x) * m;
+}
+
 namespace {
 // W = [I/k, I/k, ...] (k input blocks of the output's size), bias 0: the mean of the blocks.
 void IdentityInit(nn::LinearImpl* l) {
@@ -154,12 +196,19 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape)
   if (cfg.user_id) user_sources_.push_back("id");
   if (cfg.sequence) {
     user_sources_.push_back("sequence");
-    if (cfg.rnn == RnnKind::kLstm)
+    // The encoder's output width: the RNN's hidden size, or d for self-attention.
+    int64_t w = h;
+    if (cfg.rnn == RnnKind::kLstm) {
       lstm_ = register_module("lstm", nn::LSTM(nn::LSTMOptions(d, h).batch_first(true)));
-    else
+    } else if (cfg.rnn == RnnKind::kAttention) {
+      attn_enc_ = register_module(
+          "attn_enc", SelfAttentionEncoder(d, cfg.seq_len, cfg.seq_blocks, cfg.dropout));
+      w = d;
+    } else {
       gru_ = register_module("gru", nn::GRU(nn::GRUOptions(d, h).batch_first(true)));
-    if (cfg.attention) seq_query_ = register_module("seq_query", nn::Linear(h, h));
-    seq_out_ = register_module("seq_out", nn::Linear(cfg.attention ? 2 * h : h, d));
+    }
+    if (cfg.attention) seq_query_ = register_module("seq_query", nn::Linear(w, w));
+    seq_out_ = register_module("seq_out", nn::Linear(cfg.attention ? 2 * w : w, d));
   }
   if (cfg.content && shape.tokens) {
     user_sources_.push_back("content");
@@ -212,6 +261,8 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
       torch::Tensor out;
       if (lstm_)
         out = std::get<0>(lstm_->forward(seq));
+      else if (attn_enc_)
+        out = attn_enc_(seq, b.hist_mask);
       else
         out = std::get<0>(gru_->forward(seq));
       auto last = out.select(1, out.size(1) - 1);

@@ -10,8 +10,9 @@
 //              | audio: Linear(audio)                 -> fusion -> item vector [Ki, d]
 //   user tower  (per user of the batch)
 //     sources: id row
-//              | sequence: GRU/LSTM over the last L items' item vectors, attention pooling with
-//                the most recent output as the query (or the last output), projected to d
+//              | sequence: GRU/LSTM over the last L items' item vectors, or self-attention blocks
+//                (SelfAttentionEncoder), then attention pooling with the most recent output as
+//                the query (or the last output), projected to d
 //              | content: attention over the user's content tokens (profile + recent items')
 //              | graph: GraphSAGE mean over sampled interacted items' vectors and sampled
 //                friends' id rows, W [mean_items || mean_friends] (linear, as LightGCN)
@@ -86,6 +87,23 @@ class FusionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Fusion);
 
+// The self-attention sequence encoder (model.rnn: attention), SASRec's block: learned position
+// embeddings per slot, then per block pre-norm single-head self-attention (padding slots are
+// never attended to) and a position-wise feed-forward layer, each residual, with dropout;
+// padding slots are zeroed after every block. [B, L, d] with mask [B, L] -> [B, L, d].
+class SelfAttentionEncoderImpl : public torch::nn::Module {
+ public:
+  SelfAttentionEncoderImpl(int64_t dim, int64_t len, int64_t blocks, double dropout);
+  torch::Tensor forward(const torch::Tensor& seq, const torch::Tensor& mask);
+
+ private:
+  torch::Tensor pos_;
+  torch::nn::ModuleList norm1_, qkv_, norm2_, ff1_, ff2_;
+  torch::nn::LayerNorm out_norm_{nullptr};
+  torch::nn::Dropout drop_{nullptr};
+};
+TORCH_MODULE(SelfAttentionEncoder);
+
 class M6ModelImpl : public torch::nn::Module {
  public:
   M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape);
@@ -112,6 +130,7 @@ class M6ModelImpl : public torch::nn::Module {
   torch::nn::Linear text_proj_{nullptr}, image_proj_{nullptr}, audio_proj_{nullptr};
   torch::nn::GRU gru_{nullptr};
   torch::nn::LSTM lstm_{nullptr};
+  SelfAttentionEncoder attn_enc_{nullptr};
   torch::nn::Linear seq_query_{nullptr}, seq_out_{nullptr};
   torch::nn::Linear content_key_{nullptr};
   torch::Tensor content_query_;
