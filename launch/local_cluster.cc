@@ -106,6 +106,9 @@ class Launcher {
              << " servers (" << (cfg_.ps.store == PsConfig::Store::kRocksDB ? "rocksdb" : "memory")
              << "), " << cfg_.cluster.workers << " workers; run directory " << run_dir_;
     M6_ASSIGN_OR_RETURN(std::string data, PrepareData(cfg_, run_dir_));
+    for (const DomainSpec& d : cfg_.data.domains)
+      data += (data.empty() ? "" : ", ") + d.label + " (" + d.path +
+              (d.name.empty() ? "" : ", " + d.name) + ")";
     LOG_INFO << "data: " << data;
     return Status::OK();
   }
