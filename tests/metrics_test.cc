@@ -72,6 +72,49 @@ TEST(Metrics, SumsMergeAndPackRoundTrip) {
   EXPECT_DOUBLE_EQ(c.Mean("NDCG@10"), 0.5 / 3);
 }
 
+TEST(Metrics, ThresholdIsChosenOnValidationToMaximiseF1) {
+  // Positives 2.0 and 1.5, negatives 1.6, 1.0, 0.5, -1. Calling {2.0, 1.6, 1.5} positive gives
+  // TP 2, FP 1, FN 0: F1 0.8, the best ({2.0} alone: 0.667; adding 1.0: 0.667).
+  ScoreHistogram valid;
+  for (float s : {2.0f, 1.5f}) valid.Add(s, true);
+  for (float s : {1.6f, 1.0f, 0.5f, -1.0f}) valid.Add(s, false);
+  const double t = valid.BestF1Threshold();
+  EXPECT_GT(t, 1.0);
+  EXPECT_LE(t, 1.5);
+  BinaryCounts c = valid.CountsAt(t);
+  EXPECT_EQ(c.tp, 2u);
+  EXPECT_EQ(c.fp, 1u);
+  EXPECT_EQ(c.tn, 3u);
+  EXPECT_EQ(c.fn, 0u);
+  EXPECT_NEAR(c.f1(), 0.8, 1e-12);
+  // Applied to other (test) scores, the counts are exact: score >= t.
+  ScoreHistogram test;
+  std::vector<std::pair<float, bool>> pts{{1.45f, true}, {1.2f, true},  {0.9f, true},
+                                          {3.0f, false}, {1.3f, false}, {-4.f, false},
+                                          {0.0f, false}, {250.f, true}};
+  BinaryCounts brute;
+  for (auto [s, pos] : pts) {
+    test.Add(s, pos);
+    brute.Add(s, pos, float(t));
+  }
+  BinaryCounts h = test.CountsAt(t);
+  EXPECT_EQ(h.tp, brute.tp);
+  EXPECT_EQ(h.fp, brute.fp);
+  EXPECT_EQ(h.tn, brute.tn);
+  EXPECT_EQ(h.fn, brute.fn);
+  // Histograms add up (an allreduce), and no positives at all means "never positive".
+  ScoreHistogram sum = valid;
+  sum.Merge(test);
+  EXPECT_EQ(sum.total(), 14.0);
+  ScoreHistogram none;
+  none.Add(0.3f, false);
+  EXPECT_TRUE(std::isinf(none.BestF1Threshold()));
+  EXPECT_EQ(none.CountsAt(none.BestF1Threshold()).tn, 1u);
+  // Bins resolve small score differences near 0 and still order huge scores.
+  EXPECT_LT(ScoreHistogram::Edge(ScoreHistogram::kBins / 2 + 1), 0.02);
+  EXPECT_GT(ScoreHistogram::Edge(ScoreHistogram::kBins - 1), 1000.0);
+}
+
 TEST(Metrics, GroupsRideInTheSumsAndSplitBack) {
   MetricSums m;
   for (auto [group, hit] : {std::make_pair("Beauty", 1.0), std::make_pair("Beauty", 0.0),

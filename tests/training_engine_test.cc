@@ -182,6 +182,15 @@ TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
     EXPECT_GT(hr, pop + 0.05) << name << ": " << line;
     EXPECT_NE(line.find(std::string("\n  ") + name + ": HR@10"), std::string::npos) << line;
   }
+  // Accuracy, precision, recall and F1 at the thresholds chosen on validation (one per domain,
+  // one for the totals), not at a fixed score of 0 (which read accuracy ~0.6 and precision
+  // ~0.02 here). Calling everything positive has F1 2/101 = 0.0198 with 1 positive in 100.
+  ASSERT_TRUE((*result).contains("thresholds")) << result->dump();
+  EXPECT_TRUE((*result)["thresholds"]["domains"].contains("music"));
+  EXPECT_GT(t["accuracy"].get<double>(), 0.95) << t.dump();
+  EXPECT_GT(t["F1"].get<double>(), 0.05) << t.dump();
+  for (const char* name : {"shop", "music"})
+    EXPECT_GT(t["domains"][name]["F1"].get<double>(), 0.05) << name << " " << t.dump();
   // Totals are the user-weighted mean of the domains.
   const double mixed = (t["domains"]["shop"]["HR@10"].get<double>() * 500 +
                         t["domains"]["music"]["HR@10"].get<double>() * 400) /

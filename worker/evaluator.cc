@@ -27,9 +27,62 @@ class UserMetrics {
 
 }  // namespace
 
+ScoreHistograms::ScoreHistograms(const Dataset& ds)
+    : domains(ds.multi_domain() ? ds.domains.size() : 0) {}
+
+void ScoreHistograms::Merge(const ScoreHistograms& o) {
+  all.Merge(o.all);
+  for (size_t d = 0; d < domains.size() && d < o.domains.size(); ++d)
+    domains[d].Merge(o.domains[d]);
+}
+
+std::vector<double> ScoreHistograms::Pack() const {
+  std::vector<double> out = all.counts();
+  for (const auto& h : domains) out.insert(out.end(), h.counts().begin(), h.counts().end());
+  return out;
+}
+
+void ScoreHistograms::Unpack(const std::vector<double>& packed) {
+  size_t off = 0;
+  auto take = [&](ScoreHistogram& h) {
+    std::copy(packed.begin() + off, packed.begin() + off + h.counts().size(), h.counts().begin());
+    off += h.counts().size();
+  };
+  take(all);
+  for (auto& h : domains) take(h);
+}
+
+nlohmann::json Thresholds::ToJson(const Dataset& ds) const {
+  nlohmann::json j = {{"all", all}};
+  for (size_t d = 0; d < domains.size() && d < ds.domains.size(); ++d)
+    j["domains"][ds.domains[d].name] = domains[d];
+  return j;
+}
+
+Thresholds ChooseThresholds(const ScoreHistograms& valid) {
+  Thresholds t;
+  t.all = valid.all.BestF1Threshold();
+  for (const auto& h : valid.domains) t.domains.push_back(h.BestF1Threshold());
+  return t;
+}
+
+void AddConfusion(const Dataset& ds, const ScoreHistograms& h, const Thresholds& t,
+                  MetricSums* out) {
+  auto add = [](const BinaryCounts& c, const std::function<void(const char*, double)>& f) {
+    f("TP", double(c.tp));
+    f("FP", double(c.fp));
+    f("TN", double(c.tn));
+    f("FN", double(c.fn));
+  };
+  add(h.all.CountsAt(t.all), [&](const char* n, double v) { out->Add(n, v); });
+  for (size_t d = 0; d < h.domains.size() && d < t.domains.size(); ++d)
+    add(h.domains[d].CountsAt(t.domains[d]),
+        [&](const char* n, double v) { out->AddGroup(ds.domains[d].name, n, v); });
+}
+
 Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
-                           uint64_t seed, float threshold, const SampledScorer& score,
-                           MetricSums* out) {
+                           uint64_t seed, const SampledScorer& score, MetricSums* out,
+                           ScoreHistograms* hists) {
   std::vector<uint32_t> chunk;
   std::vector<std::vector<uint32_t>> cands;
   std::vector<std::vector<float>> scores;
@@ -64,12 +117,14 @@ Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users
       std::vector<int> labels(s.size(), 0);
       labels[0] = 1;
       m.Add("AUC", Auc(s, labels));
-      BinaryCounts bc;
-      for (size_t k = 0; k < s.size(); ++k) bc.Add(s[k], labels[k], threshold);
-      m.Add("TP", double(bc.tp));
-      m.Add("FP", double(bc.fp));
-      m.Add("TN", double(bc.tn));
-      m.Add("FN", double(bc.fn));
+      if (hists) {
+        ScoreHistogram* dom =
+            hists->domains.empty() ? nullptr : &hists->domains[ds.UserDomain(chunk[c])];
+        for (size_t k = 0; k < s.size(); ++k) {
+          hists->all.Add(s[k], k == 0);
+          if (dom) dom->Add(s[k], k == 0);
+        }
+      }
     }
   }
   return Status::OK();
@@ -149,7 +204,7 @@ Status EvalPopularity(const Dataset& ds, const std::vector<uint32_t>& users, uin
                       MetricSums* out) {
   if (ds.protocol == Dataset::Protocol::kFullRanking)
     return EvalFullProtocol(ds, users, PopularityFullScorer(ds), out);
-  return EvalSampledProtocol(ds, users, false, seed, 0.0f, PopularitySampledScorer(ds), out);
+  return EvalSampledProtocol(ds, users, false, seed, PopularitySampledScorer(ds), out, nullptr);
 }
 
 std::vector<std::string> ProtocolSumNames(const Dataset& ds) {

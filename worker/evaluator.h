@@ -2,7 +2,8 @@
 // the candidates, mask what the protocol masks, and accumulate per-user metrics (merged across
 // workers by adding MetricSums).
 //   sampled  target (test item, or validation item) + the protocol's negatives; HR@1/5/10,
-//            NDCG@5/10, MRR, AUC, and confusion counts at score >= threshold (acc/P/R/F1 later)
+//            NDCG@5/10, MRR, AUC, and score histograms from which the confusion counts
+//            (accuracy/precision/recall/F1) are taken at a threshold chosen on validation
 //   full     every item scored; training items (and items outside the user's domain, ids
 //            below first_item) masked; Recall@20 / NDCG@20 against the user's test set
 // In a multi-domain dataset every user's metrics are also added to its domain's group.
@@ -10,6 +11,7 @@
 
 #include <array>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -30,9 +32,34 @@ using FullScorer =
 
 constexpr int kEvalUsersPerChunk = 256;
 
+// The scores of an evaluation pass, binned: over all users and per domain (index = domain;
+// empty for a single-domain dataset).
+struct ScoreHistograms {
+  ScoreHistogram all;
+  std::vector<ScoreHistogram> domains;
+  explicit ScoreHistograms(const Dataset& ds);
+  void Merge(const ScoreHistograms& o);
+  // Every count in one vector, and back (what ranks allreduce).
+  std::vector<double> Pack() const;
+  void Unpack(const std::vector<double>& packed);
+};
+
+// Decision thresholds chosen on validation: over all users and per domain.
+struct Thresholds {
+  double all = 0;
+  std::vector<double> domains;
+  nlohmann::json ToJson(const Dataset& ds) const;
+};
+// The F1-maximising threshold of each histogram (validation scores of every worker).
+Thresholds ChooseThresholds(const ScoreHistograms& valid);
+// Adds the confusion counts at `t` ("TP", "FP", "TN", "FN", and each domain's) to `out`.
+void AddConfusion(const Dataset& ds, const ScoreHistograms& h, const Thresholds& t,
+                  MetricSums* out);
+
+// `hists` (may be null) receives every candidate's score, labelled.
 Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
-                           uint64_t seed, float threshold, const SampledScorer& score,
-                           MetricSums* out);
+                           uint64_t seed, const SampledScorer& score, MetricSums* out,
+                           ScoreHistograms* hists);
 Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
                         const FullScorer& score, MetricSums* out);
 

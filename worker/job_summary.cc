@@ -184,6 +184,8 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                {"elapsed_s", w0.epochs[e].elapsed_s},
                {"test", MetricsJson(test)}};
     if (!full) ep["valid"] = MetricsJson(valid);
+    if (w0.epochs[e].report.contains("thresholds"))
+      ep["thresholds"] = w0.epochs[e].report["thresholds"];
     if (w0.epochs[e].epoch == w0.best_epoch) best = static_cast<int>(e);
     epochs.push_back(ep);
   }
@@ -200,6 +202,8 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
       SelectionFor(w0.protocol).metric;
   result["test"] = b["test"];
   if (!full) result["valid"] = b["valid"];
+  // The decision thresholds accuracy/precision/recall/F1 are read at (chosen on validation).
+  if (b.contains("thresholds")) result["thresholds"] = b["thresholds"];
   const auto heads = HeadlineMetrics(w0.protocol);
   char buf[400];
   std::snprintf(

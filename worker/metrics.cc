@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <unordered_set>
 
@@ -94,6 +95,67 @@ double BinaryCounts::f1() const {
 void MetricSums::Merge(const MetricSums& o) {
   for (const auto& [k, v] : o.sums_) sums_[k] += v;
   users_ += o.users_;
+}
+
+int ScoreHistogram::Bin(float score) {
+  const double a = std::asinh(double(score));
+  const double x = (a + kRange) / (2 * kRange) * kBins;
+  if (!(x > 0)) return 0;  // also NaN
+  return x >= kBins ? kBins - 1 : int(x);
+}
+
+double ScoreHistogram::Edge(int k) {
+  if (k <= 0) return -std::numeric_limits<double>::infinity();
+  if (k >= kBins) return std::numeric_limits<double>::infinity();
+  return std::sinh(double(k) / kBins * 2 * kRange - kRange);
+}
+
+void ScoreHistogram::Add(float score, bool positive) {
+  counts_[(positive ? 0 : kBins) + Bin(score)] += 1;
+}
+
+void ScoreHistogram::Merge(const ScoreHistogram& o) {
+  for (size_t k = 0; k < counts_.size(); ++k) counts_[k] += o.counts_[k];
+}
+
+double ScoreHistogram::total() const {
+  return std::accumulate(counts_.begin(), counts_.end(), 0.0);
+}
+
+double ScoreHistogram::BestF1Threshold() const {
+  // Sweep the threshold down from +inf: at edge k, everything in bins >= k is predicted positive.
+  double tp = 0, fp = 0, best_f1 = -1, best = std::numeric_limits<double>::infinity();
+  double pos = 0;
+  for (int k = 0; k < kBins; ++k) pos += counts_[k];
+  if (pos == 0) return best;
+  for (int k = kBins - 1; k >= 0; --k) {
+    tp += counts_[k];
+    fp += counts_[kBins + k];
+    if (counts_[k] == 0 && counts_[kBins + k] == 0) continue;
+    const double f1 = 2 * tp / (tp + fp + pos);  // 2PR/(P+R) = 2TP/(2TP+FP+FN)
+    if (f1 > best_f1) {
+      best_f1 = f1;
+      best = Edge(k);
+    }
+  }
+  return best;
+}
+
+BinaryCounts ScoreHistogram::CountsAt(double threshold) const {
+  BinaryCounts c;
+  for (int k = 0; k < kBins; ++k) {
+    // A bin is on the positive side when its lower edge reaches the threshold.
+    const bool on = Edge(k) >= threshold;
+    const uint64_t p = uint64_t(counts_[k]), n = uint64_t(counts_[kBins + k]);
+    if (on) {
+      c.tp += p;
+      c.fp += n;
+    } else {
+      c.fn += p;
+      c.tn += n;
+    }
+  }
+  return c;
 }
 
 std::vector<std::string> MetricSums::Groups() const {

@@ -69,8 +69,11 @@ UserQuery EvalQuery(const Dataset& ds, uint32_t u, bool with_valid) {
   return q;
 }
 
+// One evaluation pass over `users`; under the sampled protocol the candidates' scores are also
+// binned into test_hist / valid_hist (for the decision thresholds, chosen over every rank).
 Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const std::vector<uint32_t>& users,
-                     uint64_t seed, MetricSums* test, MetricSums* valid) {
+                     uint64_t seed, MetricSums* test, MetricSums* valid, ScoreHistograms* test_hist,
+                     ScoreHistograms* valid_hist) {
   SampledScorer sampled = [&](const std::vector<uint32_t>& us,
                               const std::vector<std::vector<uint32_t>>& cands, bool with_valid,
                               std::vector<std::vector<float>>* scores) {
@@ -88,8 +91,8 @@ Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const std::vector<ui
   if (ds.protocol == Dataset::Protocol::kFullRanking) {
     s = EvalFullProtocol(ds, users, full, test);
   } else {
-    s = EvalSampledProtocol(ds, users, false, seed, 0.0f, sampled, test);
-    if (s.ok()) s = EvalSampledProtocol(ds, users, true, seed, 0.0f, sampled, valid);
+    s = EvalSampledProtocol(ds, users, false, seed, sampled, test, test_hist);
+    if (s.ok()) s = EvalSampledProtocol(ds, users, true, seed, sampled, valid, valid_hist);
   }
   model.EndScoring();
   return s;
@@ -313,11 +316,24 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
   EpochRecord rec;
   rec.epoch = epoch;
   rec.loss = loss;
-  M6_RETURN_IF_ERROR(
-      EvaluateUsers(*model_, ds_, shard_.users, EvalSeed(cfg_), &rec.test, &rec.valid));
+  ScoreHistograms test_hist(ds_), valid_hist(ds_);
+  M6_RETURN_IF_ERROR(EvaluateUsers(*model_, ds_, shard_.users, EvalSeed(cfg_), &rec.test,
+                                   &rec.valid, &test_hist, &valid_hist));
+  rec.report = model_->EpochReport();
+  if (ds_.protocol == Dataset::Protocol::kSampled) {
+    // Thresholds from every rank's validation scores; each rank then counts its own users at
+    // them, so the counts add up across ranks like every other sum.
+    std::vector<double> packed = valid_hist.Pack();
+    M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &packed));
+    ScoreHistograms all_valid(ds_);
+    all_valid.Unpack(packed);
+    const Thresholds t = ChooseThresholds(all_valid);
+    AddConfusion(ds_, test_hist, t, &rec.test);
+    AddConfusion(ds_, valid_hist, t, &rec.valid);
+    rec.report["thresholds"] = t.ToJson(ds_);
+  }
   prog_.AddEvalMs(MonotonicMs() - t0);
   rec.elapsed_s = prog_.elapsed_s();
-  rec.report = model_->EpochReport();
   // All ranks' metrics (one collective call each), and the mean training loss.
   const auto names = ProtocolSumNames(ds_);
   M6_ASSIGN_OR_RETURN(MetricSums test, GlobalSums(coll_, rec.test, names));
@@ -519,20 +535,35 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
   const Dataset& ds = *ctx.data;
   // Each shard's sums on their own, then added in rank order: the same additions, in the same
   // order, as the job's result makes of its workers' sums.
-  MetricSums test, valid;
-  for (uint32_t r = 0; r < ctx.num_workers; ++r) {
-    MetricSums t, v;
-    M6_RETURN_IF_ERROR(
-        EvaluateUsers(*model, ds, ShardUsers(ds, r, ctx.num_workers), EvalSeed(*ctx.cfg), &t, &v));
-    test.Merge(t);
-    valid.Merge(v);
+  // Thresholds come from every shard's validation scores, as the job chose them.
+  const uint32_t W = ctx.num_workers;
+  std::vector<MetricSums> t(W), v(W);
+  std::vector<ScoreHistograms> th(W, ScoreHistograms(ds)), vh(W, ScoreHistograms(ds));
+  ScoreHistograms all_valid(ds);
+  for (uint32_t r = 0; r < W; ++r) {
+    M6_RETURN_IF_ERROR(EvaluateUsers(*model, ds, ShardUsers(ds, r, W), EvalSeed(*ctx.cfg), &t[r],
+                                     &v[r], &th[r], &vh[r]));
+    all_valid.Merge(vh[r]);
   }
-  json j = {
-      {"dataset", ds.name},
-      {"protocol", ds.protocol == Dataset::Protocol::kFullRanking ? "full_ranking" : "sampled"},
-      {"checkpoint", ctx.checkpoint},
-      {"test", MetricsJson(test)}};
-  if (ds.protocol == Dataset::Protocol::kSampled) j["valid"] = MetricsJson(valid);
+  const bool sampled = ds.protocol == Dataset::Protocol::kSampled;
+  const Thresholds thr = ChooseThresholds(all_valid);
+  MetricSums test, valid;
+  for (uint32_t r = 0; r < W; ++r) {
+    if (sampled) {
+      AddConfusion(ds, th[r], thr, &t[r]);
+      AddConfusion(ds, vh[r], thr, &v[r]);
+    }
+    test.Merge(t[r]);
+    valid.Merge(v[r]);
+  }
+  json j = {{"dataset", ds.name},
+            {"protocol", sampled ? "sampled" : "full_ranking"},
+            {"checkpoint", ctx.checkpoint},
+            {"test", MetricsJson(test)}};
+  if (sampled) {
+    j["valid"] = MetricsJson(valid);
+    j["thresholds"] = thr.ToJson(ds);
+  }
   return j;
 }
 
