@@ -320,10 +320,14 @@ void AddOffline(CLI::App* root, Commands* cmds, const std::string& mode, const s
       ->type_name("PATH=VALUE")
       ->allow_extra_args(false);
   AddLogLevel(c, &a->log_level);
-  if (mode == "recommend")
-    c->add_option("--user", a->o.user, "the user to recommend for")
+  if (mode == "recommend") {
+    c->add_option("--user", a->o.user,
+                  "the user to recommend for (with --domain: its id in that domain's dataset)")
         ->check(Integer(0, INT64_MAX))
         ->required();
+    c->add_option("--domain", a->o.domain, "a multi-domain run: the domain the user belongs to")
+        ->type_name("NAME");
+  }
   c->add_option("-k,--k", a->o.k,
                 mode == "recommend"
                     ? "how many items"

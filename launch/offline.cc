@@ -62,7 +62,7 @@ Status Offline(const OfflineOptions& o, json* answer) {
   sc.checkpoint = ckpt;
   sc.num_workers = manifest.value("workers", 1u);
   if (o.mode == "recommend") {
-    M6_ASSIGN_OR_RETURN(*answer, RecommendForUser(sc, o.user, o.k));
+    M6_ASSIGN_OR_RETURN(*answer, RecommendForUser(sc, o.user, o.k, o.domain));
   } else {
     M6_ASSIGN_OR_RETURN(*answer, EvaluateModel(sc));
   }

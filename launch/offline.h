@@ -16,6 +16,7 @@ struct OfflineOptions {
   std::string mode;                    // eval | recommend
   std::string checkpoint;              // "" = the best epoch's, else the newest
   int64_t user = -1;                   // recommend
+  std::string domain;                  // recommend: `user` is this domain's own id
   int k = 10;                          // recommend
   std::vector<std::string> overrides;  // --set on top of the run's config.yaml
 };

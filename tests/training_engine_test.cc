@@ -213,6 +213,38 @@ TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
   const json l = json::parse(first);
   EXPECT_TRUE(l["test"]["domains"].contains("music")) << first;
   EXPECT_TRUE(l["gates"]["domains"].contains("shop")) << first;
+  // Recommending from the run: a user named by its domain's own id gets that domain's items.
+  auto best = BestCheckpoint(dir / "run");
+  ASSERT_TRUE(best.ok()) << best.status().message();
+  LocalStoresOptions lo;
+  lo.tables = cfg.tables;
+  lo.ps = cfg.ps;
+  lo.shard_dirs = {""};
+  lo.restore_from = *best;
+  auto stores = LocalStores::Open(lo);
+  ASSERT_TRUE(stores.ok()) << stores.status().message();
+  auto tables = MakeLocalTables(*stores);
+  ScoringContext sc;
+  sc.cfg = &cfg;
+  sc.tables = tables.get();
+  sc.data = *ds;
+  sc.checkpoint = *best;
+  sc.num_workers = 2;
+  auto rec = RecommendForUser(sc, 3, 5, "music");
+  ASSERT_TRUE(rec.ok()) << rec.status().message();
+  EXPECT_EQ((*rec)["domain"], "music");
+  EXPECT_EQ((*rec)["domain_user"], 3);
+  EXPECT_EQ((*rec)["user"], 500 + 3) << "music's users follow shop's 500";
+  ASSERT_EQ((*rec)["items"].size(), 5u);
+  for (const auto& it : (*rec)["items"]) {
+    EXPECT_GE(it["item"].get<int>(), 240) << "music's items follow shop's 240";
+    EXPECT_EQ(it["item"].get<int>() - 240, it["domain_item"].get<int>());
+  }
+  auto unknown = RecommendForUser(sc, 3, 5, "books");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("the run's domains are shop, music"), std::string::npos)
+      << unknown.status().message();
+  EXPECT_FALSE(RecommendForUser(sc, 400, 5, "music").ok()) << "music has users 0..399";
 }
 
 TEST(InProcessJob, EvaluatingTheBestCheckpointReproducesTheResult) {

@@ -567,8 +567,25 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
   return j;
 }
 
-StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k) {
+StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
+                                const std::string& domain) {
   const Dataset& ds = *ctx.data;
+  if (!domain.empty()) {
+    std::string names;
+    for (const auto& d : ds.domains) {
+      if (d.name == domain && ds.multi_domain()) {
+        if (user < 0 || user >= int64_t(d.user_end - d.user_begin))
+          return Status::InvalidArgument("--user " + std::to_string(user) + ": domain '" + domain +
+                                         "' has users 0.." +
+                                         std::to_string(d.user_end - d.user_begin - 1));
+        return RecommendForUser(ctx, user + d.user_begin, k, "");
+      }
+      names += (names.empty() ? "" : ", ") + d.name;
+    }
+    return Status::InvalidArgument("--domain '" + domain + "': " +
+                                   (ds.multi_domain() ? "the run's domains are " + names
+                                                      : std::string("the run has one domain")));
+  }
   if (user < 0 || user >= int64_t(ds.num_users))
     return Status::InvalidArgument("--user " + std::to_string(user) + ": the data has users 0.." +
                                    std::to_string(ds.num_users - 1));

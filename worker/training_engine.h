@@ -76,6 +76,9 @@ StatusOr<nlohmann::json> EvaluateModel(const ScoringContext& ctx);
 
 // The top k items for `user`, everything the user is known to have touched excluded:
 // {"user", "k", "seen", "items": [{"item", "score"}...]}.
-StatusOr<nlohmann::json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k);
+// In a multi-domain run, `domain` names the user's domain and `user` is its id there (else the
+// merged id); the candidates are the user's domain's items, each also given by its own id.
+StatusOr<nlohmann::json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
+                                          const std::string& domain = "");
 
 }  // namespace m6rec
