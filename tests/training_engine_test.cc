@@ -100,6 +100,38 @@ JobOutput RunInProcess(const JobConfig& cfg, uint32_t W, const std::string& data
   return out;
 }
 
+// A finished in-process run's best checkpoint opened for scoring (memory tables restored
+// from it), as `m6rec eval` / `recommend` open a run.
+struct BestModel {
+  BestModel(const JobConfig& cfg, const std::string& run_dir, std::shared_ptr<const Dataset> data,
+            uint32_t workers) {
+    auto best = BestCheckpoint(run_dir);
+    if (!best.ok()) {
+      status = best.status();
+      return;
+    }
+    LocalStoresOptions lo;
+    lo.tables = cfg.tables;
+    lo.ps = cfg.ps;
+    lo.shard_dirs = {""};
+    lo.restore_from = *best;
+    auto stores = LocalStores::Open(lo);
+    if (!stores.ok()) {
+      status = stores.status();
+      return;
+    }
+    tables = MakeLocalTables(*stores);
+    sc.cfg = &cfg;
+    sc.tables = tables.get();
+    sc.data = std::move(data);
+    sc.checkpoint = *best;
+    sc.num_workers = workers;
+  }
+  Status status;
+  std::unique_ptr<SparseTables> tables;
+  ScoringContext sc;
+};
+
 class InProcessJob : public ::testing::TestWithParam<JobKind> {};
 
 TEST_P(InProcessJob, TwoRanksAsThreadsLearnWithIdenticalReplicas) {
@@ -214,22 +246,9 @@ TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
   EXPECT_TRUE(l["test"]["domains"].contains("music")) << first;
   EXPECT_TRUE(l["gates"]["domains"].contains("shop")) << first;
   // Recommending from the run: a user named by its domain's own id gets that domain's items.
-  auto best = BestCheckpoint(dir / "run");
-  ASSERT_TRUE(best.ok()) << best.status().message();
-  LocalStoresOptions lo;
-  lo.tables = cfg.tables;
-  lo.ps = cfg.ps;
-  lo.shard_dirs = {""};
-  lo.restore_from = *best;
-  auto stores = LocalStores::Open(lo);
-  ASSERT_TRUE(stores.ok()) << stores.status().message();
-  auto tables = MakeLocalTables(*stores);
-  ScoringContext sc;
-  sc.cfg = &cfg;
-  sc.tables = tables.get();
-  sc.data = *ds;
-  sc.checkpoint = *best;
-  sc.num_workers = 2;
+  BestModel m(cfg, dir / "run", *ds, 2);
+  ASSERT_TRUE(m.status.ok()) << m.status.message();
+  const ScoringContext& sc = m.sc;
   auto rec = RecommendForUser(sc, 3, 5, "music");
   ASSERT_TRUE(rec.ok()) << rec.status().message();
   EXPECT_EQ((*rec)["domain"], "music");
@@ -256,23 +275,9 @@ TEST(InProcessJob, EvaluatingTheBestCheckpointReproducesTheResult) {
   std::string line;
   auto result = MergeRunResult(out.workers, 0, &line);
   ASSERT_TRUE(result.ok());
-  auto best = BestCheckpoint(dir / "run");
-  ASSERT_TRUE(best.ok()) << best.status().message();
-  LocalStoresOptions lo;
-  lo.tables = cfg.tables;
-  lo.ps = cfg.ps;
-  lo.shard_dirs = {""};
-  lo.restore_from = *best;
-  auto stores = LocalStores::Open(lo);
-  ASSERT_TRUE(stores.ok()) << stores.status().message();
-  auto tables = MakeLocalTables(*stores);
-  ScoringContext sc;
-  sc.cfg = &cfg;
-  sc.tables = tables.get();
-  sc.data = *LoadJobData(cfg, dir / "data");
-  sc.checkpoint = *best;
-  sc.num_workers = 2;
-  auto ev = EvaluateModel(sc);
+  BestModel m(cfg, dir / "run", *LoadJobData(cfg, dir / "data"), 2);
+  ASSERT_TRUE(m.status.ok()) << m.status.message();
+  auto ev = EvaluateModel(m.sc);
   ASSERT_TRUE(ev.ok()) << ev.status().message();
   EXPECT_EQ((*ev)["test"], (*result)["test"])
       << "eval " << (*ev)["test"].dump() << "\nresult " << (*result)["test"].dump();
