@@ -310,19 +310,22 @@ StatusOr<StepResult> M6Plugin::Step(TrainBatch& batch) {
   auto s_neg = uv.matmul(negv.t());
   // A negative equal to the row's own positive is no negative, nor is one of another domain.
   const bool domains = !cur.pos_domain.empty();
-  auto same = [&](uint32_t a, uint32_t b) { return !domains || a == b; };
+  auto neg_ok = [&](int64_t r, int64_t j) {
+    return !domains || cur.neg_domain[j] == cur.pos_domain[r];
+  };
+  auto pos_ok = [&](int64_t r, int64_t c) {
+    return !domains || cur.pos_domain[c] == cur.pos_domain[r];
+  };
   std::vector<float> valid(size_t(nb) * M);
   for (int64_t r = 0; r < nb; ++r)
     for (int64_t j = 0; j < M; ++j)
-      valid[r * M + j] = cur.neg_items[j] != cur.pos_items[r] &&
-                         same(domains ? cur.neg_domain[j] : 0, domains ? cur.pos_domain[r] : 0);
+      valid[r * M + j] = cur.neg_items[j] != cur.pos_items[r] && neg_ok(r, j);
   torch::Tensor vt = FloatTensor(valid, nb, M).to(dev_);
   if (tc.in_batch_negatives) {
     std::vector<float> vib(size_t(nb) * nb);
     for (int64_t r = 0; r < nb; ++r)
       for (int64_t c = 0; c < nb; ++c)
-        vib[r * nb + c] = cur.pos_items[c] != cur.pos_items[r] &&
-                          same(domains ? cur.pos_domain[c] : 0, domains ? cur.pos_domain[r] : 0);
+        vib[r * nb + c] = cur.pos_items[c] != cur.pos_items[r] && pos_ok(r, c);
     s_neg = torch::cat({s_neg, uv.matmul(posv.t())}, 1);
     vt = torch::cat({vt, FloatTensor(vib, nb, nb).to(dev_)}, 1);
   }
