@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -281,7 +282,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
                                        "item_id",     "text",           "image",
                                        "audio",       "fusion",         "hidden",
                                        "dropout",     "dense_lr",       "dense_weight_decay",
-                                       "token_table", "device"}));
+                                       "token_table", "device",         "adapter_rank"}));
   for (auto [k, v] : {std::pair{"user_id", &mc.user_id},
                       {"sequence", &mc.sequence},
                       {"attention", &mc.attention},
@@ -309,6 +310,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dropout", &mc.dropout, 0, 0.95));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dense_lr", &mc.dense_lr, 0, 10));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dense_weight_decay", &mc.dense_weight_decay, 0, 10));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "adapter_rank", &mc.adapter_rank, 0, 1024));
   if (!mc.user_id && !mc.sequence && !mc.content && !mc.graph)
     return Status::InvalidArgument(
         r.Where(m, p) + ": every user-tower part is off (user_id, sequence, content, graph)");
@@ -447,13 +449,16 @@ Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
     YAML::Node n = list[i];
     const std::string p = "data.domains[" + std::to_string(i) + "]";
     if (!n.IsMap()) return Status::InvalidArgument(r.Where(n, p) + ": expected a map");
-    M6_RETURN_IF_ERROR(r.CheckMap(n, p, {"label", "path", "format", "name", "weight"}));
+    M6_RETURN_IF_ERROR(
+        r.CheckMap(n, p, {"label", "path", "format", "name", "weight", "train_users", "evaluate"}));
     DomainSpec spec;
     M6_RETURN_IF_ERROR(r.Str(n, p, "label", &spec.label));
     M6_RETURN_IF_ERROR(r.Str(n, p, "path", &spec.path));
     M6_RETURN_IF_ERROR(r.Enum(n, p, "format", &spec.format));
     M6_RETURN_IF_ERROR(r.Str(n, p, "name", &spec.name));
     M6_RETURN_IF_ERROR(r.NumberIn(n, p, "weight", &spec.weight, 0.0, 100.0));
+    M6_RETURN_IF_ERROR(r.NumberIn(n, p, "train_users", &spec.train_users, 1e-6, 1.0));
+    M6_RETURN_IF_ERROR(r.Bool(n, p, "evaluate", &spec.evaluate));
     spec.path = ExpandEnv(spec.path);
     if (spec.path.empty()) return Status::InvalidArgument(r.Where(n, p + ".path") + ": required");
     if (spec.label.empty()) {
@@ -472,6 +477,11 @@ Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
                                      "' (set label to tell them apart)");
     data->domains.push_back(spec);
   }
+  bool evaluated = false;
+  for (const auto& spec : data->domains) evaluated = evaluated || spec.evaluate;
+  if (!evaluated)
+    return Status::InvalidArgument(r.Where(list, "data.domains") +
+                                   ": every domain has evaluate: false (nothing to report)");
   return Status::OK();
 }
 
@@ -592,6 +602,38 @@ Status ParseCheckpoint(const Reader& r, const YAML::Node& root, JobConfig* cfg) 
   return r.Bool(n, p, "best", &ck.best);
 }
 
+// adapt: {from, frozen_domains, train} (written by `m6rec adapt`, see WriteAdaptConfig).
+Status ParseAdapt(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
+  YAML::Node n = root["adapt"];
+  AdaptConfig& a = cfg->adapt;
+  const std::string p = "adapt";
+  M6_RETURN_IF_ERROR(r.CheckMap(n, p, {"from", "frozen_domains", "train"}));
+  M6_RETURN_IF_ERROR(r.Str(n, p, "from", &a.from));
+  M6_RETURN_IF_ERROR(r.Enum(n, p, "train", &a.train));
+  M6_RETURN_IF_ERROR(r.Int(n, p, "frozen_domains", &a.frozen_domains));
+  if (!n) return Status::OK();
+  if (a.from.empty())
+    return Status::InvalidArgument(r.Where(n, p) +
+                                   ": adapt.from (the backbone checkpoint) is required; "
+                                   "`m6rec adapt` writes this section");
+  a.from = ExpandEnv(a.from);
+  const int domains = int(cfg->data.domains.size());
+  if (a.frozen_domains < 1 || a.frozen_domains >= domains)
+    return Status::InvalidArgument(
+        r.Where(n["frozen_domains"], "adapt.frozen_domains") + ": " +
+        std::to_string(a.frozen_domains) + " backbone domain(s) of " + std::to_string(domains) +
+        " in data.domains; an adapted job keeps the backbone's first and adds at least one");
+  if (cfg->train.job != JobKind::kM6)
+    return Status::InvalidArgument(r.Where(n, p) + ": adapting needs the m6 job");
+  // Training only adapters promises an unchanged backbone: its domains must not train.
+  for (int d = 0; a.train == AdaptTrain::kAdapters && d < a.frozen_domains; ++d)
+    if (cfg->data.domains[size_t(d)].weight != 0.0f)
+      return Status::InvalidArgument(
+          r.Where(root["data"], "data.domains[" + std::to_string(d) + "].weight") +
+          ": a backbone domain of an adapted job (adapt.train: adapters) has weight 0");
+  return Status::OK();
+}
+
 // The tables the job reads exist and fit together.
 Status CheckJobTables(const Reader& r, const YAML::Node& root, const JobConfig& c) {
   const TrainConfig& tr = c.train;
@@ -616,7 +658,8 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   Reader r(source);
   cfg->source = source;
   M6_RETURN_IF_ERROR(r.CheckMap(
-      root, "", {"job", "cluster", "ps", "tables", "data", "train", "model", "checkpoint"}));
+      root, "",
+      {"job", "cluster", "ps", "tables", "data", "train", "model", "checkpoint", "adapt"}));
 
   YAML::Node job = root["job"];
   M6_RETURN_IF_ERROR(r.CheckMap(job, "job", {"name", "seed"}));
@@ -629,6 +672,7 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   M6_RETURN_IF_ERROR(ParseTrain(r, root, cfg));
   M6_RETURN_IF_ERROR(ParseCheckpoint(r, root, cfg));
   M6_RETURN_IF_ERROR(ParseModel(r, root["model"], cfg));
+  M6_RETURN_IF_ERROR(ParseAdapt(r, root, cfg));
   return CheckJobTables(r, root, *cfg);
 }
 
@@ -673,6 +717,138 @@ Status WriteEffectiveConfig(const std::string& path, const std::vector<std::stri
   for (const auto& o : overrides) out << " --set " << o;
   out << "\n" << em.c_str() << "\n";
   if (!out) return Status::IOError("cannot write '" + out_path + "'");
+  return Status::OK();
+}
+
+}  // namespace m6rec
+
+namespace m6rec {
+
+Status WriteAdaptConfig(const std::string& backbone_config, const std::string& new_config,
+                        const std::vector<std::string>& overrides, const std::string& checkpoint,
+                        const std::string& out_path) {
+  M6_ASSIGN_OR_RETURN(std::string old_text, ReadFile(backbone_config));
+  M6_ASSIGN_OR_RETURN(std::string new_text, ReadFile(new_config));
+  M6_ASSIGN_OR_RETURN(YAML::Node old_root, LoadTree(old_text, backbone_config, {}));
+  M6_ASSIGN_OR_RETURN(YAML::Node add, LoadTree(new_text, new_config, overrides));
+  const Reader r(new_config);
+  YAML::Node out;
+  int frozen = 0;
+  try {
+    JobConfig backbone;
+    M6_RETURN_IF_ERROR(ParseTree(old_root, backbone_config, &backbone));
+    if (backbone.train.job != JobKind::kM6)
+      return Status::InvalidArgument(backbone_config + ": the backbone is a " +
+                                     EnumName(backbone.train.job) +
+                                     " job; adapting needs an m6 backbone");
+    if (add["tables"])
+      return Status::InvalidArgument(r.Where(add["tables"], "tables") +
+                                     ": an adapted job keeps the backbone's tables (" +
+                                     backbone_config + ")");
+    M6_RETURN_IF_ERROR(r.CheckMap(
+        add, "", {"job", "cluster", "ps", "data", "train", "checkpoint", "model", "adapt"}));
+    out = YAML::Clone(old_root);
+    // Sections merged field by field, the new configuration's fields winning.
+    for (const char* sec : {"job", "cluster", "ps", "train", "checkpoint", "model"}) {
+      const YAML::Node n = add[sec];
+      if (!n) continue;
+      if (!n.IsMap()) return Status::InvalidArgument(r.Where(n, sec) + ": expected a map");
+      if (!out[sec] || !out[sec].IsMap()) out[sec] = YAML::Node(YAML::NodeType::Map);
+      for (const auto& kv : n) out[sec][kv.first.as<std::string>()] = YAML::Clone(kv.second);
+    }
+    for (const char* sec : {"job", "model"})
+      if (!out[sec] || !out[sec].IsMap()) out[sec] = YAML::Node(YAML::NodeType::Map);
+    if (!add["job"] || !add["job"]["name"]) out["job"]["name"] = backbone.name + "-adapt";
+    M6_RETURN_IF_ERROR(
+        r.CheckMap(add["model"], "model",
+                   {"adapter_rank", "dropout", "dense_lr", "dense_weight_decay", "device"}));
+    if (add["cluster"] && add["cluster"]["servers"] &&
+        add["cluster"]["servers"].as<std::string>() != std::to_string(backbone.cluster.servers))
+      return Status::InvalidArgument(r.Where(add["cluster"]["servers"], "cluster.servers") +
+                                     ": the backbone's rows are sharded over its " +
+                                     std::to_string(backbone.cluster.servers) +
+                                     " server(s); an adapted job keeps them");
+    if (add["ps"] && add["ps"]["num_slots"] &&
+        add["ps"]["num_slots"].as<std::string>() != std::to_string(backbone.ps.num_slots))
+      return Status::InvalidArgument(r.Where(add["ps"]["num_slots"], "ps.num_slots") +
+                                     ": the backbone's rows are placed by its " +
+                                     std::to_string(backbone.ps.num_slots) +
+                                     " slots; an adapted job keeps them");
+    if (add["model"] && add["model"]["adapter_rank"] && backbone.model.adapter_rank > 0 &&
+        add["model"]["adapter_rank"].as<std::string>() !=
+            std::to_string(backbone.model.adapter_rank))
+      return Status::InvalidArgument(r.Where(add["model"]["adapter_rank"], "model.adapter_rank") +
+                                     ": the backbone's adapters have rank " +
+                                     std::to_string(backbone.model.adapter_rank));
+    if (!(add["model"] && add["model"]["adapter_rank"]) && backbone.model.adapter_rank == 0)
+      out["model"]["adapter_rank"] = 8;  // the default rank (an explicit 0: FiLM heads only)
+    // The backbone's domains first (not trained, not evaluated), then the new ones.
+    YAML::Node domains(YAML::NodeType::Sequence);
+    const YAML::Node od = old_root["data"];
+    if (!backbone.data.domains.empty()) {
+      for (const auto& n : od["domains"]) domains.push_back(YAML::Clone(n));
+    } else if (backbone.data.source == DataSource::kSynth) {
+      // The synthetic data a backbone generated lives in its run directory.
+      const std::string run =
+          std::filesystem::absolute(std::filesystem::path(backbone_config).parent_path())
+              .lexically_normal()
+              .string();
+      YAML::Node n(YAML::NodeType::Map);
+      n["path"] = run + "/data";
+      n["format"] = "tsv";
+      n["label"] = backbone.name;
+      domains.push_back(n);
+    } else {
+      YAML::Node n(YAML::NodeType::Map);
+      for (const char* k : {"path", "format", "name"})
+        if (od[k]) n[k] = YAML::Clone(od[k]);
+      domains.push_back(n);
+    }
+    frozen = int(domains.size());
+    for (auto n : domains) {
+      n["weight"] = 0;
+      n["evaluate"] = false;
+    }
+    const YAML::Node nd = add["data"];
+    if (!nd || !nd.IsMap())
+      return Status::InvalidArgument(r.Where(nd, "data") +
+                                     ": the new domain(s): data.domains, or data.path/format/name");
+    M6_RETURN_IF_ERROR(r.CheckMap(nd, "data", {"path", "format", "name", "domains"}));
+    if (nd["domains"]) {
+      if (!nd["domains"].IsSequence())
+        return Status::InvalidArgument(r.Where(nd["domains"], "data.domains") +
+                                       ": expected a list of datasets");
+      for (const auto& n : nd["domains"]) domains.push_back(YAML::Clone(n));
+    } else {
+      YAML::Node n(YAML::NodeType::Map);
+      for (const char* k : {"path", "format", "name"})
+        if (nd[k]) n[k] = YAML::Clone(nd[k]);
+      domains.push_back(n);
+    }
+    out["data"] = YAML::Node(YAML::NodeType::Map);
+    out["data"]["domains"] = domains;
+    const YAML::Node na = add["adapt"];
+    M6_RETURN_IF_ERROR(r.CheckMap(na, "adapt", {"train"}));
+    YAML::Node adapt(YAML::NodeType::Map);
+    adapt["from"] = checkpoint;
+    adapt["frozen_domains"] = frozen;
+    adapt["train"] = na && na["train"] ? na["train"].as<std::string>() : std::string("adapters");
+    out["adapt"] = adapt;
+    JobConfig cfg;
+    // Checked as the job will read it; an error names the new configuration's fields.
+    M6_RETURN_IF_ERROR(
+        ParseTree(out, new_config + " (adapted from " + backbone_config + ")", &cfg));
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument(new_config + ": " + e.what());
+  }
+  YAML::Emitter em;
+  em << out;
+  std::ofstream f(out_path);
+  f << "# effective configuration: " << new_config;
+  for (const auto& o : overrides) f << " --set " << o;
+  f << ", adapted from " << backbone_config << " (" << frozen << " backbone domain(s))\n"
+    << em.c_str() << "\n";
+  if (!f) return Status::IOError("cannot write '" + out_path + "'");
   return Status::OK();
 }
 

@@ -29,6 +29,7 @@ enum class Placement { kSequential, kServerPerNode };
 enum class DataSource { kSynth, kDir };
 enum class DataFormat { kTsv, kLightGcn, kS3Rec, kMovieLens };
 enum class Role { kScheduler, kServer, kWorker };  // a process's role in a cluster
+enum class AdaptTrain { kAdapters, kAll };         // what an adapted job trains
 
 template <typename E>
 struct EnumSpelling;
@@ -59,6 +60,7 @@ M6REC_SPELL(DataFormat, {DataFormat::kTsv, "tsv"}, {DataFormat::kLightGcn, "ligh
             {DataFormat::kS3Rec, "s3rec"}, {DataFormat::kMovieLens, "movielens"});
 M6REC_SPELL(Role, {Role::kScheduler, "scheduler"}, {Role::kServer, "server"},
             {Role::kWorker, "worker"});
+M6REC_SPELL(AdaptTrain, {AdaptTrain::kAdapters, "adapters"}, {AdaptTrain::kAll, "all"});
 #undef M6REC_SPELL
 
 template <typename E>
@@ -168,6 +170,10 @@ struct DomainSpec {
   DataFormat format = DataFormat::kTsv;
   std::string name;     // s3rec: the dataset inside the directory
   float weight = 1.0f;  // its training samples per epoch, relative to its size (0.5: half)
+  // The share of its users whose interactions are trained on (chosen from the job seed; the
+  // others are still evaluated, their histories read as context): a small-data experiment.
+  float train_users = 1.0f;
+  bool evaluate = true;  // evaluated and reported (false: an adapted job's backbone domains)
 };
 
 struct DataConfig {
@@ -216,6 +222,10 @@ struct ModelConfig {
   // dense optimizer (Adam), identical on every worker after the allreduce
   float dense_lr = 1e-3f;
   float dense_weight_decay = 0.0f;
+  // Per-domain low-rank adapters in both fusions (rank r; 0 = none): a domain's own correction
+  // of the reduction (B_d A_d, B_d zero at the start) and of the gates. What `m6rec adapt`
+  // trains for a new domain while the backbone stays frozen.
+  int adapter_rank = 0;
   std::string token_table = "token";
   DeviceKind device = DeviceKind::kCpu;  // cpu | cuda (dense layers; needs a CUDA LibTorch build)
 };
@@ -253,6 +263,17 @@ struct CheckpointConfig {
   bool best = true;      // keep the best evaluated epoch's model (what eval/recommend read)
 };
 
+// A job that adapts a trained backbone to new domains (`m6rec adapt`, docs/architecture.md
+// "Adapting to a new domain"): its first `frozen_domains` domains are the backbone's, its
+// servers start from the backbone checkpoint's rows and its dense model from the backbone's.
+struct AdaptConfig {
+  std::string from;        // the backbone's checkpoint directory ("" = not an adapted job)
+  int frozen_domains = 0;  // the backbone's domains (the first ones of data.domains)
+  // adapters: only the new domains' condition embedding, FiLM head and fusion adapters, and
+  // their sparse rows, train (the backbone is bit-identical after); all: full fine-tuning.
+  AdaptTrain train = AdaptTrain::kAdapters;
+};
+
 struct JobConfig {
   std::string name = "m6rec";
   uint64_t seed = 42;
@@ -264,6 +285,7 @@ struct JobConfig {
   TrainConfig train;
   ModelConfig model;
   CheckpointConfig checkpoint;
+  AdaptConfig adapt;
 
   // Finds a table by name; nullptr when absent.
   const TableSpec* FindTable(const std::string& name) const;
@@ -280,5 +302,17 @@ StatusOr<JobConfig> LoadConfig(const std::string& path,
 // launcher hands every process, so all roles read exactly the same configuration).
 Status WriteEffectiveConfig(const std::string& path, const std::vector<std::string>& overrides,
                             const std::string& out_path);
+
+// The configuration of an adapted job (`m6rec adapt`): the backbone run's configuration
+// (`backbone_config`, its config.yaml) with its domains kept first (weight 0, not evaluated),
+// then the domains of `new_config` (with `overrides` applied to it first: indices count its own
+// domains), whose job/cluster/ps/train/checkpoint fields override the backbone's. The model and
+// tables are the backbone's: new_config may set only model.adapter_rank, dropout, dense_lr,
+// dense_weight_decay and device, and no tables; cluster.servers stays the backbone's (its rows
+// are sharded over them). `checkpoint` is the backbone checkpoint to start from. Writes the
+// validated YAML to out_path.
+Status WriteAdaptConfig(const std::string& backbone_config, const std::string& new_config,
+                        const std::vector<std::string>& overrides, const std::string& checkpoint,
+                        const std::string& out_path);
 
 }  // namespace m6rec

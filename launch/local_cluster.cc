@@ -93,7 +93,11 @@ class Launcher {
 
  private:
   Status Prepare() {
-    if (opts_.resume_dir.empty()) {
+    if (!opts_.adapt_from.empty()) {
+      M6_ASSIGN_OR_RETURN(run_dir_, PrepareAdaptRun(opts_, &cfg_));
+      LOG_INFO << "adapting the backbone " << cfg_.adapt.from << " (" << EnumName(cfg_.adapt.train)
+               << ")";
+    } else if (opts_.resume_dir.empty()) {
       M6_ASSIGN_OR_RETURN(run_dir_,
                           PrepareRunDir(opts_.config_path, opts_.overrides, opts_.run_dir, &cfg_));
     } else {

@@ -21,6 +21,9 @@ struct LocalClusterOptions {
   // Continue the run in this directory from its newest complete checkpoint (its own
   // config.yaml, with `overrides` applied on top; config_path must be empty).
   std::string resume_dir;
+  // `m6rec adapt`: the backbone run to adapt (config_path then names the new domains' config,
+  // see WriteAdaptConfig).
+  std::string adapt_from;
   int grace_ms = 3000;  // SIGTERM -> SIGKILL delay at teardown
 };
 

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -34,6 +35,7 @@
 #include "launch/local_cluster.h"
 #include "launch/offline.h"
 #include "launch/roles.h"
+#include "worker/checkpoint.h"
 #include "worker/synthetic_data.h"
 
 using namespace m6rec;
@@ -302,6 +304,64 @@ void AddJob(CLI::App* root, Commands* cmds, const std::string& name, const std::
   cmds->Runs(c, [a, train, argc, argv] { return RunJob(*a, train, argc, argv); });
 }
 
+// adapt: a new domain on a trained backbone, training a small part (WriteAdaptConfig).
+struct AdaptArgs {
+  LocalClusterOptions o;
+  std::string write_config;
+};
+
+int RunAdapt(const AdaptArgs& a) {
+  ApplyLogLevel(a.o.log_level);
+  const LaunchEnv env = DetectLaunch();
+  if ((env.kind == LaunchEnv::Kind::kMpi || env.kind == LaunchEnv::Kind::kSlurm) && env.size > 1) {
+    std::fprintf(stderr,
+                 "adapt: under mpirun/srun every rank would start its own local cluster; write "
+                 "the adapted job once with 'm6rec adapt ... --write-config FILE', then launch "
+                 "'m6rec train --config FILE'\n");
+    return 2;
+  }
+  if (!a.write_config.empty()) {
+    // The configuration alone: `m6rec train --config FILE` runs it (under mpirun or srun too).
+    auto ckpt = BestCheckpoint(a.o.adapt_from);
+    if (!ckpt.ok()) ckpt = LatestCheckpoint(a.o.adapt_from);
+    Status s = ckpt.ok() ? WriteAdaptConfig(
+                               a.o.adapt_from + "/config.yaml", a.o.config_path, a.o.overrides,
+                               std::filesystem::absolute(*ckpt).lexically_normal().string(),
+                               a.write_config)
+                         : ckpt.status();
+    if (!s.ok()) {
+      std::fprintf(stderr, "adapt: %s\n", s.message().c_str());
+      return 2;
+    }
+    std::printf("wrote %s (m6rec train --config %s runs it)\n", a.write_config.c_str(),
+                a.write_config.c_str());
+    return 0;
+  }
+  return RunLocalCluster(a.o);
+}
+
+void AddAdapt(CLI::App* root, Commands* cmds) {
+  auto a = std::make_shared<AdaptArgs>();
+  CLI::App* c = root->add_subcommand(
+      "adapt",
+      "add new domains to a trained m6 backbone, training only their condition embedding, "
+      "heads, fusion adapters and sparse rows (adapt.train: all fine-tunes everything)");
+  c->add_option("--from", a->o.adapt_from, "the backbone's run directory (its best checkpoint)")
+      ->type_name("DIR")
+      ->required();
+  AddConfigOptions(c, &a->o.config_path, &a->o.overrides, /*required=*/true,
+                   "the new domain(s): data.domains (or data.path/format/name), and any job, "
+                   "train, checkpoint, cluster.workers, adapt.train fields (YAML)");
+  AddLogLevel(c, &a->o.log_level);
+  c->add_option("--run-dir", a->o.run_dir,
+                "where the run writes everything (default: runs/<backbone>-adapt-<time>)")
+      ->type_name("DIR");
+  c->add_option("--write-config", a->write_config,
+                "only write the adapted job's configuration to FILE (for mpirun / srun)")
+      ->type_name("FILE");
+  cmds->Runs(c, [a] { return RunAdapt(*a); });
+}
+
 // eval | recommend: serve a finished run from its checkpoint.
 struct OfflineArgs {
   OfflineOptions o;
@@ -515,6 +575,7 @@ int main(int argc, char** argv) {
   AddJob(&app, &cmds, "train",
          "train a job: one rank of it under mpirun/srun, else (or --local) the local cluster",
          &argc, &argv);
+  AddAdapt(&app, &cmds);
   AddRole(&app, &cmds, "scheduler",
           "run the scheduler role (control plane, rendezvous, failures, HTTP status)");
   AddRole(&app, &cmds, "server",

@@ -105,13 +105,15 @@ int RunServerRole(const RoleOptions& o) {
   so.data_dir = o.data_dir;
   so.token = o.token;
   so.rank = o.rank >= 0 ? o.rank : 0;
-  if (!o.resume_from.empty()) {
+  // A resumed job's rows come from its checkpoint; a fresh adapted job's from the backbone's.
+  const std::string restore = !o.resume_from.empty() ? o.resume_from : o.cfg.adapt.from;
+  if (!restore.empty()) {
     if (o.rank < 0) {
-      LOG_ERROR << "server: resuming needs the server's --rank (its rows come from "
-                   "<checkpoint>/server-<rank>)";
+      LOG_ERROR << "server: starting from a checkpoint needs the server's --rank (its rows come "
+                   "from <checkpoint>/server-<rank>)";
       return 2;
     }
-    so.restore_from = o.resume_from + "/server-" + std::to_string(o.rank);
+    so.restore_from = restore + "/server-" + std::to_string(o.rank);
   }
   auto server = Server::Create(so);
   if (!server.ok()) return Fail("server", server.status());

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -54,6 +55,36 @@ StatusOr<std::string> PrepareResume(const LocalClusterOptions& o, JobConfig* cfg
   if (!o.overrides.empty()) M6_RETURN_IF_ERROR(WriteEffectiveConfig(path, o.overrides, path));
   M6_ASSIGN_OR_RETURN(*cfg, LoadConfig(path));
   return LatestCheckpoint(o.resume_dir);
+}
+
+StatusOr<std::string> PrepareAdaptRun(const LocalClusterOptions& o, JobConfig* cfg) {
+  if (o.config_path.empty())
+    return Status::InvalidArgument("adapt: --config names the new domain(s) (a YAML file)");
+  const std::string backbone_cfg = o.adapt_from + "/config.yaml";
+  if (!ReadFileToString(backbone_cfg).ok())
+    return Status::NotFound("adapt --from '" + o.adapt_from +
+                            "' is not a run directory (no config.yaml)");
+  auto ckpt = BestCheckpoint(o.adapt_from);
+  if (!ckpt.ok()) ckpt = LatestCheckpoint(o.adapt_from);
+  if (!ckpt.ok())
+    return Status::NotFound("adapt --from '" + o.adapt_from +
+                            "': no complete checkpoint to start from (" + ckpt.status().message() +
+                            ")");
+  std::string run_dir = o.run_dir;
+  if (run_dir.empty()) {
+    char ts[32];
+    time_t now = time(nullptr);
+    strftime(ts, sizeof(ts), "%Y%m%d-%H%M%S", localtime(&now));
+    std::string base = o.adapt_from;
+    while (base.size() > 1 && base.back() == '/') base.pop_back();
+    run_dir = "runs/" + base.substr(base.find_last_of('/') + 1) + "-adapt-" + ts;
+  }
+  M6_RETURN_IF_ERROR(MakeDirs(run_dir + "/logs"));
+  const std::string absolute = std::filesystem::absolute(*ckpt).lexically_normal().string();
+  M6_RETURN_IF_ERROR(WriteAdaptConfig(backbone_cfg, o.config_path, o.overrides, absolute,
+                                      run_dir + "/config.yaml"));
+  M6_ASSIGN_OR_RETURN(*cfg, LoadConfig(run_dir + "/config.yaml"));
+  return run_dir;
 }
 
 Status WriteRunResult(const JobConfig& cfg, const std::string& run_dir, double wall) {

@@ -24,6 +24,12 @@ StatusOr<std::string> PrepareRunDir(const std::string& config_path,
 // when it is not a run or has no complete checkpoint, and when o.config_path is set.
 StatusOr<std::string> PrepareResume(const LocalClusterOptions& o, JobConfig* cfg);
 
+// An adapted job (o.adapt_from: a finished or running backbone run): creates the run directory
+// (default runs/<backbone>-adapt-<time>), writes the adapted configuration (WriteAdaptConfig over
+// the backbone's config.yaml and o.config_path with o.overrides, starting from the backbone's
+// best checkpoint, else its newest) to run_dir/config.yaml and loads it into *cfg.
+StatusOr<std::string> PrepareAdaptRun(const LocalClusterOptions& o, JobConfig* cfg);
+
 // Combines run_dir/worker-<i>.json into run_dir/result.json (worker/job_summary.h decides
 // what it holds: the best epoch's test metrics, every epoch, popularity, samples/s) with the
 // job's name, config, run directory and wall time.

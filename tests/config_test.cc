@@ -92,6 +92,17 @@ TEST(Config, EveryShippedConfigParses) {
       ++n;
     }
   EXPECT_GE(n, 6);
+  // configs/adapt/*.yaml name new domains for configs/s3rec-backbone.yaml's backbone.
+  testing::TempDir dir;
+  for (const auto& e :
+       std::filesystem::directory_iterator(testing::SourceDir() + "/configs/adapt")) {
+    if (e.path().extension() != ".yaml") continue;
+    Status s = WriteAdaptConfig(testing::SourceDir() + "/configs/s3rec-backbone.yaml",
+                                e.path().string(), {}, "/ck", dir / "adapted.yaml");
+    EXPECT_TRUE(s.ok()) << e.path() << ": " << s.message();
+    ++n;
+  }
+  EXPECT_GE(n, 9);
 }
 
 TEST(Config, DomainsAreAListOfDatasetsWithUniqueLabels) {
@@ -153,6 +164,86 @@ TEST(Config, EffectiveConfigRoundTrips) {
   ASSERT_TRUE(orig.ok());
   EXPECT_EQ(c->tables[0].seed, orig->tables[0].seed) << "row seeds must survive the rewrite";
   EXPECT_FALSE(LoadConfig(dir / "missing.yaml").ok());
+}
+
+// `m6rec adapt`'s configuration: the backbone's, its domains first (not trained, not evaluated),
+// then the new ones; train fields from the new file; model and tables stay the backbone's.
+TEST(Config, AdaptedJobKeepsTheBackboneAndAppendsTheNewDomains) {
+  testing::TempDir dir;
+  const std::string tables = "tables:\n  - {name: user, dim: 8}\n  - {name: item, dim: 8}\n";
+  const std::string backbone =
+      testing::WriteFile(dir / "backbone.yaml", tables + R"(job: {name: bb, seed: 3}
+cluster: {servers: 2, workers: 2}
+data:
+  domains:
+    - {path: /d/s3rec, format: s3rec, name: Beauty}
+    - {path: /d/s3rec, format: s3rec, name: Yelp}
+model: {hidden: 32, dropout: 0.3}
+train: {job: m6, epochs: 4, batch_size: 64, loss: softmax}
+)");
+  const std::string added = testing::WriteFile(dir / "new.yaml", R"(data:
+  domains:
+    - {path: /d/s3rec, format: s3rec, name: Toys_and_Games, label: Toys}
+train: {epochs: 2}
+model: {adapter_rank: 4}
+)");
+  ASSERT_TRUE(WriteAdaptConfig(backbone, added, {"data.domains.0.train_users=0.1"},
+                               "/runs/bb/checkpoints/step-9", dir / "out.yaml")
+                  .ok());
+  auto c = LoadConfig(dir / "out.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_EQ(c->data.domains.size(), 3u);
+  for (int d : {0, 1}) {
+    EXPECT_EQ(c->data.domains[d].weight, 0.0f) << "backbone domains are not trained";
+    EXPECT_FALSE(c->data.domains[d].evaluate);
+  }
+  EXPECT_EQ(c->data.domains[2].label, "Toys");
+  EXPECT_EQ(c->data.domains[2].weight, 1.0f);
+  EXPECT_FLOAT_EQ(c->data.domains[2].train_users, 0.1f) << "overrides index the new file's list";
+  EXPECT_TRUE(c->data.domains[2].evaluate);
+  EXPECT_EQ(c->adapt.from, "/runs/bb/checkpoints/step-9");
+  EXPECT_EQ(c->adapt.frozen_domains, 2);
+  EXPECT_EQ(c->adapt.train, AdaptTrain::kAdapters);
+  EXPECT_EQ(c->train.epochs, 2) << "the new file's train fields win";
+  EXPECT_EQ(c->train.batch_size, 64) << "the others stay the backbone's";
+  EXPECT_EQ(c->model.hidden, 32);
+  EXPECT_EQ(c->model.adapter_rank, 4);
+  EXPECT_EQ(c->cluster.servers, 2);
+  EXPECT_EQ(c->name, "bb-adapt");
+
+  // What would change the backbone is refused, naming the field.
+  auto err = [&](const std::string& yaml) {
+    const std::string f = testing::WriteFile(dir / "bad.yaml", yaml);
+    Status s = WriteAdaptConfig(backbone, f, {}, "/ck", dir / "bad-out.yaml");
+    EXPECT_FALSE(s.ok()) << yaml;
+    return s.message();
+  };
+  const std::string toys = "data: {path: /d/s3rec, format: s3rec, name: Toys_and_Games}\n";
+  std::string e = err(toys + "model: {hidden: 64}\n");
+  EXPECT_NE(e.find("model.hidden: unknown field"), std::string::npos) << e;
+  e = err(toys + tables);
+  EXPECT_NE(e.find("keeps the backbone's tables"), std::string::npos) << e;
+  e = err(toys + "cluster: {servers: 3}\n");
+  EXPECT_NE(e.find("sharded over its 2 server(s)"), std::string::npos) << e;
+  e = err("data: {path: /d/s3rec, format: s3rec, name: Beauty}\n");
+  EXPECT_NE(e.find("a second domain labelled 'Beauty'"), std::string::npos) << e;
+  e = err("train: {epochs: 1}\n");
+  EXPECT_NE(e.find("data: the new domain(s)"), std::string::npos) << e;
+  // A single-dataset new file works too; adapt.train: all fine-tunes everything.
+  const std::string f = testing::WriteFile(dir / "all.yaml", toys + "adapt: {train: all}\n");
+  ASSERT_TRUE(WriteAdaptConfig(backbone, f, {}, "/ck", dir / "all-out.yaml").ok());
+  c = LoadConfig(dir / "all-out.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->adapt.train, AdaptTrain::kAll);
+  EXPECT_EQ(c->data.domains.back().label, "Toys_and_Games");
+  EXPECT_EQ(c->model.adapter_rank, 8) << "the default rank";
+  // A hand-written adapt section must leave a new domain.
+  e = Err(tables + R"(data:
+  domains: [{path: /a}, {path: /b}]
+train: {job: m6}
+adapt: {from: /ck, frozen_domains: 2}
+)");
+  EXPECT_NE(e.find("adapt.frozen_domains: 2 backbone domain(s) of 2"), std::string::npos) << e;
 }
 
 }  // namespace m6rec

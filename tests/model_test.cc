@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 namespace m6rec {
 
 namespace {
@@ -72,6 +74,36 @@ torch::Tensor Loss(M6Model& m, const ModelBatch& b) {
   return RankingLoss(LossKind::kSoftmax, (uv * pos).sum(1), uv.matmul(neg.t()), valid, 0.5, 0, 0);
 }
 
+// Compares the gradients of `module`'s parameters (those `want` selects; about `per_param`
+// entries of each) with central finite differences of `loss_of` (double precision); returns
+// how many entries were checked. The gradients must be those of loss_of() at the current values.
+int CheckFiniteDifferences(torch::nn::Module& module, const std::function<torch::Tensor()>& loss_of,
+                           const std::function<bool(const std::string&)>& want, int64_t per_param,
+                           const std::string& what) {
+  int checked = 0;
+  for (const auto& np : module.named_parameters()) {
+    if (!want(np.key())) continue;
+    auto t = np.value();
+    EXPECT_TRUE(t.grad().defined()) << what << " " << np.key();
+    if (!t.grad().defined()) continue;
+    auto flat = t.data().view({-1});
+    auto g = t.grad().view({-1});
+    for (int64_t k = 0; k < flat.numel(); k += std::max<int64_t>(1, flat.numel() / per_param)) {
+      torch::NoGradGuard ng;
+      const double orig = flat[k].item<double>(), eps = 1e-6;
+      flat[k] = orig + eps;
+      const double up = loss_of().item<double>();
+      flat[k] = orig - eps;
+      const double down = loss_of().item<double>();
+      flat[k] = orig;
+      const double fd = (up - down) / (2 * eps);
+      EXPECT_NEAR(g[k].item<double>(), fd, 1e-6 + 1e-4 * std::abs(fd))
+          << what << " " << np.key() << "[" << k << "]";
+      ++checked;
+    }
+  }
+  return checked;
+}
 }  // namespace
 
 TEST(Model, ShapesForEveryAblation) {
@@ -282,26 +314,8 @@ TEST(Model, DomainConditionedFusionStartsNeutralAndLearnsPerDomain) {
   auto loss_of = [&]() { return (cond->forward(xs, domain) - target).pow(2).sum(); };
   for (auto& p : cond->parameters()) p.mutable_grad() = torch::Tensor();
   loss_of().backward();
-  int checked = 0;
-  for (const auto& np : cond->named_parameters()) {
-    auto t = np.value();
-    ASSERT_TRUE(t.grad().defined()) << np.key();
-    auto flat = t.data().view({-1});
-    auto g = t.grad().view({-1});
-    for (int64_t k = 0; k < flat.numel(); k += std::max<int64_t>(1, flat.numel() / 4)) {
-      torch::NoGradGuard ng;
-      const double orig = flat[k].item<double>(), eps = 1e-6;
-      flat[k] = orig + eps;
-      const double up = loss_of().item<double>();
-      flat[k] = orig - eps;
-      const double down = loss_of().item<double>();
-      flat[k] = orig;
-      const double fd = (up - down) / (2 * eps);
-      EXPECT_NEAR(g[k].item<double>(), fd, 1e-6 + 1e-4 * std::abs(fd))
-          << np.key() << "[" << k << "]";
-      ++checked;
-    }
-  }
+  const int checked = CheckFiniteDifferences(
+      *cond, loss_of, [](const std::string&) { return true; }, 4, "conditioned fusion");
   EXPECT_GT(checked, 20);
   // Each domain now fuses differently: the same sources give different vectors per domain.
   auto same = xs.index_select(0, torch::tensor(std::vector<int64_t>{0, 0, 0}, torch::kLong));
@@ -319,6 +333,57 @@ TEST(Model, DomainConditionedFusionStartsNeutralAndLearnsPerDomain) {
   EXPECT_EQ(m->UserVectors(b, iv).sizes(), (std::vector<int64_t>{3, 6}));
   EXPECT_TRUE(m->user_fusion->ConditionGates().defined());
   EXPECT_TRUE(m->item_fusion->ConditionGates().defined());
+}
+
+// Per-domain low-rank adapters (what `m6rec adapt` trains): silent at the start (the fusion
+// is exactly the one without them), gradients that match finite differences, and a domain's
+// adapter changes that domain's rows only.
+TEST(Model, FusionAdaptersStartSilentAndMoveOnlyTheirDomain) {
+  for (FusionKind mode : {FusionKind::kGate, FusionKind::kConcat}) {
+    torch::manual_seed(7);
+    Fusion plain(3, 4, 8, mode, 0.0, 3);
+    torch::manual_seed(7);
+    Fusion adapted(3, 4, 8, mode, 0.0, 3, /*adapter_rank=*/2);
+    plain->to(torch::kDouble);
+    adapted->to(torch::kDouble);
+    auto xs = torch::randn({6, 3, 4}, torch::kDouble);
+    auto domain = torch::tensor(std::vector<int64_t>{0, 1, 2, 2, 1, 0}, torch::kLong);
+    EXPECT_TRUE(torch::equal(adapted->forward(xs, domain), plain->forward(xs, domain)))
+        << EnumName(mode) << ": adapters start silent";
+    std::vector<std::string> per_condition;
+    for (const auto& np : adapted->named_parameters())
+      if (FusionImpl::PerCondition(np.key())) {
+        per_condition.push_back(np.key());
+        EXPECT_EQ(np.value().size(0), 3) << np.key() << ": one row per condition";
+      }
+    EXPECT_EQ(per_condition.size(), mode == FusionKind::kGate ? 5u : 3u)
+        << "cond_emb, film, adapter_gate, adapter_down, adapter_up (concat: no gates)";
+    EXPECT_FALSE(FusionImpl::PerCondition("user_fusion.gate.weight"));
+    EXPECT_TRUE(FusionImpl::PerCondition("user_fusion.adapter_up"));
+    EXPECT_FALSE(FusionImpl::PerCondition("user_fusion.not_adapter_up"));
+
+    // Domain 2's adapters moved: rows of domains 0 and 1 are unchanged, domain 2's are not.
+    const auto before = adapted->forward(xs, domain);
+    {
+      torch::NoGradGuard ng;
+      for (auto& np : adapted->named_parameters())
+        if (np.key().find("adapter") != std::string::npos) np.value()[2].add_(0.5);
+    }
+    const auto after = adapted->forward(xs, domain);
+    for (int64_t r : {0, 1, 4, 5}) EXPECT_TRUE(torch::equal(after[r], before[r])) << "row " << r;
+    for (int64_t r : {2, 3}) EXPECT_FALSE(torch::allclose(after[r], before[r])) << "row " << r;
+
+    // Gradients of the adapters against finite differences.
+    auto target = torch::randn({6, 4}, torch::kDouble);
+    auto loss_of = [&]() { return (adapted->forward(xs, domain) - target).pow(2).sum(); };
+    for (auto& p : adapted->parameters()) p.mutable_grad() = torch::Tensor();
+    loss_of().backward();
+    const int checked = CheckFiniteDifferences(
+        *adapted, loss_of,
+        [](const std::string& name) { return name.find("adapter") != std::string::npos; }, 7,
+        EnumName(mode));
+    EXPECT_GT(checked, 10);
+  }
 }
 
 TEST(Model, FusionStartsAsTheMeanOfItsSources) {

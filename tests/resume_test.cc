@@ -3,6 +3,7 @@
 // newest complete checkpoint. With one worker and staleness 0 nothing depends on timing, so the
 // resumed run must end bit-identical to one that was never interrupted; with two workers and
 // staleness 1 (pulls overlap the other worker's pushes) it must land within noise.
+// Also `m6rec adapt`, which starts a new run from a finished run's checkpoint.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "cluster_util.h"
+#include "common/config.h"
 #include "common/util.h"
 #include "test_util.h"
 #include "worker/checkpoint.h"
@@ -106,6 +108,60 @@ TEST(Resume, ARunWithoutACheckpointIsRefusedClearly) {
   auto r = RunCommand({Binary(), "train", "--resume", dir / "nothing"}, 60);
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find(dir / "nothing"), std::string::npos) << r.output;
+}
+
+// `m6rec adapt` end to end, as a person runs it: a backbone trained by a local cluster, a new
+// domain added to it by another (its servers start from the backbone's rows), evaluated and
+// served like any run; what would change the backbone is refused before anything starts.
+TEST(Adapt, ANewDomainTrainsOnABackboneAndIsServedFromTheAdaptedRun) {
+  TempDir dir;
+  const std::string cfg = WriteFile(dir / "backbone.yaml", M6Config(2));
+  auto r = RunCommand({Binary(), "local", "--config", cfg, "--run-dir", dir / "backbone"}, 300);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunCommand({Binary(), "data", "synth", "--out", dir / "books", "--config", cfg, "--seed",
+                  "11", "--set", "data.synth.users=300", "--set", "data.synth.items=200"},
+                 60);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string added = WriteFile(
+      dir / "books.yaml", "data: {path: " + dir / "books" + ", format: tsv}\ntrain: {epochs: 2}\n");
+  r = RunCommand({Binary(), "adapt", "--from", dir / "backbone", "--config", added, "--run-dir",
+                  dir / "adapted"},
+                 300);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json result = ReadJson(dir / "adapted/result.json");
+  const json& test = result["test"];
+  ASSERT_TRUE(test["domains"].contains("books")) << result.dump();
+  EXPECT_EQ(test["domains"].size(), 1u) << "the backbone's domain is not evaluated";
+  EXPECT_EQ(test["users"], 300);
+  EXPECT_GT(test["HR@10"].get<double>(), result["popularity"]["HR@10"].get<double>()) << r.output;
+  const json& model = result["workers"][0];
+  EXPECT_LT(model["trained_dense_params"].get<int64_t>(), model["dense_params"].get<int64_t>() / 5)
+      << "only the new domain's part trains";
+  // The run's config.yaml is complete: the backbone's domain first, then the new one.
+  auto written = LoadConfig(dir / "adapted/config.yaml");
+  ASSERT_TRUE(written.ok()) << written.status().message();
+  ASSERT_EQ(written->data.domains.size(), 2u);
+  EXPECT_EQ(written->data.domains[0].weight, 0.0f);
+  EXPECT_EQ(written->adapt.frozen_domains, 1);
+
+  // Evaluated and served like any run.
+  r = RunCommand({Binary(), "eval", "--run-dir", dir / "adapted"}, 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(ReadJson(dir / "adapted/eval.json")["test"], test) << "eval reproduces the result";
+  r = RunCommand({Binary(), "recommend", "--run-dir", dir / "adapted", "--domain", "books",
+                  "--user", "3", "-k", "5"},
+                 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"domain\":\"books\""), std::string::npos) << r.output;
+
+  // A change to the backbone's model is refused, naming the field, and starts nothing.
+  const std::string bad =
+      WriteFile(dir / "bad.yaml", "data: {path: " + dir / "books" + "}\nmodel: {hidden: 8}\n");
+  r = RunCommand(
+      {Binary(), "adapt", "--from", dir / "backbone", "--config", bad, "--run-dir", dir / "bad"},
+      60);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("model.hidden: unknown field"), std::string::npos) << r.output;
 }
 
 }  // namespace m6rec

@@ -16,6 +16,7 @@
 #include "worker/checkpoint.h"
 #include "worker/collective.h"
 #include "worker/local_tables.h"
+#include "worker/m6_model.h"
 #include "worker/synthetic_data.h"
 
 namespace m6rec {
@@ -265,6 +266,141 @@ TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
       << unknown.status().message();
   EXPECT_FALSE(RecommendForUser(sc, 400, 5, "music").ok()) << "music has users 0..399";
 }
+
+// `m6rec adapt` at the level of the engine: a backbone trained on one domain (no conditioning)
+// or two, adapted to a new one with its fusion adapters only. The new domain learns past its
+// popularity; only the new domain's part of the dense model moves (the count the job reports
+// is exactly that part), and every backbone parameter and backbone sparse row is bit-identical
+// afterwards.
+class AdaptJob : public ::testing::TestWithParam<int> {};
+
+TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
+  const int backbone_domains = GetParam();
+  TempDir dir;
+  SynthConfig a;
+  a.users = 500, a.items = 240, a.clusters = 6, a.interactions_per_user = 20, a.tokens = 100;
+  a.image_dim = 8, a.audio_dim = 4;
+  SynthConfig b = a, c = a;
+  b.users = 400, b.items = 260;
+  c.users = 300, c.items = 200, c.interactions_per_user = 24;
+  ASSERT_TRUE(WriteSynthetic(a, 1, dir / "shop").ok());
+  ASSERT_TRUE(WriteSynthetic(b, 2, dir / "music").ok());
+  ASSERT_TRUE(WriteSynthetic(c, 3, dir / "books").ok());
+  JobConfig base = SmallJob(JobKind::kM6, 2);
+  base.data.source = DataSource::kDir;
+  for (const char* name : {"shop", "music"}) {
+    if (int(base.data.domains.size()) == backbone_domains) break;
+    DomainSpec d;
+    d.label = name;
+    d.path = dir / name;
+    base.data.domains.push_back(d);
+  }
+  JobOutput bb = RunInProcess(base, 2, "", dir / "backbone");
+  for (const auto& s : bb.status) ASSERT_TRUE(s.ok()) << s.message();
+  auto backbone = BestCheckpoint(dir / "backbone");
+  ASSERT_TRUE(backbone.ok()) << backbone.status().message();
+
+  JobConfig ad = base;
+  for (auto& d : ad.data.domains) d.weight = 0, d.evaluate = false;
+  DomainSpec books;
+  books.label = "books";
+  books.path = dir / "books";
+  ad.data.domains.push_back(books);
+  ad.adapt.from = *backbone;
+  ad.adapt.frozen_domains = backbone_domains;
+  ad.model.adapter_rank = 4;
+  ad.train.epochs = 3;
+  LocalStoresOptions lo;
+  lo.tables = ad.tables;
+  lo.ps = ad.ps;
+  lo.restore_from = *backbone;
+  auto stores = LocalStores::Open(lo);
+  ASSERT_TRUE(stores.ok()) << stores.status().message();
+  JobOutput out = RunInProcess(ad, 2, "", dir / "adapted", *stores);
+  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
+  std::string line;
+  auto result = MergeRunResult(out.workers, 0, &line);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  const json& t = (*result)["test"];
+  EXPECT_EQ(t["users"], 300) << "only the new domain is evaluated: " << line;
+  ASSERT_TRUE(t["domains"].contains("books")) << t.dump();
+  EXPECT_FALSE(t["domains"].contains("shop")) << t.dump();
+  EXPECT_GT(t["domains"]["books"]["HR@10"].get<double>(),
+            (*result)["popularity"]["domains"]["books"]["HR@10"].get<double>() + 0.05)
+      << line;
+
+  // The dense model: every backbone parameter is in the adapted one bit for bit — whole, or as
+  // the leading rows of a per-condition table (the new domain's rows follow), or as the leading
+  // columns of the gates (a one-domain backbone's gates gain their condition input).
+  auto adapted = BestCheckpoint(dir / "adapted");
+  ASSERT_TRUE(adapted.ok());
+  auto before = ReadDenseParameters(*backbone + "/dense");
+  auto after = ReadDenseParameters(*adapted + "/dense");
+  ASSERT_TRUE(before.ok()) << before.status().message();
+  ASSERT_TRUE(after.ok()) << after.status().message();
+  const int64_t conditions = backbone_domains + 1;
+  int64_t moving = 0;
+  bool adapters_moved = false;
+  for (const auto& [name, n] : *after) {
+    auto it = before->find(name);
+    if (it == before->end()) {
+      // Per-condition tensors the backbone lacked: the new domain's rows train.
+      ASSERT_EQ(n.shape[0], conditions) << name << " is not in the backbone";
+      const size_t row = n.values.size() / size_t(conditions);
+      moving += int64_t(row);
+      if (name.find("adapter_up") != std::string::npos)
+        for (size_t k = n.values.size() - row; k < n.values.size(); ++k)
+          adapters_moved |= n.values[k] != 0.0f;
+      continue;
+    }
+    const DenseTensor& o = it->second;
+    if (o.shape == n.shape) {
+      EXPECT_EQ(o.values, n.values) << name << " changed in the frozen backbone";
+    } else if (n.shape.size() == 2 && o.shape[0] == n.shape[0]) {
+      ASSERT_EQ(backbone_domains, 1) << name;
+      for (int64_t r = 0; r < n.shape[0]; ++r)
+        EXPECT_TRUE(std::equal(o.values.begin() + r * o.shape[1],
+                               o.values.begin() + (r + 1) * o.shape[1],
+                               n.values.begin() + r * n.shape[1]))
+            << name << " row " << r << " changed in the frozen backbone";
+      moving += (n.shape[1] - o.shape[1]) * n.shape[0];
+    } else {
+      ASSERT_GT(n.values.size(), o.values.size()) << name;
+      EXPECT_TRUE(std::equal(o.values.begin(), o.values.end(), n.values.begin()))
+          << name << " changed in the frozen backbone";
+      moving += int64_t(n.values.size() - o.values.size());
+    }
+  }
+  EXPECT_TRUE(adapters_moved) << "the new domain's adapters trained";
+  const json& model = out.workers[0].model;
+  EXPECT_EQ(model["trained_dense_params"].get<int64_t>(), moving);
+  EXPECT_LT(model["trained_dense_params"].get<int64_t>(), model["dense_params"].get<int64_t>() / 5);
+
+  // The sparse rows of the backbone's users, items and tokens are the backbone's, bit for bit.
+  auto base_data = LoadJobData(base, "");
+  ASSERT_TRUE(base_data.ok());
+  auto rows = [&](const std::string& ckpt, TableId table, uint64_t n) {
+    LocalStoresOptions o;
+    o.tables = ad.tables;
+    o.ps = ad.ps;
+    o.restore_from = ckpt;
+    auto st = LocalStores::Open(o);
+    EXPECT_TRUE(st.ok()) << st.status().message();
+    auto tables = MakeLocalTables(*st);
+    std::vector<Key> keys;
+    for (uint64_t i = 0; i < n; ++i) keys.push_back(MakeKey(table, i));
+    std::vector<float> v(n * ad.tables[table].dim);
+    EXPECT_TRUE(tables->Pull(table, keys.data(), n, v.data()).ok());
+    return v;
+  };
+  const uint64_t counts[] = {(*base_data)->num_users, (*base_data)->num_items,
+                             (*base_data)->num_tokens};
+  for (TableId table = 0; table < 3; ++table)
+    EXPECT_EQ(rows(*backbone, table, counts[table]), rows(*adapted, table, counts[table]))
+        << "table " << ad.tables[table].name;
+}
+
+INSTANTIATE_TEST_SUITE_P(BackboneDomains, AdaptJob, ::testing::Values(1, 2));
 
 TEST(InProcessJob, EvaluatingTheBestCheckpointReproducesTheResult) {
   TempDir dir;

@@ -445,8 +445,26 @@ std::vector<uint32_t> SampledNegatives(const Dataset& d, uint32_t u, uint64_t se
 std::vector<std::vector<uint32_t>> Dataset::ItemUsers() const {
   std::vector<std::vector<uint32_t>> out(num_items);
   for (uint32_t u = 0; u < num_users; ++u)
-    for (uint32_t i : train[u]) out[i].push_back(u);
+    if (Trained(u))
+      for (uint32_t i : train[u]) out[i].push_back(u);
   return out;
+}
+
+void SelectTrainedUsers(Dataset* ds, uint64_t seed) {
+  bool all = true;
+  for (const auto& d : ds->domains) all = all && d.train_users >= 1.0f;
+  if (all) return;
+  ds->trained.assign(ds->num_users, 1);
+  ds->item_popularity.assign(ds->num_items, 0);
+  ds->train_interactions = 0;
+  for (uint32_t u = 0; u < ds->num_users; ++u) {
+    const float share = ds->domains.empty() ? 1.0f : ds->domains[ds->UserDomain(u)].train_users;
+    const double r = double(Mix64(seed ^ 0x7a11u ^ (uint64_t{u} << 20)) >> 11) * 0x1.0p-53;
+    ds->trained[u] = r < double(share);
+    if (!ds->trained[u]) continue;
+    for (uint32_t i : ds->train[u]) ds->item_popularity[i]++;
+    ds->train_interactions += ds->train[u].size();
+  }
 }
 
 StatusOr<NpyMatrix> ReadNpy(const std::string& path) {
@@ -574,7 +592,7 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
                                      "'");
     m.name += (k ? "+" : "") + label;
     m.domains.push_back({label, uoff, uoff + p.num_users, ioff + p.first_item, ioff + p.num_items,
-                         specs[k].weight, ioff});
+                         specs[k].weight, ioff, specs[k].train_users, specs[k].evaluate});
     m.ordered = m.ordered && p.ordered;
     for (auto& l : p.train) shift(l, ioff);
     for (auto& l : p.test_sets) shift(l, ioff);

@@ -50,8 +50,13 @@ struct Dataset {
   std::vector<std::vector<uint32_t>> social;       // per user: friends (user-user graph)
   std::vector<float> item_image, item_audio;       // [num_items x dim] feature matrices
   uint32_t image_dim = 0, audio_dim = 0;
-  std::vector<uint32_t> item_popularity;  // train counts
+  std::vector<uint32_t> item_popularity;  // train counts (of the trained users)
   uint64_t train_interactions = 0;
+  // Per user, whether its interactions are trained on (empty: every user's). A domain's
+  // train_users share picks them (SelectTrainedUsers); the others keep their lists as the
+  // context they are evaluated with, but feed no sample, popularity count or item graph.
+  std::vector<uint8_t> trained;
+  bool Trained(uint32_t u) const { return trained.empty() || trained[u]; }
   // Domains: every dataset is one; a multi-domain job merges several (MergeDomains), each in
   // its own contiguous range of user and item ids. A user belongs to one domain; its negatives
   // and its full-ranking candidates are its domain's items.
@@ -61,6 +66,8 @@ struct Dataset {
     uint32_t item_begin = 0, item_end = 0;  // valid item ids [begin, end)
     float weight = 1.0f;                    // training samples per epoch, relative to its size
     uint32_t item_offset = 0;  // merged item id = item_offset + the id in the domain's dataset
+    float train_users = 1.0f;  // the share of its users trained on (DomainSpec::train_users)
+    bool evaluate = true;      // evaluated and reported
   };
   std::vector<Domain> domains;
 
@@ -84,6 +91,11 @@ struct Dataset {
 // `data_dir` is where synthetic data was generated (for source synth). With data.domains, every
 // domain's dataset is loaded and merged (MergeDomains).
 StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir);
+
+// Applies the domains' train_users shares (drawn from `seed` per user): fills `trained` and
+// recounts item_popularity and train_interactions over the trained users. No-op when every
+// domain trains all of its users.
+void SelectTrainedUsers(Dataset* ds, uint64_t seed);
 
 // One dataset from several: users, items and tokens of domain k are offset past those of
 // domains 0..k-1, so ids never collide (the PS tables see one id space); every list, feature

@@ -55,7 +55,7 @@ void ScoreHistograms::Unpack(const std::vector<double>& packed) {
 nlohmann::json Thresholds::ToJson(const Dataset& ds) const {
   nlohmann::json j = {{"all", all}};
   for (size_t d = 0; d < domains.size() && d < ds.domains.size(); ++d)
-    j["domains"][ds.domains[d].name] = domains[d];
+    if (ds.domains[d].evaluate) j["domains"][ds.domains[d].name] = domains[d];
   return j;
 }
 
@@ -76,8 +76,9 @@ void AddConfusion(const Dataset& ds, const ScoreHistograms& h, const Thresholds&
   };
   add(h.all.CountsAt(t.all), [&](const char* n, double v) { out->Add(n, v); });
   for (size_t d = 0; d < h.domains.size() && d < t.domains.size(); ++d)
-    add(h.domains[d].CountsAt(t.domains[d]),
-        [&](const char* n, double v) { out->AddGroup(ds.domains[d].name, n, v); });
+    if (ds.domains[d].evaluate)
+      add(h.domains[d].CountsAt(t.domains[d]),
+          [&](const char* n, double v) { out->AddGroup(ds.domains[d].name, n, v); });
 }
 
 Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
@@ -216,6 +217,7 @@ std::vector<std::string> ProtocolSumNames(const Dataset& ds) {
   if (!ds.multi_domain()) return base;
   std::vector<std::string> out = base;
   for (const auto& d : ds.domains) {
+    if (!d.evaluate) continue;  // an adapted job's backbone domains
     out.push_back(d.name + "/users");
     for (const auto& n : base) out.push_back(d.name + "/" + n);
   }

@@ -8,7 +8,9 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <mutex>
+#include <sstream>
 
 #include "common/util.h"
 #include "worker/collective.h"
@@ -35,47 +37,157 @@ torch::Tensor FloatTensor(const std::vector<float>& v, int64_t rows, int64_t col
 bool DeviceBuffers(const Collective& c) { return c.capabilities().device_buffers; }
 
 // The dense part: a module's parameters, replicated on every worker, and their Adam optimizer.
+// In an adapted job (cfg.adapt, train: adapters) only the new domains' part trains: the
+// per-condition parameters' new rows (and, after a single-domain backbone, the gates' new
+// condition columns). Every other parameter is frozen: without a gradient and outside the
+// optimizer and the allreduce, or — for the frozen part of a trained tensor — put back after
+// every step, so the backbone stays bit-identical however the optimizer treats a zero gradient.
 class TorchDense final : public DenseModel {
  public:
-  TorchDense(M6Model model, const ModelConfig& mc)
-      : model_(std::move(model)), params_(model_->parameters()) {
-    for (const auto& p : params_) numel_ += p.numel();
+  TorchDense(M6Model model, const ModelConfig& mc, const AdaptConfig& adapt)
+      : model_(std::move(model)), all_(model_->parameters()), frozen_domains_(0) {
+    for (const auto& p : all_) numel_ += p.numel();
+    const bool adapters = !adapt.from.empty() && adapt.train == AdaptTrain::kAdapters;
+    if (adapters) frozen_domains_ = adapt.frozen_domains;
+    for (auto& np : model_->named_parameters()) {
+      torch::Tensor p = np.value();
+      const bool per_condition = FusionImpl::PerCondition(np.key());
+      if (adapters && !per_condition && !EndsWith(np.key(), ".gate.weight")) {
+        p.requires_grad_(false);
+        continue;
+      }
+      params_.push_back(p);
+      if (!adapters) continue;
+      // Per-condition tensors: the backbone's domains' rows are frozen. The gates: frozen
+      // until InitFromBackbone finds condition columns the backbone did not have.
+      auto mask = torch::zeros_like(p, torch::kBool);
+      if (per_condition)
+        mask.narrow(0, 0, std::min<int64_t>(frozen_domains_, p.size(0))).fill_(true);
+      else
+        mask.fill_(true);
+      frozen_[np.key()] = {p, mask, {}};
+    }
     // A model with every dense part switched off (pure id embeddings) has no dense parameters.
-    if (numel_ > 0)
+    if (!params_.empty())
       opt_ = std::make_unique<torch::optim::Adam>(
           params_, torch::optim::AdamOptions(mc.dense_lr).weight_decay(mc.dense_weight_decay));
   }
 
+  // Every parameter (the allreduce and the optimizer see only the trained ones).
   int64_t numel() const override { return numel_; }
+  // The parameters that move: all, or in an adapted job the new domains' part.
+  int64_t trained_numel() const {
+    int64_t n = 0;
+    for (const auto& p : params_) n += p.numel();
+    for (const auto& [name, f] : frozen_) n -= f.mask.sum().item<int64_t>();
+    return n;
+  }
+
+  // The backbone's parameters from a checkpoint's dense directory, each read by name. Shapes
+  // must match, except that per-condition tensors have more rows here (the new domains, which
+  // keep their initial values) and a single-domain backbone's gates lack the condition input
+  // (its columns start at zero; the backbone's domain gets a zero condition embedding, so its
+  // fusion is exactly the backbone's, and the new domains train those columns). Per-condition
+  // tensors the backbone lacks keep their initial values.
+  Status InitFromBackbone(const std::string& dir) {
+    const std::string path = dir + "/dense.pt";
+    torch::serialize::InputArchive root;
+    try {
+      root.load_from(path);
+    } catch (const c10::Error& e) {
+      return Status::IOError("cannot read the backbone's dense model '" + path +
+                             "': " + e.what_without_backtrace());
+    }
+    torch::NoGradGuard ng;
+    std::vector<std::string> unconditioned;  // fusions whose gates had no condition input
+    for (auto& np : model_->named_parameters()) {
+      const std::string& name = np.key();
+      std::vector<std::string> parts;
+      std::stringstream ss(name);
+      for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
+      bool found = true;
+      torch::serialize::InputArchive* at = &root;
+      std::vector<torch::serialize::InputArchive> chain(parts.size());
+      for (size_t i = 0; i + 1 < parts.size() && found; ++i) {
+        found = at->try_read(parts[i], chain[i]);
+        at = &chain[i];
+      }
+      torch::Tensor old;
+      if (found) found = at->try_read(parts.back(), old);
+      torch::Tensor p = np.value();
+      if (!found) {
+        if (FusionImpl::PerCondition(name)) continue;
+        return Status::InvalidArgument("the backbone's dense model '" + path + "' has no '" + name +
+                                       "' (was it trained with another model.*?)");
+      }
+      if (old.sizes() == p.sizes()) {
+        p.copy_(old);
+        continue;
+      }
+      const bool same_rank = old.dim() == p.dim() && p.dim() >= 1;
+      const bool more_rows = same_rank && FusionImpl::PerCondition(name) &&
+                             old.size(0) <= p.size(0) && old.sizes().slice(1) == p.sizes().slice(1);
+      const bool cond_columns = same_rank && p.dim() == 2 && EndsWith(name, ".gate.weight") &&
+                                old.size(0) == p.size(0) &&
+                                old.size(1) + FusionImpl::kConditionDim == p.size(1);
+      if (more_rows) {
+        p.narrow(0, 0, old.size(0)).copy_(old);
+      } else if (cond_columns) {
+        p.narrow(1, 0, old.size(1)).copy_(old);
+        p.narrow(1, old.size(1), FusionImpl::kConditionDim).zero_();
+        auto f = frozen_.find(name);
+        if (f != frozen_.end())
+          f->second.mask.narrow(1, old.size(1), FusionImpl::kConditionDim).fill_(false);
+        unconditioned.push_back(name.substr(0, name.size() - std::string("gate.weight").size()));
+      } else {
+        std::ostringstream o;
+        o << "the backbone's '" << name << "' is " << old.sizes() << ", this model's " << p.sizes()
+          << " (was it trained with another model.* or on data with other inputs?)";
+        return Status::InvalidArgument(o.str());
+      }
+    }
+    for (const std::string& prefix : unconditioned)
+      for (auto& np : model_->named_parameters())
+        if (np.key() == prefix + "cond_emb.weight")
+          np.value().narrow(0, 0, std::min<int64_t>(frozen_domains_, np.value().size(0))).zero_();
+    for (auto& [name, f] : frozen_) f.saved = torch::Tensor();  // taken again from these values
+    return Status::OK();
+  }
 
   Status Broadcast(Collective& coll) override {
     if (coll.size() == 1 || numel_ == 0) return Status::OK();
     torch::NoGradGuard ng;
-    torch::Tensor buf =
-        Flat([](const torch::Tensor& p) { return p.detach(); }, DeviceBuffers(coll));
+    torch::Tensor buf = Flat(
+        all_, [](const torch::Tensor& p) { return p.detach(); }, DeviceBuffers(coll));
     M6_RETURN_IF_ERROR(coll.Broadcast(buf.data_ptr<float>(), size_t(numel_), 0));
-    Unflat(buf.to(params_[0].device()),
+    Unflat(all_, buf.to(all_[0].device()),
            [](torch::Tensor& p, const torch::Tensor& v) { p.copy_(v); });
     return Status::OK();
   }
 
   Status AllReduceAndStep(Collective& coll) override {
-    if (coll.size() > 1 && numel_ > 0) {
+    if (coll.size() > 1 && !params_.empty()) {
       torch::Tensor buf = Flat(
+          params_,
           [](const torch::Tensor& p) {
             return p.grad().defined() ? p.grad() : torch::zeros_like(p);
           },
           DeviceBuffers(coll));
-      M6_RETURN_IF_ERROR(coll.AllReduceSum(buf.data_ptr<float>(), size_t(numel_)));
+      M6_RETURN_IF_ERROR(coll.AllReduceSum(buf.data_ptr<float>(), size_t(buf.numel())));
       buf = (buf / double(coll.size())).to(params_[0].device());
-      Unflat(buf, [](torch::Tensor& p, const torch::Tensor& g) {
+      Unflat(params_, buf, [](torch::Tensor& p, const torch::Tensor& g) {
         if (p.grad().defined())
           p.mutable_grad().copy_(g);
         else
           p.mutable_grad() = g.clone();
       });
     }
-    if (opt_) opt_->step();
+    if (!opt_) return Status::OK();
+    torch::NoGradGuard ng;
+    for (auto& [name, f] : frozen_)
+      if (!f.saved.defined()) f.saved = f.param.detach().clone();
+    opt_->step();
+    for (auto& [name, f] : frozen_) f.param.copy_(torch::where(f.mask, f.saved, f.param));
     return Status::OK();
   }
 
@@ -85,7 +197,7 @@ class TorchDense final : public DenseModel {
 
   uint64_t Fingerprint() const override {
     uint64_t h = 1469598103934665603ull;  // FNV-1a over the parameters' bytes, in order
-    for (const auto& p : params_) {
+    for (const auto& p : all_) {
       auto c = p.detach().to(torch::kCPU).contiguous();
       const auto* bytes = static_cast<const unsigned char*>(c.data_ptr());
       for (size_t k = 0, n = size_t(c.numel()) * c.element_size(); k < n; ++k)
@@ -110,6 +222,7 @@ class TorchDense final : public DenseModel {
     try {
       torch::load(model_, dir + "/dense.pt");
       if (opt_ && with_optimizer) torch::load(*opt_, dir + "/dense_optimizer.pt");
+      for (auto& [name, f] : frozen_) f.saved = torch::Tensor();
     } catch (const c10::Error& e) {
       return Status::IOError("cannot load the dense checkpoint under '" + dir +
                              "': " + e.what_without_backtrace());
@@ -150,24 +263,37 @@ class TorchDense final : public DenseModel {
  private:
   // The parameters' f(p) concatenated into one flat buffer (on the host unless `device`).
   template <typename F>
-  torch::Tensor Flat(F&& f, bool device) const {
+  static torch::Tensor Flat(const std::vector<torch::Tensor>& ps, F&& f, bool device) {
     std::vector<torch::Tensor> parts;
-    for (const auto& p : params_) parts.push_back(f(p).reshape({-1}));
+    for (const auto& p : ps) parts.push_back(f(p).reshape({-1}));
     torch::Tensor buf = torch::cat(parts);
     return device ? buf.contiguous() : buf.to(torch::kCPU).contiguous();
   }
   template <typename F>
-  void Unflat(const torch::Tensor& buf, F&& f) {
+  static void Unflat(std::vector<torch::Tensor>& ps, const torch::Tensor& buf, F&& f) {
     torch::NoGradGuard ng;
     int64_t off = 0;
-    for (auto& p : params_) {
+    for (auto& p : ps) {
       f(p, buf.slice(0, off, off + p.numel()).view_as(p));
       off += p.numel();
     }
   }
 
+  // The frozen part (mask true) of a trained parameter.
+  struct FrozenPart {
+    torch::Tensor param, mask;
+    torch::Tensor saved;  // its values, taken before the first step after init/load
+  };
+  static bool EndsWith(const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  }
+
   M6Model model_;
-  std::vector<torch::Tensor> params_;
+  std::vector<torch::Tensor> all_;     // every parameter (broadcast, fingerprint, checkpoint)
+  std::vector<torch::Tensor> params_;  // the trained ones (allreduce, optimizer)
+  std::map<std::string, FrozenPart> frozen_;  // by parameter name (adapted jobs)
+  int64_t frozen_domains_;
   std::unique_ptr<torch::optim::Adam> opt_;
   int64_t numel_ = 0;
 };
@@ -180,7 +306,7 @@ class M6Plugin final : public ModelPlugin {
     torch::manual_seed(cfg_.seed);
     model_ = M6Model(cfg_.model, in_.shape);
     model_->to(dev_);
-    dense_ = std::make_unique<TorchDense>(model_, cfg_.model);
+    dense_ = std::make_unique<TorchDense>(model_, cfg_.model, cfg_.adapt);
   }
 
   const char* name() const override { return "m6"; }
@@ -210,7 +336,13 @@ class M6Plugin final : public ModelPlugin {
 
   json EpochReport() const override;
   json Describe() const override {
-    return {{"user_sources", model_->user_sources()}, {"item_sources", model_->item_sources()}};
+    return {{"user_sources", model_->user_sources()},
+            {"item_sources", model_->item_sources()},
+            {"dense_params", dense_->numel()},
+            {"trained_dense_params", dense_->trained_numel()}};
+  }
+  Status InitFromBackbone(const std::string& checkpoint) override {
+    return dense_->InitFromBackbone(checkpoint + "/dense");
   }
 
  private:
@@ -430,7 +562,8 @@ json M6Plugin::EpochReport() const {
     for (size_t d = 0; d < in_.ds.domains.size() && int64_t(d) < cg.size(0); ++d)
       for (size_t k = 0; k < srcs->size(); ++k) {
         const double v = cg[int64_t(d)][int64_t(k)].item<double>();
-        if (std::isfinite(v)) gates["domains"][in_.ds.domains[d].name][name][(*srcs)[k]] = v;
+        if (std::isfinite(v) && in_.ds.domains[d].evaluate)
+          gates["domains"][in_.ds.domains[d].name][name][(*srcs)[k]] = v;
       }
   }
   return {{"gates", gates}};
@@ -461,6 +594,9 @@ class GuardedM6Plugin final : public ModelPlugin {
   }
   json EpochReport() const override { return p_->EpochReport(); }
   json Describe() const override { return p_->Describe(); }
+  Status InitFromBackbone(const std::string& c) override {
+    return Guard([&]() { return p_->InitFromBackbone(c); });
+  }
 
  private:
   template <typename F>
@@ -477,6 +613,37 @@ class GuardedM6Plugin final : public ModelPlugin {
 };
 
 }  // namespace
+
+namespace {
+void ReadArchive(torch::serialize::InputArchive& a, const std::string& prefix,
+                 std::map<std::string, DenseTensor>* out) {
+  for (const std::string& key : a.keys()) {
+    torch::Tensor t;
+    if (a.try_read(key, t)) {
+      t = t.detach().to(torch::kCPU, torch::kFloat).contiguous();
+      DenseTensor& d = (*out)[prefix + key];
+      d.shape = t.sizes().vec();
+      d.values.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+      continue;
+    }
+    torch::serialize::InputArchive child;
+    if (a.try_read(key, child)) ReadArchive(child, prefix + key + ".", out);
+  }
+}
+}  // namespace
+
+StatusOr<std::map<std::string, DenseTensor>> ReadDenseParameters(const std::string& dense_dir) {
+  const std::string path = dense_dir + "/dense.pt";
+  std::map<std::string, DenseTensor> out;
+  try {
+    torch::serialize::InputArchive a;
+    a.load_from(path);
+    ReadArchive(a, "", &out);
+  } catch (const c10::Error& e) {
+    return Status::IOError("cannot read '" + path + "': " + e.what_without_backtrace());
+  }
+  return out;
+}
 
 StatusOr<std::unique_ptr<ModelPlugin>> MakeM6Plugin(const PluginContext& ctx) {
   const JobConfig& cfg = *ctx.cfg;

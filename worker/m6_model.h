@@ -6,12 +6,23 @@
 // the engine's allreduce and Adam step (TorchDense), identical on every worker.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "worker/model_plugin.h"
 
 namespace m6rec {
 
 StatusOr<std::unique_ptr<ModelPlugin>> MakeM6Plugin(const PluginContext& ctx);
+
+// A checkpoint's dense parameters (its dense/dense.pt), by name ("user_fusion.gate.weight"):
+// shape and values in row-major order, for inspecting and comparing models without LibTorch.
+struct DenseTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
+StatusOr<std::map<std::string, DenseTensor>> ReadDenseParameters(const std::string& dense_dir);
 
 }  // namespace m6rec

@@ -34,9 +34,19 @@ torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q,
   return (w.unsqueeze(-1) * x).sum(1);
 }
 
+bool FusionImpl::PerCondition(const std::string& name) {
+  auto ends = [&](const std::string& suffix) {
+    return name.size() >= suffix.size() &&
+           name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+           (name.size() == suffix.size() || name[name.size() - suffix.size() - 1] == '.');
+  };
+  return ends("cond_emb.weight") || ends("film.weight") || ends("adapter_gate") ||
+         ends("adapter_down") || ends("adapter_up");
+}
+
 FusionImpl::FusionImpl(int64_t sources, int64_t dim, int64_t hidden, FusionKind mode,
-                       double dropout, int64_t conditions)
-    : mode_(mode), sources_(sources), conditions_(conditions) {
+                       double dropout, int64_t conditions, int64_t adapter_rank)
+    : mode_(mode), sources_(sources), conditions_(conditions), rank_(adapter_rank) {
   if (conditions_ > 1) {
     film_ = register_module("film", nn::Embedding(conditions_, 2 * dim));
     torch::NoGradGuard ng;
@@ -70,6 +80,15 @@ FusionImpl::FusionImpl(int64_t sources, int64_t dim, int64_t hidden, FusionKind 
   reduce_->bias.zero_();
   mlp2_->weight.zero_();
   mlp2_->bias.zero_();
+  if (conditions_ > 1 && rank_ > 0) {
+    // Adapters start silent: no gate offset, B = 0 (A random, so B's gradient is not zero).
+    if (gate_)
+      adapter_gate_ = register_parameter("adapter_gate", torch::zeros({conditions_, sources}));
+    adapter_down_ =
+        register_parameter("adapter_down", torch::randn({conditions_, rank_, sources * dim}) /
+                                               std::sqrt(double(sources * dim)));
+    adapter_up_ = register_parameter("adapter_up", torch::zeros({conditions_, dim, rank_}));
+  }
 }
 
 void FusionImpl::ResetConditionGates() {
@@ -103,7 +122,10 @@ torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& 
       auto c = conditioned ? cond_emb_(cond) : cond_emb_->weight.mean(0).expand({n, -1});
       in = torch::cat({flat, c}, 1);
     }
-    auto g = torch::sigmoid(gate_(in));  // [N, S]: how much each source speaks for this row
+    auto logits = gate_(in);
+    if (adapter_gate_.defined() && conditioned)
+      logits = logits + adapter_gate_.index_select(0, cond);
+    auto g = torch::sigmoid(logits);  // [N, S]: how much each source speaks for this row
     last_gates = g.detach().mean(0);
     if (conditioned) {
       auto gd = g.detach();
@@ -116,6 +138,14 @@ torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& 
     flat = (xs * g.unsqueeze(-1)).reshape({n, -1});
   }
   auto y = reduce_(flat);
+  if (adapter_down_.defined() && conditioned) {
+    // Every condition's A applied to every row, then only the row's own condition kept:
+    // [N, S d] x [S d, C r] -> mask -> x [C r, d]. Cheap for the few conditions a job has.
+    const int64_t C = conditions_, r = rank_;
+    auto a = torch::matmul(flat, adapter_down_.reshape({C * r, -1}).t());
+    auto own = torch::one_hot(cond, C).to(a.dtype()).repeat_interleave(r, 1);
+    y = y + torch::matmul(a * own, adapter_up_.permute({0, 2, 1}).reshape({C * r, -1}));
+  }
   return head(y + mlp2_(drop_(torch::relu(mlp1_(y)))));
 }
 
@@ -226,10 +256,12 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape)
     item_sage_ = register_module("item_sage", nn::Linear(d, d));
     IdentityInit(item_sage_.get());
   }
-  item_fusion = register_module("item_fusion", Fusion(int64_t(item_sources_.size()), d, h,
-                                                      cfg.fusion, cfg.dropout, shape.domains));
-  user_fusion = register_module("user_fusion", Fusion(int64_t(user_sources_.size()), d, h,
-                                                      cfg.fusion, cfg.dropout, shape.domains));
+  item_fusion =
+      register_module("item_fusion", Fusion(int64_t(item_sources_.size()), d, h, cfg.fusion,
+                                            cfg.dropout, shape.domains, cfg.adapter_rank));
+  user_fusion =
+      register_module("user_fusion", Fusion(int64_t(user_sources_.size()), d, h, cfg.fusion,
+                                            cfg.dropout, shape.domains, cfg.adapter_rank));
 }
 
 torch::Tensor M6ModelImpl::ItemVectors(const ModelBatch& b) {

@@ -61,11 +61,15 @@ struct ModelBatch {
 // Fusion of S source vectors into one. With `conditions` > 1 (domains) it is conditioned on
 // each row's condition: a learned condition embedding joins the gates' input (so each domain
 // learns which sources to trust), and a per-condition scale and shift of the fused vector
-// (FiLM; starts as the identity) is the condition's own small head.
+// (FiLM; starts as the identity) is the condition's own small head. With `adapter_rank` r > 0
+// each condition also has low-rank adapters (gate and concat modes): an offset of its gates'
+// logits, and a rank-r correction B_c A_c of the reduction (B_c zero at the start), so a new
+// domain can bend a frozen fusion with r (S d + d) + S parameters of its own.
+// Every per-condition parameter has the condition as its first dimension (PerCondition()).
 class FusionImpl : public torch::nn::Module {
  public:
   FusionImpl(int64_t sources, int64_t dim, int64_t hidden, FusionKind mode, double dropout,
-             int64_t conditions = 1);
+             int64_t conditions = 1, int64_t adapter_rank = 0);
   // xs: [N, S, d], cond: [N] condition ids (undefined without conditions) -> [N, d]
   torch::Tensor forward(const torch::Tensor& xs, const torch::Tensor& cond = {});
   // The mean gate of each source over the last forward (for logs); empty unless mode = gate.
@@ -76,10 +80,14 @@ class FusionImpl : public torch::nn::Module {
   void ResetConditionGates();
 
   static constexpr int64_t kConditionDim = 16;
+  // Whether a parameter name (as named_parameters() gives it, any prefix) is one of the
+  // per-condition ones: condition embedding, FiLM head, adapters.
+  static bool PerCondition(const std::string& name);
 
  private:
   FusionKind mode_;
-  int64_t sources_, conditions_;
+  int64_t sources_, conditions_, rank_;
+  torch::Tensor adapter_gate_, adapter_down_, adapter_up_;  // [C, S], [C, r, S d], [C, d, r]
   torch::nn::Linear gate_{nullptr}, reduce_{nullptr}, mlp1_{nullptr}, mlp2_{nullptr};
   torch::nn::Dropout drop_{nullptr};
   torch::nn::Embedding cond_emb_{nullptr}, film_{nullptr};

@@ -112,6 +112,14 @@ class ModelPlugin {
   virtual Status ScoreAllItems(const std::vector<UserQuery>& queries,
                                std::vector<float>* scores) = 0;
 
+  // ---- adapting (cfg.adapt) ----
+  // Before the first step of a fresh adapted job: the backbone's dense parameters from its
+  // checkpoint directory (the new domains' parts keep their initial values).
+  virtual Status InitFromBackbone(const std::string& checkpoint) {
+    return Status::InvalidArgument(std::string("the ") + name() + " job cannot adapt '" +
+                                   checkpoint + "' (adapting needs the m6 job)");
+  }
+
   // ---- reporting ----
   // Per evaluated epoch, what the model wants in the metrics log (e.g. the fusion gates).
   virtual nlohmann::json EpochReport() const { return nlohmann::json::object(); }

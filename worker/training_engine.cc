@@ -103,7 +103,7 @@ uint64_t EvalSeed(const JobConfig& cfg) { return Mix64(cfg.seed ^ 0xe7a1); }
 // A rank's users (u % W == rank, with training items) and samples; every rank runs the steps
 // of the largest shard.
 struct Shard {
-  std::vector<uint32_t> users;
+  std::vector<uint32_t> users;  // the ones evaluated (every domain's but those not evaluated)
   std::vector<Sample> samples;
   size_t steps_per_epoch = 0;
 };
@@ -111,14 +111,17 @@ struct Shard {
 std::vector<uint32_t> ShardUsers(const Dataset& ds, uint32_t rank, uint32_t W) {
   std::vector<uint32_t> users;
   for (uint32_t u = rank; u < ds.num_users; u += W)
-    if (!ds.train[u].empty()) users.push_back(u);
+    if (!ds.train[u].empty() && (ds.domains.empty() || ds.domains[ds.UserDomain(u)].evaluate))
+      users.push_back(u);
   return users;
 }
 
-// How many times sample (u, k) is trained per epoch: its domain's weight w as floor(w) copies
-// plus one more for a fraction frac(w) of the samples, chosen by a hash of (seed, u, k) so that
-// every rank computes every rank's count alike. 1 for single-domain data.
+// How many times sample (u, k) is trained per epoch: 0 for a user outside its domain's
+// train_users share (Dataset::trained); else its domain's weight w as floor(w) copies plus one
+// more with probability frac(w), drawn from (seed, u, k) alone so that every rank computes
+// every rank's count alike (1 for single-domain data).
 uint32_t SampleCopies(const Dataset& ds, uint32_t u, uint32_t k, uint64_t seed) {
+  if (!ds.Trained(u)) return 0;
   if (!ds.multi_domain()) return 1;
   const float w = ds.domains[ds.UserDomain(u)].weight;
   const float whole = std::floor(w);
@@ -131,11 +134,12 @@ Shard MakeShard(const Dataset& ds, uint32_t rank, uint32_t W, size_t batch, uint
   s.users = ShardUsers(ds, rank, W);
   std::vector<uint64_t> per_rank(W, 0);
   for (uint32_t u = 0; u < ds.num_users; ++u)
-    for (uint32_t k = 0; k < ds.train[u].size(); ++k)
-      per_rank[u % W] += SampleCopies(ds, u, k, seed);
-  for (uint32_t u : s.users)
-    for (uint32_t k = 0; k < ds.train[u].size(); ++k)
-      for (uint32_t c = SampleCopies(ds, u, k, seed); c > 0; --c) s.samples.push_back({u, k});
+    for (uint32_t k = 0; k < ds.train[u].size(); ++k) {
+      const uint32_t copies = SampleCopies(ds, u, k, seed);
+      per_rank[u % W] += copies;
+      if (u % W == rank)
+        for (uint32_t c = copies; c > 0; --c) s.samples.push_back({u, k});
+    }
   s.steps_per_epoch = (*std::max_element(per_rank.begin(), per_rank.end()) + batch - 1) / batch;
   return s;
 }
@@ -203,6 +207,24 @@ Status TrainingEngine::Init() {
                                    " has no training samples");
   M6_ASSIGN_OR_RETURN(model_, MakeModelPlugin({&cfg_, &ds_, ctx_.tables, ctx_.rank}));
   dense_ = model_->dense();
+  if (!cfg_.adapt.from.empty() && ctx_.resume_from.empty()) {
+    // The backbone's rows are sharded over its servers: the same count, or rows go missing.
+    M6_ASSIGN_OR_RETURN(json manifest, ReadManifest(cfg_.adapt.from));
+    if (manifest.value("servers", size_t(0)) != ctx_.tables->num_shards())
+      return Status::InvalidArgument(
+          "adapt.from '" + cfg_.adapt.from + "' holds the rows of " +
+          std::to_string(manifest.value("servers", 0)) + " server(s); this job has " +
+          std::to_string(ctx_.tables->num_shards()) + " (an adapted job keeps the backbone's)");
+    M6_RETURN_IF_ERROR(model_->InitFromBackbone(cfg_.adapt.from));
+    if (ctx_.rank == 0) {
+      const json d = model_->Describe();
+      LOG_INFO << "adapting the backbone " << cfg_.adapt.from << " (" << cfg_.adapt.frozen_domains
+               << " domain(s)) to " << ds_.domains.size() - size_t(cfg_.adapt.frozen_domains)
+               << " new one(s), training " << EnumName(cfg_.adapt.train) << ": "
+               << d.value("trained_dense_params", int64_t(0)) << " of "
+               << d.value("dense_params", int64_t(0)) << " dense parameters move";
+    }
+  }
   // The same seed on every rank, then rank 0's parameters broadcast: the replicas start equal.
   if (dense_) M6_RETURN_IF_ERROR(dense_->Broadcast(coll_));
   rng_.seed(Mix64(cfg_.seed ^ (uint64_t{ctx_.rank} << 32)));
@@ -515,6 +537,7 @@ StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg,
                                                      const std::string& data_dir) {
   M6_ASSIGN_OR_RETURN(Dataset ds, LoadDataset(cfg.data, data_dir));
   ds.sampled_negatives = cfg.train.eval_negatives;
+  SelectTrainedUsers(&ds, cfg.seed);
   return std::shared_ptr<const Dataset>(std::make_shared<Dataset>(std::move(ds)));
 }
 
