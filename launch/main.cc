@@ -18,7 +18,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -35,7 +34,7 @@
 #include "launch/local_cluster.h"
 #include "launch/offline.h"
 #include "launch/roles.h"
-#include "worker/checkpoint.h"
+#include "launch/run_dir.h"
 #include "worker/synthetic_data.h"
 
 using namespace m6rec;
@@ -322,12 +321,9 @@ int RunAdapt(const AdaptArgs& a) {
   }
   if (!a.write_config.empty()) {
     // The configuration alone: `m6rec train --config FILE` runs it (under mpirun or srun too).
-    auto ckpt = BestCheckpoint(a.o.adapt_from);
-    if (!ckpt.ok()) ckpt = LatestCheckpoint(a.o.adapt_from);
-    Status s = ckpt.ok() ? WriteAdaptConfig(
-                               a.o.adapt_from + "/config.yaml", a.o.config_path, a.o.overrides,
-                               std::filesystem::absolute(*ckpt).lexically_normal().string(),
-                               a.write_config)
+    auto ckpt = BackboneCheckpoint(a.o.adapt_from);
+    Status s = ckpt.ok() ? WriteAdaptConfig(a.o.adapt_from + "/config.yaml", a.o.config_path,
+                                            a.o.overrides, *ckpt, a.write_config)
                          : ckpt.status();
     if (!s.ok()) {
       std::fprintf(stderr, "adapt: %s\n", s.message().c_str());

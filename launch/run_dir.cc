@@ -57,6 +57,16 @@ StatusOr<std::string> PrepareResume(const LocalClusterOptions& o, JobConfig* cfg
   return LatestCheckpoint(o.resume_dir);
 }
 
+StatusOr<std::string> BackboneCheckpoint(const std::string& run_dir) {
+  auto ckpt = BestCheckpoint(run_dir);
+  if (!ckpt.ok()) ckpt = LatestCheckpoint(run_dir);
+  if (!ckpt.ok())
+    return Status::NotFound("adapt --from '" + run_dir +
+                            "': no complete checkpoint to start from (" + ckpt.status().message() +
+                            ")");
+  return std::filesystem::absolute(*ckpt).lexically_normal().string();
+}
+
 StatusOr<std::string> PrepareAdaptRun(const LocalClusterOptions& o, JobConfig* cfg) {
   if (o.config_path.empty())
     return Status::InvalidArgument("adapt: --config names the new domain(s) (a YAML file)");
@@ -64,12 +74,7 @@ StatusOr<std::string> PrepareAdaptRun(const LocalClusterOptions& o, JobConfig* c
   if (!ReadFileToString(backbone_cfg).ok())
     return Status::NotFound("adapt --from '" + o.adapt_from +
                             "' is not a run directory (no config.yaml)");
-  auto ckpt = BestCheckpoint(o.adapt_from);
-  if (!ckpt.ok()) ckpt = LatestCheckpoint(o.adapt_from);
-  if (!ckpt.ok())
-    return Status::NotFound("adapt --from '" + o.adapt_from +
-                            "': no complete checkpoint to start from (" + ckpt.status().message() +
-                            ")");
+  M6_ASSIGN_OR_RETURN(const std::string ckpt, BackboneCheckpoint(o.adapt_from));
   std::string run_dir = o.run_dir;
   if (run_dir.empty()) {
     char ts[32];
@@ -80,9 +85,8 @@ StatusOr<std::string> PrepareAdaptRun(const LocalClusterOptions& o, JobConfig* c
     run_dir = "runs/" + base.substr(base.find_last_of('/') + 1) + "-adapt-" + ts;
   }
   M6_RETURN_IF_ERROR(MakeDirs(run_dir + "/logs"));
-  const std::string absolute = std::filesystem::absolute(*ckpt).lexically_normal().string();
-  M6_RETURN_IF_ERROR(WriteAdaptConfig(backbone_cfg, o.config_path, o.overrides, absolute,
-                                      run_dir + "/config.yaml"));
+  M6_RETURN_IF_ERROR(
+      WriteAdaptConfig(backbone_cfg, o.config_path, o.overrides, ckpt, run_dir + "/config.yaml"));
   M6_ASSIGN_OR_RETURN(*cfg, LoadConfig(run_dir + "/config.yaml"));
   return run_dir;
 }

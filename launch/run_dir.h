@@ -24,6 +24,10 @@ StatusOr<std::string> PrepareRunDir(const std::string& config_path,
 // when it is not a run or has no complete checkpoint, and when o.config_path is set.
 StatusOr<std::string> PrepareResume(const LocalClusterOptions& o, JobConfig* cfg);
 
+// The checkpoint an adapted job starts from: `run_dir`'s best epoch's, else its newest, as an
+// absolute path (the adapted run's config.yaml is read from wherever the job runs).
+StatusOr<std::string> BackboneCheckpoint(const std::string& run_dir);
+
 // An adapted job (o.adapt_from: a finished or running backbone run): creates the run directory
 // (default runs/<backbone>-adapt-<time>), writes the adapted configuration (WriteAdaptConfig over
 // the backbone's config.yaml and o.config_path with o.overrides, starting from the backbone's

@@ -50,20 +50,25 @@ struct JobOutput {
   std::vector<Status> status;
 };
 
+// The job's memory tables with every row of checkpoint `from` (empty: none), as a server
+// restores them.
+std::shared_ptr<LocalStores> OpenStores(const JobConfig& cfg, const std::string& from = "") {
+  LocalStoresOptions lo;
+  lo.tables = cfg.tables;
+  lo.ps = cfg.ps;
+  lo.restore_from = from;
+  auto opened = LocalStores::Open(lo);
+  EXPECT_TRUE(opened.ok()) << opened.status().message();
+  return opened.ok() ? *opened : nullptr;
+}
+
 // Runs `cfg` with W ranks as threads over one memory LocalStores (or `stores` when given).
 JobOutput RunInProcess(const JobConfig& cfg, uint32_t W, const std::string& data_dir,
                        const std::string& run_dir, std::shared_ptr<LocalStores> stores = nullptr,
                        const std::string& resume_from = "") {
   auto data = LoadJobData(cfg, data_dir);
   EXPECT_TRUE(data.ok()) << data.status().message();
-  if (!stores) {
-    LocalStoresOptions lo;
-    lo.tables = cfg.tables;
-    lo.ps = cfg.ps;
-    auto opened = LocalStores::Open(lo);
-    EXPECT_TRUE(opened.ok()) << opened.status().message();
-    stores = *opened;
-  }
+  if (!stores) stores = OpenStores(cfg);
   auto hub = MakeInProcessHub(int(W));
   JobOutput out;
   out.workers.resize(W);
@@ -310,13 +315,9 @@ TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
   ad.adapt.frozen_domains = backbone_domains;
   ad.model.adapter_rank = 4;
   ad.train.epochs = 3;
-  LocalStoresOptions lo;
-  lo.tables = ad.tables;
-  lo.ps = ad.ps;
-  lo.restore_from = *backbone;
-  auto stores = LocalStores::Open(lo);
-  ASSERT_TRUE(stores.ok()) << stores.status().message();
-  JobOutput out = RunInProcess(ad, 2, "", dir / "adapted", *stores);
+  auto stores = OpenStores(ad, *backbone);
+  ASSERT_TRUE(stores);
+  JobOutput out = RunInProcess(ad, 2, "", dir / "adapted", stores);
   for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
   std::string line;
   auto result = MergeRunResult(out.workers, 0, &line);
@@ -380,13 +381,7 @@ TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
   auto base_data = LoadJobData(base, "");
   ASSERT_TRUE(base_data.ok());
   auto rows = [&](const std::string& ckpt, TableId table, uint64_t n) {
-    LocalStoresOptions o;
-    o.tables = ad.tables;
-    o.ps = ad.ps;
-    o.restore_from = ckpt;
-    auto st = LocalStores::Open(o);
-    EXPECT_TRUE(st.ok()) << st.status().message();
-    auto tables = MakeLocalTables(*st);
+    auto tables = MakeLocalTables(OpenStores(ad, ckpt));
     std::vector<Key> keys;
     for (uint64_t i = 0; i < n; ++i) keys.push_back(MakeKey(table, i));
     std::vector<float> v(n * ad.tables[table].dim);
@@ -447,14 +442,10 @@ TEST(InProcessJob, ResumingFromAMidEpochCheckpointIsBitIdentical) {
         ReadManifest(c)->at("next_step") != 0)
       from = c;
   ASSERT_FALSE(from.empty()) << "a mid-epoch checkpoint of the interrupted run";
-  LocalStoresOptions lo;
-  lo.tables = cfg.tables;
-  lo.ps = cfg.ps;
-  lo.restore_from = from;
-  auto stores = LocalStores::Open(lo);
-  ASSERT_TRUE(stores.ok()) << stores.status().message();
+  auto stores = OpenStores(cfg, from);
+  ASSERT_TRUE(stores);
   std::filesystem::remove(dir / "cut/metrics.jsonl");
-  JobOutput resumed = RunInProcess(cfg, 1, dir / "data", dir / "cut", *stores, from);
+  JobOutput resumed = RunInProcess(cfg, 1, dir / "data", dir / "cut", stores, from);
   ASSERT_TRUE(resumed.status[0].ok()) << resumed.status[0].message();
 
   const WorkerSummary& a = full.workers[0];
