@@ -488,8 +488,9 @@ Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
 Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node d = root["data"];
   M6_RETURN_IF_ERROR(
-      r.CheckMap(d, "data", {"source", "path", "format", "name", "synth", "domains"}));
+      r.CheckMap(d, "data", {"source", "path", "format", "name", "split", "synth", "domains"}));
   M6_RETURN_IF_ERROR(ParseDomains(r, d, &cfg->data));
+  M6_RETURN_IF_ERROR(r.Str(d, "data", "split", &cfg->data.split));
   M6_RETURN_IF_ERROR(r.Enum(d, "data", "source", &cfg->data.source));
   M6_RETURN_IF_ERROR(r.Str(d, "data", "path", &cfg->data.path));
   M6_RETURN_IF_ERROR(r.Enum(d, "data", "format", &cfg->data.format));
@@ -497,6 +498,13 @@ Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   cfg->data.path = ExpandEnv(cfg->data.path);
   if (cfg->data.source == DataSource::kDir && cfg->data.path.empty() && cfg->data.domains.empty())
     return Status::InvalidArgument(r.Where(d, "data.path") + ": required when data.source is dir");
+  if (!cfg->data.split.empty()) {
+    static const std::set<std::string> kSplits = {"u1", "u2", "u3", "u4", "u5", "ua", "ub"};
+    if (cfg->data.format != DataFormat::kMovieLens || !kSplits.count(cfg->data.split))
+      return Status::InvalidArgument(
+          r.Where(d["split"], "data.split") + ": '" + cfg->data.split +
+          "' (a MovieLens-100K split: u1..u5, ua, ub, with data.format movielens)");
+  }
   YAML::Node s = d && d.IsMap() ? d["synth"] : YAML::Node(YAML::NodeType::Undefined);
   SynthConfig& sy = cfg->data.synth;
   M6_RETURN_IF_ERROR(
@@ -528,6 +536,59 @@ Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   return Status::OK();
 }
 
+// train.tasks: a list of {type, name, weight, like_threshold, attribute}; the first is retrieval.
+Status ParseTasks(const Reader& r, const YAML::Node& t, TrainConfig* tr) {
+  if (!t || !t.IsMap() || !t["tasks"]) return Status::OK();
+  YAML::Node list = t["tasks"];
+  if (!list.IsSequence() || list.size() == 0)
+    return Status::InvalidArgument(r.Where(list, "train.tasks") +
+                                   ": expected a non-empty list of tasks");
+  tr->tasks.clear();
+  std::set<std::string> names;
+  for (size_t i = 0; i < list.size(); ++i) {
+    YAML::Node n = list[i];
+    const std::string p = "train.tasks[" + std::to_string(i) + "]";
+    if (!n.IsMap()) return Status::InvalidArgument(r.Where(n, p) + ": expected a map");
+    M6_RETURN_IF_ERROR(r.CheckMap(n, p, {"type", "name", "weight", "like_threshold", "attribute"}));
+    if (!n["type"]) return Status::InvalidArgument(r.Where(n, p + ".type") + ": required");
+    TaskSpec task;
+    M6_RETURN_IF_ERROR(r.Enum(n, p, "type", &task.type));
+    M6_RETURN_IF_ERROR(r.Str(n, p, "name", &task.name));
+    M6_RETURN_IF_ERROR(r.NumberIn(n, p, "weight", &task.weight, 0.0, 1000.0));
+    M6_RETURN_IF_ERROR(r.NumberIn(n, p, "like_threshold", &task.like_threshold, -1e9, 1e9));
+    M6_RETURN_IF_ERROR(r.Str(n, p, "attribute", &task.attribute));
+    if ((i == 0) != (task.type == TaskKind::kRetrieval))
+      return Status::InvalidArgument(
+          r.Where(n["type"], p + ".type") + ": " + EnumName(task.type) +
+          (i == 0 ? "; the first task is retrieval (the backbone's; weight 0 to not train it)"
+                  : "; retrieval is the first task and only that one"));
+    if (task.type == TaskKind::kAttribute && task.attribute.empty())
+      return Status::InvalidArgument(r.Where(n, p + ".attribute") +
+                                     ": required for an attribute task (e.g. gender)");
+    if (task.type != TaskKind::kAttribute && !task.attribute.empty())
+      return Status::InvalidArgument(r.Where(n["attribute"], p + ".attribute") +
+                                     ": only an attribute task predicts an attribute");
+    if (task.name.empty())
+      task.name = task.type == TaskKind::kAttribute ? task.attribute : EnumName(task.type);
+    if (task.name.find_first_of("/:#") != std::string::npos)
+      return Status::InvalidArgument(r.Where(n, p + ".name") + ": '" + task.name +
+                                     "' is not a usable name (no '/', ':' or '#')");
+    if (!names.insert(task.name).second)
+      return Status::InvalidArgument(r.Where(n, p) + ": a second task named '" + task.name +
+                                     "' (set name to tell them apart)");
+    tr->tasks.push_back(task);
+  }
+  bool trained = false;
+  for (const auto& task : tr->tasks) trained = trained || task.weight > 0;
+  if (!trained)
+    return Status::InvalidArgument(r.Where(list, "train.tasks") +
+                                   ": every task has weight 0 (nothing to train)");
+  if (tr->tasks.size() > 1 && tr->job != JobKind::kM6)
+    return Status::InvalidArgument(r.Where(list, "train.tasks") +
+                                   ": tasks other than retrieval need the m6 job");
+  return Status::OK();
+}
+
 Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node t = root["train"];
   TrainConfig& tr = cfg->train;
@@ -551,7 +612,8 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
                                  "negative_sampler",
                                  "in_batch_negatives",
                                  "staleness",
-                                 "collective"}));
+                                 "collective",
+                                 "tasks"}));
   M6_RETURN_IF_ERROR(r.Enum(t, "train", "negative_sampler", &tr.negative_sampler));
   M6_RETURN_IF_ERROR(r.Bool(t, "train", "in_batch_negatives", &tr.in_batch_negatives));
   M6_RETURN_IF_ERROR(r.NumberIn(t, "train", "staleness", &tr.staleness, 0, 1));
@@ -588,6 +650,7 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.Range(t, "train", "log_every", tr.log_every, 1, 1e9));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "eval_negatives", tr.eval_negatives, 1, 1e6));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "max_steps", tr.max_steps, 0, 1e12));
+  M6_RETURN_IF_ERROR(ParseTasks(r, t, &tr));
   return Status::OK();
 }
 
@@ -625,6 +688,10 @@ Status ParseAdapt(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
         " in data.domains; an adapted job keeps the backbone's first and adds at least one");
   if (cfg->train.job != JobKind::kM6)
     return Status::InvalidArgument(r.Where(n, p) + ": adapting needs the m6 job");
+  if (cfg->train.tasks.size() > 1)
+    return Status::InvalidArgument(r.Where(root["train"], "train.tasks") +
+                                   ": adapting adds domains to a retrieval backbone; a job with "
+                                   "several tasks cannot be adapted yet");
   // Training only adapters promises an unchanged backbone: its domains must not train.
   for (int d = 0; a.train == AdaptTrain::kAdapters && d < a.frozen_domains; ++d)
     if (cfg->data.domains[size_t(d)].weight != 0.0f)

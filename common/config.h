@@ -28,8 +28,9 @@ enum class SamplerKind { kUniform, kPopularity };
 enum class Placement { kSequential, kServerPerNode };
 enum class DataSource { kSynth, kDir };
 enum class DataFormat { kTsv, kLightGcn, kS3Rec, kMovieLens };
-enum class Role { kScheduler, kServer, kWorker };  // a process's role in a cluster
-enum class AdaptTrain { kAdapters, kAll };         // what an adapted job trains
+enum class Role { kScheduler, kServer, kWorker };                // a process's role in a cluster
+enum class AdaptTrain { kAdapters, kAll };                       // what an adapted job trains
+enum class TaskKind { kRetrieval, kLike, kRating, kAttribute };  // train.tasks[].type
 
 template <typename E>
 struct EnumSpelling;
@@ -61,6 +62,8 @@ M6REC_SPELL(DataFormat, {DataFormat::kTsv, "tsv"}, {DataFormat::kLightGcn, "ligh
 M6REC_SPELL(Role, {Role::kScheduler, "scheduler"}, {Role::kServer, "server"},
             {Role::kWorker, "worker"});
 M6REC_SPELL(AdaptTrain, {AdaptTrain::kAdapters, "adapters"}, {AdaptTrain::kAll, "all"});
+M6REC_SPELL(TaskKind, {TaskKind::kRetrieval, "retrieval"}, {TaskKind::kLike, "like"},
+            {TaskKind::kRating, "rating"}, {TaskKind::kAttribute, "attribute"});
 #undef M6REC_SPELL
 
 template <typename E>
@@ -182,6 +185,10 @@ struct DataConfig {
   DataFormat format =
       DataFormat::kTsv;  // dir: tsv | lightgcn | s3rec | movielens (worker/dataset.h)
   std::string name;      // s3rec: the dataset inside the directory (Beauty, LastFM, ...)
+  // movielens: a published split of the ratings ("u1".."u5", "ua", "ub" of ML-100K): training
+  // reads <split>.base, the rating and like tasks are tested on <split>.test ("" = u.data,
+  // leave-last-out for every task).
+  std::string split;
   SynthConfig synth;
   // Several datasets on one backbone (then source/path/format/name are not set): every domain
   // is loaded, merged into one id space, trained in mixed batches and evaluated on its own.
@@ -230,6 +237,22 @@ struct ModelConfig {
   DeviceKind device = DeviceKind::kCpu;  // cpu | cuda (dense layers; needs a CUDA LibTorch build)
 };
 
+// A task trained on the shared backbone (train.tasks; docs/architecture.md "Tasks"). Every task
+// has its own rows of the user fusion's condition embedding, FiLM head and adapters (condition =
+// domain x task) and a small head; the towers are shared.
+//   retrieval  next-item ranking with the configured loss (always task 0: the backbone's task)
+//   like       BCE on rated pairs, label = rating >= like_threshold (data with ratings)
+//   rating     squared error of the predicted rating (data with ratings)
+//   attribute  cross-entropy over the classes of a user attribute (MovieLens gender, age,
+//              occupation), on the users of the attribute's training split
+struct TaskSpec {
+  std::string name;  // in results (default: the type, or the attribute's name)
+  TaskKind type = TaskKind::kRetrieval;
+  float weight = 1.0f;          // training samples per epoch, relative to the task's source
+  float like_threshold = 4.0f;  // like: ratings >= this are likes
+  std::string attribute;        // attribute: which user attribute
+};
+
 struct TrainConfig {
   JobKind job = JobKind::kMf;  // mf | m6
   int epochs = 3;
@@ -252,6 +275,9 @@ struct TrainConfig {
   bool in_batch_negatives = true;  // the batch's other positives also count as negatives
   int staleness = 1;               // 1: the next batch's pull overlaps this step; 0: strict
   CollectiveKind collective = CollectiveKind::kAuto;  // auto | single | zmq | mpi | nccl
+  // The tasks (tasks[0] is retrieval; absent: retrieval alone). An epoch's best is chosen by
+  // retrieval's validation metric, or, when retrieval has weight 0, the first trained task's.
+  std::vector<TaskSpec> tasks{TaskSpec{"retrieval"}};
 };
 
 // Periodic checkpoints (a consistent cut of the servers' rows and the workers' dense model,

@@ -136,6 +136,48 @@ TEST(Config, DomainsAreAListOfDatasetsWithUniqueLabels) {
   EXPECT_NE(e.find("expected a non-empty list"), std::string::npos) << e;
 }
 
+TEST(Config, TasksAreAListAfterRetrievalWithUniqueNames) {
+  const std::string base = std::string(kTables) + "train:\n  job: m6\n  tasks:\n";
+  auto c = ParseConfig(base + R"(    - {type: retrieval, weight: 0}
+    - {type: rating, weight: 2}
+    - {type: like, like_threshold: 3.5}
+    - {type: attribute, attribute: age, name: age_band}
+)",
+                       "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  const auto& t = c->train.tasks;
+  ASSERT_EQ(t.size(), 4u);
+  EXPECT_EQ(t[0].weight, 0.0f);
+  EXPECT_EQ(t[1].name, "rating") << "named by the type";
+  EXPECT_EQ(t[1].weight, 2.0f);
+  EXPECT_EQ(t[2].like_threshold, 3.5f);
+  EXPECT_EQ(t[3].name, "age_band");
+  EXPECT_EQ(ParseConfig(kTables, "job.yaml")->train.tasks.size(), 1u) << "retrieval alone";
+
+  std::string e = Err(base + "    - {type: rating}\n");
+  EXPECT_NE(e.find("train.tasks[0].type: rating; the first task is retrieval"), std::string::npos)
+      << e;
+  e = Err(base + "    - {type: retrieval}\n    - {type: retrieval}\n");
+  EXPECT_NE(e.find("train.tasks[1].type"), std::string::npos) << e;
+  e = Err(base + "    - {type: retrieval}\n    - {type: attribute}\n");
+  EXPECT_NE(e.find("train.tasks[1].attribute: required"), std::string::npos) << e;
+  e = Err(base + "    - {type: retrieval}\n    - {type: like}\n    - {type: like}\n");
+  EXPECT_NE(e.find("a second task named 'like'"), std::string::npos) << e;
+  e = Err(base + "    - {type: retrieval, weight: 0}\n    - {type: like, weight: 0}\n");
+  EXPECT_NE(e.find("every task has weight 0"), std::string::npos) << e;
+  e = Err(base + "    - {type: retrieval}\n    - {type: click}\n");
+  EXPECT_NE(e.find("train.tasks[1].type"), std::string::npos) << e;
+  e = Err(std::string(kTables) +
+          "train:\n  job: mf\n  tasks:\n    - {type: retrieval}\n    - {type: rating}\n");
+  EXPECT_NE(e.find("need the m6 job"), std::string::npos) << e;
+  e = Err(std::string(kTables) + "data: {source: dir, path: /a, format: s3rec, split: u1}\n");
+  EXPECT_NE(e.find("data.split"), std::string::npos) << e;
+  EXPECT_TRUE(ParseConfig(std::string(kTables) +
+                              "data: {source: dir, path: /a, format: movielens, split: u1}\n",
+                          "job.yaml")
+                  .ok());
+}
+
 TEST(Config, OverridesApplyAndAreChecked) {
   auto c =
       ParseConfig(kTables, "x.yaml", {"cluster.workers=5", "tables.1.dim=16", "ps.store=memory"});

@@ -156,6 +156,45 @@ TEST(Datasets, MovieLensOrdersEachUserByTime) {
   EXPECT_EQ(d->test_item[1], 10);
 }
 
+// Ratings follow their items through the split; a published split tests the rating tasks on
+// its own file; user attributes are read, and predicting one removes it from the profiles.
+TEST(Datasets, MovieLensKeepsRatingsSplitsAndUserAttributes) {
+  testing::TempDir dir;
+  testing::WriteFile(dir / "u.data",
+                     "1\t10\t5\t300\n1\t11\t3\t100\n1\t12\t4\t200\n1\t13\t2\t400\n");
+  testing::WriteFile(dir / "u1.base", "1\t10\t5\t300\n1\t11\t3\t100\n1\t12\t4\t200\n");
+  testing::WriteFile(dir / "u1.test", "1\t13\t2\t400\n1\t14\t1\t500\n");
+  testing::WriteFile(dir / "u.user", "1|30|F|writer|123\n");
+  auto d = LoadDataset(Dir(dir.path(), "movielens"), "");
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_EQ(d->train[1], (std::vector<uint32_t>{11, 12}));
+  EXPECT_EQ(d->train_ratings[1], (std::vector<float>{3, 4}));
+  EXPECT_EQ(d->rated_valid[1], (std::vector<std::pair<uint32_t, float>>{{10, 5}}));
+  EXPECT_EQ(d->rated_test[1], (std::vector<std::pair<uint32_t, float>>{{13, 2}}));
+  DataConfig split = Dir(dir.path(), "movielens");
+  split.split = "u1";
+  auto u1 = LoadDataset(split, "");
+  ASSERT_TRUE(u1.ok()) << u1.status().message();
+  EXPECT_EQ(u1->train[1], (std::vector<uint32_t>{11}));
+  EXPECT_EQ(u1->test_item[1], 10);
+  EXPECT_EQ(u1->rated_test[1], (std::vector<std::pair<uint32_t, float>>{{13, 2}, {14, 1}}));
+  EXPECT_EQ(u1->num_items, 15u) << "items only in the test file still get ids";
+  const Dataset::UserAttribute* gender = d->FindAttribute("gender");
+  ASSERT_NE(gender, nullptr);
+  EXPECT_EQ(gender->classes[size_t(gender->label[1])], "F");
+  EXPECT_EQ(d->FindAttribute("age")->classes[size_t(d->FindAttribute("age")->label[1])], "25-34");
+  EXPECT_EQ(d->FindAttribute("occupation")->label[1], 0);
+  const size_t profile = d->user_tokens[1].size();
+  TaskSpec task{"gender", TaskKind::kAttribute, 1, 4, "gender"};
+  ASSERT_TRUE(PrepareTasks({TaskSpec{}, task}, &*d).ok());
+  EXPECT_EQ(d->user_tokens[1].size(), profile - 1) << "the gender token is no input any more";
+  for (uint32_t t : d->user_tokens[1]) EXPECT_TRUE(t != 50 && t != 51);
+  task.attribute = "zip";
+  Status bad = PrepareTasks({TaskSpec{}, task}, &*d);
+  EXPECT_NE(bad.message().find("predicts 'zip'"), std::string::npos) << bad.message();
+  EXPECT_NE(bad.message().find("gender, age, occupation"), std::string::npos) << bad.message();
+}
+
 TEST(Datasets, BadLinesNameFileAndLine) {
   testing::TempDir dir;
   testing::WriteFile(dir / "train.txt", "0 1 2\n1 3 x\n");

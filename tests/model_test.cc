@@ -327,7 +327,7 @@ TEST(Model, DomainConditionedFusionStartsNeutralAndLearnsPerDomain) {
   s.domains = 2;
   M6Model m(SmallConfig(), s);
   ModelBatch b = MakeBatch(torch::kFloat, false);
-  b.user_domain = torch::tensor(std::vector<int64_t>{0, 1, 1}, torch::kLong);
+  b.user_condition = torch::tensor(std::vector<int64_t>{0, 1, 1}, torch::kLong);
   b.item_domain = torch::tensor(std::vector<int64_t>{0, 0, 1, 1, 0}, torch::kLong);
   auto iv = m->ItemVectors(b);
   EXPECT_EQ(m->UserVectors(b, iv).sizes(), (std::vector<int64_t>{3, 6}));

@@ -7,11 +7,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -198,6 +200,46 @@ std::string WriteFile(const std::string& path, const std::string& content) {
   std::ofstream out(path);
   out << content;
   return path;
+}
+
+void WriteTasteMovieLens(const std::string& dir, int users, int items, int per_user,
+                         unsigned seed) {
+  std::filesystem::create_directories(dir);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> unif(0, 1);
+  const int half = items / 2;
+  std::ofstream item_file(dir + "/u.item");
+  for (int i = 1; i <= items; ++i) {
+    item_file << i << "|Movie " << i << " (1995)|01-Jan-1995||http://x";
+    for (int g = 0; g < 19; ++g) item_file << "|" << (g == (i <= half ? 3 : 7) ? 1 : 0);
+    item_file << "\n";
+  }
+  static const char* kJobs[] = {"student", "engineer", "artist", "writer"};
+  std::ofstream user_file(dir + "/u.user");
+  std::ofstream data(dir + "/u.data"), base(dir + "/u1.base"), test(dir + "/u1.test");
+  int line = 0;
+  for (int u = 1; u <= users; ++u) {
+    const bool female = unif(rng) < 0.5;
+    user_file << u << "|" << 15 + int(rng() % 50) << "|" << (female ? "F" : "M") << "|"
+              << kJobs[rng() % 4] << "|00000\n";
+    std::vector<int> seen;
+    for (int k = 0; k < per_user; ++k) {
+      const bool liked_genre = unif(rng) < 0.8;
+      const bool genre0 = liked_genre == female;
+      int item;
+      do {
+        item = genre0 ? 1 + int(rng() % half) : half + 1 + int(rng() % (items - half));
+      } while (std::find(seen.begin(), seen.end(), item) != seen.end());
+      seen.push_back(item);
+      bool high = liked_genre;
+      if (unif(rng) < 0.05) high = !high;
+      const int rating = high ? 4 + int(rng() % 2) : 1 + int(rng() % 2);
+      const std::string row = std::to_string(u) + "\t" + std::to_string(item) + "\t" +
+                              std::to_string(rating) + "\t" + std::to_string(880000000 + k) + "\n";
+      data << row;
+      (++line % 5 == 0 ? test : base) << row;
+    }
+  }
 }
 
 }  // namespace testing

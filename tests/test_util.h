@@ -66,6 +66,12 @@ std::string SourceDir();
 // The real datasets: $M6REC_DATA, else ../shared/data beside the source tree.
 std::string SharedDataDir();
 std::string WriteFile(const std::string& path, const std::string& content);
+// A small MovieLens-100K style directory (u.data, u.item, u.user, u1.base, u1.test) whose
+// tasks have known answers: items 1..items/2 are genre 0, the rest genre 1; a user's gender
+// decides the genre it mostly watches (80%) and rates high (4-5, else 1-2; 5% of ratings
+// flipped); age and occupation are random. Each user watches `per_user` items in time order;
+// u1.test holds every 5th rating of u.data, u1.base the others.
+void WriteTasteMovieLens(const std::string& dir, int users, int items, int per_user, unsigned seed);
 
 }  // namespace testing
 }  // namespace m6rec

@@ -224,13 +224,13 @@ Status ReadMovieLensContent(const std::string& dir, Dataset* d) {
     f.push_back(cur);
     return f;
   };
+  // Both files are optional.
   const std::string ip = dir + "/u.item";
   std::ifstream items(ip, std::ios::binary);
-  if (!items) return Status::OK();  // optional
-  d->item_tokens.assign(d->num_items, {});
+  if (items) d->item_tokens.assign(d->num_items, {});
   std::string line;
   uint64_t n = 0;
-  while (std::getline(items, line)) {
+  while (items && std::getline(items, line)) {
     ++n;
     if (line.empty()) continue;
     auto f = split(line);
@@ -251,6 +251,7 @@ Status ReadMovieLensContent(const std::string& dir, Dataset* d) {
   if (!users) return Status::OK();
   d->user_tokens.assign(d->num_users, {});
   std::vector<std::string> occupations;
+  std::vector<std::vector<int32_t>> labels(3, std::vector<int32_t>(d->num_users, -1));
   n = 0;
   while (std::getline(users, line)) {
     ++n;
@@ -262,9 +263,25 @@ Status ReadMovieLensContent(const std::string& dir, Dataset* d) {
     if (id >= d->num_users) continue;
     auto occ = std::find(occupations.begin(), occupations.end(), f[3]);
     if (occ == occupations.end()) occ = occupations.insert(occupations.end(), f[3]);
+    const auto occ_id = static_cast<uint32_t>(occ - occupations.begin());
     d->user_tokens[id] = {40 + std::min<uint32_t>(9, age / 10), f[2] == "F" ? 51u : 50u,
-                          60 + static_cast<uint32_t>(occ - occupations.begin())};
+                          60 + occ_id};
+    if (f[2] != "M" && f[2] != "F")
+      return Status::InvalidArgument(Where(up, n) + "gender '" + f[2] + "' (M or F)");
+    labels[0][id] = f[2] == "F" ? 1 : 0;
+    // ML-1M's age groups (what attribute-prediction work reports on).
+    static const uint32_t kAgeEdges[] = {18, 25, 35, 45, 50, 56};
+    labels[1][id] = int32_t(std::upper_bound(std::begin(kAgeEdges), std::end(kAgeEdges), age) -
+                            std::begin(kAgeEdges));
+    labels[2][id] = int32_t(occ_id);
   }
+  Dataset::UserAttribute gender{"gender", {"M", "F"}, std::move(labels[0]), {50, 51}};
+  Dataset::UserAttribute age{
+      "age", {"<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+"}, std::move(labels[1]), {}};
+  for (uint32_t t = 40; t < 50; ++t) age.tokens.push_back(t);
+  Dataset::UserAttribute occupation{"occupation", occupations, std::move(labels[2]), {}};
+  for (uint32_t k = 0; k < occupations.size(); ++k) occupation.tokens.push_back(60 + k);
+  d->user_attributes = {std::move(gender), std::move(age), std::move(occupation)};
   return Status::OK();
 }
 
@@ -309,15 +326,16 @@ StatusOr<Dataset> LoadS3Rec(const std::string& dir, const std::string& name) {
   return d;
 }
 
-StatusOr<Dataset> LoadMovieLens(const std::string& dir) {
-  const std::string path = dir + "/u.data";
+// MovieLens rating lines ("user item rating timestamp", tab-separated).
+struct Rating {
+  uint32_t u, i;
+  float r;
+  uint64_t ts;
+};
+StatusOr<std::vector<Rating>> ReadRatings(const std::string& path) {
   std::ifstream in(path);
   if (!in) return Status::NotFound("cannot open '" + path + "'");
-  struct R {
-    uint32_t u, i;
-    uint64_t ts;
-  };
-  std::vector<R> rows;
+  std::vector<Rating> rows;
   std::string line;
   uint64_t n = 0;
   while (std::getline(in, line)) {
@@ -330,25 +348,61 @@ StatusOr<Dataset> LoadMovieLens(const std::string& dir) {
     uint32_t u, i, r, ts;
     if (!ParseId(f[0], &u) || !ParseId(f[1], &i) || !ParseId(f[2], &r) || !ParseId(f[3], &ts))
       return Status::InvalidArgument(Where(path, n) + "fields must be non-negative integers");
-    rows.push_back({u, i, ts});
+    rows.push_back({u, i, float(r), ts});
   }
   if (rows.empty()) return Status::InvalidArgument(path + ": no ratings");
-  std::stable_sort(rows.begin(), rows.end(),
-                   [](const R& a, const R& b) { return a.u != b.u ? a.u < b.u : a.ts < b.ts; });
+  return rows;
+}
+
+}  // namespace
+
+StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split) {
+  const std::string path = dir + "/" + (split.empty() ? "u.data" : split + ".base");
+  M6_ASSIGN_OR_RETURN(std::vector<Rating> rows, ReadRatings(path));
+  std::stable_sort(rows.begin(), rows.end(), [](const Rating& a, const Rating& b) {
+    return a.u != b.u ? a.u < b.u : a.ts < b.ts;
+  });
   uint32_t max_u = 0;
   for (const auto& r : rows) max_u = std::max(max_u, r.u);
+  std::vector<Rating> test_rows;
+  if (!split.empty()) {
+    M6_ASSIGN_OR_RETURN(test_rows, ReadRatings(dir + "/" + split + ".test"));
+    for (const auto& r : test_rows) max_u = std::max(max_u, r.u);
+  }
   std::vector<std::vector<uint32_t>> seqs(max_u + 1);
-  for (const auto& r : rows) seqs[r.u].push_back(r.i);
+  std::vector<std::vector<float>> ratings(max_u + 1);
+  for (const auto& r : rows) {
+    seqs[r.u].push_back(r.i);
+    ratings[r.u].push_back(r.r);
+  }
   Dataset d;
-  d.name = "movielens:" + dir;
+  d.name = "movielens:" + dir + (split.empty() ? "" : "#" + split);
   d.first_item = 1;
   LeaveLastOut(seqs, &d);
-  d.num_items = MaxItem(seqs) + 1;
+  // The ratings follow the items: training ones, then the validation and test items'.
+  d.train_ratings.resize(d.num_users);
+  d.rated_valid.resize(d.num_users);
+  d.rated_test.resize(d.num_users);
+  for (uint32_t u = 0; u < d.num_users; ++u) {
+    const auto& r = ratings[u];
+    d.train_ratings[u].assign(r.begin(), r.begin() + d.train[u].size());
+    if (d.valid_item[u] >= 0) d.rated_valid[u] = {{uint32_t(d.valid_item[u]), r[r.size() - 2]}};
+    if (d.test_item[u] >= 0 && split.empty())
+      d.rated_test[u] = {{uint32_t(d.test_item[u]), r.back()}};
+  }
+  uint32_t max_i = MaxItem(seqs);
+  for (const auto& r : test_rows) {
+    d.rated_test[r.u].push_back({r.i, r.r});
+    max_i = std::max(max_i, r.i);
+  }
+  d.num_items = max_i + 1;
   Finish(&d);
   M6_RETURN_IF_ERROR(ReadMovieLensContent(dir, &d));
   CountTokens(&d);
   return d;
 }
+
+namespace {
 
 StatusOr<Dataset> LoadTsv(const std::string& dir, const std::string& name) {
   M6_ASSIGN_OR_RETURN(Interactions in, ReadInteractions(dir + "/interactions.tsv"));
@@ -465,6 +519,44 @@ void SelectTrainedUsers(Dataset* ds, uint64_t seed) {
     for (uint32_t i : ds->train[u]) ds->item_popularity[i]++;
     ds->train_interactions += ds->train[u].size();
   }
+}
+
+const Dataset::UserAttribute* Dataset::FindAttribute(const std::string& n) const {
+  for (const auto& a : user_attributes)
+    if (a.name == n) return &a;
+  return nullptr;
+}
+
+int Dataset::AttributeSplit(uint32_t u, uint64_t seed) {
+  const uint64_t r = Mix64(seed ^ 0xa77bu ^ (uint64_t{u} << 22)) % 10;
+  return r < 8 ? 0 : r < 9 ? 1 : 2;
+}
+
+Status PrepareTasks(const std::vector<TaskSpec>& tasks, Dataset* ds) {
+  for (const TaskSpec& t : tasks) {
+    if ((t.type == TaskKind::kLike || t.type == TaskKind::kRating) && !ds->has_ratings())
+      return Status::InvalidArgument("train.tasks: the " + std::string(EnumName(t.type)) +
+                                     " task '" + t.name + "' needs ratings; " + ds->name +
+                                     " has none (data.format movielens has them)");
+    if (t.type != TaskKind::kAttribute) continue;
+    const Dataset::UserAttribute* a = ds->FindAttribute(t.attribute);
+    if (!a) {
+      std::string have;
+      for (const auto& x : ds->user_attributes) have += (have.empty() ? "" : ", ") + x.name;
+      return Status::InvalidArgument("train.tasks: the attribute task '" + t.name + "' predicts '" +
+                                     t.attribute + "'; " + ds->name + " has " +
+                                     (have.empty() ? std::string("no user attributes") : have));
+    }
+    // The answer must not be among the inputs.
+    for (auto& toks : ds->user_tokens)
+      toks.erase(std::remove_if(toks.begin(), toks.end(),
+                                [&](uint32_t x) {
+                                  return std::find(a->tokens.begin(), a->tokens.end(), x) !=
+                                         a->tokens.end();
+                                }),
+                 toks.end());
+  }
+  return Status::OK();
 }
 
 StatusOr<NpyMatrix> ReadNpy(const std::string& path) {
@@ -621,6 +713,28 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
       m.valid_item.insert(m.valid_item.end(), p.valid_item.begin(), p.valid_item.end());
     }
     append(m.fixed_negatives, p.fixed_negatives, p.num_users, uoff);
+    append(m.train_ratings, p.train_ratings, p.num_users, uoff);
+    for (auto* rated : {&p.rated_valid, &p.rated_test})
+      for (auto& l : *rated)
+        for (auto& [item, r] : l) item += ioff;
+    append(m.rated_valid, p.rated_valid, p.num_users, uoff);
+    append(m.rated_test, p.rated_test, p.num_users, uoff);
+    // Attributes by name (the same classes in every domain that has them).
+    for (auto& a : p.user_attributes) {
+      auto it = std::find_if(m.user_attributes.begin(), m.user_attributes.end(),
+                             [&](const Dataset::UserAttribute& x) { return x.name == a.name; });
+      if (it == m.user_attributes.end()) {
+        m.user_attributes.push_back({a.name, a.classes, {}, {}});
+        it = m.user_attributes.end() - 1;
+      } else if (it->classes != a.classes) {
+        return Status::InvalidArgument("data.domains: the user attribute '" + a.name + "' of '" +
+                                       label + "' has other classes than an earlier domain's");
+      }
+      it->label.resize(uoff, -1);
+      a.label.resize(p.num_users, -1);
+      it->label.insert(it->label.end(), a.label.begin(), a.label.end());
+      for (uint32_t t : a.tokens) it->tokens.push_back(t + toff);
+    }
     append(m.social, p.social, p.num_users, uoff);
     append(m.user_tokens, p.user_tokens, p.num_users, uoff);
     append(m.item_tokens, p.item_tokens, p.num_items, ioff);
@@ -636,6 +750,10 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
   // Lists present in some parts only cover every id.
   for (auto* v : {&m.fixed_negatives, &m.social, &m.user_tokens})
     if (!v->empty()) v->resize(m.num_users);
+  for (auto* v : {&m.rated_valid, &m.rated_test})
+    if (!v->empty()) v->resize(m.num_users);
+  if (!m.train_ratings.empty()) m.train_ratings.resize(m.num_users);
+  for (auto& a : m.user_attributes) a.label.resize(m.num_users, -1);
   if (!m.item_tokens.empty()) m.item_tokens.resize(m.num_items);
   Finish(&m);
   return m;
@@ -673,7 +791,7 @@ StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir
         ds = LoadS3Rec(cfg.path, cfg.name);
         break;
       case DataFormat::kMovieLens:
-        ds = LoadMovieLens(cfg.path);
+        ds = LoadMovieLens(cfg.path, cfg.split);
         break;
     }
   }

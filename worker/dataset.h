@@ -50,6 +50,26 @@ struct Dataset {
   std::vector<std::vector<uint32_t>> social;       // per user: friends (user-user graph)
   std::vector<float> item_image, item_audio;       // [num_items x dim] feature matrices
   uint32_t image_dim = 0, audio_dim = 0;
+  // Explicit feedback (rating data only; empty otherwise). Per user, the rating of each training
+  // item (parallel to train), and the rated pairs the rating and like tasks are validated and
+  // tested on: leave-last-out's validation and test items, or a published split's test file.
+  std::vector<std::vector<float>> train_ratings;
+  std::vector<std::vector<std::pair<uint32_t, float>>> rated_valid, rated_test;
+  bool has_ratings() const { return !train_ratings.empty(); }
+  // User attributes an attribute task predicts (MovieLens gender, age, occupation): the class
+  // names, each user's class (-1: unknown), and the profile tokens that carry it in user_tokens
+  // (removed when the attribute is predicted, or the task would read its answer).
+  struct UserAttribute {
+    std::string name;
+    std::vector<std::string> classes;
+    std::vector<int32_t> label;    // per user
+    std::vector<uint32_t> tokens;  // the profile tokens that carry it
+  };
+  std::vector<UserAttribute> user_attributes;
+  const UserAttribute* FindAttribute(const std::string& name) const;
+  // Which split user u's attribute labels are in, from the seed alone: 0 training (80%),
+  // 1 validation (10%), 2 test (10%). The same for every attribute and every worker.
+  static int AttributeSplit(uint32_t u, uint64_t seed);
   std::vector<uint32_t> item_popularity;  // train counts (of the trained users)
   uint64_t train_interactions = 0;
   // Per user, whether its interactions are trained on (empty: every user's). A domain's
@@ -91,11 +111,17 @@ struct Dataset {
 // `data_dir` is where synthetic data was generated (for source synth). With data.domains, every
 // domain's dataset is loaded and merged (MergeDomains).
 StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir);
+// The MovieLens-100K directory `dir` (split: "" or u1..u5/ua/ub, DataConfig::split).
+StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split = "");
 
 // Applies the domains' train_users shares (drawn from `seed` per user): fills `trained` and
 // recounts item_popularity and train_interactions over the trained users. No-op when every
 // domain trains all of its users.
 void SelectTrainedUsers(Dataset* ds, uint64_t seed);
+
+// Checks that the data has what cfg.train.tasks read (ratings, the attributes) and removes the
+// predicted attributes' tokens from the users' profiles.
+Status PrepareTasks(const std::vector<TaskSpec>& tasks, Dataset* ds);
 
 // One dataset from several: users, items and tokens of domain k are offset past those of
 // domains 0..k-1, so ids never collide (the PS tables see one id space); every list, feature

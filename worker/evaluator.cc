@@ -1,6 +1,8 @@
 #include "worker/evaluator.h"
 
 #include <algorithm>
+#include <cmath>
+#include <random>
 #include <sstream>
 
 namespace m6rec {
@@ -165,8 +167,35 @@ Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
 std::map<std::string, double> SummaryMetrics(const MetricSums& m) {
   std::map<std::string, double> out;
   for (const auto& [k, v] : m.sums())
-    if (k != "TP" && k != "FP" && k != "TN" && k != "FN" && k.find('/') == std::string::npos)
+    if (k != "TP" && k != "FP" && k != "TN" && k != "FN" && k.find('/') == std::string::npos &&
+        k.find('#') == std::string::npos)
       out[k] = m.Mean(k);
+  // Tasks: rating errors, attribute classes (see TaskGroup).
+  if (out.count("SE")) {
+    out["RMSE"] = std::sqrt(out["SE"]);
+    out["MAE"] = out["AE"];
+    out.erase("SE");
+    out.erase("AE");
+  }
+  if (out.count("correct")) {
+    out["accuracy"] = out["correct"];
+    out.erase("correct");
+    std::map<std::string, std::array<double, 3>> per_class;  // TP, FP, FN
+    for (const auto& [k, v] : m.sums()) {
+      const size_t hash = k.find('#');
+      if (hash == std::string::npos || k.find('/') != std::string::npos) continue;
+      const std::string kind = k.substr(0, hash);
+      per_class[k.substr(hash + 1)][kind == "TP" ? 0 : kind == "FP" ? 1 : 2] += v;
+    }
+    double f1 = 0;
+    int classes = 0;
+    for (const auto& [c, n] : per_class) {
+      if (n[0] + n[1] + n[2] == 0) continue;
+      f1 += 2 * n[0] / (2 * n[0] + n[1] + n[2]);
+      ++classes;
+    }
+    out["macro_F1"] = classes > 0 ? f1 / classes : 0;
+  }
   auto get = [&](const char* k) {
     auto it = m.sums().find(k);
     return it == m.sums().end() ? 0.0 : it->second;
@@ -244,9 +273,315 @@ std::string EpochSummary(int epoch, double train_loss, Dataset::Protocol p, cons
   o << " over " << test.users() << " users";
   for (const auto& g : test.Groups()) {
     const MetricSums d = test.Group(g);
-    o << "; " << g << " " << d.Mean(heads[0]) << " / " << d.Mean(heads[1]);
+    if (g.rfind("task:", 0) != 0) {
+      o << "; " << g << " " << d.Mean(heads[0]) << " / " << d.Mean(heads[1]);
+      continue;
+    }
+    if (g.find(':', 5) != std::string::npos) continue;  // a task in one domain
+    const auto m = SummaryMetrics(d);
+    o << "; " << g.substr(5);
+    for (const char* k : {"RMSE", "AUC", "accuracy", "macro_F1"})
+      if (m.count(k)) o << " " << k << " " << m.at(k);
   }
   return o.str();
+}
+
+}  // namespace m6rec
+
+// ---- tasks ----------------------------------------------------------------------------------
+
+namespace m6rec {
+
+namespace {
+
+// The task's metric groups a user's examples are added to: the task's and, in a multi-domain
+// dataset, the task in the user's domain.
+class TaskMetrics {
+ public:
+  TaskMetrics(const Dataset& ds, const std::string& task, uint32_t user, MetricSums* out)
+      : out_(out), all_(TaskGroup(task)) {
+    if (ds.multi_domain()) dom_ = TaskGroup(task, ds.domains[ds.UserDomain(user)].name);
+  }
+  void Example() {
+    out_->AddGroupUser(all_);
+    if (!dom_.empty()) out_->AddGroupUser(dom_);
+  }
+  void Add(const std::string& name, double v) {
+    out_->AddGroup(all_, name, v);
+    if (!dom_.empty()) out_->AddGroup(dom_, name, v);
+  }
+
+ private:
+  MetricSums* out_;
+  std::string all_, dom_;
+};
+
+// The users of an attribute's split (0 train, 1 valid, 2 test) that have a label and a history.
+bool InAttributeSplit(const Dataset& ds, const Dataset::UserAttribute& a, uint32_t u, int split,
+                      uint64_t seed) {
+  return a.label[u] >= 0 && !ds.train[u].empty() && Dataset::AttributeSplit(u, seed) == split;
+}
+
+void AddClassCounts(TaskMetrics& m, int truth, int predicted) {
+  m.Add("correct", truth == predicted ? 1.0 : 0.0);
+  if (truth == predicted) {
+    m.Add("TP#" + std::to_string(truth), 1);
+  } else {
+    m.Add("FN#" + std::to_string(truth), 1);
+    m.Add("FP#" + std::to_string(predicted), 1);
+  }
+}
+
+}  // namespace
+
+std::string TaskGroup(const std::string& task, const std::string& domain) {
+  return "task:" + task + (domain.empty() ? "" : ":" + domain);
+}
+
+TaskHistograms::TaskHistograms(const Dataset&, const std::vector<TaskSpec>& specs) {
+  tasks.resize(specs.size());
+}
+
+std::vector<double> TaskHistograms::Pack() const {
+  std::vector<double> out;
+  for (const auto& h : tasks) out.insert(out.end(), h.counts().begin(), h.counts().end());
+  return out;
+}
+
+void TaskHistograms::Unpack(const std::vector<double>& packed) {
+  size_t off = 0;
+  for (auto& h : tasks) {
+    std::copy(packed.begin() + off, packed.begin() + off + h.counts().size(), h.counts().begin());
+    off += h.counts().size();
+  }
+}
+
+Status EvalTasks(const Dataset& ds, const std::vector<TaskSpec>& tasks,
+                 const std::vector<uint32_t>& users, bool valid, uint64_t seed,
+                 const TaskScorer& score, MetricSums* out, TaskHistograms* hists) {
+  std::vector<std::vector<float>> outputs;
+  for (uint32_t t = 1; t < tasks.size(); ++t) {
+    const TaskSpec& task = tasks[t];
+    std::vector<uint32_t> qu, qi;
+    std::vector<float> truth;
+    if (task.type == TaskKind::kAttribute) {
+      const Dataset::UserAttribute* a = ds.FindAttribute(task.attribute);
+      if (!a) return Status::InvalidArgument("no user attribute '" + task.attribute + "'");
+      for (uint32_t u : users)
+        if (InAttributeSplit(ds, *a, u, valid ? 1 : 2, seed)) {
+          qu.push_back(u);
+          truth.push_back(float(a->label[u]));
+        }
+    } else {
+      const auto& rated = valid ? ds.rated_valid : ds.rated_test;
+      for (uint32_t u : users)
+        if (u < rated.size())
+          for (const auto& [item, r] : rated[u]) {
+            qu.push_back(u);
+            qi.push_back(item);
+            truth.push_back(r);
+          }
+    }
+    for (size_t start = 0; start < qu.size(); start += kEvalUsersPerChunk) {
+      const size_t end = std::min(qu.size(), start + kEvalUsersPerChunk);
+      const std::vector<uint32_t> cu(qu.begin() + start, qu.begin() + end);
+      const std::vector<uint32_t> ci =
+          qi.empty() ? std::vector<uint32_t>{}
+                     : std::vector<uint32_t>(qi.begin() + start, qi.begin() + end);
+      outputs.clear();
+      M6_RETURN_IF_ERROR(score(t, cu, ci, /*with_valid=*/!valid, &outputs));
+      if (outputs.size() != cu.size())
+        return Status::Internal("task scorer returned the wrong number of outputs");
+      for (size_t c = 0; c < cu.size(); ++c) {
+        const float y = truth[start + c];
+        const auto& o = outputs[c];
+        TaskMetrics m(ds, task.name, cu[c], out);
+        m.Example();
+        switch (task.type) {
+          case TaskKind::kRating:
+            m.Add("SE", double(o[0] - y) * double(o[0] - y));
+            m.Add("AE", std::fabs(double(o[0] - y)));
+            break;
+          case TaskKind::kLike:
+            if (hists) hists->tasks[t].Add(o[0], y >= task.like_threshold);
+            break;
+          case TaskKind::kAttribute:
+            AddClassCounts(m, int(y), int(std::max_element(o.begin(), o.end()) - o.begin()));
+            break;
+          case TaskKind::kRetrieval:
+            break;
+        }
+      }
+    }
+  }
+  return Status::OK();
+}
+
+void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
+                      const TaskHistograms& test_mine, const TaskHistograms& valid_mine,
+                      const TaskHistograms& test_all, const TaskHistograms& valid_all,
+                      MetricSums* test, MetricSums* valid, nlohmann::json* thresholds) {
+  (void)ds;
+  for (size_t t = 1; t < tasks.size(); ++t) {
+    if (tasks[t].type != TaskKind::kLike) continue;
+    const double thr = valid_all.tasks[t].BestF1Threshold();
+    (*thresholds)[tasks[t].name] = thr;
+    const std::string g = TaskGroup(tasks[t].name);
+    for (auto [mine, all, out] : {std::make_tuple(&test_mine, &test_all, test),
+                                  std::make_tuple(&valid_mine, &valid_all, valid)}) {
+      const BinaryCounts c = mine->tasks[t].CountsAt(thr);
+      out->AddGroup(g, "TP", double(c.tp));
+      out->AddGroup(g, "FP", double(c.fp));
+      out->AddGroup(g, "TN", double(c.tn));
+      out->AddGroup(g, "FN", double(c.fn));
+      out->AddGroup(g, "AUC", all->tasks[t].Auc() * mine->tasks[t].total());
+    }
+  }
+}
+
+std::vector<std::string> TaskSumNames(const Dataset& ds, const std::vector<TaskSpec>& tasks) {
+  std::vector<std::string> out;
+  for (size_t t = 1; t < tasks.size(); ++t) {
+    std::vector<std::string> groups{TaskGroup(tasks[t].name)};
+    for (const auto& d : ds.domains)
+      if (ds.multi_domain() && d.evaluate) groups.push_back(TaskGroup(tasks[t].name, d.name));
+    std::vector<std::string> names;
+    switch (tasks[t].type) {
+      case TaskKind::kRating:
+        names = {"SE", "AE"};
+        break;
+      case TaskKind::kLike:
+        names = {"AUC", "FN", "FP", "TN", "TP"};
+        break;
+      case TaskKind::kAttribute: {
+        names = {"correct"};
+        const Dataset::UserAttribute* a = ds.FindAttribute(tasks[t].attribute);
+        for (size_t k = 0; a && k < a->classes.size(); ++k)
+          for (const char* c : {"FN#", "FP#", "TP#"}) names.push_back(c + std::to_string(k));
+        break;
+      }
+      case TaskKind::kRetrieval:
+        break;
+    }
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      out.push_back(groups[gi] + "/users");
+      // The confusion counts and AUC are the job's, not each domain's.
+      for (const auto& n : names)
+        if (gi == 0 || tasks[t].type != TaskKind::kLike) out.push_back(groups[gi] + "/" + n);
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// A multinomial logistic regression on the user's bag of training items (each item 1/sqrt(n)),
+// trained by SGD on the attribute's training users; L2 chosen on its validation users.
+class BagOfItemsClassifier {
+ public:
+  BagOfItemsClassifier(const Dataset& ds, const Dataset::UserAttribute& a, uint64_t seed)
+      : ds_(ds), C_(a.classes.size()) {
+    std::vector<uint32_t> train, valid;
+    for (uint32_t u = 0; u < ds.num_users; ++u) {
+      if (InAttributeSplit(ds, a, u, 0, seed)) train.push_back(u);
+      if (InAttributeSplit(ds, a, u, 1, seed)) valid.push_back(u);
+    }
+    double best = -1;
+    for (double l2 : {1e-5, 1e-4, 1e-3}) {
+      Fit(a, train, l2, seed);
+      double correct = 0;
+      for (uint32_t u : valid) correct += Predict(u) == a.label[u];
+      if (correct > best) {
+        best = correct;
+        best_w_ = w_;
+        best_b_ = b_;
+      }
+    }
+    w_ = best_w_;
+    b_ = best_b_;
+  }
+  int Predict(uint32_t u) const {
+    const std::vector<double> z = Logits(u);
+    return int(std::max_element(z.begin(), z.end()) - z.begin());
+  }
+
+ private:
+  std::vector<double> Logits(uint32_t u) const {
+    std::vector<double> z(b_);
+    const double x = 1.0 / std::sqrt(double(std::max<size_t>(1, ds_.train[u].size())));
+    for (uint32_t i : ds_.train[u])
+      for (size_t c = 0; c < C_; ++c) z[c] += w_[size_t(i) * C_ + c] * x;
+    return z;
+  }
+  void Fit(const Dataset::UserAttribute& a, std::vector<uint32_t> users, double l2, uint64_t seed) {
+    w_.assign(size_t(ds_.num_items) * C_, 0.0);
+    b_.assign(C_, 0.0);
+    std::mt19937_64 rng(seed ^ 0x10615);
+    for (int epoch = 0; epoch < 30; ++epoch) {
+      std::shuffle(users.begin(), users.end(), rng);
+      const double lr = 0.5 / (1 + epoch * 0.2);
+      for (uint32_t u : users) {
+        std::vector<double> z = Logits(u);
+        const double mx = *std::max_element(z.begin(), z.end());
+        double sum = 0;
+        for (double& v : z) sum += (v = std::exp(v - mx));
+        const double x = 1.0 / std::sqrt(double(std::max<size_t>(1, ds_.train[u].size())));
+        for (size_t c = 0; c < C_; ++c) {
+          const double g = z[c] / sum - (int(c) == a.label[u] ? 1.0 : 0.0);
+          b_[c] -= lr * g;
+          for (uint32_t i : ds_.train[u]) {
+            double& w = w_[size_t(i) * C_ + c];
+            w -= lr * (g * x + l2 * w);
+          }
+        }
+      }
+    }
+  }
+  const Dataset& ds_;
+  size_t C_;
+  std::vector<double> w_, b_, best_w_, best_b_;
+};
+
+}  // namespace
+
+Status EvalTaskBaselines(const Dataset& ds, const std::vector<TaskSpec>& tasks,
+                         const std::vector<uint32_t>& users, uint64_t seed, MetricSums* out) {
+  for (size_t t = 1; t < tasks.size(); ++t) {
+    const TaskSpec& task = tasks[t];
+    if (task.type == TaskKind::kRating) {
+      double sum = 0, n = 0;
+      for (uint32_t u = 0; u < ds.num_users; ++u)
+        if (ds.Trained(u) && u < ds.train_ratings.size())
+          for (float r : ds.train_ratings[u]) sum += r, n += 1;
+      const double mean = n > 0 ? sum / n : 0;
+      for (uint32_t u : users)
+        if (u < ds.rated_test.size())
+          for (const auto& [item, r] : ds.rated_test[u]) {
+            TaskMetrics m(ds, task.name, u, out);
+            m.Example();
+            m.Add("SE", (r - mean) * (r - mean));
+            m.Add("AE", std::fabs(r - mean));
+          }
+    } else if (task.type == TaskKind::kAttribute) {
+      const Dataset::UserAttribute* a = ds.FindAttribute(task.attribute);
+      if (!a) return Status::InvalidArgument("no user attribute '" + task.attribute + "'");
+      std::vector<double> counts(a->classes.size(), 0);
+      for (uint32_t u = 0; u < ds.num_users; ++u)
+        if (InAttributeSplit(ds, *a, u, 0, seed)) counts[size_t(a->label[u])] += 1;
+      const int majority = int(std::max_element(counts.begin(), counts.end()) - counts.begin());
+      BagOfItemsClassifier logreg(ds, *a, seed);
+      for (uint32_t u : users)
+        if (InAttributeSplit(ds, *a, u, 2, seed)) {
+          TaskMetrics m(ds, task.name, u, out);
+          m.Example();
+          AddClassCounts(m, a->label[u], majority);
+          TaskMetrics lr(ds, task.name + "_logreg", u, out);
+          lr.Example();
+          AddClassCounts(lr, a->label[u], logreg.Predict(u));
+        }
+    }
+  }
+  return Status::OK();
 }
 
 }  // namespace m6rec

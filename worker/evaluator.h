@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "common/status.h"
 #include "worker/dataset.h"
 #include "worker/metrics.h"
@@ -62,6 +63,51 @@ Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users
                            ScoreHistograms* hists);
 Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
                         const FullScorer& score, MetricSums* out);
+
+// ---- tasks other than retrieval (cfg.train.tasks[1..]) ----
+// Their metric sums ride in MetricSums groups "task:<name>" (and "task:<name>:<domain>" in a
+// multi-domain job), the group's user count counting examples:
+//   rating     SE, AE (squared and absolute errors) -> RMSE, MAE
+//   like       TP, FP, TN, FN at a threshold chosen on validation, AUC (x examples) -> AUC,
+//              accuracy, precision, recall, F1
+//   attribute  correct, TP#k, FP#k, FN#k per class k -> accuracy, macro-F1
+// Examples: rating and like the rated pairs (Dataset::rated_valid / rated_test), attribute the
+// users of the attribute's validation / test split (Dataset::AttributeSplit).
+std::string TaskGroup(const std::string& task, const std::string& domain = "");
+
+// outputs->at(c): the task's outputs for users[c] (and items[c] for a pair task), as
+// ModelPlugin::ScoreTask; with_valid as for SampledScorer.
+using TaskScorer = std::function<Status(uint32_t task, const std::vector<uint32_t>& users,
+                                        const std::vector<uint32_t>& items, bool with_valid,
+                                        std::vector<std::vector<float>>* outputs)>;
+
+// Per like task (index = task; others stay empty), its examples' logits, labelled.
+struct TaskHistograms {
+  std::vector<ScoreHistogram> tasks;
+  TaskHistograms(const Dataset& ds, const std::vector<TaskSpec>& specs);
+  std::vector<double> Pack() const;
+  void Unpack(const std::vector<double>& packed);
+};
+
+Status EvalTasks(const Dataset& ds, const std::vector<TaskSpec>& tasks,
+                 const std::vector<uint32_t>& users, bool valid, uint64_t seed,
+                 const TaskScorer& score, MetricSums* out, TaskHistograms* hists);
+// From every rank's like histograms (valid_all, test_all: summed over ranks): each like task's
+// threshold (F1-best on validation) and AUC. Adds this rank's confusion counts at the thresholds
+// and AUC x its examples to test / valid (so that sums over ranks give the global values); the
+// thresholds go to `thresholds` by task name.
+void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
+                      const TaskHistograms& test_mine, const TaskHistograms& valid_mine,
+                      const TaskHistograms& test_all, const TaskHistograms& valid_all,
+                      MetricSums* test, MetricSums* valid, nlohmann::json* thresholds);
+// The sums EvalTasks and AddTaskConfusion add, in a fixed order (what ranks allreduce).
+std::vector<std::string> TaskSumNames(const Dataset& ds, const std::vector<TaskSpec>& tasks);
+// Baselines of the tasks on the test examples: the mean training rating (rating), the training
+// like rate (like: AUC 0.5 by definition, so only accuracy-style counts are not given), the
+// majority class of the attribute's training users and a multinomial logistic regression on
+// the user's bag of training items (attribute, groups "task:<name>" and "task:<name>_logreg").
+Status EvalTaskBaselines(const Dataset& ds, const std::vector<TaskSpec>& tasks,
+                         const std::vector<uint32_t>& users, uint64_t seed, MetricSums* out);
 
 // Accuracy, precision, recall and F1 from the confusion sums EvalSampledProtocol adds
 // ("TP", "FP", "TN", "FN"), as a name -> value map of the means and these.

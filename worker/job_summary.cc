@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 
 #include "worker/evaluator.h"
 
@@ -134,20 +135,55 @@ StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
   return w;
 }
 
-SelectionRule SelectionFor(Dataset::Protocol p) {
-  if (p == Dataset::Protocol::kFullRanking) return {false, "Recall@20"};
-  return {true, "NDCG@10"};
+SelectionRule SelectionFor(Dataset::Protocol p, const std::vector<TaskSpec>& tasks) {
+  SelectionRule r;
+  if (p == Dataset::Protocol::kFullRanking) r = {false, "Recall@20"};
+  if (tasks.empty() || tasks[0].weight > 0) return r;
+  for (const TaskSpec& t : tasks) {
+    if (t.weight <= 0) continue;
+    r.on_validation = true;
+    r.task = t.name;
+    r.metric = t.type == TaskKind::kLike     ? "AUC"
+               : t.type == TaskKind::kRating ? "RMSE"
+                                             : "accuracy";
+    r.sign = t.type == TaskKind::kRating ? -1 : 1;
+    break;
+  }
+  return r;
 }
 
-double SelectionValue(Dataset::Protocol p, const MetricSums& test, const MetricSums& valid) {
-  const SelectionRule r = SelectionFor(p);
-  return (r.on_validation ? valid : test).Mean(r.metric);
+std::string SelectionRule::Describe() const {
+  return std::string(on_validation ? "valid " : "test ") + (task.empty() ? "" : task + " ") +
+         metric;
+}
+
+double SelectionValue(const SelectionRule& r, const MetricSums& test, const MetricSums& valid) {
+  const MetricSums& m = r.on_validation ? valid : test;
+  if (r.task.empty()) return m.Mean(r.metric);
+  const auto metrics = SummaryMetrics(m.Group(TaskGroup(r.task)));
+  auto it = metrics.find(r.metric);
+  return it == metrics.end() ? -std::numeric_limits<double>::infinity() : r.sign * it->second;
 }
 
 json MetricsJson(const MetricSums& m) {
   json j = {{"users", m.users()}};
   for (const auto& [k, v] : SummaryMetrics(m)) j[k] = v;
-  for (const auto& g : m.Groups()) j["domains"][g] = MetricsJson(m.Group(g));
+  for (const auto& g : m.Groups()) {
+    // Tasks' groups: "task:<name>" and "task:<name>:<domain>" (evaluator.h TaskGroup).
+    if (g.rfind("task:", 0) != 0) {
+      j["domains"][g] = MetricsJson(m.Group(g));
+      continue;
+    }
+    const MetricSums tg = m.Group(g);
+    json t = {{"examples", tg.users()}};
+    for (const auto& [k, v] : SummaryMetrics(tg)) t[k] = v;
+    const std::string rest = g.substr(5);
+    const size_t colon = rest.find(':');
+    if (colon == std::string::npos)
+      j["tasks"][rest].update(t);
+    else
+      j["tasks"][rest.substr(0, colon)]["domains"][rest.substr(colon + 1)] = t;
+  }
   return j;
 }
 
@@ -197,9 +233,7 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
   if (best < 0) return result;
   const json& b = epochs[best];
   result["best_epoch"] = b["epoch"];
-  result["selected_by"] =
-      std::string(SelectionFor(w0.protocol).on_validation ? "valid " : "test ") +
-      SelectionFor(w0.protocol).metric;
+  result["selected_by"] = w0.model.value("selected_by", SelectionFor(w0.protocol).Describe());
   result["test"] = b["test"];
   if (!full) result["valid"] = b["valid"];
   // The decision thresholds accuracy/precision/recall/F1 are read at (chosen on validation).
@@ -225,6 +259,35 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
       std::snprintf(buf, sizeof(buf), "\n  %s: %s %.4f %s %.4f over %.0f users (popularity %.4f)",
                     name.c_str(), heads[0], d.value(heads[0], 0.0), heads[1],
                     d.value(heads[1], 0.0), d.value("users", 0.0), pop.value(heads[0], 0.0));
+      *line += buf;
+    }
+  // Every other task on its own line, next to its baseline.
+  const json& pop_test = result["popularity"];
+  if (b["test"].contains("tasks"))
+    for (const auto& [name, t] : b["test"]["tasks"].items()) {
+      const json base = pop_test.contains("tasks") ? pop_test["tasks"].value(name, json::object())
+                                                   : json::object();
+      if (t.contains("RMSE")) {
+        std::snprintf(buf, sizeof(buf),
+                      "\n  task %s: RMSE %.4f MAE %.4f over %.0f ratings (mean rating: RMSE %.4f)",
+                      name.c_str(), t.value("RMSE", 0.0), t.value("MAE", 0.0),
+                      t.value("examples", 0.0), base.value("RMSE", 0.0));
+      } else if (t.contains("macro_F1")) {
+        const json lr = pop_test["tasks"].value(name + "_logreg", json::object());
+        std::snprintf(buf, sizeof(buf),
+                      "\n  task %s: accuracy %.4f macro-F1 %.4f over %.0f users (majority "
+                      "%.4f, logistic regression on items %.4f / %.4f)",
+                      name.c_str(), t.value("accuracy", 0.0), t.value("macro_F1", 0.0),
+                      t.value("examples", 0.0), base.value("accuracy", 0.0),
+                      lr.value("accuracy", 0.0), lr.value("macro_F1", 0.0));
+      } else {
+        std::snprintf(buf, sizeof(buf),
+                      "\n  task %s: AUC %.4f accuracy %.4f precision %.4f recall %.4f F1 %.4f "
+                      "over %.0f pairs",
+                      name.c_str(), t.value("AUC", 0.0), t.value("accuracy", 0.0),
+                      t.value("precision", 0.0), t.value("recall", 0.0), t.value("F1", 0.0),
+                      t.value("examples", 0.0));
+      }
       *line += buf;
     }
   return result;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "common/status.h"
 #include "worker/dataset.h"
 #include "worker/metrics.h"
@@ -49,13 +50,19 @@ struct WorkerSummary {
 // The metric an epoch is selected by, and which split it is read from: validation NDCG@10 under
 // the sampled protocol; test Recall@20 under full ranking, whose published splits have no
 // validation set (as LightGCN's code selects).
+// With several tasks and retrieval not trained (weight 0), the first trained task's validation
+// metric selects: AUC (like), accuracy (attribute), RMSE (rating, lower is better).
 struct SelectionRule {
   bool on_validation = true;
   const char* metric = "NDCG@10";
+  std::string task;  // "" = retrieval
+  double sign = 1;   // -1: lower is better
+  std::string Describe() const;
 };
-SelectionRule SelectionFor(Dataset::Protocol p);
-// The value SelectionFor(p) reads from an epoch's (all workers') test and validation sums.
-double SelectionValue(Dataset::Protocol p, const MetricSums& test, const MetricSums& valid);
+SelectionRule SelectionFor(Dataset::Protocol p, const std::vector<TaskSpec>& tasks = {});
+// The value the rule reads from an epoch's (all workers') test and validation sums (higher is
+// better).
+double SelectionValue(const SelectionRule& r, const MetricSums& test, const MetricSums& valid);
 
 // Protocol metrics as a JSON object of means (accuracy/precision/recall/F1 from the confusion
 // counts) with "users".

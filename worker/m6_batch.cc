@@ -41,6 +41,22 @@ M6Inputs::M6Inputs(const Dataset& d, const JobConfig& cfg)
   eval_seed = Mix64(cfg.seed ^ 0xe7a1);
   if (mc.item_graph) item_users = d.ItemUsers();
   shape.domains = int64_t(std::max<size_t>(1, d.domains.size()));
+  shape.tasks = int64_t(cfg.train.tasks.size());
+  shape.task_kinds.clear();
+  shape.task_outputs.clear();
+  for (const TaskSpec& t : cfg.train.tasks) {
+    const Dataset::UserAttribute* a =
+        t.type == TaskKind::kAttribute ? d.FindAttribute(t.attribute) : nullptr;
+    shape.task_kinds.push_back(t.type);
+    shape.task_outputs.push_back(t.type == TaskKind::kRetrieval ? 0
+                                 : a                            ? int64_t(a->classes.size())
+                                                                : 1);
+    like_threshold.push_back(t.like_threshold);
+  }
+  double sum = 0, count = 0;
+  for (const auto& r : d.train_ratings)
+    for (float x : r) sum += x, count += 1;
+  shape.rating_mean = count > 0 ? sum / count : 0;
   if (d.multi_domain())
     for (const auto& dom : d.domains) {
       if (cfg.train.negative_sampler == SamplerKind::kPopularity)
@@ -111,10 +127,10 @@ void BatchBuilder::Symmetric(size_t pool, std::vector<float>* w) const {
 
 void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
                            const std::vector<uint32_t>& nbr_items, size_t nbr_pool,
-                           const std::vector<uint32_t>& fr, uint32_t domain) {
+                           const std::vector<uint32_t>& fr, uint32_t domain, uint32_t task) {
   const ModelConfig& mc = in_.mc;
   users.push_back(User(u));
-  row_domain.push_back(domain);
+  row_condition.push_back(int64_t(domain) * in_.shape.tasks + task);
   const int L = mc.seq_len, F = fanout_;
   const size_t pad = L - std::min<size_t>(L, h.size());
   for (size_t k = 0; k < pad; ++k) {
@@ -209,7 +225,9 @@ namespace {
 void DrawItemUsers(const M6Inputs& in, const Sample* s, size_t n, std::mt19937_64& rng,
                    BatchBuilder* b) {
   auto targets = std::make_shared<std::unordered_map<uint32_t, std::vector<uint32_t>>>();
-  for (size_t k = 0; k < n; ++k) (*targets)[in.ds.train[s[k].user][s[k].pos]].push_back(s[k].user);
+  for (size_t k = 0; k < n; ++k)
+    if (s[k].pos < in.ds.train[s[k].user].size())
+      (*targets)[in.ds.train[s[k].user][s[k].pos]].push_back(s[k].user);
   const int fanout = in.mc.item_fanout;
   b->item_users = [&in, &rng, targets, fanout](uint32_t i, std::vector<uint32_t>* out) {
     auto t = targets->find(i);
@@ -239,8 +257,10 @@ std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfi
   std::vector<uint32_t> hist, nbr, fr, prefix;
   size_t pool = 0;
   for (size_t k = 0; k < n; ++k) {
-    const uint32_t u = s[k].user, pos = s[k].pos;
-    const uint32_t item = ds.train[u][pos];
+    const uint32_t u = s[k].user, pos = s[k].pos, task = s[k].task;
+    // An attribute row reads the user's whole list and scores no item.
+    const bool has_item = pos < ds.train[u].size();
+    const uint32_t item = has_item ? ds.train[u][pos] : 0;
     hist = mc.sequence ? HistoryWindow(ds.train[u], pos, mc.seq_len, ds.ordered)
                        : std::vector<uint32_t>{};
     if (mc.graph) {
@@ -251,27 +271,46 @@ std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfi
         nbr = SampleNeighbours(prefix, mc.fanout, -1, rng);
         pool = prefix.size();
       } else {
-        nbr = SampleNeighbours(ds.train[u], mc.fanout, item, rng);
-        pool = ds.train[u].size() - 1;
+        nbr = SampleNeighbours(ds.train[u], mc.fanout, has_item ? int64_t(item) : -1, rng);
+        pool = ds.train[u].size() - (has_item ? 1 : 0);
       }
       fr = SampleNeighbours(FriendsOf(ds, u), mc.fanout, -1, rng);
     }
-    const uint32_t domain = ds.ItemDomain(item);
-    b.AddUser(u, hist, nbr, pool, fr, domain);
-    batch->pos.push_back(b.Scored(item));
-    batch->pos_items.push_back(item);
+    const uint32_t domain = has_item ? ds.ItemDomain(item) : ds.UserDomain(u);
+    b.AddUser(u, hist, nbr, pool, fr, domain, task);
+    batch->pos.push_back(has_item ? b.Scored(item) : 0);
+    batch->pos_items.push_back(has_item ? item : UINT32_MAX);
     if (ds.multi_domain()) batch->pos_domain.push_back(domain);
+    batch->row_task.push_back(task);
+    switch (in.shape.task_kinds[task]) {
+      case TaskKind::kRetrieval:
+        batch->target.push_back(0);
+        break;
+      case TaskKind::kRating:
+        batch->target.push_back(ds.train_ratings[u][pos]);
+        break;
+      case TaskKind::kLike:
+        batch->target.push_back(ds.train_ratings[u][pos] >= in.like_threshold[task] ? 1 : 0);
+        break;
+      case TaskKind::kAttribute:
+        batch->target.push_back(float(ds.FindAttribute(cfg.train.tasks[task].attribute)->label[u]));
+        break;
+    }
   }
-  if (!ds.multi_domain()) {
+  // Only retrieval rows read negatives.
+  bool retrieval = false;
+  for (size_t k = 0; k < n && !retrieval; ++k) retrieval = s[k].task == 0;
+  if (retrieval && !ds.multi_domain()) {
     for (int j = 0; j < in.negatives; ++j) {
       const uint32_t neg = in.sampler.Draw(rng);
       batch->neg.push_back(b.Scored(neg));
       batch->neg_items.push_back(neg);
     }
-  } else {
+  } else if (retrieval) {
     // Every domain of the batch draws its own shared negatives, in domain order.
     std::vector<bool> present(ds.domains.size(), false);
-    for (uint32_t d : batch->pos_domain) present[d] = true;
+    for (size_t k = 0; k < n; ++k)
+      if (s[k].task == 0) present[batch->pos_domain[k]] = true;
     for (uint32_t d = 0; d < present.size(); ++d)
       for (int j = 0; present[d] && j < in.negatives; ++j) {
         const uint32_t neg = in.domain_samplers[d].Draw(rng);
@@ -303,7 +342,7 @@ std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in,
                mc.graph ? SampleNeighboursFixed(FriendsOf(in.ds, u), in.eval_fanout, -1,
                                                 in.eval_seed ^ 1, u)
                         : std::vector<uint32_t>{},
-               q.domain >= 0 ? uint32_t(q.domain) : in.ds.UserDomain(u));
+               q.domain >= 0 ? uint32_t(q.domain) : in.ds.UserDomain(u), q.task);
   }
   return b;
 }

@@ -31,6 +31,14 @@ struct ModelShape {
   bool tokens = false;  // items/users have tokens (a token table is needed)
   bool social = false;  // a user-user graph exists
   int64_t domains = 1;  // > 1: the fusion is conditioned on the row's domain
+  // The tasks (cfg.train.tasks): the user fusion's condition is domain x tasks + task, and
+  // each task other than retrieval has a head with task_outputs[t] outputs (1 for like and
+  // rating, the classes for an attribute; 0 for retrieval, scored by the dot product).
+  int64_t tasks = 1;
+  std::vector<TaskKind> task_kinds{TaskKind::kRetrieval};
+  std::vector<int64_t> task_outputs{0};
+  double rating_mean = 0;  // the mean training rating (a rating head's starting offset)
+  int64_t user_conditions() const { return domains * tasks; }
 };
 
 // Everything about the data and the configuration that batches of one job share.
@@ -46,6 +54,7 @@ struct M6Inputs {
   NegativeSampler sampler;                        // over every item (one domain)
   std::vector<NegativeSampler> domain_samplers;   // multi-domain: one over each domain's items
   int negatives = 0;
+  std::vector<float> like_threshold;  // per task (cfg.train.tasks[t].like_threshold)
 };
 
 // One batch's unique ids and the towers' inputs as index lists.
@@ -66,9 +75,10 @@ class BatchBuilder {
 
   // One user row of the user tower. hist: oldest first; nbr: items sampled from nbr_pool of
   // them (the size of the neighbourhood, for graph_weighting: symmetric); domain: the domain
-  // the row is scored in (conditions the fusion in a multi-domain job).
+  // the row is scored in and task its task (together the user fusion's condition).
   void AddUser(uint32_t u, const std::vector<uint32_t>& hist, const std::vector<uint32_t>& nbr,
-               size_t nbr_pool, const std::vector<uint32_t>& friends, uint32_t domain = 0);
+               size_t nbr_pool, const std::vector<uint32_t>& friends, uint32_t domain = 0,
+               uint32_t task = 0);
 
   int fanout() const { return fanout_; }
   int item_fanout() const { return item_fanout_; }
@@ -78,7 +88,8 @@ class BatchBuilder {
   const std::vector<std::vector<float>>& item_neighbour_weights() const { return item_nbr_w_; }
 
   std::vector<uint32_t> user_ids, item_ids, token_ids;
-  std::vector<int64_t> users, hist, nbr, friends, utok, item_tok, row_domain;
+  std::vector<int64_t> users, hist, nbr, friends, utok, item_tok;
+  std::vector<int64_t> row_condition;  // per user row: domain x tasks + task
   std::vector<float> hist_mask, nbr_mask, friends_mask, utok_mask, item_tok_mask;
 
  private:
@@ -100,13 +111,16 @@ class BatchBuilder {
 // A training batch: the key lists (users, items, tokens, in this order) and, for the loss,
 // each row's positive and the shared negatives as item indices. In a multi-domain job every
 // domain of the batch draws its own negatives, and a row is scored only against its domain's
-// (pos_domain / neg_domain; empty otherwise).
+// (pos_domain / neg_domain; empty otherwise). Rows of other tasks (row_task) carry their target
+// (a rating, a like label 0/1, an attribute class); an attribute row has no item (pos 0).
 struct M6TrainBatch final : TrainBatch {
   enum List { kUsers, kItems, kTokens };
   std::unique_ptr<BatchBuilder> b;
   std::vector<int64_t> pos, neg;
   std::vector<uint32_t> pos_items, neg_items;
   std::vector<uint32_t> pos_domain, neg_domain;
+  std::vector<uint32_t> row_task;
+  std::vector<float> target;
 };
 
 // The keys of a built batch's ids, as the three key lists.

@@ -333,6 +333,8 @@ class M6Plugin final : public ModelPlugin {
                          const std::vector<std::vector<uint32_t>>& cands,
                          std::vector<std::vector<float>>* scores) override;
   Status ScoreAllItems(const std::vector<UserQuery>& queries, std::vector<float>* scores) override;
+  Status ScoreTask(const std::vector<UserQuery>& queries, const std::vector<uint32_t>& items,
+                   std::vector<std::vector<float>>* out) override;
 
   json EpochReport() const override;
   json Describe() const override {
@@ -398,8 +400,9 @@ ModelBatch M6Plugin::Tensors(const BatchBuilder& b, std::vector<KeyList>& lists,
   mb.nbr_mask = FloatTensor(b.nbr_mask, B, b.fanout()).to(dev_);
   mb.friends = LongTensor(b.friends, B, b.fanout()).to(dev_);
   mb.friends_mask = FloatTensor(b.friends_mask, B, b.fanout()).to(dev_);
+  if (in_.shape.user_conditions() > 1)
+    mb.user_condition = LongTensor(b.row_condition, B, 1).view({B}).to(dev_);
   if (in_.shape.domains > 1) {
-    mb.user_domain = LongTensor(b.row_domain, B, 1).view({B}).to(dev_);
     std::vector<int64_t> idom(b.item_ids.size());
     for (size_t k = 0; k < idom.size(); ++k) idom[k] = in_.ds.ItemDomain(b.item_ids[k]);
     mb.item_domain = LongTensor(idom, Ki, 1).view({Ki}).to(dev_);
@@ -430,38 +433,83 @@ StatusOr<StepResult> M6Plugin::Step(TrainBatch& batch) {
   auto uv = model_->UserVectors(mb, iv);
   auto ivp = WithPadRow(model_->ScoredItemVectors(mb, iv));
   const int64_t nb = int64_t(cur.pos.size()), M = int64_t(cur.neg.size());
-  auto posv = ivp.index_select(0, LongTensor(cur.pos, nb, 1).view({-1}).to(dev_));
-  auto negv = ivp.index_select(0, LongTensor(cur.neg, M, 1).view({-1}).to(dev_));
-  if (tc.loss == LossKind::kCcl) {
-    const auto unit = torch::nn::functional::NormalizeFuncOptions().dim(1);
-    uv = torch::nn::functional::normalize(uv, unit);
-    posv = torch::nn::functional::normalize(posv, unit);
-    negv = torch::nn::functional::normalize(negv, unit);
-  }
-  auto s_pos = (uv * posv).sum(1);
-  auto s_neg = uv.matmul(negv.t());
-  // A negative equal to the row's own positive is no negative, nor is one of another domain.
-  const bool domains = !cur.pos_domain.empty();
-  auto neg_ok = [&](int64_t r, int64_t j) {
-    return !domains || cur.neg_domain[j] == cur.pos_domain[r];
+  // The rows of every task (retrieval's are all of them in a job without other tasks).
+  std::vector<std::vector<int64_t>> rows(size_t(in_.shape.tasks));
+  for (int64_t r = 0; r < nb; ++r) rows[cur.row_task[size_t(r)]].push_back(r);
+  auto pick = [&](const torch::Tensor& x, const std::vector<int64_t>& idx) {
+    return x.index_select(0, LongTensor(idx, int64_t(idx.size()), 1).view({-1}).to(dev_));
   };
-  auto pos_ok = [&](int64_t r, int64_t c) {
-    return !domains || cur.pos_domain[c] == cur.pos_domain[r];
-  };
-  std::vector<float> valid(size_t(nb) * M);
-  for (int64_t r = 0; r < nb; ++r)
-    for (int64_t j = 0; j < M; ++j)
-      valid[r * M + j] = cur.neg_items[j] != cur.pos_items[r] && neg_ok(r, j);
-  torch::Tensor vt = FloatTensor(valid, nb, M).to(dev_);
-  if (tc.in_batch_negatives) {
-    std::vector<float> vib(size_t(nb) * nb);
-    for (int64_t r = 0; r < nb; ++r)
-      for (int64_t c = 0; c < nb; ++c)
-        vib[r * nb + c] = cur.pos_items[c] != cur.pos_items[r] && pos_ok(r, c);
-    s_neg = torch::cat({s_neg, uv.matmul(posv.t())}, 1);
-    vt = torch::cat({vt, FloatTensor(vib, nb, nb).to(dev_)}, 1);
+  torch::Tensor loss;
+  if (!rows[0].empty()) {
+    const std::vector<int64_t>& R = rows[0];
+    const int64_t nr = int64_t(R.size());
+    std::vector<int64_t> pos(nr);
+    for (int64_t k = 0; k < nr; ++k) pos[k] = cur.pos[size_t(R[k])];
+    auto ur = nr == nb ? uv : pick(uv, R);
+    auto posv = pick(ivp, pos);
+    auto negv = ivp.index_select(0, LongTensor(cur.neg, M, 1).view({-1}).to(dev_));
+    if (tc.loss == LossKind::kCcl) {
+      const auto unit = torch::nn::functional::NormalizeFuncOptions().dim(1);
+      ur = torch::nn::functional::normalize(ur, unit);
+      posv = torch::nn::functional::normalize(posv, unit);
+      negv = torch::nn::functional::normalize(negv, unit);
+    }
+    auto s_pos = (ur * posv).sum(1);
+    auto s_neg = ur.matmul(negv.t());
+    // A negative equal to the row's own positive is no negative, nor is one of another domain.
+    const bool domains = !cur.pos_domain.empty();
+    auto item = [&](int64_t k) { return cur.pos_items[size_t(R[k])]; };
+    auto dom = [&](int64_t k) { return cur.pos_domain[size_t(R[k])]; };
+    std::vector<float> valid(size_t(nr) * M);
+    for (int64_t r = 0; r < nr; ++r)
+      for (int64_t j = 0; j < M; ++j)
+        valid[r * M + j] = cur.neg_items[j] != item(r) && (!domains || cur.neg_domain[j] == dom(r));
+    torch::Tensor vt = FloatTensor(valid, nr, M).to(dev_);
+    if (tc.in_batch_negatives) {
+      std::vector<float> vib(size_t(nr) * nr);
+      for (int64_t r = 0; r < nr; ++r)
+        for (int64_t c = 0; c < nr; ++c)
+          vib[r * nr + c] = item(c) != item(r) && (!domains || dom(c) == dom(r));
+      s_neg = torch::cat({s_neg, ur.matmul(posv.t())}, 1);
+      vt = torch::cat({vt, FloatTensor(vib, nr, nr).to(dev_)}, 1);
+    }
+    loss = RankingLoss(tc.loss, s_pos, s_neg, vt, tc.temperature, tc.margin, tc.neg_weight);
+    if (nr != nb) loss = loss * (double(nr) / double(nb));
   }
-  auto loss = RankingLoss(tc.loss, s_pos, s_neg, vt, tc.temperature, tc.margin, tc.neg_weight);
+  // Every other task's rows: its head and loss, summed per row, over all rows of the batch.
+  for (size_t t = 1; t < rows.size(); ++t) {
+    const std::vector<int64_t>& R = rows[t];
+    if (R.empty()) continue;
+    const int64_t nr = int64_t(R.size());
+    std::vector<float> y(nr);
+    std::vector<int64_t> pos(nr);
+    for (int64_t k = 0; k < nr; ++k) {
+      y[k] = cur.target[size_t(R[k])];
+      pos[k] = cur.pos[size_t(R[k])];
+    }
+    auto target = FloatTensor(y, nr, 1).view({nr}).to(dev_);
+    auto ut = pick(uv, R);
+    torch::Tensor l;
+    namespace F = torch::nn::functional;
+    switch (in_.shape.task_kinds[t]) {
+      case TaskKind::kRating:
+        l = (model_->PairHead(int64_t(t), ut, pick(ivp, pos)) - target).pow(2).sum();
+        break;
+      case TaskKind::kLike:
+        l = F::binary_cross_entropy_with_logits(
+            model_->PairHead(int64_t(t), ut, pick(ivp, pos)), target,
+            F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kSum));
+        break;
+      case TaskKind::kAttribute:
+        l = F::cross_entropy(model_->UserHead(int64_t(t), ut), target.to(torch::kLong),
+                             F::CrossEntropyFuncOptions().reduction(torch::kSum));
+        break;
+      case TaskKind::kRetrieval:
+        return Status::Internal("a second retrieval task");
+    }
+    l = l / double(nb);
+    loss = loss.defined() ? loss + l : l;
+  }
   dense_->ZeroGrad();
   loss.backward();
   // The rows' gradients, row i for key i of each list (already summed per unique key).
@@ -514,6 +562,43 @@ Status M6Plugin::ScoreCandidates(const std::vector<UserQuery>& queries,
   return Status::OK();
 }
 
+Status M6Plugin::ScoreTask(const std::vector<UserQuery>& queries,
+                           const std::vector<uint32_t>& items,
+                           std::vector<std::vector<float>>* out) {
+  out->clear();
+  if (queries.empty()) return Status::OK();
+  const uint32_t t = queries[0].task;
+  for (const auto& q : queries)
+    if (q.task != t) return Status::Internal("ScoreTask: queries of several tasks");
+  if (t == 0 || t >= uint32_t(in_.shape.tasks))
+    return Status::InvalidArgument("ScoreTask: task " + std::to_string(t) + " has no head");
+  const bool pair = in_.shape.task_kinds[t] != TaskKind::kAttribute;
+  if (pair != !items.empty() || (pair && items.size() != queries.size()))
+    return Status::Internal("ScoreTask: one item per query for a pair task, none otherwise");
+  auto b = BuildEvalBatch(in_, queries);
+  std::vector<int64_t> idx;
+  for (uint32_t i : items) idx.push_back(b->Scored(i));
+  std::vector<KeyList> lists;
+  M6_RETURN_IF_ERROR(PullEval(*b, &lists));
+  torch::NoGradGuard ng;
+  ModelBatch mb = Tensors(*b, lists, false);
+  auto iv = model_->ItemVectors(mb);
+  auto uv = model_->UserVectors(mb, iv);
+  torch::Tensor o;
+  if (pair) {
+    auto v = WithPadRow(model_->ScoredItemVectors(mb, iv))
+                 .index_select(0, LongTensor(idx, int64_t(idx.size()), 1).view({-1}).to(dev_));
+    o = model_->PairHead(t, uv, v).unsqueeze(1);
+  } else {
+    o = model_->UserHead(t, uv);
+  }
+  o = o.to(torch::kCPU).contiguous();
+  const int64_t w = o.size(1);
+  const float* p = o.data_ptr<float>();
+  for (size_t q = 0; q < queries.size(); ++q) out->emplace_back(p + q * w, p + (q + 1) * w);
+  return Status::OK();
+}
+
 Status M6Plugin::ComputeAllItems() {
   std::vector<torch::Tensor> parts;
   // ~160k neighbour slots per chunk (8192 items at 20 neighbours) bound the gathered rows.
@@ -559,11 +644,25 @@ json M6Plugin::EpochReport() const {
     auto cg = f->ConditionGates();
     if (!cg.defined()) continue;
     cg = cg.to(torch::kCPU);
-    for (size_t d = 0; d < in_.ds.domains.size() && int64_t(d) < cg.size(0); ++d)
-      for (size_t k = 0; k < srcs->size(); ++k) {
-        const double v = cg[int64_t(d)][int64_t(k)].item<double>();
+    // The user fusion's conditions are domain x tasks + task: a domain's gates are its
+    // retrieval requests', a task's the mean over the domains it was evaluated in.
+    const bool user = f.ptr() == model_->user_fusion.ptr();
+    const int64_t T = user ? in_.shape.tasks : 1;
+    for (size_t d = 0; in_.ds.multi_domain() && d < in_.ds.domains.size(); ++d)
+      for (size_t k = 0; k < srcs->size() && int64_t(d) * T < cg.size(0); ++k) {
+        const double v = cg[int64_t(d) * T][int64_t(k)].item<double>();
         if (std::isfinite(v) && in_.ds.domains[d].evaluate)
           gates["domains"][in_.ds.domains[d].name][name][(*srcs)[k]] = v;
+      }
+    for (int64_t t = 0; T > 1 && t < T; ++t)
+      for (size_t k = 0; k < srcs->size(); ++k) {
+        double sum = 0;
+        int n = 0;
+        for (int64_t c = t; c < cg.size(0); c += T) {
+          const double v = cg[c][int64_t(k)].item<double>();
+          if (std::isfinite(v)) sum += v, ++n;
+        }
+        if (n > 0) gates["tasks"][cfg_.train.tasks[size_t(t)].name][name][(*srcs)[k]] = sum / n;
       }
   }
   return {{"gates", gates}};
@@ -591,6 +690,10 @@ class GuardedM6Plugin final : public ModelPlugin {
   }
   Status ScoreAllItems(const std::vector<UserQuery>& q, std::vector<float>* s) override {
     return Guard([&]() { return p_->ScoreAllItems(q, s); });
+  }
+  Status ScoreTask(const std::vector<UserQuery>& q, const std::vector<uint32_t>& i,
+                   std::vector<std::vector<float>>* o) override {
+    return Guard([&]() { return p_->ScoreTask(q, i, o); });
   }
   json EpochReport() const override { return p_->EpochReport(); }
   json Describe() const override { return p_->Describe(); }

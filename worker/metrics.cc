@@ -141,6 +141,18 @@ double ScoreHistogram::BestF1Threshold() const {
   return best;
 }
 
+double ScoreHistogram::Auc() const {
+  double below = 0, pairs = 0, pos = 0, neg = 0;  // negatives in lower bins
+  for (int k = 0; k < kBins; ++k) {
+    const double p = counts_[k], n = counts_[kBins + k];
+    pairs += p * (below + 0.5 * n);
+    below += n;
+    pos += p;
+    neg += n;
+  }
+  return pos > 0 && neg > 0 ? pairs / (pos * neg) : 0.5;
+}
+
 BinaryCounts ScoreHistogram::CountsAt(double threshold) const {
   BinaryCounts c;
   for (int k = 0; k < kBins; ++k) {

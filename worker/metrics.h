@@ -66,6 +66,8 @@ class ScoreHistogram {
   double BestF1Threshold() const;
   // Confusion counts at a threshold (exact when it is a bin edge).
   BinaryCounts CountsAt(double threshold) const;
+  // The AUC of these scores, ties within a bin counted 1/2 (0.5 without both labels).
+  double Auc() const;
 
  private:
   static int Bin(float score);

@@ -259,9 +259,33 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape)
   item_fusion =
       register_module("item_fusion", Fusion(int64_t(item_sources_.size()), d, h, cfg.fusion,
                                             cfg.dropout, shape.domains, cfg.adapter_rank));
-  user_fusion =
-      register_module("user_fusion", Fusion(int64_t(user_sources_.size()), d, h, cfg.fusion,
-                                            cfg.dropout, shape.domains, cfg.adapter_rank));
+  user_fusion = register_module("user_fusion",
+                                Fusion(int64_t(user_sources_.size()), d, h, cfg.fusion, cfg.dropout,
+                                       shape.user_conditions(), cfg.adapter_rank));
+  for (size_t t = 0; t < shape.task_outputs.size(); ++t) {
+    const int64_t out = shape.task_outputs[t];
+    if (out == 0) {
+      heads_.emplace_back(nullptr);
+      continue;
+    }
+    const bool pair = shape.task_kinds[t] != TaskKind::kAttribute;
+    auto head = register_module("head" + std::to_string(t), nn::Linear(d, out));
+    torch::NoGradGuard ng;
+    if (pair) {
+      head->weight.fill_(1.0);  // the plain dot product at the start
+      head->bias.fill_(shape.task_kinds[t] == TaskKind::kRating ? shape.rating_mean : 0.0);
+    }
+    heads_.push_back(head);
+  }
+}
+
+torch::Tensor M6ModelImpl::PairHead(int64_t t, const torch::Tensor& users,
+                                    const torch::Tensor& items) {
+  return heads_[size_t(t)](users * items).squeeze(1);
+}
+
+torch::Tensor M6ModelImpl::UserHead(int64_t t, const torch::Tensor& users) {
+  return heads_[size_t(t)](users);
 }
 
 torch::Tensor M6ModelImpl::ItemVectors(const ModelBatch& b) {
@@ -320,7 +344,7 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
       xs.push_back(sage_(torch::cat(parts, 1)));
     }
   }
-  return user_fusion(torch::stack(xs, 1), b.user_domain);
+  return user_fusion(torch::stack(xs, 1), b.user_condition);
 }
 
 torch::Tensor M6ModelImpl::Neighbours(const torch::Tensor& x, const torch::Tensor& weights) const {

@@ -26,6 +26,10 @@
 //                    mean of the sources (open gates, averaging reduction, silent MLP)
 //           "concat" the same without gates;  "mean"  the mean of the sources
 //   score(u, i) = <user vector, item vector>
+//   tasks (cfg.train.tasks): the user fusion is conditioned on (domain, task), so every task
+//            has its own condition embedding, FiLM head and adapters over the shared towers;
+//            like/rating score a pair by a weighted dot product, attribute reads the user vector
+//            with a linear classifier (PairHead, UserHead)
 // Every part is switched by ModelConfig, so an ablation is a config change.
 #pragma once
 
@@ -53,9 +57,10 @@ struct ModelBatch {
   torch::Tensor friends, friends_mask;  // [B, F] into user_rows
   // Item graph inputs, one row per item of item_rows (all-zero mask: the item is not scored).
   torch::Tensor item_nbr, item_nbr_mask;  // [Ki, Fi] into user_rows
-  // Multi-domain jobs: the domain of every user row (the one it is scored in) and of every item
-  // (undefined with one domain).
-  torch::Tensor user_domain, item_domain;  // [B], [Ki] (long, 0-based)
+  // The user fusion's condition of every user row (domain x tasks + task: the domain it is
+  // scored in, the task it is scored for; undefined with one domain and one task) and the
+  // domain of every item (undefined with one domain).
+  torch::Tensor user_condition, item_domain;  // [B], [Ki] (long, 0-based)
 };
 
 // Fusion of S source vectors into one. With `conditions` > 1 (domains) it is conditioned on
@@ -123,6 +128,13 @@ class M6ModelImpl : public torch::nn::Module {
   // The vectors items are scored with: item_vecs, plus the item graph where it is on.
   torch::Tensor ScoredItemVectors(const ModelBatch& b, const torch::Tensor& item_vecs);
 
+  // Task t's head (ModelShape::task_outputs[t] > 0). Rating and like: the pair's score from
+  // its user and item vectors [N, d] -> [N], w . (u * i) + b (the dot product, weighted per
+  // dimension, with the task's offset; a rating head starts at the mean training rating).
+  // Attribute: the classes' logits from user vectors [N, d] -> [N, classes].
+  torch::Tensor PairHead(int64_t t, const torch::Tensor& users, const torch::Tensor& items);
+  torch::Tensor UserHead(int64_t t, const torch::Tensor& users);
+
   const std::vector<std::string>& user_sources() const { return user_sources_; }
   const std::vector<std::string>& item_sources() const { return item_sources_; }
   Fusion user_fusion{nullptr}, item_fusion{nullptr};
@@ -143,6 +155,7 @@ class M6ModelImpl : public torch::nn::Module {
   torch::nn::Linear content_key_{nullptr};
   torch::Tensor content_query_;
   torch::nn::Linear sage_{nullptr}, item_sage_{nullptr};
+  std::vector<torch::nn::Linear> heads_;  // per task (nullptr for retrieval)
 };
 TORCH_MODULE(M6Model);
 

@@ -27,10 +27,12 @@ class Collective;
 class SparseTables;
 struct Dataset;
 
-// One training example: user `user` and the item at position `pos` of its training list.
+// One training example of task `task` (an index into cfg.train.tasks): user `user` and the
+// item at position `pos` of its training list (an attribute task: pos = the list's length).
 struct Sample {
   uint32_t user = 0;
   uint32_t pos = 0;
+  uint32_t task = 0;
 };
 
 // The rows one list of keys needs: the engine pulls `keys` of `table` into `rows` (row i for
@@ -63,6 +65,7 @@ struct UserQuery {
   std::vector<uint32_t> history;
   std::vector<uint32_t> neighbours;
   int32_t domain = -1;  // the domain the request is in (-1: the user's own)
+  uint32_t task = 0;    // the task it is scored for (cfg.train.tasks index)
 };
 
 // The dense part of a model, replicated on every worker: the engine allreduces its gradients
@@ -111,6 +114,15 @@ class ModelPlugin {
   // scores: queries.size() x num_items, row-major, against every item id.
   virtual Status ScoreAllItems(const std::vector<UserQuery>& queries,
                                std::vector<float>* scores) = 0;
+  // Tasks other than retrieval (UserQuery::task): per query, the task's outputs — rating: the
+  // predicted rating of items[q]; like: the like logit of items[q]; attribute (items empty):
+  // every class's logit.
+  virtual Status ScoreTask(const std::vector<UserQuery>& queries,
+                           const std::vector<uint32_t>& items,
+                           std::vector<std::vector<float>>* out) {
+    (void)queries, (void)items, (void)out;
+    return Status::InvalidArgument(std::string("the ") + name() + " job has no task heads");
+  }
 
   // ---- adapting (cfg.adapt) ----
   // Before the first step of a fresh adapted job: the backbone's dense parameters from its

@@ -57,6 +57,8 @@ StatusOr<MetricSums> GlobalSums(Collective& coll, const MetricSums& m,
   return out;
 }
 
+uint64_t EvalSeed(const JobConfig& cfg) { return Mix64(cfg.seed ^ 0xe7a1); }
+
 // A user as the evaluation protocol presents it: the training items as history (plus the
 // validation item when testing under the sampled protocol, as the sequential papers do).
 UserQuery EvalQuery(const Dataset& ds, uint32_t u, bool with_valid) {
@@ -69,11 +71,20 @@ UserQuery EvalQuery(const Dataset& ds, uint32_t u, bool with_valid) {
   return q;
 }
 
-// One evaluation pass over `users`; under the sampled protocol the candidates' scores are also
-// binned into test_hist / valid_hist (for the decision thresholds, chosen over every rank).
-Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const std::vector<uint32_t>& users,
-                     uint64_t seed, MetricSums* test, MetricSums* valid, ScoreHistograms* test_hist,
-                     ScoreHistograms* valid_hist) {
+// What one evaluation pass bins for the decision thresholds (chosen over every rank): the
+// retrieval candidates' scores (sampled protocol) and the like tasks' logits.
+struct EvalHistograms {
+  EvalHistograms(const Dataset& ds, const JobConfig& cfg)
+      : test(ds), valid(ds), task_test(ds, cfg.train.tasks), task_valid(ds, cfg.train.tasks) {}
+  ScoreHistograms test, valid;
+  TaskHistograms task_test, task_valid;
+};
+
+// One evaluation pass over `users`: retrieval under the dataset's protocol, then every other task.
+Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const JobConfig& cfg,
+                     const std::vector<uint32_t>& users, MetricSums* test, MetricSums* valid,
+                     EvalHistograms* h) {
+  const uint64_t seed = EvalSeed(cfg);
   SampledScorer sampled = [&](const std::vector<uint32_t>& us,
                               const std::vector<std::vector<uint32_t>>& cands, bool with_valid,
                               std::vector<std::vector<float>>* scores) {
@@ -91,14 +102,27 @@ Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const std::vector<ui
   if (ds.protocol == Dataset::Protocol::kFullRanking) {
     s = EvalFullProtocol(ds, users, full, test);
   } else {
-    s = EvalSampledProtocol(ds, users, false, seed, sampled, test, test_hist);
-    if (s.ok()) s = EvalSampledProtocol(ds, users, true, seed, sampled, valid, valid_hist);
+    s = EvalSampledProtocol(ds, users, false, seed, sampled, test, &h->test);
+    if (s.ok()) s = EvalSampledProtocol(ds, users, true, seed, sampled, valid, &h->valid);
+  }
+  if (s.ok() && cfg.train.tasks.size() > 1) {
+    TaskScorer task = [&](uint32_t t, const std::vector<uint32_t>& us,
+                          const std::vector<uint32_t>& items, bool with_valid,
+                          std::vector<std::vector<float>>* out) {
+      std::vector<UserQuery> q;
+      for (uint32_t u : us) {
+        q.push_back(EvalQuery(ds, u, with_valid));
+        q.back().task = t;
+      }
+      return model.ScoreTask(q, items, out);
+    };
+    s = EvalTasks(ds, cfg.train.tasks, users, false, cfg.seed, task, test, &h->task_test);
+    if (s.ok())
+      s = EvalTasks(ds, cfg.train.tasks, users, true, cfg.seed, task, valid, &h->task_valid);
   }
   model.EndScoring();
   return s;
 }
-
-uint64_t EvalSeed(const JobConfig& cfg) { return Mix64(cfg.seed ^ 0xe7a1); }
 
 // A rank's users (u % W == rank, with training items) and samples; every rank runs the steps
 // of the largest shard.
@@ -116,30 +140,57 @@ std::vector<uint32_t> ShardUsers(const Dataset& ds, uint32_t rank, uint32_t W) {
   return users;
 }
 
-// How many times sample (u, k) is trained per epoch: 0 for a user outside its domain's
-// train_users share (Dataset::trained); else its domain's weight w as floor(w) copies plus one
-// more with probability frac(w), drawn from (seed, u, k) alone so that every rank computes
-// every rank's count alike (1 for single-domain data).
-uint32_t SampleCopies(const Dataset& ds, uint32_t u, uint32_t k, uint64_t seed) {
+// How many times sample (u, k) of a task with weight tw is trained per epoch: 0 for a user
+// outside its domain's train_users share (Dataset::trained); else w = tw x its domain's weight
+// as floor(w) copies plus one more with probability frac(w), drawn from (seed, u, k, task)
+// alone so that every rank computes every rank's count alike.
+uint32_t SampleCopies(const Dataset& ds, uint32_t u, uint32_t k, uint32_t task, float tw,
+                      uint64_t seed) {
   if (!ds.Trained(u)) return 0;
-  if (!ds.multi_domain()) return 1;
-  const float w = ds.domains[ds.UserDomain(u)].weight;
+  const float w = tw * (ds.multi_domain() ? ds.domains[ds.UserDomain(u)].weight : 1.0f);
   const float whole = std::floor(w);
-  const double r = double(Mix64(seed ^ (uint64_t{u} << 24) ^ k) >> 11) * 0x1.0p-53;
+  if (w == whole) return uint32_t(whole);
+  const uint64_t key = task == 0 ? k : k ^ (uint64_t{task} << 56);
+  const double r = double(Mix64(seed ^ (uint64_t{u} << 24) ^ key) >> 11) * 0x1.0p-53;
   return uint32_t(whole) + (r < double(w - whole) ? 1u : 0u);
 }
 
-Shard MakeShard(const Dataset& ds, uint32_t rank, uint32_t W, size_t batch, uint64_t seed) {
+// Every task's samples of rank `rank` (u % W == rank): retrieval and rating/like one per
+// training interaction (rated ones for rating/like), attribute one per user of the attribute's
+// training split (pos = the length of the user's list: the whole list is its context).
+Shard MakeShard(const Dataset& ds, const std::vector<TaskSpec>& tasks, uint32_t rank, uint32_t W,
+                size_t batch, uint64_t seed) {
   Shard s;
   s.users = ShardUsers(ds, rank, W);
   std::vector<uint64_t> per_rank(W, 0);
-  for (uint32_t u = 0; u < ds.num_users; ++u)
-    for (uint32_t k = 0; k < ds.train[u].size(); ++k) {
-      const uint32_t copies = SampleCopies(ds, u, k, seed);
-      per_rank[u % W] += copies;
-      if (u % W == rank)
-        for (uint32_t c = copies; c > 0; --c) s.samples.push_back({u, k});
+  for (uint32_t t = 0; t < tasks.size(); ++t) {
+    const TaskSpec& task = tasks[t];
+    if (task.weight <= 0) continue;
+    const Dataset::UserAttribute* attr =
+        task.type == TaskKind::kAttribute ? ds.FindAttribute(task.attribute) : nullptr;
+    for (uint32_t u = 0; u < ds.num_users; ++u) {
+      const uint32_t n = uint32_t(ds.train[u].size());
+      auto add = [&](uint32_t k) {
+        const uint32_t copies = SampleCopies(ds, u, k, t, task.weight, seed);
+        per_rank[u % W] += copies;
+        if (u % W == rank)
+          for (uint32_t c = copies; c > 0; --c) s.samples.push_back({u, k, t});
+      };
+      switch (task.type) {
+        case TaskKind::kRetrieval:
+          for (uint32_t k = 0; k < n; ++k) add(k);
+          break;
+        case TaskKind::kLike:
+        case TaskKind::kRating:
+          if (u < ds.train_ratings.size() && ds.train_ratings[u].size() == n)
+            for (uint32_t k = 0; k < n; ++k) add(k);
+          break;
+        case TaskKind::kAttribute:
+          if (attr && n > 0 && attr->label[u] >= 0 && Dataset::AttributeSplit(u, seed) == 0) add(n);
+          break;
+      }
     }
+  }
   s.steps_per_epoch = (*std::max_element(per_rank.begin(), per_rank.end()) + batch - 1) / batch;
   return s;
 }
@@ -201,7 +252,7 @@ class TrainingEngine {
 Status TrainingEngine::Init() {
   const TrainConfig& tc = cfg_.train;
   if (!ctx_.run_dir.empty()) M6_RETURN_IF_ERROR(MakeDirs(ctx_.run_dir));
-  shard_ = MakeShard(ds_, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size), cfg_.seed);
+  shard_ = MakeShard(ds_, tc.tasks, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size), cfg_.seed);
   if (shard_.samples.empty())
     return Status::InvalidArgument("worker " + std::to_string(ctx_.rank) +
                                    " has no training samples");
@@ -237,6 +288,9 @@ Status TrainingEngine::Init() {
   summary_.collective = coll_.name();
   summary_.model = model_->Describe();
   M6_RETURN_IF_ERROR(EvalPopularity(ds_, shard_.users, EvalSeed(cfg_), &summary_.popularity));
+  M6_RETURN_IF_ERROR(
+      EvalTaskBaselines(ds_, tc.tasks, shard_.users, cfg_.seed, &summary_.popularity));
+  summary_.model["selected_by"] = SelectionFor(ds_.protocol, tc.tasks).Describe();
   if (ctx_.rank == 0) LOG_INFO << ds_.Describe();
   LOG_INFO << "worker " << ctx_.rank << ": " << shard_.users.size() << " users, "
            << shard_.samples.size() << " samples, " << shard_.steps_per_epoch
@@ -338,32 +392,44 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
   EpochRecord rec;
   rec.epoch = epoch;
   rec.loss = loss;
-  ScoreHistograms test_hist(ds_), valid_hist(ds_);
-  M6_RETURN_IF_ERROR(EvaluateUsers(*model_, ds_, shard_.users, EvalSeed(cfg_), &rec.test,
-                                   &rec.valid, &test_hist, &valid_hist));
+  EvalHistograms h(ds_, cfg_);
+  M6_RETURN_IF_ERROR(EvaluateUsers(*model_, ds_, cfg_, shard_.users, &rec.test, &rec.valid, &h));
   rec.report = model_->EpochReport();
+  // Thresholds from every rank's validation scores; each rank then counts its own users at
+  // them, so the counts add up across ranks like every other sum.
   if (ds_.protocol == Dataset::Protocol::kSampled) {
-    // Thresholds from every rank's validation scores; each rank then counts its own users at
-    // them, so the counts add up across ranks like every other sum.
-    std::vector<double> packed = valid_hist.Pack();
+    std::vector<double> packed = h.valid.Pack();
     M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &packed));
     ScoreHistograms all_valid(ds_);
     all_valid.Unpack(packed);
     const Thresholds t = ChooseThresholds(all_valid);
-    AddConfusion(ds_, test_hist, t, &rec.test);
-    AddConfusion(ds_, valid_hist, t, &rec.valid);
+    AddConfusion(ds_, h.test, t, &rec.test);
+    AddConfusion(ds_, h.valid, t, &rec.valid);
     rec.report["thresholds"] = t.ToJson(ds_);
+  }
+  if (cfg_.train.tasks.size() > 1) {
+    TaskHistograms test_all = h.task_test, valid_all = h.task_valid;
+    std::vector<double> packed = test_all.Pack(), vpacked = valid_all.Pack();
+    M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &packed));
+    M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &vpacked));
+    test_all.Unpack(packed);
+    valid_all.Unpack(vpacked);
+    json thr = json::object();
+    AddTaskConfusion(ds_, cfg_.train.tasks, h.task_test, h.task_valid, test_all, valid_all,
+                     &rec.test, &rec.valid, &thr);
+    if (!thr.empty()) rec.report["thresholds"]["tasks"] = thr;
   }
   prog_.AddEvalMs(MonotonicMs() - t0);
   rec.elapsed_s = prog_.elapsed_s();
   // All ranks' metrics (one collective call each), and the mean training loss.
-  const auto names = ProtocolSumNames(ds_);
+  auto names = ProtocolSumNames(ds_);
+  for (auto& n : TaskSumNames(ds_, cfg_.train.tasks)) names.push_back(std::move(n));
   M6_ASSIGN_OR_RETURN(MetricSums test, GlobalSums(coll_, rec.test, names));
   M6_ASSIGN_OR_RETURN(MetricSums valid, GlobalSums(coll_, rec.valid, names));
   std::vector<double> mean_loss{loss / ctx_.num_workers};
   M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &mean_loss));
   summary_.epochs.push_back(rec);
-  const double value = SelectionValue(ds_.protocol, test, valid);
+  const double value = SelectionValue(SelectionFor(ds_.protocol, cfg_.train.tasks), test, valid);
   *best = value > best_value_;
   if (*best) {
     best_value_ = value;
@@ -537,6 +603,7 @@ StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg,
                                                      const std::string& data_dir) {
   M6_ASSIGN_OR_RETURN(Dataset ds, LoadDataset(cfg.data, data_dir));
   ds.sampled_negatives = cfg.train.eval_negatives;
+  M6_RETURN_IF_ERROR(PrepareTasks(cfg.train.tasks, &ds));
   SelectTrainedUsers(&ds, cfg.seed);
   return std::shared_ptr<const Dataset>(std::make_shared<Dataset>(std::move(ds)));
 }
@@ -559,23 +626,31 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
   // Each shard's sums on their own, then added in rank order: the same additions, in the same
   // order, as the job's result makes of its workers' sums.
   // Thresholds come from every shard's validation scores, as the job chose them.
+  const JobConfig& cfg = *ctx.cfg;
   const uint32_t W = ctx.num_workers;
   std::vector<MetricSums> t(W), v(W);
-  std::vector<ScoreHistograms> th(W, ScoreHistograms(ds)), vh(W, ScoreHistograms(ds));
+  std::vector<EvalHistograms> h(W, EvalHistograms(ds, cfg));
   ScoreHistograms all_valid(ds);
+  TaskHistograms task_test(ds, cfg.train.tasks), task_valid(ds, cfg.train.tasks);
   for (uint32_t r = 0; r < W; ++r) {
-    M6_RETURN_IF_ERROR(EvaluateUsers(*model, ds, ShardUsers(ds, r, W), EvalSeed(*ctx.cfg), &t[r],
-                                     &v[r], &th[r], &vh[r]));
-    all_valid.Merge(vh[r]);
+    M6_RETURN_IF_ERROR(EvaluateUsers(*model, ds, cfg, ShardUsers(ds, r, W), &t[r], &v[r], &h[r]));
+    all_valid.Merge(h[r].valid);
+    for (size_t k = 0; k < cfg.train.tasks.size(); ++k) {
+      task_test.tasks[k].Merge(h[r].task_test.tasks[k]);
+      task_valid.tasks[k].Merge(h[r].task_valid.tasks[k]);
+    }
   }
   const bool sampled = ds.protocol == Dataset::Protocol::kSampled;
   const Thresholds thr = ChooseThresholds(all_valid);
+  json task_thr = json::object();
   MetricSums test, valid;
   for (uint32_t r = 0; r < W; ++r) {
     if (sampled) {
-      AddConfusion(ds, th[r], thr, &t[r]);
-      AddConfusion(ds, vh[r], thr, &v[r]);
+      AddConfusion(ds, h[r].test, thr, &t[r]);
+      AddConfusion(ds, h[r].valid, thr, &v[r]);
     }
+    AddTaskConfusion(ds, cfg.train.tasks, h[r].task_test, h[r].task_valid, task_test, task_valid,
+                     &t[r], &v[r], &task_thr);
     test.Merge(t[r]);
     valid.Merge(v[r]);
   }
@@ -587,6 +662,7 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
     j["valid"] = MetricsJson(valid);
     j["thresholds"] = thr.ToJson(ds);
   }
+  if (!task_thr.empty()) j["thresholds"]["tasks"] = task_thr;
   return j;
 }
 
