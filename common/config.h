@@ -155,7 +155,7 @@ struct PsConfig {
 struct SynthConfig {
   int users = 2000;
   int items = 1000;
-  int domains = 3;
+  int domains = 1;   // > 1: users and items in that many domains (contiguous id blocks)
   int clusters = 8;  // latent interest groups
   int interactions_per_user = 30;
   int friends_per_user = 5;
@@ -277,7 +277,7 @@ struct TrainConfig {
   CollectiveKind collective = CollectiveKind::kAuto;  // auto | single | zmq | mpi | nccl
   // The tasks (tasks[0] is retrieval; absent: retrieval alone). An epoch's best is chosen by
   // retrieval's validation metric, or, when retrieval has weight 0, the first trained task's.
-  std::vector<TaskSpec> tasks{TaskSpec{"retrieval"}};
+  std::vector<TaskSpec> tasks = std::vector<TaskSpec>(1);  // retrieval alone
 };
 
 // Periodic checkpoints (a consistent cut of the servers' rows and the workers' dense model,

@@ -358,7 +358,7 @@ void AddAdapt(CLI::App* root, Commands* cmds) {
   cmds->Runs(c, [a] { return RunAdapt(*a); });
 }
 
-// eval | recommend: serve a finished run from its checkpoint.
+// eval | recommend | strategy: serve a finished run from its checkpoint.
 struct OfflineArgs {
   OfflineOptions o;
   std::string log_level = "info";
@@ -384,12 +384,26 @@ void AddOffline(CLI::App* root, Commands* cmds, const std::string& mode, const s
     c->add_option("--domain", a->o.domain, "a multi-domain run: the domain the user belongs to")
         ->type_name("NAME");
   }
-  c->add_option("-k,--k", a->o.k,
-                mode == "recommend"
-                    ? "how many items"
-                    : "top-K (used by recommend; eval takes its cut-offs from the run's config)")
-      ->check(Integer(1))
-      ->capture_default_str();
+  if (mode == "eval")
+    c->add_option("-k,--k", a->o.k,
+                  "top-K (used by recommend; eval takes its cut-offs from the run's config)")
+        ->check(Integer(1));
+  if (mode == "recommend") {
+    c->add_option("-k,--k", a->o.k, "how many items (default: the intent's strategy's, else 10)")
+        ->check(Integer(1));
+    c->add_flag("!--no-strategy", a->o.use_strategy,
+                "ignore the run's strategy.json (no intent inference)");
+  }
+  if (mode == "strategy") {
+    c->add_flag("--fit", a->o.fit,
+                "fit the intent classifier and each intent's strategy on the trained model "
+                "(validation requests), measure them on the test requests, write strategy.json");
+    c->add_option("--change", a->o.strategy_sets,
+                  "change a strategy field: INTENT.FIELD=VALUE, INTENT continue|explore|global, "
+                  "FIELD k|min_score|category_weight|sources.NAME (repeatable)")
+        ->type_name("INTENT.FIELD=VALUE")
+        ->allow_extra_args(false);
+  }
   cmds->Runs(c, [a] {
     ApplyLogLevel(a->log_level);
     return RunOffline(a->o);
@@ -535,6 +549,7 @@ examples:
   m6rec local                                    # built-in default job
   m6rec train --local --config configs/default.yaml --set train.epochs=2
   m6rec recommend --run-dir runs/x --user 7 -k 10
+  m6rec strategy --run-dir runs/x --fit          # infer intents, one strategy per intent
   m6rec bench ps --quick)";
 
 }  // namespace
@@ -578,6 +593,8 @@ int main(int argc, char** argv) {
           "run a parameter server role (sparse tables in RocksDB or memory)");
   AddRole(&app, &cmds, "worker", "run a worker role (data, model, PS client)");
   AddOffline(&app, &cmds, "eval", "evaluate a finished m6 run from its checkpoint");
+  AddOffline(&app, &cmds, "strategy",
+             "print, change or fit (--fit) a finished run's per-intent serving strategies");
   AddOffline(&app, &cmds, "recommend",
              "top-K items for a user from a run's checkpoint (seen items excluded)");
   AddData(&app, &cmds);

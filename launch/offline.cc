@@ -11,6 +11,8 @@
 #include "launch/roles.h"
 #include "worker/checkpoint.h"
 #include "worker/local_tables.h"
+#include "worker/model_plugin.h"
+#include "worker/strategy.h"
 #include "worker/training_engine.h"
 
 namespace m6rec {
@@ -36,7 +38,23 @@ StatusOr<std::string> ChooseCheckpoint(const OfflineOptions& o) {
   return latest;
 }
 
+// `m6rec strategy` without --fit: the stored strategies, edited when asked.
+Status EditStrategies(const OfflineOptions& o, json* answer) {
+  auto book = ReadStrategyBook(o.run_dir);
+  if (!book.ok() && book.status().code() == StatusCode::kNotFound)
+    return Status::NotFound("'" + o.run_dir +
+                            "' has no strategy.json yet (m6rec strategy --run-dir " + o.run_dir +
+                            " --fit fits them on the trained model)");
+  M6_RETURN_IF_ERROR(book.status());
+  for (const auto& a : o.strategy_sets) M6_RETURN_IF_ERROR(SetStrategyField(&*book, a));
+  if (!o.strategy_sets.empty()) M6_RETURN_IF_ERROR(WriteStrategyBook(o.run_dir, *book));
+  *answer = book->ToJson();
+  std::fprintf(stderr, "%s", DescribeStrategies(*book).c_str());
+  return Status::OK();
+}
+
 Status Offline(const OfflineOptions& o, json* answer) {
+  if (o.mode == "strategy" && !o.fit) return EditStrategies(o, answer);
   const std::string cfg_path = o.run_dir + "/config.yaml";
   if (!std::filesystem::exists(cfg_path))
     return Status::NotFound("'" + o.run_dir + "' is not a run directory (no config.yaml)");
@@ -61,8 +79,24 @@ Status Offline(const OfflineOptions& o, json* answer) {
   M6_ASSIGN_OR_RETURN(sc.data, LoadJobData(cfg, data_dir));
   sc.checkpoint = ckpt;
   sc.num_workers = manifest.value("workers", 1u);
+  StrategyBook book;
+  if (o.mode == "recommend" && o.use_strategy && std::filesystem::exists(StrategyPath(o.run_dir))) {
+    M6_ASSIGN_OR_RETURN(book, ReadStrategyBook(o.run_dir));
+    sc.strategy = &book;
+  }
   if (o.mode == "recommend") {
     M6_ASSIGN_OR_RETURN(*answer, RecommendForUser(sc, o.user, o.k, o.domain));
+  } else if (o.mode == "strategy") {
+    M6_ASSIGN_OR_RETURN(auto model, LoadScoringModel(sc));
+    std::vector<uint32_t> users;
+    for (uint32_t u = 0; u < sc.data->num_users; ++u)
+      if (!sc.data->train[u].empty()) users.push_back(u);
+    M6_RETURN_IF_ERROR(FitStrategies(*sc.data, cfg, *model, users, &book));
+    book.report["checkpoint"] = ckpt;
+    for (const auto& a : o.strategy_sets) M6_RETURN_IF_ERROR(SetStrategyField(&book, a));
+    M6_RETURN_IF_ERROR(WriteStrategyBook(o.run_dir, book));
+    *answer = book.ToJson();
+    std::fprintf(stderr, "%s", DescribeStrategies(book).c_str());
   } else {
     M6_ASSIGN_OR_RETURN(*answer, EvaluateModel(sc));
   }

@@ -3,6 +3,8 @@
 // (RocksDB read-only, or a memory store's dump) behind LocalTables with the run's slot map, the
 // dense model from <checkpoint>/dense — and the training engine's own evaluation or top-K path
 // runs over it. No servers, no sockets; MF and M6 runs alike.
+// `strategy` prints the run's per-intent strategies (strategy.json), edits them (--set), or
+// fits them on the model (--fit; worker/strategy.h).
 #pragma once
 
 #include <cstdint>
@@ -13,12 +15,15 @@ namespace m6rec {
 
 struct OfflineOptions {
   std::string run_dir;
-  std::string mode;                    // eval | recommend
-  std::string checkpoint;              // "" = the best epoch's, else the newest
-  int64_t user = -1;                   // recommend
-  std::string domain;                  // recommend: `user` is this domain's own id
-  int k = 10;                          // recommend
-  std::vector<std::string> overrides;  // --set on top of the run's config.yaml
+  std::string mode;                        // eval | recommend | strategy
+  std::string checkpoint;                  // "" = the best epoch's, else the newest
+  int64_t user = -1;                       // recommend
+  std::string domain;                      // recommend: `user` is this domain's own id
+  int k = 0;                               // recommend (0: the strategy's, else 10)
+  std::vector<std::string> overrides;      // --set on top of the run's config.yaml
+  bool use_strategy = true;                // recommend: serve with the run's strategy.json
+  bool fit = false;                        // strategy: fit the classifier and the strategies
+  std::vector<std::string> strategy_sets;  // strategy: INTENT.FIELD=VALUE edits
 };
 
 // Prints the answer (JSON) on stdout; returns the process exit code.

@@ -34,7 +34,8 @@ struct HelpCase {
 TEST(Cli, EveryCommandAnswersHelpWithItsOwnOptions) {
   const std::vector<HelpCase> cases = {
       {{},
-       {"local", "train", "scheduler", "server", "worker", "eval", "recommend", "data", "bench"},
+       {"local", "train", "scheduler", "server", "worker", "eval", "recommend", "strategy", "data",
+        "bench"},
        {}},
       {{"local"}, {"--config", "--set", "--log-level", "--run-dir"}, {"--local", "--rank"}},
       {{"train"}, {"--config", "--set", "--log-level", "--run-dir", "--local"}, {"--rank"}},
@@ -48,7 +49,8 @@ TEST(Cli, EveryCommandAnswersHelpWithItsOwnOptions) {
        {"--config", "--scheduler", "--rank", "--data-dir", "--run-dir"},
        {"--standalone"}},
       {{"eval"}, {"--run-dir", "--set", "-k,--k"}, {"--user"}},
-      {{"recommend"}, {"--run-dir", "--user", "-k,--k"}, {"--config"}},
+      {{"recommend"}, {"--run-dir", "--user", "-k,--k", "--no-strategy"}, {"--config", "--fit"}},
+      {{"strategy"}, {"--run-dir", "--fit", "--change"}, {"--user", "--no-strategy"}},
       {{"data"}, {"synth"}, {}},
       {{"data", "synth"}, {"--out", "--seed", "--config", "--set"}, {"--run-dir"}},
       {{"bench"}, {"ps"}, {}},

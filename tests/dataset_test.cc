@@ -195,6 +195,43 @@ TEST(Datasets, MovieLensKeepsRatingsSplitsAndUserAttributes) {
   EXPECT_NE(bad.message().find("gender, age, occupation"), std::string::npos) << bad.message();
 }
 
+// The synthetic data with three domains: users and items in contiguous blocks per domain, so
+// the domain column becomes the dataset's domains (named from domains.tsv); ratings and the
+// profile's segment come along. One domain stays one domain.
+TEST(Datasets, ADomainColumnThatPartitionsUsersAndItemsMakesDomains) {
+  testing::TempDir dir;
+  SynthConfig c;
+  c.users = 90, c.items = 60, c.domains = 3, c.image_dim = 0, c.audio_dim = 0;
+  ASSERT_TRUE(WriteSynthetic(c, 4, dir / "three").ok());
+  auto d = LoadDataset(Dir(dir / "three", "tsv"), "");
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  ASSERT_EQ(d->domains.size(), 3u);
+  EXPECT_EQ(d->domains[1].name, "video");
+  EXPECT_EQ(d->domains[1].user_begin, 30u);
+  EXPECT_EQ(d->domains[1].user_end, 60u);
+  EXPECT_EQ(d->domains[1].item_begin, 20u);
+  EXPECT_EQ(d->domains[1].item_end, 40u);
+  for (uint32_t u = 0; u < 90; ++u) {
+    const auto [begin, end] = d->CandidateItems(u);
+    for (uint32_t i : d->train[u]) EXPECT_TRUE(i >= begin && i < end) << "user " << u;
+    EXPECT_EQ(d->train_ratings[u].size(), d->train[u].size());
+  }
+  ASSERT_NE(d->FindAttribute("segment"), nullptr);
+  EXPECT_GE(d->FindAttribute("segment")->label[7], 0);
+  c.domains = 1;
+  ASSERT_TRUE(WriteSynthetic(c, 4, dir / "one").ok());
+  auto one = LoadDataset(Dir(dir / "one", "tsv"), "");
+  ASSERT_TRUE(one.ok()) << one.status().message();
+  EXPECT_EQ(one->domains.size(), 1u);
+  // A rating on some lines only is an error naming the line.
+  std::filesystem::create_directories(dir / "bad");
+  testing::WriteFile(dir / "bad/interactions.tsv", "0 1 0 5 4\n1 2 0 6\n");
+  auto bad = LoadDataset(Dir(dir / "bad", "tsv"), "");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("interactions.tsv:2: no rating"), std::string::npos)
+      << bad.status().message();
+}
+
 TEST(Datasets, BadLinesNameFileAndLine) {
   testing::TempDir dir;
   testing::WriteFile(dir / "train.txt", "0 1 2\n1 3 x\n");

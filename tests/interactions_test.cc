@@ -29,9 +29,14 @@ TEST(Data, BadLinesNameFileAndLine) {
   struct Case {
     std::string text, expect;
   } cases[] = {
-      {"0 1\n1 x\n", "i.tsv:2: item id 'x'"},          {"0 1\n\n-1 2\n", "i.tsv:3: user id '-1'"},
-      {"0 1 0 5 9\n", "i.tsv:1: expected 'user item"}, {"0\n", "i.tsv:1: expected"},
-      {"0 1 0 t\n", "i.tsv:1: timestamp 't'"},         {"# only comments\n", "no interactions"},
+      {"0 1\n1 x\n", "i.tsv:2: item id 'x'"},
+      {"0 1\n\n-1 2\n", "i.tsv:3: user id '-1'"},
+      {"0 1 0 5 9 1\n", "i.tsv:1: expected 'user item"},
+      {"0\n", "i.tsv:1: expected"},
+      {"0 1 0 t\n", "i.tsv:1: timestamp 't'"},
+      {"# only comments\n", "no interactions"},
+      {"0 1 0 5 x\n", "i.tsv:1: rating 'x'"},
+      {"0 1 0 5\n1 1 0 6 4\n", "i.tsv:2: a rating"},
   };
   for (const auto& c : cases) {
     auto d = ReadInteractions(testing::WriteFile(dir / "i.tsv", c.text));
@@ -39,6 +44,9 @@ TEST(Data, BadLinesNameFileAndLine) {
     EXPECT_NE(d.status().message().find(c.expect), std::string::npos)
         << "expected '" << c.expect << "' in: " << d.status().message();
   }
+  auto rated = ReadInteractions(testing::WriteFile(dir / "i.tsv", "0 1 0 5 4.5\n0 2 0 3 2\n"));
+  ASSERT_TRUE(rated.ok()) << rated.status().message();
+  EXPECT_EQ(rated->ratings_by_user[0], (std::vector<float>{2.0f, 4.5f})) << "in time order";
   auto missing = ReadInteractions(dir / "nope.tsv");
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
 }

@@ -3,7 +3,8 @@
 // newest complete checkpoint. With one worker and staleness 0 nothing depends on timing, so the
 // resumed run must end bit-identical to one that was never interrupted; with two workers and
 // staleness 1 (pulls overlap the other worker's pushes) it must land within noise.
-// Also `m6rec adapt`, which starts a new run from a finished run's checkpoint.
+// Also `m6rec adapt`, which starts a new run from a finished run's checkpoint, and `m6rec
+// strategy`, which fits, prints and edits a finished run's serving strategies.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -162,6 +163,77 @@ TEST(Adapt, ANewDomainTrainsOnABackboneAndIsServedFromTheAdaptedRun) {
       60);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("model.hidden: unknown field"), std::string::npos) << r.output;
+}
+
+// A multi-task run on MovieLens-style data, then its strategies: fitted on the trained model
+// (classifier accuracy and the test table reported), printed, edited without retraining, and
+// used by recommend (the intent named, the strategy's K), unless told not to.
+TEST(Strategy, FittedOnARunItIsPrintedEditedAndServed) {
+  TempDir dir;
+  WriteTasteMovieLens(dir / "ml", 300, 160, 30, 9);
+  const std::string cfg = WriteFile(dir / "job.yaml", R"(job: {name: strategy-test, seed: 5}
+cluster: {servers: 1, workers: 1}
+ps: {store: memory, num_slots: 64}
+tables:
+  - {name: user, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
+  - {name: item, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
+  - {name: token, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
+data: {source: dir, format: movielens, path: )" + dir / "ml" +
+                                                          R"(}
+model: {seq_len: 8, fanout: 4, hidden: 16, content_tokens: 8}
+train:
+  job: m6
+  epochs: 2
+  batch_size: 128
+  negatives: 32
+  loss: softmax
+  temperature: 0.2
+  tasks: [{type: retrieval}, {type: rating}]
+)");
+  auto r = RunCommand({Binary(), "local", "--config", cfg, "--run-dir", dir / "run"}, 300);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("task rating: RMSE"), std::string::npos) << r.output;
+
+  r = RunCommand({Binary(), "strategy", "--run-dir", dir / "run"}, 60);
+  EXPECT_NE(r.exit_code, 0) << "nothing fitted yet";
+  EXPECT_NE(r.output.find("--fit"), std::string::npos) << r.output;
+
+  r = RunCommand({Binary(), "strategy", "--run-dir", dir / "run", "--fit"}, 300);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json book = ReadJson(dir / "run/strategy.json");
+  for (const char* m : {"as_trained", "global", "oracle", "inferred"})
+    EXPECT_GT(book["report"]["test"][m]["HR@10"].get<double>(), 0.0) << m << ": " << r.output;
+  const double acc = book["report"]["classifier"]["test_accuracy"];
+  EXPECT_GE(acc, book["report"]["classifier"]["test_majority"].get<double>() - 0.05) << r.output;
+  // The oracle picks per intent what validation preferred: never below the global choice on
+  // validation, and on test within noise of it.
+  EXPECT_GE(book["report"]["test"]["oracle"]["NDCG@10"].get<double>(),
+            book["report"]["test"]["global"]["NDCG@10"].get<double>() - 0.03)
+      << r.output;
+  EXPECT_NE(r.output.find("intent classifier: test accuracy"), std::string::npos) << r.output;
+
+  // Whichever strategy serves (an intent's, or the global one when the intents did not help on
+  // validation), it recommends 4.
+  r = RunCommand({Binary(), "strategy", "--run-dir", dir / "run", "--change", "continue.k=4",
+                  "--change", "explore.k=4", "--change", "global.k=4"},
+                 60);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(ReadJson(dir / "run/strategy.json")["intents"]["explore"]["k"], 4);
+  r = RunCommand({Binary(), "strategy", "--run-dir", dir / "run", "--change", "browse.k=4"}, 60);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("'browse' is no intent"), std::string::npos) << r.output;
+
+  r = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--user", "7"}, 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json served = json::parse(r.stdout_text);
+  EXPECT_EQ(served["items"].size(), 4u) << r.stdout_text;
+  EXPECT_TRUE(served.contains("intent")) << r.stdout_text;
+  r = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--user", "7", "--no-strategy"},
+                 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json plain = json::parse(r.stdout_text);
+  EXPECT_EQ(plain["items"].size(), 10u) << r.stdout_text;
+  EXPECT_FALSE(plain.contains("intent")) << r.stdout_text;
 }
 
 }  // namespace m6rec

@@ -479,6 +479,44 @@ train:
   EXPECT_EQ((*ev)["test"], t) << "eval " << (*ev)["test"].dump() << "\nresult " << t.dump();
 }
 
+// The synthetic open-domain data with three real domains (each user lives in one) and the
+// quick start's four tasks: every domain and every task beats its baseline by a set margin, and
+// every task is reported per domain too.
+TEST(InProcessJob, SyntheticDomainsAndTasksTrainOnOneBackbone) {
+  TempDir dir;
+  JobConfig cfg = SmallJob(JobKind::kM6, 3);
+  cfg.data.synth.domains = 3;
+  cfg.data.synth.users = 900;
+  cfg.train.tasks = {TaskSpec{},
+                     {"rating", TaskKind::kRating, 0.5f, 4, ""},
+                     {"like", TaskKind::kLike, 0.5f, 4, ""},
+                     {"segment", TaskKind::kAttribute, 3, 4, "segment"}};
+  ASSERT_TRUE(WriteSynthetic(cfg.data.synth, cfg.seed, dir / "data").ok());
+  JobOutput out = RunInProcess(cfg, 2, dir / "data", dir / "run");
+  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
+  std::string line;
+  auto result = MergeRunResult(out.workers, 0, &line);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  const json& t = (*result)["test"];
+  const json& base = (*result)["popularity"];
+  ASSERT_EQ(t["domains"].size(), 3u) << t.dump();
+  for (const char* d : {"shopping", "video", "music"}) {
+    EXPECT_EQ(t["domains"][d]["users"], 300) << d;
+    EXPECT_GT(t["domains"][d]["HR@10"].get<double>(),
+              base["domains"][d]["HR@10"].get<double>() + 0.1)
+        << d << ": " << line;
+    for (const char* task : {"rating", "like", "segment"})
+      EXPECT_TRUE(t["tasks"][task]["domains"].contains(d)) << task << " in " << d;
+  }
+  EXPECT_LT(t["tasks"]["rating"]["RMSE"].get<double>(),
+            0.95 * base["tasks"]["rating"]["RMSE"].get<double>())
+      << line;
+  EXPECT_GT(t["tasks"]["like"]["AUC"].get<double>(), 0.55) << line;
+  EXPECT_GT(t["tasks"]["segment"]["accuracy"].get<double>(),
+            base["tasks"]["segment"]["accuracy"].get<double>() + 0.2)
+      << line;
+}
+
 // Kill-and-resume at the level of the engine: a run that stops after a mid-epoch checkpoint and
 // is resumed from it ends with the same dense bits, metrics and rows as one that never stopped
 // (one rank, staleness 0: nothing depends on timing).

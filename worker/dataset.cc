@@ -1,11 +1,13 @@
 #include "worker/dataset.h"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -60,6 +62,21 @@ void LeaveLastOut(const std::vector<std::vector<uint32_t>>& seqs, Dataset* d) {
     } else {
       d->train[u] = s;
     }
+  }
+}
+
+// Ratings parallel to the sequences LeaveLastOut split: the training ones, and the validation
+// (and, with test_too, the test) items' as rated pairs.
+void SplitRatings(const std::vector<std::vector<float>>& ratings, bool test_too, Dataset* d) {
+  d->train_ratings.resize(d->num_users);
+  d->rated_valid.resize(d->num_users);
+  d->rated_test.resize(d->num_users);
+  for (uint32_t u = 0; u < d->num_users && u < ratings.size(); ++u) {
+    const auto& r = ratings[u];
+    d->train_ratings[u].assign(r.begin(), r.begin() + long(d->train[u].size()));
+    if (d->valid_item[u] >= 0) d->rated_valid[u] = {{uint32_t(d->valid_item[u]), r[r.size() - 2]}};
+    if (d->test_item[u] >= 0 && test_too)
+      d->rated_test[u] = {{uint32_t(d->test_item[u]), r.back()}};
   }
 }
 
@@ -228,6 +245,7 @@ Status ReadMovieLensContent(const std::string& dir, Dataset* d) {
   const std::string ip = dir + "/u.item";
   std::ifstream items(ip, std::ios::binary);
   if (items) d->item_tokens.assign(d->num_items, {});
+  if (items) d->item_categories.assign(d->num_items, {});
   std::string line;
   uint64_t n = 0;
   while (items && std::getline(items, line)) {
@@ -240,7 +258,8 @@ Status ReadMovieLensContent(const std::string& dir, Dataset* d) {
     if (id >= d->num_items) continue;
     for (int g = 0; g < 19; ++g)
       if (f[5 + g] == "1") d->item_tokens[id].push_back(g);
-    const std::string& date = f[2];  // dd-Mon-yyyy
+    d->item_categories[id] = d->item_tokens[id];  // the genres (not the decade)
+    const std::string& date = f[2];               // dd-Mon-yyyy
     if (date.size() >= 4) {
       int year = std::atoi(date.substr(date.size() - 4).c_str());
       if (year >= 1900) d->item_tokens[id].push_back(20 + std::min(19, (year - 1900) / 10));
@@ -379,17 +398,8 @@ StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split
   d.name = "movielens:" + dir + (split.empty() ? "" : "#" + split);
   d.first_item = 1;
   LeaveLastOut(seqs, &d);
-  // The ratings follow the items: training ones, then the validation and test items'.
-  d.train_ratings.resize(d.num_users);
-  d.rated_valid.resize(d.num_users);
-  d.rated_test.resize(d.num_users);
-  for (uint32_t u = 0; u < d.num_users; ++u) {
-    const auto& r = ratings[u];
-    d.train_ratings[u].assign(r.begin(), r.begin() + d.train[u].size());
-    if (d.valid_item[u] >= 0) d.rated_valid[u] = {{uint32_t(d.valid_item[u]), r[r.size() - 2]}};
-    if (d.test_item[u] >= 0 && split.empty())
-      d.rated_test[u] = {{uint32_t(d.test_item[u]), r.back()}};
-  }
+  // The ratings follow the items (a published split tests on its own file).
+  SplitRatings(ratings, split.empty(), &d);
   uint32_t max_i = MaxItem(seqs);
   for (const auto& r : test_rows) {
     d.rated_test[r.u].push_back({r.i, r.r});
@@ -404,13 +414,118 @@ StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split
 
 namespace {
 
+// The domain column as domains of the dataset, when it partitions the users and the items into
+// contiguous id ranges (domain 0's users first, ...); names from domains.tsv ("id name") when
+// present. Otherwise the dataset stays one domain.
+Status ReadDomainColumn(const Interactions& in, const std::string& dir, Dataset* d) {
+  if (!in.partitioned) return Status::OK();
+  // Per domain: [user begin, user end, item begin, item end] (item end 0: no item seen yet).
+  std::map<int64_t, std::array<uint32_t, 4>> range;
+  auto widen = [&](int64_t dom, int side, uint32_t id) {
+    auto [it, fresh] = range.emplace(dom, std::array<uint32_t, 4>{UINT32_MAX, 0, UINT32_MAX, 0});
+    (void)fresh;
+    auto& r = it->second;
+    r[2 * side] = std::min(r[2 * side], id);
+    r[2 * side + 1] = std::max(r[2 * side + 1], id + 1);
+  };
+  for (uint32_t u = 0; u < in.num_users; ++u)
+    if (in.user_domain[u] >= 0) widen(in.user_domain[u], 0, u);
+  for (uint32_t i = 0; i < in.num_items; ++i)
+    if (in.item_domain[i] >= 0) widen(in.item_domain[i], 1, i);
+  if (range.size() < 2) return Status::OK();
+  // Contiguous and in domain order, users and items alike.
+  uint32_t ue = 0, ie = 0;
+  for (const auto& [dom, r] : range) {
+    if (r[1] == 0 || r[3] == 0 || r[0] < ue || r[2] < ie) return Status::OK();
+    ue = r[1], ie = r[3];
+  }
+  std::map<int64_t, std::string> names;
+  if (std::ifstream names_file{dir + "/domains.tsv"}) {
+    std::string line;
+    for (uint64_t n = 1; std::getline(names_file, line); ++n) {
+      if (line.empty() || line[0] == '#') continue;
+      std::istringstream is(line);
+      int64_t id;
+      std::string label;
+      if (!(is >> id >> label) || label.find('/') != std::string::npos)
+        return Status::InvalidArgument(Where(dir + "/domains.tsv", n) +
+                                       "expected 'domain name' (a name without '/')");
+      names[id] = label;
+    }
+  }
+  d->domains.clear();
+  uint32_t prev_user = 0, prev_item = d->first_item;
+  for (auto it = range.begin(); it != range.end(); ++it) {
+    const auto next = std::next(it);
+    const bool last = next == range.end();
+    Dataset::Domain dom;
+    dom.name = names.count(it->first) ? names[it->first] : "domain" + std::to_string(it->first);
+    dom.user_begin = prev_user;
+    dom.user_end = last ? d->num_users : next->second[0];
+    dom.item_begin = prev_item;
+    dom.item_end = last ? d->num_items : next->second[2];
+    dom.item_offset = dom.item_begin;
+    prev_user = dom.user_end;
+    prev_item = dom.item_end;
+    d->domains.push_back(dom);
+  }
+  return Status::OK();
+}
+
+// user_profile.tsv: "# user <attribute> <attribute>..." naming the attributes, then one
+// "user value value..." line per user; each attribute's classes are its distinct values.
+Status ReadUserProfile(const std::string& path, Dataset* d) {
+  std::ifstream in(path);
+  std::string line;
+  std::vector<std::string> names;
+  std::vector<std::vector<std::pair<uint32_t, std::string>>> values;
+  for (uint64_t n = 1; std::getline(in, line); ++n) {
+    if (line.empty()) continue;
+    std::istringstream is(line);
+    std::vector<std::string> f;
+    for (std::string x; is >> x;) f.push_back(x);
+    if (line[0] == '#') {
+      if (names.empty() && f.size() >= 3 && f[0] == "#" && f[1] == "user")
+        names.assign(f.begin() + 2, f.end());
+      continue;
+    }
+    if (names.empty())
+      return Status::InvalidArgument(Where(path, n) +
+                                     "the first line must name the attributes: '# user NAME...'");
+    uint32_t u;
+    if (f.size() != names.size() + 1 || !ParseId(f[0], &u))
+      return Status::InvalidArgument(Where(path, n) + "expected 'user' and " +
+                                     std::to_string(names.size()) + " value(s)");
+    if (u >= d->num_users) continue;  // a user without interactions
+    values.resize(names.size());
+    for (size_t a = 0; a < names.size(); ++a) values[a].push_back({u, f[a + 1]});
+  }
+  for (size_t a = 0; a < names.size() && a < values.size(); ++a) {
+    Dataset::UserAttribute attr;
+    attr.name = names[a];
+    for (const auto& uv : values[a]) attr.classes.push_back(uv.second);
+    std::sort(attr.classes.begin(), attr.classes.end());
+    attr.classes.erase(std::unique(attr.classes.begin(), attr.classes.end()), attr.classes.end());
+    attr.label.assign(d->num_users, -1);
+    for (const auto& [u, v] : values[a])
+      attr.label[u] = int32_t(std::lower_bound(attr.classes.begin(), attr.classes.end(), v) -
+                              attr.classes.begin());
+    d->user_attributes.push_back(std::move(attr));
+  }
+  return Status::OK();
+}
+
 StatusOr<Dataset> LoadTsv(const std::string& dir, const std::string& name) {
   M6_ASSIGN_OR_RETURN(Interactions in, ReadInteractions(dir + "/interactions.tsv"));
   Dataset d;
   d.name = name;
   LeaveLastOut(in.by_user, &d);
+  if (!in.ratings_by_user.empty()) SplitRatings(in.ratings_by_user, true, &d);
   d.num_items = in.num_items;
   Finish(&d);
+  M6_RETURN_IF_ERROR(ReadDomainColumn(in, dir, &d));
+  if (std::ifstream(dir + "/user_profile.tsv"))
+    M6_RETURN_IF_ERROR(ReadUserProfile(dir + "/user_profile.tsv", &d));
   // Optional side files: each one present must be well formed and fit the interactions.
   if (std::ifstream(dir + "/social.tsv")) {
     M6_ASSIGN_OR_RETURN(d.social, ReadIdLists(dir + "/social.tsv", d.num_users, d.num_users, "user",
@@ -519,6 +634,12 @@ void SelectTrainedUsers(Dataset* ds, uint64_t seed) {
     for (uint32_t i : ds->train[u]) ds->item_popularity[i]++;
     ds->train_interactions += ds->train[u].size();
   }
+}
+
+const std::vector<uint32_t>& Dataset::Categories(uint32_t item) const {
+  static const std::vector<uint32_t> kNone;
+  if (item < item_categories.size()) return item_categories[item];
+  return item < item_tokens.size() ? item_tokens[item] : kNone;
 }
 
 const Dataset::UserAttribute* Dataset::FindAttribute(const std::string& n) const {
@@ -690,6 +811,7 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
     for (auto& l : p.test_sets) shift(l, ioff);
     for (auto& l : p.fixed_negatives) shift(l, ioff);
     for (auto& l : p.item_tokens) shift(l, toff);
+    for (auto& l : p.item_categories) shift(l, toff);
     for (auto& l : p.user_tokens) shift(l, toff);
     for (auto& l : p.social) shift(l, uoff);
     for (int64_t& t : p.test_item)
@@ -738,6 +860,15 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
     append(m.social, p.social, p.num_users, uoff);
     append(m.user_tokens, p.user_tokens, p.num_users, uoff);
     append(m.item_tokens, p.item_tokens, p.num_items, ioff);
+    // Categories, where some part has them: a part without reads its (shifted) tokens as them.
+    auto tokens_of = [&m](uint32_t i) {
+      return i < m.item_tokens.size() ? m.item_tokens[i] : std::vector<uint32_t>{};
+    };
+    if (p.item_categories.empty() && !m.item_categories.empty())
+      for (uint32_t i = 0; i < p.num_items; ++i) p.item_categories.push_back(tokens_of(ioff + i));
+    if (!p.item_categories.empty() && m.item_categories.empty())
+      for (uint32_t i = 0; i < ioff; ++i) m.item_categories.push_back(tokens_of(i));
+    append(m.item_categories, p.item_categories, p.num_items, ioff);
     m.item_image.insert(m.item_image.end(), p.item_image.begin(), p.item_image.end());
     m.item_audio.insert(m.item_audio.end(), p.item_audio.begin(), p.item_audio.end());
     uoff += p.num_users;
@@ -755,6 +886,7 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
   if (!m.train_ratings.empty()) m.train_ratings.resize(m.num_users);
   for (auto& a : m.user_attributes) a.label.resize(m.num_users, -1);
   if (!m.item_tokens.empty()) m.item_tokens.resize(m.num_items);
+  if (!m.item_categories.empty()) m.item_categories.resize(m.num_items);
   Finish(&m);
   return m;
 }
@@ -795,7 +927,8 @@ StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir
         break;
     }
   }
-  if (ds.ok()) ds->domains = {{ds->name, 0, ds->num_users, ds->first_item, ds->num_items, 1.0f}};
+  if (ds.ok() && ds->domains.empty())
+    ds->domains = {{ds->name, 0, ds->num_users, ds->first_item, ds->num_items, 1.0f}};
   return ds;
 }
 

@@ -47,8 +47,12 @@ struct Dataset {
   std::vector<std::vector<uint32_t>> item_tokens;  // per item: text / attribute token ids
   std::vector<std::vector<uint32_t>> user_tokens;  // per user: profile token ids (same id space)
   uint32_t num_tokens = 0;                         // 1 + the largest token id (0 = no tokens)
-  std::vector<std::vector<uint32_t>> social;       // per user: friends (user-user graph)
-  std::vector<float> item_image, item_audio;       // [num_items x dim] feature matrices
+  // Per item, its content categories (MovieLens genres; empty: its tokens are its categories):
+  // what request intents are read from (worker/strategy.h).
+  std::vector<std::vector<uint32_t>> item_categories;
+  const std::vector<uint32_t>& Categories(uint32_t item) const;
+  std::vector<std::vector<uint32_t>> social;  // per user: friends (user-user graph)
+  std::vector<float> item_image, item_audio;  // [num_items x dim] feature matrices
   uint32_t image_dim = 0, audio_dim = 0;
   // Explicit feedback (rating data only; empty otherwise). Per user, the rating of each training
   // item (parallel to train), and the rated pairs the rating and like tasks are validated and

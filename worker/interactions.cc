@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -37,7 +38,10 @@ StatusOr<Interactions> ReadInteractions(const std::string& path) {
     uint32_t user, item;
     int64_t ts;
     uint64_t line;
+    int64_t domain;
+    float rating;
   };
+  int rated = -1;  // whether lines carry a rating (decided by the first line)
   std::vector<Row> rows;
   std::string line;
   uint64_t lineno = 0;
@@ -49,9 +53,21 @@ StatusOr<Interactions> ReadInteractions(const std::string& path) {
     if (line.empty() || line[0] == '#') continue;
     auto f = SplitFields(line);
     auto where = path + ":" + std::to_string(lineno) + ": ";
-    if (f.size() < 2 || f.size() > 4)
-      return Status::InvalidArgument(where + "expected 'user item [domain] [timestamp]', got " +
+    if (f.size() < 2 || f.size() > 5)
+      return Status::InvalidArgument(where +
+                                     "expected 'user item [domain] [timestamp] [rating]', got " +
                                      std::to_string(f.size()) + " fields");
+    float rating = 0;
+    if (rated < 0) rated = f.size() == 5;
+    if ((f.size() == 5) != (rated == 1))
+      return Status::InvalidArgument(where + (rated ? "no rating, but earlier lines have one"
+                                                    : "a rating, but earlier lines have none"));
+    if (f.size() == 5) {
+      char* end = nullptr;
+      rating = std::strtof(f[4].c_str(), &end);
+      if (f[4].empty() || *end != '\0' || !std::isfinite(rating))
+        return Status::InvalidArgument(where + "rating '" + f[4] + "' is not a number");
+    }
     uint64_t u, i, ts = 0, dom = 0;
     if (!ParseU64(f[0], &u) || u >= kMaxId)
       return Status::InvalidArgument(where + "user id '" + f[0] +
@@ -61,11 +77,11 @@ StatusOr<Interactions> ReadInteractions(const std::string& path) {
                                      "' is not a non-negative integer");
     if (f.size() >= 3 && !ParseU64(f[2], &dom))
       return Status::InvalidArgument(where + "domain '" + f[2] + "' is not a non-negative integer");
-    if (f.size() == 4 && !ParseU64(f[3], &ts))
+    if (f.size() >= 4 && !ParseU64(f[3], &ts))
       return Status::InvalidArgument(where + "timestamp '" + f[3] +
                                      "' is not a non-negative integer");
-    rows.push_back(
-        Row{static_cast<uint32_t>(u), static_cast<uint32_t>(i), static_cast<int64_t>(ts), lineno});
+    rows.push_back(Row{static_cast<uint32_t>(u), static_cast<uint32_t>(i), static_cast<int64_t>(ts),
+                       lineno, f.size() >= 3 ? static_cast<int64_t>(dom) : -1, rating});
     max_user = std::max<uint32_t>(max_user, u);
     max_item = std::max<uint32_t>(max_item, i);
   }
@@ -79,6 +95,21 @@ StatusOr<Interactions> ReadInteractions(const std::string& path) {
   out.num_items = max_item + 1;
   out.by_user.resize(out.num_users);
   for (const auto& r : rows) out.by_user[r.user].push_back(r.item);
+  if (rated == 1) {
+    out.ratings_by_user.resize(out.num_users);
+    for (const auto& r : rows) out.ratings_by_user[r.user].push_back(r.rating);
+  }
+  out.user_domain.assign(out.num_users, -1);
+  out.item_domain.assign(out.num_items, -1);
+  out.partitioned = rows[0].domain >= 0;
+  for (const auto& r : rows) {
+    for (auto [slot, id] :
+         {std::make_pair(&out.user_domain, r.user), std::make_pair(&out.item_domain, r.item)}) {
+      int64_t& d = (*slot)[id];
+      if (d >= 0 && d != r.domain) out.partitioned = false;
+      d = r.domain;
+    }
+  }
   out.count = rows.size();
   return out;
 }

@@ -137,7 +137,10 @@ StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
 
 SelectionRule SelectionFor(Dataset::Protocol p, const std::vector<TaskSpec>& tasks) {
   SelectionRule r;
-  if (p == Dataset::Protocol::kFullRanking) r = {false, "Recall@20"};
+  if (p == Dataset::Protocol::kFullRanking) {
+    r.on_validation = false;
+    r.metric = "Recall@20";
+  }
   if (tasks.empty() || tasks[0].weight > 0) return r;
   for (const TaskSpec& t : tasks) {
     if (t.weight <= 0) continue;

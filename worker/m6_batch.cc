@@ -129,7 +129,9 @@ void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
                            const std::vector<uint32_t>& nbr_items, size_t nbr_pool,
                            const std::vector<uint32_t>& fr, uint32_t domain, uint32_t task) {
   const ModelConfig& mc = in_.mc;
-  users.push_back(User(u));
+  // An attribute task reads the user's behaviour, not its own row: trained on the id, a head
+  // would learn the training users' rows by heart and know nothing of anyone else's.
+  users.push_back(in_.shape.task_kinds[task] == TaskKind::kAttribute ? 0 : User(u));
   row_condition.push_back(int64_t(domain) * in_.shape.tasks + task);
   const int L = mc.seq_len, F = fanout_;
   const size_t pad = L - std::min<size_t>(L, h.size());

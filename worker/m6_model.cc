@@ -5,6 +5,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -352,6 +353,8 @@ class M6Plugin final : public ModelPlugin {
   ModelBatch Tensors(const BatchBuilder& b, std::vector<KeyList>& lists, bool grad) const;
   // Pulls an evaluation batch's rows.
   Status PullEval(const BatchBuilder& b, std::vector<KeyList>* lists);
+  // The queries' source scales as mb->user_source_scale (left undefined when none has any).
+  Status SetSourceScale(const std::vector<UserQuery>& queries, ModelBatch* mb) const;
   // Every item's scoring vector, in chunks (computed once per BeginScoring).
   Status ComputeAllItems();
 
@@ -525,6 +528,28 @@ StatusOr<StepResult> M6Plugin::Step(TrainBatch& batch) {
   return StepResult{loss.item<double>() * nb, uint64_t(nb)};
 }
 
+Status M6Plugin::SetSourceScale(const std::vector<UserQuery>& queries, ModelBatch* mb) const {
+  bool any = false;
+  for (const auto& q : queries) any = any || !q.source_scale.empty();
+  if (!any) return Status::OK();
+  const auto& srcs = model_->user_sources();
+  const int64_t S = int64_t(srcs.size());
+  std::vector<float> scale(queries.size() * srcs.size(), 1.0f);
+  for (size_t r = 0; r < queries.size(); ++r)
+    for (const auto& [name, v] : queries[r].source_scale) {
+      auto it = std::find(srcs.begin(), srcs.end(), name);
+      if (it == srcs.end()) {
+        std::string have;
+        for (const auto& s : srcs) have += (have.empty() ? "" : ", ") + s;
+        return Status::InvalidArgument("a strategy scales the user source '" + name +
+                                       "'; this model's user sources are " + have);
+      }
+      scale[r * srcs.size() + size_t(it - srcs.begin())] = v;
+    }
+  mb->user_source_scale = FloatTensor(scale, int64_t(queries.size()), S).to(dev_);
+  return Status::OK();
+}
+
 Status M6Plugin::PullEval(const BatchBuilder& b, std::vector<KeyList>* lists) {
   FillKeyLists(b, cfg_, lists);
   for (auto& l : *lists) {
@@ -539,16 +564,20 @@ Status M6Plugin::ScoreCandidates(const std::vector<UserQuery>& queries,
                                  const std::vector<std::vector<uint32_t>>& cands,
                                  std::vector<std::vector<float>>* scores) {
   auto b = BuildEvalBatch(in_, queries);
+  // Lists may differ in length (a small domain has fewer items a user never touched than the
+  // protocol's negatives): padded with the zero row, trimmed again below.
+  int64_t n = 0;
+  for (const auto& c : cands) n = std::max<int64_t>(n, int64_t(c.size()));
   std::vector<int64_t> cidx;
-  for (const auto& c : cands)
+  for (const auto& c : cands) {
     for (uint32_t i : c) cidx.push_back(b->Scored(i));
-  const int64_t n = cands.empty() ? 0 : int64_t(cands[0].size());
-  for (const auto& c : cands)
-    if (int64_t(c.size()) != n) return Status::Internal("ragged candidate lists");
+    cidx.resize(cidx.size() + size_t(n) - c.size(), 0);
+  }
   std::vector<KeyList> lists;
   M6_RETURN_IF_ERROR(PullEval(*b, &lists));
   torch::NoGradGuard ng;
   ModelBatch mb = Tensors(*b, lists, false);
+  M6_RETURN_IF_ERROR(SetSourceScale(queries, &mb));
   auto iv = model_->ItemVectors(mb);
   auto uv = model_->UserVectors(mb, iv);
   auto civ = WithPadRow(model_->ScoredItemVectors(mb, iv))
@@ -558,7 +587,8 @@ Status M6Plugin::ScoreCandidates(const std::vector<UserQuery>& queries,
                .to(torch::kCPU)
                .contiguous();
   const float* sp = s.data_ptr<float>();
-  for (size_t c = 0; c < queries.size(); ++c) scores->emplace_back(sp + c * n, sp + (c + 1) * n);
+  for (size_t c = 0; c < queries.size(); ++c)
+    scores->emplace_back(sp + c * n, sp + c * n + cands[c].size());
   return Status::OK();
 }
 
@@ -625,6 +655,7 @@ Status M6Plugin::ScoreAllItems(const std::vector<UserQuery>& queries, std::vecto
   M6_RETURN_IF_ERROR(PullEval(*b, &lists));
   torch::NoGradGuard ng;
   ModelBatch mb = Tensors(*b, lists, false);
+  M6_RETURN_IF_ERROR(SetSourceScale(queries, &mb));
   auto uv = model_->UserVectors(mb, model_->ItemVectors(mb));
   auto s = uv.matmul(all_items_.t()).to(torch::kCPU).contiguous();
   scores->assign(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());

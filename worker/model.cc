@@ -344,7 +344,9 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
       xs.push_back(sage_(torch::cat(parts, 1)));
     }
   }
-  return user_fusion(torch::stack(xs, 1), b.user_condition);
+  auto x = torch::stack(xs, 1);
+  if (b.user_source_scale.defined()) x = x * b.user_source_scale.unsqueeze(2);
+  return user_fusion(x, b.user_condition);
 }
 
 torch::Tensor M6ModelImpl::Neighbours(const torch::Tensor& x, const torch::Tensor& weights) const {

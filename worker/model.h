@@ -61,6 +61,9 @@ struct ModelBatch {
   // scored in, the task it is scored for; undefined with one domain and one task) and the
   // domain of every item (undefined with one domain).
   torch::Tensor user_condition, item_domain;  // [B], [Ki] (long, 0-based)
+  // A serving strategy's scale of each user source's vector before the fusion ([B, S] in
+  // user_sources() order; undefined: 1).
+  torch::Tensor user_source_scale;
 };
 
 // Fusion of S source vectors into one. With `conditions` > 1 (domains) it is conditioned on

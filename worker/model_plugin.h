@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -66,6 +67,9 @@ struct UserQuery {
   std::vector<uint32_t> neighbours;
   int32_t domain = -1;  // the domain the request is in (-1: the user's own)
   uint32_t task = 0;    // the task it is scored for (cfg.train.tasks index)
+  // A serving strategy's scale of user sources (by name, e.g. "sequence"; absent: 1): the
+  // source's vector is multiplied by it before the fusion (worker/strategy.h).
+  std::map<std::string, float> source_scale;
 };
 
 // The dense part of a model, replicated on every worker: the engine allreduces its gradients

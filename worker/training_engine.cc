@@ -16,6 +16,7 @@
 #include "worker/model_plugin.h"
 #include "worker/progress.h"
 #include "worker/sparse_tables.h"
+#include "worker/strategy.h"
 
 namespace m6rec {
 
@@ -56,8 +57,6 @@ StatusOr<MetricSums> GlobalSums(Collective& coll, const MetricSums& m,
   for (size_t k = 0; k < names.size(); ++k) out.Add(names[k], packed[k + 1]);
   return out;
 }
-
-uint64_t EvalSeed(const JobConfig& cfg) { return Mix64(cfg.seed ^ 0xe7a1); }
 
 // A user as the evaluation protocol presents it: the training items as history (plus the
 // validation item when testing under the sampled protocol, as the sequential papers do).
@@ -599,6 +598,15 @@ std::unique_ptr<ModelPlugin> LoadedPlugin(const ScoringContext& ctx, Status* sta
 
 }  // namespace
 
+uint64_t EvalSeed(const JobConfig& cfg) { return Mix64(cfg.seed ^ 0xe7a1); }
+
+StatusOr<std::unique_ptr<ModelPlugin>> LoadScoringModel(const ScoringContext& ctx) {
+  Status s;
+  auto model = LoadedPlugin(ctx, &s);
+  if (!model) return s;
+  return model;
+}
+
 StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg,
                                                      const std::string& data_dir) {
   M6_ASSIGN_OR_RETURN(Dataset ds, LoadDataset(cfg.data, data_dir));
@@ -700,16 +708,46 @@ StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
   } else {
     seen.insert(seen.end(), ds.test_sets[u].begin(), ds.test_sets[u].end());
   }
+  UserQuery query;
+  query.user = u;
+  query.history = seen;
+  query.neighbours = seen;
+  // The request's intent, from its behaviour, and that intent's strategy.
+  const Strategy* strategy = nullptr;
+  int intent = 0;
+  double p_explore = 0;
+  if (ctx.strategy) {
+    strategy = &ctx.strategy->For(ds, seen, &intent, &p_explore);
+    query.source_scale = strategy->sources;
+    if (k <= 0) k = strategy->k;
+  }
+  if (k <= 0) k = 10;
   std::vector<float> scores;
   M6_RETURN_IF_ERROR(model->BeginScoring());
-  s = model->ScoreAllItems({UserQuery{u, seen, seen}}, &scores);
+  s = model->ScoreAllItems({query}, &scores);
   model->EndScoring();
   M6_RETURN_IF_ERROR(s);
-  for (uint32_t i : seen) scores[i] = -1e30f;
-  // Candidates: the user's domain's items (every valid item without domains).
+  // Candidates: the user's domain's items (every valid item without domains) not yet seen.
   const auto [begin, end] = ds.CandidateItems(u);
+  if (strategy && strategy->category_weight != 0) {
+    std::vector<bool> was_seen(ds.num_items, false);
+    for (uint32_t i : seen) was_seen[i] = true;
+    std::vector<uint32_t> cand;
+    std::vector<float> cs;
+    for (uint32_t i = begin; i < end; ++i)
+      if (!was_seen[i]) {
+        cand.push_back(i);
+        cs.push_back(scores[i]);
+      }
+    ApplyCategoryWeight(ds, seen, cand, strategy->category_weight, &cs);
+    for (size_t c = 0; c < cand.size(); ++c) scores[cand[c]] = cs[c];
+  }
+  for (uint32_t i : seen) scores[i] = -1e30f;
   for (uint32_t i = 0; i < begin; ++i) scores[i] = -1e30f;
   for (uint32_t i = end; i < ds.num_items; ++i) scores[i] = -1e30f;
+  if (strategy)
+    for (float& x : scores)
+      if (x < strategy->min_score) x = -1e30f;
   std::sort(seen.begin(), seen.end());
   seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
   // In a multi-domain run ids are the merged ones; each item also carries its domain's own id.
@@ -723,6 +761,10 @@ StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
     items.push_back(it);
   }
   json out = {{"user", user}, {"k", k}, {"seen", seen.size()}, {"items", items}};
+  if (strategy) {
+    out["intent"] = {{"name", intent < 0 ? "any" : IntentName(intent)}, {"p_explore", p_explore}};
+    out["strategy"] = strategy->ToJson();
+  }
   if (dom) {
     out["domain"] = dom->name;
     out["domain_user"] = u - dom->user_begin;

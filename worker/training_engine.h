@@ -33,7 +33,9 @@
 namespace m6rec {
 
 class Collective;
+class ModelPlugin;
 class SparseTables;
+struct StrategyBook;
 
 struct EngineContext {
   const JobConfig* cfg = nullptr;
@@ -56,6 +58,9 @@ struct EngineContext {
 StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg,
                                                      const std::string& data_dir);
 
+// The seed of evaluation's sampled negatives and fixed neighbour samples.
+uint64_t EvalSeed(const JobConfig& cfg);
+
 // Trains this rank's share of the job; returns its summary.
 StatusOr<WorkerSummary> RunTraining(const EngineContext& ctx);
 
@@ -67,7 +72,11 @@ struct ScoringContext {
   std::shared_ptr<const Dataset> data;
   std::string checkpoint;
   uint32_t num_workers = 1;  // evaluation visits users in the shards and chunks training used
+  const StrategyBook* strategy = nullptr;  // recommend: serve with the run's strategies
 };
+
+// The run's model over ctx.tables, its dense part loaded from ctx.checkpoint.
+StatusOr<std::unique_ptr<ModelPlugin>> LoadScoringModel(const ScoringContext& ctx);
 
 // The protocol's test (and validation) metrics over every user, evaluated shard by shard as the
 // training job's ranks did, so the numbers reproduce the job's for the same model:
@@ -75,7 +84,10 @@ struct ScoringContext {
 StatusOr<nlohmann::json> EvaluateModel(const ScoringContext& ctx);
 
 // The top k items for `user`, everything the user is known to have touched excluded:
-// {"user", "k", "seen", "items": [{"item", "score"}...]}.
+// {"user", "k", "seen", "items": [{"item", "score"}...]}. With ctx.strategy, the request's
+// intent is inferred from the user's behaviour and its strategy applied (source scales,
+// category weight, min_score; k <= 0: the strategy's k), and the answer says which
+// ({"intent": {"name", "p_explore"}, "strategy": {...}}); without, k <= 0 means 10.
 // In a multi-domain run, `domain` names the user's domain and `user` is its id there (else the
 // merged id); the candidates are the user's domain's items, each also given by its own id.
 StatusOr<nlohmann::json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
