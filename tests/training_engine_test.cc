@@ -490,7 +490,7 @@ TEST(InProcessJob, SyntheticDomainsAndTasksTrainOnOneBackbone) {
   cfg.train.tasks = {TaskSpec{},
                      {"rating", TaskKind::kRating, 0.5f, 4, ""},
                      {"like", TaskKind::kLike, 0.5f, 4, ""},
-                     {"segment", TaskKind::kAttribute, 3, 4, "segment"}};
+                     {"segment", TaskKind::kAttribute, 6, 4, "segment"}};
   ASSERT_TRUE(WriteSynthetic(cfg.data.synth, cfg.seed, dir / "data").ok());
   JobOutput out = RunInProcess(cfg, 2, dir / "data", dir / "run");
   for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
@@ -512,8 +512,9 @@ TEST(InProcessJob, SyntheticDomainsAndTasksTrainOnOneBackbone) {
             0.95 * base["tasks"]["rating"]["RMSE"].get<double>())
       << line;
   EXPECT_GT(t["tasks"]["like"]["AUC"].get<double>(), 0.55) << line;
+  // ~95 test users: one standard error of an accuracy is ~0.05.
   EXPECT_GT(t["tasks"]["segment"]["accuracy"].get<double>(),
-            base["tasks"]["segment"]["accuracy"].get<double>() + 0.2)
+            base["tasks"]["segment"]["accuracy"].get<double>() + 0.3)
       << line;
 }
 
