@@ -670,28 +670,49 @@ Status ParseAdapt(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node n = root["adapt"];
   AdaptConfig& a = cfg->adapt;
   const std::string p = "adapt";
-  M6_RETURN_IF_ERROR(r.CheckMap(n, p, {"from", "frozen_domains", "train"}));
+  M6_RETURN_IF_ERROR(r.CheckMap(n, p, {"from", "frozen_domains", "frozen_tasks", "train"}));
   M6_RETURN_IF_ERROR(r.Str(n, p, "from", &a.from));
   M6_RETURN_IF_ERROR(r.Enum(n, p, "train", &a.train));
   M6_RETURN_IF_ERROR(r.Int(n, p, "frozen_domains", &a.frozen_domains));
+  M6_RETURN_IF_ERROR(r.Int(n, p, "frozen_tasks", &a.frozen_tasks));
   if (!n) return Status::OK();
   if (a.from.empty())
     return Status::InvalidArgument(r.Where(n, p) +
                                    ": adapt.from (the backbone checkpoint) is required; "
                                    "`m6rec adapt` writes this section");
   a.from = ExpandEnv(a.from);
+  if (cfg->train.job != JobKind::kM6)
+    return Status::InvalidArgument(r.Where(n, p) + ": adapting needs the m6 job");
   const int domains = int(cfg->data.domains.size());
+  const int tasks = int(cfg->train.tasks.size());
+  if (a.frozen_tasks < 1 || a.frozen_tasks > tasks)
+    return Status::InvalidArgument(r.Where(n["frozen_tasks"], "adapt.frozen_tasks") + ": " +
+                                   std::to_string(a.frozen_tasks) + " backbone task(s) of " +
+                                   std::to_string(tasks) + " in train.tasks");
+  if (a.adds_tasks(size_t(tasks))) {
+    // New tasks on the backbone's data: every domain is the backbone's.
+    if (a.frozen_domains != domains)
+      return Status::InvalidArgument(r.Where(n["frozen_domains"], "adapt.frozen_domains") + ": " +
+                                     std::to_string(a.frozen_domains) + " of " +
+                                     std::to_string(domains) +
+                                     " domain(s); an adapted job adds tasks or domains, not both");
+    // Training only adapters promises an unchanged backbone: its tasks must not train.
+    for (int t = 0; a.train == AdaptTrain::kAdapters && t < a.frozen_tasks; ++t)
+      if (cfg->train.tasks[size_t(t)].weight != 0.0f)
+        return Status::InvalidArgument(
+            r.Where(root["train"], "train.tasks[" + std::to_string(t) + "].weight") +
+            ": a backbone task of an adapted job (adapt.train: adapters) has weight 0");
+    return Status::OK();
+  }
   if (a.frozen_domains < 1 || a.frozen_domains >= domains)
     return Status::InvalidArgument(
         r.Where(n["frozen_domains"], "adapt.frozen_domains") + ": " +
         std::to_string(a.frozen_domains) + " backbone domain(s) of " + std::to_string(domains) +
         " in data.domains; an adapted job keeps the backbone's first and adds at least one");
-  if (cfg->train.job != JobKind::kM6)
-    return Status::InvalidArgument(r.Where(n, p) + ": adapting needs the m6 job");
-  if (cfg->train.tasks.size() > 1)
+  if (tasks > 1)
     return Status::InvalidArgument(r.Where(root["train"], "train.tasks") +
-                                   ": adapting adds domains to a retrieval backbone; a job with "
-                                   "several tasks cannot be adapted yet");
+                                   ": new domains are added to a single-task (retrieval) "
+                                   "backbone; a multi-task backbone takes new tasks");
   // Training only adapters promises an unchanged backbone: its domains must not train.
   for (int d = 0; a.train == AdaptTrain::kAdapters && d < a.frozen_domains; ++d)
     if (cfg->data.domains[size_t(d)].weight != 0.0f)
@@ -801,6 +822,7 @@ Status WriteAdaptConfig(const std::string& backbone_config, const std::string& n
   const Reader r(new_config);
   YAML::Node out;
   int frozen = 0;
+  bool new_tasks_added = false;
   try {
     JobConfig backbone;
     M6_RETURN_IF_ERROR(ParseTree(old_root, backbone_config, &backbone));
@@ -821,8 +843,12 @@ Status WriteAdaptConfig(const std::string& backbone_config, const std::string& n
       if (!n) continue;
       if (!n.IsMap()) return Status::InvalidArgument(r.Where(n, sec) + ": expected a map");
       if (!out[sec] || !out[sec].IsMap()) out[sec] = YAML::Node(YAML::NodeType::Map);
-      for (const auto& kv : n) out[sec][kv.first.as<std::string>()] = YAML::Clone(kv.second);
+      for (const auto& kv : n)
+        if (kv.first.as<std::string>() != "tasks")  // new tasks are appended below
+          out[sec][kv.first.as<std::string>()] = YAML::Clone(kv.second);
     }
+    const YAML::Node new_tasks =
+        add["train"] ? add["train"]["tasks"] : YAML::Node(YAML::NodeType::Undefined);
     for (const char* sec : {"job", "model"})
       if (!out[sec] || !out[sec].IsMap()) out[sec] = YAML::Node(YAML::NodeType::Map);
     if (!add["job"] || !add["job"]["name"]) out["job"]["name"] = backbone.name + "-adapt";
@@ -849,62 +875,99 @@ Status WriteAdaptConfig(const std::string& backbone_config, const std::string& n
                                      std::to_string(backbone.model.adapter_rank));
     if (!(add["model"] && add["model"]["adapter_rank"]) && backbone.model.adapter_rank == 0)
       out["model"]["adapter_rank"] = 8;  // the default rank (an explicit 0: FiLM heads only)
-    // The backbone's domains first (not trained, not evaluated), then the new ones.
-    YAML::Node domains(YAML::NodeType::Sequence);
-    const YAML::Node od = old_root["data"];
-    if (!backbone.data.domains.empty()) {
-      for (const auto& n : od["domains"]) domains.push_back(YAML::Clone(n));
-    } else if (backbone.data.source == DataSource::kSynth) {
-      // The synthetic data a backbone generated lives in its run directory.
-      const std::string run =
-          std::filesystem::absolute(std::filesystem::path(backbone_config).parent_path())
-              .lexically_normal()
-              .string();
-      YAML::Node n(YAML::NodeType::Map);
-      n["path"] = run + "/data";
-      n["format"] = "tsv";
-      n["label"] = backbone.name;
-      domains.push_back(n);
-    } else {
-      YAML::Node n(YAML::NodeType::Map);
-      for (const char* k : {"path", "format", "name"})
-        if (od[k]) n[k] = YAML::Clone(od[k]);
-      domains.push_back(n);
-    }
-    frozen = int(domains.size());
-    for (auto n : domains) {
-      n["weight"] = 0;
-      n["evaluate"] = false;
-    }
-    const YAML::Node nd = add["data"];
-    if (!nd || !nd.IsMap())
-      return Status::InvalidArgument(r.Where(nd, "data") +
-                                     ": the new domain(s): data.domains, or data.path/format/name");
-    M6_RETURN_IF_ERROR(r.CheckMap(nd, "data", {"path", "format", "name", "domains"}));
-    if (nd["domains"]) {
-      if (!nd["domains"].IsSequence())
-        return Status::InvalidArgument(r.Where(nd["domains"], "data.domains") +
-                                       ": expected a list of datasets");
-      for (const auto& n : nd["domains"]) domains.push_back(YAML::Clone(n));
-    } else {
-      YAML::Node n(YAML::NodeType::Map);
-      for (const char* k : {"path", "format", "name"})
-        if (nd[k]) n[k] = YAML::Clone(nd[k]);
-      domains.push_back(n);
-    }
-    out["data"] = YAML::Node(YAML::NodeType::Map);
-    out["data"]["domains"] = domains;
     const YAML::Node na = add["adapt"];
     M6_RETURN_IF_ERROR(r.CheckMap(na, "adapt", {"train"}));
-    YAML::Node adapt(YAML::NodeType::Map);
-    adapt["from"] = checkpoint;
-    adapt["frozen_domains"] = frozen;
-    adapt["train"] = na && na["train"] ? na["train"].as<std::string>() : std::string("adapters");
-    out["adapt"] = adapt;
-    JobConfig cfg;
-    // Checked as the job will read it; an error names the new configuration's fields.
-    M6_RETURN_IF_ERROR(
-        ParseTree(out, new_config + " (adapted from " + backbone_config + ")", &cfg));
+    const std::string train_mode =
+        na && na["train"] ? na["train"].as<std::string>() : std::string("adapters");
+    if (new_tasks) {
+      // New tasks on the backbone's data: its tasks first (not trained), then the new ones.
+      if (add["data"])
+        return Status::InvalidArgument(r.Where(add["data"], "data") +
+                                       ": an adapted job adds tasks (train.tasks) or domains "
+                                       "(data), not both");
+      if (!new_tasks.IsSequence() || new_tasks.size() == 0)
+        return Status::InvalidArgument(r.Where(new_tasks, "train.tasks") +
+                                       ": the new task(s), a non-empty list");
+      YAML::Node tasks(YAML::NodeType::Sequence);
+      const YAML::Node ot = old_root["train"] ? old_root["train"]["tasks"] : YAML::Node();
+      if (ot && ot.IsSequence()) {
+        for (const auto& t : ot) tasks.push_back(YAML::Clone(t));
+      } else {
+        YAML::Node t(YAML::NodeType::Map);
+        t["type"] = "retrieval";
+        tasks.push_back(t);
+      }
+      frozen = int(tasks.size());
+      new_tasks_added = true;
+      for (auto t : tasks) t["weight"] = 0;
+      for (const auto& t : new_tasks) tasks.push_back(YAML::Clone(t));
+      if (!out["train"] || !out["train"].IsMap()) out["train"] = YAML::Node(YAML::NodeType::Map);
+      out["train"]["tasks"] = tasks;
+      YAML::Node adapt(YAML::NodeType::Map);
+      adapt["from"] = checkpoint;
+      adapt["frozen_domains"] = int(backbone.data.domains.size());
+      adapt["frozen_tasks"] = frozen;
+      adapt["train"] = train_mode;
+      out["adapt"] = adapt;
+      JobConfig cfg;
+      M6_RETURN_IF_ERROR(
+          ParseTree(out, new_config + " (adapted from " + backbone_config + ")", &cfg));
+    } else {
+      // The backbone's domains first (not trained, not evaluated), then the new ones.
+      YAML::Node domains(YAML::NodeType::Sequence);
+      const YAML::Node od = old_root["data"];
+      if (!backbone.data.domains.empty()) {
+        for (const auto& n : od["domains"]) domains.push_back(YAML::Clone(n));
+      } else if (backbone.data.source == DataSource::kSynth) {
+        // The synthetic data a backbone generated lives in its run directory.
+        const std::string run =
+            std::filesystem::absolute(std::filesystem::path(backbone_config).parent_path())
+                .lexically_normal()
+                .string();
+        YAML::Node n(YAML::NodeType::Map);
+        n["path"] = run + "/data";
+        n["format"] = "tsv";
+        n["label"] = backbone.name;
+        domains.push_back(n);
+      } else {
+        YAML::Node n(YAML::NodeType::Map);
+        for (const char* k : {"path", "format", "name"})
+          if (od[k]) n[k] = YAML::Clone(od[k]);
+        domains.push_back(n);
+      }
+      frozen = int(domains.size());
+      for (auto n : domains) {
+        n["weight"] = 0;
+        n["evaluate"] = false;
+      }
+      const YAML::Node nd = add["data"];
+      if (!nd || !nd.IsMap())
+        return Status::InvalidArgument(
+            r.Where(nd, "data") + ": the new domain(s): data.domains, or data.path/format/name");
+      M6_RETURN_IF_ERROR(r.CheckMap(nd, "data", {"path", "format", "name", "domains"}));
+      if (nd["domains"]) {
+        if (!nd["domains"].IsSequence())
+          return Status::InvalidArgument(r.Where(nd["domains"], "data.domains") +
+                                         ": expected a list of datasets");
+        for (const auto& n : nd["domains"]) domains.push_back(YAML::Clone(n));
+      } else {
+        YAML::Node n(YAML::NodeType::Map);
+        for (const char* k : {"path", "format", "name"})
+          if (nd[k]) n[k] = YAML::Clone(nd[k]);
+        domains.push_back(n);
+      }
+      out["data"] = YAML::Node(YAML::NodeType::Map);
+      out["data"]["domains"] = domains;
+      YAML::Node adapt(YAML::NodeType::Map);
+      adapt["from"] = checkpoint;
+      adapt["frozen_domains"] = frozen;
+      adapt["train"] = train_mode;
+      out["adapt"] = adapt;
+      JobConfig cfg;
+      // Checked as the job will read it; an error names the new configuration's fields.
+      M6_RETURN_IF_ERROR(
+          ParseTree(out, new_config + " (adapted from " + backbone_config + ")", &cfg));
+    }
   } catch (const YAML::Exception& e) {
     return Status::InvalidArgument(new_config + ": " + e.what());
   }
@@ -913,8 +976,8 @@ Status WriteAdaptConfig(const std::string& backbone_config, const std::string& n
   std::ofstream f(out_path);
   f << "# effective configuration: " << new_config;
   for (const auto& o : overrides) f << " --set " << o;
-  f << ", adapted from " << backbone_config << " (" << frozen << " backbone domain(s))\n"
-    << em.c_str() << "\n";
+  f << ", adapted from " << backbone_config << " (" << frozen << " backbone "
+    << (new_tasks_added ? "task(s))\n" : "domain(s))\n") << em.c_str() << "\n";
   if (!f) return Status::IOError("cannot write '" + out_path + "'");
   return Status::OK();
 }

@@ -239,7 +239,7 @@ struct ModelConfig {
 
 // A task trained on the shared backbone (train.tasks; docs/architecture.md "Tasks"). Every task
 // has its own rows of the user fusion's condition embedding, FiLM head and adapters (condition =
-// domain x task) and a small head; the towers are shared.
+// task x domains + domain) and a small head; the towers are shared.
 //   retrieval  next-item ranking with the configured loss (always task 0: the backbone's task)
 //   like       BCE on rated pairs, label = rating >= like_threshold (data with ratings)
 //   rating     squared error of the predicted rating (data with ratings)
@@ -289,15 +289,20 @@ struct CheckpointConfig {
   bool best = true;      // keep the best evaluated epoch's model (what eval/recommend read)
 };
 
-// A job that adapts a trained backbone to new domains (`m6rec adapt`, docs/architecture.md
-// "Adapting to a new domain"): its first `frozen_domains` domains are the backbone's, its
-// servers start from the backbone checkpoint's rows and its dense model from the backbone's.
+// A job that adapts a trained backbone to new domains or new tasks (`m6rec adapt`,
+// docs/architecture.md "Adapting to a new domain"): its first `frozen_domains` domains and
+// `frozen_tasks` tasks are the backbone's, its servers start from the backbone checkpoint's
+// rows and its dense model from the backbone's. It adds either domains (to a single-task
+// backbone) or tasks (on the backbone's data), not both.
 struct AdaptConfig {
   std::string from;        // the backbone's checkpoint directory ("" = not an adapted job)
   int frozen_domains = 0;  // the backbone's domains (the first ones of data.domains)
-  // adapters: only the new domains' condition embedding, FiLM head and fusion adapters, and
-  // their sparse rows, train (the backbone is bit-identical after); all: full fine-tuning.
+  int frozen_tasks = 1;    // the backbone's tasks (the first ones of train.tasks)
+  // adapters: only the new domains' (tasks') condition embedding, FiLM head and fusion
+  // adapters, their heads and new sparse rows train (the backbone is bit-identical after);
+  // all: full fine-tuning.
   AdaptTrain train = AdaptTrain::kAdapters;
+  bool adds_tasks(size_t tasks) const { return !from.empty() && size_t(frozen_tasks) < tasks; }
 };
 
 struct JobConfig {

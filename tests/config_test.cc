@@ -92,13 +92,16 @@ TEST(Config, EveryShippedConfigParses) {
       ++n;
     }
   EXPECT_GE(n, 6);
-  // configs/adapt/*.yaml name new domains for configs/s3rec-backbone.yaml's backbone.
+  // configs/adapt/*.yaml name new domains for configs/s3rec-backbone.yaml's backbone, or (ml100k-*)
+  // new tasks for configs/ml100k-u1.yaml's.
   testing::TempDir dir;
   for (const auto& e :
        std::filesystem::directory_iterator(testing::SourceDir() + "/configs/adapt")) {
     if (e.path().extension() != ".yaml") continue;
-    Status s = WriteAdaptConfig(testing::SourceDir() + "/configs/s3rec-backbone.yaml",
-                                e.path().string(), {}, "/ck", dir / "adapted.yaml");
+    const bool ml = e.path().filename().string().rfind("ml100k", 0) == 0;
+    Status s = WriteAdaptConfig(
+        testing::SourceDir() + (ml ? "/configs/ml100k-u1.yaml" : "/configs/s3rec-backbone.yaml"),
+        e.path().string(), {}, "/ck", dir / "adapted.yaml");
     EXPECT_TRUE(s.ok()) << e.path() << ": " << s.message();
     ++n;
   }
@@ -210,6 +213,36 @@ TEST(Config, EffectiveConfigRoundTrips) {
 
 // `m6rec adapt`'s configuration: the backbone's, its domains first (not trained, not evaluated),
 // then the new ones; train fields from the new file; model and tables stay the backbone's.
+// A new task instead of a new domain: the backbone's tasks first (weight 0), the new ones
+// appended, the data the backbone's; both at once is refused.
+TEST(Config, AdaptedJobCanAddTasksToTheBackbonesData) {
+  testing::TempDir dir;
+  const std::string backbone =
+      testing::WriteFile(dir / "backbone.yaml",
+                         "tables:\n  - {name: user, dim: 8}\n  - {name: item, dim: 8}\n"
+                         "data: {source: dir, path: /d/ml-100k, format: movielens}\n"
+                         "train: {job: m6, epochs: 4}\n");
+  const std::string added = testing::WriteFile(
+      dir / "new.yaml", "train:\n  epochs: 2\n  tasks: [{type: rating}, {type: like}]\n");
+  ASSERT_TRUE(WriteAdaptConfig(backbone, added, {}, "/ck", dir / "out.yaml").ok());
+  auto c = LoadConfig(dir / "out.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_EQ(c->train.tasks.size(), 3u);
+  EXPECT_EQ(c->train.tasks[0].type, TaskKind::kRetrieval);
+  EXPECT_EQ(c->train.tasks[0].weight, 0.0f) << "the backbone's task is not trained";
+  EXPECT_EQ(c->train.tasks[2].type, TaskKind::kLike);
+  EXPECT_EQ(c->adapt.frozen_tasks, 1);
+  EXPECT_EQ(c->adapt.frozen_domains, 0);
+  EXPECT_EQ(c->data.path, "/d/ml-100k");
+  EXPECT_EQ(c->train.epochs, 2);
+  const std::string both = testing::WriteFile(
+      dir / "both.yaml", "data: {path: /d/x}\ntrain: {tasks: [{type: rating}]}\n");
+  Status s = WriteAdaptConfig(backbone, both, {}, "/ck", dir / "bad.yaml");
+  EXPECT_NE(s.message().find("adds tasks (train.tasks) or domains (data), not both"),
+            std::string::npos)
+      << s.message();
+}
+
 TEST(Config, AdaptedJobKeepsTheBackboneAndAppendsTheNewDomains) {
   testing::TempDir dir;
   const std::string tables = "tables:\n  - {name: user, dim: 8}\n  - {name: item, dim: 8}\n";

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "worker/evaluator.h"
+
 namespace m6rec {
 
 TEST(Metrics, SampledProtocolHitAndNdcg) {
@@ -113,6 +115,41 @@ TEST(Metrics, ThresholdIsChosenOnValidationToMaximiseF1) {
   // Bins resolve small score differences near 0 and still order huge scores.
   EXPECT_LT(ScoreHistogram::Edge(ScoreHistogram::kBins / 2 + 1), 0.02);
   EXPECT_GT(ScoreHistogram::Edge(ScoreHistogram::kBins - 1), 1000.0);
+}
+
+// The histogram's AUC (what the like task reports across ranks) on a hand-made case, and the
+// task metrics SummaryMetrics derives: RMSE / MAE from error sums, accuracy and macro-F1 from
+// per-class counts.
+TEST(Metrics, TaskMetricsFromSumsAndHistograms) {
+  ScoreHistogram h;
+  for (float s : {2.0f, 3.0f, 0.5f}) h.Add(s, true);
+  for (float s : {-1.0f, 1.0f, 2.5f, -3.0f}) h.Add(s, false);
+  // Positives 2, 3, 0.5 against negatives -1, 1, 2.5, -3: 3 + 4 + 2 = 9 of 12 pairs.
+  EXPECT_NEAR(h.Auc(), 9.0 / 12.0, 1e-12);
+  ScoreHistogram one_label;
+  one_label.Add(1.0f, true);
+  EXPECT_EQ(one_label.Auc(), 0.5);
+
+  MetricSums rating;
+  rating.Add("SE", 4.0 + 1.0);  // errors 2 and -1
+  rating.Add("AE", 3.0);
+  rating.AddUsers(2);
+  auto r = SummaryMetrics(rating);
+  EXPECT_NEAR(r["RMSE"], std::sqrt(2.5), 1e-12);
+  EXPECT_NEAR(r["MAE"], 1.5, 1e-12);
+  EXPECT_EQ(r.count("SE"), 0u);
+
+  // 4 users, classes 0 / 1 / 2: truth 0 0 1 2, predicted 0 1 1 1.
+  MetricSums attr;
+  attr.AddUsers(4);
+  attr.Add("correct", 2);
+  attr.Add("TP#0", 1), attr.Add("FN#0", 1), attr.Add("FP#1", 2), attr.Add("TP#1", 1);
+  attr.Add("FN#2", 1);
+  auto a = SummaryMetrics(attr);
+  EXPECT_NEAR(a["accuracy"], 0.5, 1e-12);
+  // F1: class 0 2/3, class 1 2/4, class 2 0 -> macro 7/18.
+  EXPECT_NEAR(a["macro_F1"], (2.0 / 3 + 0.5 + 0.0) / 3, 1e-12);
+  EXPECT_EQ(a.count("TP#0"), 0u);
 }
 
 TEST(Metrics, GroupsRideInTheSumsAndSplitBack) {

@@ -386,6 +386,77 @@ TEST(Model, FusionAdaptersStartSilentAndMoveOnlyTheirDomain) {
   }
 }
 
+// Tasks: the user fusion has a condition per (domain, task), every non-retrieval task a head
+// of its own shape (a pair head starting at the plain dot product plus, for rating, the mean
+// rating), source scales reach the fusion, and the heads' and the task-conditioned fusion's
+// gradients match finite differences.
+TEST(Model, TaskHeadsAndTaskConditionedFusion) {
+  ModelShape s = Shape();
+  s.domains = 2;
+  s.tasks = 4;
+  s.task_kinds = {TaskKind::kRetrieval, TaskKind::kRating, TaskKind::kLike, TaskKind::kAttribute};
+  s.task_outputs = {0, 1, 1, 3};
+  s.rating_mean = 3.5;
+  torch::manual_seed(5);
+  M6Model m(SmallConfig(), s);
+  int64_t cond_rows = 0;
+  for (const auto& np : m->named_parameters())
+    if (np.key() == "user_fusion.cond_emb.weight") cond_rows = np.value().size(0);
+  EXPECT_EQ(cond_rows, 8) << "2 domains x 4 tasks";
+  ModelBatch b = MakeBatch(torch::kFloat, false);
+  // task x domains + domain: (task 0, domain 1), (task 3, domain 0), (task 3, domain 1).
+  b.user_condition = torch::tensor(std::vector<int64_t>{1, 6, 7}, torch::kLong);
+  b.item_domain = torch::tensor(std::vector<int64_t>{0, 0, 1, 1, 0}, torch::kLong);
+  auto iv = m->ItemVectors(b);
+  auto uv = m->UserVectors(b, iv);
+  auto items = iv.index_select(0, torch::tensor(std::vector<int64_t>{0, 2, 4}, torch::kLong));
+  EXPECT_EQ(m->PairHead(1, uv, items).sizes(), (std::vector<int64_t>{3}));
+  EXPECT_EQ(m->UserHead(3, uv).sizes(), (std::vector<int64_t>{3, 3}));
+  EXPECT_TRUE(torch::allclose(m->PairHead(1, uv, items), (uv * items).sum(1) + 3.5, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(m->PairHead(2, uv, items), (uv * items).sum(1), 1e-5, 1e-5));
+  // The same sources for another task fuse differently (its own condition).
+  ModelBatch other = b;
+  other.user_condition = torch::tensor(std::vector<int64_t>{3, 6, 7}, torch::kLong);
+  for (const auto& np : m->named_parameters())
+    if (np.key() == "user_fusion.film.weight") {
+      torch::NoGradGuard ng;
+      np.value().normal_(0, 0.5);
+    }
+  EXPECT_FALSE(torch::allclose(m->UserVectors(b, iv)[0], m->UserVectors(other, iv)[0]));
+  // A strategy's source scale: 1 changes nothing, 0 on every source leaves the fusion's bias.
+  ModelBatch scaled = b;
+  scaled.user_source_scale = torch::ones({3, int64_t(m->user_sources().size())});
+  EXPECT_TRUE(torch::allclose(m->UserVectors(scaled, iv), m->UserVectors(b, iv)));
+  scaled.user_source_scale = torch::zeros({3, int64_t(m->user_sources().size())});
+  EXPECT_FALSE(torch::allclose(m->UserVectors(scaled, iv), m->UserVectors(b, iv)));
+
+  // Gradients, in double precision: rating (squared error), like (BCE) and attribute (CE).
+  m->to(torch::kDouble);
+  ModelBatch bd = MakeBatch(torch::kDouble, false);
+  bd.user_condition = b.user_condition;
+  bd.item_domain = b.item_domain;
+  auto loss_of = [&]() {
+    auto ivd = m->ItemVectors(bd);
+    auto u = m->UserVectors(bd, ivd);
+    auto it = ivd.index_select(0, torch::tensor(std::vector<int64_t>{0, 2, 4}, torch::kLong));
+    auto y = torch::tensor(std::vector<double>{4, 1, 5}, torch::kDouble);
+    auto like = torch::tensor(std::vector<double>{1, 0, 1}, torch::kDouble);
+    namespace F = torch::nn::functional;
+    return (m->PairHead(1, u, it) - y).pow(2).sum() +
+           F::binary_cross_entropy_with_logits(m->PairHead(2, u, it), like) +
+           F::cross_entropy(m->UserHead(3, u), torch::tensor(std::vector<int64_t>{2, 0, 1}));
+  };
+  m->zero_grad();
+  loss_of().backward();
+  const int checked = CheckFiniteDifferences(
+      *m, loss_of,
+      [](const std::string& n) {
+        return n.rfind("head", 0) == 0 || n.rfind("user_fusion.", 0) == 0;
+      },
+      3, "task heads");
+  EXPECT_GT(checked, 20);
+}
+
 TEST(Model, FusionStartsAsTheMeanOfItsSources) {
   // Open gates (sigmoid(3)), averaging reduction, silent MLP: the model starts where an id model
   // with behaviour aggregation is.

@@ -62,6 +62,30 @@ std::shared_ptr<LocalStores> OpenStores(const JobConfig& cfg, const std::string&
   return opened.ok() ? *opened : nullptr;
 }
 
+// The head of a small job on a WriteTasteMovieLens directory (memory tables, dim 16); the
+// caller adds model and train.
+std::string TasteJob(const std::string& name, int seed, const std::string& data_dir) {
+  return "job: {name: " + name + ", seed: " + std::to_string(seed) + R"(}
+ps: {store: memory, num_slots: 64}
+tables:
+  - {name: user, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
+  - {name: item, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
+  - {name: token, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
+data: {source: dir, format: movielens, path: )" +
+         data_dir + "}\n";
+}
+
+// Rows 0..n-1 of `table` as checkpoint `ckpt` holds them.
+std::vector<float> CheckpointRows(const JobConfig& cfg, const std::string& ckpt, TableId table,
+                                  uint64_t n) {
+  auto tables = MakeLocalTables(OpenStores(cfg, ckpt));
+  std::vector<Key> keys;
+  for (uint64_t i = 0; i < n; ++i) keys.push_back(MakeKey(table, i));
+  std::vector<float> v(n * cfg.tables[table].dim);
+  EXPECT_TRUE(tables->Pull(table, keys.data(), n, v.data()).ok());
+  return v;
+}
+
 // Runs `cfg` with W ranks as threads over one memory LocalStores (or `stores` when given).
 JobOutput RunInProcess(const JobConfig& cfg, uint32_t W, const std::string& data_dir,
                        const std::string& run_dir, std::shared_ptr<LocalStores> stores = nullptr,
@@ -380,22 +404,99 @@ TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
   // The sparse rows of the backbone's users, items and tokens are the backbone's, bit for bit.
   auto base_data = LoadJobData(base, "");
   ASSERT_TRUE(base_data.ok());
-  auto rows = [&](const std::string& ckpt, TableId table, uint64_t n) {
-    auto tables = MakeLocalTables(OpenStores(ad, ckpt));
-    std::vector<Key> keys;
-    for (uint64_t i = 0; i < n; ++i) keys.push_back(MakeKey(table, i));
-    std::vector<float> v(n * ad.tables[table].dim);
-    EXPECT_TRUE(tables->Pull(table, keys.data(), n, v.data()).ok());
-    return v;
-  };
   const uint64_t counts[] = {(*base_data)->num_users, (*base_data)->num_items,
                              (*base_data)->num_tokens};
   for (TableId table = 0; table < 3; ++table)
-    EXPECT_EQ(rows(*backbone, table, counts[table]), rows(*adapted, table, counts[table]))
+    EXPECT_EQ(CheckpointRows(ad, *backbone, table, counts[table]),
+              CheckpointRows(ad, *adapted, table, counts[table]))
         << "table " << ad.tables[table].name;
 }
 
 INSTANTIATE_TEST_SUITE_P(BackboneDomains, AdaptJob, ::testing::Values(1, 2));
+
+// A new task on a trained retrieval backbone: only the rating task's condition rows, adapters
+// and head train; every backbone parameter and every sparse row stays bit-identical; the new
+// task beats its baseline.
+TEST(AdaptJob, ANewTaskTrainsOnlyItsHeadAndConditionRows) {
+  TempDir dir;
+  testing::WriteTasteMovieLens(dir / "ml", 300, 160, 30, 8);
+  auto parsed = ParseConfig(TasteJob("adapt-task", 4, dir / "ml") +
+                                R"(model: {seq_len: 8, fanout: 4, hidden: 16, content_tokens: 8}
+train: {job: m6, epochs: 2, batch_size: 128, negatives: 32, loss: softmax, temperature: 0.2}
+)",
+                            "adapt-task");
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  const JobConfig base = *parsed;
+  JobOutput bb = RunInProcess(base, 2, "", dir / "backbone");
+  for (const auto& s : bb.status) ASSERT_TRUE(s.ok()) << s.message();
+  auto backbone = BestCheckpoint(dir / "backbone");
+  ASSERT_TRUE(backbone.ok()) << backbone.status().message();
+
+  JobConfig ad = base;
+  ad.train.tasks = {TaskSpec{}, {"rating", TaskKind::kRating, 1, 4, ""}};
+  ad.train.tasks[0].weight = 0;
+  ad.train.epochs = 3;
+  ad.adapt.from = *backbone;
+  ad.adapt.frozen_domains = 0;
+  ad.adapt.frozen_tasks = 1;
+  ad.model.adapter_rank = 4;
+  auto stores = OpenStores(ad, *backbone);
+  ASSERT_TRUE(stores);
+  JobOutput out = RunInProcess(ad, 2, "", dir / "adapted", stores);
+  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
+  std::string line;
+  auto result = MergeRunResult(out.workers, 0, &line);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  const json& rating = (*result)["test"]["tasks"]["rating"];
+  EXPECT_LT(rating["RMSE"].get<double>(),
+            0.9 * (*result)["popularity"]["tasks"]["rating"]["RMSE"].get<double>())
+      << line;
+
+  // Dense: the backbone's parameters whole, or as the leading rows / columns of what grew.
+  auto adapted = BestCheckpoint(dir / "adapted");
+  ASSERT_TRUE(adapted.ok());
+  auto before = ReadDenseParameters(*backbone + "/dense");
+  auto after = ReadDenseParameters(*adapted + "/dense");
+  ASSERT_TRUE(before.ok() && after.ok());
+  int64_t moving = 0;
+  for (const auto& [name, n] : *after) {
+    auto it = before->find(name);
+    if (it == before->end()) {
+      // New: the rating task's head (whole), and the per-condition tables the one-condition
+      // backbone lacked (the new task's row of two).
+      const bool head = name.rfind("head1.", 0) == 0;
+      moving += head ? int64_t(n.values.size()) : int64_t(n.values.size() / 2);
+      if (!head) {
+        EXPECT_EQ(n.shape[0], 2) << name;
+      }
+      continue;
+    }
+    const DenseTensor& o = it->second;
+    if (o.shape == n.shape) {
+      EXPECT_EQ(o.values, n.values) << name << " changed in the frozen backbone";
+    } else {
+      // The user gates gain their condition input: the backbone's columns, then new ones.
+      ASSERT_EQ(n.shape.size(), 2u) << name;
+      for (int64_t r = 0; r < n.shape[0]; ++r)
+        EXPECT_TRUE(std::equal(o.values.begin() + r * o.shape[1],
+                               o.values.begin() + (r + 1) * o.shape[1],
+                               n.values.begin() + r * n.shape[1]))
+            << name << " row " << r << " changed in the frozen backbone";
+      moving += (n.shape[1] - o.shape[1]) * n.shape[0];
+    }
+  }
+  const json& model = out.workers[0].model;
+  EXPECT_EQ(model["trained_dense_params"].get<int64_t>(), moving);
+  EXPECT_LT(model["trained_dense_params"].get<int64_t>(), model["dense_params"].get<int64_t>() / 5);
+  // Sparse: every row is the backbone's and none moved.
+  auto data = LoadJobData(base, "");
+  ASSERT_TRUE(data.ok());
+  const uint64_t counts[] = {(*data)->num_users, (*data)->num_items, (*data)->num_tokens};
+  for (TableId table = 0; table < 3; ++table)
+    EXPECT_EQ(CheckpointRows(ad, *backbone, table, counts[table]),
+              CheckpointRows(ad, *adapted, table, counts[table]))
+        << "table " << ad.tables[table].name;
+}
 
 TEST(InProcessJob, EvaluatingTheBestCheckpointReproducesTheResult) {
   TempDir dir;
@@ -421,15 +522,8 @@ TEST(InProcessJob, TasksTrainOnOneBackboneAndBeatTheirBaselines) {
   TempDir dir;
   testing::WriteTasteMovieLens(dir / "ml", 400, 200, 30, 5);
   auto parsed = ParseConfig(
-      R"(job: {name: tasks-test, seed: 3}
-ps: {store: memory, num_slots: 64}
-tables:
-  - {name: user, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
-  - {name: item, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
-  - {name: token, dim: 16, init: {type: normal, std: 0.1}, optimizer: {type: adagrad, lr: 0.1}}
-data: {source: dir, format: movielens, path: )" +
-          (dir / "ml") + R"(}
-model: {seq_len: 8, fanout: 4, hidden: 16, content_tokens: 8, dense_lr: 0.005}
+      TasteJob("tasks-test", 3, dir / "ml") +
+          R"(model: {seq_len: 8, fanout: 4, hidden: 16, content_tokens: 8, dense_lr: 0.005}
 train:
   job: m6
   epochs: 4

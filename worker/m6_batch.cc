@@ -132,7 +132,7 @@ void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
   // An attribute task reads the user's behaviour, not its own row: trained on the id, a head
   // would learn the training users' rows by heart and know nothing of anyone else's.
   users.push_back(in_.shape.task_kinds[task] == TaskKind::kAttribute ? 0 : User(u));
-  row_condition.push_back(int64_t(domain) * in_.shape.tasks + task);
+  row_condition.push_back(int64_t(task) * in_.shape.domains + domain);
   const int L = mc.seq_len, F = fanout_;
   const size_t pad = L - std::min<size_t>(L, h.size());
   for (size_t k = 0; k < pad; ++k) {

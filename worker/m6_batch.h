@@ -31,7 +31,8 @@ struct ModelShape {
   bool tokens = false;  // items/users have tokens (a token table is needed)
   bool social = false;  // a user-user graph exists
   int64_t domains = 1;  // > 1: the fusion is conditioned on the row's domain
-  // The tasks (cfg.train.tasks): the user fusion's condition is domain x tasks + task, and
+  // The tasks (cfg.train.tasks): the user fusion's condition is task x domains + domain (a new
+  // task appends its rows: what adapting to a task needs), and
   // each task other than retrieval has a head with task_outputs[t] outputs (1 for like and
   // rating, the classes for an attribute; 0 for retrieval, scored by the dot product).
   int64_t tasks = 1;
@@ -89,7 +90,7 @@ class BatchBuilder {
 
   std::vector<uint32_t> user_ids, item_ids, token_ids;
   std::vector<int64_t> users, hist, nbr, friends, utok, item_tok;
-  std::vector<int64_t> row_condition;  // per user row: domain x tasks + task
+  std::vector<int64_t> row_condition;  // per user row: task x domains + domain
   std::vector<float> hist_mask, nbr_mask, friends_mask, utok_mask, item_tok_mask;
 
  private:

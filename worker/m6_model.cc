@@ -38,32 +38,48 @@ torch::Tensor FloatTensor(const std::vector<float>& v, int64_t rows, int64_t col
 bool DeviceBuffers(const Collective& c) { return c.capabilities().device_buffers; }
 
 // The dense part: a module's parameters, replicated on every worker, and their Adam optimizer.
-// In an adapted job (cfg.adapt, train: adapters) only the new domains' part trains: the
-// per-condition parameters' new rows (and, after a single-domain backbone, the gates' new
-// condition columns). Every other parameter is frozen: without a gradient and outside the
-// optimizer and the allreduce, or — for the frozen part of a trained tensor — put back after
-// every step, so the backbone stays bit-identical however the optimizer treats a zero gradient.
+// In an adapted job (cfg.adapt, train: adapters) only the new domains' or tasks' part trains:
+// the per-condition parameters' new rows (and, after a single-condition backbone, the gates'
+// new condition columns) and the new tasks' heads. Every other parameter is frozen: without a
+// gradient and outside the optimizer and the allreduce, or — for the frozen part of a trained
+// tensor — put back after every step, so the backbone stays bit-identical however the
+// optimizer treats a zero gradient.
 class TorchDense final : public DenseModel {
  public:
-  TorchDense(M6Model model, const ModelConfig& mc, const AdaptConfig& adapt)
-      : model_(std::move(model)), all_(model_->parameters()), frozen_domains_(0) {
+  TorchDense(M6Model model, const ModelConfig& mc, const AdaptConfig& adapt,
+             const ModelShape& shape)
+      : model_(std::move(model)), all_(model_->parameters()) {
     for (const auto& p : all_) numel_ += p.numel();
     const bool adapters = !adapt.from.empty() && adapt.train == AdaptTrain::kAdapters;
-    if (adapters) frozen_domains_ = adapt.frozen_domains;
+    // The heads of the tasks an adapted job adds start fresh (the backbone has none of them).
+    if (adapt.adds_tasks(size_t(shape.tasks))) first_new_head_ = adapt.frozen_tasks;
+    if (adapters) {
+      // The backbone's condition rows: new tasks append rows to the user fusion (task x
+      // domains + domain) and leave the item fusion's (domains) as they are; new domains
+      // (single-task backbone) append rows to both.
+      const bool tasks = adapt.adds_tasks(size_t(shape.tasks));
+      user_frozen_rows_ =
+          tasks ? int64_t(adapt.frozen_tasks) * shape.domains : adapt.frozen_domains;
+      item_frozen_rows_ = tasks ? shape.domains : adapt.frozen_domains;
+    }
     for (auto& np : model_->named_parameters()) {
       torch::Tensor p = np.value();
       const bool per_condition = FusionImpl::PerCondition(np.key());
+      if (adapters && NewHead(np.key())) {
+        params_.push_back(p);  // a new task's head trains whole
+        continue;
+      }
       if (adapters && !per_condition && !EndsWith(np.key(), ".gate.weight")) {
         p.requires_grad_(false);
         continue;
       }
       params_.push_back(p);
       if (!adapters) continue;
-      // Per-condition tensors: the backbone's domains' rows are frozen. The gates: frozen
+      // Per-condition tensors: the backbone's conditions' rows are frozen. The gates: frozen
       // until InitFromBackbone finds condition columns the backbone did not have.
       auto mask = torch::zeros_like(p, torch::kBool);
       if (per_condition)
-        mask.narrow(0, 0, std::min<int64_t>(frozen_domains_, p.size(0))).fill_(true);
+        mask.narrow(0, 0, std::min<int64_t>(FrozenRows(np.key()), p.size(0))).fill_(true);
       else
         mask.fill_(true);
       frozen_[np.key()] = {p, mask, {}};
@@ -117,7 +133,7 @@ class TorchDense final : public DenseModel {
       if (found) found = at->try_read(parts.back(), old);
       torch::Tensor p = np.value();
       if (!found) {
-        if (FusionImpl::PerCondition(name)) continue;
+        if (FusionImpl::PerCondition(name) || NewHead(name)) continue;
         return Status::InvalidArgument("the backbone's dense model '" + path + "' has no '" + name +
                                        "' (was it trained with another model.*?)");
       }
@@ -150,7 +166,9 @@ class TorchDense final : public DenseModel {
     for (const std::string& prefix : unconditioned)
       for (auto& np : model_->named_parameters())
         if (np.key() == prefix + "cond_emb.weight")
-          np.value().narrow(0, 0, std::min<int64_t>(frozen_domains_, np.value().size(0))).zero_();
+          np.value()
+              .narrow(0, 0, std::min<int64_t>(FrozenRows(np.key()), np.value().size(0)))
+              .zero_();
     for (auto& [name, f] : frozen_) f.saved = torch::Tensor();  // taken again from these values
     return Status::OK();
   }
@@ -289,12 +307,22 @@ class TorchDense final : public DenseModel {
     return s.size() >= suffix.size() &&
            s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
   }
+  // The backbone's rows of a per-condition parameter (adapted jobs).
+  int64_t FrozenRows(const std::string& name) const {
+    return name.rfind("user_fusion.", 0) == 0 ? user_frozen_rows_ : item_frozen_rows_;
+  }
+  // Whether a parameter is the head of a task the backbone did not have ("head<t>.*").
+  bool NewHead(const std::string& name) const {
+    if (name.rfind("head", 0) != 0) return false;
+    return std::atoi(name.c_str() + 4) >= first_new_head_;
+  }
 
   M6Model model_;
   std::vector<torch::Tensor> all_;     // every parameter (broadcast, fingerprint, checkpoint)
   std::vector<torch::Tensor> params_;  // the trained ones (allreduce, optimizer)
   std::map<std::string, FrozenPart> frozen_;  // by parameter name (adapted jobs)
-  int64_t frozen_domains_;
+  int64_t user_frozen_rows_ = 0, item_frozen_rows_ = 0;
+  int64_t first_new_head_ = INT64_MAX;  // adapted jobs: heads of tasks from here on are new
   std::unique_ptr<torch::optim::Adam> opt_;
   int64_t numel_ = 0;
 };
@@ -307,7 +335,7 @@ class M6Plugin final : public ModelPlugin {
     torch::manual_seed(cfg_.seed);
     model_ = M6Model(cfg_.model, in_.shape);
     model_->to(dev_);
-    dense_ = std::make_unique<TorchDense>(model_, cfg_.model, cfg_.adapt);
+    dense_ = std::make_unique<TorchDense>(model_, cfg_.model, cfg_.adapt, in_.shape);
   }
 
   const char* name() const override { return "m6"; }
@@ -522,9 +550,14 @@ StatusOr<StepResult> M6Plugin::Step(TrainBatch& batch) {
     auto g = rows.grad().to(torch::kCPU).contiguous();
     l->grads.assign(g.data_ptr<float>(), g.data_ptr<float>() + g.numel());
   };
-  grads(mb.user_rows, &cur.lists[M6TrainBatch::kUsers]);
-  if (cfg_.model.item_id) grads(mb.item_rows, &cur.lists[M6TrainBatch::kItems]);
-  grads(mb.token_rows, &cur.lists[M6TrainBatch::kTokens]);
+  // New tasks on an unchanged backbone: every row is the backbone's, none moves.
+  const bool rows_frozen =
+      cfg_.adapt.adds_tasks(cfg_.train.tasks.size()) && cfg_.adapt.train == AdaptTrain::kAdapters;
+  if (!rows_frozen) {
+    grads(mb.user_rows, &cur.lists[M6TrainBatch::kUsers]);
+    if (cfg_.model.item_id) grads(mb.item_rows, &cur.lists[M6TrainBatch::kItems]);
+    grads(mb.token_rows, &cur.lists[M6TrainBatch::kTokens]);
+  }
   return StepResult{loss.item<double>() * nb, uint64_t(nb)};
 }
 
@@ -675,13 +708,13 @@ json M6Plugin::EpochReport() const {
     auto cg = f->ConditionGates();
     if (!cg.defined()) continue;
     cg = cg.to(torch::kCPU);
-    // The user fusion's conditions are domain x tasks + task: a domain's gates are its
-    // retrieval requests', a task's the mean over the domains it was evaluated in.
+    // The user fusion's conditions are task x domains + domain: a domain's gates are its
+    // retrieval requests' (task 0), a task's the mean over the domains it was evaluated in.
     const bool user = f.ptr() == model_->user_fusion.ptr();
-    const int64_t T = user ? in_.shape.tasks : 1;
+    const int64_t T = user ? in_.shape.tasks : 1, D = in_.shape.domains;
     for (size_t d = 0; in_.ds.multi_domain() && d < in_.ds.domains.size(); ++d)
-      for (size_t k = 0; k < srcs->size() && int64_t(d) * T < cg.size(0); ++k) {
-        const double v = cg[int64_t(d) * T][int64_t(k)].item<double>();
+      for (size_t k = 0; k < srcs->size() && int64_t(d) < cg.size(0); ++k) {
+        const double v = cg[int64_t(d)][int64_t(k)].item<double>();
         if (std::isfinite(v) && in_.ds.domains[d].evaluate)
           gates["domains"][in_.ds.domains[d].name][name][(*srcs)[k]] = v;
       }
@@ -689,7 +722,7 @@ json M6Plugin::EpochReport() const {
       for (size_t k = 0; k < srcs->size(); ++k) {
         double sum = 0;
         int n = 0;
-        for (int64_t c = t; c < cg.size(0); c += T) {
+        for (int64_t c = t * D; c < (t + 1) * D && c < cg.size(0); ++c) {
           const double v = cg[c][int64_t(k)].item<double>();
           if (std::isfinite(v)) sum += v, ++n;
         }

@@ -269,10 +269,13 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape)
       continue;
     }
     const bool pair = shape.task_kinds[t] != TaskKind::kAttribute;
-    auto head = register_module("head" + std::to_string(t), nn::Linear(d, out));
+    auto head = register_module("head" + std::to_string(t), nn::Linear(pair ? 3 * d : d, out));
     torch::NoGradGuard ng;
     if (pair) {
-      head->weight.fill_(1.0);  // the plain dot product at the start
+      // [u * i, u, i]: the plain dot product at the start; the linear terms (the user's and the
+      // item's own offsets, as a biased factorisation has) start at zero.
+      head->weight.zero_();
+      head->weight.narrow(1, 0, d).fill_(1.0);
       head->bias.fill_(shape.task_kinds[t] == TaskKind::kRating ? shape.rating_mean : 0.0);
     }
     heads_.push_back(head);
@@ -281,7 +284,7 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape)
 
 torch::Tensor M6ModelImpl::PairHead(int64_t t, const torch::Tensor& users,
                                     const torch::Tensor& items) {
-  return heads_[size_t(t)](users * items).squeeze(1);
+  return heads_[size_t(t)](torch::cat({users * items, users, items}, 1)).squeeze(1);
 }
 
 torch::Tensor M6ModelImpl::UserHead(int64_t t, const torch::Tensor& users) {

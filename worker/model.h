@@ -28,7 +28,8 @@
 //   score(u, i) = <user vector, item vector>
 //   tasks (cfg.train.tasks): the user fusion is conditioned on (domain, task), so every task
 //            has its own condition embedding, FiLM head and adapters over the shared towers;
-//            like/rating score a pair by a weighted dot product, attribute reads the user vector
+//            like/rating score a pair by a weighted dot product with user and item offsets,
+//            attribute reads the user vector
 //            with a linear classifier (PairHead, UserHead)
 // Every part is switched by ModelConfig, so an ablation is a config change.
 #pragma once
@@ -57,7 +58,7 @@ struct ModelBatch {
   torch::Tensor friends, friends_mask;  // [B, F] into user_rows
   // Item graph inputs, one row per item of item_rows (all-zero mask: the item is not scored).
   torch::Tensor item_nbr, item_nbr_mask;  // [Ki, Fi] into user_rows
-  // The user fusion's condition of every user row (domain x tasks + task: the domain it is
+  // The user fusion's condition of every user row (task x domains + domain: the domain it is
   // scored in, the task it is scored for; undefined with one domain and one task) and the
   // domain of every item (undefined with one domain).
   torch::Tensor user_condition, item_domain;  // [B], [Ki] (long, 0-based)
@@ -132,8 +133,9 @@ class M6ModelImpl : public torch::nn::Module {
   torch::Tensor ScoredItemVectors(const ModelBatch& b, const torch::Tensor& item_vecs);
 
   // Task t's head (ModelShape::task_outputs[t] > 0). Rating and like: the pair's score from
-  // its user and item vectors [N, d] -> [N], w . (u * i) + b (the dot product, weighted per
-  // dimension, with the task's offset; a rating head starts at the mean training rating).
+  // its user and item vectors [N, d] -> [N], w . [u * i, u, i] + b (the dot product weighted
+  // per dimension, plus the user's and the item's own linear offsets; it starts as the plain
+  // dot product, a rating head at the mean training rating).
   // Attribute: the classes' logits from user vectors [N, d] -> [N, classes].
   torch::Tensor PairHead(int64_t t, const torch::Tensor& users, const torch::Tensor& items);
   torch::Tensor UserHead(int64_t t, const torch::Tensor& users);

@@ -268,8 +268,12 @@ Status TrainingEngine::Init() {
     M6_RETURN_IF_ERROR(model_->InitFromBackbone(cfg_.adapt.from));
     if (ctx_.rank == 0) {
       const json d = model_->Describe();
-      LOG_INFO << "adapting the backbone " << cfg_.adapt.from << " (" << cfg_.adapt.frozen_domains
-               << " domain(s)) to " << ds_.domains.size() - size_t(cfg_.adapt.frozen_domains)
+      const bool tasks = cfg_.adapt.adds_tasks(tc.tasks.size());
+      LOG_INFO << "adapting the backbone " << cfg_.adapt.from << " ("
+               << (tasks ? cfg_.adapt.frozen_tasks : cfg_.adapt.frozen_domains)
+               << (tasks ? " task(s)) to " : " domain(s)) to ")
+               << (tasks ? tc.tasks.size() - size_t(cfg_.adapt.frozen_tasks)
+                         : ds_.domains.size() - size_t(cfg_.adapt.frozen_domains))
                << " new one(s), training " << EnumName(cfg_.adapt.train) << ": "
                << d.value("trained_dense_params", int64_t(0)) << " of "
                << d.value("dense_params", int64_t(0)) << " dense parameters move";
