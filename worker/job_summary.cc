@@ -276,7 +276,9 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                       name.c_str(), t.value("RMSE", 0.0), t.value("MAE", 0.0),
                       t.value("examples", 0.0), base.value("RMSE", 0.0));
       } else if (t.contains("macro_F1")) {
-        const json lr = pop_test["tasks"].value(name + "_logreg", json::object());
+        const json lr = pop_test.contains("tasks")
+                            ? pop_test["tasks"].value(name + "_logreg", json::object())
+                            : json::object();
         std::snprintf(buf, sizeof(buf),
                       "\n  task %s: accuracy %.4f macro-F1 %.4f over %.0f users (majority "
                       "%.4f, logistic regression on items %.4f / %.4f)",
