@@ -531,6 +531,10 @@ StatusOr<Dataset> LoadTsv(const std::string& dir, const std::string& name) {
     M6_ASSIGN_OR_RETURN(d.social, ReadIdLists(dir + "/social.tsv", d.num_users, d.num_users, "user",
                                               "friend", true));
   }
+  if (std::ifstream(dir + "/item_categories.tsv")) {
+    M6_ASSIGN_OR_RETURN(d.item_categories, ReadIdLists(dir + "/item_categories.tsv", d.num_items,
+                                                       1u << 30, "item", "category", false));
+  }
   if (std::ifstream(dir + "/item_tokens.tsv")) {
     M6_ASSIGN_OR_RETURN(d.item_tokens, ReadIdLists(dir + "/item_tokens.tsv", d.num_items, 1u << 30,
                                                    "item", "token", false));

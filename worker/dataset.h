@@ -13,8 +13,9 @@
 //                 decade from u.item as item tokens, age band / gender / occupation from u.user
 //                 as user tokens
 // Side files read when present next to interactions.tsv (synth / tsv): social.tsv (user friend),
-// item_tokens.tsv (item tok tok ...), item_image / item_audio as .npy (float32, one row per item)
-// or as .tsv ("item f1 f2 ..." per line, every item once).
+// item_tokens.tsv (item tok tok ...), item_categories.tsv (item category ...), item_image /
+// item_audio as .npy (float32, one row per item) or as .tsv ("item f1 f2 ..." per line, every
+// item once), user_profile.tsv (user attributes), domains.tsv (domain names).
 // Every bad line is reported as "file:line: what" and nothing partial is returned.
 #pragma once
 

@@ -114,6 +114,12 @@ Status WriteSynthetic(const SynthConfig& c, uint64_t seed, const std::string& di
       if (v != u) social << u << '\t' << v << '\n';
     }
 
+  // Each item's category: its interest cluster (what request intents are read from).
+  std::ofstream categories(dir + "/item_categories.tsv");
+  categories << "# item\tcategory\n";
+  for (int i = 0; i < c.items; ++i) categories << i << '\t' << item_cluster[i] << '\n';
+  if (!categories) return Status::IOError("cannot write synthetic data under " + dir);
+
   std::ofstream tokens(dir + "/item_tokens.tsv");
   tokens << "# item\ttokens...\n";
   const int per_cluster_vocab = std::max(1, c.tokens / (2 * K));
