@@ -130,6 +130,25 @@ JobOutput RunInProcess(const JobConfig& cfg, uint32_t W, const std::string& data
   return out;
 }
 
+// A finished in-process run: every rank's summary, and result.json's form of them merged.
+struct Merged {
+  JobOutput out;
+  json result;
+  std::string line;  // the result's summary line
+};
+
+// RunInProcess, then MergeRunResult; every rank must succeed (call it inside
+// ASSERT_NO_FATAL_FAILURE).
+void RunAndMerge(const JobConfig& cfg, uint32_t W, const std::string& data_dir,
+                 const std::string& run_dir, Merged* m,
+                 std::shared_ptr<LocalStores> stores = nullptr) {
+  m->out = RunInProcess(cfg, W, data_dir, run_dir, std::move(stores));
+  for (const auto& s : m->out.status) ASSERT_TRUE(s.ok()) << s.message();
+  auto result = MergeRunResult(m->out.workers, 0, &m->line);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  m->result = std::move(*result);
+}
+
 // A finished in-process run's best checkpoint opened for scoring (memory tables restored
 // from it), as `m6rec eval` / `recommend` open a run.
 struct BestModel {
@@ -168,12 +187,10 @@ TEST_P(InProcessJob, TwoRanksAsThreadsLearnWithIdenticalReplicas) {
   TempDir dir;
   const JobConfig cfg = SmallJob(GetParam(), 3);
   ASSERT_TRUE(WriteSynthetic(cfg.data.synth, cfg.seed, dir / "data").ok());
-  JobOutput out = RunInProcess(cfg, 2, dir / "data", dir / "run");
-  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
-  std::string line;
-  auto result = MergeRunResult(out.workers, 0, &line);
-  ASSERT_TRUE(result.ok()) << result.status().message();
-  const json& r = *result;
+  Merged run;
+  ASSERT_NO_FATAL_FAILURE(RunAndMerge(cfg, 2, dir / "data", dir / "run", &run));
+  const auto& [out, result, line] = run;
+  const json& r = result;
   EXPECT_EQ(r["test"]["users"], 600) << "every user is evaluated exactly once";
   EXPECT_GT(r["test"]["HR@10"].get<double>(), r["popularity"]["HR@10"].get<double>() + 0.05)
       << "the model must beat popularity clearly: " << line;
@@ -228,27 +245,25 @@ TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
     cfg.data.domains.push_back(d);
   }
   cfg.data.domains[0].weight = 0.5f;
-  JobOutput out = RunInProcess(cfg, 2, "", dir / "run");
-  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
-  std::string line;
-  auto result = MergeRunResult(out.workers, 0, &line);
-  ASSERT_TRUE(result.ok()) << result.status().message();
-  const json& t = (*result)["test"];
+  Merged run;
+  ASSERT_NO_FATAL_FAILURE(RunAndMerge(cfg, 2, "", dir / "run", &run));
+  const auto& [out, result, line] = run;
+  const json& t = result["test"];
   ASSERT_TRUE(t.contains("domains")) << t.dump();
   EXPECT_EQ(t["domains"]["shop"]["users"], 500);
   EXPECT_EQ(t["domains"]["music"]["users"], 400);
   EXPECT_EQ(t["users"], 900);
   for (const char* name : {"shop", "music"}) {
     const double hr = t["domains"][name]["HR@10"],
-                 pop = (*result)["popularity"]["domains"][name]["HR@10"];
+                 pop = result["popularity"]["domains"][name]["HR@10"];
     EXPECT_GT(hr, pop + 0.05) << name << ": " << line;
     EXPECT_NE(line.find(std::string("\n  ") + name + ": HR@10"), std::string::npos) << line;
   }
   // Accuracy, precision, recall and F1 at the thresholds chosen on validation (one per domain,
   // one for the totals), not at a fixed score of 0 (which read accuracy ~0.6 and precision
   // ~0.02 here). Calling everything positive has F1 2/101 = 0.0198 with 1 positive in 100.
-  ASSERT_TRUE((*result).contains("thresholds")) << result->dump();
-  EXPECT_TRUE((*result)["thresholds"]["domains"].contains("music"));
+  ASSERT_TRUE(result.contains("thresholds")) << result.dump();
+  EXPECT_TRUE(result["thresholds"]["domains"].contains("music"));
   EXPECT_GT(t["accuracy"].get<double>(), 0.95) << t.dump();
   EXPECT_GT(t["F1"].get<double>(), 0.05) << t.dump();
   for (const char* name : {"shop", "music"})
@@ -341,17 +356,15 @@ TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
   ad.train.epochs = 3;
   auto stores = OpenStores(ad, *backbone);
   ASSERT_TRUE(stores);
-  JobOutput out = RunInProcess(ad, 2, "", dir / "adapted", stores);
-  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
-  std::string line;
-  auto result = MergeRunResult(out.workers, 0, &line);
-  ASSERT_TRUE(result.ok()) << result.status().message();
-  const json& t = (*result)["test"];
+  Merged run;
+  ASSERT_NO_FATAL_FAILURE(RunAndMerge(ad, 2, "", dir / "adapted", &run, stores));
+  const auto& [out, result, line] = run;
+  const json& t = result["test"];
   EXPECT_EQ(t["users"], 300) << "only the new domain is evaluated: " << line;
   ASSERT_TRUE(t["domains"].contains("books")) << t.dump();
   EXPECT_FALSE(t["domains"].contains("shop")) << t.dump();
   EXPECT_GT(t["domains"]["books"]["HR@10"].get<double>(),
-            (*result)["popularity"]["domains"]["books"]["HR@10"].get<double>() + 0.05)
+            result["popularity"]["domains"]["books"]["HR@10"].get<double>() + 0.05)
       << line;
 
   // The dense model: every backbone parameter is in the adapted one bit for bit — whole, or as
@@ -442,14 +455,12 @@ train: {job: m6, epochs: 2, batch_size: 128, negatives: 32, loss: softmax, tempe
   ad.model.adapter_rank = 4;
   auto stores = OpenStores(ad, *backbone);
   ASSERT_TRUE(stores);
-  JobOutput out = RunInProcess(ad, 2, "", dir / "adapted", stores);
-  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
-  std::string line;
-  auto result = MergeRunResult(out.workers, 0, &line);
-  ASSERT_TRUE(result.ok()) << result.status().message();
-  const json& rating = (*result)["test"]["tasks"]["rating"];
+  Merged run;
+  ASSERT_NO_FATAL_FAILURE(RunAndMerge(ad, 2, "", dir / "adapted", &run, stores));
+  const auto& [out, result, line] = run;
+  const json& rating = result["test"]["tasks"]["rating"];
   EXPECT_LT(rating["RMSE"].get<double>(),
-            0.9 * (*result)["popularity"]["tasks"]["rating"]["RMSE"].get<double>())
+            0.9 * result["popularity"]["tasks"]["rating"]["RMSE"].get<double>())
       << line;
 
   // Dense: the backbone's parameters whole, or as the leading rows / columns of what grew.
@@ -502,17 +513,15 @@ TEST(InProcessJob, EvaluatingTheBestCheckpointReproducesTheResult) {
   TempDir dir;
   const JobConfig cfg = SmallJob(JobKind::kM6, 2);
   ASSERT_TRUE(WriteSynthetic(cfg.data.synth, cfg.seed, dir / "data").ok());
-  JobOutput out = RunInProcess(cfg, 2, dir / "data", dir / "run");
-  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
-  std::string line;
-  auto result = MergeRunResult(out.workers, 0, &line);
-  ASSERT_TRUE(result.ok());
+  Merged run;
+  ASSERT_NO_FATAL_FAILURE(RunAndMerge(cfg, 2, dir / "data", dir / "run", &run));
+  const auto& [out, result, line] = run;
   BestModel m(cfg, dir / "run", *LoadJobData(cfg, dir / "data"), 2);
   ASSERT_TRUE(m.status.ok()) << m.status.message();
   auto ev = EvaluateModel(m.sc);
   ASSERT_TRUE(ev.ok()) << ev.status().message();
-  EXPECT_EQ((*ev)["test"], (*result)["test"])
-      << "eval " << (*ev)["test"].dump() << "\nresult " << (*result)["test"].dump();
+  EXPECT_EQ((*ev)["test"], result["test"])
+      << "eval " << (*ev)["test"].dump() << "\nresult " << result["test"].dump();
 }
 
 // Retrieval, rating, like and gender prediction on one backbone, on MovieLens-style data where
@@ -541,13 +550,11 @@ train:
       "tasks-test");
   ASSERT_TRUE(parsed.ok()) << parsed.status().message();
   const JobConfig& cfg = *parsed;
-  JobOutput out = RunInProcess(cfg, 2, "", dir / "run");
-  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
-  std::string line;
-  auto result = MergeRunResult(out.workers, 0, &line);
-  ASSERT_TRUE(result.ok()) << result.status().message();
-  const json& t = (*result)["test"];
-  const json& base = (*result)["popularity"];
+  Merged run;
+  ASSERT_NO_FATAL_FAILURE(RunAndMerge(cfg, 2, "", dir / "run", &run));
+  const auto& [out, result, line] = run;
+  const json& t = result["test"];
+  const json& base = result["popularity"];
   ASSERT_TRUE(t.contains("tasks")) << t.dump();
   // Items are uniform within a genre: ranking can only find the genre (HR@10 <= ~0.2).
   EXPECT_GT(t["HR@10"].get<double>(), base["HR@10"].get<double>() + 0.02) << line;
@@ -558,7 +565,7 @@ train:
       << line;
   EXPECT_GT(t["tasks"]["like"]["AUC"].get<double>(), 0.75) << line;
   EXPECT_GT(t["tasks"]["like"]["F1"].get<double>(), 0.7) << line;
-  EXPECT_TRUE((*result)["thresholds"]["tasks"].contains("like")) << result->dump();
+  EXPECT_TRUE(result["thresholds"]["tasks"].contains("like")) << result.dump();
   const json& g = t["tasks"]["gender"];
   EXPECT_GT(g["examples"].get<int>(), 20);
   EXPECT_GT(g["accuracy"].get<double>(), base["tasks"]["gender"]["accuracy"].get<double>() + 0.2)
@@ -586,13 +593,11 @@ TEST(InProcessJob, SyntheticDomainsAndTasksTrainOnOneBackbone) {
                      {"like", TaskKind::kLike, 0.5f, 4, ""},
                      {"segment", TaskKind::kAttribute, 6, 4, "segment"}};
   ASSERT_TRUE(WriteSynthetic(cfg.data.synth, cfg.seed, dir / "data").ok());
-  JobOutput out = RunInProcess(cfg, 2, dir / "data", dir / "run");
-  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
-  std::string line;
-  auto result = MergeRunResult(out.workers, 0, &line);
-  ASSERT_TRUE(result.ok()) << result.status().message();
-  const json& t = (*result)["test"];
-  const json& base = (*result)["popularity"];
+  Merged run;
+  ASSERT_NO_FATAL_FAILURE(RunAndMerge(cfg, 2, dir / "data", dir / "run", &run));
+  const auto& [out, result, line] = run;
+  const json& t = result["test"];
+  const json& base = result["popularity"];
   ASSERT_EQ(t["domains"].size(), 3u) << t.dump();
   for (const char* d : {"shopping", "video", "music"}) {
     EXPECT_EQ(t["domains"][d]["users"], 300) << d;
