@@ -591,7 +591,7 @@ TEST(InProcessJob, SyntheticDomainsAndTasksTrainOnOneBackbone) {
   cfg.train.tasks = {TaskSpec{},
                      {"rating", TaskKind::kRating, 0.5f, 4, ""},
                      {"like", TaskKind::kLike, 0.5f, 4, ""},
-                     {"segment", TaskKind::kAttribute, 6, 4, "segment"}};
+                     {"segment", TaskKind::kAttribute, 10, 4, "segment"}};
   ASSERT_TRUE(WriteSynthetic(cfg.data.synth, cfg.seed, dir / "data").ok());
   Merged run;
   ASSERT_NO_FATAL_FAILURE(RunAndMerge(cfg, 2, dir / "data", dir / "run", &run));
@@ -613,7 +613,7 @@ TEST(InProcessJob, SyntheticDomainsAndTasksTrainOnOneBackbone) {
   EXPECT_GT(t["tasks"]["like"]["AUC"].get<double>(), 0.55) << line;
   // ~95 test users: one standard error of an accuracy is ~0.05.
   EXPECT_GT(t["tasks"]["segment"]["accuracy"].get<double>(),
-            base["tasks"]["segment"]["accuracy"].get<double>() + 0.3)
+            base["tasks"]["segment"]["accuracy"].get<double>() + 0.2)
       << line;
 }
 
