@@ -709,10 +709,6 @@ Status ParseAdapt(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
         r.Where(n["frozen_domains"], "adapt.frozen_domains") + ": " +
         std::to_string(a.frozen_domains) + " backbone domain(s) of " + std::to_string(domains) +
         " in data.domains; an adapted job keeps the backbone's first and adds at least one");
-  if (tasks > 1)
-    return Status::InvalidArgument(r.Where(root["train"], "train.tasks") +
-                                   ": new domains are added to a single-task (retrieval) "
-                                   "backbone; a multi-task backbone takes new tasks");
   // Training only adapters promises an unchanged backbone: its domains must not train.
   for (int d = 0; a.train == AdaptTrain::kAdapters && d < a.frozen_domains; ++d)
     if (cfg->data.domains[size_t(d)].weight != 0.0f)
@@ -961,6 +957,7 @@ Status WriteAdaptConfig(const std::string& backbone_config, const std::string& n
       YAML::Node adapt(YAML::NodeType::Map);
       adapt["from"] = checkpoint;
       adapt["frozen_domains"] = frozen;
+      adapt["frozen_tasks"] = int(std::max<size_t>(1, backbone.train.tasks.size()));
       adapt["train"] = train_mode;
       out["adapt"] = adapt;
       JobConfig cfg;

@@ -292,8 +292,9 @@ struct CheckpointConfig {
 // A job that adapts a trained backbone to new domains or new tasks (`m6rec adapt`,
 // docs/architecture.md "Adapting to a new domain"): its first `frozen_domains` domains and
 // `frozen_tasks` tasks are the backbone's, its servers start from the backbone checkpoint's
-// rows and its dense model from the backbone's. It adds either domains (to a single-task
-// backbone) or tasks (on the backbone's data), not both.
+// rows and its dense model from the backbone's. It adds either domains (which train the
+// backbone's tasks) or tasks (on the backbone's data), not both. frozen_domains counts
+// data.domains entries (an entry may hold several domains: Dataset::DomainsOfSpecs).
 struct AdaptConfig {
   std::string from;        // the backbone's checkpoint directory ("" = not an adapted job)
   int frozen_domains = 0;  // the backbone's domains (the first ones of data.domains)

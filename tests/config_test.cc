@@ -241,6 +241,26 @@ TEST(Config, AdaptedJobCanAddTasksToTheBackbonesData) {
   EXPECT_NE(s.message().find("adds tasks (train.tasks) or domains (data), not both"),
             std::string::npos)
       << s.message();
+
+  // A new domain on a multi-task backbone: the backbone's tasks stay, with their weights (the
+  // new domain trains them, through its own condition rows).
+  const std::string multi = testing::WriteFile(
+      dir / "multi.yaml",
+      "tables:\n  - {name: user, dim: 8}\n  - {name: item, dim: 8}\n"
+      "data: {source: dir, path: /d/ml-100k, format: movielens}\n"
+      "train: {job: m6, tasks: [{type: retrieval}, {type: rating, weight: 0.5}]}\n");
+  const std::string domain =
+      testing::WriteFile(dir / "domain.yaml", "data: {path: /d/other, format: movielens}\n");
+  ASSERT_TRUE(WriteAdaptConfig(multi, domain, {}, "/ck", dir / "domain-out.yaml").ok());
+  c = LoadConfig(dir / "domain-out.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_EQ(c->data.domains.size(), 2u);
+  EXPECT_EQ(c->data.domains[0].weight, 0.0f);
+  EXPECT_EQ(c->data.domains[1].path, "/d/other");
+  EXPECT_EQ(c->adapt.frozen_domains, 1);
+  EXPECT_EQ(c->adapt.frozen_tasks, 2) << "no task is new";
+  ASSERT_EQ(c->train.tasks.size(), 2u);
+  EXPECT_EQ(c->train.tasks[1].weight, 0.5f);
 }
 
 TEST(Config, AdaptedJobKeepsTheBackboneAndAppendsTheNewDomains) {

@@ -223,6 +223,30 @@ TEST(Datasets, ADomainColumnThatPartitionsUsersAndItemsMakesDomains) {
   auto one = LoadDataset(Dir(dir / "one", "tsv"), "");
   ASSERT_TRUE(one.ok()) << one.status().message();
   EXPECT_EQ(one->domains.size(), 1u);
+  // As entries of data.domains: each keeps its own domains (the three after the one), each
+  // taking its entry's weight and remembering the entry.
+  DataConfig both;
+  both.source = DataSource::kDir;
+  for (const char* name : {"one", "three"}) {
+    DomainSpec s;
+    s.label = name;
+    s.path = dir / name;
+    s.weight = name[0] == 'o' ? 0.0f : 0.5f;
+    both.domains.push_back(s);
+  }
+  auto merged = LoadDataset(both, "");
+  ASSERT_TRUE(merged.ok()) << merged.status().message();
+  ASSERT_EQ(merged->domains.size(), 4u);
+  EXPECT_EQ(merged->domains[0].name, "one");
+  EXPECT_EQ(merged->domains[2].name, "video");
+  EXPECT_EQ(merged->domains[2].user_begin, 90u + 30u);
+  EXPECT_EQ(merged->domains[2].item_begin, 60u + 20u);
+  EXPECT_EQ(merged->domains[2].item_offset, 60u + 20u);
+  EXPECT_EQ(merged->domains[2].weight, 0.5f);
+  EXPECT_EQ(merged->domains[2].spec, 1u);
+  EXPECT_EQ(merged->DomainsOfSpecs(1), 1u);
+  EXPECT_EQ(merged->DomainsOfSpecs(2), 4u);
+  EXPECT_EQ(merged->UserDomain(90 + 65), 3u);
   // A rating on some lines only is an error naming the line.
   std::filesystem::create_directories(dir / "bad");
   testing::WriteFile(dir / "bad/interactions.tsv", "0 1 0 5 4\n1 2 0 6\n");

@@ -770,6 +770,12 @@ uint32_t Dataset::UserDomain(uint32_t u) const {
   return it == domains.end() ? uint32_t(domains.size() - 1) : uint32_t(it - domains.begin());
 }
 
+uint32_t Dataset::DomainsOfSpecs(uint32_t n) const {
+  uint32_t c = 0;
+  for (const Domain& d : domains) c += d.spec < n ? 1 : 0;
+  return c;
+}
+
 uint32_t Dataset::ItemDomain(uint32_t i) const {
   if (domains.size() <= 1) return 0;
   auto it = std::upper_bound(domains.begin(), domains.end(), i,
@@ -808,8 +814,16 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
                                      "' has other image/audio dimensions than '" + specs[0].label +
                                      "'");
     m.name += (k ? "+" : "") + label;
-    m.domains.push_back({label, uoff, uoff + p.num_users, ioff + p.first_item, ioff + p.num_items,
-                         specs[k].weight, ioff, specs[k].train_users, specs[k].evaluate});
+    if (p.domains.size() > 1) {
+      for (const Dataset::Domain& d : p.domains)
+        m.domains.push_back({d.name, uoff + d.user_begin, uoff + d.user_end, ioff + d.item_begin,
+                             ioff + d.item_end, specs[k].weight, ioff + d.item_offset,
+                             specs[k].train_users, specs[k].evaluate, uint32_t(k)});
+    } else {
+      m.domains.push_back({label, uoff, uoff + p.num_users, ioff + p.first_item, ioff + p.num_items,
+                           specs[k].weight, ioff, specs[k].train_users, specs[k].evaluate,
+                           uint32_t(k)});
+    }
     m.ordered = m.ordered && p.ordered;
     for (auto& l : p.train) shift(l, ioff);
     for (auto& l : p.test_sets) shift(l, ioff);
@@ -879,6 +893,7 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
     ioff += p.num_items;
     toff += p.num_tokens;
   }
+  if (m.domains.size() > 255) return Status::InvalidArgument("data.domains: at most 255 domains");
   m.num_users = uoff;
   m.num_items = ioff;
   m.num_tokens = toff;

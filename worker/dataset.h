@@ -93,6 +93,7 @@ struct Dataset {
     uint32_t item_offset = 0;  // merged item id = item_offset + the id in the domain's dataset
     float train_users = 1.0f;  // the share of its users trained on (DomainSpec::train_users)
     bool evaluate = true;      // evaluated and reported
+    uint32_t spec = 0;         // the data.domains entry it came from (one entry may hold several)
   };
   std::vector<Domain> domains;
 
@@ -102,6 +103,8 @@ struct Dataset {
   // The valid items user u is ranked among: its domain's (all of them without domains).
   std::pair<uint32_t, uint32_t> CandidateItems(uint32_t u) const;
   bool multi_domain() const { return domains.size() > 1; }
+  // How many domains the first n data.domains entries hold (an adapted job's backbone domains).
+  uint32_t DomainsOfSpecs(uint32_t n) const;
 
   // Per item, the training users that touched it (the item side of the interaction graph).
   std::vector<std::vector<uint32_t>> ItemUsers() const;
@@ -130,8 +133,9 @@ Status PrepareTasks(const std::vector<TaskSpec>& tasks, Dataset* ds);
 
 // One dataset from several: users, items and tokens of domain k are offset past those of
 // domains 0..k-1, so ids never collide (the PS tables see one id space); every list, feature
-// row and fixed negative moves with its ids. The parts must share an evaluation protocol and
-// their image/audio dimensions (or have none).
+// row and fixed negative moves with its ids. A part that is itself several domains (a domain
+// column) keeps them, each taking the part's spec's weight, train_users and evaluate. The parts
+// must share an evaluation protocol and their image/audio dimensions (or have none).
 StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<DomainSpec>& specs);
 
 // Reads "user item item ..." lines (one user per line, user ids need not be dense or sorted).

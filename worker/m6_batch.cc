@@ -42,6 +42,13 @@ M6Inputs::M6Inputs(const Dataset& d, const JobConfig& cfg)
   if (mc.item_graph) item_users = d.ItemUsers();
   shape.domains = int64_t(std::max<size_t>(1, d.domains.size()));
   shape.tasks = int64_t(cfg.train.tasks.size());
+  if (!cfg.adapt.from.empty()) {
+    shape.backbone_tasks = cfg.adapt.frozen_tasks;
+    shape.backbone_domains =
+        cfg.adapt.adds_tasks(cfg.train.tasks.size())
+            ? shape.domains
+            : std::max<int64_t>(1, d.DomainsOfSpecs(uint32_t(cfg.adapt.frozen_domains)));
+  }
   shape.task_kinds.clear();
   shape.task_outputs.clear();
   for (const TaskSpec& t : cfg.train.tasks) {

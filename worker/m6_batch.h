@@ -39,6 +39,8 @@ struct ModelShape {
   std::vector<TaskKind> task_kinds{TaskKind::kRetrieval};
   std::vector<int64_t> task_outputs{0};
   double rating_mean = 0;  // the mean training rating (a rating head's starting offset)
+  // An adapted job (cfg.adapt): the backbone's first domains and tasks (0: not adapted).
+  int64_t backbone_domains = 0, backbone_tasks = 0;
   int64_t user_conditions() const { return domains * tasks; }
 };
 

@@ -53,14 +53,14 @@ class TorchDense final : public DenseModel {
     const bool adapters = !adapt.from.empty() && adapt.train == AdaptTrain::kAdapters;
     // The heads of the tasks an adapted job adds start fresh (the backbone has none of them).
     if (adapt.adds_tasks(size_t(shape.tasks))) first_new_head_ = adapt.frozen_tasks;
-    if (adapters) {
-      // The backbone's condition rows: new tasks append rows to the user fusion (task x
-      // domains + domain) and leave the item fusion's (domains) as they are; new domains
-      // (single-task backbone) append rows to both.
-      const bool tasks = adapt.adds_tasks(size_t(shape.tasks));
-      user_frozen_rows_ =
-          tasks ? int64_t(adapt.frozen_tasks) * shape.domains : adapt.frozen_domains;
-      item_frozen_rows_ = tasks ? shape.domains : adapt.frozen_domains;
+    if (!adapt.from.empty()) {
+      // Where the backbone's condition rows are in this model: the user fusion's condition is
+      // task x domains + domain, so backbone row t x D0 + d is row t x D + d here (new tasks
+      // append rows; new domains interleave them); the item fusion's is the domain.
+      const int64_t T0 = shape.backbone_tasks, D0 = shape.backbone_domains, D = shape.domains;
+      for (int64_t t = 0; t < T0; ++t)
+        for (int64_t d = 0; d < D0; ++d) user_rows_.push_back(t * D + d);
+      for (int64_t d = 0; d < D0; ++d) item_rows_.push_back(d);
     }
     for (auto& np : model_->named_parameters()) {
       torch::Tensor p = np.value();
@@ -79,7 +79,7 @@ class TorchDense final : public DenseModel {
       // until InitFromBackbone finds condition columns the backbone did not have.
       auto mask = torch::zeros_like(p, torch::kBool);
       if (per_condition)
-        mask.narrow(0, 0, std::min<int64_t>(FrozenRows(np.key()), p.size(0))).fill_(true);
+        mask.index_fill_(0, BackboneRows(np.key(), p.device()), true);
       else
         mask.fill_(true);
       frozen_[np.key()] = {p, mask, {}};
@@ -101,8 +101,9 @@ class TorchDense final : public DenseModel {
   }
 
   // The backbone's parameters from a checkpoint's dense directory, each read by name. Shapes
-  // must match, except that per-condition tensors have more rows here (the new domains, which
-  // keep their initial values) and a single-domain backbone's gates lack the condition input
+  // must match, except that per-condition tensors have more rows here (the backbone's go where
+  // BackboneRows says; the new domains' and tasks' keep their initial values) and a
+  // single-condition backbone's gates lack the condition input
   // (its columns start at zero; the backbone's domain gets a zero condition embedding, so its
   // fusion is exactly the backbone's, and the new domains train those columns). Per-condition
   // tensors the backbone lacks keep their initial values.
@@ -143,12 +144,13 @@ class TorchDense final : public DenseModel {
       }
       const bool same_rank = old.dim() == p.dim() && p.dim() >= 1;
       const bool more_rows = same_rank && FusionImpl::PerCondition(name) &&
-                             old.size(0) <= p.size(0) && old.sizes().slice(1) == p.sizes().slice(1);
+                             old.size(0) == int64_t(RowsOf(name).size()) &&
+                             old.sizes().slice(1) == p.sizes().slice(1);
       const bool cond_columns = same_rank && p.dim() == 2 && EndsWith(name, ".gate.weight") &&
                                 old.size(0) == p.size(0) &&
                                 old.size(1) + FusionImpl::kConditionDim == p.size(1);
       if (more_rows) {
-        p.narrow(0, 0, old.size(0)).copy_(old);
+        p.index_copy_(0, BackboneRows(name, p.device()), old.to(p.device()));
       } else if (cond_columns) {
         p.narrow(1, 0, old.size(1)).copy_(old);
         p.narrow(1, old.size(1), FusionImpl::kConditionDim).zero_();
@@ -166,9 +168,7 @@ class TorchDense final : public DenseModel {
     for (const std::string& prefix : unconditioned)
       for (auto& np : model_->named_parameters())
         if (np.key() == prefix + "cond_emb.weight")
-          np.value()
-              .narrow(0, 0, std::min<int64_t>(FrozenRows(np.key()), np.value().size(0)))
-              .zero_();
+          np.value().index_fill_(0, BackboneRows(np.key(), np.value().device()), 0.0);
     for (auto& [name, f] : frozen_) f.saved = torch::Tensor();  // taken again from these values
     return Status::OK();
   }
@@ -307,9 +307,13 @@ class TorchDense final : public DenseModel {
     return s.size() >= suffix.size() &&
            s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
   }
-  // The backbone's rows of a per-condition parameter (adapted jobs).
-  int64_t FrozenRows(const std::string& name) const {
-    return name.rfind("user_fusion.", 0) == 0 ? user_frozen_rows_ : item_frozen_rows_;
+  // Where the backbone's rows of a per-condition parameter are, in backbone order (adapted
+  // jobs; empty otherwise).
+  const std::vector<int64_t>& RowsOf(const std::string& name) const {
+    return name.rfind("user_fusion.", 0) == 0 ? user_rows_ : item_rows_;
+  }
+  torch::Tensor BackboneRows(const std::string& name, const torch::Device& device) const {
+    return torch::tensor(RowsOf(name), torch::TensorOptions(torch::kLong).device(device));
   }
   // Whether a parameter is the head of a task the backbone did not have ("head<t>.*").
   bool NewHead(const std::string& name) const {
@@ -320,9 +324,9 @@ class TorchDense final : public DenseModel {
   M6Model model_;
   std::vector<torch::Tensor> all_;     // every parameter (broadcast, fingerprint, checkpoint)
   std::vector<torch::Tensor> params_;  // the trained ones (allreduce, optimizer)
-  std::map<std::string, FrozenPart> frozen_;  // by parameter name (adapted jobs)
-  int64_t user_frozen_rows_ = 0, item_frozen_rows_ = 0;
-  int64_t first_new_head_ = INT64_MAX;  // adapted jobs: heads of tasks from here on are new
+  std::map<std::string, FrozenPart> frozen_;    // by parameter name (adapted jobs)
+  std::vector<int64_t> user_rows_, item_rows_;  // see BackboneRows
+  int64_t first_new_head_ = INT64_MAX;          // adapted jobs: heads of tasks from here on are new
   std::unique_ptr<torch::optim::Adam> opt_;
   int64_t numel_ = 0;
 };

@@ -269,11 +269,11 @@ Status TrainingEngine::Init() {
     if (ctx_.rank == 0) {
       const json d = model_->Describe();
       const bool tasks = cfg_.adapt.adds_tasks(tc.tasks.size());
-      LOG_INFO << "adapting the backbone " << cfg_.adapt.from << " ("
-               << (tasks ? cfg_.adapt.frozen_tasks : cfg_.adapt.frozen_domains)
+      const size_t frozen = tasks ? size_t(cfg_.adapt.frozen_tasks)
+                                  : ds_.DomainsOfSpecs(uint32_t(cfg_.adapt.frozen_domains));
+      LOG_INFO << "adapting the backbone " << cfg_.adapt.from << " (" << frozen
                << (tasks ? " task(s)) to " : " domain(s)) to ")
-               << (tasks ? tc.tasks.size() - size_t(cfg_.adapt.frozen_tasks)
-                         : ds_.domains.size() - size_t(cfg_.adapt.frozen_domains))
+               << (tasks ? tc.tasks.size() : ds_.domains.size()) - frozen
                << " new one(s), training " << EnumName(cfg_.adapt.train) << ": "
                << d.value("trained_dense_params", int64_t(0)) << " of "
                << d.value("dense_params", int64_t(0)) << " dense parameters move";
