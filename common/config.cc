@@ -808,6 +808,138 @@ Status WriteEffectiveConfig(const std::string& path, const std::vector<std::stri
 
 namespace m6rec {
 
+namespace {
+
+// The backbone's configuration with new.yaml's job/cluster/ps/train/checkpoint/model fields
+// (new tasks excepted: AdaptTasks appends them), refusing what would change the backbone.
+Status MergeAdaptSections(const Reader& r, const YAML::Node& add, const JobConfig& backbone,
+                          const std::string& backbone_config, YAML::Node* out) {
+  if (add["tables"])
+    return Status::InvalidArgument(r.Where(add["tables"], "tables") +
+                                   ": an adapted job keeps the backbone's tables (" +
+                                   backbone_config + ")");
+  M6_RETURN_IF_ERROR(r.CheckMap(
+      add, "", {"job", "cluster", "ps", "data", "train", "checkpoint", "model", "adapt"}));
+  M6_RETURN_IF_ERROR(
+      r.CheckMap(add["model"], "model",
+                 {"adapter_rank", "dropout", "dense_lr", "dense_weight_decay", "device"}));
+  // A field new.yaml may not change: the backbone's rows are placed by it.
+  auto keep = [&](const char* sec, const char* field, int64_t have, const std::string& why) {
+    if (!add[sec] || !add[sec][field]) return Status::OK();
+    const YAML::Node n = add[sec][field];
+    if (n.as<std::string>() != std::to_string(have))
+      return Status::InvalidArgument(r.Where(n, std::string(sec) + "." + field) + ": " + why);
+    return Status::OK();
+  };
+  const std::string servers = std::to_string(backbone.cluster.servers);
+  M6_RETURN_IF_ERROR(keep("cluster", "servers", backbone.cluster.servers,
+                          "the backbone's rows are sharded over its " + servers +
+                              " server(s); an adapted job keeps them"));
+  M6_RETURN_IF_ERROR(keep("ps", "num_slots", backbone.ps.num_slots,
+                          "the backbone's rows are placed by its " +
+                              std::to_string(backbone.ps.num_slots) +
+                              " slots; an adapted job keeps them"));
+  if (backbone.model.adapter_rank > 0)
+    M6_RETURN_IF_ERROR(
+        keep("model", "adapter_rank", backbone.model.adapter_rank,
+             "the backbone's adapters have rank " + std::to_string(backbone.model.adapter_rank)));
+  for (const char* sec : {"job", "cluster", "ps", "train", "checkpoint", "model"}) {
+    const YAML::Node n = add[sec];
+    if (n && !n.IsMap()) return Status::InvalidArgument(r.Where(n, sec) + ": expected a map");
+    if (!(*out)[sec] || !(*out)[sec].IsMap()) (*out)[sec] = YAML::Node(YAML::NodeType::Map);
+    if (!n) continue;
+    for (const auto& kv : n)
+      if (kv.first.as<std::string>() != "tasks")
+        (*out)[sec][kv.first.as<std::string>()] = YAML::Clone(kv.second);
+  }
+  if (!add["job"] || !add["job"]["name"]) (*out)["job"]["name"] = backbone.name + "-adapt";
+  if (!(add["model"] && add["model"]["adapter_rank"]) && backbone.model.adapter_rank == 0)
+    (*out)["model"]["adapter_rank"] = 8;  // the default rank (an explicit 0: FiLM heads only)
+  return Status::OK();
+}
+
+// New tasks on the backbone's data: its tasks first (weight 0, not trained), then the new
+// ones. Returns how many are the backbone's.
+StatusOr<int> AdaptTasks(const Reader& r, const YAML::Node& add, const YAML::Node& old_root,
+                         YAML::Node* out) {
+  const YAML::Node new_tasks = add["train"]["tasks"];
+  if (add["data"])
+    return Status::InvalidArgument(r.Where(add["data"], "data") +
+                                   ": an adapted job adds tasks (train.tasks) or domains "
+                                   "(data), not both");
+  if (!new_tasks.IsSequence() || new_tasks.size() == 0)
+    return Status::InvalidArgument(r.Where(new_tasks, "train.tasks") +
+                                   ": the new task(s), a non-empty list");
+  YAML::Node tasks(YAML::NodeType::Sequence);
+  const YAML::Node ot = old_root["train"] ? old_root["train"]["tasks"] : YAML::Node();
+  if (ot && ot.IsSequence()) {
+    for (const auto& t : ot) tasks.push_back(YAML::Clone(t));
+  } else {
+    YAML::Node t(YAML::NodeType::Map);
+    t["type"] = "retrieval";
+    tasks.push_back(t);
+  }
+  const int frozen = int(tasks.size());
+  for (auto t : tasks) t["weight"] = 0;
+  for (const auto& t : new_tasks) tasks.push_back(YAML::Clone(t));
+  (*out)["train"]["tasks"] = tasks;
+  return frozen;
+}
+
+// New domains: the backbone's data first (weight 0, not evaluated), then new.yaml's. Returns
+// how many data.domains entries are the backbone's.
+StatusOr<int> AdaptDomains(const Reader& r, const YAML::Node& add, const YAML::Node& old_root,
+                           const JobConfig& backbone, const std::string& backbone_config,
+                           YAML::Node* out) {
+  YAML::Node domains(YAML::NodeType::Sequence);
+  const YAML::Node od = old_root["data"];
+  if (!backbone.data.domains.empty()) {
+    for (const auto& n : od["domains"]) domains.push_back(YAML::Clone(n));
+  } else if (backbone.data.source == DataSource::kSynth) {
+    // The synthetic data a backbone generated lives in its run directory.
+    const std::string run =
+        std::filesystem::absolute(std::filesystem::path(backbone_config).parent_path())
+            .lexically_normal()
+            .string();
+    YAML::Node n(YAML::NodeType::Map);
+    n["path"] = run + "/data";
+    n["format"] = "tsv";
+    n["label"] = backbone.name;
+    domains.push_back(n);
+  } else {
+    YAML::Node n(YAML::NodeType::Map);
+    for (const char* k : {"path", "format", "name"})
+      if (od[k]) n[k] = YAML::Clone(od[k]);
+    domains.push_back(n);
+  }
+  const int frozen = int(domains.size());
+  for (auto n : domains) {
+    n["weight"] = 0;
+    n["evaluate"] = false;
+  }
+  const YAML::Node nd = add["data"];
+  if (!nd || !nd.IsMap())
+    return Status::InvalidArgument(r.Where(nd, "data") +
+                                   ": the new domain(s): data.domains, or data.path/format/name");
+  M6_RETURN_IF_ERROR(r.CheckMap(nd, "data", {"path", "format", "name", "domains"}));
+  if (nd["domains"]) {
+    if (!nd["domains"].IsSequence())
+      return Status::InvalidArgument(r.Where(nd["domains"], "data.domains") +
+                                     ": expected a list of datasets");
+    for (const auto& n : nd["domains"]) domains.push_back(YAML::Clone(n));
+  } else {
+    YAML::Node n(YAML::NodeType::Map);
+    for (const char* k : {"path", "format", "name"})
+      if (nd[k]) n[k] = YAML::Clone(nd[k]);
+    domains.push_back(n);
+  }
+  (*out)["data"] = YAML::Node(YAML::NodeType::Map);
+  (*out)["data"]["domains"] = domains;
+  return frozen;
+}
+
+}  // namespace
+
 Status WriteAdaptConfig(const std::string& backbone_config, const std::string& new_config,
                         const std::vector<std::string>& overrides, const std::string& checkpoint,
                         const std::string& out_path) {
@@ -817,8 +949,8 @@ Status WriteAdaptConfig(const std::string& backbone_config, const std::string& n
   M6_ASSIGN_OR_RETURN(YAML::Node add, LoadTree(new_text, new_config, overrides));
   const Reader r(new_config);
   YAML::Node out;
+  bool adds_tasks = false;
   int frozen = 0;
-  bool new_tasks_added = false;
   try {
     JobConfig backbone;
     M6_RETURN_IF_ERROR(ParseTree(old_root, backbone_config, &backbone));
@@ -826,145 +958,28 @@ Status WriteAdaptConfig(const std::string& backbone_config, const std::string& n
       return Status::InvalidArgument(backbone_config + ": the backbone is a " +
                                      EnumName(backbone.train.job) +
                                      " job; adapting needs an m6 backbone");
-    if (add["tables"])
-      return Status::InvalidArgument(r.Where(add["tables"], "tables") +
-                                     ": an adapted job keeps the backbone's tables (" +
-                                     backbone_config + ")");
-    M6_RETURN_IF_ERROR(r.CheckMap(
-        add, "", {"job", "cluster", "ps", "data", "train", "checkpoint", "model", "adapt"}));
     out = YAML::Clone(old_root);
-    // Sections merged field by field, the new configuration's fields winning.
-    for (const char* sec : {"job", "cluster", "ps", "train", "checkpoint", "model"}) {
-      const YAML::Node n = add[sec];
-      if (!n) continue;
-      if (!n.IsMap()) return Status::InvalidArgument(r.Where(n, sec) + ": expected a map");
-      if (!out[sec] || !out[sec].IsMap()) out[sec] = YAML::Node(YAML::NodeType::Map);
-      for (const auto& kv : n)
-        if (kv.first.as<std::string>() != "tasks")  // new tasks are appended below
-          out[sec][kv.first.as<std::string>()] = YAML::Clone(kv.second);
-    }
-    const YAML::Node new_tasks =
-        add["train"] ? add["train"]["tasks"] : YAML::Node(YAML::NodeType::Undefined);
-    for (const char* sec : {"job", "model"})
-      if (!out[sec] || !out[sec].IsMap()) out[sec] = YAML::Node(YAML::NodeType::Map);
-    if (!add["job"] || !add["job"]["name"]) out["job"]["name"] = backbone.name + "-adapt";
-    M6_RETURN_IF_ERROR(
-        r.CheckMap(add["model"], "model",
-                   {"adapter_rank", "dropout", "dense_lr", "dense_weight_decay", "device"}));
-    if (add["cluster"] && add["cluster"]["servers"] &&
-        add["cluster"]["servers"].as<std::string>() != std::to_string(backbone.cluster.servers))
-      return Status::InvalidArgument(r.Where(add["cluster"]["servers"], "cluster.servers") +
-                                     ": the backbone's rows are sharded over its " +
-                                     std::to_string(backbone.cluster.servers) +
-                                     " server(s); an adapted job keeps them");
-    if (add["ps"] && add["ps"]["num_slots"] &&
-        add["ps"]["num_slots"].as<std::string>() != std::to_string(backbone.ps.num_slots))
-      return Status::InvalidArgument(r.Where(add["ps"]["num_slots"], "ps.num_slots") +
-                                     ": the backbone's rows are placed by its " +
-                                     std::to_string(backbone.ps.num_slots) +
-                                     " slots; an adapted job keeps them");
-    if (add["model"] && add["model"]["adapter_rank"] && backbone.model.adapter_rank > 0 &&
-        add["model"]["adapter_rank"].as<std::string>() !=
-            std::to_string(backbone.model.adapter_rank))
-      return Status::InvalidArgument(r.Where(add["model"]["adapter_rank"], "model.adapter_rank") +
-                                     ": the backbone's adapters have rank " +
-                                     std::to_string(backbone.model.adapter_rank));
-    if (!(add["model"] && add["model"]["adapter_rank"]) && backbone.model.adapter_rank == 0)
-      out["model"]["adapter_rank"] = 8;  // the default rank (an explicit 0: FiLM heads only)
+    M6_RETURN_IF_ERROR(MergeAdaptSections(r, add, backbone, backbone_config, &out));
     const YAML::Node na = add["adapt"];
     M6_RETURN_IF_ERROR(r.CheckMap(na, "adapt", {"train"}));
-    const std::string train_mode =
-        na && na["train"] ? na["train"].as<std::string>() : std::string("adapters");
-    if (new_tasks) {
-      // New tasks on the backbone's data: its tasks first (not trained), then the new ones.
-      if (add["data"])
-        return Status::InvalidArgument(r.Where(add["data"], "data") +
-                                       ": an adapted job adds tasks (train.tasks) or domains "
-                                       "(data), not both");
-      if (!new_tasks.IsSequence() || new_tasks.size() == 0)
-        return Status::InvalidArgument(r.Where(new_tasks, "train.tasks") +
-                                       ": the new task(s), a non-empty list");
-      YAML::Node tasks(YAML::NodeType::Sequence);
-      const YAML::Node ot = old_root["train"] ? old_root["train"]["tasks"] : YAML::Node();
-      if (ot && ot.IsSequence()) {
-        for (const auto& t : ot) tasks.push_back(YAML::Clone(t));
-      } else {
-        YAML::Node t(YAML::NodeType::Map);
-        t["type"] = "retrieval";
-        tasks.push_back(t);
-      }
-      frozen = int(tasks.size());
-      new_tasks_added = true;
-      for (auto t : tasks) t["weight"] = 0;
-      for (const auto& t : new_tasks) tasks.push_back(YAML::Clone(t));
-      if (!out["train"] || !out["train"].IsMap()) out["train"] = YAML::Node(YAML::NodeType::Map);
-      out["train"]["tasks"] = tasks;
-      YAML::Node adapt(YAML::NodeType::Map);
-      adapt["from"] = checkpoint;
+    adds_tasks = add["train"] && add["train"]["tasks"];
+    YAML::Node adapt(YAML::NodeType::Map);
+    adapt["from"] = checkpoint;
+    if (adds_tasks) {
+      M6_ASSIGN_OR_RETURN(frozen, AdaptTasks(r, add, old_root, &out));
       adapt["frozen_domains"] = int(backbone.data.domains.size());
       adapt["frozen_tasks"] = frozen;
-      adapt["train"] = train_mode;
-      out["adapt"] = adapt;
-      JobConfig cfg;
-      M6_RETURN_IF_ERROR(
-          ParseTree(out, new_config + " (adapted from " + backbone_config + ")", &cfg));
     } else {
-      // The backbone's domains first (not trained, not evaluated), then the new ones.
-      YAML::Node domains(YAML::NodeType::Sequence);
-      const YAML::Node od = old_root["data"];
-      if (!backbone.data.domains.empty()) {
-        for (const auto& n : od["domains"]) domains.push_back(YAML::Clone(n));
-      } else if (backbone.data.source == DataSource::kSynth) {
-        // The synthetic data a backbone generated lives in its run directory.
-        const std::string run =
-            std::filesystem::absolute(std::filesystem::path(backbone_config).parent_path())
-                .lexically_normal()
-                .string();
-        YAML::Node n(YAML::NodeType::Map);
-        n["path"] = run + "/data";
-        n["format"] = "tsv";
-        n["label"] = backbone.name;
-        domains.push_back(n);
-      } else {
-        YAML::Node n(YAML::NodeType::Map);
-        for (const char* k : {"path", "format", "name"})
-          if (od[k]) n[k] = YAML::Clone(od[k]);
-        domains.push_back(n);
-      }
-      frozen = int(domains.size());
-      for (auto n : domains) {
-        n["weight"] = 0;
-        n["evaluate"] = false;
-      }
-      const YAML::Node nd = add["data"];
-      if (!nd || !nd.IsMap())
-        return Status::InvalidArgument(
-            r.Where(nd, "data") + ": the new domain(s): data.domains, or data.path/format/name");
-      M6_RETURN_IF_ERROR(r.CheckMap(nd, "data", {"path", "format", "name", "domains"}));
-      if (nd["domains"]) {
-        if (!nd["domains"].IsSequence())
-          return Status::InvalidArgument(r.Where(nd["domains"], "data.domains") +
-                                         ": expected a list of datasets");
-        for (const auto& n : nd["domains"]) domains.push_back(YAML::Clone(n));
-      } else {
-        YAML::Node n(YAML::NodeType::Map);
-        for (const char* k : {"path", "format", "name"})
-          if (nd[k]) n[k] = YAML::Clone(nd[k]);
-        domains.push_back(n);
-      }
-      out["data"] = YAML::Node(YAML::NodeType::Map);
-      out["data"]["domains"] = domains;
-      YAML::Node adapt(YAML::NodeType::Map);
-      adapt["from"] = checkpoint;
+      M6_ASSIGN_OR_RETURN(frozen, AdaptDomains(r, add, old_root, backbone, backbone_config, &out));
       adapt["frozen_domains"] = frozen;
       adapt["frozen_tasks"] = int(std::max<size_t>(1, backbone.train.tasks.size()));
-      adapt["train"] = train_mode;
-      out["adapt"] = adapt;
-      JobConfig cfg;
-      // Checked as the job will read it; an error names the new configuration's fields.
-      M6_RETURN_IF_ERROR(
-          ParseTree(out, new_config + " (adapted from " + backbone_config + ")", &cfg));
     }
+    adapt["train"] = na && na["train"] ? na["train"].as<std::string>() : std::string("adapters");
+    out["adapt"] = adapt;
+    // Checked as the job will read it; an error names the new configuration's fields.
+    JobConfig cfg;
+    M6_RETURN_IF_ERROR(
+        ParseTree(out, new_config + " (adapted from " + backbone_config + ")", &cfg));
   } catch (const YAML::Exception& e) {
     return Status::InvalidArgument(new_config + ": " + e.what());
   }
@@ -974,7 +989,7 @@ Status WriteAdaptConfig(const std::string& backbone_config, const std::string& n
   f << "# effective configuration: " << new_config;
   for (const auto& o : overrides) f << " --set " << o;
   f << ", adapted from " << backbone_config << " (" << frozen << " backbone "
-    << (new_tasks_added ? "task(s))\n" : "domain(s))\n") << em.c_str() << "\n";
+    << (adds_tasks ? "task(s))\n" : "domain(s))\n") << em.c_str() << "\n";
   if (!f) return Status::IOError("cannot write '" + out_path + "'");
   return Status::OK();
 }

@@ -462,21 +462,9 @@ std::pair<double, double> Measure(const Grid& g, size_t n, Pick pick, Choose cho
   return count > 0 ? std::make_pair(ndcg / count, hr / count) : std::make_pair(0.0, 0.0);
 }
 
-}  // namespace
-
-Status FitStrategies(const Dataset& ds, const JobConfig& cfg, ModelPlugin& model,
-                     const std::vector<uint32_t>& users, StrategyBook* book) {
-  if (ds.protocol != Dataset::Protocol::kSampled)
-    return Status::InvalidArgument(
-        "strategies are fitted on the sampled protocol's validation requests; " + ds.name +
-        " is evaluated by " + ds.ProtocolName());
-  const uint64_t seed = EvalSeed(cfg);
-  book->classifier = IntentClassifier::Fit(ds, users, cfg.seed);
-  const Requests valid = MakeRequests(ds, users, true, seed);
-  const Requests test = MakeRequests(ds, users, false, seed);
-  if (valid.users.empty() || test.users.empty())
-    return Status::InvalidArgument("no validation or test requests to fit strategies on");
-  // The grid: short-term (sequence) and long-term (id, graph) sources scaled apart.
+// The grid's source scales: the short-term (sequence) and long-term (id, graph) sources scaled
+// apart, for the sources the model has.
+Grid SourceGrid(const ModelPlugin& model) {
   std::vector<std::string> sources;
   const json d = model.Describe();
   if (d.contains("user_sources")) sources = d["user_sources"].get<std::vector<std::string>>();
@@ -493,100 +481,137 @@ Status FitStrategies(const Dataset& ds, const JobConfig& cfg, ModelPlugin& model
         if (has(src) && l != 1.0f) m[src] = l;
       g.scales.push_back(m);
     }
-  Grid gv = g, gt = g;
-  M6_RETURN_IF_ERROR(RankAll(ds, model, valid, &gv));
-  M6_RETURN_IF_ERROR(RankAll(ds, model, test, &gt));
-  // The identity: unscaled, no category weight.
+  return g;
+}
+
+// The model as trained: unscaled, no category weight.
+Choice Identity(const Grid& g) {
   Choice identity;
   for (size_t c = 0; c < g.scales.size(); ++c)
     if (g.scales[c].empty()) identity.c = c;
   identity.w = size_t(std::find(g.weights.begin(), g.weights.end(), 0.0f) - g.weights.begin());
-  // The best choice on validation for the requests `pick` selects; the model as trained unless
-  // a choice beats it by kMinGain (relative): picking the best of 63 on a few hundred
-  // requests finds noise otherwise.
-  constexpr double kMinGain = 0.01;
-  auto best = [&](auto pick) {
-    const double base =
-        Measure(gv, valid.users.size(), pick, [&](size_t) { return identity; }).first;
-    Choice b = identity;
-    double top = base * (1 + kMinGain);
-    for (size_t c = 0; c < g.scales.size(); ++c)
-      for (size_t w = 0; w < g.weights.size(); ++w) {
-        const double v = Measure(gv, valid.users.size(), pick, [&](size_t) {
-                           return Choice{c, w};
-                         }).first;
-        if (v > top + 1e-12) top = v, b = {c, w};
-      }
-    return b;
-  };
-  auto strategy = [&](const Choice& ch) {
-    Strategy s;
-    s.sources = g.scales[ch.c];
-    s.category_weight = g.weights[ch.w];
-    return s;
-  };
-  const Choice global = best([](size_t) { return true; });
-  std::array<Choice, kIntents> per_intent;
-  for (int i = 0; i < kIntents; ++i)
-    per_intent[size_t(i)] = best([&](size_t k) { return valid.intent[k] == i; });
-  book->global = strategy(global);
-  for (int i = 0; i < kIntents; ++i) book->intents[size_t(i)] = strategy(per_intent[size_t(i)]);
+  return identity;
+}
 
-  // The classifier's decision threshold: the one whose inferred intents serve the validation
-  // requests best (intents are rarely balanced, and a wrong explore costs more than a wrong
-  // continue or the other way round: 0.5 need not be the right cut).
-  std::vector<float> p_valid(valid.users.size()), p_test(test.users.size());
-  for (size_t k = 0; k < valid.users.size(); ++k)
-    p_valid[k] = float(book->classifier.ProbExplore(ds, valid.history[k]));
-  for (size_t k = 0; k < test.users.size(); ++k)
-    p_test[k] = float(book->classifier.ProbExplore(ds, test.history[k]));
-  double best_ndcg = -1;
+// The best choice on the validation grid `gv` for the n requests `pick` selects: the model as
+// trained unless a choice beats it by kMinGain (relative): picking the best of 63 on a few
+// hundred requests finds noise otherwise.
+template <typename Pick>
+Choice BestChoice(const Grid& gv, size_t n, Pick pick) {
+  constexpr double kMinGain = 0.01;
+  const Choice identity = Identity(gv);
+  const double base = Measure(gv, n, pick, [&](size_t) { return identity; }).first;
+  Choice b = identity;
+  double top = base * (1 + kMinGain);
+  for (size_t c = 0; c < gv.scales.size(); ++c)
+    for (size_t w = 0; w < gv.weights.size(); ++w) {
+      const double v = Measure(gv, n, pick, [&](size_t) { return Choice{c, w}; }).first;
+      if (v > top + 1e-12) top = v, b = {c, w};
+    }
+  return b;
+}
+
+// The classifier's decision threshold: the one whose inferred intents serve the validation
+// requests (P(explore) p_valid) best with the per-intent choices (intents are rarely balanced,
+// and a wrong explore costs more than a wrong continue or the other way round: 0.5 need not be
+// the right cut). Returns the validation NDCG@10 it reaches.
+double FitThreshold(const Grid& gv, const std::vector<float>& p_valid,
+                    const std::array<Choice, kIntents>& per_intent, double* threshold) {
+  double best = -1;
   for (int step = 1; step <= 20; ++step) {
     const double t = step == 20 ? 1.01 : step * 0.05;  // 1.01: never explore
     const double v = Measure(
-                         gv, valid.users.size(), [](size_t) { return true; },
+                         gv, p_valid.size(), [](size_t) { return true; },
                          [&](size_t k) { return per_intent[p_valid[k] >= t ? 1 : 0]; })
                          .first;
-    if (v > best_ndcg + 1e-12 || (std::fabs(t - 0.5) < 1e-9 && v >= best_ndcg - 1e-12))
-      best_ndcg = v, book->classifier.threshold = t;
+    if (v > best + 1e-12 || (std::fabs(t - 0.5) < 1e-9 && v >= best - 1e-12))
+      best = v, *threshold = t;
   }
-  const double global_valid =
-      Measure(
-          gv, valid.users.size(), [](size_t) { return true; }, [&](size_t) { return global; })
-          .first;
-  book->serve_intents = best_ndcg > global_valid;
-  // The test requests under each way of choosing a strategy.
-  std::vector<int> inferred(test.users.size()), inferred_valid(valid.users.size());
-  for (size_t k = 0; k < test.users.size(); ++k)
-    inferred[k] = p_test[k] >= book->classifier.threshold ? 1 : 0;
-  for (size_t k = 0; k < valid.users.size(); ++k)
-    inferred_valid[k] = p_valid[k] >= book->classifier.threshold ? 1 : 0;
-  auto accuracy = [](const std::vector<int>& a, const std::vector<int>& b) {
-    double hit = 0;
-    for (size_t k = 0; k < a.size(); ++k) hit += a[k] == b[k];
-    return a.empty() ? 0.0 : hit / double(a.size());
-  };
-  auto at_half = [](const std::vector<float>& p) {
-    std::vector<int> out;
-    for (float x : p) out.push_back(x >= 0.5f ? 1 : 0);
-    return out;
-  };
-  std::vector<int> labels_test(test.intent.begin(), test.intent.end());
-  std::vector<float> p_copy(p_test);
+  return best;
+}
+
+std::vector<int> Decide(const std::vector<float>& p, double threshold) {
+  std::vector<int> out;
+  for (float x : p) out.push_back(x >= threshold ? 1 : 0);
+  return out;
+}
+
+double Accuracy(const std::vector<int>& a, const std::vector<int>& b) {
+  double hit = 0;
+  for (size_t k = 0; k < a.size(); ++k) hit += a[k] == b[k];
+  return a.empty() ? 0.0 : hit / double(a.size());
+}
+
+// The classifier's quality on the requests (P(explore) p_valid / p_test).
+json ClassifierReport(const Requests& valid, const Requests& test,
+                      const std::vector<float>& p_valid, const std::vector<float>& p_test,
+                      double threshold) {
   double explore = 0;
   for (int i : test.intent) explore += i;
   explore /= double(test.intent.size());
-  json report = {{"requests", {{"valid", valid.users.size()}, {"test", test.users.size()}}},
-                 {"test_explore_share", explore},
-                 {"classifier",
-                  {{"valid_accuracy", accuracy(at_half(p_valid), valid.intent)},
-                   {"test_accuracy", accuracy(at_half(p_test), test.intent)},
-                   {"test_majority", std::max(explore, 1 - explore)},
-                   {"test_auc", Auc(p_copy, labels_test)},
-                   {"threshold", book->classifier.threshold},
-                   {"test_accuracy_at_threshold", accuracy(inferred, test.intent)},
-                   {"valid_accuracy_at_threshold", accuracy(inferred_valid, valid.intent)}}}};
-  const size_t n = test.users.size();
+  std::vector<float> p_copy(p_test);
+  std::vector<int> labels(test.intent.begin(), test.intent.end());
+  return {{"valid_accuracy", Accuracy(Decide(p_valid, 0.5), valid.intent)},
+          {"test_accuracy", Accuracy(Decide(p_test, 0.5), test.intent)},
+          {"test_majority", std::max(explore, 1 - explore)},
+          {"test_auc", Auc(p_copy, labels)},
+          {"threshold", threshold},
+          {"test_accuracy_at_threshold", Accuracy(Decide(p_test, threshold), test.intent)},
+          {"valid_accuracy_at_threshold", Accuracy(Decide(p_valid, threshold), valid.intent)}};
+}
+
+}  // namespace
+
+Status FitStrategies(const Dataset& ds, const JobConfig& cfg, ModelPlugin& model,
+                     const std::vector<uint32_t>& users, StrategyBook* book) {
+  if (ds.protocol != Dataset::Protocol::kSampled)
+    return Status::InvalidArgument(
+        "strategies are fitted on the sampled protocol's validation requests; " + ds.name +
+        " is evaluated by " + ds.ProtocolName());
+  const uint64_t seed = EvalSeed(cfg);
+  book->classifier = IntentClassifier::Fit(ds, users, cfg.seed);
+  const Requests valid = MakeRequests(ds, users, true, seed);
+  const Requests test = MakeRequests(ds, users, false, seed);
+  if (valid.users.empty() || test.users.empty())
+    return Status::InvalidArgument("no validation or test requests to fit strategies on");
+  Grid gv = SourceGrid(model), gt = gv;
+  M6_RETURN_IF_ERROR(RankAll(ds, model, valid, &gv));
+  M6_RETURN_IF_ERROR(RankAll(ds, model, test, &gt));
+  const size_t nv = valid.users.size(), n = test.users.size();
+  auto strategy = [&](const Choice& ch) {
+    Strategy s;
+    s.sources = gv.scales[ch.c];
+    s.category_weight = gv.weights[ch.w];
+    return s;
+  };
+  const Choice identity = Identity(gv);
+  const Choice global = BestChoice(gv, nv, [](size_t) { return true; });
+  std::array<Choice, kIntents> per_intent;
+  for (int i = 0; i < kIntents; ++i)
+    per_intent[size_t(i)] = BestChoice(gv, nv, [&](size_t k) { return valid.intent[k] == i; });
+  book->global = strategy(global);
+  for (int i = 0; i < kIntents; ++i) book->intents[size_t(i)] = strategy(per_intent[size_t(i)]);
+
+  std::vector<float> p_valid(nv), p_test(n);
+  for (size_t k = 0; k < nv; ++k)
+    p_valid[k] = float(book->classifier.ProbExplore(ds, valid.history[k]));
+  for (size_t k = 0; k < n; ++k)
+    p_test[k] = float(book->classifier.ProbExplore(ds, test.history[k]));
+  const double inferred_valid = FitThreshold(gv, p_valid, per_intent, &book->classifier.threshold);
+  const double global_valid =
+      Measure(
+          gv, nv, [](size_t) { return true; }, [&](size_t) { return global; })
+          .first;
+  book->serve_intents = inferred_valid > global_valid;
+
+  // The test requests under each way of choosing a strategy.
+  const std::vector<int> inferred = Decide(p_test, book->classifier.threshold);
+  json report = {
+      {"requests", {{"valid", nv}, {"test", n}}},
+      {"classifier", ClassifierReport(valid, test, p_valid, p_test, book->classifier.threshold)}};
+  double explore = 0;
+  for (int i : test.intent) explore += i;
+  report["test_explore_share"] = explore / double(n);
   auto measure = [&](const char* name, auto choose) {
     json m;
     const auto all = Measure(
@@ -607,7 +632,7 @@ Status FitStrategies(const Dataset& ds, const JobConfig& cfg, ModelPlugin& model
   measure("served",
           [&](size_t k) { return book->serve_intents ? per_intent[size_t(inferred[k])] : global; });
   report["serve_intents"] = book->serve_intents;
-  report["valid"] = {{"global_NDCG@10", global_valid}, {"inferred_NDCG@10", best_ndcg}};
+  report["valid"] = {{"global_NDCG@10", global_valid}, {"inferred_NDCG@10", inferred_valid}};
   book->report = report;
   return Status::OK();
 }
