@@ -274,15 +274,16 @@ Status ParseOptimizer(const Reader& r, const YAML::Node& n, const std::string& p
 Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   ModelConfig& mc = cfg->model;
   const std::string p = "model";
-  M6_RETURN_IF_ERROR(r.CheckMap(m, p, {"user_id",     "sequence",       "rnn",
-                                       "seq_blocks",  "seq_len",        "attention",
-                                       "content",     "content_tokens", "graph",
-                                       "social",      "fanout",         "item_graph",
-                                       "item_fanout", "eval_fanout",    "graph_weighting",
-                                       "item_id",     "text",           "image",
-                                       "audio",       "fusion",         "hidden",
-                                       "dropout",     "dense_lr",       "dense_weight_decay",
-                                       "token_table", "device",         "adapter_rank"}));
+  M6_RETURN_IF_ERROR(r.CheckMap(m, p, {"user_id",        "sequence",       "rnn",
+                                       "seq_blocks",     "seq_len",        "attention",
+                                       "content",        "content_tokens", "graph",
+                                       "social",         "fanout",         "item_graph",
+                                       "item_fanout",    "eval_fanout",    "graph_weighting",
+                                       "item_id",        "text",           "image",
+                                       "audio",          "fusion",         "hidden",
+                                       "dropout",        "dense_lr",       "dense_weight_decay",
+                                       "token_table",    "device",         "adapter_rank",
+                                       "item_id_dropout"}));
   for (auto [k, v] : {std::pair{"user_id", &mc.user_id},
                       {"sequence", &mc.sequence},
                       {"attention", &mc.attention},
@@ -311,6 +312,11 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dense_lr", &mc.dense_lr, 0, 10));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dense_weight_decay", &mc.dense_weight_decay, 0, 10));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "adapter_rank", &mc.adapter_rank, 0, 1024));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "item_id_dropout", &mc.item_id_dropout, 0, 1));
+  if (mc.item_id_dropout > 0 && !mc.text && !mc.image && !mc.audio)
+    return Status::InvalidArgument(r.Where(m["item_id_dropout"], "model.item_id_dropout") +
+                                   ": an item without its id row needs content (text, image or "
+                                   "audio)");
   if (!mc.user_id && !mc.sequence && !mc.content && !mc.graph)
     return Status::InvalidArgument(
         r.Where(m, p) + ": every user-tower part is off (user_id, sequence, content, graph)");
@@ -487,8 +493,11 @@ Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
 
 Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node d = root["data"];
-  M6_RETURN_IF_ERROR(
-      r.CheckMap(d, "data", {"source", "path", "format", "name", "split", "synth", "domains"}));
+  M6_RETURN_IF_ERROR(r.CheckMap(d, "data",
+                                {"source", "path", "format", "name", "split", "synth", "domains",
+                                 "cold_items", "cold_seed"}));
+  M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "cold_items", &cfg->data.cold_items, 0, 0.9));
+  M6_RETURN_IF_ERROR(r.U64(d, "data", "cold_seed", &cfg->data.cold_seed));
   M6_RETURN_IF_ERROR(ParseDomains(r, d, &cfg->data));
   M6_RETURN_IF_ERROR(r.Str(d, "data", "split", &cfg->data.split));
   M6_RETURN_IF_ERROR(r.Enum(d, "data", "source", &cfg->data.source));

@@ -193,6 +193,11 @@ struct DataConfig {
   // Several datasets on one backbone (then source/path/format/name are not set): every domain
   // is loaded, merged into one id space, trained in mixed batches and evaluated on its own.
   std::vector<DomainSpec> domains;
+  // Item cold start (docs/architecture.md "Cold start"): this share of the items is made cold
+  // (every training interaction with them removed; drawn from cold_seed), and test users are
+  // also reported by whether their target is cold or warm (result.json test.cold_start).
+  float cold_items = 0.0f;
+  uint64_t cold_seed = 1;
 };
 
 // The M6-Rec model (train.job: m6): every part can be switched off for ablations.
@@ -218,6 +223,10 @@ struct ModelConfig {
   GraphWeighting graph_weighting = GraphWeighting::kMean;
   // item tower
   bool item_id = true;
+  // Cold start: the share of the items of a training batch whose id row is left out of the
+  // item tower (DropoutNet-style), so the content sources learn to stand alone; with it > 0,
+  // items without a training interaction are always scored without their (untrained) id row.
+  float item_id_dropout = 0.0f;
   bool text = true;   // item tokens, pooled
   bool image = true;  // projection of the item image vector, when the data has one
   bool audio = true;  // projection of the item audio vector, when the data has one

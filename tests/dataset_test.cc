@@ -256,6 +256,43 @@ TEST(Datasets, ADomainColumnThatPartitionsUsersAndItemsMakesDomains) {
       << bad.status().message();
 }
 
+// A cold split removes every training interaction with a drawn share of the items, the same
+// items for the same seed; a user's lost cold items are never its sampled negatives.
+TEST(Datasets, ColdItemsLoseEveryTrainingInteraction) {
+  testing::TempDir dir;
+  SynthConfig c;
+  c.users = 200, c.items = 300, c.image_dim = 0, c.audio_dim = 0;
+  ASSERT_TRUE(WriteSynthetic(c, 5, dir / "d").ok());
+  auto a = LoadDataset(Dir(dir / "d", "tsv"), "");
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  const uint64_t before = a->train_interactions;
+  Dataset b = *a;
+  MakeColdItems(&*a, 0.2, 3);
+  MakeColdItems(&b, 0.2, 3);
+  ASSERT_TRUE(a->cold_split());
+  EXPECT_EQ(a->cold, b.cold) << "drawn from the seed alone";
+  size_t cold = 0, removed = 0;
+  for (uint32_t i = 0; i < a->num_items; ++i) cold += a->IsCold(i);
+  EXPECT_GT(cold, 40u);
+  EXPECT_LT(cold, 80u);
+  for (uint32_t u = 0; u < a->num_users; ++u) {
+    for (uint32_t i : a->train[u]) EXPECT_FALSE(a->IsCold(i)) << "user " << u;
+    for (uint32_t i : a->cold_removed[u]) EXPECT_TRUE(a->IsCold(i));
+    removed += a->cold_removed[u].size();
+    EXPECT_EQ(a->train_ratings[u].size(), a->train[u].size());
+    for (uint32_t n : SampledNegatives(*a, u, 11))
+      EXPECT_EQ(std::count(a->cold_removed[u].begin(), a->cold_removed[u].end(), n), 0)
+          << "user " << u << " touched item " << n;
+  }
+  EXPECT_GT(removed, 0u);
+  EXPECT_EQ(a->train_interactions + removed, before);
+  for (uint32_t i = 0; i < a->num_items; ++i)
+    if (a->IsCold(i)) EXPECT_EQ(a->item_popularity[i], 0u);
+  Dataset other = b;
+  MakeColdItems(&other, 0.2, 4);
+  EXPECT_NE(other.cold, b.cold) << "another seed, other items";
+}
+
 TEST(Datasets, BadLinesNameFileAndLine) {
   testing::TempDir dir;
   testing::WriteFile(dir / "train.txt", "0 1 2\n1 3 x\n");

@@ -40,6 +40,23 @@ TEST(Samplers, UniformNegativesCoverTheRangeOnly) {
   EXPECT_DOUBLE_EQ(s.Probability(5), 0.1);
 }
 
+// Cold start: warm_only never draws an item without training interactions (power 0: uniform
+// over the others).
+TEST(Samplers, WarmOnlyNegativesSkipItemsWithoutInteractions) {
+  const std::vector<uint32_t> counts{5, 3, 0, 7, 0, 1};
+  NegativeSampler s(counts, 1, 0.0, /*warm_only=*/true);
+  std::mt19937_64 rng(4);
+  std::map<uint32_t, int> n;
+  for (int k = 0; k < 30000; ++k) n[s.Draw(rng)]++;
+  EXPECT_EQ(n.size(), 3u);
+  for (uint32_t cold : {0u, 2u, 4u}) EXPECT_EQ(n.count(cold), 0u) << "item " << cold;
+  for (uint32_t warm : {1u, 3u, 5u}) EXPECT_NEAR(n[warm], 10000, 500) << "item " << warm;
+  EXPECT_DOUBLE_EQ(s.Probability(2), 0.0);
+  NegativeSampler pop(counts, 1, 0.75, true);
+  EXPECT_DOUBLE_EQ(pop.Probability(4), 0.0);
+  EXPECT_GT(pop.Probability(3), pop.Probability(1));
+}
+
 TEST(Samplers, PopularityNegativesFollowCountsToThePower) {
   std::vector<uint32_t> counts{0, 99, 0, 15};  // item 0 is below `first`
   NegativeSampler s(counts, 1, 0.75);

@@ -600,6 +600,7 @@ StatusOr<std::vector<std::vector<uint32_t>>> ReadUserLists(const std::string& pa
 std::vector<uint32_t> SampledNegatives(const Dataset& d, uint32_t u, uint64_t seed) {
   if (u < d.fixed_negatives.size() && !d.fixed_negatives[u].empty()) return d.fixed_negatives[u];
   std::unordered_set<uint32_t> seen(d.train[u].begin(), d.train[u].end());
+  if (u < d.cold_removed.size()) seen.insert(d.cold_removed[u].begin(), d.cold_removed[u].end());
   if (d.valid_item[u] >= 0) seen.insert(static_cast<uint32_t>(d.valid_item[u]));
   if (d.test_item[u] >= 0) seen.insert(static_cast<uint32_t>(d.test_item[u]));
   std::vector<uint32_t> out;
@@ -638,6 +639,32 @@ void SelectTrainedUsers(Dataset* ds, uint64_t seed) {
     for (uint32_t i : ds->train[u]) ds->item_popularity[i]++;
     ds->train_interactions += ds->train[u].size();
   }
+}
+
+void MakeColdItems(Dataset* ds, double share, uint64_t seed) {
+  if (share <= 0) return;
+  ds->cold.assign(ds->num_items, 0);
+  ds->cold_removed.assign(ds->num_users, {});
+  for (uint32_t i = ds->first_item; i < ds->num_items; ++i) {
+    const double r = double(Mix64(seed ^ 0xc01du ^ (uint64_t{i} << 21)) >> 11) * 0x1.0p-53;
+    ds->cold[i] = r < share;
+  }
+  for (uint32_t u = 0; u < ds->num_users; ++u) {
+    auto& items = ds->train[u];
+    const bool rated = u < ds->train_ratings.size() && ds->train_ratings[u].size() == items.size();
+    size_t out = 0;
+    for (size_t k = 0; k < items.size(); ++k) {
+      if (ds->cold[items[k]]) {
+        ds->cold_removed[u].push_back(items[k]);
+        continue;
+      }
+      if (rated) ds->train_ratings[u][out] = ds->train_ratings[u][k];
+      items[out++] = items[k];
+    }
+    items.resize(out);
+    if (rated) ds->train_ratings[u].resize(out);
+  }
+  Finish(ds);
 }
 
 const std::vector<uint32_t>& Dataset::Categories(uint32_t item) const {

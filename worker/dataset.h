@@ -82,6 +82,15 @@ struct Dataset {
   // context they are evaluated with, but feed no sample, popularity count or item graph.
   std::vector<uint8_t> trained;
   bool Trained(uint32_t u) const { return trained.empty() || trained[u]; }
+  // Item cold start (MakeColdItems): per item, whether it was made cold (every training
+  // interaction removed); empty without a cold split. Evaluation reports the users whose
+  // target is cold and those whose target is warm apart.
+  std::vector<uint8_t> cold;
+  // Per user, the cold items its training list lost: never a sampled negative, masked in full
+  // ranking, as the training items are.
+  std::vector<std::vector<uint32_t>> cold_removed;
+  bool cold_split() const { return !cold.empty(); }
+  bool IsCold(uint32_t i) const { return i < cold.size() && cold[i]; }
   // Domains: every dataset is one; a multi-domain job merges several (MergeDomains), each in
   // its own contiguous range of user and item ids. A user belongs to one domain; its negatives
   // and its full-ranking candidates are its domain's items.
@@ -126,6 +135,12 @@ StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split
 // recounts item_popularity and train_interactions over the trained users. No-op when every
 // domain trains all of its users.
 void SelectTrainedUsers(Dataset* ds, uint64_t seed);
+
+// Item cold start: makes `share` of the valid items cold, each drawn from `seed` alone (the
+// same items on every worker and every run), by removing every interaction with them from the
+// training lists (and their ratings); validation and test targets stay, so the users whose
+// target is cold test the model on items it never trained on. Recounts the popularity.
+void MakeColdItems(Dataset* ds, double share, uint64_t seed);
 
 // Checks that the data has what cfg.train.tasks read (ratings, the attributes) and removes the
 // predicted attributes' tokens from the users' profiles.

@@ -12,19 +12,27 @@ namespace {
 // Adds one user's metric values to the totals and, in a multi-domain dataset, to its domain's.
 class UserMetrics {
  public:
-  UserMetrics(const Dataset& ds, uint32_t user, MetricSums* out) : out_(out) {
+  // target: the user's target item (sampled protocol; -1: none), which puts the user in the
+  // cold or the warm group of a cold split.
+  UserMetrics(const Dataset& ds, uint32_t user, MetricSums* out, int64_t target = -1) : out_(out) {
     if (ds.multi_domain()) group_ = &ds.domains[ds.UserDomain(user)].name;
+    if (ds.cold_split() && target >= 0)
+      cold_ = ds.IsCold(uint32_t(target)) ? &kColdGroup : &kWarmGroup;
     out_->AddUser();
-    if (group_) out_->AddGroupUser(*group_);
+    for (const std::string* g : {group_, cold_})
+      if (g) out_->AddGroupUser(*g);
   }
   void Add(const char* name, double v) {
     out_->Add(name, v);
-    if (group_) out_->AddGroup(*group_, name, v);
+    for (const std::string* g : {group_, cold_})
+      if (g) out_->AddGroup(*g, name, v);
   }
 
  private:
+  static inline const std::string kColdGroup = kColdItemsGroup, kWarmGroup = kWarmItemsGroup;
   MetricSums* out_;
   const std::string* group_ = nullptr;
+  const std::string* cold_ = nullptr;
 };
 
 }  // namespace
@@ -110,7 +118,7 @@ Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users
       if (s.size() != cands[c].size())
         return Status::Internal("scorer returned the wrong number of candidates");
       const int rank = RankOfFirst(s);
-      UserMetrics m(ds, chunk[c], out);
+      UserMetrics m(ds, chunk[c], out, int64_t(cands[c][0]));
       m.Add("HR@1", HitAtK(rank, 1));
       m.Add("HR@5", HitAtK(rank, 5));
       m.Add("HR@10", HitAtK(rank, 10));
@@ -151,6 +159,8 @@ Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
       const uint32_t u = chunk[c];
       std::copy(scores.begin() + c * I, scores.begin() + (c + 1) * I, row.begin());
       for (uint32_t i : ds.train[u]) row[i] = -1e30f;
+      if (u < ds.cold_removed.size())
+        for (uint32_t i : ds.cold_removed[u]) row[i] = -1e30f;
       // Only the user's domain's items are candidates (all valid items without domains).
       const auto [begin, end] = ds.CandidateItems(u);
       for (uint32_t i = 0; i < begin; ++i) row[i] = -1e30f;
@@ -243,12 +253,17 @@ std::vector<std::string> ProtocolSumNames(const Dataset& ds) {
           ? std::vector<std::string>{"NDCG@20", "Recall@20"}
           : std::vector<std::string>{"AUC", "FN",      "FP",     "HR@1", "HR@10", "HR@5",
                                      "MRR", "NDCG@10", "NDCG@5", "TN",   "TP"};
-  if (!ds.multi_domain()) return base;
   std::vector<std::string> out = base;
-  for (const auto& d : ds.domains) {
-    if (!d.evaluate) continue;  // an adapted job's backbone domains
-    out.push_back(d.name + "/users");
-    for (const auto& n : base) out.push_back(d.name + "/" + n);
+  auto group = [&](const std::string& g) {
+    out.push_back(g + "/users");
+    for (const auto& n : base) out.push_back(g + "/" + n);
+  };
+  if (ds.multi_domain())
+    for (const auto& d : ds.domains)
+      if (d.evaluate) group(d.name);  // not an adapted job's backbone domains
+  if (ds.cold_split() && ds.protocol == Dataset::Protocol::kSampled) {
+    group(kColdItemsGroup);
+    group(kWarmItemsGroup);
   }
   return out;
 }
@@ -274,7 +289,8 @@ std::string EpochSummary(int epoch, double train_loss, Dataset::Protocol p, cons
   for (const auto& g : test.Groups()) {
     const MetricSums d = test.Group(g);
     if (g.rfind("task:", 0) != 0) {
-      o << "; " << g << " " << d.Mean(heads[0]) << " / " << d.Mean(heads[1]);
+      o << "; " << (g.rfind("cold:", 0) == 0 ? g.substr(5) : g) << " " << d.Mean(heads[0]) << " / "
+        << d.Mean(heads[1]);
       continue;
     }
     if (g.find(':', 5) != std::string::npos) continue;  // a task in one domain

@@ -6,7 +6,8 @@
 //            (accuracy/precision/recall/F1) are taken at a threshold chosen on validation
 //   full     every item scored; training items (and items outside the user's domain, ids
 //            below first_item) masked; Recall@20 / NDCG@20 against the user's test set
-// In a multi-domain dataset every user's metrics are also added to its domain's group.
+// In a multi-domain dataset every user's metrics are also added to its domain's group, and with
+// a cold split to the cold or the warm items' group (kColdItemsGroup).
 #pragma once
 
 #include <array>
@@ -32,6 +33,12 @@ using FullScorer =
     std::function<Status(const std::vector<uint32_t>& users, std::vector<float>* scores)>;
 
 constexpr int kEvalUsersPerChunk = 256;
+
+// A cold split's groups (Dataset::cold; sampled protocol): the users whose target is a cold
+// item, and those whose target is warm. Reported as result.json test.cold_start.<name without
+// the "cold:" prefix>.
+inline constexpr const char* kColdItemsGroup = "cold:cold_items";
+inline constexpr const char* kWarmItemsGroup = "cold:warm_items";
 
 // The scores of an evaluation pass, binned: over all users and per domain (index = domain;
 // empty for a single-domain dataset).

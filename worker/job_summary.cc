@@ -173,6 +173,10 @@ json MetricsJson(const MetricSums& m) {
   for (const auto& [k, v] : SummaryMetrics(m)) j[k] = v;
   for (const auto& g : m.Groups()) {
     // Tasks' groups: "task:<name>" and "task:<name>:<domain>" (evaluator.h TaskGroup).
+    if (g.rfind("cold:", 0) == 0) {  // a cold split's groups (evaluator.h kColdItemsGroup)
+      j["cold_start"][g.substr(5)] = MetricsJson(m.Group(g));
+      continue;
+    }
     if (g.rfind("task:", 0) != 0) {
       j["domains"][g] = MetricsJson(m.Group(g));
       continue;
@@ -252,18 +256,19 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
       b["test"].value("users", 0.0), heads[0], result["popularity"].value(heads[0], 0.0), sps,
       wall_s);
   *line = buf;
-  // A multi-domain run names every domain on its own line.
-  const json no_domains = json::object();
-  const json& pop_domains =
-      result["popularity"].contains("domains") ? result["popularity"]["domains"] : no_domains;
-  if (b["test"].contains("domains"))
-    for (const auto& [name, d] : b["test"]["domains"].items()) {
-      const json pop = pop_domains.value(name, json::object());
+  // A multi-domain run names every domain on its own line; a cold split its cold and warm
+  // items' users.
+  for (const char* key : {"domains", "cold_start"}) {
+    if (!b["test"].contains(key)) continue;
+    const json& pops = result["popularity"];
+    for (const auto& [name, d] : b["test"][key].items()) {
+      const json pop = pops.contains(key) ? pops[key].value(name, json::object()) : json::object();
       std::snprintf(buf, sizeof(buf), "\n  %s: %s %.4f %s %.4f over %.0f users (popularity %.4f)",
                     name.c_str(), heads[0], d.value(heads[0], 0.0), heads[1],
                     d.value(heads[1], 0.0), d.value("users", 0.0), pop.value(heads[0], 0.0));
       *line += buf;
     }
+  }
   // Every other task on its own line, next to its baseline.
   const json& pop_test = result["popularity"];
   if (b["test"].contains("tasks"))

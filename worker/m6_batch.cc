@@ -16,16 +16,30 @@ const std::vector<uint32_t>& FriendsOf(const Dataset& ds, uint32_t u) {
 
 float DegreeWeight(size_t degree) { return 1.0f / std::sqrt(float(std::max<size_t>(1, degree))); }
 
-NegativeSampler MakeSampler(const Dataset& ds, const TrainConfig& tc) {
-  if (tc.negative_sampler == SamplerKind::kPopularity)
-    return NegativeSampler(ds.item_popularity, ds.first_item, 0.75);
-  return NegativeSampler(ds.first_item, ds.num_items);
+// Cold start (a cold split, or a model trained to score items without their id): training
+// negatives come only from items with training interactions. An item that is only ever a
+// negative learns to score low from its content alone, which is what a cold item must not.
+bool WarmNegatives(const Dataset& ds, const ModelConfig& mc) {
+  return ds.cold_split() || mc.item_id_dropout > 0;
+}
+
+// Training negatives over the items [first, end) (end: the item counts' size).
+NegativeSampler MakeSampler(const Dataset& ds, const JobConfig& cfg, uint32_t first, uint32_t end) {
+  const bool warm = WarmNegatives(ds, cfg.model);
+  const std::vector<uint32_t> counts(ds.item_popularity.begin(), ds.item_popularity.begin() + end);
+  if (cfg.train.negative_sampler == SamplerKind::kPopularity)
+    return NegativeSampler(counts, first, 0.75, warm);
+  if (warm) return NegativeSampler(counts, first, 0.0, true);
+  return NegativeSampler(first, end);
 }
 
 }  // namespace
 
 M6Inputs::M6Inputs(const Dataset& d, const JobConfig& cfg)
-    : ds(d), mc(cfg.model), sampler(MakeSampler(d, cfg.train)), negatives(cfg.train.negatives) {
+    : ds(d),
+      mc(cfg.model),
+      sampler(MakeSampler(d, cfg, d.first_item, d.num_items)),
+      negatives(cfg.train.negatives) {
   const TableSpec* ut = cfg.FindTable(cfg.train.user_table);
   shape.dim = ut ? ut->dim : 0;
   shape.tokens = d.num_tokens > 0 && (mc.text || mc.content);
@@ -65,15 +79,8 @@ M6Inputs::M6Inputs(const Dataset& d, const JobConfig& cfg)
     for (float x : r) sum += x, count += 1;
   shape.rating_mean = count > 0 ? sum / count : 0;
   if (d.multi_domain())
-    for (const auto& dom : d.domains) {
-      if (cfg.train.negative_sampler == SamplerKind::kPopularity)
-        domain_samplers.emplace_back(
-            std::vector<uint32_t>(d.item_popularity.begin(),
-                                  d.item_popularity.begin() + dom.item_end),
-            dom.item_begin, 0.75);
-      else
-        domain_samplers.emplace_back(dom.item_begin, dom.item_end);
-    }
+    for (const auto& dom : d.domains)
+      domain_samplers.push_back(MakeSampler(d, cfg, dom.item_begin, dom.item_end));
 }
 
 BatchBuilder::BatchBuilder(const M6Inputs& in, int fanout, int item_fanout)

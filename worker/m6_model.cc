@@ -415,6 +415,17 @@ ModelBatch M6Plugin::Tensors(const BatchBuilder& b, std::vector<KeyList>& lists,
                             : torch::zeros({Ki, d}).to(dev_);
   mb.token_rows =
       leaf(lists[M6TrainBatch::kTokens].rows, b.token_ids.size(), grad && !b.token_ids.empty());
+  if (mc.item_id && mc.item_id_dropout > 0) {
+    // Cold start: an item without training interactions never reads its (untrained) id row;
+    // in training, a share of the others leave theirs out too (drawn from LibTorch's
+    // generator, seeded with the job's seed and checkpointed like dropout's).
+    std::vector<float> keep(size_t(Ki), 1.0f);
+    for (int64_t k = 0; k < Ki; ++k)
+      if (in_.ds.item_popularity[b.item_ids[size_t(k)]] == 0) keep[size_t(k)] = 0.0f;
+    torch::Tensor t = FloatTensor(keep, Ki, 1).view({Ki});
+    if (grad) t = t * torch::bernoulli(torch::full({Ki}, 1.0 - double(mc.item_id_dropout)));
+    mb.item_id_keep = t.to(dev_);
+  }
   const int64_t tt = in_.item_tokens;
   mb.item_tok = LongTensor(b.item_tok, Ki, tt).to(dev_);
   mb.item_tok_mask = FloatTensor(b.item_tok_mask, Ki, tt).to(dev_);

@@ -295,7 +295,8 @@ torch::Tensor M6ModelImpl::ItemVectors(const ModelBatch& b) {
   std::vector<torch::Tensor> xs;
   for (const auto& s : item_sources_) {
     if (s == "id") {
-      xs.push_back(b.item_rows);
+      xs.push_back(b.item_id_keep.defined() ? b.item_rows * b.item_id_keep.unsqueeze(1)
+                                            : b.item_rows);
     } else if (s == "text") {
       auto tok = Gather(WithPadRow(b.token_rows), b.item_tok);
       xs.push_back(text_proj_(MaskedMean(tok, b.item_tok_mask)));

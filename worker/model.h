@@ -6,8 +6,9 @@
 // dense [N, K] tensors with a {0,1} float mask of the same shape.
 //
 //   item tower  (per unique item of the batch)
-//     sources: id row | text: mean of the item's token rows, projected | image: Linear(image)
-//              | audio: Linear(audio)                 -> fusion -> item vector [Ki, d]
+//     sources: id row (zero where item_id_keep says so: cold start) | text: mean of the item's
+//              token rows, projected | image: Linear(image) | audio: Linear(audio)
+//                                                     -> fusion -> item vector [Ki, d]
 //   user tower  (per user of the batch)
 //     sources: id row
 //              | sequence: GRU/LSTM over the last L items' item vectors, or self-attention blocks
@@ -50,6 +51,9 @@ struct ModelBatch {
   // Item tower inputs, one row per item of item_rows.
   torch::Tensor item_tok, item_tok_mask;  // [Ki, Tt] into token_rows
   torch::Tensor item_image, item_audio;   // [Ki, Di], [Ki, Da] (undefined when absent)
+  // model.item_id_dropout: 1 where the item's id row enters the tower, 0 where it is left out
+  // (dropped in training, or an item without training interactions); undefined: all enter.
+  torch::Tensor item_id_keep;  // [Ki]
   // User tower inputs, one row per user of the batch.
   torch::Tensor users;            // [B] into user_rows
   torch::Tensor hist, hist_mask;  // [B, L] into item_rows, left-padded (newest last)
