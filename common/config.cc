@@ -493,11 +493,17 @@ Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
 
 Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node d = root["data"];
-  M6_RETURN_IF_ERROR(r.CheckMap(d, "data",
-                                {"source", "path", "format", "name", "split", "synth", "domains",
-                                 "cold_items", "cold_seed"}));
-  M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "cold_items", &cfg->data.cold_items, 0, 0.9));
-  M6_RETURN_IF_ERROR(r.U64(d, "data", "cold_seed", &cfg->data.cold_seed));
+  M6_RETURN_IF_ERROR(
+      r.CheckMap(d, "data",
+                 {"source", "path", "format", "name", "split", "synth", "domains", "cold_items",
+                  "cold_seed", "cold_users", "cold_user_interactions", "cold_user_profile"}));
+  DataConfig& dc = cfg->data;
+  M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "cold_items", &dc.cold_items, 0, 0.9));
+  M6_RETURN_IF_ERROR(r.U64(d, "data", "cold_seed", &dc.cold_seed));
+  M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "cold_users", &dc.cold_users, 0, 0.9));
+  M6_RETURN_IF_ERROR(
+      r.NumberIn(d, "data", "cold_user_interactions", &dc.cold_user_interactions, 0, 1e6));
+  M6_RETURN_IF_ERROR(r.Bool(d, "data", "cold_user_profile", &dc.cold_user_profile));
   M6_RETURN_IF_ERROR(ParseDomains(r, d, &cfg->data));
   M6_RETURN_IF_ERROR(r.Str(d, "data", "split", &cfg->data.split));
   M6_RETURN_IF_ERROR(r.Enum(d, "data", "source", &cfg->data.source));

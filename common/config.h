@@ -198,6 +198,12 @@ struct DataConfig {
   // also reported by whether their target is cold or warm (result.json test.cold_start).
   float cold_items = 0.0f;
   uint64_t cold_seed = 1;
+  // User cold start: this share of the users (drawn from cold_seed) keeps only its last
+  // cold_user_interactions training interactions, and its profile only with cold_user_profile;
+  // they are reported apart (test.cold_start.cold_users / warm_users).
+  float cold_users = 0.0f;
+  int cold_user_interactions = 3;
+  bool cold_user_profile = true;
 };
 
 // The M6-Rec model (train.job: m6): every part can be switched off for ablations.

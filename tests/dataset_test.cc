@@ -293,6 +293,40 @@ TEST(Datasets, ColdItemsLoseEveryTrainingInteraction) {
   EXPECT_NE(other.cold, b.cold) << "another seed, other items";
 }
 
+// A user cold split keeps a drawn share of the users' last few training interactions (and
+// drops their profile when asked); what they lost is never their sampled negative.
+TEST(Datasets, ColdUsersKeepTheirLastInteractionsOnly) {
+  testing::TempDir dir;
+  SynthConfig c;
+  c.users = 300, c.items = 200, c.image_dim = 0, c.audio_dim = 0;
+  ASSERT_TRUE(WriteSynthetic(c, 6, dir / "d").ok());
+  auto full = LoadDataset(Dir(dir / "d", "tsv"), "");
+  ASSERT_TRUE(full.ok()) << full.status().message();
+  Dataset d = *full;
+  MakeColdUsers(&d, 0.3, 2, /*profile=*/false, 8);
+  ASSERT_TRUE(d.cold_user_split());
+  size_t cold = 0;
+  for (uint32_t u = 0; u < d.num_users; ++u) {
+    if (!d.IsColdUser(u)) {
+      EXPECT_EQ(d.train[u], full->train[u]);
+      EXPECT_EQ(d.user_tokens[u], full->user_tokens[u]);
+      continue;
+    }
+    ++cold;
+    const auto& was = full->train[u];
+    ASSERT_EQ(d.train[u].size(), 2u);
+    EXPECT_TRUE(std::equal(d.train[u].begin(), d.train[u].end(), was.end() - 2)) << "user " << u;
+    EXPECT_EQ(d.cold_removed[u].size(), was.size() - 2);
+    EXPECT_EQ(d.train_ratings[u].size(), 2u);
+    EXPECT_TRUE(d.user_tokens[u].empty()) << "profile dropped";
+    EXPECT_EQ(d.test_item[u], full->test_item[u]) << "targets stay";
+    for (uint32_t n : SampledNegatives(d, u, 11))
+      EXPECT_EQ(std::count(was.begin(), was.end(), n), 0) << "user " << u << " touched " << n;
+  }
+  EXPECT_GT(cold, 60u);
+  EXPECT_LT(cold, 120u);
+}
+
 TEST(Datasets, BadLinesNameFileAndLine) {
   testing::TempDir dir;
   testing::WriteFile(dir / "train.txt", "0 1 2\n1 3 x\n");

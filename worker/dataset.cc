@@ -644,7 +644,7 @@ void SelectTrainedUsers(Dataset* ds, uint64_t seed) {
 void MakeColdItems(Dataset* ds, double share, uint64_t seed) {
   if (share <= 0) return;
   ds->cold.assign(ds->num_items, 0);
-  ds->cold_removed.assign(ds->num_users, {});
+  ds->cold_removed.resize(ds->num_users);
   for (uint32_t i = ds->first_item; i < ds->num_items; ++i) {
     const double r = double(Mix64(seed ^ 0xc01du ^ (uint64_t{i} << 21)) >> 11) * 0x1.0p-53;
     ds->cold[i] = r < share;
@@ -663,6 +663,25 @@ void MakeColdItems(Dataset* ds, double share, uint64_t seed) {
     }
     items.resize(out);
     if (rated) ds->train_ratings[u].resize(out);
+  }
+  Finish(ds);
+}
+
+void MakeColdUsers(Dataset* ds, double share, int keep, bool profile, uint64_t seed) {
+  if (share <= 0) return;
+  ds->cold_user.assign(ds->num_users, 0);
+  ds->cold_removed.resize(ds->num_users);
+  for (uint32_t u = 0; u < ds->num_users; ++u) {
+    auto& items = ds->train[u];
+    const double r = double(Mix64(seed ^ 0xc0105u ^ (uint64_t{u} << 23)) >> 11) * 0x1.0p-53;
+    if (r >= share || items.size() <= size_t(keep)) continue;
+    ds->cold_user[u] = 1;
+    const size_t cut = items.size() - size_t(keep);
+    ds->cold_removed[u].insert(ds->cold_removed[u].end(), items.begin(), items.begin() + cut);
+    items.erase(items.begin(), items.begin() + cut);
+    if (u < ds->train_ratings.size() && ds->train_ratings[u].size() == cut + size_t(keep))
+      ds->train_ratings[u].erase(ds->train_ratings[u].begin(), ds->train_ratings[u].begin() + cut);
+    if (!profile && u < ds->user_tokens.size()) ds->user_tokens[u].clear();
   }
   Finish(ds);
 }

@@ -86,11 +86,16 @@ struct Dataset {
   // interaction removed); empty without a cold split. Evaluation reports the users whose
   // target is cold and those whose target is warm apart.
   std::vector<uint8_t> cold;
-  // Per user, the cold items its training list lost: never a sampled negative, masked in full
-  // ranking, as the training items are.
+  // User cold start (MakeColdUsers): per user, whether its history was cut to a few
+  // interactions; empty without a user cold split.
+  std::vector<uint8_t> cold_user;
+  // Per user, the interactions a cold split took from its training list: never a sampled
+  // negative, masked in full ranking, as the training items are.
   std::vector<std::vector<uint32_t>> cold_removed;
   bool cold_split() const { return !cold.empty(); }
+  bool cold_user_split() const { return !cold_user.empty(); }
   bool IsCold(uint32_t i) const { return i < cold.size() && cold[i]; }
+  bool IsColdUser(uint32_t u) const { return u < cold_user.size() && cold_user[u]; }
   // Domains: every dataset is one; a multi-domain job merges several (MergeDomains), each in
   // its own contiguous range of user and item ids. A user belongs to one domain; its negatives
   // and its full-ranking candidates are its domain's items.
@@ -141,6 +146,11 @@ void SelectTrainedUsers(Dataset* ds, uint64_t seed);
 // training lists (and their ratings); validation and test targets stay, so the users whose
 // target is cold test the model on items it never trained on. Recounts the popularity.
 void MakeColdItems(Dataset* ds, double share, uint64_t seed);
+// User cold start: `share` of the users with more than `keep` training interactions (drawn from
+// `seed` alone) keep only their last `keep` (the ones before their validation and test items:
+// a user the model knows a few interactions of); with profile false they also lose their
+// profile tokens. Recounts the popularity.
+void MakeColdUsers(Dataset* ds, double share, int keep, bool profile, uint64_t seed);
 
 // Checks that the data has what cfg.train.tasks read (ratings, the attributes) and removes the
 // predicted attributes' tokens from the users' profiles.

@@ -9,30 +9,33 @@ namespace m6rec {
 
 namespace {
 
-// Adds one user's metric values to the totals and, in a multi-domain dataset, to its domain's.
+// Adds one user's metric values to the totals and to its groups: its domain's (multi-domain),
+// its target's cold or warm items' and its own cold or warm users' (cold splits).
 class UserMetrics {
  public:
   // target: the user's target item (sampled protocol; -1: none), which puts the user in the
-  // cold or the warm group of a cold split.
+  // cold or the warm items' group of an item cold split.
   UserMetrics(const Dataset& ds, uint32_t user, MetricSums* out, int64_t target = -1) : out_(out) {
-    if (ds.multi_domain()) group_ = &ds.domains[ds.UserDomain(user)].name;
+    if (ds.multi_domain()) groups_[0] = &ds.domains[ds.UserDomain(user)].name;
     if (ds.cold_split() && target >= 0)
-      cold_ = ds.IsCold(uint32_t(target)) ? &kColdGroup : &kWarmGroup;
+      groups_[1] = ds.IsCold(uint32_t(target)) ? &kColdItems : &kWarmItems;
+    if (ds.cold_user_split()) groups_[2] = ds.IsColdUser(user) ? &kColdUsers : &kWarmUsers;
     out_->AddUser();
-    for (const std::string* g : {group_, cold_})
+    for (const std::string* g : groups_)
       if (g) out_->AddGroupUser(*g);
   }
   void Add(const char* name, double v) {
     out_->Add(name, v);
-    for (const std::string* g : {group_, cold_})
+    for (const std::string* g : groups_)
       if (g) out_->AddGroup(*g, name, v);
   }
 
  private:
-  static inline const std::string kColdGroup = kColdItemsGroup, kWarmGroup = kWarmItemsGroup;
+  static inline const std::string kColdItems = kColdItemsGroup, kWarmItems = kWarmItemsGroup,
+                                  kColdUsers = kColdUsersGroup, kWarmUsers = kWarmUsersGroup;
   MetricSums* out_;
-  const std::string* group_ = nullptr;
-  const std::string* cold_ = nullptr;
+  // Its domain's group, its target's cold/warm group, its own cold/warm group.
+  std::array<const std::string*, 3> groups_{};
 };
 
 }  // namespace
@@ -264,6 +267,10 @@ std::vector<std::string> ProtocolSumNames(const Dataset& ds) {
   if (ds.cold_split() && ds.protocol == Dataset::Protocol::kSampled) {
     group(kColdItemsGroup);
     group(kWarmItemsGroup);
+  }
+  if (ds.cold_user_split()) {
+    group(kColdUsersGroup);
+    group(kWarmUsersGroup);
   }
   return out;
 }

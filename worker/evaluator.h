@@ -39,6 +39,10 @@ constexpr int kEvalUsersPerChunk = 256;
 // the "cold:" prefix>.
 inline constexpr const char* kColdItemsGroup = "cold:cold_items";
 inline constexpr const char* kWarmItemsGroup = "cold:warm_items";
+// A user cold split's (Dataset::cold_user; either protocol): the users cut to a few
+// interactions, and the others.
+inline constexpr const char* kColdUsersGroup = "cold:cold_users";
+inline constexpr const char* kWarmUsersGroup = "cold:warm_users";
 
 // The scores of an evaluation pass, binned: over all users and per domain (index = domain;
 // empty for a single-domain dataset).

@@ -615,7 +615,9 @@ StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg,
                                                      const std::string& data_dir) {
   M6_ASSIGN_OR_RETURN(Dataset ds, LoadDataset(cfg.data, data_dir));
   ds.sampled_negatives = cfg.train.eval_negatives;
-  MakeColdItems(&ds, cfg.data.cold_items, cfg.data.cold_seed);
+  const DataConfig& dc = cfg.data;
+  MakeColdItems(&ds, dc.cold_items, dc.cold_seed);
+  MakeColdUsers(&ds, dc.cold_users, dc.cold_user_interactions, dc.cold_user_profile, dc.cold_seed);
   M6_RETURN_IF_ERROR(PrepareTasks(cfg.train.tasks, &ds));
   SelectTrainedUsers(&ds, cfg.seed);
   return std::shared_ptr<const Dataset>(std::make_shared<Dataset>(std::move(ds)));
