@@ -377,12 +377,26 @@ void AddOffline(CLI::App* root, Commands* cmds, const std::string& mode, const s
       ->allow_extra_args(false);
   AddLogLevel(c, &a->log_level);
   if (mode == "recommend") {
-    c->add_option("--user", a->o.user,
-                  "the user to recommend for (with --domain: its id in that domain's dataset)")
-        ->check(Integer(0, INT64_MAX))
-        ->required();
+    auto* user =
+        c->add_option("--user", a->o.user,
+                      "the user to recommend for (with --domain: its id in that domain's dataset)")
+            ->check(Integer(0, INT64_MAX));
     c->add_option("--domain", a->o.domain, "a multi-domain run: the domain the user belongs to")
         ->type_name("NAME");
+    // A user the run has never seen (cold start), instead of --user.
+    auto* h =
+        c->add_option("--history", a->o.history, "a new user: the items it touched, oldest first")
+            ->type_name("ID,ID,...");
+    auto* p = c->add_option("--profile", a->o.profile,
+                            "a new user: its profile attributes (e.g. gender=F,occupation=writer)")
+                  ->type_name("NAME=VALUE,...");
+    auto* f = c->add_option("--friends", a->o.friends, "a new user: its friends' user ids")
+                  ->type_name("ID,ID,...");
+    auto* j = c->add_option("--user-json", a->o.user_json,
+                            "a new user as JSON {history, profile, friends} ('-': stdin)")
+                  ->type_name("FILE");
+    for (auto* o : {h, p, f, j}) user->excludes(o);
+    j->excludes(h)->excludes(p)->excludes(f);
   }
   if (mode == "eval")
     c->add_option("-k,--k", a->o.k,

@@ -2,8 +2,11 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "common/config.h"
 #include "common/logging.h"
@@ -53,6 +56,50 @@ Status EditStrategies(const OfflineOptions& o, json* answer) {
   return Status::OK();
 }
 
+// A new user from --history/--profile/--friends or --user-json.
+StatusOr<NewUser> NewUserFromOptions(const OfflineOptions& o) {
+  if (!o.user_json.empty()) {
+    std::ifstream file;
+    if (o.user_json != "-") {
+      file.open(o.user_json);
+      if (!file) return Status::NotFound("--user-json: cannot open '" + o.user_json + "'");
+    }
+    std::istream& in = o.user_json == "-" ? std::cin : file;
+    json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded())
+      return Status::InvalidArgument("--user-json " + o.user_json + ": not JSON");
+    auto n = ParseNewUser(j);
+    if (!n.ok())
+      return Status::InvalidArgument("--user-json " + o.user_json + ": " + n.status().message());
+    return n;
+  }
+  NewUser n;
+  auto ids = [](const std::string& flag, const std::string& list, std::vector<int64_t>* out) {
+    std::stringstream ss(list);
+    for (std::string x; std::getline(ss, x, ',');) {
+      char* end = nullptr;
+      const long long v = std::strtoll(x.c_str(), &end, 10);
+      if (x.empty() || *end != '\0' || v < 0)
+        return Status::InvalidArgument(flag + ": '" + x + "' is not an id");
+      out->push_back(v);
+    }
+    return Status::OK();
+  };
+  M6_RETURN_IF_ERROR(ids("--history", o.history, &n.history));
+  M6_RETURN_IF_ERROR(ids("--friends", o.friends, &n.friends));
+  std::stringstream ss(o.profile);
+  for (std::string kv; std::getline(ss, kv, ',');) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return Status::InvalidArgument("--profile: '" + kv + "' is not NAME=VALUE");
+    n.profile[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  if (n.history.empty() && n.profile.empty() && n.friends.empty())
+    return Status::InvalidArgument(
+        "recommend: --user, or a new user's --history/--profile/--friends/--user-json");
+  return n;
+}
+
 Status Offline(const OfflineOptions& o, json* answer) {
   if (o.mode == "strategy" && !o.fit) return EditStrategies(o, answer);
   const std::string cfg_path = o.run_dir + "/config.yaml";
@@ -84,7 +131,10 @@ Status Offline(const OfflineOptions& o, json* answer) {
     M6_ASSIGN_OR_RETURN(book, ReadStrategyBook(o.run_dir));
     sc.strategy = &book;
   }
-  if (o.mode == "recommend") {
+  if (o.mode == "recommend" && o.user < 0) {
+    M6_ASSIGN_OR_RETURN(NewUser n, NewUserFromOptions(o));
+    M6_ASSIGN_OR_RETURN(*answer, RecommendForNewUser(sc, n, o.k, o.domain));
+  } else if (o.mode == "recommend") {
     M6_ASSIGN_OR_RETURN(*answer, RecommendForUser(sc, o.user, o.k, o.domain));
   } else if (o.mode == "strategy") {
     M6_ASSIGN_OR_RETURN(auto model, LoadScoringModel(sc));

@@ -15,9 +15,12 @@ namespace m6rec {
 
 struct OfflineOptions {
   std::string run_dir;
-  std::string mode;                        // eval | recommend | strategy
-  std::string checkpoint;                  // "" = the best epoch's, else the newest
-  int64_t user = -1;                       // recommend
+  std::string mode;        // eval | recommend | strategy
+  std::string checkpoint;  // "" = the best epoch's, else the newest
+  int64_t user = -1;       // recommend
+  // recommend a user the run has never seen: its items (comma-separated ids), profile
+  // (NAME=VALUE,...), friends, or all three as JSON (a file; "-": stdin)
+  std::string history, profile, friends, user_json;
   std::string domain;                      // recommend: `user` is this domain's own id
   int k = 0;                               // recommend (0: the strategy's, else 10)
   std::vector<std::string> overrides;      // --set on top of the run's config.yaml

@@ -234,6 +234,20 @@ train:
   const json plain = json::parse(r.stdout_text);
   EXPECT_EQ(plain["items"].size(), 10u) << r.stdout_text;
   EXPECT_FALSE(plain.contains("intent")) << r.stdout_text;
+
+  // A user the run has never seen: a few movies and a profile; an unknown value is refused.
+  r = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--history", "3,8", "--profile",
+                  "gender=F,age=25-34", "--no-strategy"},
+                 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json fresh = json::parse(r.stdout_text);
+  EXPECT_EQ(fresh["user"], "new");
+  EXPECT_EQ(fresh["profile_tokens"], 2) << r.stdout_text;
+  EXPECT_EQ(fresh["items"].size(), 10u) << r.stdout_text;
+  for (const auto& it : fresh["items"]) EXPECT_NE(it["item"], 3) << "its history is not served";
+  r = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--profile", "age=30"}, 120);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("its values are <18, 18-24"), std::string::npos) << r.output;
 }
 
 }  // namespace m6rec

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "common/config.h"
@@ -304,6 +305,39 @@ TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
     EXPECT_GE(it["item"].get<int>(), 240) << "music's items follow shop's 240";
     EXPECT_EQ(it["item"].get<int>() - 240, it["domain_item"].get<int>());
   }
+  // A user the run has never seen, given by what it touched (music's own ids) and a friend:
+  // music's items, none of its history, ranked by that history.
+  NewUser fresh;
+  fresh.history = {1, 2, 3};
+  fresh.friends = {7};
+  auto cold = RecommendForNewUser(sc, fresh, 10, "music");
+  ASSERT_TRUE(cold.ok()) << cold.status().message();
+  EXPECT_EQ((*cold)["user"], "new");
+  ASSERT_EQ((*cold)["items"].size(), 10u);
+  std::set<int> from_first;
+  for (const auto& it : (*cold)["items"]) {
+    EXPECT_GE(it["item"].get<int>(), 240);
+    EXPECT_GT(it["domain_item"].get<int>(), 3) << "its history is not recommended";
+    from_first.insert(it["domain_item"].get<int>());
+  }
+  NewUser other;
+  for (int64_t i = 200; i < 215; ++i) other.history.push_back(i);
+  auto cold2 = RecommendForNewUser(sc, other, 10, "music");
+  ASSERT_TRUE(cold2.ok()) << cold2.status().message();
+  std::set<int> from_other;
+  for (const auto& it : (*cold2)["items"]) from_other.insert(it["domain_item"].get<int>());
+  EXPECT_NE(from_first, from_other) << "another history, other items";
+  // What cannot be read is refused, naming it.
+  NewUser bad;
+  bad.history = {300};
+  EXPECT_NE(RecommendForNewUser(sc, bad, 5, "music").status().message().find("items are 0..259"),
+            std::string::npos);
+  EXPECT_NE(RecommendForNewUser(sc, fresh, 5, "").status().message().find("shop, music"),
+            std::string::npos);
+  bad.history.clear();
+  bad.profile["age"] = "30";
+  EXPECT_NE(RecommendForNewUser(sc, bad, 5, "music").status().message().find("profile 'age'"),
+            std::string::npos);
   auto unknown = RecommendForUser(sc, 3, 5, "books");
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("the run's domains are shop, music"), std::string::npos)

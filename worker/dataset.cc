@@ -294,12 +294,19 @@ Status ReadMovieLensContent(const std::string& dir, Dataset* d) {
                             std::begin(kAgeEdges));
     labels[2][id] = int32_t(occ_id);
   }
-  Dataset::UserAttribute gender{"gender", {"M", "F"}, std::move(labels[0]), {50, 51}};
-  Dataset::UserAttribute age{
-      "age", {"<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+"}, std::move(labels[1]), {}};
+  Dataset::UserAttribute gender{"gender", {"M", "F"}, std::move(labels[0]), {50, 51}, {50, 51}};
+  // Profiles carry the age's decade; a group is read as the decade of its middle.
+  Dataset::UserAttribute age{"age",
+                             {"<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+"},
+                             std::move(labels[1]),
+                             {},
+                             {41, 42, 43, 44, 44, 45, 46}};
   for (uint32_t t = 40; t < 50; ++t) age.tokens.push_back(t);
-  Dataset::UserAttribute occupation{"occupation", occupations, std::move(labels[2]), {}};
-  for (uint32_t k = 0; k < occupations.size(); ++k) occupation.tokens.push_back(60 + k);
+  Dataset::UserAttribute occupation{"occupation", occupations, std::move(labels[2]), {}, {}};
+  for (uint32_t k = 0; k < occupations.size(); ++k) {
+    occupation.tokens.push_back(60 + k);
+    occupation.class_tokens.push_back(60 + k);
+  }
   d->user_attributes = {std::move(gender), std::move(age), std::move(occupation)};
   return Status::OK();
 }
@@ -910,7 +917,7 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
       auto it = std::find_if(m.user_attributes.begin(), m.user_attributes.end(),
                              [&](const Dataset::UserAttribute& x) { return x.name == a.name; });
       if (it == m.user_attributes.end()) {
-        m.user_attributes.push_back({a.name, a.classes, {}, {}});
+        m.user_attributes.push_back({a.name, a.classes, {}, {}, {}});
         it = m.user_attributes.end() - 1;
       } else if (it->classes != a.classes) {
         return Status::InvalidArgument("data.domains: the user attribute '" + a.name + "' of '" +
@@ -920,6 +927,9 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
       a.label.resize(p.num_users, -1);
       it->label.insert(it->label.end(), a.label.begin(), a.label.end());
       for (uint32_t t : a.tokens) it->tokens.push_back(t + toff);
+      // A new user's profile reads the first domain's tokens that have them.
+      if (it->class_tokens.empty())
+        for (int64_t t : a.class_tokens) it->class_tokens.push_back(t < 0 ? t : t + toff);
     }
     append(m.social, p.social, p.num_users, uoff);
     append(m.user_tokens, p.user_tokens, p.num_users, uoff);

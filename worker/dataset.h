@@ -69,6 +69,9 @@ struct Dataset {
     std::vector<std::string> classes;
     std::vector<int32_t> label;    // per user
     std::vector<uint32_t> tokens;  // the profile tokens that carry it
+    // Per class, the profile token a user of that class has (what a new user's profile is read
+    // as; -1: none, empty: the attribute is no model input).
+    std::vector<int64_t> class_tokens;
   };
   std::vector<UserAttribute> user_attributes;
   const UserAttribute* FindAttribute(const std::string& name) const;

@@ -141,11 +141,13 @@ void BatchBuilder::Symmetric(size_t pool, std::vector<float>* w) const {
 
 void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
                            const std::vector<uint32_t>& nbr_items, size_t nbr_pool,
-                           const std::vector<uint32_t>& fr, uint32_t domain, uint32_t task) {
+                           const std::vector<uint32_t>& fr, uint32_t domain, uint32_t task,
+                           const std::vector<uint32_t>* profile) {
   const ModelConfig& mc = in_.mc;
   // An attribute task reads the user's behaviour, not its own row: trained on the id, a head
   // would learn the training users' rows by heart and know nothing of anyone else's.
-  users.push_back(in_.shape.task_kinds[task] == TaskKind::kAttribute ? 0 : User(u));
+  const bool no_row = u == kUnseenUser || in_.shape.task_kinds[task] == TaskKind::kAttribute;
+  users.push_back(no_row ? 0 : User(u));
   row_condition.push_back(int64_t(task) * in_.shape.domains + domain);
   const int L = mc.seq_len, F = fanout_;
   const size_t pad = L - std::min<size_t>(L, h.size());
@@ -181,14 +183,17 @@ void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
       idx.push_back(User(v));
       if (degree_weights_) weight.push_back(DegreeWeight(FriendsOf(in_.ds, v).size()));
     }
-    Symmetric(FriendsOf(in_.ds, u).size(), &weight);
+    Symmetric(u == kUnseenUser ? fr.size() : FriendsOf(in_.ds, u).size(), &weight);
   }
   fill(idx, &friends, &friends_mask);
-  AddContent(u, h);
+  static const std::vector<uint32_t> kNone;
+  const auto& own = u < in_.ds.user_tokens.size() ? in_.ds.user_tokens[u] : kNone;
+  AddContent(profile ? *profile : own, h);
 }
 
 // Content: the user's profile tokens, then the tokens of the newest history items.
-void BatchBuilder::AddContent(uint32_t u, const std::vector<uint32_t>& h) {
+void BatchBuilder::AddContent(const std::vector<uint32_t>& profile,
+                              const std::vector<uint32_t>& h) {
   const int T = in_.mc.content_tokens;
   const Dataset& ds = in_.ds;
   int n = 0;
@@ -201,8 +206,7 @@ void BatchBuilder::AddContent(uint32_t u, const std::vector<uint32_t>& h) {
       utok_mask.push_back(1);
       ++n;
     };
-    if (u < ds.user_tokens.size())
-      for (uint32_t t : ds.user_tokens[u]) add(t);
+    for (uint32_t t : profile) add(t);
     for (size_t k = h.size(); k-- > 0 && n < T;)
       if (h[k] < ds.item_tokens.size())
         for (uint32_t t : ds.item_tokens[h[k]]) add(t);
@@ -348,17 +352,20 @@ std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in,
       *out = SampleNeighboursFixed(in.item_users[i], in.eval_item_fanout, -1, in.eval_seed ^ 2, i);
     };
   for (const auto& q : queries) {
-    const uint32_t u = q.user;
+    const uint32_t u = q.unseen ? BatchBuilder::kUnseenUser : q.user;
+    const uint32_t seed_id = q.unseen ? 0 : u;
     b->AddUser(u,
                mc.sequence ? HistoryWindow(q.history, -1, mc.seq_len, in.ds.ordered)
                            : std::vector<uint32_t>{},
-               mc.graph ? SampleNeighboursFixed(q.neighbours, in.eval_fanout, -1, in.eval_seed, u)
-                        : std::vector<uint32_t>{},
+               mc.graph
+                   ? SampleNeighboursFixed(q.neighbours, in.eval_fanout, -1, in.eval_seed, seed_id)
+                   : std::vector<uint32_t>{},
                q.neighbours.size(),
-               mc.graph ? SampleNeighboursFixed(FriendsOf(in.ds, u), in.eval_fanout, -1,
-                                                in.eval_seed ^ 1, u)
+               mc.graph ? SampleNeighboursFixed(q.unseen ? q.friends : FriendsOf(in.ds, u),
+                                                in.eval_fanout, -1, in.eval_seed ^ 1, seed_id)
                         : std::vector<uint32_t>{},
-               q.domain >= 0 ? uint32_t(q.domain) : in.ds.UserDomain(u), q.task);
+               q.domain >= 0 ? uint32_t(q.domain) : in.ds.UserDomain(u), q.task,
+               q.unseen ? &q.profile : nullptr);
   }
   return b;
 }

@@ -78,10 +78,12 @@ class BatchBuilder {
 
   // One user row of the user tower. hist: oldest first; nbr: items sampled from nbr_pool of
   // them (the size of the neighbourhood, for graph_weighting: symmetric); domain: the domain
-  // the row is scored in and task its task (together the user fusion's condition).
+  // the row is scored in and task its task (together the user fusion's condition). u =
+  // kUnseenUser: a user without a row, whose profile tokens are `profile`.
+  static constexpr uint32_t kUnseenUser = UINT32_MAX;
   void AddUser(uint32_t u, const std::vector<uint32_t>& hist, const std::vector<uint32_t>& nbr,
                size_t nbr_pool, const std::vector<uint32_t>& friends, uint32_t domain = 0,
-               uint32_t task = 0);
+               uint32_t task = 0, const std::vector<uint32_t>* profile = nullptr);
 
   int fanout() const { return fanout_; }
   int item_fanout() const { return item_fanout_; }
@@ -96,7 +98,7 @@ class BatchBuilder {
   std::vector<float> hist_mask, nbr_mask, friends_mask, utok_mask, item_tok_mask;
 
  private:
-  void AddContent(uint32_t u, const std::vector<uint32_t>& hist);
+  void AddContent(const std::vector<uint32_t>& profile, const std::vector<uint32_t>& hist);
   // graph_weighting: symmetric — the model sums its neighbours' rows, each weighted
   // 1/sqrt(own degree · neighbour's degree) as in LightGCN; a sample of n of the node's `pool`
   // neighbours is scaled by pool/n so that the sum estimates the whole neighbourhood's.

@@ -179,6 +179,10 @@ Status MfPlugin::ScoreCandidates(const std::vector<UserQuery>& queries,
 }
 
 Status MfPlugin::ScoreAllItems(const std::vector<UserQuery>& queries, std::vector<float>* scores) {
+  for (const auto& q : queries)
+    if (q.unseen)
+      return Status::InvalidArgument(
+          "the mf job scores a user by its own row: a user the run has not seen needs the m6 job");
   const uint32_t I = ds_.num_items;
   if (all_items_.empty()) {
     std::vector<Key> all;

@@ -70,6 +70,11 @@ struct UserQuery {
   // A serving strategy's scale of user sources (by name, e.g. "sequence"; absent: 1): the
   // source's vector is multiplied by it before the fusion (worker/strategy.h).
   std::map<std::string, float> source_scale;
+  // A user the run has never seen (m6rec recommend --history/--profile/--friends): no id row
+  // (the zero padding row stands in), its profile tokens and friends (user ids) given here;
+  // `user` is ignored.
+  bool unseen = false;
+  std::vector<uint32_t> profile, friends;
 };
 
 // The dense part of a model, replicated on every worker: the engine allreduces its gradients

@@ -681,44 +681,17 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
   return j;
 }
 
-StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
-                                const std::string& domain) {
+namespace {
+
+// The top k of the query's domain's items not in `seen`, under the run's strategy when it has
+// one (the intent inferred from `seen`): {"k", "seen", "items": [{"item", "score",
+// ["domain_item"]}], ["intent", "strategy"], ["domain"]}.
+StatusOr<json> RankForQuery(const ScoringContext& ctx, UserQuery query, std::vector<uint32_t> seen,
+                            uint32_t domain, int k) {
   const Dataset& ds = *ctx.data;
-  if (!domain.empty()) {
-    std::string names;
-    for (const auto& d : ds.domains) {
-      if (d.name == domain && ds.multi_domain()) {
-        if (user < 0 || user >= int64_t(d.user_end - d.user_begin))
-          return Status::InvalidArgument("--user " + std::to_string(user) + ": domain '" + domain +
-                                         "' has users 0.." +
-                                         std::to_string(d.user_end - d.user_begin - 1));
-        return RecommendForUser(ctx, user + d.user_begin, k, "");
-      }
-      names += (names.empty() ? "" : ", ") + d.name;
-    }
-    return Status::InvalidArgument("--domain '" + domain + "': " +
-                                   (ds.multi_domain() ? "the run's domains are " + names
-                                                      : std::string("the run has one domain")));
-  }
-  if (user < 0 || user >= int64_t(ds.num_users))
-    return Status::InvalidArgument("--user " + std::to_string(user) + ": the data has users 0.." +
-                                   std::to_string(ds.num_users - 1));
   Status s;
   auto model = LoadedPlugin(ctx, &s);
   if (!model) return s;
-  const uint32_t u = static_cast<uint32_t>(user);
-  // Everything the user is known to have touched is history, and is excluded from the list.
-  std::vector<uint32_t> seen = ds.train[u];
-  if (ds.protocol == Dataset::Protocol::kSampled) {
-    for (int64_t extra : {ds.valid_item[u], ds.test_item[u]})
-      if (extra >= 0) seen.push_back(uint32_t(extra));
-  } else {
-    seen.insert(seen.end(), ds.test_sets[u].begin(), ds.test_sets[u].end());
-  }
-  UserQuery query;
-  query.user = u;
-  query.history = seen;
-  query.neighbours = seen;
   // The request's intent, from its behaviour, and that intent's strategy.
   const Strategy* strategy = nullptr;
   int intent = 0;
@@ -734,8 +707,10 @@ StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
   s = model->ScoreAllItems({query}, &scores);
   model->EndScoring();
   M6_RETURN_IF_ERROR(s);
-  // Candidates: the user's domain's items (every valid item without domains) not yet seen.
-  const auto [begin, end] = ds.CandidateItems(u);
+  // Candidates: the domain's items (every valid item without domains) not yet seen.
+  const Dataset::Domain* dom = ds.multi_domain() ? &ds.domains[domain] : nullptr;
+  const uint32_t begin = dom ? dom->item_begin : ds.first_item,
+                 end = dom ? dom->item_end : ds.num_items;
   if (strategy && strategy->category_weight != 0) {
     std::vector<bool> was_seen(ds.num_items, false);
     for (uint32_t i : seen) was_seen[i] = true;
@@ -758,24 +733,160 @@ StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
   std::sort(seen.begin(), seen.end());
   seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
   // In a multi-domain run ids are the merged ones; each item also carries its domain's own id.
-  const Dataset::Domain* dom = ds.multi_domain() ? &ds.domains[ds.UserDomain(u)] : nullptr;
-  const uint32_t item_offset = dom ? dom->item_offset : 0;
   json items = json::array();
   for (uint32_t i : TopK(scores, k)) {
     if (scores[i] <= -1e29f) continue;
     json it = {{"item", i}, {"score", scores[i]}};
-    if (dom) it["domain_item"] = i - item_offset;
+    if (dom) it["domain_item"] = i - dom->item_offset;
     items.push_back(it);
   }
-  json out = {{"user", user}, {"k", k}, {"seen", seen.size()}, {"items", items}};
+  json out = {{"k", k}, {"seen", seen.size()}, {"items", items}};
   if (strategy) {
     out["intent"] = {{"name", intent < 0 ? "any" : IntentName(intent)}, {"p_explore", p_explore}};
     out["strategy"] = strategy->ToJson();
   }
-  if (dom) {
-    out["domain"] = dom->name;
-    out["domain_user"] = u - dom->user_begin;
+  if (dom) out["domain"] = dom->name;
+  return out;
+}
+
+}  // namespace
+
+StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
+                                const std::string& domain) {
+  const Dataset& ds = *ctx.data;
+  if (!domain.empty()) {
+    std::string names;
+    for (const auto& d : ds.domains) {
+      if (d.name == domain && ds.multi_domain()) {
+        if (user < 0 || user >= int64_t(d.user_end - d.user_begin))
+          return Status::InvalidArgument("--user " + std::to_string(user) + ": domain '" + domain +
+                                         "' has users 0.." +
+                                         std::to_string(d.user_end - d.user_begin - 1));
+        return RecommendForUser(ctx, user + d.user_begin, k, "");
+      }
+      names += (names.empty() ? "" : ", ") + d.name;
+    }
+    return Status::InvalidArgument("--domain '" + domain + "': " +
+                                   (ds.multi_domain() ? "the run's domains are " + names
+                                                      : std::string("the run has one domain")));
   }
+  if (user < 0 || user >= int64_t(ds.num_users))
+    return Status::InvalidArgument("--user " + std::to_string(user) + ": the data has users 0.." +
+                                   std::to_string(ds.num_users - 1));
+  const uint32_t u = static_cast<uint32_t>(user);
+  // Everything the user is known to have touched is history, and is excluded from the list.
+  std::vector<uint32_t> seen = ds.train[u];
+  if (ds.protocol == Dataset::Protocol::kSampled) {
+    for (int64_t extra : {ds.valid_item[u], ds.test_item[u]})
+      if (extra >= 0) seen.push_back(uint32_t(extra));
+  } else {
+    seen.insert(seen.end(), ds.test_sets[u].begin(), ds.test_sets[u].end());
+  }
+  UserQuery query;
+  query.user = u;
+  query.history = seen;
+  query.neighbours = seen;
+  M6_ASSIGN_OR_RETURN(json out, RankForQuery(ctx, query, seen, ds.UserDomain(u), k));
+  out["user"] = user;
+  if (ds.multi_domain()) out["domain_user"] = u - ds.domains[ds.UserDomain(u)].user_begin;
+  return out;
+}
+
+StatusOr<NewUser> ParseNewUser(const json& j) {
+  if (!j.is_object()) return Status::InvalidArgument("a new user is a JSON object");
+  NewUser n;
+  for (const auto& [key, v] : j.items()) {
+    if (key == "history" || key == "friends") {
+      if (!v.is_array()) return Status::InvalidArgument("'" + key + "': a list of ids");
+      for (const auto& x : v) {
+        if (!x.is_number_integer() || x.get<int64_t>() < 0)
+          return Status::InvalidArgument("'" + key + "': " + x.dump() + " is not an id");
+        (key == "history" ? n.history : n.friends).push_back(x.get<int64_t>());
+      }
+    } else if (key == "profile") {
+      if (!v.is_object()) return Status::InvalidArgument("'profile': {attribute: value, ...}");
+      for (const auto& [a, x] : v.items())
+        n.profile[a] = x.is_string() ? x.get<std::string>() : x.dump();
+    } else {
+      return Status::InvalidArgument("'" + key + "': unknown field (history, profile, friends)");
+    }
+  }
+  return n;
+}
+
+StatusOr<json> RecommendForNewUser(const ScoringContext& ctx, const NewUser& user, int k,
+                                   const std::string& domain) {
+  const Dataset& ds = *ctx.data;
+  uint32_t dom = 0;
+  if (ds.multi_domain()) {
+    std::string names;
+    for (const auto& d : ds.domains) names += (names.empty() ? "" : ", ") + d.name;
+    auto it = std::find_if(ds.domains.begin(), ds.domains.end(),
+                           [&](const Dataset::Domain& d) { return d.name == domain; });
+    if (it == ds.domains.end())
+      return Status::InvalidArgument("--domain '" + domain + "': a new user of a multi-domain " +
+                                     "run needs its domain; the run's domains are " + names);
+    dom = uint32_t(it - ds.domains.begin());
+  } else if (!domain.empty()) {
+    return Status::InvalidArgument("--domain '" + domain + "': the run has one domain");
+  }
+  const bool multi = ds.multi_domain();
+  const uint32_t ibegin = multi ? ds.domains[dom].item_begin : ds.first_item,
+                 iend = multi ? ds.domains[dom].item_end : ds.num_items,
+                 ioff = multi ? ds.domains[dom].item_offset : 0,
+                 ubegin = multi ? ds.domains[dom].user_begin : 0,
+                 uend = multi ? ds.domains[dom].user_end : ds.num_users;
+  UserQuery q;
+  q.unseen = true;
+  q.domain = int32_t(dom);
+  for (int64_t i : user.history) {
+    if (i + ioff < ibegin || i + ioff >= iend)
+      return Status::InvalidArgument(
+          "history item " + std::to_string(i) + ": the " + (multi ? "domain's" : "data's") +
+          " items are " + std::to_string(ibegin - ioff) + ".." + std::to_string(iend - ioff - 1));
+    q.history.push_back(uint32_t(i + ioff));
+  }
+  for (int64_t v : user.friends) {
+    if (v + ubegin >= uend)
+      return Status::InvalidArgument("friend " + std::to_string(v) + ": the " +
+                                     (multi ? "domain's" : "data's") + " users are 0.." +
+                                     std::to_string(uend - ubegin - 1));
+    q.friends.push_back(uint32_t(v + ubegin));
+  }
+  json ignored = json::array();
+  for (const auto& [name, value] : user.profile) {
+    const Dataset::UserAttribute* a = ds.FindAttribute(name);
+    std::string have;
+    for (const auto& x : ds.user_attributes) have += (have.empty() ? "" : ", ") + x.name;
+    if (!a)
+      return Status::InvalidArgument("profile '" + name + "': the data's user attributes are " +
+                                     (have.empty() ? std::string("none") : have));
+    auto c = std::find(a->classes.begin(), a->classes.end(), value);
+    if (c == a->classes.end()) {
+      std::string classes;
+      for (const auto& x : a->classes) classes += (classes.empty() ? "" : ", ") + x;
+      return Status::InvalidArgument("profile " + name + "='" + value + "': its values are " +
+                                     classes);
+    }
+    // Read only where the model reads it: as a profile token the run did not predict.
+    const auto predicted = std::find_if(
+        ctx.cfg->train.tasks.begin(), ctx.cfg->train.tasks.end(),
+        [&](const TaskSpec& t) { return t.type == TaskKind::kAttribute && t.attribute == name; });
+    if (predicted != ctx.cfg->train.tasks.end())
+      ignored.push_back(
+          {{"name", name}, {"why", "the run predicts it (task " + predicted->name + ")"}});
+    else if (const size_t k = size_t(c - a->classes.begin());
+             k >= a->class_tokens.size() || a->class_tokens[k] < 0)
+      ignored.push_back(
+          {{"name", name}, {"why", "not a model input in this data (no profile tokens)"}});
+    else
+      q.profile.push_back(uint32_t(a->class_tokens[k]));
+  }
+  q.neighbours = q.history;
+  M6_ASSIGN_OR_RETURN(json out, RankForQuery(ctx, q, q.history, dom, k));
+  out["user"] = "new";
+  out["profile_tokens"] = q.profile.size();
+  if (!ignored.empty()) out["profile_ignored"] = ignored;
   return out;
 }
 

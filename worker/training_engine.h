@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -92,5 +93,18 @@ StatusOr<nlohmann::json> EvaluateModel(const ScoringContext& ctx);
 // merged id); the candidates are the user's domain's items, each also given by its own id.
 StatusOr<nlohmann::json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
                                           const std::string& domain = "");
+
+// A user the run has never seen (cold start), described by what is known of it: items it
+// touched (oldest first), profile attributes by name (the data's user attributes, e.g.
+// MovieLens gender=F, age=25-34, occupation=writer) and friends. Ids are the domain's own in a
+// multi-domain run (`domain` required there), else the dataset's. The user has no id row: the
+// model reads its history, profile and friends (the m6 job; the mf job refuses).
+struct NewUser {
+  std::vector<int64_t> history, friends;
+  std::map<std::string, std::string> profile;
+};
+StatusOr<NewUser> ParseNewUser(const nlohmann::json& j);  // {"history", "profile", "friends"}
+StatusOr<nlohmann::json> RecommendForNewUser(const ScoringContext& ctx, const NewUser& user, int k,
+                                             const std::string& domain = "");
 
 }  // namespace m6rec
