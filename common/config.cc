@@ -274,16 +274,16 @@ Status ParseOptimizer(const Reader& r, const YAML::Node& n, const std::string& p
 Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   ModelConfig& mc = cfg->model;
   const std::string p = "model";
-  M6_RETURN_IF_ERROR(r.CheckMap(m, p, {"user_id",        "sequence",       "rnn",
-                                       "seq_blocks",     "seq_len",        "attention",
-                                       "content",        "content_tokens", "graph",
-                                       "social",         "fanout",         "item_graph",
-                                       "item_fanout",    "eval_fanout",    "graph_weighting",
-                                       "item_id",        "text",           "image",
-                                       "audio",          "fusion",         "hidden",
-                                       "dropout",        "dense_lr",       "dense_weight_decay",
-                                       "token_table",    "device",         "adapter_rank",
-                                       "item_id_dropout"}));
+  M6_RETURN_IF_ERROR(r.CheckMap(m, p, {"user_id",         "sequence",       "rnn",
+                                       "seq_blocks",      "seq_len",        "attention",
+                                       "content",         "content_tokens", "graph",
+                                       "social",          "fanout",         "item_graph",
+                                       "item_fanout",     "eval_fanout",    "graph_weighting",
+                                       "item_id",         "text",           "image",
+                                       "audio",           "fusion",         "hidden",
+                                       "dropout",         "dense_lr",       "dense_weight_decay",
+                                       "token_table",     "device",         "adapter_rank",
+                                       "item_id_dropout", "feature_pca"}));
   for (auto [k, v] : {std::pair{"user_id", &mc.user_id},
                       {"sequence", &mc.sequence},
                       {"attention", &mc.attention},
@@ -313,6 +313,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dense_weight_decay", &mc.dense_weight_decay, 0, 10));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "adapter_rank", &mc.adapter_rank, 0, 1024));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "item_id_dropout", &mc.item_id_dropout, 0, 1));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "feature_pca", &mc.feature_pca, 0, 1 << 16));
   if (mc.item_id_dropout > 0 && !mc.text && !mc.image && !mc.audio)
     return Status::InvalidArgument(r.Where(m["item_id_dropout"], "model.item_id_dropout") +
                                    ": an item without its id row needs content (text, image or "

@@ -236,6 +236,10 @@ struct ModelConfig {
   bool text = true;   // item tokens, pooled
   bool image = true;  // projection of the item image vector, when the data has one
   bool audio = true;  // projection of the item audio vector, when the data has one
+  // Reduction before the fusion: each item feature matrix (image, audio) wider than this is
+  // reduced to its top principal components at load time (the explained variance is logged);
+  // 0: off (the tower's learned projection alone reads every dimension).
+  int feature_pca = 0;
   // fusion
   FusionKind fusion =
       FusionKind::kGate;  // gate (gates + reduction + MLP) | concat (no gates) | mean

@@ -2,10 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
+#include <random>
 #include <set>
 
 #include "test_util.h"
+#include "worker/pca.h"
 #include "worker/synthetic_data.h"
 
 namespace m6rec {
@@ -325,6 +328,55 @@ TEST(Datasets, ColdUsersKeepTheirLastInteractionsOnly) {
   }
   EXPECT_GT(cold, 60u);
   EXPECT_LT(cold, 120u);
+}
+
+// PCA on a matrix with known structure: points spread along two orthogonal directions (10 and
+// 3 standard deviations) plus small noise in 6 dimensions. The components recover the two
+// directions in order, their variances, and the projection keeps the points' coordinates.
+TEST(Pca, RecoversKnownDirectionsAndVariances) {
+  const int64_t n = 4000, d = 6;
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> g(0, 1);
+  const double s = 1 / std::sqrt(2.0);
+  const double u1[d] = {s, s, 0, 0, 0, 0}, u2[d] = {0, 0, 0, 0, s, -s};
+  std::vector<float> x(size_t(n * d));
+  std::vector<double> a(n), b(n);
+  for (int64_t i = 0; i < n; ++i) {
+    a[i] = 10 * g(rng), b[i] = 3 * g(rng);
+    for (int64_t j = 0; j < d; ++j)
+      x[i * d + j] = float(5 + a[i] * u1[j] + b[i] * u2[j] + 0.1 * g(rng));
+  }
+  const Pca p = FitPca(x, n, d, 2);
+  ASSERT_EQ(p.variance.size(), 2u);
+  EXPECT_NEAR(p.variance[0], 100, 6);
+  EXPECT_NEAR(p.variance[1], 9, 0.6);
+  EXPECT_GT(p.explained(), 0.99);
+  double dot1 = 0, dot2 = 0;
+  for (int64_t j = 0; j < d; ++j)
+    dot1 += p.components[j] * u1[j], dot2 += p.components[d + j] * u2[j];
+  EXPECT_NEAR(std::fabs(dot1), 1, 1e-3);
+  EXPECT_NEAR(std::fabs(dot2), 1, 1e-3);
+  const auto y = ApplyPca(p, x, n);
+  ASSERT_EQ(y.size(), size_t(n * 2));
+  // The projection: centred coordinates along the components, with their variances.
+  double m0 = 0, v0 = 0, abar = 0;
+  for (int64_t i = 0; i < n; ++i) m0 += y[i * 2] / double(n), abar += a[i] / double(n);
+  for (int64_t i = 0; i < n; ++i) v0 += (y[i * 2] - m0) * (y[i * 2] - m0) / double(n - 1);
+  EXPECT_NEAR(m0, 0, 1e-3);
+  EXPECT_NEAR(v0, p.variance[0], 1e-3 * p.variance[0]);
+  for (int64_t i = 0; i < 20; ++i)
+    EXPECT_NEAR(std::fabs(y[i * 2]), std::fabs(a[i] - abar), 0.5) << i;
+  // A dataset's features: the image matrix is reduced, the narrower audio one kept.
+  Dataset ds;
+  ds.item_image = x, ds.image_dim = uint32_t(d);
+  ds.item_audio.assign(size_t(n * 2), 1.0f), ds.audio_dim = 2;
+  const std::string line = ReduceItemFeatures(&ds, 2);
+  EXPECT_EQ(ds.image_dim, 2u);
+  EXPECT_EQ(ds.item_image.size(), size_t(n * 2));
+  EXPECT_EQ(ds.audio_dim, 2u);
+  EXPECT_NE(line.find("image features 6 -> 2 principal components, 100.0% of the variance"),
+            std::string::npos)
+      << line;
 }
 
 TEST(Datasets, BadLinesNameFileAndLine) {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <iomanip>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -16,6 +17,7 @@
 
 #include "common/keys.h"
 #include "worker/interactions.h"
+#include "worker/pca.h"
 
 namespace m6rec {
 
@@ -672,6 +674,24 @@ void MakeColdItems(Dataset* ds, double share, uint64_t seed) {
     if (rated) ds->train_ratings[u].resize(out);
   }
   Finish(ds);
+}
+
+std::string ReduceItemFeatures(Dataset* ds, int k) {
+  std::string report;
+  for (auto [m, d, name] : {std::tuple{&ds->item_image, &ds->image_dim, "image"},
+                            std::tuple{&ds->item_audio, &ds->audio_dim, "audio"}}) {
+    if (k <= 0 || *d <= uint32_t(k) || m->empty()) continue;
+    const int64_t n = int64_t(m->size() / *d);
+    const Pca p = FitPca(*m, n, *d, k);
+    std::ostringstream o;
+    o << (report.empty() ? "" : "; ") << name << " features " << *d << " -> " << k
+      << " principal components, " << std::fixed << std::setprecision(1) << 100.0 * p.explained()
+      << "% of the variance";
+    report += o.str();
+    *m = ApplyPca(p, *m, n);
+    *d = uint32_t(k);
+  }
+  return report;
 }
 
 void MakeColdUsers(Dataset* ds, double share, int keep, bool profile, uint64_t seed) {

@@ -155,6 +155,11 @@ void MakeColdItems(Dataset* ds, double share, uint64_t seed);
 // profile tokens. Recounts the popularity.
 void MakeColdUsers(Dataset* ds, double share, int keep, bool profile, uint64_t seed);
 
+// Reduces every item feature matrix (image, audio) wider than k to its top k principal
+// components (worker/pca.h), the same on every worker; returns one line per reduced matrix
+// with the share of the variance kept ("" when none was reduced).
+std::string ReduceItemFeatures(Dataset* ds, int k);
+
 // Checks that the data has what cfg.train.tasks read (ratings, the attributes) and removes the
 // predicted attributes' tokens from the users' profiles.
 Status PrepareTasks(const std::vector<TaskSpec>& tasks, Dataset* ds);

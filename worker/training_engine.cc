@@ -618,6 +618,8 @@ StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg,
   const DataConfig& dc = cfg.data;
   MakeColdItems(&ds, dc.cold_items, dc.cold_seed);
   MakeColdUsers(&ds, dc.cold_users, dc.cold_user_interactions, dc.cold_user_profile, dc.cold_seed);
+  const std::string reduced = ReduceItemFeatures(&ds, cfg.model.feature_pca);
+  if (!reduced.empty()) LOG_INFO << ds.name << ": " << reduced;
   M6_RETURN_IF_ERROR(PrepareTasks(cfg.train.tasks, &ds));
   SelectTrainedUsers(&ds, cfg.seed);
   return std::shared_ptr<const Dataset>(std::make_shared<Dataset>(std::move(ds)));
