@@ -397,6 +397,11 @@ void AddOffline(CLI::App* root, Commands* cmds, const std::string& mode, const s
                   ->type_name("FILE");
     for (auto* o : {h, p, f, j}) user->excludes(o);
     j->excludes(h)->excludes(p)->excludes(f);
+    c->parse_complete_callback([user, h, p, f, j] {
+      if (user->count() + h->count() + p->count() + f->count() + j->count() == 0)
+        throw CLI::RequiredError(
+            "--user (or a new user's --history/--profile/--friends/--user-json)");
+    });
   }
   if (mode == "eval")
     c->add_option("-k,--k", a->o.k,
