@@ -412,6 +412,10 @@ void AddOffline(CLI::App* root, Commands* cmds, const std::string& mode, const s
         ->check(Integer(1));
     c->add_flag("!--no-strategy", a->o.use_strategy,
                 "ignore the run's strategy.json (no intent inference)");
+    c->add_flag("--explain", a->o.explain,
+                "say why each item: the sources' weights in the fusion, the history items "
+                "attended to, the graph neighbours, the shared tokens (JSON \"why\"; a table "
+                "on stderr)");
   }
   if (mode == "strategy") {
     c->add_flag("--fit", a->o.fit,

@@ -1,8 +1,10 @@
 #include "launch/offline.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -54,6 +56,38 @@ Status EditStrategies(const OfflineOptions& o, json* answer) {
   *answer = book->ToJson();
   std::fprintf(stderr, "%s", DescribeStrategies(*book).c_str());
   return Status::OK();
+}
+
+// recommend --explain for people: one block per item, the strongest parts first.
+std::string ExplanationTable(const json& answer) {
+  std::ostringstream o;
+  auto strongest = [](const json& weights) {
+    std::vector<std::pair<double, std::string>> v;
+    for (const auto& [name, w] : weights.items()) v.push_back({w.get<double>(), name});
+    std::sort(v.rbegin(), v.rend());
+    std::ostringstream s;
+    for (size_t k = 0; k < v.size(); ++k)
+      s << (k ? ", " : "") << v[k].second << " " << std::fixed << std::setprecision(2)
+        << v[k].first;
+    return s.str();
+  };
+  auto items = [](const json& list) {
+    std::ostringstream s;
+    for (size_t k = 0; k < list.size(); ++k) s << (k ? ", " : "") << list[k]["item"];
+    return s.str();
+  };
+  for (const auto& it : answer.value("items", json::array())) {
+    if (!it.contains("why")) continue;
+    const json& w = it["why"];
+    o << "item " << it["item"] << " (score " << std::fixed << std::setprecision(3)
+      << it["score"].get<double>() << ")\n"
+      << "  user sources:  " << strongest(w["user_sources"]) << "\n"
+      << "  item sources:  " << strongest(w["item_sources"]) << "\n"
+      << "  attended:      " << items(w["history_attention"]) << "\n"
+      << "  neighbours:    " << items(w["graph_neighbours"]) << "\n"
+      << "  shared tokens: " << w["shared_tokens"].dump() << "\n";
+  }
+  return o.str();
 }
 
 // A new user from --history/--profile/--friends or --user-json.
@@ -131,6 +165,7 @@ Status Offline(const OfflineOptions& o, json* answer) {
     M6_ASSIGN_OR_RETURN(book, ReadStrategyBook(o.run_dir));
     sc.strategy = &book;
   }
+  sc.explain = o.explain;
   if (o.mode == "recommend" && o.user < 0) {
     M6_ASSIGN_OR_RETURN(NewUser n, NewUserFromOptions(o));
     M6_ASSIGN_OR_RETURN(*answer, RecommendForNewUser(sc, n, o.k, o.domain));
@@ -166,6 +201,8 @@ int RunOffline(const OfflineOptions& o) {
     Status w = WriteFileAtomic(o.run_dir + "/eval.json", answer.dump(2) + "\n");
     if (!w.ok()) LOG_WARN << w.message();
   }
+  if (o.mode == "recommend" && o.explain)
+    std::fprintf(stderr, "%s", ExplanationTable(answer).c_str());
   std::printf("%s\n", answer.dump().c_str());
   return 0;
 }

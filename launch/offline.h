@@ -25,6 +25,7 @@ struct OfflineOptions {
   int k = 0;                               // recommend (0: the strategy's, else 10)
   std::vector<std::string> overrides;      // --set on top of the run's config.yaml
   bool use_strategy = true;                // recommend: serve with the run's strategy.json
+  bool explain = false;                    // recommend: say why each item (JSON + a table)
   bool fit = false;                        // strategy: fit the classifier and the strategies
   std::vector<std::string> strategy_sets;  // strategy: INTENT.FIELD=VALUE edits
 };

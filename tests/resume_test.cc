@@ -245,6 +245,16 @@ train:
   EXPECT_EQ(fresh["profile_tokens"], 2) << r.stdout_text;
   EXPECT_EQ(fresh["items"].size(), 10u) << r.stdout_text;
   for (const auto& it : fresh["items"]) EXPECT_NE(it["item"], 3) << "its history is not served";
+  // --explain: the JSON says why, and a table for people goes to stderr.
+  r = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--user", "7", "-k", "3",
+                  "--explain", "--no-strategy"},
+                 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json explained = json::parse(r.stdout_text);
+  ASSERT_EQ(explained["items"].size(), 3u) << r.stdout_text;
+  for (const auto& it : explained["items"])
+    EXPECT_TRUE(it["why"].contains("user_sources")) << r.stdout_text;
+  EXPECT_NE(r.output.find("user sources:"), std::string::npos) << r.output;
   r = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--profile", "age=30"}, 120);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("its values are <18, 18-24"), std::string::npos) << r.output;

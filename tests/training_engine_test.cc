@@ -305,6 +305,33 @@ TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
     EXPECT_GE(it["item"].get<int>(), 240) << "music's items follow shop's 240";
     EXPECT_EQ(it["item"].get<int>() - 240, it["domain_item"].get<int>());
   }
+  // Explanations: every item says why, with the score it was ranked by, the fusion's weights of
+  // the model's own sources, and history items, neighbours and tokens the user really has.
+  ScoringContext explaining = sc;
+  explaining.explain = true;
+  auto why = RecommendForUser(explaining, 3, 4, "music");
+  ASSERT_TRUE(why.ok()) << why.status().message();
+  const uint32_t u3 = 500 + 3;
+  std::set<uint32_t> touched((*ds)->train[u3].begin(), (*ds)->train[u3].end());
+  for (int64_t extra : {(*ds)->valid_item[u3], (*ds)->test_item[u3]})
+    if (extra >= 0) touched.insert(uint32_t(extra));
+  ASSERT_EQ((*why)["items"].size(), 4u);
+  for (const auto& it : (*why)["items"]) {
+    ASSERT_TRUE(it.contains("why")) << it.dump();
+    const json& w = it["why"];
+    EXPECT_NEAR(w["score"].get<double>(), it["score"].get<double>(), 1e-4);
+    EXPECT_EQ(w["user_sources"].size(), out.workers[0].model["user_sources"].size()) << w.dump();
+    for (const auto& [name, g] : w["user_sources"].items())
+      EXPECT_TRUE(g.get<double>() > 0 && g.get<double>() < 1) << name;
+    EXPECT_TRUE(w["item_sources"].contains("text")) << w.dump();
+    EXPECT_FALSE(w["history_attention"].empty()) << w.dump();
+    for (const char* part : {"history_attention", "graph_neighbours"})
+      for (const auto& h : w[part])
+        EXPECT_TRUE(touched.count(h["item"].get<uint32_t>())) << part << " " << h.dump();
+    const auto& toks = (*ds)->item_tokens[it["item"].get<uint32_t>()];
+    for (const auto& t : w["shared_tokens"])
+      EXPECT_NE(std::find(toks.begin(), toks.end(), t.get<uint32_t>()), toks.end()) << t;
+  }
   // A user the run has never seen, given by what it touched (music's own ids) and a friend:
   // music's items, none of its history, ranked by that history.
   NewUser fresh;

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 
 #include "common/util.h"
@@ -362,6 +363,7 @@ class M6Plugin final : public ModelPlugin {
     all_items_ = torch::Tensor();
     model_->train();
   }
+  Status Explain(const UserQuery& query, const std::vector<uint32_t>& items, json* out) override;
   Status ScoreCandidates(const std::vector<UserQuery>& queries,
                          const std::vector<std::vector<uint32_t>>& cands,
                          std::vector<std::vector<float>>* scores) override;
@@ -640,6 +642,76 @@ Status M6Plugin::ScoreCandidates(const std::vector<UserQuery>& queries,
   return Status::OK();
 }
 
+Status M6Plugin::Explain(const UserQuery& query, const std::vector<uint32_t>& items, json* out) {
+  auto b = BuildEvalBatch(in_, {query});
+  std::vector<int64_t> idx;
+  for (uint32_t i : items) idx.push_back(b->Scored(i));
+  std::vector<KeyList> lists;
+  M6_RETURN_IF_ERROR(PullEval(*b, &lists));
+  torch::NoGradGuard ng;
+  ModelBatch mb = Tensors(*b, lists, false);
+  M6_RETURN_IF_ERROR(SetSourceScale({query}, &mb));
+  auto iv = model_->ItemVectors(mb);
+  const torch::Tensor item_gates = model_->item_fusion->last_row_gates;
+  auto uv = model_->UserVectors(mb, iv);
+  const torch::Tensor user_gates = model_->user_fusion->last_row_gates;
+  const torch::Tensor attention = model_->last_history_attention;
+  const auto piv = WithPadRow(iv).to(torch::kCPU);
+  const auto siv = WithPadRow(model_->ScoredItemVectors(mb, iv)).to(torch::kCPU);
+  const auto u = uv.to(torch::kCPU)[0];
+  auto gates = [](const torch::Tensor& g, int64_t row, const std::vector<std::string>& names) {
+    json j = json::object();
+    if (!g.defined()) return j;
+    auto r = g.to(torch::kCPU)[row];
+    for (size_t s = 0; s < names.size(); ++s) j[names[s]] = r[int64_t(s)].item<double>();
+    return j;
+  };
+  // Top entries of (item id, value) pairs, largest value first.
+  auto top = [](std::vector<std::pair<uint32_t, double>> v, size_t n) {
+    std::stable_sort(v.begin(), v.end(), [](auto& a, auto& c) { return a.second > c.second; });
+    json j = json::array();
+    for (size_t k = 0; k < v.size() && k < n; ++k)
+      j.push_back({{"item", v[k].first}, {"weight", v[k].second}});
+    return j;
+  };
+  const int64_t L = in_.mc.seq_len, F = b->fanout();
+  // The sequence's attention over the history (shared by every item).
+  std::vector<std::pair<uint32_t, double>> attended;
+  if (attention.defined())
+    for (int64_t k = 0; k < L; ++k)
+      if (b->hist_mask[size_t(k)] > 0)
+        attended.push_back({b->item_ids[size_t(b->hist[size_t(k)] - 1)],
+                            attention.to(torch::kCPU)[0][k].item<double>()});
+  const json user_weights = gates(user_gates, 0, model_->user_sources());
+  std::set<uint32_t> user_tokens;
+  for (size_t k = 0; k < size_t(in_.mc.content_tokens); ++k)
+    if (b->utok_mask[k] > 0) user_tokens.insert(b->token_ids[size_t(b->utok[k] - 1)]);
+  *out = json::array();
+  for (size_t c = 0; c < items.size(); ++c) {
+    const auto target = siv[idx[c]];
+    json e = {{"item", items[c]},
+              {"score", (u * target).sum().item<double>()},
+              {"user_sources", user_weights},
+              {"item_sources", gates(item_gates, idx[c] - 1, model_->item_sources())},
+              {"history_attention", top(attended, 3)}};
+    // Graph neighbours: how much each sampled neighbour's vector agrees with the item's.
+    std::vector<std::pair<uint32_t, double>> nbrs;
+    for (int64_t k = 0; k < F; ++k)
+      if (b->nbr_mask[size_t(k)] > 0) {
+        const int64_t n = b->nbr[size_t(k)];
+        nbrs.push_back({b->item_ids[size_t(n - 1)], (piv[n] * target).sum().item<double>()});
+      }
+    e["graph_neighbours"] = top(nbrs, 3);
+    std::set<uint32_t> shared;
+    if (items[c] < in_.ds.item_tokens.size())
+      for (uint32_t t : in_.ds.item_tokens[items[c]])
+        if (user_tokens.count(t)) shared.insert(t);
+    e["shared_tokens"] = shared;
+    out->push_back(e);
+  }
+  return Status::OK();
+}
+
 Status M6Plugin::ScoreTask(const std::vector<UserQuery>& queries,
                            const std::vector<uint32_t>& items,
                            std::vector<std::vector<float>>* out) {
@@ -773,6 +845,9 @@ class GuardedM6Plugin final : public ModelPlugin {
   Status ScoreTask(const std::vector<UserQuery>& q, const std::vector<uint32_t>& i,
                    std::vector<std::vector<float>>* o) override {
     return Guard([&]() { return p_->ScoreTask(q, i, o); });
+  }
+  Status Explain(const UserQuery& q, const std::vector<uint32_t>& i, json* o) override {
+    return Guard([&]() { return p_->Explain(q, i, o); });
   }
   json EpochReport() const override { return p_->EpochReport(); }
   json Describe() const override { return p_->Describe(); }

@@ -26,11 +26,12 @@ torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask) {
 }
 
 torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q,
-                            const torch::Tensor& mask) {
+                            const torch::Tensor& mask, torch::Tensor* weights) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(x.size(-1)));
   torch::Tensor s = q.dim() == 1 ? torch::matmul(x, q) : (x * q.unsqueeze(1)).sum(-1);  // [N, K]
   s = (s * scale).masked_fill(mask <= 0, -1e9);
   auto w = torch::softmax(s, 1) * mask;  // rows with no valid entry pool to 0
+  if (weights) *weights = w.detach();
   return (w.unsqueeze(-1) * x).sum(1);
 }
 
@@ -127,6 +128,7 @@ torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& 
       logits = logits + adapter_gate_.index_select(0, cond);
     auto g = torch::sigmoid(logits);  // [N, S]: how much each source speaks for this row
     last_gates = g.detach().mean(0);
+    last_row_gates = g.detach();
     if (conditioned) {
       auto gd = g.detach();
       auto oh = torch::one_hot(cond, conditions_).to(gd.dtype());  // [N, C]
@@ -327,7 +329,7 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
         out = std::get<0>(gru_->forward(seq));
       auto last = out.select(1, out.size(1) - 1);
       if (cfg_.attention) {
-        auto pooled = AttentionPool(out, seq_query_(last), b.hist_mask);
+        auto pooled = AttentionPool(out, seq_query_(last), b.hist_mask, &last_history_attention);
         xs.push_back(seq_out_(torch::cat({pooled, last}, 1)));
       } else {
         xs.push_back(seq_out_(last));

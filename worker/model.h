@@ -87,6 +87,8 @@ class FusionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& xs, const torch::Tensor& cond = {});
   // The mean gate of each source over the last forward (for logs); empty unless mode = gate.
   torch::Tensor last_gates;
+  // Every row's gates of the last forward ([N, S], explanations); undefined unless mode = gate.
+  torch::Tensor last_row_gates;
   // Per condition, the mean gates of its rows over every forward since ResetConditionGates
   // ([conditions, S]; NaN for a condition without rows); undefined without conditions.
   torch::Tensor ConditionGates() const;
@@ -144,6 +146,10 @@ class M6ModelImpl : public torch::nn::Module {
   torch::Tensor PairHead(int64_t t, const torch::Tensor& users, const torch::Tensor& items);
   torch::Tensor UserHead(int64_t t, const torch::Tensor& users);
 
+  // The sequence's attention over each user's history in the last UserVectors ([B, L], the
+  // hist slots; explanations); undefined without attention pooling.
+  torch::Tensor last_history_attention;
+
   const std::vector<std::string>& user_sources() const { return user_sources_; }
   const std::vector<std::string>& item_sources() const { return item_sources_; }
   Fusion user_fusion{nullptr}, item_fusion{nullptr};
@@ -174,8 +180,9 @@ torch::Tensor WithPadRow(const torch::Tensor& rows);
 // non-negative weights); rows with no valid entry give 0.
 torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask);
 // Attention pooling: softmax over K of <x, q> / sqrt(d) (masked) -> [N, d]; q is [N, d] or [d].
+// `weights` (optional) receives the attention [N, K].
 torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q,
-                            const torch::Tensor& mask);
+                            const torch::Tensor& mask, torch::Tensor* weights = nullptr);
 
 // Ranking losses over scores of B positives [B] against negatives [B, M] (valid [B, M] mask):
 // "bpr" mean softplus(s_neg - s_pos); "softmax" cross-entropy of the positive among all at

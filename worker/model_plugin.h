@@ -133,6 +133,17 @@ class ModelPlugin {
     return Status::InvalidArgument(std::string("the ") + name() + " job has no task heads");
   }
 
+  // Why the query's user gets each of `items` (m6rec recommend --explain), one JSON object per
+  // item: the weight each user source and each of the item's sources carried in the fusion (the
+  // gates of this user's and this item's rows), the history items the sequence attended to
+  // most, the graph neighbours whose vectors agree most with the item's, and the content tokens
+  // the user and the item share.
+  virtual Status Explain(const UserQuery& query, const std::vector<uint32_t>& items,
+                         nlohmann::json* out) {
+    (void)query, (void)items, (void)out;
+    return Status::InvalidArgument(std::string("the ") + name() + " job has no explanations");
+  }
+
   // ---- adapting (cfg.adapt) ----
   // Before the first step of a fresh adapted job: the backbone's dense parameters from its
   // checkpoint directory (the new domains' parts keep their initial values).

@@ -736,11 +736,21 @@ StatusOr<json> RankForQuery(const ScoringContext& ctx, UserQuery query, std::vec
   seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
   // In a multi-domain run ids are the merged ones; each item also carries its domain's own id.
   json items = json::array();
+  std::vector<uint32_t> top;
   for (uint32_t i : TopK(scores, k)) {
     if (scores[i] <= -1e29f) continue;
+    top.push_back(i);
     json it = {{"item", i}, {"score", scores[i]}};
     if (dom) it["domain_item"] = i - dom->item_offset;
     items.push_back(it);
+  }
+  if (ctx.explain && !top.empty()) {
+    json why;
+    M6_RETURN_IF_ERROR(model->BeginScoring());
+    s = model->Explain(query, top, &why);
+    model->EndScoring();
+    M6_RETURN_IF_ERROR(s);
+    for (size_t c = 0; c < top.size() && c < why.size(); ++c) items[c]["why"] = why[c];
   }
   json out = {{"k", k}, {"seen", seen.size()}, {"items", items}};
   if (strategy) {

@@ -74,6 +74,7 @@ struct ScoringContext {
   std::string checkpoint;
   uint32_t num_workers = 1;  // evaluation visits users in the shards and chunks training used
   const StrategyBook* strategy = nullptr;  // recommend: serve with the run's strategies
+  bool explain = false;  // recommend: every item says why (ModelPlugin::Explain), as "why"
 };
 
 // The run's model over ctx.tables, its dense part loaded from ctx.checkpoint.
