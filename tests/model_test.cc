@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 
 namespace m6rec {
@@ -473,6 +474,41 @@ TEST(Model, FusionStartsAsTheMeanOfItsSources) {
   ModelBatch b = MakeBatch(torch::kFloat, false);
   const double g = 1.0 / (1.0 + std::exp(-3.0));
   EXPECT_TRUE(torch::allclose(m->ItemVectors(b), g * b.item_rows, 1e-5, 1e-6));
+}
+
+// What explanations read (ModelPlugin::Explain): on a hand-made model whose user gates favour
+// the sequence (bias +6) over every other source (-6), each row's gates name the sequence, and
+// the history attention is a distribution over each row's real history slots only.
+TEST(Model, ExplanationsReadEachRowsGatesAndHistoryAttention) {
+  M6Model m(SmallConfig(), Shape());
+  const auto& srcs = m->user_sources();
+  const auto seq = std::find(srcs.begin(), srcs.end(), "sequence") - srcs.begin();
+  ASSERT_LT(size_t(seq), srcs.size());
+  {
+    torch::NoGradGuard ng;
+    for (auto& np : m->named_parameters())
+      if (np.key() == "user_fusion.gate.bias") {
+        np.value().fill_(-6.0);
+        np.value()[seq] = 6.0;
+      }
+  }
+  const ModelBatch b = MakeBatch(torch::kFloat, false);
+  m->UserVectors(b, m->ItemVectors(b));
+  const torch::Tensor g = m->user_fusion->last_row_gates;
+  ASSERT_TRUE(g.defined());
+  ASSERT_EQ(g.size(0), 3);
+  ASSERT_EQ(g.size(1), int64_t(srcs.size()));
+  for (int64_t r = 0; r < 3; ++r) {
+    EXPECT_EQ(g[r].argmax().item<int64_t>(), seq) << "row " << r;
+    EXPECT_GT(g[r][seq].item<float>(), 0.99f);
+  }
+  EXPECT_EQ(m->item_fusion->last_row_gates.size(0), 5) << "one row per item";
+  const torch::Tensor a = m->last_history_attention;
+  ASSERT_TRUE(a.defined());
+  EXPECT_NEAR(a[0].sum().item<float>(), 1.0f, 1e-5);
+  EXPECT_EQ(a[0][0].item<float>(), 0.0f) << "a padding slot gets no attention";
+  EXPECT_EQ(a[1].sum().item<float>(), 0.0f) << "no history, no attention";
+  EXPECT_NEAR(a[2].sum().item<float>(), 1.0f, 1e-5);
 }
 
 TEST(Model, LossesMatchHandComputedValues) {
