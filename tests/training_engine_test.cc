@@ -742,6 +742,19 @@ TEST(InProcessJob, ColdItemsAreRankedFromTheirContent) {
             result["popularity"]["cold_start"]["cold_items"]["HR@10"].get<double>() + 0.1)
       << line;
   EXPECT_NE(line.find("cold_items: HR@10"), std::string::npos) << line;
+  // Serving a user of the split: what it lost to the split is not recommended back.
+  auto data = LoadJobData(cfg, dir / "data");
+  ASSERT_TRUE(data.ok());
+  BestModel m(cfg, dir / "run", *data, 2);
+  ASSERT_TRUE(m.status.ok()) << m.status.message();
+  uint32_t u = 0;
+  while (u < (*data)->num_users && (*data)->cold_removed[u].empty()) ++u;
+  ASSERT_LT(u, (*data)->num_users);
+  auto rec = RecommendForUser(m.sc, u, 200);
+  ASSERT_TRUE(rec.ok()) << rec.status().message();
+  const auto& lost = (*data)->cold_removed[u];
+  for (const auto& it : (*rec)["items"])
+    EXPECT_EQ(std::count(lost.begin(), lost.end(), it["item"].get<uint32_t>()), 0) << it.dump();
 }
 
 // Kill-and-resume at the level of the engine: a run that stops after a mid-epoch checkpoint and

@@ -689,7 +689,8 @@ namespace {
 // one (the intent inferred from `seen`): {"k", "seen", "items": [{"item", "score",
 // ["domain_item"]}], ["intent", "strategy"], ["domain"]}.
 StatusOr<json> RankForQuery(const ScoringContext& ctx, UserQuery query, std::vector<uint32_t> seen,
-                            uint32_t domain, int k) {
+                            uint32_t domain, int k,
+                            const std::vector<uint32_t>& also_exclude = {}) {
   const Dataset& ds = *ctx.data;
   Status s;
   auto model = LoadedPlugin(ctx, &s);
@@ -727,6 +728,7 @@ StatusOr<json> RankForQuery(const ScoringContext& ctx, UserQuery query, std::vec
     for (size_t c = 0; c < cand.size(); ++c) scores[cand[c]] = cs[c];
   }
   for (uint32_t i : seen) scores[i] = -1e30f;
+  for (uint32_t i : also_exclude) scores[i] = -1e30f;
   for (uint32_t i = 0; i < begin; ++i) scores[i] = -1e30f;
   for (uint32_t i = end; i < ds.num_items; ++i) scores[i] = -1e30f;
   if (strategy)
@@ -798,7 +800,11 @@ StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
   query.user = u;
   query.history = seen;
   query.neighbours = seen;
-  M6_ASSIGN_OR_RETURN(json out, RankForQuery(ctx, query, seen, ds.UserDomain(u), k));
+  // A cold split's lost items were touched too: not history the model was trained with, but
+  // not recommended either.
+  static const std::vector<uint32_t> kNone;
+  const auto& lost = u < ds.cold_removed.size() ? ds.cold_removed[u] : kNone;
+  M6_ASSIGN_OR_RETURN(json out, RankForQuery(ctx, query, seen, ds.UserDomain(u), k, lost));
   out["user"] = user;
   if (ds.multi_domain()) out["domain_user"] = u - ds.domains[ds.UserDomain(u)].user_begin;
   return out;
