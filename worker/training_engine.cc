@@ -832,6 +832,47 @@ StatusOr<NewUser> ParseNewUser(const json& j) {
   return n;
 }
 
+namespace {
+
+// A new user's profile (attribute name -> value) as the profile tokens the model reads; what
+// the model does not read (an attribute the run predicts, or one with no profile tokens in this
+// data) goes to `ignored`, with why. An unknown attribute or value is an error listing the known.
+Status ProfileTokens(const ScoringContext& ctx, const std::map<std::string, std::string>& profile,
+                     std::vector<uint32_t>* tokens, json* ignored) {
+  const Dataset& ds = *ctx.data;
+  for (const auto& [name, value] : profile) {
+    const Dataset::UserAttribute* a = ds.FindAttribute(name);
+    std::string have;
+    for (const auto& x : ds.user_attributes) have += (have.empty() ? "" : ", ") + x.name;
+    if (!a)
+      return Status::InvalidArgument("profile '" + name + "': the data's user attributes are " +
+                                     (have.empty() ? std::string("none") : have));
+    auto c = std::find(a->classes.begin(), a->classes.end(), value);
+    if (c == a->classes.end()) {
+      std::string classes;
+      for (const auto& x : a->classes) classes += (classes.empty() ? "" : ", ") + x;
+      return Status::InvalidArgument("profile " + name + "='" + value + "': its values are " +
+                                     classes);
+    }
+    // Read only where the model reads it: as a profile token the run did not predict.
+    const auto predicted = std::find_if(
+        ctx.cfg->train.tasks.begin(), ctx.cfg->train.tasks.end(),
+        [&](const TaskSpec& t) { return t.type == TaskKind::kAttribute && t.attribute == name; });
+    if (predicted != ctx.cfg->train.tasks.end())
+      ignored->push_back(
+          {{"name", name}, {"why", "the run predicts it (task " + predicted->name + ")"}});
+    else if (const size_t k = size_t(c - a->classes.begin());
+             k >= a->class_tokens.size() || a->class_tokens[k] < 0)
+      ignored->push_back(
+          {{"name", name}, {"why", "not a model input in this data (no profile tokens)"}});
+    else
+      tokens->push_back(uint32_t(a->class_tokens[k]));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
 StatusOr<json> RecommendForNewUser(const ScoringContext& ctx, const NewUser& user, int k,
                                    const std::string& domain) {
   const Dataset& ds = *ctx.data;
@@ -872,34 +913,7 @@ StatusOr<json> RecommendForNewUser(const ScoringContext& ctx, const NewUser& use
     q.friends.push_back(uint32_t(v + ubegin));
   }
   json ignored = json::array();
-  for (const auto& [name, value] : user.profile) {
-    const Dataset::UserAttribute* a = ds.FindAttribute(name);
-    std::string have;
-    for (const auto& x : ds.user_attributes) have += (have.empty() ? "" : ", ") + x.name;
-    if (!a)
-      return Status::InvalidArgument("profile '" + name + "': the data's user attributes are " +
-                                     (have.empty() ? std::string("none") : have));
-    auto c = std::find(a->classes.begin(), a->classes.end(), value);
-    if (c == a->classes.end()) {
-      std::string classes;
-      for (const auto& x : a->classes) classes += (classes.empty() ? "" : ", ") + x;
-      return Status::InvalidArgument("profile " + name + "='" + value + "': its values are " +
-                                     classes);
-    }
-    // Read only where the model reads it: as a profile token the run did not predict.
-    const auto predicted = std::find_if(
-        ctx.cfg->train.tasks.begin(), ctx.cfg->train.tasks.end(),
-        [&](const TaskSpec& t) { return t.type == TaskKind::kAttribute && t.attribute == name; });
-    if (predicted != ctx.cfg->train.tasks.end())
-      ignored.push_back(
-          {{"name", name}, {"why", "the run predicts it (task " + predicted->name + ")"}});
-    else if (const size_t k = size_t(c - a->classes.begin());
-             k >= a->class_tokens.size() || a->class_tokens[k] < 0)
-      ignored.push_back(
-          {{"name", name}, {"why", "not a model input in this data (no profile tokens)"}});
-    else
-      q.profile.push_back(uint32_t(a->class_tokens[k]));
-  }
+  M6_RETURN_IF_ERROR(ProfileTokens(ctx, user.profile, &q.profile, &ignored));
   q.neighbours = q.history;
   M6_ASSIGN_OR_RETURN(json out, RankForQuery(ctx, q, q.history, dom, k));
   out["user"] = "new";
