@@ -263,9 +263,11 @@ TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
   // Accuracy, precision, recall and F1 at the thresholds chosen on validation (one per domain,
   // one for the totals), not at a fixed score of 0 (which read accuracy ~0.6 and precision
   // ~0.02 here). Calling everything positive has F1 2/101 = 0.0198 with 1 positive in 100.
+  // The F1-best threshold moves with the run (accuracy 0.936..0.978 over nine runs; a bound of
+  // 0.95 failed once in CI), so the bound is what separates it from a threshold of 0.
   ASSERT_TRUE(result.contains("thresholds")) << result.dump();
   EXPECT_TRUE(result["thresholds"]["domains"].contains("music"));
-  EXPECT_GT(t["accuracy"].get<double>(), 0.95) << t.dump();
+  EXPECT_GT(t["accuracy"].get<double>(), 0.9) << t.dump();
   EXPECT_GT(t["F1"].get<double>(), 0.05) << t.dump();
   for (const char* name : {"shop", "music"})
     EXPECT_GT(t["domains"][name]["F1"].get<double>(), 0.05) << name << " " << t.dump();
