@@ -364,6 +364,15 @@ class M6Plugin final : public ModelPlugin {
     model_->train();
   }
   Status Explain(const UserQuery& query, const std::vector<uint32_t>& items, json* out) override;
+  // The queries' eval batch with `items` scored (idx: their 1-based rows) and the rows pulled
+  // (lists: Tensors reads the rows from them, so they live as long as the batch's tensors).
+  struct EvalInputs {
+    std::unique_ptr<BatchBuilder> b;
+    std::vector<int64_t> idx;
+    std::vector<KeyList> lists;
+  };
+  Status PrepareEval(const std::vector<UserQuery>& queries, const std::vector<uint32_t>& items,
+                     EvalInputs* e);
   Status ScoreCandidates(const std::vector<UserQuery>& queries,
                          const std::vector<std::vector<uint32_t>>& cands,
                          std::vector<std::vector<float>>* scores) override;
@@ -642,14 +651,20 @@ Status M6Plugin::ScoreCandidates(const std::vector<UserQuery>& queries,
   return Status::OK();
 }
 
+Status M6Plugin::PrepareEval(const std::vector<UserQuery>& queries,
+                             const std::vector<uint32_t>& items, EvalInputs* e) {
+  e->b = BuildEvalBatch(in_, queries);
+  for (uint32_t i : items) e->idx.push_back(e->b->Scored(i));
+  return PullEval(*e->b, &e->lists);
+}
+
 Status M6Plugin::Explain(const UserQuery& query, const std::vector<uint32_t>& items, json* out) {
-  auto b = BuildEvalBatch(in_, {query});
-  std::vector<int64_t> idx;
-  for (uint32_t i : items) idx.push_back(b->Scored(i));
-  std::vector<KeyList> lists;
-  M6_RETURN_IF_ERROR(PullEval(*b, &lists));
+  EvalInputs e;
+  M6_RETURN_IF_ERROR(PrepareEval({query}, items, &e));
+  const auto& b = e.b;
+  const auto& idx = e.idx;
   torch::NoGradGuard ng;
-  ModelBatch mb = Tensors(*b, lists, false);
+  ModelBatch mb = Tensors(*b, e.lists, false);
   M6_RETURN_IF_ERROR(SetSourceScale({query}, &mb));
   auto iv = model_->ItemVectors(mb);
   const torch::Tensor item_gates = model_->item_fusion->last_row_gates;
@@ -725,13 +740,11 @@ Status M6Plugin::ScoreTask(const std::vector<UserQuery>& queries,
   const bool pair = in_.shape.task_kinds[t] != TaskKind::kAttribute;
   if (pair != !items.empty() || (pair && items.size() != queries.size()))
     return Status::Internal("ScoreTask: one item per query for a pair task, none otherwise");
-  auto b = BuildEvalBatch(in_, queries);
-  std::vector<int64_t> idx;
-  for (uint32_t i : items) idx.push_back(b->Scored(i));
-  std::vector<KeyList> lists;
-  M6_RETURN_IF_ERROR(PullEval(*b, &lists));
+  EvalInputs e;
+  M6_RETURN_IF_ERROR(PrepareEval(queries, items, &e));
+  const auto& idx = e.idx;
   torch::NoGradGuard ng;
-  ModelBatch mb = Tensors(*b, lists, false);
+  ModelBatch mb = Tensors(*e.b, e.lists, false);
   auto iv = model_->ItemVectors(mb);
   auto uv = model_->UserVectors(mb, iv);
   torch::Tensor o;
