@@ -215,7 +215,7 @@ StatusOr<YAML::Node> LoadTree(const std::string& text, const std::string& source
 Status ParseInit(const Reader& r, const YAML::Node& n, const std::string& path,
                  InitializerSpec* out) {
   if (!n || n.IsNull()) return Status::OK();
-  M6_RETURN_IF_ERROR(r.CheckMap(n, path, {"type", "value", "low", "high", "mean", "std"}));
+  M6_RETURN_IF_ERROR(r.CheckMap(n, path, {"type", "value", "low", "high", "mean", "std", "from"}));
   std::string type = "normal";
   M6_RETURN_IF_ERROR(r.Str(n, path, "type", &type));
   if (type == "zeros")
@@ -234,6 +234,8 @@ Status ParseInit(const Reader& r, const YAML::Node& n, const std::string& path,
   M6_RETURN_IF_ERROR(r.Float(n, path, "high", &out->high));
   M6_RETURN_IF_ERROR(r.Float(n, path, "mean", &out->mean));
   M6_RETURN_IF_ERROR(r.Float(n, path, "std", &out->stddev));
+  M6_RETURN_IF_ERROR(r.Str(n, path, "from", &out->from));
+  out->from = ExpandEnv(out->from);
   if (out->kind == InitializerSpec::Kind::kUniform && !(out->low < out->high))
     return Status::InvalidArgument(r.Where(n, path) + ": uniform needs low < high");
   if (out->kind == InitializerSpec::Kind::kNormal)
@@ -415,7 +417,8 @@ Status ParseTables(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
     for (size_t i = 0; i < tables.size(); ++i) {
       YAML::Node t = tables[i];
       std::string path = "tables[" + std::to_string(i) + "]";
-      M6_RETURN_IF_ERROR(r.CheckMap(t, path, {"name", "dim", "seed", "init", "optimizer"}));
+      M6_RETURN_IF_ERROR(
+          r.CheckMap(t, path, {"name", "dim", "seed", "init", "optimizer", "trainable"}));
       TableSpec spec;
       spec.id = static_cast<TableId>(i);
       M6_RETURN_IF_ERROR(r.Str(t, path, "name", &spec.name));
@@ -431,6 +434,7 @@ Status ParseTables(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
       M6_RETURN_IF_ERROR(r.U64(t, path, "seed", &spec.seed));
       M6_RETURN_IF_ERROR(ParseInit(r, t["init"], path + ".init", &spec.init));
       M6_RETURN_IF_ERROR(ParseOptimizer(r, t["optimizer"], path + ".optimizer", &spec.optimizer));
+      M6_RETURN_IF_ERROR(r.Bool(t, path, "trainable", &spec.trainable));
       cfg->tables.push_back(spec);
     }
   }
@@ -494,11 +498,12 @@ Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
 
 Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node d = root["data"];
-  M6_RETURN_IF_ERROR(
-      r.CheckMap(d, "data",
-                 {"source", "path", "format", "name", "split", "synth", "domains", "cold_items",
-                  "cold_seed", "cold_users", "cold_user_interactions", "cold_user_profile"}));
+  M6_RETURN_IF_ERROR(r.CheckMap(
+      d, "data",
+      {"source", "path", "format", "name", "split", "title_words", "synth", "domains", "cold_items",
+       "cold_seed", "cold_users", "cold_user_interactions", "cold_user_profile"}));
   DataConfig& dc = cfg->data;
+  M6_RETURN_IF_ERROR(r.Bool(d, "data", "title_words", &dc.title_words));
   M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "cold_items", &dc.cold_items, 0, 0.9));
   M6_RETURN_IF_ERROR(r.U64(d, "data", "cold_seed", &dc.cold_seed));
   M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "cold_users", &dc.cold_users, 0, 0.9));
@@ -512,6 +517,9 @@ Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.Enum(d, "data", "format", &cfg->data.format));
   M6_RETURN_IF_ERROR(r.Str(d, "data", "name", &cfg->data.name));
   cfg->data.path = ExpandEnv(cfg->data.path);
+  if (dc.title_words && (dc.source != DataSource::kDir || dc.format != DataFormat::kMovieLens))
+    return Status::InvalidArgument(r.Where(d["title_words"], "data.title_words") +
+                                   ": only the movielens format has titles");
   if (cfg->data.source == DataSource::kDir && cfg->data.path.empty() && cfg->data.domains.empty())
     return Status::InvalidArgument(r.Where(d, "data.path") + ": required when data.source is dir");
   if (!cfg->data.split.empty()) {

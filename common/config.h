@@ -98,6 +98,11 @@ struct InitializerSpec {
   float high = 0.05f;    // uniform
   float mean = 0.0f;     // normal
   float stddev = 0.01f;  // normal
+  // Rows imported from a file made by `m6rec import` (common/rows_file.h): a fresh job's servers
+  // write these rows (weights as given, fresh optimizer state) before serving; every other row
+  // keeps the distribution above. "" = none. A job that starts from a checkpoint or a backbone
+  // takes its rows from there instead.
+  std::string from;
 };
 
 struct OptimizerSpec {
@@ -120,6 +125,9 @@ struct TableSpec {
   uint64_t seed = 0;  // row initialisation seed: derived from job seed and table name unless set
   InitializerSpec init;
   OptimizerSpec optimizer;
+  // false: the rows never change (workers push nothing; a server refuses a push): e.g. imported
+  // pretrained word vectors kept as they are.
+  bool trainable = true;
 };
 
 struct ClusterConfig {
@@ -189,6 +197,10 @@ struct DataConfig {
   // reads <split>.base, the rating and like tasks are tested on <split>.test ("" = u.data,
   // leave-last-out for every task).
   std::string split;
+  // movielens: the words of each movie's title (lowercased, year and stop words dropped) as
+  // item tokens too, named in the dataset's token vocabulary (what `m6rec import` maps word
+  // vectors through).
+  bool title_words = false;
   SynthConfig synth;
   // Several datasets on one backbone (then source/path/format/name are not set): every domain
   // is loaded, merged into one id space, trained in mixed batches and evaluated on its own.

@@ -31,6 +31,7 @@
 #include "common/util.h"
 #include "launch/bench.h"
 #include "launch/cluster_launch.h"
+#include "launch/import.h"
 #include "launch/local_cluster.h"
 #include "launch/offline.h"
 #include "launch/roles.h"
@@ -417,6 +418,16 @@ void AddOffline(CLI::App* root, Commands* cmds, const std::string& mode, const s
                 "attended to, the graph neighbours, the shared tokens (JSON \"why\"; a table "
                 "on stderr)");
   }
+  if (mode == "export") {
+    c->add_option("--table", a->o.table, "the table")->type_name("NAME")->required();
+    c->add_option("--out", a->o.out, "the vectors file to write")->type_name("FILE")->required();
+    c->add_option("--format", a->o.format,
+                  "words: the named rows, 'word v1 ...' with a 'count dim' header (the token "
+                  "table of data that names its tokens); ids: every row, 'id v1 ...'")
+        ->type_name("FORMAT")
+        ->check(CLI::IsMember({"words", "ids"}))
+        ->capture_default_str();
+  }
   if (mode == "strategy") {
     c->add_flag("--fit", a->o.fit,
                 "fit the intent classifier and each intent's strategy on the trained model "
@@ -430,6 +441,47 @@ void AddOffline(CLI::App* root, Commands* cmds, const std::string& mode, const s
   cmds->Runs(c, [a] {
     ApplyLogLevel(a->log_level);
     return RunOffline(a->o);
+  });
+}
+
+// import: pretrained vectors into a table's initial rows (launch/import.h).
+void AddImport(CLI::App* root, Commands* cmds) {
+  auto a = std::make_shared<ImportOptions>();
+  auto level = std::make_shared<std::string>("warn");
+  CLI::App* c = root->add_subcommand(
+      "import",
+      "pretrained vectors (word2vec/GloVe/fastText text, id-keyed text, .npy) into the initial "
+      "rows of a table: writes a rows file that the table's init.from names");
+  AddConfigOptions(c, &a->config, &a->overrides, /*required=*/true,
+                   "the job configuration whose table receives the vectors (YAML)");
+  c->add_option("--table", a->table, "the table (its name under tables)")
+      ->type_name("NAME")
+      ->required();
+  c->add_option("--from", a->from, "the vectors")->type_name("FILE")->required();
+  c->add_option("--out", a->out, "the rows file to write (then: init: {from: FILE})")
+      ->type_name("FILE")
+      ->required();
+  c->add_option("--format", a->format,
+                "words: 'word v1 v2 ...' text, optional 'count dim' header (word2vec, GloVe, "
+                "fastText); ids: 'id v1 v2 ...'; npy: float32 [rows x dim], row = id "
+                "(default: npy for *.npy, else words)")
+      ->type_name("FORMAT")
+      ->check(CLI::IsMember({"words", "ids", "npy"}));
+  c->add_option("--vocab", a->vocab,
+                "words: map words to row ids through this file ('word' per line = id by line "
+                "number from 0, or 'word id'); default: the dataset's token names")
+      ->type_name("FILE");
+  auto missing = std::make_shared<std::string>("keep");
+  c->add_option("--missing", *missing,
+                "a vocabulary word without a vector: keep its initial row, or fail")
+      ->type_name("keep|error")
+      ->check(CLI::IsMember({"keep", "error"}))
+      ->capture_default_str();
+  AddLogLevel(c, level.get());
+  cmds->Runs(c, [a, level, missing] {
+    ApplyLogLevel(*level);
+    a->missing_is_error = *missing == "error";
+    return RunImport(*a);
   });
 }
 
@@ -620,6 +672,10 @@ int main(int argc, char** argv) {
              "print, change or fit (--fit) a finished run's per-intent serving strategies");
   AddOffline(&app, &cmds, "recommend",
              "top-K items for a user from a run's checkpoint (seen items excluded)");
+  AddOffline(&app, &cmds, "export",
+             "write a table's rows from a run's checkpoint as vectors (word2vec text with the "
+             "dataset's token names, or 'id v1 v2 ...')");
+  AddImport(&app, &cmds);
   AddData(&app, &cmds);
   AddBench(&app, &cmds);
   CLI::App* help = app.add_subcommand("help", "this text");

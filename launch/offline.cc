@@ -134,6 +134,61 @@ StatusOr<NewUser> NewUserFromOptions(const OfflineOptions& o) {
   return n;
 }
 
+// `m6rec export`: a table's rows as text vectors ("%.9g": every float reads back exactly).
+Status ExportTable(const OfflineOptions& o, const JobConfig& cfg, SparseTables& tables,
+                   const Dataset& ds, json* answer) {
+  const TableSpec* spec = nullptr;
+  for (const TableSpec& t : cfg.tables)
+    if (t.name == o.table) spec = &t;
+  if (!spec) return Status::InvalidArgument("--table: the run has no table '" + o.table + "'");
+  uint64_t rows = 0;
+  if (o.table == cfg.model.token_table)
+    rows = ds.num_tokens;
+  else if (o.table == cfg.train.user_table)
+    rows = ds.num_users;
+  else if (o.table == cfg.train.item_table)
+    rows = ds.num_items;
+  else
+    return Status::InvalidArgument("--table: the rows of '" + o.table +
+                                   "' are not the data's users, items or tokens");
+  const bool words = o.format == "words";
+  if (words && o.table != cfg.model.token_table)
+    return Status::InvalidArgument("--format words: only the token table's rows have names");
+  std::vector<uint64_t> ids;
+  for (uint64_t id = 0; id < rows; ++id)
+    if (!words || (id < ds.token_names.size() && !ds.token_names[id].empty())) ids.push_back(id);
+  if (ids.empty())
+    return Status::InvalidArgument("--format words: this run's data names none of its tokens");
+  std::string text;
+  if (words) text = std::to_string(ids.size()) + " " + std::to_string(spec->dim) + "\n";
+  constexpr size_t kChunk = 8192;
+  std::vector<Key> keys;
+  std::vector<float> vals;
+  char buf[32];
+  for (size_t b = 0; b < ids.size(); b += kChunk) {
+    const size_t n = std::min(kChunk, ids.size() - b);
+    keys.resize(n);
+    vals.resize(n * spec->dim);
+    for (size_t i = 0; i < n; ++i) keys[i] = MakeKey(spec->id, ids[b + i]);
+    M6_RETURN_IF_ERROR(tables.Pull(spec->id, keys.data(), n, vals.data()));
+    for (size_t i = 0; i < n; ++i) {
+      text += words ? ds.token_names[ids[b + i]] : std::to_string(ids[b + i]);
+      for (uint32_t d = 0; d < spec->dim; ++d) {
+        std::snprintf(buf, sizeof(buf), " %.9g", vals[i * spec->dim + d]);
+        text += buf;
+      }
+      text += "\n";
+    }
+  }
+  M6_RETURN_IF_ERROR(WriteFileAtomic(o.out, text));
+  *answer = {{"table", o.table},
+             {"rows", ids.size()},
+             {"dim", spec->dim},
+             {"format", o.format},
+             {"out", o.out}};
+  return Status::OK();
+}
+
 Status Offline(const OfflineOptions& o, json* answer) {
   if (o.mode == "strategy" && !o.fit) return EditStrategies(o, answer);
   const std::string cfg_path = o.run_dir + "/config.yaml";
@@ -160,6 +215,7 @@ Status Offline(const OfflineOptions& o, json* answer) {
   M6_ASSIGN_OR_RETURN(sc.data, LoadJobData(cfg, data_dir));
   sc.checkpoint = ckpt;
   sc.num_workers = manifest.value("workers", 1u);
+  if (o.mode == "export") return ExportTable(o, cfg, *tables, *sc.data, answer);
   StrategyBook book;
   if (o.mode == "recommend" && o.use_strategy && std::filesystem::exists(StrategyPath(o.run_dir))) {
     M6_ASSIGN_OR_RETURN(book, ReadStrategyBook(o.run_dir));

@@ -4,7 +4,8 @@
 // dense model from <checkpoint>/dense — and the training engine's own evaluation or top-K path
 // runs over it. No servers, no sockets; MF and M6 runs alike.
 // `strategy` prints the run's per-intent strategies (strategy.json), edits them (--set), or
-// fits them on the model (--fit; worker/strategy.h).
+// fits them on the model (--fit; worker/strategy.h). `export` writes a table's rows as vectors
+// (what `m6rec import` reads back).
 #pragma once
 
 #include <cstdint>
@@ -15,7 +16,7 @@ namespace m6rec {
 
 struct OfflineOptions {
   std::string run_dir;
-  std::string mode;        // eval | recommend | strategy
+  std::string mode;        // eval | recommend | strategy | export
   std::string checkpoint;  // "" = the best epoch's, else the newest
   int64_t user = -1;       // recommend
   // recommend a user the run has never seen: its items (comma-separated ids), profile
@@ -28,6 +29,8 @@ struct OfflineOptions {
   bool explain = false;                    // recommend: say why each item (JSON + a table)
   bool fit = false;                        // strategy: fit the classifier and the strategies
   std::vector<std::string> strategy_sets;  // strategy: INTENT.FIELD=VALUE edits
+  std::string table, out;                  // export: which table, to which file
+  std::string format = "ids";              // export: words | ids
 };
 
 // Prints the answer (JSON) on stdout; returns the process exit code.

@@ -142,6 +142,15 @@ int RunServerRole(const RoleOptions& o) {
   if (!view.ok()) return Fail("server: registration", view.status());
   SetLogPrefix("server " + std::to_string(view->rank));
   srv.SetOwnedSlots(view->OwnedSlots(view->rank));
+  if (so.restore_from.empty()) {
+    auto imported = srv.ImportRows();
+    if (!imported.ok()) {
+      (void)(*client)->Finished(false, imported.status().message(), "{}");
+      (*client)->WaitShutdown(5000);
+      return Fail("server", imported.status());
+    }
+    if (*imported) LOG_INFO << "imported " << *imported << " rows (tables' init.from)";
+  }
   srv.Start();
   LOG_INFO << "serving on " << so.host << ":" << srv.port() << " (" << srv.store().name()
            << " store, " << o.cfg.tables.size() << " tables)";

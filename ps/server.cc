@@ -52,6 +52,18 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const ServerOptions& opts) {
 
 void Server::SetOwnedSlots(std::vector<uint8_t> owned) { owned_ = std::move(owned); }
 
+StatusOr<uint64_t> Server::ImportRows() {
+  const uint32_t slots = static_cast<uint32_t>(owned_.size());
+  uint64_t total = 0;
+  for (const TableSpec& t : opts_.tables) {
+    uint64_t n = 0;
+    M6_RETURN_IF_ERROR(m6rec::ImportRows(
+        *store_, t, [&](Key k) { return owned_[SlotOf(k, slots)] != 0; }, &n));
+    total += n;
+  }
+  return total;
+}
+
 void Server::Start() {
   if (started_) return;
   started_ = true;

@@ -49,6 +49,9 @@ class Server {
   int port() const { return port_; }
   // owned[slot] != 0 for the slots this server serves; num_slots = owned.size().
   void SetOwnedSlots(std::vector<uint8_t> owned);
+  // Writes the imported rows (tables' init.from) of the owned slots; after SetOwnedSlots and
+  // before Start, on a fresh job only (a restored server has its rows). Returns the row count.
+  StatusOr<uint64_t> ImportRows();
   void Start();
   void Stop();
 

@@ -1,7 +1,9 @@
 #include "ps/table_store.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "common/rows_file.h"
 #include "ps/optimizer.h"
 #include "ps/stores.h"
 
@@ -32,6 +34,9 @@ std::string TablesLayout(const std::vector<TableSpec>& tables) {
 Status ApplyPush(TableStore& store, const TableSpec& spec, const Key* keys, size_t n,
                  const float* grads) {
   const uint32_t dim = spec.dim;
+  if (!spec.trainable)
+    return Status::PermissionDenied("table '" + spec.name +
+                                    "' is not trainable (trainable: false): push refused");
   for (size_t i = 0; i < n * dim; ++i)
     if (!std::isfinite(grads[i]))
       return Status::InvalidArgument("non-finite gradient for key " +
@@ -40,6 +45,33 @@ Status ApplyPush(TableStore& store, const TableSpec& spec, const Key* keys, size
   const OptimizerSpec& opt = spec.optimizer;
   return store.Update(spec.id, keys, n,
                       [&](size_t i, float* row) { ApplyUpdate(opt, dim, row, grads + i * dim); });
+}
+
+Status ImportRows(TableStore& store, const TableSpec& spec, const std::function<bool(Key)>& mine,
+                  uint64_t* written) {
+  *written = 0;
+  if (spec.init.from.empty()) return Status::OK();
+  auto rows = ReadRowsFile(spec.init.from, [&](uint64_t id) { return mine(MakeKey(spec.id, id)); });
+  if (!rows.ok())
+    return Status(rows.status().code(),
+                  "table '" + spec.name + "' init.from: " + rows.status().message());
+  if (rows->dim != spec.dim)
+    return Status::InvalidArgument("table '" + spec.name + "' init.from: '" + spec.init.from +
+                                   "' holds rows of dim " + std::to_string(rows->dim) +
+                                   ", the table's dim is " + std::to_string(spec.dim));
+  constexpr size_t kBatch = 4096;
+  std::vector<Key> keys;
+  for (size_t b = 0; b < rows->ids.size(); b += kBatch) {
+    const size_t n = std::min(kBatch, rows->ids.size() - b);
+    keys.resize(n);
+    for (size_t i = 0; i < n; ++i) keys[i] = MakeKey(spec.id, rows->ids[b + i]);
+    M6_RETURN_IF_ERROR(store.Update(spec.id, keys.data(), n, [&](size_t i, float* row) {
+      std::copy_n(&rows->values[(b + i) * spec.dim], spec.dim, row);
+      InitOptimizerState(spec.optimizer, spec.dim, row + spec.dim);
+    }));
+    *written += n;
+  }
+  return store.Flush();
 }
 
 }  // namespace m6rec

@@ -79,8 +79,16 @@ class TableStore {
 StatusOr<std::unique_ptr<TableStore>> OpenTableStore(const StoreOptions& options,
                                                      const std::vector<TableSpec>& tables);
 
-// One push as a server applies it: every gradient must be finite (else nothing changes and the
-// error names the key), then the table's optimizer updates each key's row (duplicates in order).
+// Writes the rows of spec.init.from (a rows file, common/rows_file.h) whose keys pass `mine`
+// into `store`: the weights as given, the optimizer state fresh. What a fresh job's server does
+// before it serves (never on a restore: those rows come from the checkpoint). A file of another
+// dimension than the table is refused before any row is written. *written counts the rows.
+Status ImportRows(TableStore& store, const TableSpec& spec, const std::function<bool(Key)>& mine,
+                  uint64_t* written);
+
+// One push as a server applies it: a table that is not trainable refuses it, every gradient must be
+// finite (else nothing changes and the error names the key), then the table's optimizer updates
+// each key's row (duplicates in order).
 Status ApplyPush(TableStore& store, const TableSpec& spec, const Key* keys, size_t n,
                  const float* grads);
 

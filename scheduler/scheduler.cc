@@ -321,7 +321,7 @@ class Scheduler::Impl {
         LOG_INFO << RoleName(m->role) << " " << m->rank << " finished "
                  << (ok ? "OK" : "with an error: " + j.value("error", std::string("?")));
         if (!ok) {
-          Fail(std::string("worker ") + std::to_string(m->rank) +
+          Fail(std::string(RoleName(m->role)) + " " + std::to_string(m->rank) +
                " failed: " + j.value("error", std::string("?")));
         } else if (members_.AllWorkersFinished()) {
           BeginShutdown();

@@ -34,8 +34,8 @@ struct HelpCase {
 TEST(Cli, EveryCommandAnswersHelpWithItsOwnOptions) {
   const std::vector<HelpCase> cases = {
       {{},
-       {"local", "train", "scheduler", "server", "worker", "eval", "recommend", "strategy", "data",
-        "bench"},
+       {"local", "train", "scheduler", "server", "worker", "eval", "recommend", "strategy",
+        "import", "export", "data", "bench"},
        {}},
       {{"local"}, {"--config", "--set", "--log-level", "--run-dir"}, {"--local", "--rank"}},
       {{"train"}, {"--config", "--set", "--log-level", "--run-dir", "--local"}, {"--rank"}},
@@ -51,6 +51,10 @@ TEST(Cli, EveryCommandAnswersHelpWithItsOwnOptions) {
       {{"eval"}, {"--run-dir", "--set", "-k,--k"}, {"--user"}},
       {{"recommend"}, {"--run-dir", "--user", "-k,--k", "--no-strategy"}, {"--config", "--fit"}},
       {{"strategy"}, {"--run-dir", "--fit", "--change"}, {"--user", "--no-strategy"}},
+      {{"import"},
+       {"--config", "--set", "--table", "--from", "--out", "--format", "--vocab", "--missing"},
+       {"--run-dir"}},
+      {{"export"}, {"--run-dir", "--table", "--out", "--format", "--checkpoint"}, {"--config"}},
       {{"data"}, {"synth"}, {}},
       {{"data", "synth"}, {"--out", "--seed", "--config", "--set"}, {"--run-dir"}},
       {{"bench"}, {"ps"}, {}},

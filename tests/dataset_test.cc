@@ -289,8 +289,11 @@ TEST(Datasets, ColdItemsLoseEveryTrainingInteraction) {
   }
   EXPECT_GT(removed, 0u);
   EXPECT_EQ(a->train_interactions + removed, before);
-  for (uint32_t i = 0; i < a->num_items; ++i)
-    if (a->IsCold(i)) EXPECT_EQ(a->item_popularity[i], 0u);
+  for (uint32_t i = 0; i < a->num_items; ++i) {
+    if (a->IsCold(i)) {
+      EXPECT_EQ(a->item_popularity[i], 0u);
+    }
+  }
   Dataset other = b;
   MakeColdItems(&other, 0.2, 4);
   EXPECT_NE(other.cold, b.cold) << "another seed, other items";

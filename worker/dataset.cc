@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <sstream>
 #include <tuple>
 #include <unordered_set>
@@ -225,10 +227,50 @@ StatusOr<std::vector<std::vector<uint32_t>>> ReadIdLists(const std::string& path
   return out;
 }
 
+// A title's words: lowercased letters and digits, split at anything else; the trailing
+// "(1995)" year, one-letter pieces and a few stop words dropped ("Usual Suspects, The (1995)"
+// -> usual, suspects).
+std::vector<std::string> TitleWords(std::string title) {
+  static const std::set<std::string> kStop = {"the", "a",   "an",  "of",  "and", "in",  "to",
+                                              "on",  "at",  "la",  "le",  "les", "de",  "il",
+                                              "el",  "das", "der", "die", "for", "with"};
+  auto open = title.rfind('(');
+  if (open != std::string::npos && title.find(')', open) != std::string::npos &&
+      title.size() - open <= 7)
+    title.erase(open);
+  std::vector<std::string> words;
+  std::string cur;
+  auto flush = [&] {
+    if (cur.size() > 1 && !kStop.count(cur) &&
+        std::find(words.begin(), words.end(), cur) == words.end())
+      words.push_back(cur);
+    cur.clear();
+  };
+  for (unsigned char c : title) {
+    if (std::isalnum(c))
+      cur.push_back(char(std::tolower(c)));
+    else
+      flush();
+  }
+  flush();
+  return words;
+}
+
 // u.item genres (19 flags) and release decade as item tokens; u.user age band, gender and
 // occupation as user tokens. Token ids: 0-18 genres, 20-39 decades, 40-49 age bands,
-// 50-51 gender, 60+ occupations (in order of first appearance).
-Status ReadMovieLensContent(const std::string& dir, Dataset* d) {
+// 50-51 gender, 60+ occupations (in order of first appearance), and with title_words 200+ the
+// titles' words (in order of first appearance). Every token is named in d->token_names.
+Status ReadMovieLensContent(const std::string& dir, bool title_words, Dataset* d) {
+  static const char* kGenres[] = {"unknown", "action",   "adventure",   "animation", "children",
+                                  "comedy",  "crime",    "documentary", "drama",     "fantasy",
+                                  "noir",    "horror",   "musical",     "mystery",   "romance",
+                                  "sci-fi",  "thriller", "war",         "western"};
+  auto name = [d](uint32_t t, std::string s) {
+    if (d->token_names.size() <= t) d->token_names.resize(t + 1);
+    d->token_names[t] = std::move(s);
+  };
+  for (uint32_t g = 0; g < 19; ++g) name(g, kGenres[g]);
+  std::map<std::string, uint32_t> words;
   auto split = [](const std::string& line) {
     std::vector<std::string> f;
     std::string cur;
@@ -264,8 +306,18 @@ Status ReadMovieLensContent(const std::string& dir, Dataset* d) {
     const std::string& date = f[2];               // dd-Mon-yyyy
     if (date.size() >= 4) {
       int year = std::atoi(date.substr(date.size() - 4).c_str());
-      if (year >= 1900) d->item_tokens[id].push_back(20 + std::min(19, (year - 1900) / 10));
+      if (year >= 1900) {
+        const uint32_t decade = 20 + std::min(19, (year - 1900) / 10);
+        d->item_tokens[id].push_back(decade);
+        name(decade, std::to_string(1900 + (decade - 20) * 10) + "s");
+      }
     }
+    if (title_words)
+      for (const std::string& w : TitleWords(f[1])) {
+        auto [it, fresh] = words.emplace(w, 200 + uint32_t(words.size()));
+        if (fresh) name(it->second, w);
+        d->item_tokens[id].push_back(it->second);
+      }
   }
   const std::string up = dir + "/u.user";
   std::ifstream users(up, std::ios::binary);
@@ -287,6 +339,11 @@ Status ReadMovieLensContent(const std::string& dir, Dataset* d) {
     const auto occ_id = static_cast<uint32_t>(occ - occupations.begin());
     d->user_tokens[id] = {40 + std::min<uint32_t>(9, age / 10), f[2] == "F" ? 51u : 50u,
                           60 + occ_id};
+    name(40 + std::min<uint32_t>(9, age / 10),
+         "age:" + std::to_string(std::min<uint32_t>(9, age / 10) * 10) + "s");
+    name(50, "gender:m");
+    name(51, "gender:f");
+    name(60 + occ_id, "occupation:" + f[3]);
     if (f[2] != "M" && f[2] != "F")
       return Status::InvalidArgument(Where(up, n) + "gender '" + f[2] + "' (M or F)");
     labels[0][id] = f[2] == "F" ? 1 : 0;
@@ -384,7 +441,8 @@ StatusOr<std::vector<Rating>> ReadRatings(const std::string& path) {
 
 }  // namespace
 
-StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split) {
+StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split,
+                                bool title_words) {
   const std::string path = dir + "/" + (split.empty() ? "u.data" : split + ".base");
   M6_ASSIGN_OR_RETURN(std::vector<Rating> rows, ReadRatings(path));
   std::stable_sort(rows.begin(), rows.end(), [](const Rating& a, const Rating& b) {
@@ -416,7 +474,7 @@ StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split
   }
   d.num_items = max_i + 1;
   Finish(&d);
-  M6_RETURN_IF_ERROR(ReadMovieLensContent(dir, &d));
+  M6_RETURN_IF_ERROR(ReadMovieLensContent(dir, title_words, &d));
   CountTokens(&d);
   return d;
 }
@@ -954,6 +1012,7 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
     append(m.social, p.social, p.num_users, uoff);
     append(m.user_tokens, p.user_tokens, p.num_users, uoff);
     append(m.item_tokens, p.item_tokens, p.num_items, ioff);
+    append(m.token_names, p.token_names, p.num_tokens, toff);
     // Categories, where some part has them: a part without reads its (shifted) tokens as them.
     auto tokens_of = [&m](uint32_t i) {
       return i < m.item_tokens.size() ? m.item_tokens[i] : std::vector<uint32_t>{};
@@ -1018,7 +1077,7 @@ StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir
         ds = LoadS3Rec(cfg.path, cfg.name);
         break;
       case DataFormat::kMovieLens:
-        ds = LoadMovieLens(cfg.path, cfg.split);
+        ds = LoadMovieLens(cfg.path, cfg.split, cfg.title_words);
         break;
     }
   }

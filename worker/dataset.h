@@ -10,8 +10,8 @@
 //                 seed); item attributes from <name>_item2attributes.json as content tokens
 //   movielens     u.data (user item rating timestamp, tab-separated, 1-based ids), per-user time
 //                 order, leave-last-out as above (our documented split); genres and release
-//                 decade from u.item as item tokens, age band / gender / occupation from u.user
-//                 as user tokens
+//                 decade (and with data.title_words the titles' words) from u.item as item
+//                 tokens, age band / gender / occupation from u.user as user tokens
 // Side files read when present next to interactions.tsv (synth / tsv): social.tsv (user friend),
 // item_tokens.tsv (item tok tok ...), item_categories.tsv (item category ...), item_image /
 // item_audio as .npy (float32, one row per item) or as .tsv ("item f1 f2 ..." per line, every
@@ -48,6 +48,9 @@ struct Dataset {
   std::vector<std::vector<uint32_t>> item_tokens;  // per item: text / attribute token ids
   std::vector<std::vector<uint32_t>> user_tokens;  // per user: profile token ids (same id space)
   uint32_t num_tokens = 0;                         // 1 + the largest token id (0 = no tokens)
+  // Per token id, its name where the data has one ("" or past the end: unnamed): the vocabulary
+  // `m6rec import` maps word vectors through (MovieLens: genres, decades, title words).
+  std::vector<std::string> token_names;
   // Per item, its content categories (MovieLens genres; empty: its tokens are its categories):
   // what request intents are read from (worker/strategy.h).
   std::vector<std::vector<uint32_t>> item_categories;
@@ -137,7 +140,8 @@ struct Dataset {
 // domain's dataset is loaded and merged (MergeDomains).
 StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir);
 // The MovieLens-100K directory `dir` (split: "" or u1..u5/ua/ub, DataConfig::split).
-StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split = "");
+StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split = "",
+                                bool title_words = false);
 
 // Applies the domains' train_users shares (drawn from `seed` per user): fills `trained` and
 // recounts item_popularity and train_interactions over the trained users. No-op when every

@@ -27,6 +27,14 @@ StatusOr<std::shared_ptr<LocalStores>> LocalStores::Open(const LocalStoresOption
     ls->stores_.push_back(std::move(store));
   }
   ls->slot_map_ = RoundRobinSlotMap(opts.ps.num_slots, static_cast<uint32_t>(shards));
+  // A fresh job's imported rows, each shard its own (as its server would).
+  if (!opts.read_only && opts.restore_from.empty())
+    for (size_t s = 0; s < shards; ++s)
+      for (const TableSpec& t : opts.tables) {
+        uint64_t n = 0;
+        M6_RETURN_IF_ERROR(ImportRows(
+            *ls->stores_[s], t, [&](Key k) { return ls->ShardOf(k) == s; }, &n));
+      }
   return ls;
 }
 

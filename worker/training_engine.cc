@@ -338,6 +338,7 @@ Status TrainingEngine::TrainStep(InFlight& f, int epoch) {
   std::vector<SparseTables::Ticket> pushes;
   for (const KeyList& l : f.batch->lists) {
     if (l.keys.empty() || l.grads.empty()) continue;
+    if (l.table < cfg_.tables.size() && !cfg_.tables[l.table].trainable) continue;  // frozen rows
     if (l.grads.size() != l.keys.size() * l.dim)
       return Status::Internal("a gradient list does not match its keys");
     M6_ASSIGN_OR_RETURN(
