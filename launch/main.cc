@@ -411,6 +411,10 @@ void AddOffline(CLI::App* root, Commands* cmds, const std::string& mode, const s
   if (mode == "recommend") {
     c->add_option("-k,--k", a->o.k, "how many items (default: the intent's strategy's, else 10)")
         ->check(Integer(1));
+    c->add_option("--new-items", a->o.new_items,
+                  "also rank items the run never saw, from their content: a JSON list of "
+                  "{name, tokens, image, audio}")
+        ->type_name("FILE");
     c->add_flag("!--no-strategy", a->o.use_strategy,
                 "ignore the run's strategy.json (no intent inference)");
     c->add_flag("--explain", a->o.explain,

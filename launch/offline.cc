@@ -222,6 +222,16 @@ Status Offline(const OfflineOptions& o, json* answer) {
     sc.strategy = &book;
   }
   sc.explain = o.explain;
+  if (o.mode == "recommend" && !o.new_items.empty()) {
+    std::ifstream file(o.new_items);
+    if (!file) return Status::NotFound("--new-items: cannot open '" + o.new_items + "'");
+    json j = json::parse(file, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded())
+      return Status::InvalidArgument("--new-items " + o.new_items + ": not JSON");
+    Status added = AddNewItems(&sc, j);
+    if (!added.ok())
+      return Status::InvalidArgument("--new-items " + o.new_items + ": " + added.message());
+  }
   if (o.mode == "recommend" && o.user < 0) {
     M6_ASSIGN_OR_RETURN(NewUser n, NewUserFromOptions(o));
     M6_ASSIGN_OR_RETURN(*answer, RecommendForNewUser(sc, n, o.k, o.domain));
@@ -240,6 +250,13 @@ Status Offline(const OfflineOptions& o, json* answer) {
     std::fprintf(stderr, "%s", DescribeStrategies(book).c_str());
   } else {
     M6_ASSIGN_OR_RETURN(*answer, EvaluateModel(sc));
+  }
+  if (!sc.new_items.empty()) {
+    (*answer)["new_items"] = sc.new_items.size();
+    if (cfg.model.item_id_dropout == 0)
+      (*answer)["warning"] =
+          "the run was not trained for cold start (model.item_id_dropout 0): new items are "
+          "scored with an untrained id row";
   }
   return Status::OK();
 }

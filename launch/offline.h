@@ -22,8 +22,9 @@ struct OfflineOptions {
   // recommend a user the run has never seen: its items (comma-separated ids), profile
   // (NAME=VALUE,...), friends, or all three as JSON (a file; "-": stdin)
   std::string history, profile, friends, user_json;
-  std::string domain;                      // recommend: `user` is this domain's own id
-  int k = 0;                               // recommend (0: the strategy's, else 10)
+  std::string new_items;  // recommend: items never seen, ranked from their content (JSON file)
+  std::string domain;     // recommend: `user` is this domain's own id
+  int k = 0;              // recommend (0: the strategy's, else 10)
   std::vector<std::string> overrides;      // --set on top of the run's config.yaml
   bool use_strategy = true;                // recommend: serve with the run's strategy.json
   bool explain = false;                    // recommend: say why each item (JSON + a table)

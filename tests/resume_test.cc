@@ -255,6 +255,27 @@ train:
   for (const auto& it : explained["items"])
     EXPECT_TRUE(it["why"].contains("user_sources")) << r.stdout_text;
   EXPECT_NE(r.output.find("user sources:"), std::string::npos) << r.output;
+  // Items the run never saw, given by their content (token names of the data, or ids).
+  testing::WriteFile(dir / "new.json",
+                     R"([{"name": "new drama", "tokens": ["drama", "1990s"]}, {"name": "bare"}])");
+  r = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--user", "7", "-k", "100000",
+                  "--no-strategy", "--new-items", dir / "new.json"},
+                 120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json with_new = json::parse(r.stdout_text);
+  EXPECT_EQ(with_new["new_items"], 2) << r.stdout_text;
+  int named = 0;
+  for (const auto& it : with_new["items"]) named += it.contains("new_item");
+  EXPECT_EQ(named, 2) << r.stdout_text;
+  EXPECT_TRUE(with_new.contains("warning")) << "this run has no id dropout: " << r.stdout_text;
+  testing::WriteFile(dir / "bad.json", R"([{"name": "x", "tokens": ["no-such-genre"]}])");
+  r = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--user", "7", "--new-items",
+                  dir / "bad.json"},
+                 120);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("token \"no-such-genre\" is not one of the run's tokens"),
+            std::string::npos)
+      << r.output;
   r = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--profile", "age=30"}, 120);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("its values are <18, 18-24"), std::string::npos) << r.output;

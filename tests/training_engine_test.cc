@@ -744,6 +744,13 @@ TEST(InProcessJob, ColdItemsAreRankedFromTheirContent) {
             result["popularity"]["cold_start"]["cold_items"]["HR@10"].get<double>() + 0.1)
       << line;
   EXPECT_NE(line.find("cold_items: HR@10"), std::string::npos) << line;
+  // Against all items too: popularity cannot rank a cold item above the warm ones, the content
+  // path can (random would hit 10 of the ~items).
+  const double items = double(cfg.data.synth.items);
+  EXPECT_GT(cold["HR@10_all"].get<double>(), 2 * 10 / items) << line;
+  EXPECT_EQ(result["popularity"]["cold_start"]["cold_items"]["HR@10_all"].get<double>(), 0) << line;
+  EXPECT_GT(warm["NDCG@10_all"].get<double>(), 0) << line;
+  EXPECT_NE(line.find("among all items HR@10"), std::string::npos) << line;
   // Serving a user of the split: what it lost to the split is not recommended back.
   auto data = LoadJobData(cfg, dir / "data");
   ASSERT_TRUE(data.ok());
@@ -757,6 +764,48 @@ TEST(InProcessJob, ColdItemsAreRankedFromTheirContent) {
   const auto& lost = (*data)->cold_removed[u];
   for (const auto& it : (*rec)["items"])
     EXPECT_EQ(std::count(lost.begin(), lost.end(), it["item"].get<uint32_t>()), 0) << it.dump();
+
+  // An item given at serving time as content is scored as a never-trained item of the same
+  // content: the twin of a cold item u could be shown scores what that item scores.
+  const Dataset& ds = **data;
+  uint32_t c = ds.first_item;
+  auto touched = [&](uint32_t i) {
+    return std::count(ds.train[u].begin(), ds.train[u].end(), i) ||
+           std::count(lost.begin(), lost.end(), i) || int64_t(i) == ds.test_item[u] ||
+           int64_t(i) == ds.valid_item[u];
+  };
+  while (c < ds.num_items && (!ds.IsCold(c) || touched(c))) ++c;
+  ASSERT_LT(c, ds.num_items);
+  json twin = {{"name", "twin"}, {"tokens", ds.item_tokens[c]}};
+  twin["image"] = std::vector<float>(ds.item_image.begin() + long(c * ds.image_dim),
+                                     ds.item_image.begin() + long((c + 1) * ds.image_dim));
+  twin["audio"] = std::vector<float>(ds.item_audio.begin() + long(c * ds.audio_dim),
+                                     ds.item_audio.begin() + long((c + 1) * ds.audio_dim));
+  ScoringContext with_new = m.sc;
+  ASSERT_TRUE(AddNewItems(&with_new, json::array({twin, {{"name", "blank"}}})).ok());
+  ASSERT_EQ(with_new.data->num_items, ds.num_items + 2);
+  auto all = RecommendForUser(with_new, u, int(ds.num_items) + 2);
+  ASSERT_TRUE(all.ok()) << all.status().message();
+  std::map<std::string, double> score;
+  for (const auto& it : (*all)["items"]) {
+    const std::string key =
+        it.contains("new_item") ? it["new_item"].get<std::string>() : it["item"].dump();
+    score[key] = it["score"].get<double>();
+  }
+  ASSERT_TRUE(score.count("twin") && score.count("blank") && score.count(std::to_string(c)))
+      << all->dump();
+  EXPECT_NEAR(score["twin"], score[std::to_string(c)], 1e-4);
+  EXPECT_EQ((*all)["items"][0].value("new_item", ""), "") << "a blank item leads nothing";
+  auto bad = AddNewItems(&with_new, json::array({{{"name", "x"}, {"image", {1, 2}}}}));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("image: " + std::to_string(ds.image_dim) + " numbers"),
+            std::string::npos)
+      << bad.message();
+  auto unknown = AddNewItems(&with_new, json::array({{{"name", "x"}, {"tokens", {"zzz"}}}}));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.message().find("token \"zzz\" is not one of the run's tokens"),
+            std::string::npos)
+      << unknown.message();
 }
 
 // Kill-and-resume at the level of the engine: a run that stops after a mid-epoch checkpoint and

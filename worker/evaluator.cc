@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <sstream>
 
@@ -94,12 +95,34 @@ void AddConfusion(const Dataset& ds, const ScoreHistograms& h, const Thresholds&
           [&](const char* n, double v) { out->AddGroup(ds.domains[d].name, n, v); });
 }
 
+namespace {
+
+// The target's rank among every item user u could be shown (ties count against it, as in
+// RankOfFirst); `row` holds the user's scores of all items.
+int RankAmongAllItems(const Dataset& ds, uint32_t u, uint32_t target, bool valid_is_history,
+                      std::vector<float>& row) {
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
+  for (uint32_t i : ds.train[u]) row[i] = kMasked;
+  if (u < ds.cold_removed.size())
+    for (uint32_t i : ds.cold_removed[u]) row[i] = kMasked;
+  if (valid_is_history && ds.valid_item[u] >= 0) row[size_t(ds.valid_item[u])] = kMasked;
+  const auto [begin, end] = ds.CandidateItems(u);
+  const float t = row[target];
+  int rank = 0;
+  for (uint32_t i = begin; i < end; ++i) rank += i != target && row[i] != kMasked && row[i] >= t;
+  return rank;
+}
+
+}  // namespace
+
 Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
                            uint64_t seed, const SampledScorer& score, MetricSums* out,
-                           ScoreHistograms* hists) {
+                           ScoreHistograms* hists, const FullScorer* all_items) {
   std::vector<uint32_t> chunk;
   std::vector<std::vector<uint32_t>> cands;
   std::vector<std::vector<float>> scores;
+  std::vector<float> full, row;
+  const size_t I = ds.num_items;
   for (size_t start = 0; start < users.size(); start += kEvalUsersPerChunk) {
     chunk.clear();
     cands.clear();
@@ -116,6 +139,12 @@ Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users
     M6_RETURN_IF_ERROR(score(chunk, cands, /*with_valid=*/!valid, &scores));
     if (scores.size() != chunk.size())
       return Status::Internal("scorer returned the wrong number of users");
+    if (all_items) {
+      full.clear();
+      M6_RETURN_IF_ERROR((*all_items)(chunk, &full));
+      if (full.size() != chunk.size() * I)
+        return Status::Internal("scorer returned the wrong shape");
+    }
     for (size_t c = 0; c < chunk.size(); ++c) {
       const auto& s = scores[c];
       if (s.size() != cands[c].size())
@@ -131,6 +160,12 @@ Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users
       std::vector<int> labels(s.size(), 0);
       labels[0] = 1;
       m.Add("AUC", Auc(s, labels));
+      if (all_items) {
+        row.assign(full.begin() + long(c * I), full.begin() + long((c + 1) * I));
+        const int all = RankAmongAllItems(ds, chunk[c], cands[c][0], !valid, row);
+        m.Add("HR@10_all", HitAtK(all, 10));
+        m.Add("NDCG@10_all", NdcgAtK(all, 10));
+      }
       if (hists) {
         ScoreHistogram* dom =
             hists->domains.empty() ? nullptr : &hists->domains[ds.UserDomain(chunk[c])];
@@ -247,7 +282,9 @@ Status EvalPopularity(const Dataset& ds, const std::vector<uint32_t>& users, uin
                       MetricSums* out) {
   if (ds.protocol == Dataset::Protocol::kFullRanking)
     return EvalFullProtocol(ds, users, PopularityFullScorer(ds), out);
-  return EvalSampledProtocol(ds, users, false, seed, PopularitySampledScorer(ds), out, nullptr);
+  const FullScorer all = PopularityFullScorer(ds);
+  return EvalSampledProtocol(ds, users, false, seed, PopularitySampledScorer(ds), out, nullptr,
+                             ds.cold_split() ? &all : nullptr);
 }
 
 std::vector<std::string> ProtocolSumNames(const Dataset& ds) {
@@ -256,6 +293,8 @@ std::vector<std::string> ProtocolSumNames(const Dataset& ds) {
           ? std::vector<std::string>{"NDCG@20", "Recall@20"}
           : std::vector<std::string>{"AUC", "FN",      "FP",     "HR@1", "HR@10", "HR@5",
                                      "MRR", "NDCG@10", "NDCG@5", "TN",   "TP"};
+  if (ds.cold_split() && ds.protocol == Dataset::Protocol::kSampled)
+    base.insert(base.end(), {"HR@10_all", "NDCG@10_all"});
   std::vector<std::string> out = base;
   auto group = [&](const std::string& g) {
     out.push_back(g + "/users");

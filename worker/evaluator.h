@@ -68,10 +68,13 @@ Thresholds ChooseThresholds(const ScoreHistograms& valid);
 void AddConfusion(const Dataset& ds, const ScoreHistograms& h, const Thresholds& t,
                   MetricSums* out);
 
-// `hists` (may be null) receives every candidate's score, labelled.
+// `hists` (may be null) receives every candidate's score, labelled. With `all_items` (a cold
+// split's evaluation) the target is also ranked against every item the user could be shown
+// (not its training items, the items a cold split took from it, its validation item when that
+// is history, nor another domain's): "HR@10_all", "NDCG@10_all".
 Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
                            uint64_t seed, const SampledScorer& score, MetricSums* out,
-                           ScoreHistograms* hists);
+                           ScoreHistograms* hists, const FullScorer* all_items = nullptr);
 Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
                         const FullScorer& score, MetricSums* out);
 

@@ -267,6 +267,11 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                     name.c_str(), heads[0], d.value(heads[0], 0.0), heads[1],
                     d.value(heads[1], 0.0), d.value("users", 0.0), pop.value(heads[0], 0.0));
       *line += buf;
+      if (d.contains("HR@10_all")) {  // a cold split's targets among all items
+        std::snprintf(buf, sizeof(buf), "; among all items HR@10 %.4f NDCG@10 %.4f",
+                      d.value("HR@10_all", 0.0), d.value("NDCG@10_all", 0.0));
+        *line += buf;
+      }
     }
   }
   // Every other task on its own line, next to its baseline.

@@ -81,6 +81,16 @@ M6Inputs::M6Inputs(const Dataset& d, const JobConfig& cfg)
   if (d.multi_domain())
     for (const auto& dom : d.domains)
       domain_samplers.push_back(MakeSampler(d, cfg, dom.item_begin, dom.item_end));
+  const TableSpec* tt = cfg.FindTable(mc.token_table);
+  if (mc.item_id_dropout > 0 && shape.tokens && tt && tt->init.from.empty()) {
+    untrained_token.assign(d.num_tokens, 1);
+    for (uint32_t i = 0; i < d.item_tokens.size() && i < d.item_popularity.size(); ++i)
+      if (d.item_popularity[i] > 0)
+        for (uint32_t t : d.item_tokens[i]) untrained_token[t] = 0;
+    for (uint32_t u = 0; u < d.user_tokens.size() && u < d.train.size(); ++u)
+      if (!d.train[u].empty())
+        for (uint32_t t : d.user_tokens[u]) untrained_token[t] = 0;
+  }
 }
 
 BatchBuilder::BatchBuilder(const M6Inputs& in, int fanout, int item_fanout)
@@ -104,9 +114,11 @@ int64_t BatchBuilder::Item(uint32_t i) {
   item_nbr_w_.emplace_back();
   static const std::vector<uint32_t> kNone;
   const auto& toks = i < in_.ds.item_tokens.size() ? in_.ds.item_tokens[i] : kNone;
+  size_t next = 0;  // the item's next token that an input may read
   for (int k = 0; k < in_.item_tokens; ++k) {
-    const bool on = in_.shape.tokens && k < int(toks.size());
-    item_tok.push_back(on ? Token(toks[k]) : 0);
+    while (next < toks.size() && in_.Untrained(toks[next])) ++next;
+    const bool on = in_.shape.tokens && next < toks.size();
+    item_tok.push_back(on ? Token(toks[next++]) : 0);
     item_tok_mask.push_back(on ? 1.0f : 0.0f);
   }
   return it->second;
@@ -200,7 +212,8 @@ void BatchBuilder::AddContent(const std::vector<uint32_t>& profile,
   if (in_.mc.content && in_.shape.tokens) {
     std::vector<uint32_t> seen;
     auto add = [&](uint32_t t) {
-      if (n >= T || std::find(seen.begin(), seen.end(), t) != seen.end()) return;
+      if (n >= T || in_.Untrained(t) || std::find(seen.begin(), seen.end(), t) != seen.end())
+        return;
       seen.push_back(t);
       utok.push_back(Token(t));
       utok_mask.push_back(1);

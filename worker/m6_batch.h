@@ -58,6 +58,13 @@ struct M6Inputs {
   std::vector<NegativeSampler> domain_samplers;   // multi-domain: one over each domain's items
   int negatives = 0;
   std::vector<float> like_threshold;  // per task (cfg.train.tasks[t].like_threshold)
+  // Cold-start-capable models (model.item_id_dropout > 0): the tokens no training example can
+  // reach (only on items without training interactions, never in a trained user's profile)
+  // have untrained rows, noise that would drown the trained tokens of a cold item; they are
+  // left out of every input, like a never-trained item's id row. Empty: none left out (and
+  // never when the token table starts from imported rows, which carry meaning untrained).
+  std::vector<uint8_t> untrained_token;
+  bool Untrained(uint32_t t) const { return t < untrained_token.size() && untrained_token[t]; }
 };
 
 // One batch's unique ids and the towers' inputs as index lists.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -91,18 +92,26 @@ Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const JobConfig& cfg
     for (uint32_t u : us) q.push_back(EvalQuery(ds, u, with_valid));
     return model.ScoreCandidates(q, cands, scores);
   };
-  FullScorer full = [&](const std::vector<uint32_t>& us, std::vector<float>* scores) {
-    std::vector<UserQuery> q;
-    for (uint32_t u : us) q.push_back(EvalQuery(ds, u, false));
-    return model.ScoreAllItems(q, scores);
+  auto full_with = [&](bool with_valid) -> FullScorer {
+    return [&, with_valid](const std::vector<uint32_t>& us, std::vector<float>* scores) {
+      std::vector<UserQuery> q;
+      for (uint32_t u : us) q.push_back(EvalQuery(ds, u, with_valid));
+      return model.ScoreAllItems(q, scores);
+    };
   };
+  const FullScorer full = full_with(false), full_test = full_with(true);
+  // A cold split's targets are also ranked against all items (cold items among everything).
+  const bool all = ds.cold_split();
   M6_RETURN_IF_ERROR(model.BeginScoring());
   Status s;
   if (ds.protocol == Dataset::Protocol::kFullRanking) {
     s = EvalFullProtocol(ds, users, full, test);
   } else {
-    s = EvalSampledProtocol(ds, users, false, seed, sampled, test, &h->test);
-    if (s.ok()) s = EvalSampledProtocol(ds, users, true, seed, sampled, valid, &h->valid);
+    s = EvalSampledProtocol(ds, users, false, seed, sampled, test, &h->test,
+                            all ? &full_test : nullptr);
+    if (s.ok())
+      s = EvalSampledProtocol(ds, users, true, seed, sampled, valid, &h->valid,
+                              all ? &full : nullptr);
   }
   if (s.ok() && cfg.train.tasks.size() > 1) {
     TaskScorer task = [&](uint32_t t, const std::vector<uint32_t>& us,
@@ -745,6 +754,8 @@ StatusOr<json> RankForQuery(const ScoringContext& ctx, UserQuery query, std::vec
     top.push_back(i);
     json it = {{"item", i}, {"score", scores[i]}};
     if (dom) it["domain_item"] = i - dom->item_offset;
+    if (const size_t first_new = ds.num_items - ctx.new_items.size(); i >= first_new)
+      it["new_item"] = ctx.new_items[i - first_new];
     items.push_back(it);
   }
   if (ctx.explain && !top.empty()) {
@@ -921,6 +932,77 @@ StatusOr<json> RecommendForNewUser(const ScoringContext& ctx, const NewUser& use
   out["profile_tokens"] = q.profile.size();
   if (!ignored.empty()) out["profile_ignored"] = ignored;
   return out;
+}
+
+Status AddNewItems(ScoringContext* ctx, const json& items) {
+  const json& list = items.is_object() && items.contains("items") ? items["items"] : items;
+  if (!list.is_array() || list.empty())
+    return Status::InvalidArgument(
+        "new items: a non-empty JSON list of {name, tokens, image, audio}");
+  if (ctx->cfg->train.job != JobKind::kM6)
+    return Status::InvalidArgument("new items: the " + std::string(EnumName(ctx->cfg->train.job)) +
+                                   " job has no content to score an item without interactions");
+  auto ds = std::make_shared<Dataset>(*ctx->data);
+  if (ds->multi_domain())
+    return Status::InvalidArgument(
+        "new items: not in a multi-domain run yet (each domain's items are one id range)");
+  std::map<std::string, uint32_t> by_name;
+  for (uint32_t t = 0; t < ds->token_names.size(); ++t)
+    if (!ds->token_names[t].empty()) by_name.emplace(ds->token_names[t], t);
+  for (size_t n = 0; n < list.size(); ++n) {
+    const json& it = list[n];
+    const std::string at = "new item " + std::to_string(n);
+    if (!it.is_object() || !it.contains("name") || !it["name"].is_string())
+      return Status::InvalidArgument(at + ": an object with a \"name\"");
+    const std::string name = it["name"].get<std::string>();
+    std::vector<uint32_t> tokens;
+    std::vector<float> image(ds->image_dim, 0.0f), audio(ds->audio_dim, 0.0f);
+    for (const auto& [key, v] : it.items()) {
+      if (key == "name") continue;
+      if (key == "tokens") {
+        if (!v.is_array()) return Status::InvalidArgument(at + " '" + name + "': tokens: a list");
+        for (const auto& t : v) {
+          if (t.is_number_unsigned() && t.get<uint64_t>() < ds->num_tokens) {
+            tokens.push_back(uint32_t(t.get<uint64_t>()));
+          } else if (t.is_string() && by_name.count(t.get<std::string>())) {
+            tokens.push_back(by_name[t.get<std::string>()]);
+          } else {
+            return Status::InvalidArgument(at + " '" + name + "': token " + t.dump() +
+                                           " is not one of the run's tokens (ids 0.." +
+                                           std::to_string(int64_t(ds->num_tokens) - 1) +
+                                           (by_name.empty() ? "" : ", or their names") + ")");
+          }
+        }
+      } else if (key == "image" || key == "audio") {
+        std::vector<float>& dst = key == "image" ? image : audio;
+        if (!v.is_array() || v.size() != dst.size() ||
+            !std::all_of(v.begin(), v.end(), [](const json& x) { return x.is_number(); }))
+          return Status::InvalidArgument(at + " '" + name + "': " + key + ": " +
+                                         std::to_string(dst.size()) + " numbers (the run's " + key +
+                                         " width)");
+        for (size_t d = 0; d < dst.size(); ++d) dst[d] = v[d].get<float>();
+      } else {
+        return Status::InvalidArgument(at + " '" + name + "': unknown field '" + key +
+                                       "' (name, tokens, image, audio)");
+      }
+    }
+    ds->item_tokens.resize(ds->num_items);
+    ds->item_tokens.push_back(tokens);
+    if (!ds->item_categories.empty()) {
+      ds->item_categories.resize(ds->num_items);
+      ds->item_categories.push_back(tokens);
+    }
+    if (ds->image_dim) ds->item_image.insert(ds->item_image.end(), image.begin(), image.end());
+    if (ds->audio_dim) ds->item_audio.insert(ds->item_audio.end(), audio.begin(), audio.end());
+    ds->item_popularity.resize(ds->num_items);
+    ds->item_popularity.push_back(0);
+    if (!ds->cold.empty()) ds->cold.push_back(0);
+    ++ds->num_items;
+    ctx->new_items.push_back(name);
+  }
+  for (auto& d : ds->domains) d.item_end = ds->num_items;
+  ctx->data = ds;
+  return Status::OK();
 }
 
 }  // namespace m6rec

@@ -75,6 +75,8 @@ struct ScoringContext {
   uint32_t num_workers = 1;  // evaluation visits users in the shards and chunks training used
   const StrategyBook* strategy = nullptr;  // recommend: serve with the run's strategies
   bool explain = false;  // recommend: every item says why (ModelPlugin::Explain), as "why"
+  // Items appended at serving time (AddNewItems): the last new_items.size() item ids, by name.
+  std::vector<std::string> new_items;
 };
 
 // The run's model over ctx.tables, its dense part loaded from ctx.checkpoint.
@@ -107,5 +109,13 @@ struct NewUser {
 StatusOr<NewUser> ParseNewUser(const nlohmann::json& j);  // {"history", "profile", "friends"}
 StatusOr<nlohmann::json> RecommendForNewUser(const ScoringContext& ctx, const NewUser& user, int k,
                                              const std::string& domain = "");
+
+// Items the run has never seen, ranked with the catalogue from their content alone:
+// [{"name", "tokens": [token name or id, ...], "image": [image_dim floats], "audio": [...]}, ...]
+// (or {"items": [...]}). Appends them to a copy of ctx->data (ids num_items, num_items+1, ...;
+// no interactions, so a cold-start-capable model reads no id row for them) and names them in
+// ctx->new_items; recommendations then carry "new_item": name for them. A single-domain run of
+// the m6 job; an unknown token, a vector of the wrong width or a missing name is an error.
+Status AddNewItems(ScoringContext* ctx, const nlohmann::json& items);
 
 }  // namespace m6rec
