@@ -698,13 +698,10 @@ namespace {
 // The top k of the query's domain's items not in `seen`, under the run's strategy when it has
 // one (the intent inferred from `seen`): {"k", "seen", "items": [{"item", "score",
 // ["domain_item"]}], ["intent", "strategy"], ["domain"]}.
-StatusOr<json> RankForQuery(const ScoringContext& ctx, UserQuery query, std::vector<uint32_t> seen,
-                            uint32_t domain, int k,
+StatusOr<json> RankForQuery(const ScoringContext& ctx, ModelPlugin* model, UserQuery query,
+                            std::vector<uint32_t> seen, uint32_t domain, int k, bool explain,
                             const std::vector<uint32_t>& also_exclude = {}) {
   const Dataset& ds = *ctx.data;
-  Status s;
-  auto model = LoadedPlugin(ctx, &s);
-  if (!model) return s;
   // The request's intent, from its behaviour, and that intent's strategy.
   const Strategy* strategy = nullptr;
   int intent = 0;
@@ -716,10 +713,7 @@ StatusOr<json> RankForQuery(const ScoringContext& ctx, UserQuery query, std::vec
   }
   if (k <= 0) k = 10;
   std::vector<float> scores;
-  M6_RETURN_IF_ERROR(model->BeginScoring());
-  s = model->ScoreAllItems({query}, &scores);
-  model->EndScoring();
-  M6_RETURN_IF_ERROR(s);
+  M6_RETURN_IF_ERROR(model->ScoreAllItems({query}, &scores));
   // Candidates: the domain's items (every valid item without domains) not yet seen.
   const Dataset::Domain* dom = ds.multi_domain() ? &ds.domains[domain] : nullptr;
   const uint32_t begin = dom ? dom->item_begin : ds.first_item,
@@ -758,12 +752,9 @@ StatusOr<json> RankForQuery(const ScoringContext& ctx, UserQuery query, std::vec
       it["new_item"] = ctx.new_items[i - first_new];
     items.push_back(it);
   }
-  if (ctx.explain && !top.empty()) {
+  if (explain && !top.empty()) {
     json why;
-    M6_RETURN_IF_ERROR(model->BeginScoring());
-    s = model->Explain(query, top, &why);
-    model->EndScoring();
-    M6_RETURN_IF_ERROR(s);
+    M6_RETURN_IF_ERROR(model->Explain(query, top, &why));
     for (size_t c = 0; c < top.size() && c < why.size(); ++c) items[c]["why"] = why[c];
   }
   json out = {{"k", k}, {"seen", seen.size()}, {"items", items}};
@@ -777,8 +768,35 @@ StatusOr<json> RankForQuery(const ScoringContext& ctx, UserQuery query, std::vec
 
 }  // namespace
 
+StatusOr<std::unique_ptr<Recommender>> Recommender::Open(const ScoringContext& ctx) {
+  std::unique_ptr<Recommender> r(new Recommender());
+  r->ctx_ = ctx;
+  Status s;
+  r->model_ = LoadedPlugin(r->ctx_, &s);
+  if (!r->model_) return s;
+  M6_RETURN_IF_ERROR(r->model_->BeginScoring());
+  r->scoring_ = true;
+  return r;
+}
+
+Recommender::~Recommender() {
+  if (scoring_) model_->EndScoring();
+}
+
 StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
                                 const std::string& domain) {
+  M6_ASSIGN_OR_RETURN(auto r, Recommender::Open(ctx));
+  return r->ForUser(user, k, domain, ctx.explain);
+}
+
+StatusOr<json> RecommendForNewUser(const ScoringContext& ctx, const NewUser& user, int k,
+                                   const std::string& domain) {
+  M6_ASSIGN_OR_RETURN(auto r, Recommender::Open(ctx));
+  return r->ForNewUser(user, k, domain, ctx.explain);
+}
+
+StatusOr<json> Recommender::ForUser(int64_t user, int k, const std::string& domain, bool explain) {
+  const ScoringContext& ctx = ctx_;
   const Dataset& ds = *ctx.data;
   if (!domain.empty()) {
     std::string names;
@@ -788,7 +806,7 @@ StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
           return Status::InvalidArgument("--user " + std::to_string(user) + ": domain '" + domain +
                                          "' has users 0.." +
                                          std::to_string(d.user_end - d.user_begin - 1));
-        return RecommendForUser(ctx, user + d.user_begin, k, "");
+        return ForUser(user + d.user_begin, k, "", explain);
       }
       names += (names.empty() ? "" : ", ") + d.name;
     }
@@ -816,7 +834,8 @@ StatusOr<json> RecommendForUser(const ScoringContext& ctx, int64_t user, int k,
   // not recommended either.
   static const std::vector<uint32_t> kNone;
   const auto& lost = u < ds.cold_removed.size() ? ds.cold_removed[u] : kNone;
-  M6_ASSIGN_OR_RETURN(json out, RankForQuery(ctx, query, seen, ds.UserDomain(u), k, lost));
+  M6_ASSIGN_OR_RETURN(
+      json out, RankForQuery(ctx, model_.get(), query, seen, ds.UserDomain(u), k, explain, lost));
   out["user"] = user;
   if (ds.multi_domain()) out["domain_user"] = u - ds.domains[ds.UserDomain(u)].user_begin;
   return out;
@@ -885,8 +904,9 @@ Status ProfileTokens(const ScoringContext& ctx, const std::map<std::string, std:
 
 }  // namespace
 
-StatusOr<json> RecommendForNewUser(const ScoringContext& ctx, const NewUser& user, int k,
-                                   const std::string& domain) {
+StatusOr<json> Recommender::ForNewUser(const NewUser& user, int k, const std::string& domain,
+                                       bool explain) {
+  const ScoringContext& ctx = ctx_;
   const Dataset& ds = *ctx.data;
   uint32_t dom = 0;
   if (ds.multi_domain()) {
@@ -927,7 +947,7 @@ StatusOr<json> RecommendForNewUser(const ScoringContext& ctx, const NewUser& use
   json ignored = json::array();
   M6_RETURN_IF_ERROR(ProfileTokens(ctx, user.profile, &q.profile, &ignored));
   q.neighbours = q.history;
-  M6_ASSIGN_OR_RETURN(json out, RankForQuery(ctx, q, q.history, dom, k));
+  M6_ASSIGN_OR_RETURN(json out, RankForQuery(ctx, model_.get(), q, q.history, dom, k, explain));
   out["user"] = "new";
   out["profile_tokens"] = q.profile.size();
   if (!ignored.empty()) out["profile_ignored"] = ignored;

@@ -110,6 +110,29 @@ StatusOr<NewUser> ParseNewUser(const nlohmann::json& j);  // {"history", "profil
 StatusOr<nlohmann::json> RecommendForNewUser(const ScoringContext& ctx, const NewUser& user, int k,
                                              const std::string& domain = "");
 
+// A run's model loaded once to answer many requests (RecommendForUser and RecommendForNewUser
+// load one per call): the dense part from ctx.checkpoint, in scoring mode for its lifetime, so
+// the item vectors are computed on the first request and reused. ForUser / ForNewUser answer
+// as RecommendForUser / RecommendForNewUser (explain: with each item's "why").
+// Not thread-safe: one request at a time (m6rec serve runs them on one thread).
+class Recommender {
+ public:
+  static StatusOr<std::unique_ptr<Recommender>> Open(const ScoringContext& ctx);
+  ~Recommender();
+  Recommender(const Recommender&) = delete;
+  Recommender& operator=(const Recommender&) = delete;
+  StatusOr<nlohmann::json> ForUser(int64_t user, int k, const std::string& domain, bool explain);
+  StatusOr<nlohmann::json> ForNewUser(const NewUser& user, int k, const std::string& domain,
+                                      bool explain);
+  const ScoringContext& context() const { return ctx_; }
+
+ private:
+  Recommender() = default;
+  ScoringContext ctx_;
+  std::unique_ptr<ModelPlugin> model_;
+  bool scoring_ = false;
+};
+
 // Items the run has never seen, ranked with the catalogue from their content alone:
 // [{"name", "tokens": [token name or id, ...], "image": [image_dim floats], "audio": [...]}, ...]
 // (or {"items": [...]}). Appends them to a copy of ctx->data (ids num_items, num_items+1, ...;
