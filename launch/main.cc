@@ -30,12 +30,14 @@
 #include "common/transport.h"
 #include "common/util.h"
 #include "launch/bench.h"
+#include "launch/bench_serve.h"
 #include "launch/cluster_launch.h"
 #include "launch/import.h"
 #include "launch/local_cluster.h"
 #include "launch/offline.h"
 #include "launch/roles.h"
 #include "launch/run_dir.h"
+#include "launch/serve.h"
 #include "worker/synthetic_data.h"
 
 using namespace m6rec;
@@ -448,6 +450,38 @@ void AddOffline(CLI::App* root, Commands* cmds, const std::string& mode, const s
   });
 }
 
+// serve: a finished run over HTTP (launch/serve.h).
+void AddServe(CLI::App* root, Commands* cmds) {
+  auto a = std::make_shared<ServeOptions>();
+  auto level = std::make_shared<std::string>("info");
+  CLI::App* c =
+      root->add_subcommand("serve",
+                           "serve a finished run's recommendations over HTTP/JSON (GET /health, "
+                           "GET|POST /recommend)");
+  c->add_option("--run-dir", a->run_dir, "a finished run")->type_name("DIR")->required();
+  c->add_option("--checkpoint", a->checkpoint,
+                "serve this checkpoint (default: the best epoch's, else the newest)")
+      ->type_name("DIR");
+  c->add_option("--set", a->overrides, "override a field of the run's config.yaml (repeatable)")
+      ->type_name("PATH=VALUE")
+      ->allow_extra_args(false);
+  c->add_option("--host", a->host, "address to listen on")->capture_default_str();
+  c->add_option("--port", a->port, "port (0: any free one, printed and written to --port-file)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  c->add_option("--port-file", a->port_file, "write the port here once listening")
+      ->type_name("FILE");
+  c->add_flag("!--no-strategy", a->use_strategy, "ignore the run's strategy.json");
+  c->add_option("--max-k", a->max_k, "the largest k a request may ask for")
+      ->check(Integer(1))
+      ->capture_default_str();
+  AddLogLevel(c, level.get());
+  cmds->Runs(c, [a, level] {
+    ApplyLogLevel(*level);
+    return RunServe(*a);
+  });
+}
+
 // import: pretrained vectors into a table's initial rows (launch/import.h).
 void AddImport(CLI::App* root, Commands* cmds) {
   auto a = std::make_shared<ImportOptions>();
@@ -533,8 +567,9 @@ struct BenchArgs {
 };
 
 void AddBench(CLI::App* root, Commands* cmds) {
-  CLI::App* bench = root->add_subcommand(
-      "bench", "benchmarks: 'bench ps' measures the parameter-server data plane");
+  CLI::App* bench = root->add_subcommand("bench",
+                                         "benchmarks: 'bench ps' the parameter-server data plane, "
+                                         "'bench serve' a running m6rec serve");
   bench->require_subcommand(1);
   auto a = std::make_shared<BenchArgs>();
   PsBenchOptions& o = a->o;
@@ -577,6 +612,23 @@ void AddBench(CLI::App* root, Commands* cmds) {
     ApplyLogLevel(a->log_level);
     return RunPsBench(o);
   });
+
+  auto sb = std::make_shared<ServeBenchOptions>();
+  CLI::App* s = bench->add_subcommand(
+      "serve",
+      "closed-loop load on a running 'm6rec serve': requests/s and p50/p90/p99 latency of "
+      "GET /recommend (random users) beside GET /health, per concurrency");
+  s->add_option("--host", sb->host, "the server's address")->capture_default_str();
+  s->add_option("--port", sb->port, "the server's port")->check(CLI::Range(1, 65535))->required();
+  AddList(s, "--concurrency", &sb->concurrency, "clients (closed loop, one connection each)",
+          Integer(1));
+  s->add_option("--seconds", sb->seconds, "measuring time per case")
+      ->check(PositiveReal())
+      ->capture_default_str();
+  s->add_option("-k,--k", sb->k, "items per request")->check(Integer(1))->capture_default_str();
+  s->add_option("--seed", sb->seed, "users drawn from this seed")->capture_default_str();
+  s->add_flag("--json", sb->json, "one JSON array on stdout instead of a table");
+  cmds->Runs(s, [sb] { return RunServeBench(*sb); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -679,6 +731,7 @@ int main(int argc, char** argv) {
   AddOffline(&app, &cmds, "export",
              "write a table's rows from a run's checkpoint as vectors (word2vec text with the "
              "dataset's token names, or 'id v1 v2 ...')");
+  AddServe(&app, &cmds);
   AddImport(&app, &cmds);
   AddData(&app, &cmds);
   AddBench(&app, &cmds);

@@ -189,38 +189,60 @@ Status ExportTable(const OfflineOptions& o, const JobConfig& cfg, SparseTables& 
   return Status::OK();
 }
 
-Status Offline(const OfflineOptions& o, json* answer) {
-  if (o.mode == "strategy" && !o.fit) return EditStrategies(o, answer);
-  const std::string cfg_path = o.run_dir + "/config.yaml";
+}  // namespace
+
+StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
+                                             const std::string& checkpoint,
+                                             const std::vector<std::string>& overrides,
+                                             bool with_strategy) {
+  const std::string cfg_path = run_dir + "/config.yaml";
   if (!std::filesystem::exists(cfg_path))
-    return Status::NotFound("'" + o.run_dir + "' is not a run directory (no config.yaml)");
-  M6_ASSIGN_OR_RETURN(JobConfig cfg, LoadConfig(cfg_path, o.overrides));
-  M6_ASSIGN_OR_RETURN(std::string ckpt, ChooseCheckpoint(o));
-  M6_ASSIGN_OR_RETURN(json manifest, ReadManifest(ckpt));
+    return Status::NotFound("'" + run_dir + "' is not a run directory (no config.yaml)");
+  auto run = std::make_unique<OpenedRun>();
+  M6_ASSIGN_OR_RETURN(run->cfg, LoadConfig(cfg_path, overrides));
+  OfflineOptions which;
+  which.run_dir = run_dir;
+  which.checkpoint = checkpoint;
+  M6_ASSIGN_OR_RETURN(run->checkpoint, ChooseCheckpoint(which));
+  M6_ASSIGN_OR_RETURN(json manifest, ReadManifest(run->checkpoint));
+  const JobConfig& cfg = run->cfg;
   LocalStoresOptions lo;
   lo.tables = cfg.tables;
   lo.ps = cfg.ps;
   const int servers = manifest.value("servers", cfg.cluster.servers);
-  for (int s = 0; s < servers; ++s) lo.shard_dirs.push_back(ckpt + "/server-" + std::to_string(s));
+  for (int s = 0; s < servers; ++s)
+    lo.shard_dirs.push_back(run->checkpoint + "/server-" + std::to_string(s));
   if (cfg.ps.store == PsConfig::Store::kRocksDB)
     lo.read_only = true;  // the checkpoint stays as it is
   else
-    lo.restore_from = ckpt;
-  M6_ASSIGN_OR_RETURN(auto stores, LocalStores::Open(lo));
-  auto tables = MakeLocalTables(stores);
-  M6_ASSIGN_OR_RETURN(std::string data_dir, PrepareData(cfg, o.run_dir));
-  ScoringContext sc;
-  sc.cfg = &cfg;
-  sc.tables = tables.get();
+    lo.restore_from = run->checkpoint;
+  M6_ASSIGN_OR_RETURN(run->stores, LocalStores::Open(lo));
+  run->tables = MakeLocalTables(run->stores);
+  M6_ASSIGN_OR_RETURN(std::string data_dir, PrepareData(cfg, run_dir));
+  ScoringContext& sc = run->sc;
+  sc.cfg = &run->cfg;
+  sc.tables = run->tables.get();
   M6_ASSIGN_OR_RETURN(sc.data, LoadJobData(cfg, data_dir));
-  sc.checkpoint = ckpt;
+  sc.checkpoint = run->checkpoint;
   sc.num_workers = manifest.value("workers", 1u);
-  if (o.mode == "export") return ExportTable(o, cfg, *tables, *sc.data, answer);
-  StrategyBook book;
-  if (o.mode == "recommend" && o.use_strategy && std::filesystem::exists(StrategyPath(o.run_dir))) {
-    M6_ASSIGN_OR_RETURN(book, ReadStrategyBook(o.run_dir));
-    sc.strategy = &book;
+  if (with_strategy && std::filesystem::exists(StrategyPath(run_dir))) {
+    M6_ASSIGN_OR_RETURN(run->strategies, ReadStrategyBook(run_dir));
+    sc.strategy = &run->strategies;
   }
+  return run;
+}
+
+namespace {
+
+Status Offline(const OfflineOptions& o, json* answer) {
+  if (o.mode == "strategy" && !o.fit) return EditStrategies(o, answer);
+  M6_ASSIGN_OR_RETURN(auto run, OpenRun(o.run_dir, o.checkpoint, o.overrides,
+                                        o.mode == "recommend" && o.use_strategy));
+  const JobConfig& cfg = run->cfg;
+  const std::string& ckpt = run->checkpoint;
+  ScoringContext& sc = run->sc;
+  if (o.mode == "export") return ExportTable(o, cfg, *run->tables, *sc.data, answer);
+  StrategyBook& book = run->strategies;
   sc.explain = o.explain;
   if (o.mode == "recommend" && !o.new_items.empty()) {
     std::ifstream file(o.new_items);

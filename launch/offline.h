@@ -12,6 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
+#include "common/status.h"
+#include "worker/local_tables.h"
+#include "worker/strategy.h"
+#include "worker/training_engine.h"
+
 namespace m6rec {
 
 struct OfflineOptions {
@@ -36,5 +42,22 @@ struct OfflineOptions {
 
 // Prints the answer (JSON) on stdout; returns the process exit code.
 int RunOffline(const OfflineOptions& o);
+
+// A finished run opened for scoring: its config (with overrides), the checkpoint (the given one,
+// else the best epoch's, else the newest), its stores (RocksDB read-only, or a memory dump) as
+// LocalTables, its data, and (with_strategy) its strategy.json when it has one. sc points into
+// the object: keep it alive while sc is used.
+struct OpenedRun {
+  JobConfig cfg;
+  std::string checkpoint;
+  std::shared_ptr<LocalStores> stores;
+  std::unique_ptr<SparseTables> tables;
+  StrategyBook strategies;
+  ScoringContext sc;
+};
+StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
+                                             const std::string& checkpoint,
+                                             const std::vector<std::string>& overrides,
+                                             bool with_strategy);
 
 }  // namespace m6rec

@@ -1,0 +1,149 @@
+// `m6rec serve` as a client sees it: a real server process over a trained run, real HTTP on
+// 127.0.0.1. It answers what `m6rec recommend` answers, refuses bad requests with 4xx and a
+// reason and keeps serving, `m6rec bench serve` measures it, and SIGTERM stops it cleanly.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+#include <utility>  // before asio: Boost 1.74 needs std::exchange declared
+
+#include "cluster_util.h"
+#include "test_util.h"
+
+namespace m6rec {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using nlohmann::json;
+using testing::Background;
+using testing::Binary;
+using testing::RunCommand;
+using testing::TempDir;
+
+struct Reply {
+  int status = 0;
+  json body;
+};
+
+// One request on a fresh connection (bounded by a 30 s deadline).
+Reply Request(int port, http::verb verb, const std::string& target, const std::string& body = "",
+              const std::string& raw = "") {
+  asio::io_context io;
+  beast::tcp_stream s(io);
+  s.expires_after(std::chrono::seconds(30));
+  beast::error_code ec;
+  s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"),
+                                    static_cast<unsigned short>(port)),
+            ec);
+  if (ec) return {};
+  if (!raw.empty()) {
+    asio::write(s.socket(), asio::buffer(raw), ec);
+  } else {
+    http::request<http::string_body> req{verb, target, 11};
+    req.set(http::field::host, "test");
+    req.body() = body;
+    req.prepare_payload();
+    http::write(s, req, ec);
+  }
+  beast::flat_buffer buf;
+  http::response<http::string_body> res;
+  if (!ec) http::read(s, buf, res, ec);
+  if (ec) return {};
+  return {res.result_int(), json::parse(res.body(), nullptr, false)};
+}
+
+TEST(Serve, AnswersAsRecommendDoesRefusesBadRequestsAndKeepsServing) {
+  TempDir dir;
+  json trained = testing::RunLocalJob(dir, "run", testing::M6Config(1), {}, 240);
+  ASSERT_TRUE(trained.contains("test"));
+  Background server(
+      {Binary(), "serve", "--run-dir", dir / "run", "--port-file", dir / "port", "--max-k", "50"},
+      dir / "serve.log");
+  const std::string port_text = testing::WaitForFile(dir / "port", 120);
+  ASSERT_FALSE(port_text.empty()) << server.Output();
+  const int port = std::stoi(port_text);
+
+  Reply health = Request(port, http::verb::get, "/health");
+  ASSERT_EQ(health.status, 200) << server.Output();
+  EXPECT_EQ(health.body["status"], "ok");
+  EXPECT_EQ(health.body["users"], 600);
+
+  // The same answer as the command line's, from the same checkpoint.
+  Reply served = Request(port, http::verb::get, "/recommend?user=3&k=5");
+  ASSERT_EQ(served.status, 200) << served.body.dump();
+  auto cli =
+      RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--user", "3", "-k", "5"}, 120);
+  ASSERT_EQ(cli.exit_code, 0) << cli.output;
+  const json offline = json::parse(cli.stdout_text);
+  ASSERT_EQ(served.body["items"].size(), 5u);
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(served.body["items"][i]["item"], offline["items"][i]["item"]) << i;
+    EXPECT_NEAR(served.body["items"][i]["score"].get<double>(),
+                offline["items"][i]["score"].get<double>(), 1e-5);
+  }
+  // A user the run never saw, by POST; explanations on request.
+  Reply fresh = Request(port, http::verb::post, "/recommend",
+                        R"({"history": [3, 8, 21], "k": 4, "explain": true})");
+  ASSERT_EQ(fresh.status, 200) << fresh.body.dump();
+  EXPECT_EQ(fresh.body["user"], "new");
+  ASSERT_EQ(fresh.body["items"].size(), 4u);
+  EXPECT_TRUE(fresh.body["items"][0].contains("why")) << fresh.body.dump();
+
+  struct Bad {
+    http::verb verb;
+    std::string target, body;
+    int status;
+    std::string says;
+  };
+  const std::vector<Bad> bad = {
+      {http::verb::post, "/recommend", "{not json", 400, "not a JSON object"},
+      {http::verb::get, "/recommend?user=600", "", 400, "the data has users 0..599"},
+      {http::verb::get, "/recommend?user=3&k=0", "", 400, "k 0: an integer in 1..50"},
+      {http::verb::get, "/recommend?user=3&k=51", "", 400, "k 51"},
+      {http::verb::get, "/recommend?user=x", "", 400, "user=x: not an integer"},
+      {http::verb::get, "/recommend?k=3", "", 400, "needs user=ID"},
+      {http::verb::post, "/recommend", R"({"k": 3})", 400, "who:"},
+      {http::verb::post, "/recommend", R"({"user": 1, "history": [2]})", 400, "not both"},
+      {http::verb::post, "/recommend", R"({"history": [99999]})", 400, "history item 99999"},
+      {http::verb::post, "/recommend", R"({"history": [1], "colour": 1})", 400, "'colour'"},
+      {http::verb::get, "/statusX", "", 404, "no route /statusX"},
+      {http::verb::delete_, "/recommend", "", 405, "GET or POST"},
+  };
+  for (const auto& b : bad) {
+    Reply r = Request(port, b.verb, b.target, b.body);
+    EXPECT_EQ(r.status, b.status) << b.target << " " << b.body << " -> " << r.body.dump();
+    EXPECT_NE(r.body.value("error", "").find(b.says), std::string::npos)
+        << b.target << " " << b.body << " -> " << r.body.dump();
+  }
+  Reply garbage = Request(port, http::verb::get, "", "", "THIS IS NOT HTTP\r\n\r\n");
+  EXPECT_EQ(garbage.status, 400) << garbage.body.dump();
+  Reply after = Request(port, http::verb::get, "/health");
+  ASSERT_EQ(after.status, 200) << "still serving after bad requests: " << server.Output();
+  EXPECT_GE(after.body["errors"].get<int>(), int(bad.size()));
+
+  // The load generator measures it.
+  auto bench = RunCommand({Binary(), "bench", "serve", "--port", std::to_string(port), "--seconds",
+                           "0.3", "--concurrency", "2", "--json"},
+                          60);
+  ASSERT_EQ(bench.exit_code, 0) << bench.output;
+  const json cases = json::parse(bench.stdout_text, nullptr, false);
+  ASSERT_TRUE(cases.is_array()) << bench.output;
+  ASSERT_EQ(cases.size(), 2u) << bench.output;
+  for (const auto& c : cases) {
+    EXPECT_GT(c["requests"].get<int>(), 0) << c.dump();
+    EXPECT_EQ(c["errors"], 0) << c.dump();
+    EXPECT_GE(c["p99_ms"].get<double>(), c["p50_ms"].get<double>()) << c.dump();
+  }
+
+  server.Kill(SIGTERM);
+  ASSERT_TRUE(server.Wait(30)) << server.Output();
+  EXPECT_EQ(server.exit_code(), 0) << server.Output();
+}
+
+}  // namespace
+}  // namespace m6rec
