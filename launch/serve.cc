@@ -1,5 +1,7 @@
 #include "launch/serve.h"
 
+#include <dlfcn.h>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -256,6 +258,12 @@ void Accept(tcp::acceptor& acc, Service* svc) {
 }  // namespace
 
 int RunServe(const ServeOptions& o) {
+  // One request at a time on one thread: BLAS helper threads would only spin against it (and
+  // against a training job on the same cores). OpenBLAS read its environment at load time, so
+  // it is told directly where it is the BLAS.
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+    set(1);
   auto run = OpenRun(o.run_dir, o.checkpoint, o.overrides, o.use_strategy);
   if (!run.ok()) {
     std::fprintf(stderr, "m6rec serve: %s\n", run.status().message().c_str());

@@ -102,12 +102,12 @@ namespace {
 int RankAmongAllItems(const Dataset& ds, uint32_t u, uint32_t target, bool valid_is_history,
                       std::vector<float>& row) {
   constexpr float kMasked = -std::numeric_limits<float>::infinity();
+  const float t = row[target];  // a target the user touched before (a repeat) stays rankable
   for (uint32_t i : ds.train[u]) row[i] = kMasked;
   if (u < ds.cold_removed.size())
     for (uint32_t i : ds.cold_removed[u]) row[i] = kMasked;
   if (valid_is_history && ds.valid_item[u] >= 0) row[size_t(ds.valid_item[u])] = kMasked;
   const auto [begin, end] = ds.CandidateItems(u);
-  const float t = row[target];
   int rank = 0;
   for (uint32_t i = begin; i < end; ++i) rank += i != target && row[i] != kMasked && row[i] >= t;
   return rank;

@@ -790,7 +790,11 @@ Status M6Plugin::ScoreAllItems(const std::vector<UserQuery>& queries, std::vecto
   ModelBatch mb = Tensors(*b, lists, false);
   M6_RETURN_IF_ERROR(SetSourceScale(queries, &mb));
   auto uv = model_->UserVectors(mb, model_->ItemVectors(mb));
-  auto s = uv.matmul(all_items_.t()).to(torch::kCPU).contiguous();
+  // One user (a served request): a matrix-vector product reads the item matrix once; gemm
+  // would first repack all of it (most of a request's time over Gowalla's 41k items).
+  auto s = (uv.size(0) == 1 ? torch::mv(all_items_, uv[0]).unsqueeze(0) : uv.matmul(all_items_.t()))
+               .to(torch::kCPU)
+               .contiguous();
   scores->assign(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
   return Status::OK();
 }

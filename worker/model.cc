@@ -210,6 +210,8 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape)
   const int64_t d = shape.dim, h = cfg.hidden;
   // Item tower sources.
   if (cfg.item_id) item_sources_.push_back("id");
+  if (cfg.item_id && cfg.item_id_dropout > 0)
+    missing_id_ = register_parameter("missing_id", torch::zeros({d}));
   if (cfg.text && shape.tokens) {
     item_sources_.push_back("text");
     text_proj_ = register_module("text_proj", nn::Linear(d, d));
@@ -297,8 +299,13 @@ torch::Tensor M6ModelImpl::ItemVectors(const ModelBatch& b) {
   std::vector<torch::Tensor> xs;
   for (const auto& s : item_sources_) {
     if (s == "id") {
-      xs.push_back(b.item_id_keep.defined() ? b.item_rows * b.item_id_keep.unsqueeze(1)
-                                            : b.item_rows);
+      if (!b.item_id_keep.defined()) {
+        xs.push_back(b.item_rows);
+      } else {
+        auto keep = b.item_id_keep.unsqueeze(1);
+        xs.push_back(missing_id_.defined() ? b.item_rows * keep + (1 - keep) * missing_id_
+                                           : b.item_rows * keep);
+      }
     } else if (s == "text") {
       auto tok = Gather(WithPadRow(b.token_rows), b.item_tok);
       xs.push_back(text_proj_(MaskedMean(tok, b.item_tok_mask)));

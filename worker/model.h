@@ -6,7 +6,7 @@
 // dense [N, K] tensors with a {0,1} float mask of the same shape.
 //
 //   item tower  (per unique item of the batch)
-//     sources: id row (zero where item_id_keep says so: cold start) | text: mean of the item's
+//     sources: id row (a learned "missing id" row where item_id_keep says so: cold start) | text: mean of the item's
 //              token rows, projected | image: Linear(image) | audio: Linear(audio)
 //                                                     -> fusion -> item vector [Ki, d]
 //   user tower  (per user of the batch)
@@ -163,6 +163,11 @@ class M6ModelImpl : public torch::nn::Module {
   ModelShape shape_;
   std::vector<std::string> user_sources_, item_sources_;
   torch::nn::Linear text_proj_{nullptr}, image_proj_{nullptr}, audio_proj_{nullptr};
+  // With item id dropout: the id source of an item read without its id row (dropped in
+  // training, never trained, new) is this learned row, not zeros: it learns what an id-less
+  // positive's id looks like on average (its popularity among them), so content-only items are
+  // scored on the warm items' scale (undefined without dropout).
+  torch::Tensor missing_id_;
   torch::nn::GRU gru_{nullptr};
   torch::nn::LSTM lstm_{nullptr};
   SelfAttentionEncoder attn_enc_{nullptr};
