@@ -164,9 +164,9 @@ class M6ModelImpl : public torch::nn::Module {
   std::vector<std::string> user_sources_, item_sources_;
   torch::nn::Linear text_proj_{nullptr}, image_proj_{nullptr}, audio_proj_{nullptr};
   // With item id dropout: the id source of an item read without its id row (dropped in
-  // training, never trained, new) is this learned row, not zeros: it learns what an id-less
-  // positive's id looks like on average (its popularity among them), so content-only items are
-  // scored on the warm items' scale (undefined without dropout).
+  // training, never trained, new) is this learned row, not zeros: what an id-less item's id
+  // looks like on average (undefined without dropout). Measured neutral against zeros
+  // (docs/results.md); kept so an id-less item's id input is trained, not arbitrary.
   torch::Tensor missing_id_;
   torch::nn::GRU gru_{nullptr};
   torch::nn::LSTM lstm_{nullptr};
