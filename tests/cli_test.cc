@@ -57,7 +57,9 @@ TEST(Cli, EveryCommandAnswersHelpWithItsOwnOptions) {
       {{"export"}, {"--run-dir", "--table", "--out", "--format", "--checkpoint"}, {"--config"}},
       {{"data"}, {"synth"}, {}},
       {{"data", "synth"}, {"--out", "--seed", "--config", "--set"}, {"--run-dir"}},
-      {{"bench"}, {"ps"}, {}},
+      {{"bench"}, {"ps", "serve"}, {}},
+      {{"bench", "serve"}, {"--port", "--concurrency", "--seconds", "--json"}, {"--config"}},
+      {{"serve"}, {"--run-dir", "--port", "--port-file", "--max-k", "--host"}, {"--config"}},
       {{"bench", "ps"},
        {"--json", "--quick", "--seconds", "--depth", "--threads", "--tmp-dir", "--stores", "--dims",
         "--batches", "--servers", "--message-bytes"},
@@ -129,7 +131,7 @@ TEST(Cli, BadNumbersAndUnknownOptionsExit2NamingTheOption) {
       {{"train", "--run-dir", "r", "--log-level", "loud"}, "--log-level: unknown level 'loud'"},
       {{"local", "stray"}, "unexpected argument 'stray'"},
       {{"frobnicate"}, "unknown command 'frobnicate'"},
-      {{"bench"}, "which one? (ps)"},
+      {{"bench"}, "which one? (ps, serve)"},
   };
   for (const auto& c : cases) {
     auto r = RunCommand(Cmd(c.command), 30);
