@@ -472,6 +472,11 @@ void AddServe(CLI::App* root, Commands* cmds) {
   c->add_option("--port-file", a->port_file, "write the port here once listening")
       ->type_name("FILE");
   c->add_flag("!--no-strategy", a->use_strategy, "ignore the run's strategy.json");
+  c->add_option("--follow", a->follow_s,
+                "every SECONDS switch to the run's newest checkpoint (a job still training), "
+                "loaded beside the one being served")
+      ->type_name("SECONDS")
+      ->check(PositiveReal());
   c->add_option("--max-k", a->max_k, "the largest k a request may ask for")
       ->check(Integer(1))
       ->capture_default_str();

@@ -12,11 +12,13 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <thread>
 #include <utility>  // before asio: Boost 1.74 needs std::exchange declared
 
 #include "common/logging.h"
 #include "common/util.h"
 #include "launch/offline.h"
+#include "worker/checkpoint.h"
 
 namespace m6rec {
 namespace {
@@ -57,6 +59,14 @@ class Service {
   Service(const ServeOptions& o, std::unique_ptr<OpenedRun> run, std::unique_ptr<Recommender> rec)
       : o_(o), run_(std::move(run)), rec_(std::move(rec)) {}
 
+  const std::string& checkpoint() const { return run_->checkpoint; }
+  // Between two requests (the io thread): serve from another checkpoint.
+  void Swap(std::unique_ptr<OpenedRun> run, std::unique_ptr<Recommender> rec) {
+    rec_ = std::move(rec);  // before the run whose tables it reads
+    run_ = std::move(run);
+    ++reloads_;
+  }
+
   http::response<http::string_body> Handle(const http::request<http::string_body>& req) {
     ++requests_;
     json body;
@@ -93,7 +103,7 @@ class Service {
       const Dataset& ds = *run_->sc.data;
       return {{"status", "ok"},        {"run_dir", o_.run_dir}, {"checkpoint", run_->checkpoint},
               {"users", ds.num_users}, {"items", ds.num_items}, {"requests", requests_},
-              {"errors", errors_}};
+              {"errors", errors_},     {"reloads", reloads_}};
     }
     if (path == "/recommend") {
       if (req.method() == http::verb::get) return FromParams(params);
@@ -190,7 +200,74 @@ class Service {
   const ServeOptions& o_;
   std::unique_ptr<OpenedRun> run_;
   std::unique_ptr<Recommender> rec_;
-  uint64_t requests_ = 0, errors_ = 0;
+  uint64_t requests_ = 0, errors_ = 0, reloads_ = 0;
+};
+
+// A run at `checkpoint`, opened and warmed (its item vectors computed) for serving.
+Status LoadForServing(const ServeOptions& o, const std::string& checkpoint,
+                      std::unique_ptr<OpenedRun>* run, std::unique_ptr<Recommender>* rec) {
+  M6_ASSIGN_OR_RETURN(*run, OpenRun(o.run_dir, checkpoint, o.overrides, o.use_strategy));
+  M6_ASSIGN_OR_RETURN(*rec, Recommender::Open((*run)->sc));
+  const Dataset& ds = *(*run)->sc.data;
+  for (uint32_t u = 0; u < ds.num_users; ++u)
+    if (!ds.train[u].empty()) return (*rec)->ForUser(u, 1, "", false).status();
+  return Status::OK();
+}
+
+// --follow: polls the run for a newer checkpoint; loads it on its own thread (one at a time)
+// and hands it to the io thread, which swaps it in between requests.
+class Follower {
+ public:
+  Follower(const ServeOptions& o, asio::io_context& io, Service* svc)
+      : o_(o), io_(io), svc_(svc), timer_(io) {}
+  ~Follower() {
+    if (loader_.joinable()) loader_.join();
+  }
+  void Start() { Arm(); }
+  void Stop() {
+    stopped_ = true;
+    timer_.cancel();
+  }
+
+ private:
+  void Arm() {
+    timer_.expires_after(std::chrono::milliseconds(int64_t(o_.follow_s * 1000)));
+    timer_.async_wait([this](beast::error_code ec) {
+      if (ec || stopped_) return;
+      Poll();
+      Arm();
+    });
+  }
+  void Poll() {
+    if (loading_) return;
+    auto latest = LatestCheckpoint(o_.run_dir);
+    if (!latest.ok() || *latest == svc_->checkpoint() || *latest == failed_) return;
+    if (loader_.joinable()) loader_.join();
+    loading_ = true;
+    loader_ = std::thread([this, ckpt = *latest] {
+      auto run = std::make_shared<std::unique_ptr<OpenedRun>>();
+      auto rec = std::make_shared<std::unique_ptr<Recommender>>();
+      Status s = LoadForServing(o_, ckpt, run.get(), rec.get());
+      asio::post(io_, [this, s, ckpt, run, rec] {
+        loading_ = false;
+        if (!s.ok()) {
+          failed_ = ckpt;  // not retried: a complete checkpoint does not change
+          LOG_WARN << "follow: cannot serve " << ckpt << ": " << s.message();
+          return;
+        }
+        svc_->Swap(std::move(*run), std::move(*rec));
+        LOG_INFO << "follow: serving " << ckpt;
+      });
+    });
+  }
+
+  const ServeOptions& o_;
+  asio::io_context& io_;
+  Service* svc_;
+  asio::steady_timer timer_;
+  std::thread loader_;
+  bool loading_ = false, stopped_ = false;  // io thread only
+  std::string failed_;
 };
 
 // One connection: read a request, answer, repeat while keep-alive.
@@ -264,18 +341,16 @@ int RunServe(const ServeOptions& o) {
   using SetThreads = void (*)(int);
   if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
     set(1);
-  auto run = OpenRun(o.run_dir, o.checkpoint, o.overrides, o.use_strategy);
-  if (!run.ok()) {
-    std::fprintf(stderr, "m6rec serve: %s\n", run.status().message().c_str());
+  std::unique_ptr<OpenedRun> run;
+  std::unique_ptr<Recommender> rec;
+  Status loaded = LoadForServing(o, o.checkpoint, &run, &rec);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "m6rec serve: %s\n", loaded.message().c_str());
     return 1;
   }
-  auto rec = Recommender::Open((*run)->sc);
-  if (!rec.ok()) {
-    std::fprintf(stderr, "m6rec serve: %s\n", rec.status().message().c_str());
-    return 1;
-  }
-  Service svc(o, std::move(*run), std::move(*rec));
+  Service svc(o, std::move(run), std::move(rec));
   asio::io_context io(1);
+  Follower follower(o, io, &svc);
   tcp::acceptor acc(io);
   beast::error_code ec;
   const auto addr = asio::ip::make_address(o.host, ec);
@@ -298,9 +373,11 @@ int RunServe(const ServeOptions& o) {
   stop.async_wait([&](beast::error_code, int sig) {
     LOG_INFO << "signal " << sig << ": stopping";
     acc.close();
+    follower.Stop();
     io.stop();
   });
   Accept(acc, &svc);
+  if (o.follow_s > 0) follower.Start();
   if (!o.port_file.empty()) {
     Status s = WriteFileAtomic(o.port_file, std::to_string(port) + "\n");
     if (!s.ok()) {

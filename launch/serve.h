@@ -10,7 +10,8 @@
 // without history, k outside 1..max_k) is a 400 with {"error": "..."}; an unknown path a 404, a
 // wrong method a 405; a failure inside the model a 500. None stops the server. Requests are
 // answered one at a time on one thread (the model is not reentrant); keep-alive connections.
-// SIGINT/SIGTERM stop it cleanly.
+// SIGINT/SIGTERM stop it cleanly. With --follow it serves the newest checkpoint of a run that is
+// still training (/health names the one in use and counts the switches).
 #pragma once
 
 #include <string>
@@ -27,6 +28,10 @@ struct ServeOptions {
   std::string port_file;  // written once listening
   bool use_strategy = true;
   int max_k = 1000;
+  // > 0: every follow_s seconds look for a newer complete checkpoint in run_dir (a training job
+  // writing them) and switch to it: loaded and warmed on a side thread while requests go on
+  // being answered from the current one, then swapped between two requests.
+  double follow_s = 0;
 };
 
 int RunServe(const ServeOptions& o);

@@ -357,6 +357,9 @@ StatusOr<std::unique_ptr<TableStore>> NewRocksDBStore(const StoreOptions& opts,
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   t.block_cache = rocksdb::NewLRUCache(128 << 20);
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  // Every table file opened now (RocksDB's default, relied on): a checkpoint served read-only
+  // (m6rec serve --follow) stays readable after the training job deletes it.
+  o.max_open_files = -1;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = opts.read_only ? rocksdb::DB::OpenForReadOnly(o, opts.path, &raw)
                                      : rocksdb::DB::Open(o, opts.path, &raw);

@@ -7,11 +7,14 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <chrono>
 #include <nlohmann/json.hpp>
+#include <thread>
 #include <utility>  // before asio: Boost 1.74 needs std::exchange declared
 
 #include "cluster_util.h"
 #include "test_util.h"
+#include "worker/checkpoint.h"
 
 namespace m6rec {
 namespace {
@@ -140,6 +143,47 @@ TEST(Serve, AnswersAsRecommendDoesRefusesBadRequestsAndKeepsServing) {
     EXPECT_GE(c["p99_ms"].get<double>(), c["p50_ms"].get<double>()) << c.dump();
   }
 
+  server.Kill(SIGTERM);
+  ASSERT_TRUE(server.Wait(30)) << server.Output();
+  EXPECT_EQ(server.exit_code(), 0) << server.Output();
+}
+
+// --follow: a server started on a run's older checkpoint switches to the newest one by itself
+// and answers from it as `recommend --checkpoint <newest>` does.
+TEST(Serve, FollowsTheNewestCheckpointOfARun) {
+  TempDir dir;
+  json trained = testing::RunLocalJob(dir, "run", testing::M6Config(2), {"checkpoint.keep=5"}, 240);
+  ASSERT_TRUE(trained.contains("test"));
+  const auto ckpts = ValidCheckpoints(dir / "run");
+  ASSERT_GE(ckpts.size(), 2u);
+  auto newest = LatestCheckpoint(dir / "run");
+  ASSERT_TRUE(newest.ok());
+  const std::string oldest = ckpts.front() == *newest ? ckpts.back() : ckpts.front();
+  ASSERT_NE(oldest, *newest);
+  Background server({Binary(), "serve", "--run-dir", dir / "run", "--checkpoint", oldest,
+                     "--follow", "0.2", "--port-file", dir / "port"},
+                    dir / "serve.log");
+  const std::string port_text = testing::WaitForFile(dir / "port", 120);
+  ASSERT_FALSE(port_text.empty()) << server.Output();
+  const int port = std::stoi(port_text);
+  // Bounded wait for the event: /health names the newest checkpoint.
+  Reply h;
+  for (int i = 0; i < 600; ++i) {
+    h = Request(port, http::verb::get, "/health");
+    if (h.status == 200 && h.body["checkpoint"] == *newest) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(h.body["checkpoint"], *newest) << h.body.dump() << "\n" << server.Output();
+  EXPECT_EQ(h.body["reloads"], 1);
+  Reply served = Request(port, http::verb::get, "/recommend?user=5&k=5");
+  ASSERT_EQ(served.status, 200) << served.body.dump();
+  auto cli = RunCommand({Binary(), "recommend", "--run-dir", dir / "run", "--checkpoint", *newest,
+                         "--user", "5", "-k", "5"},
+                        120);
+  ASSERT_EQ(cli.exit_code, 0) << cli.output;
+  const json offline = json::parse(cli.stdout_text);
+  for (size_t i = 0; i < 5; ++i)
+    EXPECT_EQ(served.body["items"][i]["item"], offline["items"][i]["item"]) << i;
   server.Kill(SIGTERM);
   ASSERT_TRUE(server.Wait(30)) << server.Output();
   EXPECT_EQ(server.exit_code(), 0) << server.Output();
