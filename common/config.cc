@@ -417,8 +417,9 @@ Status ParseTables(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
     for (size_t i = 0; i < tables.size(); ++i) {
       YAML::Node t = tables[i];
       std::string path = "tables[" + std::to_string(i) + "]";
-      M6_RETURN_IF_ERROR(
-          r.CheckMap(t, path, {"name", "dim", "seed", "init", "optimizer", "trainable"}));
+      M6_RETURN_IF_ERROR(r.CheckMap(t, path,
+                                    {"name", "dim", "seed", "init", "optimizer", "trainable",
+                                     "admit_after", "ttl_s", "max_rows"}));
       TableSpec spec;
       spec.id = static_cast<TableId>(i);
       M6_RETURN_IF_ERROR(r.Str(t, path, "name", &spec.name));
@@ -435,6 +436,9 @@ Status ParseTables(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
       M6_RETURN_IF_ERROR(ParseInit(r, t["init"], path + ".init", &spec.init));
       M6_RETURN_IF_ERROR(ParseOptimizer(r, t["optimizer"], path + ".optimizer", &spec.optimizer));
       M6_RETURN_IF_ERROR(r.Bool(t, path, "trainable", &spec.trainable));
+      M6_RETURN_IF_ERROR(r.NumberIn(t, path, "admit_after", &spec.admit_after, 1, 1 << 16));
+      M6_RETURN_IF_ERROR(r.NumberIn(t, path, "ttl_s", &spec.ttl_s, 0, 1e9));
+      M6_RETURN_IF_ERROR(r.U64(t, path, "max_rows", &spec.max_rows));
       cfg->tables.push_back(spec);
     }
   }

@@ -128,6 +128,15 @@ struct TableSpec {
   // false: the rows never change (workers push nothing; a server refuses a push): e.g. imported
   // pretrained word vectors kept as they are.
   bool trainable = true;
+  // Row lifecycle for tables of open-ended ids (streams; ps/row_lifecycle.h). admit_after N:
+  // a key gets a row only once it has been pushed N times (before, its gradients are dropped
+  // and it reads as its initial value). ttl_s T: a row not updated for T seconds is deleted.
+  // max_rows M: the table holds at most M rows (each of S servers at most ceil(M/S)); beyond,
+  // the least recently updated rows are deleted. 1 / 0 / 0: none of it.
+  uint32_t admit_after = 1;
+  double ttl_s = 0;
+  uint64_t max_rows = 0;
+  bool lifecycle() const { return admit_after > 1 || ttl_s > 0 || max_rows > 0; }
 };
 
 struct ClusterConfig {

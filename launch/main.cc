@@ -30,6 +30,7 @@
 #include "common/transport.h"
 #include "common/util.h"
 #include "launch/bench.h"
+#include "launch/bench_rows.h"
 #include "launch/bench_serve.h"
 #include "launch/cluster_launch.h"
 #include "launch/import.h"
@@ -572,9 +573,10 @@ struct BenchArgs {
 };
 
 void AddBench(CLI::App* root, Commands* cmds) {
-  CLI::App* bench = root->add_subcommand("bench",
-                                         "benchmarks: 'bench ps' the parameter-server data plane, "
-                                         "'bench serve' a running m6rec serve");
+  CLI::App* bench =
+      root->add_subcommand("bench",
+                           "benchmarks: 'bench ps' the parameter-server data plane, "
+                           "'bench serve' a running m6rec serve, 'bench rows' row caps");
   bench->require_subcommand(1);
   auto a = std::make_shared<BenchArgs>();
   PsBenchOptions& o = a->o;
@@ -634,6 +636,25 @@ void AddBench(CLI::App* root, Commands* cmds) {
   s->add_option("--seed", sb->seed, "users drawn from this seed")->capture_default_str();
   s->add_flag("--json", sb->json, "one JSON array on stdout instead of a table");
   cmds->Runs(s, [sb] { return RunServeBench(*sb); });
+
+  auto rb = std::make_shared<RowsBenchOptions>();
+  CLI::App* r = bench->add_subcommand(
+      "rows",
+      "a stream of distinct ids through a row-capped table (and the same uncapped): rows held, "
+      "resident memory and disk as it goes");
+  r->add_option("--ids", rb->ids, "distinct ids in the stream")->capture_default_str();
+  r->add_option("--max-rows", rb->max_rows, "the table's row cap")->capture_default_str();
+  r->add_option("--dim", rb->dim, "row width")->check(Integer(1))->capture_default_str();
+  r->add_option("--batch", rb->batch, "ids per push")->check(Integer(1))->capture_default_str();
+  r->add_option("--store", rb->store, "rocksdb | memory")
+      ->check(CLI::IsMember({"rocksdb", "memory"}))
+      ->capture_default_str();
+  r->add_option("--tmp-dir", rb->tmp_dir, "where the RocksDB directories go")
+      ->type_name("DIR")
+      ->capture_default_str();
+  r->add_flag("!--no-uncapped", rb->uncapped, "skip the uncapped reference stream");
+  r->add_flag("--json", rb->json, "one JSON array on stdout instead of a table");
+  cmds->Runs(r, [rb] { return RunRowsBench(*rb); });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -105,6 +105,7 @@ int RunServerRole(const RoleOptions& o) {
   so.data_dir = o.data_dir;
   so.token = o.token;
   so.rank = o.rank >= 0 ? o.rank : 0;
+  so.servers = uint32_t(std::max(1, o.cfg.cluster.servers));
   // A resumed job's rows come from its checkpoint; a fresh adapted job's from the backbone's.
   const std::string restore = !o.resume_from.empty() ? o.resume_from : o.cfg.adapt.from;
   if (!restore.empty()) {
@@ -158,6 +159,9 @@ int RunServerRole(const RoleOptions& o) {
   while (true) {
     notice = (*client)->WaitShutdown(1000);
     if (notice.cause != ShutdownCause::kTimeout) break;  // a SHUTDOWN, or the scheduler is gone
+    // Rows idle past their table's TTL go even when the table gets no pushes.
+    Status expired = srv.lifecycle().Expire(srv.store());
+    if (!expired.ok()) LOG_WARN << "row expiry: " << expired.message();
   }
   srv.Stop();
   LOG_INFO << "stopped: " << notice.reason << "; stats " << srv.StatsJson();

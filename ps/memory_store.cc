@@ -56,6 +56,13 @@ class MemoryStore final : public TableStore {
     return Status::OK();
   }
 
+  Status Erase(TableId table, const Key* keys, size_t n) override {
+    M6_RETURN_IF_ERROR(CheckTable(table, 0));
+    for (size_t i = 0; i < n; ++i) caches_[table]->Erase(keys[i]);
+    erased_ += n;
+    return Status::OK();
+  }
+
   Status Flush() override { return Status::OK(); }
 
   Status Checkpoint(const std::string& dir) override {
@@ -126,6 +133,7 @@ class MemoryStore final : public TableStore {
     for (const auto& c : caches_) s.rows_cached += c->size();
     s.hot_hits = hits_;
     s.initialised = initialised_;
+    s.erased = erased_;
     s.rows_written = written_;
     return s;
   }
@@ -150,7 +158,7 @@ class MemoryStore final : public TableStore {
 
   std::vector<TableSpec> specs_;
   std::vector<std::unique_ptr<RowCache>> caches_;
-  std::atomic<uint64_t> hits_{0}, initialised_{0}, written_{0};
+  std::atomic<uint64_t> hits_{0}, initialised_{0}, written_{0}, erased_{0};
 };
 
 }  // namespace

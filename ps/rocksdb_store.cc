@@ -204,6 +204,24 @@ class RocksDBStore final : public TableStore {
     return Status::OK();
   }
 
+  Status Erase(TableId table, const Key* keys, size_t n) override EXCLUDES(write_mu_) {
+    M6_RETURN_IF_ERROR(CheckTable(table, 0));
+    if (opts_.read_only)
+      return Status::PermissionDenied("RocksDB at " + opts_.path + " is open read-only");
+    MutexLock wlock(&write_mu_);
+    rocksdb::WriteBatch batch;
+    char kbuf[8];
+    for (size_t i = 0; i < n; ++i) {
+      if (caches_[table]) caches_[table]->Erase(keys[i]);
+      EncodeKey(keys[i], kbuf);
+      batch.Delete(rocksdb::Slice(kbuf, 8));
+    }
+    rocksdb::Status s = db_->Write(wopts_, &batch);
+    if (!s.ok()) return Status::IOError("RocksDB delete at " + opts_.path + ": " + s.ToString());
+    erased_ += n;
+    return Status::OK();
+  }
+
   Status Flush() override EXCLUDES(write_mu_) {
     if (opts_.read_only) return Status::OK();
     MutexLock wlock(&write_mu_);
@@ -223,6 +241,7 @@ class RocksDBStore final : public TableStore {
     st.hot_hits = hits_;
     st.cold_reads = cold_;
     st.initialised = initialised_;
+    st.erased = erased_;
     st.rows_written = written_;
     st.write_batches = batches_;
     return st;
@@ -288,7 +307,7 @@ class RocksDBStore final : public TableStore {
   rocksdb::WriteOptions wopts_;
   Mutex write_mu_;                                // serialises Update, Checkpoint and Flush
   uint64_t wal_bytes_ GUARDED_BY(write_mu_) = 0;  // written since the last flush request
-  std::atomic<uint64_t> hits_{0}, cold_{0}, initialised_{0}, written_{0}, batches_{0};
+  std::atomic<uint64_t> hits_{0}, cold_{0}, initialised_{0}, written_{0}, batches_{0}, erased_{0};
 };
 
 }  // namespace

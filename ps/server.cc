@@ -30,6 +30,8 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const ServerOptions& opts) {
   so.hot_rows = opts.ps.hot_rows;
   so.restore_from = opts.restore_from;
   M6_ASSIGN_OR_RETURN(s->store_, OpenTableStore(so, opts.tables));
+  s->lifecycle_ = std::make_unique<RowLifecycle>(opts.tables, opts.servers,
+                                                 opts.clock ? opts.clock : &s->steady_);
   try {
     s->frontend_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(opts.ps.max_message_bytes));
     s->frontend_.set(zmq::sockopt::linger, 0);
@@ -264,7 +266,7 @@ void Server::Handle(std::vector<zmq::message_t>& parts, std::vector<zmq::message
   // PUSH
   thread_local std::vector<float> grad_scratch;
   const float* grads = AlignedView<float>(parts[3], &grad_scratch);
-  Status s = ApplyPush(*store_, spec, keys, n, grads);
+  Status s = ApplyPush(*store_, spec, keys, n, grads, lifecycle_.get());
   if (!s.ok()) return refuse(s.code(), s.message());
   counters_.pushes++;
   counters_.rows_pushed += n;
@@ -295,7 +297,15 @@ std::string Server::StatsJson() const {
       {"initialised", st.initialised},
       {"rows_written", st.rows_written},
       {"evictions", st.evictions},
+      {"erased", st.erased},
   };
+  for (const TableSpec& t : opts_.tables) {
+    if (!t.lifecycle()) continue;
+    const LifecycleStats l = lifecycle_->Stats(t.id);
+    j["lifecycle"][t.name] = {{"rows", l.rows},       {"cap", lifecycle_->cap(t.id)},
+                              {"created", l.created}, {"not_admitted", l.not_admitted},
+                              {"evicted", l.evicted}, {"expired", l.expired}};
+  }
   return j.dump();
 }
 

@@ -15,8 +15,10 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/protocol.h"
+#include "ps/row_lifecycle.h"
 #include "ps/table_store.h"
 
 namespace m6rec {
@@ -30,7 +32,9 @@ struct ServerOptions {
   std::string restore_from;  // start from these rows (a checkpoint's server-<rank>; "" = none)
   uint64_t token = 0;
   uint32_t rank = 0;
-  int io_threads = 1;  // ZeroMQ I/O threads
+  int io_threads = 1;            // ZeroMQ I/O threads
+  uint32_t servers = 1;          // how many servers share the tables (their row caps' share)
+  const Clock* clock = nullptr;  // the row lifecycle's time (null: the steady clock)
 };
 
 struct ServerCounters {
@@ -56,6 +60,7 @@ class Server {
   void Stop();
 
   TableStore& store() { return *store_; }
+  RowLifecycle& lifecycle() { return *lifecycle_; }
   const ServerCounters& counters() const { return counters_; }
   std::string StatsJson() const;
 
@@ -69,6 +74,8 @@ class Server {
 
   ServerOptions opts_;
   std::unique_ptr<TableStore> store_;
+  SteadyClock steady_;
+  std::unique_ptr<RowLifecycle> lifecycle_;
   std::vector<uint8_t> owned_;
   zmq::context_t ctx_;
   zmq::socket_t frontend_;

@@ -5,6 +5,7 @@
 
 #include "common/rows_file.h"
 #include "ps/optimizer.h"
+#include "ps/row_lifecycle.h"
 #include "ps/stores.h"
 
 namespace m6rec {
@@ -32,7 +33,7 @@ std::string TablesLayout(const std::vector<TableSpec>& tables) {
 }
 
 Status ApplyPush(TableStore& store, const TableSpec& spec, const Key* keys, size_t n,
-                 const float* grads) {
+                 const float* grads, RowLifecycle* lifecycle) {
   const uint32_t dim = spec.dim;
   if (!spec.trainable)
     return Status::PermissionDenied("table '" + spec.name +
@@ -43,8 +44,16 @@ Status ApplyPush(TableStore& store, const TableSpec& spec, const Key* keys, size
                                      std::to_string(keys[i / dim]) +
                                      ": push refused, no row changed");
   const OptimizerSpec& opt = spec.optimizer;
-  return store.Update(spec.id, keys, n,
-                      [&](size_t i, float* row) { ApplyUpdate(opt, dim, row, grads + i * dim); });
+  if (!lifecycle || !spec.lifecycle())
+    return store.Update(spec.id, keys, n,
+                        [&](size_t i, float* row) { ApplyUpdate(opt, dim, row, grads + i * dim); });
+  return lifecycle->Push(store, spec, keys, n, [&](const std::vector<size_t>& admitted) {
+    std::vector<Key> k(admitted.size());
+    for (size_t j = 0; j < admitted.size(); ++j) k[j] = keys[admitted[j]];
+    return store.Update(spec.id, k.data(), k.size(), [&](size_t j, float* row) {
+      ApplyUpdate(opt, dim, row, grads + admitted[j] * dim);
+    });
+  });
 }
 
 Status ImportRows(TableStore& store, const TableSpec& spec, const std::function<bool(Key)>& mine,

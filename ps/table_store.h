@@ -44,6 +44,7 @@ struct StoreStats {
   uint64_t rows_written = 0;  // rows updated
   uint64_t evictions = 0;
   uint64_t write_batches = 0;
+  uint64_t erased = 0;  // rows deleted (Erase)
 };
 
 class TableStore {
@@ -59,6 +60,10 @@ class TableStore {
 
   // Read-modify-write of each key's row. Duplicate keys are applied in order.
   virtual Status Update(TableId table, const Key* keys, size_t n, const RowFn& fn) = 0;
+
+  // Deletes the rows of keys[0..n) (a key without a row is fine): they read as their initial
+  // value again. Durable like Update. Used by the row lifecycle (ps/row_lifecycle.h).
+  virtual Status Erase(TableId table, const Key* keys, size_t n) = 0;
 
   // Makes everything acknowledged so far durable on disk (memtable flush, WAL sync).
   virtual Status Flush() = 0;
@@ -89,7 +94,10 @@ Status ImportRows(TableStore& store, const TableSpec& spec, const std::function<
 // One push as a server applies it: a table that is not trainable refuses it, every gradient must be
 // finite (else nothing changes and the error names the key), then the table's optimizer updates
 // each key's row (duplicates in order).
+// With `lifecycle` (a server's), a table with a row lifecycle admits, updates and trims through
+// it (ps/row_lifecycle.h).
+class RowLifecycle;
 Status ApplyPush(TableStore& store, const TableSpec& spec, const Key* keys, size_t n,
-                 const float* grads);
+                 const float* grads, RowLifecycle* lifecycle = nullptr);
 
 }  // namespace m6rec
