@@ -98,8 +98,9 @@ int RunRowsBench(const RowsBenchOptions& o) {
     std::printf("%-9s %11s %10s %10s %9s %9s %11s\n", "table", "ids", "rows", "evicted", "rss MB",
                 "disk MB", "ids/s");
   int rc = 0;
-  for (uint64_t cap : {o.max_rows, uint64_t{0}}) {
-    if (cap == 0 && !o.uncapped) break;
+  std::vector<uint64_t> caps{o.max_rows};
+  if (o.uncapped && o.max_rows != 0) caps.push_back(0);
+  for (uint64_t cap : caps) {
     const std::string dir = base + (cap ? "-capped" : "-uncapped");
     auto r = Stream(o, cap, dir);
     (void)RemoveTree(dir);

@@ -50,6 +50,7 @@ class PsTest : public ::testing::Test {
   void StartServers(int n, PsConfig::Store store = PsConfig::Store::kMemory) {
     tables_ = {Table(0, 4, OptimizerSpec::Kind::kSgd, 0.5f),
                Table(1, 3, OptimizerSpec::Kind::kAdagrad, 0.1f)};
+    tables_[0].max_rows = cap_;
     view_.slot_map = RoundRobinSlotMap(64, n);
     for (int s = 0; s < n; ++s) {
       ServerOptions o;
@@ -60,6 +61,7 @@ class PsTest : public ::testing::Test {
       o.data_dir = dir_ / ("s" + std::to_string(s));
       o.token = kToken;
       o.rank = s;
+      o.servers = uint32_t(n);
       auto srv = Server::Create(o);
       ASSERT_TRUE(srv.ok()) << srv.status().message();
       (*srv)->SetOwnedSlots(view_.OwnedSlots(s));
@@ -122,6 +124,7 @@ class PsTest : public ::testing::Test {
       if (view_.ServerOf(MakeKey(0, id)) == static_cast<uint32_t>(server)) return MakeKey(0, id);
   }
 
+  uint64_t cap_ = 0;  // table 0's max_rows
   testing::TempDir dir_;
   zmq::context_t ctx_{1};
   std::vector<TableSpec> tables_;
@@ -147,6 +150,37 @@ TEST_F(PsTest, PullGathersRowsInCallerOrderAcrossServers) {
   EXPECT_EQ(pulled, 5u);
   EXPECT_GT(servers_[0]->counters().pulls.load(), 0u) << "both servers must take part";
   EXPECT_GT(servers_[1]->counters().pulls.load(), 0u);
+}
+
+// A row cap over the wire: two RocksDB servers, each keeping its share of the table's rows (the
+// least recently updated go), and an evicted row reads as its initialiser again.
+TEST_F(PsTest, ACappedTableKeepsItsShareOnEveryServer) {
+  cap_ = 30;
+  StartServers(2, PsConfig::Store::kRocksDB);
+  auto c = Client();
+  for (uint64_t b = 0; b < 10; ++b) {
+    std::vector<Key> keys;
+    for (uint64_t i = 0; i < 20; ++i) keys.push_back(MakeKey(0, b * 20 + i));
+    std::vector<float> g(keys.size() * 4, 1.0f);
+    ASSERT_TRUE(c->Push(0, keys.data(), keys.size(), g.data()).ok());
+  }
+  uint64_t rows = 0, evicted = 0;
+  for (auto& srv : servers_) {
+    const LifecycleStats st = srv->lifecycle().Stats(0);
+    EXPECT_EQ(srv->lifecycle().cap(0), 15u);
+    EXPECT_LE(st.rows, 15u);
+    rows += st.rows;
+    evicted += st.evicted;
+    EXPECT_NE(srv->StatsJson().find("\"lifecycle\""), std::string::npos);
+  }
+  EXPECT_EQ(rows + evicted, 200u);
+  EXPECT_GE(rows, 28u) << "both servers full (keys spread by slot)";
+  std::vector<float> first(4), last(4);
+  const Key k0 = MakeKey(0, 0), k199 = MakeKey(0, 199);
+  ASSERT_TRUE(c->Pull(0, &k0, 1, first.data()).ok());
+  ASSERT_TRUE(c->Pull(0, &k199, 1, last.data()).ok());
+  EXPECT_EQ(first, Init(0, k0)) << "the oldest row was evicted";
+  EXPECT_NE(last, Init(0, k199)) << "the newest is kept";
 }
 
 TEST_F(PsTest, PushSumsDuplicatesAndAppliesTheServerOptimizer) {
