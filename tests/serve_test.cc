@@ -57,7 +57,7 @@ Reply Request(int port, http::verb verb, const std::string& target, const std::s
   http::response<http::string_body> res;
   if (!ec) http::read(s, buf, res, ec);
   if (ec) return {};
-  return {res.result_int(), json::parse(res.body(), nullptr, false)};
+  return {static_cast<int>(res.result_int()), json::parse(res.body(), nullptr, false)};
 }
 
 TEST(Serve, AnswersAsRecommendDoesRefusesBadRequestsAndKeepsServing) {

@@ -6,8 +6,9 @@
 // dense [N, K] tensors with a {0,1} float mask of the same shape.
 //
 //   item tower  (per unique item of the batch)
-//     sources: id row (a learned "missing id" row where item_id_keep says so: cold start) | text: mean of the item's
-//              token rows, projected | image: Linear(image) | audio: Linear(audio)
+//     sources: id row (a learned "missing id" row where item_id_keep says so: cold start)
+//              | text: mean of the item's token rows, projected | image: Linear(image)
+//              | audio: Linear(audio)
 //                                                     -> fusion -> item vector [Ki, d]
 //   user tower  (per user of the batch)
 //     sources: id row
