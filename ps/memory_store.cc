@@ -63,6 +63,12 @@ class MemoryStore final : public TableStore {
     return Status::OK();
   }
 
+  Status ForEachKey(TableId table, const std::function<void(Key)>& fn) override {
+    M6_RETURN_IF_ERROR(CheckTable(table, 0));
+    caches_[table]->ForEach([&](Key k, const float*) { fn(k); });
+    return Status::OK();
+  }
+
   Status Flush() override { return Status::OK(); }
 
   Status Checkpoint(const std::string& dir) override {

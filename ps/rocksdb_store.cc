@@ -222,6 +222,28 @@ class RocksDBStore final : public TableStore {
     return Status::OK();
   }
 
+  Status ForEachKey(TableId table, const std::function<void(Key)>& fn) override {
+    M6_RETURN_IF_ERROR(CheckTable(table, 0));
+    // Every row is on disk (the hot tier writes through). Keys are 8 big-endian bytes, so a
+    // table's rows are one contiguous range; the layout record is longer and skipped.
+    rocksdb::ReadOptions ro;
+    ro.total_order_seek = true;  // across the 8-byte prefix buckets
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+    char start[8];
+    EncodeKey(MakeKey(table, 0), start);
+    for (it->Seek(rocksdb::Slice(start, 8)); it->Valid(); it->Next()) {
+      const rocksdb::Slice k = it->key();
+      if (k.size() != 8) continue;
+      Key key = 0;
+      for (int i = 0; i < 8; ++i) key = (key << 8) | static_cast<unsigned char>(k[i]);
+      if (KeyTable(key) != table) break;
+      fn(key);
+    }
+    if (!it->status().ok())
+      return Status::IOError("RocksDB scan at " + opts_.path + ": " + it->status().ToString());
+    return Status::OK();
+  }
+
   Status Flush() override EXCLUDES(write_mu_) {
     if (opts_.read_only) return Status::OK();
     MutexLock wlock(&write_mu_);

@@ -191,6 +191,19 @@ Status RowLifecycle::Expire(TableStore& store) {
   return Status::OK();
 }
 
+Status RowLifecycle::Seed(TableStore& store) {
+  const int64_t now = clock_->NowMs();
+  for (auto& t : tables_) {
+    if (!t->spec.lifecycle()) continue;
+    std::vector<Key> held;
+    M6_RETURN_IF_ERROR(store.ForEachKey(t->spec.id, [&](Key k) { held.push_back(k); }));
+    MutexLock lock(&t->mu);
+    for (Key k : held) t->rows.Touch(k, now);
+    M6_RETURN_IF_ERROR(t->Trim(store, now));
+  }
+  return Status::OK();
+}
+
 LifecycleStats RowLifecycle::Stats(TableId table) const {
   if (table >= tables_.size()) return {};
   MutexLock lock(&tables_[table]->mu);

@@ -12,8 +12,8 @@
 // and the TTL and the cap then agree on what is old. A deleted row that comes back starts again
 // from its initialiser (and must be admitted again).
 // The index (key -> last update, in recency order) is compact: a KeyIndex plus 24 bytes a row.
-// It covers the rows this process created or updated: a server restored from a checkpoint
-// starts it empty, so rows restored and never updated again are not counted or expired.
+// A server restored from a checkpoint rebuilds it from the store (Seed): the restored rows
+// count as updated at the restore (their TTL starts again; the cap applies at once).
 // Thread-safe: one mutex per table, held across a push's admission, store update and deletions
 // (pushes to a lifecycle table are serialised per server; other tables are not affected).
 #pragma once
@@ -53,6 +53,9 @@ class RowLifecycle {
               const std::function<Status(const std::vector<size_t>& admitted)>& apply);
   // Deletes every row of every table idle past its TTL (also done on each push of the table).
   Status Expire(TableStore& store);
+  // Indexes the rows `store` already holds (a restored server, before it serves), then trims
+  // to the caps.
+  Status Seed(TableStore& store);
 
   LifecycleStats Stats(TableId table) const;
   uint64_t cap(TableId table) const;

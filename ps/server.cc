@@ -32,6 +32,8 @@ StatusOr<std::unique_ptr<Server>> Server::Create(const ServerOptions& opts) {
   M6_ASSIGN_OR_RETURN(s->store_, OpenTableStore(so, opts.tables));
   s->lifecycle_ = std::make_unique<RowLifecycle>(opts.tables, opts.servers,
                                                  opts.clock ? opts.clock : &s->steady_);
+  // A restored server's rows enter the lifecycle before it serves.
+  if (!opts.restore_from.empty()) M6_RETURN_IF_ERROR(s->lifecycle_->Seed(*s->store_));
   try {
     s->frontend_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(opts.ps.max_message_bytes));
     s->frontend_.set(zmq::sockopt::linger, 0);

@@ -65,6 +65,10 @@ class TableStore {
   // value again. Durable like Update. Used by the row lifecycle (ps/row_lifecycle.h).
   virtual Status Erase(TableId table, const Key* keys, size_t n) = 0;
 
+  // Calls fn(key) for every row `table` holds (in no particular order; not concurrently with
+  // updates of the table). What a restored server's row lifecycle is rebuilt from.
+  virtual Status ForEachKey(TableId table, const std::function<void(Key)>& fn) = 0;
+
   // Makes everything acknowledged so far durable on disk (memtable flush, WAL sync).
   virtual Status Flush() = 0;
 

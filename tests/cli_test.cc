@@ -57,7 +57,8 @@ TEST(Cli, EveryCommandAnswersHelpWithItsOwnOptions) {
       {{"export"}, {"--run-dir", "--table", "--out", "--format", "--checkpoint"}, {"--config"}},
       {{"data"}, {"synth"}, {}},
       {{"data", "synth"}, {"--out", "--seed", "--config", "--set"}, {"--run-dir"}},
-      {{"bench"}, {"ps", "serve"}, {}},
+      {{"bench"}, {"ps", "serve", "rows"}, {}},
+      {{"bench", "rows"}, {"--ids", "--max-rows", "--store", "--json"}, {"--config"}},
       {{"bench", "serve"}, {"--port", "--concurrency", "--seconds", "--json"}, {"--config"}},
       {{"serve"}, {"--run-dir", "--port", "--port-file", "--max-k", "--host"}, {"--config"}},
       {{"bench", "ps"},
@@ -131,7 +132,7 @@ TEST(Cli, BadNumbersAndUnknownOptionsExit2NamingTheOption) {
       {{"train", "--run-dir", "r", "--log-level", "loud"}, "--log-level: unknown level 'loud'"},
       {{"local", "stray"}, "unexpected argument 'stray'"},
       {{"frobnicate"}, "unknown command 'frobnicate'"},
-      {{"bench"}, "which one? (ps, serve)"},
+      {{"bench"}, "which one? (ps, serve, rows)"},
   };
   for (const auto& c : cases) {
     auto r = RunCommand(Cmd(c.command), 30);

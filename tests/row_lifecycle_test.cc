@@ -88,7 +88,9 @@ TEST_P(Lifecycle, ACappedTableKeepsTheMostRecentlyUpdatedRowsAndNoMore) {
   EXPECT_FALSE(Initial(*store, t, 7));
   EXPECT_FALSE(Initial(*store, t, 9900)) << "updated again, so kept";
   EXPECT_TRUE(Initial(*store, t, 9901)) << "now the least recently updated";
-  if (GetParam() == PsConfig::Store::kMemory) EXPECT_EQ(store->Stats().rows_cached, 100u);
+  if (GetParam() == PsConfig::Store::kMemory) {
+    EXPECT_EQ(store->Stats().rows_cached, 100u);
+  }
 }
 
 TEST_P(Lifecycle, RowsIdlePastTheirTtlAreDeleted) {
@@ -130,6 +132,27 @@ TEST_P(Lifecycle, AKeyGetsARowOnlyAfterAdmitAfterPushes) {
   EXPECT_EQ(s.created, 1u);
   ASSERT_TRUE(PushOnes(*store, t, lc, {42}).ok());
   EXPECT_EQ(lc.Stats(0).not_admitted, 3u) << "an admitted key stays admitted";
+}
+
+// A restored server's rows (written before this lifecycle existed) are indexed at start and
+// held to the cap; later pushes evict the oldest of them as usual.
+TEST_P(Lifecycle, RowsAStoreAlreadyHoldsAreSeededAndCapped) {
+  TempDir dir;
+  const TableSpec t = Open(/*max_rows=*/20, 0, 1);
+  auto store = Store(t, GetParam(), dir);
+  std::vector<Key> keys(50);
+  std::iota(keys.begin(), keys.end(), Key{100});
+  std::vector<float> g(keys.size() * t.dim, 1.0f);
+  ASSERT_TRUE(ApplyPush(*store, t, keys.data(), keys.size(), g.data()).ok());  // no lifecycle
+  FakeClock clock;
+  RowLifecycle lc({t}, 1, &clock);
+  EXPECT_EQ(lc.Stats(0).rows, 0u);
+  ASSERT_TRUE(lc.Seed(*store).ok());
+  EXPECT_EQ(lc.Stats(0).rows, 20u);
+  EXPECT_EQ(lc.Stats(0).evicted, 30u);
+  uint64_t held = 0;
+  ASSERT_TRUE(store->ForEachKey(0, [&](Key) { ++held; }).ok());
+  EXPECT_EQ(held, 20u) << "the store holds what the index holds";
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, Lifecycle,

@@ -803,7 +803,7 @@ StatusOr<json> Recommender::ForUser(int64_t user, int k, const std::string& doma
     for (const auto& d : ds.domains) {
       if (d.name == domain && ds.multi_domain()) {
         if (user < 0 || user >= int64_t(d.user_end - d.user_begin))
-          return Status::InvalidArgument("--user " + std::to_string(user) + ": domain '" + domain +
+          return Status::InvalidArgument("user " + std::to_string(user) + ": domain '" + domain +
                                          "' has users 0.." +
                                          std::to_string(d.user_end - d.user_begin - 1));
         return ForUser(user + d.user_begin, k, "", explain);
@@ -815,7 +815,7 @@ StatusOr<json> Recommender::ForUser(int64_t user, int k, const std::string& doma
                                                       : std::string("the run has one domain")));
   }
   if (user < 0 || user >= int64_t(ds.num_users))
-    return Status::InvalidArgument("--user " + std::to_string(user) + ": the data has users 0.." +
+    return Status::InvalidArgument("user " + std::to_string(user) + ": the data has users 0.." +
                                    std::to_string(ds.num_users - 1));
   const uint32_t u = static_cast<uint32_t>(user);
   // Everything the user is known to have touched is history, and is excluded from the list.
