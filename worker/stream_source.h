@@ -1,0 +1,66 @@
+// Streaming sources (issue 13's `train --stream`, first part): where interactions arrive from,
+// behind one interface, with a position a job checkpoints so a restarted job continues exactly
+// after the last interaction it took (each one taken once, in order, across restarts).
+//   DirectorySource  a directory that receives files of "user item [timestamp]" lines (tab or
+//                    space separated, '#' comments). Files are taken in name order; a producer
+//                    writes a file under a name starting with '.' or ending in ".tmp" and renames
+//                    it when complete (an atomic rename: a reader never sees half a file), and
+//                    names its files so that they sort in the order written (a timestamp, a
+//                    counter with leading zeros). A file that appears under a name sorting before
+//                    the one being read is an error, not silently skipped.
+// Not thread-safe: one reader.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace m6rec {
+
+struct StreamEvent {
+  uint32_t user = 0, item = 0;
+  int64_t ts = 0;  // 0 when the line has none
+};
+
+// Where a source is: every file sorting before `file` is done, and `file` up to byte `offset`.
+struct SourcePosition {
+  std::string file;
+  uint64_t offset = 0;
+  nlohmann::json ToJson() const { return {{"file", file}, {"offset", offset}}; }
+  static StatusOr<SourcePosition> FromJson(const nlohmann::json& j);
+};
+
+class StreamSource {
+ public:
+  virtual ~StreamSource() = default;
+  // Appends up to `max` events that have arrived to *out; returns how many (0: none yet).
+  virtual StatusOr<size_t> Poll(size_t max, std::vector<StreamEvent>* out) = 0;
+  // The position after the last event Poll returned.
+  virtual SourcePosition position() const = 0;
+};
+
+class DirectorySource final : public StreamSource {
+ public:
+  static StatusOr<std::unique_ptr<DirectorySource>> Open(const std::string& dir,
+                                                         const SourcePosition& from = {});
+  StatusOr<size_t> Poll(size_t max, std::vector<StreamEvent>* out) override;
+  SourcePosition position() const override { return pos_; }
+
+ private:
+  explicit DirectorySource(std::string dir) : dir_(std::move(dir)) {}
+  // The complete files now in the directory, sorted; refuses one that sorts before the
+  // position's file and was not seen before.
+  StatusOr<std::vector<std::string>> Scan();
+
+  std::string dir_;
+  SourcePosition pos_;
+  uint64_t line_ = 0;            // lines of pos_.file consumed (for file:line errors)
+  std::set<std::string> known_;  // files seen by any scan
+};
+
+}  // namespace m6rec
