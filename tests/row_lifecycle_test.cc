@@ -14,6 +14,7 @@
 #include "ps/stores.h"
 #include "ps/table_store.h"
 #include "test_util.h"
+#include "worker/local_tables.h"
 
 namespace m6rec {
 namespace {
@@ -160,6 +161,33 @@ INSTANTIATE_TEST_SUITE_P(Stores, Lifecycle,
                          [](const auto& info) {
                            return info.param == PsConfig::Store::kMemory ? "Memory" : "RocksDB";
                          });
+
+// In-process jobs (LocalTables) keep the same rules as servers: each shard its share of a cap.
+TEST(LifecycleConfig, LocalTablesApplyItPerShard) {
+  LocalStoresOptions lo;
+  lo.tables = {Open(/*max_rows=*/40, 0, 1)};
+  lo.ps.store = PsConfig::Store::kMemory;
+  lo.ps.num_slots = 64;
+  lo.shard_dirs = {"", ""};
+  auto stores = LocalStores::Open(lo);
+  ASSERT_TRUE(stores.ok()) << stores.status().message();
+  auto tables = MakeLocalTables(*stores);
+  for (Key b = 0; b < 10; ++b) {
+    std::vector<Key> keys(20);
+    std::iota(keys.begin(), keys.end(), b * 20);
+    std::vector<float> g(keys.size() * 4, 1.0f);
+    ASSERT_TRUE(tables->Push(0, keys.data(), keys.size(), g.data()).ok());
+  }
+  uint64_t rows = 0;
+  for (size_t s = 0; s < 2; ++s) {
+    RowLifecycle* lc = (*stores)->LifecycleOf((*stores)->shard(s));
+    ASSERT_NE(lc, nullptr);
+    EXPECT_EQ(lc->cap(0), 20u);
+    EXPECT_LE((*stores)->shard(s).Stats().rows_cached, 20u);
+    rows += lc->Stats(0).rows;
+  }
+  EXPECT_EQ(rows, 40u);
+}
 
 TEST(LifecycleConfig, TablesNameTheirLifecycle) {
   auto cfg = ParseConfig(R"(tables:

@@ -27,6 +27,12 @@ StatusOr<std::shared_ptr<LocalStores>> LocalStores::Open(const LocalStoresOption
     ls->stores_.push_back(std::move(store));
   }
   ls->slot_map_ = RoundRobinSlotMap(opts.ps.num_slots, static_cast<uint32_t>(shards));
+  for (size_t s = 0; s < shards; ++s) {
+    ls->lifecycles_.push_back(
+        std::make_unique<RowLifecycle>(opts.tables, static_cast<uint32_t>(shards), &ls->clock_));
+    if (!opts.restore_from.empty() && !opts.read_only)
+      M6_RETURN_IF_ERROR(ls->lifecycles_.back()->Seed(*ls->stores_[s]));
+  }
   // A fresh job's imported rows, each shard its own (as its server would).
   if (!opts.read_only && opts.restore_from.empty())
     for (size_t s = 0; s < shards; ++s)
@@ -36,6 +42,12 @@ StatusOr<std::shared_ptr<LocalStores>> LocalStores::Open(const LocalStoresOption
             *ls->stores_[s], t, [&](Key k) { return ls->ShardOf(k) == s; }, &n));
       }
   return ls;
+}
+
+RowLifecycle* LocalStores::LifecycleOf(const TableStore& st) {
+  for (size_t s = 0; s < stores_.size(); ++s)
+    if (stores_[s].get() == &st) return lifecycles_[s].get();
+  return nullptr;
 }
 
 uint32_t LocalStores::ShardOf(Key key) const {
@@ -95,14 +107,13 @@ class LocalTables final : public SparseTables {
     }
     Done& d = done_[next_];
     d.is_pull = false;
-    d.status =
-        ForEachShard(table, uniq.data(), uniq.size(),
-                     [&](TableStore& st, const std::vector<Key>& k, const std::vector<size_t>& at) {
-                       std::vector<float> g(k.size() * dim);
-                       for (size_t j = 0; j < at.size(); ++j)
-                         std::copy_n(&sum[at[j] * dim], dim, &g[j * dim]);
-                       return ApplyPush(st, *spec, k.data(), k.size(), g.data());
-                     });
+    d.status = ForEachShard(
+        table, uniq.data(), uniq.size(),
+        [&](TableStore& st, const std::vector<Key>& k, const std::vector<size_t>& at) {
+          std::vector<float> g(k.size() * dim);
+          for (size_t j = 0; j < at.size(); ++j) std::copy_n(&sum[at[j] * dim], dim, &g[j * dim]);
+          return ApplyPush(st, *spec, k.data(), k.size(), g.data(), stores_->LifecycleOf(st));
+        });
     return next_++;
   }
 

@@ -13,8 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/status.h"
+#include "ps/row_lifecycle.h"
 #include "ps/table_store.h"
 #include "worker/sparse_tables.h"
 
@@ -41,10 +43,15 @@ class LocalStores {
   TableStore& shard(size_t s) { return *stores_[s]; }
   // The shard that owns `key`.
   uint32_t ShardOf(Key key) const;
+  // The row lifecycle of the shard whose store is `st` (tables' admit_after/ttl_s/max_rows, as
+  // a server applies them; each shard holds its share of a cap).
+  RowLifecycle* LifecycleOf(const TableStore& st);
 
  private:
   std::vector<TableSpec> tables_;
   std::vector<std::unique_ptr<TableStore>> stores_;
+  SteadyClock clock_;
+  std::vector<std::unique_ptr<RowLifecycle>> lifecycles_;  // per shard
   std::vector<uint32_t> slot_map_;
 };
 
