@@ -33,6 +33,7 @@
 #include "launch/bench_rows.h"
 #include "launch/bench_serve.h"
 #include "launch/cluster_launch.h"
+#include "launch/feed.h"
 #include "launch/import.h"
 #include "launch/local_cluster.h"
 #include "launch/offline.h"
@@ -488,6 +489,29 @@ void AddServe(CLI::App* root, Commands* cmds) {
   });
 }
 
+// feed: a ZeroMQ feed of interactions for streaming jobs (launch/feed.h).
+void AddFeed(CLI::App* root, Commands* cmds) {
+  auto a = std::make_shared<FeedOptions>();
+  auto level = std::make_shared<std::string>("info");
+  CLI::App* c = root->add_subcommand(
+      "feed", "feed interactions from a file to streaming jobs over ZeroMQ, at a given rate");
+  c->add_option("--from", a->from, "'user item [timestamp]' lines")->type_name("FILE")->required();
+  c->add_option("--rate", a->rate, "events released per second (0: all at once)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  c->add_option("--token", a->token, "the consuming job's token")->type_name("HEX16")->required();
+  c->add_option("--host", a->host, "address to bind")->capture_default_str();
+  c->add_option("--port", a->port, "port (0: any free one)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  c->add_option("--port-file", a->port_file, "write the port here once bound")->type_name("FILE");
+  AddLogLevel(c, level.get());
+  cmds->Runs(c, [a, level] {
+    ApplyLogLevel(*level);
+    return RunFeed(*a);
+  });
+}
+
 // import: pretrained vectors into a table's initial rows (launch/import.h).
 void AddImport(CLI::App* root, Commands* cmds) {
   auto a = std::make_shared<ImportOptions>();
@@ -758,6 +782,7 @@ int main(int argc, char** argv) {
              "write a table's rows from a run's checkpoint as vectors (word2vec text with the "
              "dataset's token names, or 'id v1 v2 ...')");
   AddServe(&app, &cmds);
+  AddFeed(&app, &cmds);
   AddImport(&app, &cmds);
   AddData(&app, &cmds);
   AddBench(&app, &cmds);

@@ -57,6 +57,7 @@ TEST(Cli, EveryCommandAnswersHelpWithItsOwnOptions) {
       {{"export"}, {"--run-dir", "--table", "--out", "--format", "--checkpoint"}, {"--config"}},
       {{"data"}, {"synth"}, {}},
       {{"data", "synth"}, {"--out", "--seed", "--config", "--set"}, {"--run-dir"}},
+      {{"feed"}, {"--from", "--rate", "--token", "--port-file"}, {"--config"}},
       {{"bench"}, {"ps", "serve", "rows"}, {}},
       {{"bench", "rows"}, {"--ids", "--max-rows", "--store", "--json"}, {"--config"}},
       {{"bench", "serve"}, {"--port", "--concurrency", "--seconds", "--json"}, {"--config"}},

@@ -4,6 +4,10 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <zmq.hpp>
+
+#include "common/transport.h"
+#include "common/util.h"
 
 namespace m6rec {
 namespace {
@@ -118,6 +122,66 @@ StatusOr<size_t> DirectorySource::Poll(size_t max, std::vector<StreamEvent>* out
     }
   }
   return got;
+}
+
+nlohmann::json FeedRequest(uint64_t token, uint64_t from, size_t max) {
+  return {{"token", FormatToken(token)}, {"from", from}, {"max", max}};
+}
+
+struct FeedSource::Conn {
+  zmq::context_t ctx{1};
+  zmq::socket_t sock{ctx, zmq::socket_type::dealer};
+};
+
+FeedSource::~FeedSource() = default;
+
+StatusOr<std::unique_ptr<FeedSource>> FeedSource::Open(const std::string& endpoint, uint64_t token,
+                                                       const SourcePosition& from, int timeout_ms) {
+  std::unique_ptr<FeedSource> f(new FeedSource());
+  f->endpoint_ = endpoint;
+  f->token_ = token;
+  f->timeout_ms_ = timeout_ms;
+  const std::string want = "feed:" + endpoint;
+  if (!from.file.empty() && from.file != want)
+    return Status::InvalidArgument("stream position is of '" + from.file + "', not '" + want + "'");
+  f->next_ = from.offset;
+  f->conn_ = std::make_unique<Conn>();
+  try {
+    f->conn_->sock.set(zmq::sockopt::linger, 0);
+    f->conn_->sock.connect(endpoint);
+  } catch (const zmq::error_t& e) {
+    return Status::InvalidArgument("feed endpoint '" + endpoint + "': " + e.what());
+  }
+  return f;
+}
+
+SourcePosition FeedSource::position() const { return {"feed:" + endpoint_, next_}; }
+
+StatusOr<size_t> FeedSource::Poll(size_t max, std::vector<StreamEvent>* out) {
+  const std::string req = FeedRequest(token_, next_, max).dump();
+  std::vector<zmq::message_t> parts;
+  parts.emplace_back(req.data(), req.size());
+  M6_RETURN_IF_ERROR(SendMultipart(conn_->sock, parts));
+  std::vector<zmq::message_t> reply;
+  M6_ASSIGN_OR_RETURN(bool got, RecvMultipart(conn_->sock, &reply, timeout_ms_));
+  if (!got || reply.empty())
+    return Status::DeadlineExceeded("feed " + endpoint_ + " did not answer within " +
+                                    std::to_string(timeout_ms_) +
+                                    " ms (is it running, with this job's token?)");
+  const auto j = nlohmann::json::parse(reply.back().to_string(), nullptr, false);
+  if (!j.is_object() || !j.contains("events") || !j["events"].is_array() ||
+      j.value("first", uint64_t{0}) != next_)
+    return Status::InvalidArgument("feed " + endpoint_ + ": a malformed reply");
+  size_t n = 0;
+  for (const auto& e : j["events"]) {
+    if (!e.is_array() || e.size() != 3)
+      return Status::InvalidArgument("feed " + endpoint_ + ": a malformed event");
+    out->push_back({e[0].get<uint32_t>(), e[1].get<uint32_t>(), e[2].get<int64_t>()});
+    ++n;
+  }
+  next_ += n;
+  finished_ = j.value("end", false) && next_ >= j.value("released", uint64_t{0});
+  return n;
 }
 
 }  // namespace m6rec

@@ -63,4 +63,34 @@ class DirectorySource final : public StreamSource {
   std::set<std::string> known_;  // files seen by any scan
 };
 
+// A ZeroMQ feed (`m6rec feed`, launch/feed.h): the producer keeps every event it has released,
+// numbered from 0, and answers "the events from sequence number S" (each request carries the
+// job token; a request without it is dropped). The consumer's position is the next sequence
+// number (file = "feed:<endpoint>"), so a restarted job asks again from there: each event once.
+class FeedSource final : public StreamSource {
+ public:
+  // endpoint: "tcp://host:port"; timeout_ms bounds each request.
+  static StatusOr<std::unique_ptr<FeedSource>> Open(const std::string& endpoint, uint64_t token,
+                                                    const SourcePosition& from = {},
+                                                    int timeout_ms = 5000);
+  ~FeedSource() override;
+  StatusOr<size_t> Poll(size_t max, std::vector<StreamEvent>* out) override;
+  SourcePosition position() const override;
+  bool finished() const { return finished_; }  // the producer has released its last event
+
+ private:
+  FeedSource() = default;
+  struct Conn;
+  std::unique_ptr<Conn> conn_;
+  std::string endpoint_;
+  uint64_t token_ = 0, next_ = 0;
+  int timeout_ms_ = 5000;
+  bool finished_ = false;
+};
+
+// The feed's wire format (JSON in one frame; the producer puts the router identity in front):
+// request {"token": "<16 hex>", "from": S, "max": N}; reply {"first": S, "events":
+// [[user, item, ts], ...], "released": R, "end": bool}.
+nlohmann::json FeedRequest(uint64_t token, uint64_t from, size_t max);
+
 }  // namespace m6rec
