@@ -9,6 +9,8 @@
 #include <sstream>
 #include <type_traits>
 
+#include "common/util.h"
+
 namespace m6rec {
 
 const char* OptimizerName(OptimizerSpec::Kind k) {
@@ -505,8 +507,9 @@ Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.CheckMap(
       d, "data",
       {"source", "path", "format", "name", "split", "title_words", "synth", "domains", "cold_items",
-       "cold_seed", "cold_users", "cold_user_interactions", "cold_user_profile"}));
+       "cold_seed", "cold_users", "cold_user_interactions", "cold_user_profile", "stream_split"}));
   DataConfig& dc = cfg->data;
+  M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "stream_split", &dc.stream_split, 0, 0.99));
   M6_RETURN_IF_ERROR(r.Bool(d, "data", "title_words", &dc.title_words));
   M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "cold_items", &dc.cold_items, 0, 0.9));
   M6_RETURN_IF_ERROR(r.U64(d, "data", "cold_seed", &dc.cold_seed));
@@ -524,6 +527,11 @@ Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   if (dc.title_words && (dc.source != DataSource::kDir || dc.format != DataFormat::kMovieLens))
     return Status::InvalidArgument(r.Where(d["title_words"], "data.title_words") +
                                    ": only the movielens format has titles");
+  if (dc.stream_split > 0 &&
+      (dc.source != DataSource::kDir || dc.format != DataFormat::kMovieLens || !dc.split.empty()))
+    return Status::InvalidArgument(r.Where(d["stream_split"], "data.stream_split") +
+                                   ": only the movielens format (u.data, no data.split) has the "
+                                   "timestamps a stream is cut by");
   if (cfg->data.source == DataSource::kDir && cfg->data.path.empty() && cfg->data.domains.empty())
     return Status::InvalidArgument(r.Where(d, "data.path") + ": required when data.source is dir");
   if (!cfg->data.split.empty()) {
@@ -693,6 +701,57 @@ Status ParseCheckpoint(const Reader& r, const YAML::Node& root, JobConfig* cfg) 
   return r.Bool(n, p, "best", &ck.best);
 }
 
+// stream: {source, path, token, chunk, ...} (StreamConfig).
+Status ParseStream(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
+  YAML::Node n = root["stream"];
+  StreamConfig& s = cfg->stream;
+  const std::string p = "stream";
+  M6_RETURN_IF_ERROR(
+      r.CheckMap(n, p,
+                 {"source", "path", "token", "chunk", "wait_ms", "update", "passes", "replay",
+                  "retrain_every_s", "snapshot_every", "max_chunks", "idle_stop_ms", "negatives",
+                  "online_strategy", "strategy_decay"}));
+  M6_RETURN_IF_ERROR(r.Enum(n, p, "source", &s.source));
+  M6_RETURN_IF_ERROR(r.Str(n, p, "path", &s.path));
+  M6_RETURN_IF_ERROR(r.Str(n, p, "token", &s.token));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "chunk", &s.chunk, 1, 1e8));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "wait_ms", &s.wait_ms, 0, 1e8));
+  M6_RETURN_IF_ERROR(r.Bool(n, p, "update", &s.update));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "passes", &s.passes, 1, 1000));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "replay", &s.replay, 0, 1000));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "retrain_every_s", &s.retrain_every_s, 0, 1e12));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "snapshot_every", &s.snapshot_every, 0, 1e9));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "max_chunks", &s.max_chunks, 0, 1e12));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "idle_stop_ms", &s.idle_stop_ms, 0, 1e9));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "negatives", &s.negatives, 1, 1e6));
+  M6_RETURN_IF_ERROR(r.Bool(n, p, "online_strategy", &s.online_strategy));
+  M6_RETURN_IF_ERROR(r.NumberIn(n, p, "strategy_decay", &s.strategy_decay, 0, 1));
+  s.path = ExpandEnv(s.path);
+  if (!s.enabled()) return Status::OK();
+  if ((s.source == StreamKind::kDirectory || s.source == StreamKind::kFeed) && s.path.empty())
+    return Status::InvalidArgument(r.Where(n, "stream.path") + ": required for a " +
+                                   EnumName(s.source) + " stream");
+  if (s.source == StreamKind::kReplay && cfg->data.stream_split <= 0)
+    return Status::InvalidArgument(r.Where(n["source"], "stream.source") +
+                                   ": a replay stream replays data.stream_split's held-back "
+                                   "interactions; set data.stream_split");
+  uint64_t token = 0;
+  if (!s.token.empty() && !ParseToken(s.token, &token))
+    return Status::InvalidArgument(r.Where(n["token"], "stream.token") +
+                                   ": the feed's token, 16 hex digits (m6rec feed --token)");
+  if (!cfg->data.domains.empty())
+    return Status::InvalidArgument(r.Where(n, "stream") +
+                                   ": a stream job trains one dataset (data.domains is set)");
+  for (size_t t = 0; t < cfg->train.tasks.size(); ++t)
+    if (cfg->train.tasks[t].type != TaskKind::kRetrieval)
+      return Status::InvalidArgument(r.Where(root["train"], "train.tasks") +
+                                     ": a stream job trains retrieval alone (events carry no "
+                                     "ratings or attributes)");
+  if (!cfg->adapt.from.empty())
+    return Status::InvalidArgument(r.Where(n, "stream") + ": an adapted job cannot stream");
+  return Status::OK();
+}
+
 // adapt: {from, frozen_domains, train} (written by `m6rec adapt`, see WriteAdaptConfig).
 Status ParseAdapt(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node n = root["adapt"];
@@ -769,9 +828,9 @@ Status CheckJobTables(const Reader& r, const YAML::Node& root, const JobConfig& 
 Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* cfg) {
   Reader r(source);
   cfg->source = source;
-  M6_RETURN_IF_ERROR(r.CheckMap(
-      root, "",
-      {"job", "cluster", "ps", "tables", "data", "train", "model", "checkpoint", "adapt"}));
+  M6_RETURN_IF_ERROR(r.CheckMap(root, "",
+                                {"job", "cluster", "ps", "tables", "data", "train", "model",
+                                 "checkpoint", "adapt", "stream"}));
 
   YAML::Node job = root["job"];
   M6_RETURN_IF_ERROR(r.CheckMap(job, "job", {"name", "seed"}));
@@ -785,6 +844,7 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   M6_RETURN_IF_ERROR(ParseCheckpoint(r, root, cfg));
   M6_RETURN_IF_ERROR(ParseModel(r, root["model"], cfg));
   M6_RETURN_IF_ERROR(ParseAdapt(r, root, cfg));
+  M6_RETURN_IF_ERROR(ParseStream(r, root, cfg));
   return CheckJobTables(r, root, *cfg);
 }
 

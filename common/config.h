@@ -31,6 +31,7 @@ enum class DataFormat { kTsv, kLightGcn, kS3Rec, kMovieLens };
 enum class Role { kScheduler, kServer, kWorker };                // a process's role in a cluster
 enum class AdaptTrain { kAdapters, kAll };                       // what an adapted job trains
 enum class TaskKind { kRetrieval, kLike, kRating, kAttribute };  // train.tasks[].type
+enum class StreamKind { kNone, kReplay, kDirectory, kFeed };     // stream.source
 
 template <typename E>
 struct EnumSpelling;
@@ -62,6 +63,8 @@ M6REC_SPELL(DataFormat, {DataFormat::kTsv, "tsv"}, {DataFormat::kLightGcn, "ligh
 M6REC_SPELL(Role, {Role::kScheduler, "scheduler"}, {Role::kServer, "server"},
             {Role::kWorker, "worker"});
 M6REC_SPELL(AdaptTrain, {AdaptTrain::kAdapters, "adapters"}, {AdaptTrain::kAll, "all"});
+M6REC_SPELL(StreamKind, {StreamKind::kNone, "none"}, {StreamKind::kReplay, "replay"},
+            {StreamKind::kDirectory, "directory"}, {StreamKind::kFeed, "feed"});
 M6REC_SPELL(TaskKind, {TaskKind::kRetrieval, "retrieval"}, {TaskKind::kLike, "like"},
             {TaskKind::kRating, "rating"}, {TaskKind::kAttribute, "attribute"});
 #undef M6REC_SPELL
@@ -225,6 +228,11 @@ struct DataConfig {
   float cold_users = 0.0f;
   int cold_user_interactions = 3;
   bool cold_user_profile = true;
+  // movielens: this share of the interactions, the latest by timestamp, is held back from the
+  // dataset as a stream (Dataset::stream_events) that a stream job replays (stream.source:
+  // replay); the rest is all training data (no validation or test targets: a stream job is
+  // evaluated prequentially). 0 = none.
+  float stream_split = 0.0f;
 };
 
 // The M6-Rec model (train.job: m6): every part can be switched off for ablations.
@@ -346,6 +354,36 @@ struct AdaptConfig {
   bool adds_tasks(size_t tasks) const { return !from.empty() && size_t(frozen_tasks) < tasks; }
 };
 
+// Streaming training (`m6rec train --stream`, docs/architecture.md "Streaming"): after
+// train.epochs over the dataset, the job takes interactions as they arrive, chunk by chunk:
+// each chunk is first scored (prequential HR@10 / NDCG@10 of the item each user chose, against
+// sampled negatives), then appended to the users' histories and trained on.
+struct StreamConfig {
+  StreamKind source = StreamKind::kNone;  // none | replay | directory | feed
+  std::string path;     // directory: the directory; feed: its endpoint (tcp://host:port)
+  std::string token;    // feed: the feed's token (16 hex digits; "" = the job's token)
+  int chunk = 1000;     // events per chunk, at most
+  int wait_ms = 500;    // how long a chunk waits to fill before it trains on what has come
+  bool update = true;   // train on each chunk (false: the model stays as it is, scored only)
+  int passes = 1;       // passes over a chunk's samples
+  float replay = 1.0f;  // earlier samples of the chunk's users mixed in, per new sample
+  // A baseline for prequential comparisons: every this many seconds of stream time (event
+  // timestamps) the model is retrained from scratch on everything so far (train.epochs), and
+  // stays frozen in between. In-process jobs only (`m6rec bench prequential`). 0 = never.
+  double retrain_every_s = 0;
+  int snapshot_every = 0;  // chunks between snapshots (0: none)
+  int max_chunks = 0;      // stop after this many chunks (0: at the source's end)
+  int idle_stop_ms = 0;    // stop when nothing has arrived for this long (0: wait forever)
+  int negatives = 99;      // prequential: sampled negatives per event
+  // Dynamic strategy adjustment (worker/strategy.h OnlineStrategy): every intent's serving
+  // strategy is chosen anew after each chunk from how every strategy of the grid ranked the
+  // chunk's events; strategy.json follows at each snapshot. Costs one scoring pass per
+  // user-source scale set (9 with sequence and id/graph sources).
+  bool online_strategy = false;
+  float strategy_decay = 0.9f;  // per chunk, the weight of what earlier chunks said
+  bool enabled() const { return source != StreamKind::kNone; }
+};
+
 struct JobConfig {
   std::string name = "m6rec";
   uint64_t seed = 42;
@@ -358,6 +396,7 @@ struct JobConfig {
   ModelConfig model;
   CheckpointConfig checkpoint;
   AdaptConfig adapt;
+  StreamConfig stream;
 
   // Finds a table by name; nullptr when absent.
   const TableSpec* FindTable(const std::string& name) const;

@@ -7,6 +7,8 @@
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -161,6 +163,118 @@ int RunServeBench(const ServeBenchOptions& o) {
       }
     }
   if (o.json) std::printf("%s\n", out.dump().c_str());
+  return 0;
+}
+
+namespace {
+
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+int RunFreshnessBench(const FreshnessBenchOptions& o) {
+  Client cl;
+  std::string err, body;
+  if (!cl.Connect(o.host, o.port, &err) || cl.Get("/health", &body) != 200) {
+    std::fprintf(stderr, "m6rec bench freshness: no m6rec serve at %s:%d %s\n", o.host.c_str(),
+                 o.port, err.c_str());
+    return 1;
+  }
+  const json health = json::parse(body, nullptr, false);
+  const uint32_t users = health.is_object() ? health.value("users", 0u) : 0u;
+  if (users == 0) {
+    std::fprintf(stderr, "m6rec bench freshness: /health names no users: %s\n", body.c_str());
+    return 1;
+  }
+  // The user's answer: its top item and how many items it has seen.
+  auto ask = [&](uint32_t u, int64_t* top, uint64_t* seen, bool* has_item, int64_t item) {
+    std::string b;
+    if (cl.Get("/recommend?user=" + std::to_string(u) + "&k=10", &b) != 200) return false;
+    const json j = json::parse(b, nullptr, false);
+    if (!j.is_object() || !j.contains("items") || j["items"].empty()) return false;
+    *top = j["items"][0].value("item", int64_t{-1});
+    *seen = j.value("seen", uint64_t{0});
+    *has_item = false;
+    for (const auto& it : j["items"])
+      *has_item = *has_item || it.value("item", int64_t{-1}) == item;
+    return true;
+  };
+  std::mt19937_64 rng(o.seed);
+  std::vector<double> lat;
+  const std::string stamp = std::to_string(UnixMs());
+  for (int e = 0; e < o.events; ++e) {
+    uint32_t u = 0;
+    int64_t item = -1;
+    uint64_t seen = 0;
+    bool has = false;
+    for (int tries = 0; tries < 100 && item < 0; ++tries) {
+      u = uint32_t(rng() % users);
+      if (!ask(u, &item, &seen, &has, -1)) item = -1;
+    }
+    if (item < 0) {
+      std::fprintf(stderr, "m6rec bench freshness: no user with recommendations\n");
+      return 1;
+    }
+    char name[128];
+    std::snprintf(name, sizeof(name), "fresh-%s-%06d.tsv", stamp.c_str(), e);
+    const std::string path = o.stream_dir + "/" + name;
+    // The stream directory's protocol: written under a dot-name, renamed when complete.
+    const std::string hidden = o.stream_dir + "/." + name;
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      std::ofstream f(hidden);
+      f << u << "\t" << item << "\t" << UnixMs() / 1000 << "\n";
+      if (!f.flush()) {
+        std::fprintf(stderr, "m6rec bench freshness: cannot write %s\n", hidden.c_str());
+        return 1;
+      }
+    }
+    std::error_code ec;
+    std::filesystem::rename(hidden, path, ec);
+    if (ec) {
+      std::fprintf(stderr, "m6rec bench freshness: %s -> %s: %s\n", hidden.c_str(), path.c_str(),
+                   ec.message().c_str());
+      return 1;
+    }
+    for (;;) {
+      int64_t top = -1;
+      uint64_t now_seen = 0;
+      bool listed = true;
+      const bool ok = ask(u, &top, &now_seen, &listed, item);
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (ok && now_seen > seen && !listed) {
+        lat.push_back(ms);
+        break;
+      }
+      if (ms > o.timeout_s * 1000) {
+        std::fprintf(stderr,
+                     "m6rec bench freshness: user %u's interaction with item %lld (%s) did not "
+                     "show in %.0f s: is a stream job reading %s, and serve following it?\n",
+                     u, static_cast<long long>(item), name, o.timeout_s, o.stream_dir.c_str());
+        return 1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(o.poll_ms));
+    }
+  }
+  std::vector<double> sorted = lat;
+  std::sort(sorted.begin(), sorted.end());
+  const double p50 = Percentile(lat, 0.5), p99 = Percentile(lat, 0.99), mx = sorted.back();
+  if (o.json)
+    std::printf("%s\n", json({{"events", lat.size()},
+                              {"p50_ms", p50},
+                              {"p99_ms", p99},
+                              {"max_ms", mx},
+                              {"delays_ms", sorted}})
+                            .dump()
+                            .c_str());
+  else
+    std::printf("freshness over %zu interactions: p50 %.0f ms, p99 %.0f ms, max %.0f ms\n",
+                lat.size(), p50, p99, mx);
   return 0;
 }
 

@@ -23,4 +23,23 @@ struct ServeBenchOptions {
 
 int RunServeBench(const ServeBenchOptions& o);
 
+// `m6rec bench freshness`: how long an interaction takes from entering a stream job's source to
+// showing in what `m6rec serve --follow` answers. Next to a running `m6rec train --stream
+// dir:DIR` and a serve following its run: for each of --events rounds, a random user's top
+// recommended item becomes an interaction written into DIR (a .tmp file renamed: atomic), and
+// the user's recommendations are polled until that item is among the user's seen items (it
+// leaves the list, and "seen" grows). Prints p50/p99/max of those delays.
+struct FreshnessBenchOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;
+  std::string stream_dir;
+  int events = 20;
+  double timeout_s = 30;  // per event: longer is an error (the stream or the serve is stuck)
+  int poll_ms = 10;
+  uint64_t seed = 1;
+  bool json = false;
+};
+
+int RunFreshnessBench(const FreshnessBenchOptions& o);
+
 }  // namespace m6rec

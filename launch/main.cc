@@ -30,6 +30,7 @@
 #include "common/transport.h"
 #include "common/util.h"
 #include "launch/bench.h"
+#include "launch/bench_prequential.h"
 #include "launch/bench_rows.h"
 #include "launch/bench_serve.h"
 #include "launch/cluster_launch.h"
@@ -273,10 +274,36 @@ void AddRole(CLI::App* root, Commands* cmds, const std::string& role, const std:
 struct JobArgs {
   LocalClusterOptions o;
   bool local = false;  // train --local
+  std::string stream;  // train --stream SOURCE
 };
 
-int RunJob(const JobArgs& a, bool train, int* argc, char*** argv) {
+// --stream SOURCE as the stream section's fields: replay | dir:PATH | feed:ENDPOINT.
+bool StreamOverrides(const std::string& spec, std::vector<std::string>* overrides) {
+  const size_t colon = spec.find(':');
+  const std::string kind = spec.substr(0, colon);
+  const std::string rest = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  if (kind == "replay" && rest.empty()) {
+    overrides->push_back("stream.source=replay");
+    return true;
+  }
+  if ((kind == "dir" || kind == "feed") && !rest.empty()) {
+    overrides->push_back(std::string("stream.source=") + (kind == "dir" ? "directory" : "feed"));
+    overrides->push_back("stream.path=" + rest);
+    return true;
+  }
+  return false;
+}
+
+int RunJob(JobArgs a, bool train, int* argc, char*** argv) {
   ApplyLogLevel(a.o.log_level);
+  if (!a.stream.empty() && !StreamOverrides(a.stream, &a.o.overrides)) {
+    std::fprintf(stderr,
+                 "train: --stream '%s': replay (data.stream_split's held-back interactions), "
+                 "dir:PATH (files arriving in a directory) or feed:tcp://HOST:PORT (m6rec "
+                 "feed)\n",
+                 a.stream.c_str());
+    return 2;
+  }
   const LaunchEnv env = DetectLaunch();
   if (train && !a.local && env.kind == LaunchEnv::Kind::kMpi && env.size > 1)
     return RunMpiJob(a.o, argc, argv);
@@ -298,6 +325,11 @@ void AddJob(CLI::App* root, Commands* cmds, const std::string& name, const std::
       ->type_name("DIR");
   if (train) {
     c->add_flag("--local", a->local, "the local simulated cluster even under mpirun or srun");
+    c->add_option("--stream", a->stream,
+                  "after train.epochs, keep training on interactions as they arrive: replay "
+                  "(data.stream_split's held-back part), dir:PATH or feed:tcp://HOST:PORT "
+                  "(the config's stream section sets the rest)")
+        ->type_name("SOURCE");
     c->add_option("--resume", a->o.resume_dir,
                   "continue the run in DIR from its newest complete checkpoint (its own config; "
                   "--set still applies)")
@@ -600,7 +632,8 @@ void AddBench(CLI::App* root, Commands* cmds) {
   CLI::App* bench =
       root->add_subcommand("bench",
                            "benchmarks: 'bench ps' the parameter-server data plane, "
-                           "'bench serve' a running m6rec serve, 'bench rows' row caps");
+                           "'bench serve' a running m6rec serve, 'bench rows' row caps, "
+                           "'bench prequential' streaming against frozen and retrained models");
   bench->require_subcommand(1);
   auto a = std::make_shared<BenchArgs>();
   PsBenchOptions& o = a->o;
@@ -660,6 +693,49 @@ void AddBench(CLI::App* root, Commands* cmds) {
   s->add_option("--seed", sb->seed, "users drawn from this seed")->capture_default_str();
   s->add_flag("--json", sb->json, "one JSON array on stdout instead of a table");
   cmds->Runs(s, [sb] { return RunServeBench(*sb); });
+
+  auto fb = std::make_shared<FreshnessBenchOptions>();
+  CLI::App* f = bench->add_subcommand(
+      "freshness",
+      "time from an interaction entering a stream job's directory to a following 'm6rec serve' "
+      "answering with it: p50/p99");
+  f->add_option("--host", fb->host, "the server's address")->capture_default_str();
+  f->add_option("--port", fb->port, "the server's port")->check(CLI::Range(1, 65535))->required();
+  f->add_option("--stream-dir", fb->stream_dir, "the directory the stream job reads (dir:DIR)")
+      ->type_name("DIR")
+      ->check(CLI::ExistingDirectory)
+      ->required();
+  f->add_option("--events", fb->events, "interactions to time")
+      ->check(Integer(1))
+      ->capture_default_str();
+  f->add_option("--timeout-s", fb->timeout_s, "longest wait for one interaction")
+      ->check(PositiveReal())
+      ->capture_default_str();
+  f->add_option("--seed", fb->seed, "users drawn from this seed")->capture_default_str();
+  f->add_flag("--json", fb->json, "JSON on stdout instead of a line");
+  cmds->Runs(f, [fb] { return RunFreshnessBench(*fb); });
+
+  auto pb = std::make_shared<PrequentialBenchOptions>();
+  CLI::App* p = bench->add_subcommand(
+      "prequential",
+      "a held-back stream scored test-then-train three ways: streaming training, a frozen "
+      "model, periodic retraining from scratch (in this process)");
+  AddConfigOptions(p, &pb->config_path, &pb->overrides, /*required=*/true,
+                   "a job with data.stream_split and stream.source: replay");
+  AddList(p, "--modes", &pb->modes, "modes to run", CLI::IsMember({"stream", "frozen", "retrain"}));
+  p->add_option("--retrain-every-s", pb->retrain_every_s,
+                "retrain mode: seconds of stream time between retrainings")
+      ->check(PositiveReal())
+      ->capture_default_str();
+  p->add_option("--out", pb->out, "write every mode's per-chunk curve here (JSON)")
+      ->type_name("FILE");
+  p->add_flag("--json", pb->json, "one JSON array on stdout instead of a table");
+  auto plevel = std::make_shared<std::string>("info");
+  AddLogLevel(p, plevel.get());
+  cmds->Runs(p, [pb, plevel] {
+    ApplyLogLevel(*plevel);
+    return RunPrequentialBench(*pb);
+  });
 
   auto rb = std::make_shared<RowsBenchOptions>();
   CLI::App* r = bench->add_subcommand(

@@ -223,6 +223,13 @@ StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
   sc.cfg = &run->cfg;
   sc.tables = run->tables.get();
   M6_ASSIGN_OR_RETURN(sc.data, LoadJobData(cfg, data_dir));
+  // A stream job's checkpoint: the users' histories as the stream had grown them.
+  M6_ASSIGN_OR_RETURN(std::vector<StreamEvent> streamed, ReadStreamEvents(run->checkpoint));
+  if (!streamed.empty()) {
+    auto grown = std::make_shared<Dataset>(*sc.data);
+    AppendInteractions(grown.get(), streamed.data(), streamed.size());
+    sc.data = std::move(grown);
+  }
   sc.checkpoint = run->checkpoint;
   sc.num_workers = manifest.value("workers", 1u);
   if (with_strategy && std::filesystem::exists(StrategyPath(run_dir))) {

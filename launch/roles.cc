@@ -236,6 +236,7 @@ int RunWorkerRole(const RoleOptions& o) {
   ctx.barrier = barrier;
   ctx.should_abort = should_abort;
   ctx.resume_from = o.resume_from;
+  ctx.job_token = o.token;
   auto summary = RunTraining(ctx);
   if (!summary.ok())
     return report_failure(std::string("job ") + EnumName(o.cfg.train.job), summary.status());

@@ -133,7 +133,9 @@ TEST(Cli, BadNumbersAndUnknownOptionsExit2NamingTheOption) {
       {{"train", "--run-dir", "r", "--log-level", "loud"}, "--log-level: unknown level 'loud'"},
       {{"local", "stray"}, "unexpected argument 'stray'"},
       {{"frobnicate"}, "unknown command 'frobnicate'"},
-      {{"bench"}, "which one? (ps, serve, rows)"},
+      {{"bench"}, "which one? (ps, serve, freshness, prequential, rows)"},
+      {{"train", "--stream", "river:/x"}, "--stream 'river:/x': replay"},
+      {{"bench", "prequential"}, "--config is required"},
   };
   for (const auto& c : cases) {
     auto r = RunCommand(Cmd(c.command), 30);

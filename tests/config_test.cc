@@ -55,6 +55,26 @@ TEST(Config, ModelSectionIsCheckedFieldByField) {
   EXPECT_NE(e.find("train.collective"), std::string::npos) << e;
 }
 
+TEST(Config, StreamSectionNamesWhatAStreamNeeds) {
+  const std::string base = std::string(kTables) + "train: {job: m6}\n";
+  std::string e = Err(base + "stream: {source: replay}\n");
+  EXPECT_NE(e.find("data.stream_split"), std::string::npos) << e;
+  e = Err(base + "stream: {source: directory}\n");
+  EXPECT_NE(e.find("stream.path: required"), std::string::npos) << e;
+  e = Err(base + "stream: {source: river}\n");
+  EXPECT_NE(e.find("replay, directory, feed"), std::string::npos) << e;
+  e = Err(base + "stream: {source: feed, path: 'tcp://127.0.0.1:1', token: xyz}\n");
+  EXPECT_NE(e.find("stream.token"), std::string::npos) << e;
+  e = Err(base + "stream: {source: directory, path: /tmp, chunk: 0}\n");
+  EXPECT_NE(e.find("stream.chunk"), std::string::npos) << e;
+  e = Err(base + "data: {source: synth, stream_split: 0.5}\n");
+  EXPECT_NE(e.find("data.stream_split"), std::string::npos) << e;
+  e = Err(std::string(kTables) +
+          "train: {job: m6, tasks: [{type: retrieval}, {name: r, type: rating}]}\n"
+          "stream: {source: directory, path: /tmp}\n");
+  EXPECT_NE(e.find("retrieval alone"), std::string::npos) << e;
+}
+
 TEST(Config, ErrorsNameFileLineAndField) {
   std::string e = Err(std::string(kTables) + "cluster:\n  servers: two\n");
   EXPECT_NE(e.find("job.yaml:5"), std::string::npos) << e;

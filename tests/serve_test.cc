@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <utility>  // before asio: Boost 1.74 needs std::exchange declared
@@ -187,6 +189,73 @@ TEST(Serve, FollowsTheNewestCheckpointOfARun) {
   server.Kill(SIGTERM);
   ASSERT_TRUE(server.Wait(30)) << server.Output();
   EXPECT_EQ(server.exit_code(), 0) << server.Output();
+}
+
+// A stream job next to a following serve: a user's new interactions, dropped into the stream's
+// directory, reach the served answers (its seen items grow, those items leave its list and the
+// ranking changes), and `m6rec bench freshness` times that path.
+TEST(Serve, FollowsAStreamJobAndAUsersNewInteractionsChangeItsRanking) {
+  TempDir dir;
+  std::filesystem::create_directories(dir / "in");
+  testing::WriteFile(dir / "in/0000.tsv", "1\t2\n2\t3\n");  // a first chunk: a first snapshot
+  testing::WriteFile(dir / "job.yaml", testing::M6Config(1) +
+                                           "checkpoint: {every_epochs: 0, best: false, keep: 3}\n"
+                                           "stream: {chunk: 50, wait_ms: 20, snapshot_every: 1}\n");
+  Background job({Binary(), "train", "--config", dir / "job.yaml", "--run-dir", dir / "run",
+                  "--stream", "dir:" + (dir / "in")},
+                 dir / "job.log");
+  std::string first;
+  for (int i = 0; i < 1200 && first.empty(); ++i) {  // bounded: the epoch, then chunk 1
+    auto c = LatestCheckpoint(dir / "run");
+    if (c.ok() && ReadManifest(*c).ok() && ReadManifest(*c)->contains("stream")) first = *c;
+    if (first.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_FALSE(first.empty()) << "a stream snapshot\n" << job.Output();
+  Background server(
+      {Binary(), "serve", "--run-dir", dir / "run", "--follow", "0.1", "--port-file", dir / "port"},
+      dir / "serve.log");
+  const std::string port_text = testing::WaitForFile(dir / "port", 120);
+  ASSERT_FALSE(port_text.empty()) << server.Output();
+  const int port = std::stoi(port_text);
+  Reply before = Request(port, http::verb::get, "/recommend?user=7&k=10");
+  ASSERT_EQ(before.status, 200) << before.body.dump() << server.Output();
+  const uint64_t seen = before.body["seen"].get<uint64_t>();
+  std::string ev;
+  std::vector<int64_t> taken;
+  for (int k = 0; k < 3; ++k) {
+    taken.push_back(before.body["items"][k]["item"].get<int64_t>());
+    ev += "7\t" + std::to_string(taken.back()) + "\t" + std::to_string(k) + "\n";
+  }
+  testing::WriteFile(dir / "in/.0001.tsv", ev);  // the directory's protocol: renamed when whole
+  std::filesystem::rename(dir / "in/.0001.tsv", dir / "in/0001.tsv");
+  Reply after;
+  for (int i = 0; i < 600; ++i) {  // bounded wait for the event: the seen items grew
+    after = Request(port, http::verb::get, "/recommend?user=7&k=10");
+    if (after.status == 200 && after.body["seen"].get<uint64_t>() == seen + 3) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(after.body["seen"].get<uint64_t>(), seen + 3) << after.body.dump() << "\n"
+                                                          << job.Output() << server.Output();
+  std::vector<int64_t> ranked;
+  for (const auto& it : after.body["items"]) ranked.push_back(it["item"].get<int64_t>());
+  for (int64_t t : taken)
+    EXPECT_EQ(std::count(ranked.begin(), ranked.end(), t), 0)
+        << "item " << t << " is seen now: " << after.body.dump();
+  EXPECT_NE(after.body["items"], before.body["items"]) << "the served ranking changed";
+
+  auto fresh = RunCommand({Binary(), "bench", "freshness", "--port", std::to_string(port),
+                           "--stream-dir", dir / "in", "--events", "3", "--json"},
+                          180);
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.output << job.Output();
+  const json f = json::parse(fresh.stdout_text, nullptr, false);
+  ASSERT_TRUE(f.is_object()) << fresh.stdout_text;
+  EXPECT_EQ(f["events"], 3);
+  EXPECT_GT(f["p50_ms"].get<double>(), 0.0);
+
+  job.Kill(SIGINT);
+  EXPECT_TRUE(job.Wait(60)) << job.Output();
+  server.Kill(SIGTERM);
+  ASSERT_TRUE(server.Wait(30)) << server.Output();
 }
 
 }  // namespace

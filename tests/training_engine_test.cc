@@ -18,6 +18,7 @@
 #include "worker/collective.h"
 #include "worker/local_tables.h"
 #include "worker/m6_model.h"
+#include "worker/strategy.h"
 #include "worker/synthetic_data.h"
 
 namespace m6rec {
@@ -857,6 +858,165 @@ TEST(InProcessJob, ResumingFromAMidEpochCheckpointIsBitIdentical) {
   auto log = ReadFileToString(dir / "cut/metrics.jsonl");
   ASSERT_TRUE(log.ok());
   EXPECT_EQ(std::count(log->begin(), log->end(), '\n'), 3);
+}
+
+}  // namespace
+}  // namespace m6rec
+
+// ---- streaming (cfg.stream) -----------------------------------------------------------------
+
+namespace m6rec {
+namespace {
+
+// A taste dataset (WriteTasteMovieLens: timestamps by position, so the held-back half is every
+// user's later half) streamed back by a replay source.
+JobConfig StreamJob(const std::string& data_dir, const std::string& stream) {
+  auto cfg = ParseConfig(TasteJob("stream-test", 5, data_dir) + R"(
+model: {seq_len: 8, fanout: 4, hidden: 16}
+train: {job: m6, epochs: 2, batch_size: 64, negatives: 32, loss: softmax, temperature: 0.2,
+        log_every: 100000, staleness: 0}
+checkpoint: {every_epochs: 0, best: false, keep: 100}
+)" + stream,
+                         "stream-test", {"data.stream_split=0.5"});
+  EXPECT_TRUE(cfg.ok()) << cfg.status().message();
+  return cfg.ok() ? *cfg : JobConfig{};
+}
+
+TEST(StreamJob, EveryEventIsScoredThenTrainedAndReplicasStayEqual) {
+  TempDir dir;
+  testing::WriteTasteMovieLens(dir / "ml", 120, 60, 20, 3);
+  const JobConfig cfg =
+      StreamJob(dir / "ml", "stream: {source: replay, chunk: 150, negatives: 20}\n");
+  JobOutput out = RunInProcess(cfg, 2, "", dir / "run");
+  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
+  const json& st = out.workers[0].stream;
+  ASSERT_FALSE(st.empty()) << "a stream job reports its stream";
+  EXPECT_EQ(st["events"], 1200) << "half of 120 users x 20 ratings";
+  EXPECT_EQ(st["chunks"].size(), 8u) << "1200 events in chunks of 150";
+  EXPECT_EQ(st["scored"].get<double>(), 1200) << "every event is scored once, by one rank";
+  // Random ranking among 21 would hit the top 10 about half of the time; the users' genre is
+  // learnable from their first half and from the stream.
+  EXPECT_GT(st["HR@10"].get<double>(), 0.6) << st.dump();
+  auto global = [](json s) {  // without the timings, which are each rank's own
+    s.erase("trained_ms");
+    for (auto& c : s["chunks"]) c.erase("ms");
+    return s;
+  };
+  EXPECT_EQ(global(out.workers[0].stream), global(out.workers[1].stream))
+      << "the curve is global on every rank";
+  EXPECT_EQ(out.workers[0].final_fingerprint, out.workers[1].final_fingerprint)
+      << "the dense replicas stay bit-identical through the stream";
+  EXPECT_GT(out.workers[0].steps, 0u);
+  std::string line;
+  auto merged = MergeRunResult(out.workers, 0, &line);
+  ASSERT_TRUE(merged.ok()) << merged.status().message();
+  EXPECT_NE(line.find("stream: 1200 events in 8 chunks"), std::string::npos) << line;
+  auto log = ReadFileToString(dir / "run/metrics.jsonl");
+  ASSERT_TRUE(log.ok());
+  EXPECT_EQ(std::count(log->begin(), log->end(), '\n'), 8) << "one metrics line per chunk";
+}
+
+TEST(StreamJob, AFrozenModelIsScoredButNeverTrainsOnTheStream) {
+  TempDir dir;
+  testing::WriteTasteMovieLens(dir / "ml", 60, 40, 10, 4);
+  JobConfig cfg = StreamJob(dir / "ml", "stream: {source: replay, chunk: 100, update: false}\n");
+  JobOutput out = RunInProcess(cfg, 1, "", "");
+  ASSERT_TRUE(out.status[0].ok()) << out.status[0].message();
+  const WorkerSummary& w = out.workers[0];
+  EXPECT_EQ(w.stream["events"], 300);
+  for (const auto& c : w.stream["chunks"]) EXPECT_EQ(c["steps"], 0) << c.dump();
+  // Periodic retraining empties the tables: a cluster's workers cannot, and say so.
+  cfg.stream.retrain_every_s = 1;
+  out = RunInProcess(cfg, 1, "", "");
+  EXPECT_EQ(out.status[0].code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(out.status[0].message().find("in-process"), std::string::npos)
+      << out.status[0].message();
+}
+
+// Files arriving in a directory: new users and items grow the dataset; the last snapshot holds
+// every event the stream delivered (what a resumed job and a served model read back).
+TEST(StreamJob, ADirectoryStreamGrowsTheDataAndSnapshotsItsEvents) {
+  TempDir dir;
+  testing::WriteTasteMovieLens(dir / "ml", 40, 30, 10, 5);
+  std::filesystem::create_directories(dir / "in");
+  std::string a, b;
+  for (int u = 1; u <= 40; ++u) a += std::to_string(u) + "\t" + std::to_string(1 + u % 30) + "\n";
+  for (int k = 0; k < 5; ++k)
+    b += "41\t" + std::to_string(31 + k) + "\t" + std::to_string(k) + "\n";
+  testing::WriteFile(dir / "in/0001.tsv", a);
+  testing::WriteFile(dir / "in/0002.tsv", b);
+  auto parsed = ParseConfig(TasteJob("dir-stream", 5, dir / "ml") + R"(
+model: {seq_len: 8, fanout: 4, hidden: 16}
+train: {job: m6, epochs: 1, batch_size: 32, negatives: 16, loss: softmax, log_every: 100000}
+checkpoint: {every_epochs: 0, best: false}
+stream: {source: directory, path: )" +
+                                (dir / "in") + R"(, chunk: 20, wait_ms: 0,
+         idle_stop_ms: 300, snapshot_every: 100}
+)",
+                            "dir-stream");
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  JobOutput out = RunInProcess(*parsed, 2, "", dir / "run");
+  for (const auto& s : out.status) ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(out.workers[0].stream["events"], 45);
+  auto latest = LatestCheckpoint(dir / "run");
+  ASSERT_TRUE(latest.ok()) << latest.status().message();
+  auto ev = ReadStreamEvents(*latest);
+  ASSERT_TRUE(ev.ok()) << ev.status().message();
+  ASSERT_EQ(ev->size(), 45u);
+  EXPECT_EQ(ev->back().user, 41u);
+  EXPECT_EQ(ev->back().item, 35u);
+  const json manifest = *ReadManifest(*latest);
+  EXPECT_EQ(manifest["stream"]["position"]["file"], "0002.tsv") << manifest.dump();
+  // The data as a served model reads it back: user 41 and items 31..35 exist now.
+  auto data = LoadJobData(*parsed, "");
+  ASSERT_TRUE(data.ok());
+  Dataset grown = **data;
+  AppendInteractions(&grown, ev->data(), ev->size());
+  EXPECT_EQ(grown.num_users, 42u);
+  EXPECT_EQ(grown.num_items, 36u);
+  EXPECT_EQ(grown.train[41].size(), 5u);
+  EXPECT_EQ(grown.item_popularity[35], 1u);
+}
+
+TEST(StreamJob, ResumingFromASnapshotContinuesTheStreamBitIdentical) {
+  TempDir dir;
+  testing::WriteTasteMovieLens(dir / "ml", 60, 40, 12, 6);
+  const JobConfig cfg = StreamJob(dir / "ml",
+                                  "stream: {source: replay, chunk: 60, snapshot_every: 2, "
+                                  "negatives: 20, online_strategy: true}\n");
+  JobOutput full = RunInProcess(cfg, 1, "", dir / "full");
+  ASSERT_TRUE(full.status[0].ok()) << full.status[0].message();
+  // The interrupted run stops after 3 of the 6 chunks (its last snapshot is at chunk 3).
+  JobConfig cut = cfg;
+  cut.stream.max_chunks = 3;
+  JobOutput first = RunInProcess(cut, 1, "", dir / "cut");
+  ASSERT_TRUE(first.status[0].ok()) << first.status[0].message();
+  std::string from;
+  for (const auto& c : ValidCheckpoints(dir / "cut"))
+    if (ReadManifest(c)->at("stream").at("chunks") == 2) from = c;
+  ASSERT_FALSE(from.empty()) << "the snapshot after chunk 2";
+  auto stores = OpenStores(cfg, from);
+  ASSERT_TRUE(stores);
+  JobOutput resumed = RunInProcess(cfg, 1, "", dir / "cut", stores, from);
+  ASSERT_TRUE(resumed.status[0].ok()) << resumed.status[0].message();
+  const WorkerSummary& a = full.workers[0];
+  const WorkerSummary& b = resumed.workers[0];
+  EXPECT_EQ(a.stream["events"], 360);
+  EXPECT_EQ(a.stream["strategy"], b.stream["strategy"]) << "the online strategy resumes too";
+  EXPECT_TRUE(a.stream.contains("HR@10_online")) << a.stream.dump();
+  // The strategies the stream chose are the run's strategy.json (what serving reads).
+  auto book = ReadStrategyBook(dir / "cut");
+  ASSERT_TRUE(book.ok()) << book.status().message();
+  EXPECT_EQ(book->ToJson()["intents"], b.stream["strategy"]["intents"]);
+  EXPECT_EQ(a.steps, b.steps);
+  EXPECT_EQ(a.final_fingerprint, b.final_fingerprint) << "the dense model ends bit-identical";
+  ASSERT_EQ(a.stream["chunks"].size(), b.stream["chunks"].size());
+  for (size_t c = 0; c < a.stream["chunks"].size(); ++c) {
+    json x = a.stream["chunks"][c], y = b.stream["chunks"][c];
+    x.erase("ms");
+    y.erase("ms");
+    EXPECT_EQ(x, y) << "chunk " << c + 1 << ": each event once, scored and trained alike";
+  }
 }
 
 }  // namespace

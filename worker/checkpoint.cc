@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "common/util.h"
 
@@ -89,6 +91,32 @@ Status PruneCheckpoints(const std::string& run_dir, int keep) {
     if (drop) M6_RETURN_IF_ERROR(RemoveTree(d));
   }
   return Status::OK();
+}
+
+Status WriteStreamEvents(const std::string& checkpoint_dir, const std::vector<StreamEvent>& ev) {
+  std::string text;
+  text.reserve(ev.size() * 24);
+  for (const StreamEvent& e : ev)
+    text +=
+        std::to_string(e.user) + "\t" + std::to_string(e.item) + "\t" + std::to_string(e.ts) + "\n";
+  return WriteFileAtomic(checkpoint_dir + "/stream-events.tsv", text);
+}
+
+StatusOr<std::vector<StreamEvent>> ReadStreamEvents(const std::string& checkpoint_dir) {
+  const std::string path = checkpoint_dir + "/stream-events.tsv";
+  std::vector<StreamEvent> ev;
+  if (!std::filesystem::exists(path)) return ev;
+  std::ifstream in(path);
+  std::string line;
+  for (uint64_t n = 1; std::getline(in, line); ++n) {
+    std::istringstream is(line);
+    StreamEvent e;
+    std::string rest;
+    if (!(is >> e.user >> e.item >> e.ts) || (is >> rest))
+      return Status::Corruption(path + ":" + std::to_string(n) + ": expected 'user item ts'");
+    ev.push_back(e);
+  }
+  return ev;
 }
 
 }  // namespace m6rec

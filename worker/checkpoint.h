@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/dataset.h"
 
 namespace m6rec {
 
@@ -27,6 +28,12 @@ std::string CheckpointDir(const std::string& run_dir, uint64_t step);
 
 // The manifest of a checkpoint directory (NotFound when it is not a valid checkpoint).
 StatusOr<nlohmann::json> ReadManifest(const std::string& checkpoint_dir);
+
+// A stream job's checkpoint holds every interaction its stream delivered until then
+// (stream-events.tsv, "user item ts" lines): the histories a resumed job, or a model served
+// from the checkpoint, rebuilds. Reading a checkpoint without one gives no events.
+Status WriteStreamEvents(const std::string& checkpoint_dir, const std::vector<StreamEvent>& ev);
+StatusOr<std::vector<StreamEvent>> ReadStreamEvents(const std::string& checkpoint_dir);
 
 // The valid checkpoints under run_dir, oldest first.
 std::vector<std::string> ValidCheckpoints(const std::string& run_dir);

@@ -441,10 +441,101 @@ StatusOr<std::vector<Rating>> ReadRatings(const std::string& path) {
 
 }  // namespace
 
-StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split,
-                                bool title_words) {
+namespace {
+
+// Interactions in global time order (ties: user, then item), the first (1 - share) as the
+// training lists, the rest as the stream.
+StatusOr<Dataset> MovieLensStream(const std::string& dir, std::vector<Rating> rows,
+                                  bool title_words, double share) {
+  std::stable_sort(rows.begin(), rows.end(), [](const Rating& a, const Rating& b) {
+    if (a.ts != b.ts) return a.ts < b.ts;
+    return a.u != b.u ? a.u < b.u : a.i < b.i;
+  });
+  const size_t cut = rows.size() - size_t(double(rows.size()) * share);
+  uint32_t max_u = 0, max_i = 0;
+  for (const auto& r : rows) max_u = std::max(max_u, r.u), max_i = std::max(max_i, r.i);
+  Dataset d;
+  d.name = "movielens:" + dir + "#stream";
+  d.first_item = 1;
+  d.num_users = max_u + 1;
+  d.num_items = max_i + 1;
+  d.train.assign(d.num_users, {});
+  d.train_ratings.assign(d.num_users, {});
+  d.rated_valid.assign(d.num_users, {});
+  d.rated_test.assign(d.num_users, {});
+  d.test_item.assign(d.num_users, -1);
+  d.valid_item.assign(d.num_users, -1);
+  for (size_t k = 0; k < cut; ++k) {
+    d.train[rows[k].u].push_back(rows[k].i);
+    d.train_ratings[rows[k].u].push_back(rows[k].r);
+  }
+  for (size_t k = cut; k < rows.size(); ++k)
+    d.stream_events.push_back({rows[k].u, rows[k].i, int64_t(rows[k].ts)});
+  Finish(&d);
+  M6_RETURN_IF_ERROR(ReadMovieLensContent(dir, title_words, &d));
+  CountTokens(&d);
+  return d;
+}
+
+}  // namespace
+
+void AppendInteractions(Dataset* d, const StreamEvent* ev, size_t n) {
+  uint32_t users = d->num_users, items = d->num_items;
+  for (size_t k = 0; k < n; ++k) {
+    users = std::max(users, ev[k].user + 1);
+    items = std::max(items, ev[k].item + 1);
+  }
+  auto grow = [](auto& v, size_t size, auto value) {
+    if (!v.empty() && v.size() < size) v.resize(size, value);
+  };
+  if (users > d->num_users) {
+    d->train.resize(users);
+    grow(d->test_item, users, int64_t{-1});
+    grow(d->valid_item, users, int64_t{-1});
+    grow(d->fixed_negatives, users, std::vector<uint32_t>{});
+    grow(d->test_sets, users, std::vector<uint32_t>{});
+    grow(d->user_tokens, users, std::vector<uint32_t>{});
+    grow(d->social, users, std::vector<uint32_t>{});
+    grow(d->train_ratings, users, std::vector<float>{});
+    grow(d->rated_valid, users, std::vector<std::pair<uint32_t, float>>{});
+    grow(d->rated_test, users, std::vector<std::pair<uint32_t, float>>{});
+    grow(d->trained, users, uint8_t{1});
+    grow(d->cold_user, users, uint8_t{0});
+    grow(d->cold_removed, users, std::vector<uint32_t>{});
+    for (auto& a : d->user_attributes) a.label.resize(users, -1);
+    d->num_users = users;
+  }
+  if (items > d->num_items) {
+    d->item_popularity.resize(items, 0);
+    grow(d->item_tokens, items, std::vector<uint32_t>{});
+    grow(d->item_categories, items, std::vector<uint32_t>{});
+    grow(d->cold, items, uint8_t{0});
+    grow(d->item_image, size_t(items) * d->image_dim, 0.0f);
+    grow(d->item_audio, size_t(items) * d->audio_dim, 0.0f);
+    d->num_items = items;
+  }
+  if (d->domains.size() == 1) {
+    d->domains[0].user_end = d->num_users;
+    d->domains[0].item_end = d->num_items;
+  }
+  const bool rated = d->has_ratings();
+  for (size_t k = 0; k < n; ++k) {
+    const StreamEvent& e = ev[k];
+    d->train[e.user].push_back(e.item);
+    if (rated) d->train_ratings[e.user].push_back(0.0f);  // parallel lists; no rating task streams
+    if (d->Trained(e.user)) {
+      d->item_popularity[e.item]++;
+      d->train_interactions++;
+    }
+  }
+}
+
+StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split, bool title_words,
+                                double stream_split) {
   const std::string path = dir + "/" + (split.empty() ? "u.data" : split + ".base");
   M6_ASSIGN_OR_RETURN(std::vector<Rating> rows, ReadRatings(path));
+  if (stream_split > 0 && split.empty())
+    return MovieLensStream(dir, rows, title_words, stream_split);
   std::stable_sort(rows.begin(), rows.end(), [](const Rating& a, const Rating& b) {
     return a.u != b.u ? a.u < b.u : a.ts < b.ts;
   });
@@ -1077,7 +1168,7 @@ StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir
         ds = LoadS3Rec(cfg.path, cfg.name);
         break;
       case DataFormat::kMovieLens:
-        ds = LoadMovieLens(cfg.path, cfg.split, cfg.title_words);
+        ds = LoadMovieLens(cfg.path, cfg.split, cfg.title_words, cfg.stream_split);
         break;
     }
   }

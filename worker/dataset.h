@@ -29,6 +29,12 @@
 
 namespace m6rec {
 
+// One interaction as a stream delivers it: who, what, when (0: the source has no time).
+struct StreamEvent {
+  uint32_t user = 0, item = 0;
+  int64_t ts = 0;
+};
+
 struct Dataset {
   enum class Protocol { kSampled, kFullRanking };
   std::string name;
@@ -116,6 +122,9 @@ struct Dataset {
     uint32_t spec = 0;         // the data.domains entry it came from (one entry may hold several)
   };
   std::vector<Domain> domains;
+  // data.stream_split: the latest interactions, held back from the training lists in time
+  // order, for a stream job to replay (ReplaySource).
+  std::vector<StreamEvent> stream_events;
 
   // The domain of user u / item i (0 when the dataset has a single one).
   uint32_t UserDomain(uint32_t u) const;
@@ -140,8 +149,15 @@ struct Dataset {
 // domain's dataset is loaded and merged (MergeDomains).
 StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir);
 // The MovieLens-100K directory `dir` (split: "" or u1..u5/ua/ub, DataConfig::split).
+// stream_split > 0 (u.data only): that share of the ratings, the latest by timestamp, goes to
+// stream_events and the rest is all training data (no validation or test targets).
 StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split = "",
-                                bool title_words = false);
+                                bool title_words = false, double stream_split = 0);
+
+// Appends streamed interactions to the users' training lists, in order: popularity and
+// interaction counts follow, and a user or item id past the dataset's grows it (a new user has
+// no profile and no targets; a new item no content, zero feature rows). Single-domain datasets.
+void AppendInteractions(Dataset* ds, const StreamEvent* ev, size_t n);
 
 // Applies the domains' train_users shares (drawn from `seed` per user): fills `trained` and
 // recounts item_popularity and train_interactions over the trained users. No-op when every

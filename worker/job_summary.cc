@@ -67,6 +67,7 @@ json WorkerSummary::ToJson() const {
             {"collective", collective},
             {"param_fingerprints", param_fingerprints},
             {"final_fingerprint", final_fingerprint}};
+  if (!stream.empty()) j["stream"] = stream;
   for (const auto& [k, v] : model.items()) j[k] = v;
   return j;
 }
@@ -108,6 +109,7 @@ StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
     w.collective = j.at("collective").get<std::string>();
     w.param_fingerprints = j.at("param_fingerprints").get<std::vector<std::string>>();
     w.final_fingerprint = j.at("final_fingerprint").get<std::string>();
+    if (j.contains("stream")) w.stream = j["stream"];
   } catch (const json::exception& e) {
     return Status::Corruption(std::string("worker summary: ") + e.what());
   }
@@ -129,7 +131,8 @@ StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
                                "dense_params",
                                "collective",
                                "param_fingerprints",
-                               "final_fingerprint"};
+                               "final_fingerprint",
+                               "stream"};
   for (const auto& [k, v] : j.items())
     if (std::find(std::begin(kOwn), std::end(kOwn), k) == std::end(kOwn)) w.model[k] = v;
   return w;
@@ -237,6 +240,23 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
   result["samples_per_s"] = sps;
   result["train_s"] = train_s;
   result["wall_s"] = wall_s;
+  std::string stream_line;
+  if (!w0.stream.empty()) {
+    // A stream job: its prequential numbers (global sums, the same on every worker).
+    const json& st = w0.stream;
+    result["stream"] = st;
+    char sbuf[400];
+    std::snprintf(sbuf, sizeof(sbuf),
+                  "stream: %llu events in %zu chunks, prequential HR@10 %.4f NDCG@10 %.4f "
+                  "(first half %.4f, second half %.4f); %.0f samples/s, %.1f s",
+                  static_cast<unsigned long long>(st.value("events", uint64_t{0})),
+                  st.value("chunks", json::array()).size(), st.value("HR@10", 0.0),
+                  st.value("NDCG@10", 0.0),
+                  st.contains("halves") ? st["halves"][0].value("HR@10", 0.0) : 0.0,
+                  st.contains("halves") ? st["halves"][1].value("HR@10", 0.0) : 0.0, sps, wall_s);
+    stream_line = sbuf;
+    *line = stream_line;
+  }
   if (best < 0) return result;
   const json& b = epochs[best];
   result["best_epoch"] = b["epoch"];
@@ -256,6 +276,7 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
       b["test"].value("users", 0.0), heads[0], result["popularity"].value(heads[0], 0.0), sps,
       wall_s);
   *line = buf;
+  if (!stream_line.empty()) *line += "\n  " + stream_line;
   // A multi-domain run names every domain on its own line; a cold split its cold and warm
   // items' users.
   for (const char* key : {"domains", "cold_start"}) {

@@ -42,6 +42,10 @@ struct WorkerSummary {
   std::vector<std::string> param_fingerprints;  // of the dense part after each of the first steps
   std::string final_fingerprint;
   nlohmann::json model = nlohmann::json::object();  // the plugin's Describe()
+  // A stream job's prequential record (the same on every rank: global sums): {"chunks": [{
+  // "chunk", "events", "ts_first", "ts_last", "HR@10", "NDCG@10", "scored", ...}], "events",
+  // "HR@10", "NDCG@10", "halves": [{...}, {...}]}; empty for other jobs.
+  nlohmann::json stream = nlohmann::json::object();
 
   nlohmann::json ToJson() const;
   static StatusOr<WorkerSummary> FromJson(const nlohmann::json& j);

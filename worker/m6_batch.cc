@@ -35,9 +35,10 @@ NegativeSampler MakeSampler(const Dataset& ds, const JobConfig& cfg, uint32_t fi
 
 }  // namespace
 
-M6Inputs::M6Inputs(const Dataset& d, const JobConfig& cfg)
+M6Inputs::M6Inputs(const Dataset& d, const JobConfig& c)
     : ds(d),
-      mc(cfg.model),
+      cfg(c),
+      mc(c.model),
       sampler(MakeSampler(d, cfg, d.first_item, d.num_items)),
       negatives(cfg.train.negatives) {
   const TableSpec* ut = cfg.FindTable(cfg.train.user_table);
@@ -90,6 +91,28 @@ M6Inputs::M6Inputs(const Dataset& d, const JobConfig& cfg)
     for (uint32_t u = 0; u < d.user_tokens.size() && u < d.train.size(); ++u)
       if (!d.train[u].empty())
         for (uint32_t t : d.user_tokens[u]) untrained_token[t] = 0;
+  }
+}
+
+void M6Inputs::Grow(const StreamEvent* ev, size_t n) {
+  sampler = MakeSampler(ds, cfg, ds.first_item, ds.num_items);
+  for (size_t d = 0; d < domain_samplers.size() && d < ds.domains.size(); ++d)
+    domain_samplers[d] = MakeSampler(ds, cfg, ds.domains[d].item_begin, ds.domains[d].item_end);
+  if (mc.item_graph) {
+    item_users.resize(ds.num_items);
+    for (size_t k = 0; k < n; ++k)
+      if (ds.Trained(ev[k].user)) item_users[ev[k].item].push_back(ev[k].user);
+  }
+  if (!untrained_token.empty()) {
+    auto trained = [&](const std::vector<std::vector<uint32_t>>& lists, uint32_t id) {
+      if (id < lists.size())
+        for (uint32_t t : lists[id])
+          if (t < untrained_token.size()) untrained_token[t] = 0;
+    };
+    for (size_t k = 0; k < n; ++k) {
+      trained(ds.item_tokens, ev[k].item);
+      trained(ds.user_tokens, ev[k].user);
+    }
   }
 }
 

@@ -47,7 +47,11 @@ struct ModelShape {
 // Everything about the data and the configuration that batches of one job share.
 struct M6Inputs {
   M6Inputs(const Dataset& ds, const JobConfig& cfg);
+  // The dataset grew by these interactions (AppendInteractions): the samplers count them, the
+  // item graph links them, their items' and users' tokens are trained from now on.
+  void Grow(const StreamEvent* ev, size_t n);
   const Dataset& ds;
+  const JobConfig& cfg;
   const ModelConfig& mc;
   ModelShape shape;
   int item_tokens = 1;  // tokens read per item (the longest item text, capped)

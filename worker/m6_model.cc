@@ -390,6 +390,10 @@ class M6Plugin final : public ModelPlugin {
   Status InitFromBackbone(const std::string& checkpoint) override {
     return dense_->InitFromBackbone(checkpoint + "/dense");
   }
+  Status OnInteractions(const StreamEvent* ev, size_t n) override {
+    in_.Grow(ev, n);
+    return Status::OK();
+  }
 
  private:
   // The model's input from a built batch and its pulled rows (urows/irows/trows stay alive).
@@ -870,6 +874,9 @@ class GuardedM6Plugin final : public ModelPlugin {
   json Describe() const override { return p_->Describe(); }
   Status InitFromBackbone(const std::string& c) override {
     return Guard([&]() { return p_->InitFromBackbone(c); });
+  }
+  Status OnInteractions(const StreamEvent* ev, size_t n) override {
+    return Guard([&]() { return p_->OnInteractions(ev, n); });
   }
 
  private:

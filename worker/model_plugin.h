@@ -27,6 +27,7 @@ namespace m6rec {
 class Collective;
 class SparseTables;
 struct Dataset;
+struct StreamEvent;
 
 // One training example of task `task` (an index into cfg.train.tasks): user `user` and the
 // item at position `pos` of its training list (an attribute task: pos = the list's length).
@@ -150,6 +151,15 @@ class ModelPlugin {
   virtual Status InitFromBackbone(const std::string& checkpoint) {
     return Status::InvalidArgument(std::string("the ") + name() + " job cannot adapt '" +
                                    checkpoint + "' (adapting needs the m6 job)");
+  }
+
+  // ---- streaming ----
+  // The dataset the plugin was built over grew by these interactions (AppendInteractions, at
+  // a point where no batch or scoring is in progress): what the plugin derived from the data
+  // (negative samplers, the item graph, which rows are trained) follows.
+  virtual Status OnInteractions(const StreamEvent* ev, size_t n) {
+    (void)ev, (void)n;
+    return Status::OK();
   }
 
   // ---- reporting ----

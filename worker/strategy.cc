@@ -406,6 +406,23 @@ Status ScoreRequests(ModelPlugin& model, const Requests& r,
   return Status::OK();
 }
 
+// The target's (candidate 0's) rank under every category weight: each candidate's score moved
+// by weight x the scores' spread x its category overlap (as ApplyCategoryWeight serves it).
+std::vector<int> WeightedRanks(const std::vector<float>& scores, const std::vector<double>& overlap,
+                               const std::vector<float>& weights) {
+  double m = 0, m2 = 0;
+  for (float x : scores) m += x, m2 += double(x) * x;
+  const double n = double(scores.size());
+  const double spread = std::sqrt(std::max(0.0, m2 / n - (m / n) * (m / n)));
+  std::vector<int> ranks;
+  for (float w : weights) {
+    std::vector<float> adj(scores);
+    for (size_t j = 0; j < adj.size(); ++j) adj[j] += float(w * spread * overlap[j]);
+    ranks.push_back(RankOfFirst(adj));
+  }
+  return ranks;
+}
+
 // Per request, the rank of its target under every (scales, weight) choice.
 struct Grid {
   std::vector<std::map<std::string, float>> scales;
@@ -427,17 +444,8 @@ Status RankAll(const Dataset& ds, ModelPlugin& model, const Requests& r, Grid* g
     M6_RETURN_IF_ERROR(s);
     g->rank[c].assign(g->weights.size(), std::vector<int>(r.users.size()));
     for (size_t k = 0; k < r.users.size(); ++k) {
-      const auto& sc = scores[k];
-      double m = 0, m2 = 0;
-      for (float x : sc) m += x, m2 += double(x) * x;
-      const double n = double(sc.size());
-      const double spread = std::sqrt(std::max(0.0, m2 / n - (m / n) * (m / n)));
-      for (size_t w = 0; w < g->weights.size(); ++w) {
-        std::vector<float> adj(sc);
-        for (size_t j = 0; j < adj.size(); ++j)
-          adj[j] += float(g->weights[w] * spread * overlap[k][j]);
-        g->rank[c][w][k] = RankOfFirst(adj);
-      }
+      const std::vector<int> ranks = WeightedRanks(scores[k], overlap[k], g->weights);
+      for (size_t w = 0; w < g->weights.size(); ++w) g->rank[c][w][k] = ranks[w];
     }
   }
   return Status::OK();
@@ -634,6 +642,97 @@ Status FitStrategies(const Dataset& ds, const JobConfig& cfg, ModelPlugin& model
   report["serve_intents"] = book->serve_intents;
   report["valid"] = {{"global_NDCG@10", global_valid}, {"inferred_NDCG@10", inferred_valid}};
   book->report = report;
+  return Status::OK();
+}
+
+struct OnlineStrategy::Impl {
+  explicit Impl(Grid g) : grid(std::move(g)) {}
+  Grid grid;
+};
+
+OnlineStrategy::OnlineStrategy(const ModelPlugin& model, IntentClassifier classifier, double decay)
+    : g_(std::make_shared<Impl>(SourceGrid(model))),
+      classifier_(std::move(classifier)),
+      decay_(decay) {
+  const auto& g = g_->grid;
+  const Choice id = Identity(g);
+  identity_ = id.c * g.weights.size() + id.w;
+  const size_t n = g.scales.size() * g.weights.size();
+  chunk_.assign(kIntents * n, 0.0);
+  total_.assign(kIntents * n, 0.0);
+  choice_.fill(identity_);
+}
+
+const std::vector<std::map<std::string, float>>& OnlineStrategy::Scales() const {
+  return g_->grid.scales;
+}
+
+void OnlineStrategy::Observe(const Dataset& ds, const std::vector<uint32_t>& history,
+                             const std::vector<uint32_t>& cands,
+                             const std::vector<std::vector<float>>& scores, int* dynamic,
+                             int* fixed) {
+  const auto& g = g_->grid;
+  const int intent = classifier_.trained() ? classifier_.Predict(ds, history) : 0;
+  const size_t W = g.weights.size(), n = g.scales.size() * W;
+  std::vector<double> overlap;
+  for (uint32_t i : cands) overlap.push_back(CategoryOverlap(ds, history, i));
+  for (size_t c = 0; c < g.scales.size(); ++c) {
+    const std::vector<int> ranks = WeightedRanks(scores[c], overlap, g.weights);
+    for (size_t w = 0; w < W; ++w) {
+      const int rank = ranks[w];
+      const size_t flat = c * W + w;
+      chunk_[size_t(intent) * n + flat] += HitAtK(rank, 10);
+      if (flat == choice_[size_t(intent)]) *dynamic = rank;
+      if (flat == identity_) *fixed = rank;
+    }
+  }
+}
+
+void OnlineStrategy::EndChunk() {
+  const size_t n = g_->grid.scales.size() * g_->grid.weights.size();
+  for (size_t k = 0; k < total_.size(); ++k) total_[k] = decay_ * total_[k] + chunk_[k];
+  std::fill(chunk_.begin(), chunk_.end(), 0.0);
+  for (size_t i = 0; i < size_t(kIntents); ++i) {
+    // The model as trained unless another strategy has more hits (ties keep it).
+    size_t best = identity_;
+    for (size_t f = 0; f < n; ++f)
+      if (total_[i * n + f] > total_[i * n + best] + 1e-9) best = f;
+    choice_[i] = best;
+  }
+}
+
+StrategyBook OnlineStrategy::Book() const {
+  const auto& g = g_->grid;
+  auto strategy = [&](size_t flat) {
+    Strategy s;
+    s.sources = g.scales[flat / g.weights.size()];
+    s.category_weight = g.weights[flat % g.weights.size()];
+    return s;
+  };
+  StrategyBook b;
+  b.classifier = classifier_;
+  b.global = strategy(identity_);
+  for (size_t i = 0; i < size_t(kIntents); ++i) b.intents[i] = strategy(choice_[i]);
+  b.serve_intents = classifier_.trained();
+  b.report = {{"online", true}, {"decay", decay_}};
+  return b;
+}
+
+json OnlineStrategy::State() const {
+  return {{"total", total_}, {"choice", std::vector<size_t>(choice_.begin(), choice_.end())}};
+}
+
+Status OnlineStrategy::Restore(const json& state) {
+  try {
+    auto total = state.at("total").get<std::vector<double>>();
+    auto choice = state.at("choice").get<std::vector<size_t>>();
+    if (total.size() != total_.size() || choice.size() != choice_.size())
+      return Status::Corruption("online strategy state: another grid");
+    total_ = std::move(total);
+    std::copy(choice.begin(), choice.end(), choice_.begin());
+  } catch (const json::exception& e) {
+    return Status::Corruption(std::string("online strategy state: ") + e.what());
+  }
   return Status::OK();
 }
 

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -111,6 +112,45 @@ Status WriteStrategyBook(const std::string& run_dir, const StrategyBook& book);
 Status SetStrategyField(StrategyBook* book, const std::string& assignment);
 // A table of the strategies (and the fitting report) for people.
 std::string DescribeStrategies(const StrategyBook& book);
+
+// Dynamic strategy adjustment on a stream (stream.online_strategy; the third step of task
+// adaptation): every strategy of the grid FitStrategies searches (user-source scales x category
+// weights) ranks each scored event of a chunk; a request is served by its inferred intent's
+// strategy with the most hits on the chunks before (exponentially decayed by `decay` per
+// chunk). Full information: the logged choice is ranked under every strategy, so choosing needs
+// no exploration, and the choice for a chunk is made before the chunk is seen.
+// Per chunk: Scales() -> the model scores the chunk's requests once per scale set -> Observe
+// each -> ChunkHits() allreduced over the ranks -> EndChunk().
+class OnlineStrategy {
+ public:
+  OnlineStrategy(const ModelPlugin& model, IntentClassifier classifier, double decay);
+  // The grid's user-source scale sets (a request is scored once per set).
+  const std::vector<std::map<std::string, float>>& Scales() const;
+  // One request: its history, its candidates (target first) and their scores under every scale
+  // set. Returns the target's rank under the current choice for its inferred intent
+  // (*dynamic) and under the model as trained (*fixed), and counts its hits@10 under every
+  // strategy for this chunk.
+  void Observe(const Dataset& ds, const std::vector<uint32_t>& history,
+               const std::vector<uint32_t>& cands,
+               const std::vector<std::vector<float>>& scores_per_scale, int* dynamic, int* fixed);
+  // This chunk's hits per (intent, strategy), to be summed over the ranks in place.
+  std::vector<double>& ChunkHits() { return chunk_; }
+  // Folds the chunk's (summed) hits into the totals and chooses every intent's strategy anew.
+  void EndChunk();
+  // The chosen strategies as a StrategyBook (strategy.json; `m6rec strategy` prints it).
+  StrategyBook Book() const;
+  nlohmann::json State() const;  // totals and choices, for a checkpoint
+  Status Restore(const nlohmann::json& state);
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> g_;
+  IntentClassifier classifier_;
+  double decay_;
+  std::vector<double> chunk_, total_;      // [intent][c][w]
+  std::array<size_t, kIntents> choice_{};  // flat (c, w) index per intent
+  size_t identity_ = 0;
+};
 
 // Fits the classifier on the training lists and every intent's strategy (and the global one)
 // on the validation requests of `users` by grid search, over a model in scoring mode; then

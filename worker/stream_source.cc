@@ -6,6 +6,7 @@
 #include <sstream>
 #include <zmq.hpp>
 
+#include "common/config.h"
 #include "common/transport.h"
 #include "common/util.h"
 
@@ -32,6 +33,50 @@ StatusOr<SourcePosition> SourcePosition::FromJson(const nlohmann::json& j) {
       !j["offset"].is_number_unsigned())
     return Status::InvalidArgument("a source position is {\"file\": NAME, \"offset\": BYTES}");
   return SourcePosition{j["file"].get<std::string>(), j["offset"].get<uint64_t>()};
+}
+
+StatusOr<std::unique_ptr<ReplaySource>> ReplaySource::Open(std::vector<StreamEvent> events,
+                                                           const SourcePosition& from) {
+  if (!from.file.empty() && (from.file != "replay" || from.offset > events.size()))
+    return Status::InvalidArgument(
+        "stream position {" + from.file + ", " + std::to_string(from.offset) +
+        "} is not a position of this replay (" + std::to_string(events.size()) + " events)");
+  std::unique_ptr<ReplaySource> s(new ReplaySource());
+  s->events_ = std::move(events);
+  s->next_ = from.offset;
+  return s;
+}
+
+StatusOr<size_t> ReplaySource::Poll(size_t max, std::vector<StreamEvent>* out) {
+  const size_t n = std::min<uint64_t>(max, events_.size() - next_);
+  out->insert(out->end(), events_.begin() + long(next_), events_.begin() + long(next_ + n));
+  next_ += n;
+  return n;
+}
+
+StatusOr<std::unique_ptr<StreamSource>> OpenStreamSource(const StreamConfig& cfg, const Dataset& ds,
+                                                         uint64_t job_token,
+                                                         const SourcePosition& from) {
+  switch (cfg.source) {
+    case StreamKind::kReplay: {
+      M6_ASSIGN_OR_RETURN(auto s, ReplaySource::Open(ds.stream_events, from));
+      return std::unique_ptr<StreamSource>(std::move(s));
+    }
+    case StreamKind::kDirectory: {
+      M6_ASSIGN_OR_RETURN(auto s, DirectorySource::Open(cfg.path, from));
+      return std::unique_ptr<StreamSource>(std::move(s));
+    }
+    case StreamKind::kFeed: {
+      uint64_t token = job_token;
+      if (!cfg.token.empty() && !ParseToken(cfg.token, &token))
+        return Status::InvalidArgument("stream.token '" + cfg.token + "': 16 hex digits");
+      M6_ASSIGN_OR_RETURN(auto s, FeedSource::Open(cfg.path, token, from));
+      return std::unique_ptr<StreamSource>(std::move(s));
+    }
+    case StreamKind::kNone:
+      break;
+  }
+  return Status::InvalidArgument("the job has no stream (stream.source: none)");
 }
 
 StatusOr<std::unique_ptr<DirectorySource>> DirectorySource::Open(const std::string& dir,

@@ -19,13 +19,9 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/dataset.h"
 
 namespace m6rec {
-
-struct StreamEvent {
-  uint32_t user = 0, item = 0;
-  int64_t ts = 0;  // 0 when the line has none
-};
 
 // Where a source is: every file sorting before `file` is done, and `file` up to byte `offset`.
 struct SourcePosition {
@@ -42,6 +38,24 @@ class StreamSource {
   virtual StatusOr<size_t> Poll(size_t max, std::vector<StreamEvent>* out) = 0;
   // The position after the last event Poll returned.
   virtual SourcePosition position() const = 0;
+  // No event will ever come again (a replay at its end, a feed whose producer is done); a
+  // directory never finishes.
+  virtual bool finished() const { return false; }
+};
+
+// Recorded interactions replayed in order (a dataset's held-back stream, data.stream_split):
+// all of them have arrived; the position is {"replay", events taken}.
+class ReplaySource final : public StreamSource {
+ public:
+  static StatusOr<std::unique_ptr<ReplaySource>> Open(std::vector<StreamEvent> events,
+                                                      const SourcePosition& from = {});
+  StatusOr<size_t> Poll(size_t max, std::vector<StreamEvent>* out) override;
+  SourcePosition position() const override { return {"replay", next_}; }
+  bool finished() const override { return next_ >= events_.size(); }
+
+ private:
+  std::vector<StreamEvent> events_;
+  uint64_t next_ = 0;
 };
 
 class DirectorySource final : public StreamSource {
@@ -76,7 +90,7 @@ class FeedSource final : public StreamSource {
   ~FeedSource() override;
   StatusOr<size_t> Poll(size_t max, std::vector<StreamEvent>* out) override;
   SourcePosition position() const override;
-  bool finished() const { return finished_; }  // the producer has released its last event
+  bool finished() const override { return finished_; }  // the producer released its last event
 
  private:
   FeedSource() = default;
@@ -87,6 +101,13 @@ class FeedSource final : public StreamSource {
   int timeout_ms_ = 5000;
   bool finished_ = false;
 };
+
+// The source stream.source names (replay: ds's stream_events), continuing from `from`;
+// job_token: a feed's token when stream.token is empty.
+struct StreamConfig;
+StatusOr<std::unique_ptr<StreamSource>> OpenStreamSource(const StreamConfig& cfg, const Dataset& ds,
+                                                         uint64_t job_token,
+                                                         const SourcePosition& from = {});
 
 // The feed's wire format (JSON in one frame; the producer puts the router identity in front):
 // request {"token": "<16 hex>", "from": S, "max": N}; reply {"first": S, "events":

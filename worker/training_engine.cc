@@ -7,6 +7,7 @@
 #include <map>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "common/keys.h"
 #include "common/logging.h"
@@ -18,6 +19,7 @@
 #include "worker/progress.h"
 #include "worker/sparse_tables.h"
 #include "worker/strategy.h"
+#include "worker/stream_source.h"
 
 namespace m6rec {
 
@@ -208,7 +210,8 @@ class TrainingEngine {
   explicit TrainingEngine(const EngineContext& ctx)
       : ctx_(ctx),
         cfg_(*ctx.cfg),
-        ds_(*ctx.data),
+        own_data_(ctx.cfg->stream.enabled() ? std::make_shared<Dataset>(*ctx.data) : nullptr),
+        ds_(own_data_ ? *own_data_ : *ctx.data),
         coll_(*ctx.collective),
         prog_(cfg_.train.log_every) {}
 
@@ -224,7 +227,7 @@ class TrainingEngine {
     std::string rng_before;  // the RNG before the batch was drawn: a checkpoint's cursor
   };
 
-  Status Issue(size_t step, InFlight* f);
+  Status Issue(const std::vector<Sample>& samples, size_t step, InFlight* f);
   Status Complete(InFlight* f);
   Status TrainStep(InFlight& f, int epoch);
   Status RunEpoch(int epoch, size_t first_step, bool* stop);
@@ -240,8 +243,25 @@ class TrainingEngine {
     return ctx_.barrier ? ctx_.barrier(name) : coll_.Barrier();
   }
 
+  // ---- streaming (cfg.stream) ----
+  Status RunStream();
+  // The next chunk, the same events on every rank (empty: the stream is over).
+  Status NextChunk(std::vector<StreamEvent>* chunk, std::vector<int64_t>* arrived_ms);
+  // Prequential: every W-th event of the chunk scored before it is trained on.
+  // sums: hits, NDCG, scored (the model as trained), hits, NDCG (the online strategy's).
+  Status ScoreChunk(const std::vector<StreamEvent>& chunk, double sums[5]);
+  Status TrainChunk(const std::vector<StreamEvent>& chunk, size_t first_sample);
+  // The stream so far joins the dataset (and the plugin's view of it).
+  Status AppendEvents(const std::vector<StreamEvent>& ev);
+  // The periodic-retraining baseline: empty tables, a fresh model, train.epochs over all data.
+  Status Retrain();
+  void FinishStreamSummary();
+  json StreamState() const;
+  Status RestoreStream(const std::string& dir, const json& st);
+
   const EngineContext& ctx_;
   const JobConfig& cfg_;
+  std::shared_ptr<Dataset> own_data_;  // a stream job's growing copy of the dataset
   const Dataset& ds_;
   Collective& coll_;
   std::unique_ptr<ModelPlugin> model_;
@@ -255,13 +275,30 @@ class TrainingEngine {
   WorkerSummary summary_;
   double best_value_ = -std::numeric_limits<double>::infinity();
   std::vector<std::string> metrics_lines_;  // what metrics.jsonl holds (rank 0; for a resume)
+  // Streaming: the source, what it delivered beyond the dataset (every rank, all of it), every
+  // interaction as a sample (replay draws from them), the chunks so far, the prequential curve.
+  std::unique_ptr<StreamSource> source_;
+  SourcePosition resume_position_;
+  bool stream_resumed_ = false;
+  std::vector<StreamEvent> pending_, streamed_;
+  std::vector<int64_t> pending_ms_;
+  std::vector<Sample> all_samples_;
+  uint64_t chunks_ = 0;
+  int64_t next_retrain_ts_ = 0;
+  json curve_ = json::array();
+  std::vector<int32_t> lag_ms_;  // rank 0: per event, arrival to trained (ms)
+  bool warned_unscored_ = false;
+  std::unique_ptr<OnlineStrategy> online_;  // stream.online_strategy
+  json online_state_;                       // a resumed job's, applied when the stream starts
 };
 
 Status TrainingEngine::Init() {
   const TrainConfig& tc = cfg_.train;
   if (!ctx_.run_dir.empty()) M6_RETURN_IF_ERROR(MakeDirs(ctx_.run_dir));
   shard_ = MakeShard(ds_, tc.tasks, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size), cfg_.seed);
-  if (shard_.samples.empty())
+  // A stream job may start with no data at all (it trains on what arrives).
+  const bool idle_start = cfg_.stream.enabled() && shard_.steps_per_epoch == 0;
+  if (shard_.samples.empty() && !idle_start)
     return Status::InvalidArgument("worker " + std::to_string(ctx_.rank) +
                                    " has no training samples");
   M6_ASSIGN_OR_RETURN(model_, MakeModelPlugin({&cfg_, &ds_, ctx_.tables, ctx_.rank}));
@@ -313,10 +350,10 @@ Status TrainingEngine::Init() {
   return Status::OK();
 }
 
-Status TrainingEngine::Issue(size_t step, InFlight* f) {
-  const size_t B = size_t(cfg_.train.batch_size), n = shard_.samples.size();
+Status TrainingEngine::Issue(const std::vector<Sample>& samples, size_t step, InFlight* f) {
+  const size_t B = size_t(cfg_.train.batch_size), n = samples.size();
   std::vector<Sample> batch(B);
-  for (size_t s = 0; s < B; ++s) batch[s] = shard_.samples[(step * B + s) % n];
+  for (size_t s = 0; s < B; ++s) batch[s] = samples[(step * B + s) % n];
   f->rng_before = RngToString(rng_);
   M6_ASSIGN_OR_RETURN(f->batch, model_->MakeBatch(batch.data(), batch.size(), rng_));
   f->tickets.clear();
@@ -367,20 +404,20 @@ Status TrainingEngine::RunEpoch(int epoch, size_t first_step, bool* stop) {
   const size_t steps = shard_.steps_per_epoch;
   if (first_step == 0) prog_.StartEpoch();
   InFlight cur, next;
-  M6_RETURN_IF_ERROR(Issue(first_step, &cur));
+  M6_RETURN_IF_ERROR(Issue(shard_.samples, first_step, &cur));
   for (size_t step = first_step; step < steps; ++step) {
     std::string why;
     if (ctx_.should_abort && ctx_.should_abort(&why)) return Status::Aborted(why);
     M6_RETURN_IF_ERROR(Complete(&cur));
     const bool has_next = step + 1 < steps && !MaxStepsReachedAfterThis();
     // Staleness 1: the next batch's rows are on the wire while this one computes.
-    if (has_next && tc.staleness > 0) M6_RETURN_IF_ERROR(Issue(step + 1, &next));
+    if (has_next && tc.staleness > 0) M6_RETURN_IF_ERROR(Issue(shard_.samples, step + 1, &next));
     M6_RETURN_IF_ERROR(TrainStep(cur, epoch));
     if (!has_next) {
       if (tc.max_steps > 0 && prog_.steps() >= uint64_t(tc.max_steps)) *stop = true;
       break;
     }
-    if (tc.staleness == 0) M6_RETURN_IF_ERROR(Issue(step + 1, &next));
+    if (tc.staleness == 0) M6_RETURN_IF_ERROR(Issue(shard_.samples, step + 1, &next));
     const int every = cfg_.checkpoint.every_steps;
     if (every > 0 && prog_.steps() % uint64_t(every) == 0)
       M6_RETURN_IF_ERROR(Checkpoint(epoch, step + 1, next.rng_before, false));
@@ -467,6 +504,12 @@ Status TrainingEngine::Run() {
   size_t step = 0;
   if (!ctx_.resume_from.empty()) M6_RETURN_IF_ERROR(Resume(&epoch, &step));
   bool stop = false;
+  // A stream job's data may hold no targets (data.stream_split): it is evaluated on the stream.
+  bool targets = !cfg_.stream.enabled();
+  for (uint32_t u = 0; u < ds_.num_users && !targets; ++u)
+    targets = (u < ds_.test_item.size() && ds_.test_item[u] >= 0) ||
+              (u < ds_.test_sets.size() && !ds_.test_sets[u].empty());
+  if (shard_.steps_per_epoch == 0) epoch = tc.epochs + 1;  // a stream job that starts empty
   for (; epoch <= tc.epochs && !stop; ++epoch, step = 0) {
     if (step == 0) {
       rng_epoch_starts_.push_back(RngToString(rng_));
@@ -475,13 +518,14 @@ Status TrainingEngine::Run() {
     M6_RETURN_IF_ERROR(RunEpoch(epoch, step, &stop));
     const double loss = prog_.EndEpoch();
     bool best = false;
-    if (epoch % tc.eval_every == 0 || epoch == tc.epochs || stop)
+    if (targets && (epoch % tc.eval_every == 0 || epoch == tc.epochs || stop))
       M6_RETURN_IF_ERROR(EvaluateEpoch(epoch, loss, &best));
     const auto& ck = cfg_.checkpoint;
     const bool periodic = ck.every_epochs > 0 && epoch % ck.every_epochs == 0;
     if (periodic || (best && ck.best))
       M6_RETURN_IF_ERROR(Checkpoint(epoch + 1, 0, RngToString(rng_), best && ck.best));
   }
+  if (cfg_.stream.enabled() && !stop) return RunStream();
   return Status::OK();
 }
 
@@ -495,6 +539,384 @@ WorkerSummary TrainingEngine::Finish() {
   summary_.last_loss = prog_.last_loss();
   if (dense_) summary_.final_fingerprint = std::to_string(dense_->Fingerprint());
   return summary_;
+}
+
+// ---- streaming ------------------------------------------------------------------------------
+
+Status TrainingEngine::AppendEvents(const std::vector<StreamEvent>& ev) {
+  if (ev.empty()) return Status::OK();
+  AppendInteractions(own_data_.get(), ev.data(), ev.size());
+  for (const StreamEvent& e : ev)
+    all_samples_.push_back({e.user, uint32_t(ds_.train[e.user].size()), 0});
+  // The positions above were taken after the append: each event's is its list's length then,
+  // so walk back to where each one landed.
+  std::map<uint32_t, uint32_t> seen;
+  for (size_t k = ev.size(); k-- > 0;) {
+    Sample& s = all_samples_[all_samples_.size() - ev.size() + k];
+    s.pos -= 1 + seen[s.user]++;
+  }
+  streamed_.insert(streamed_.end(), ev.begin(), ev.end());
+  return model_->OnInteractions(ev.data(), ev.size());
+}
+
+Status TrainingEngine::NextChunk(std::vector<StreamEvent>* chunk,
+                                 std::vector<int64_t>* arrived_ms) {
+  const StreamConfig& sc = cfg_.stream;
+  const size_t max = size_t(sc.chunk);
+  std::string why;
+  // Rank 0 fills a chunk: up to stream.chunk events, or what came within wait_ms of the first.
+  double decided[2] = {0, 0};  // events, the stream is over
+  if (ctx_.rank == 0) {
+    const int64_t t0 = MonotonicMs();
+    int64_t first = pending_.empty() ? -1 : t0;
+    while (pending_.size() < max) {
+      const size_t before = pending_.size();
+      M6_ASSIGN_OR_RETURN(size_t got, source_->Poll(max - pending_.size(), &pending_));
+      const int64_t now = MonotonicMs();
+      pending_ms_.resize(pending_.size(), now);
+      if (got > 0 && before == 0) first = now;
+      if (pending_.size() >= max || source_->finished()) break;
+      if (first >= 0 && now - first >= sc.wait_ms) break;
+      if (first < 0 && sc.idle_stop_ms > 0 && now - t0 >= sc.idle_stop_ms) break;
+      if (ctx_.should_abort && ctx_.should_abort(&why)) return Status::Aborted(why);
+      if (got == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    decided[0] = double(pending_.size());
+    decided[1] = pending_.empty() ? 1 : 0;
+  }
+  std::vector<double> packed(decided, decided + 2);
+  M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &packed));
+  const size_t n = size_t(std::llround(packed[0]));
+  // The other ranks read the same events (every rank reads the whole stream, in order).
+  const int64_t t0 = MonotonicMs();
+  while (pending_.size() < n) {
+    M6_ASSIGN_OR_RETURN(size_t got, source_->Poll(n - pending_.size(), &pending_));
+    pending_ms_.resize(pending_.size(), MonotonicMs());
+    if (got > 0) continue;
+    if (ctx_.should_abort && ctx_.should_abort(&why)) return Status::Aborted(why);
+    if (source_->finished() || MonotonicMs() - t0 > 120000)
+      return Status::Internal("worker " + std::to_string(ctx_.rank) + ": the stream gave " +
+                              std::to_string(pending_.size()) + " of the " + std::to_string(n) +
+                              " events worker 0 read for chunk " + std::to_string(chunks_ + 1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  chunk->assign(pending_.begin(), pending_.begin() + long(n));
+  arrived_ms->assign(pending_ms_.begin(), pending_ms_.begin() + long(n));
+  pending_.erase(pending_.begin(), pending_.begin() + long(n));
+  pending_ms_.erase(pending_ms_.begin(), pending_ms_.begin() + long(n));
+  return Status::OK();
+}
+
+Status TrainingEngine::ScoreChunk(const std::vector<StreamEvent>& chunk, double sums[3]) {
+  const uint32_t W = ctx_.num_workers;
+  const int negatives = cfg_.stream.negatives;
+  const uint64_t seed = EvalSeed(cfg_);
+  // Events earlier in the chunk are known context (a serving system has them) but untrained.
+  std::map<uint32_t, std::vector<uint32_t>> fresh;
+  std::vector<UserQuery> queries;
+  std::vector<std::vector<uint32_t>> cands;
+  auto add = [sums](int rank, int at) {
+    sums[at] += HitAtK(rank, 10);
+    sums[at + 1] += NdcgAtK(rank, 10);
+  };
+  auto flush = [&]() -> Status {
+    if (queries.empty()) return Status::OK();
+    if (!online_) {
+      std::vector<std::vector<float>> scores;
+      M6_RETURN_IF_ERROR(model_->ScoreCandidates(queries, cands, &scores));
+      for (const auto& row : scores) {
+        const int rank = RankOfFirst(row);
+        add(rank, 0);
+        add(rank, 3);
+        sums[2] += 1;
+      }
+    } else {
+      // Every strategy of the online grid: one scoring pass per scale set.
+      const auto& scales = online_->Scales();
+      std::vector<std::vector<std::vector<float>>> per(scales.size());
+      for (size_t c = 0; c < scales.size(); ++c) {
+        for (UserQuery& q : queries) q.source_scale = scales[c];
+        M6_RETURN_IF_ERROR(model_->ScoreCandidates(queries, cands, &per[c]));
+      }
+      for (size_t k = 0; k < queries.size(); ++k) {
+        std::vector<std::vector<float>> s(scales.size());
+        for (size_t c = 0; c < scales.size(); ++c) s[c] = std::move(per[c][k]);
+        int dynamic = 0, fixed = 0;
+        online_->Observe(ds_, queries[k].history, cands[k], s, &dynamic, &fixed);
+        add(fixed, 0);
+        add(dynamic, 3);
+        sums[2] += 1;
+      }
+    }
+    queries.clear();
+    cands.clear();
+    return Status::OK();
+  };
+  M6_RETURN_IF_ERROR(model_->BeginScoring());
+  Status st;
+  const uint64_t base = streamed_.size();
+  for (size_t k = 0; k < chunk.size() && st.ok(); ++k) {
+    const StreamEvent& e = chunk[k];
+    std::vector<uint32_t>& extra = fresh[e.user];
+    if (k % W == ctx_.rank) {
+      UserQuery q;
+      q.user = e.user;
+      q.history = e.user < ds_.train.size() ? ds_.train[e.user] : std::vector<uint32_t>{};
+      q.history.insert(q.history.end(), extra.begin(), extra.end());
+      q.neighbours = q.history;
+      // The chosen item against items the user has not touched, drawn from the event alone.
+      std::vector<uint32_t> c{e.item};
+      std::vector<uint32_t> seen(q.history.begin(), q.history.end());
+      seen.push_back(e.item);
+      std::sort(seen.begin(), seen.end());
+      std::mt19937_64 r(Mix64(seed ^ (base + k)));
+      const uint32_t lo = ds_.first_item, span = ds_.num_items - ds_.first_item;
+      for (int tries = 0; int(c.size()) <= negatives && tries < 100 * negatives; ++tries) {
+        const uint32_t i = lo + uint32_t(r() % span);
+        if (std::binary_search(seen.begin(), seen.end(), i) ||
+            std::find(c.begin(), c.end(), i) != c.end())
+          continue;
+        c.push_back(i);
+      }
+      if (int(c.size()) == negatives + 1) {
+        queries.push_back(std::move(q));
+        cands.push_back(std::move(c));
+      } else if (!warned_unscored_) {
+        warned_unscored_ = true;
+        LOG_WARN << "stream: user " << e.user << " has fewer than stream.negatives = " << negatives
+                 << " items it has not touched; such events are not scored";
+      }
+      if (queries.size() >= 256) st = flush();
+    }
+    extra.push_back(e.item);
+  }
+  if (st.ok()) st = flush();
+  model_->EndScoring();
+  return st;
+}
+
+Status TrainingEngine::TrainChunk(const std::vector<StreamEvent>& chunk, size_t first_sample) {
+  const StreamConfig& sc = cfg_.stream;
+  const uint32_t W = ctx_.num_workers;
+  const size_t B = size_t(cfg_.train.batch_size);
+  // This rank's share of the new samples, and replayed earlier ones (the same count on every
+  // rank, so every rank runs the same steps).
+  std::vector<Sample> samples;
+  for (size_t k = ctx_.rank; k < chunk.size(); k += W)
+    samples.push_back(all_samples_[first_sample + k]);
+  if (samples.empty())  // fewer events than workers: this rank trains on the chunk's
+    for (size_t k = 0; k < chunk.size(); ++k) samples.push_back(all_samples_[first_sample + k]);
+  const size_t share = (chunk.size() + W - 1) / W;
+  const size_t replay = first_sample == 0 ? 0 : size_t(std::llround(sc.replay * double(share)));
+  for (size_t k = 0; k < replay; ++k) samples.push_back(all_samples_[rng_() % first_sample]);
+  std::shuffle(samples.begin(), samples.end(), rng_);
+  const size_t steps = size_t(sc.passes) * ((share + replay + B - 1) / B);
+  const int epoch = cfg_.train.epochs + 1;
+  InFlight cur, next;
+  M6_RETURN_IF_ERROR(Issue(samples, 0, &cur));
+  for (size_t step = 0; step < steps; ++step) {
+    std::string why;
+    if (ctx_.should_abort && ctx_.should_abort(&why)) return Status::Aborted(why);
+    M6_RETURN_IF_ERROR(Complete(&cur));
+    const bool has_next = step + 1 < steps;
+    if (has_next && cfg_.train.staleness > 0) M6_RETURN_IF_ERROR(Issue(samples, step + 1, &next));
+    M6_RETURN_IF_ERROR(TrainStep(cur, epoch));
+    if (!has_next) break;
+    if (cfg_.train.staleness == 0) M6_RETURN_IF_ERROR(Issue(samples, step + 1, &next));
+    std::swap(cur, next);
+  }
+  return Status::OK();
+}
+
+Status TrainingEngine::Retrain() {
+  if (!ctx_.reset_tables)
+    return Status::InvalidArgument(
+        "stream.retrain_every_s: periodic retraining empties the tables, which only an "
+        "in-process job can (m6rec bench prequential)");
+  M6_RETURN_IF_ERROR(Barrier("retrain-" + std::to_string(chunks_)));
+  M6_RETURN_IF_ERROR(ctx_.reset_tables());
+  model_.reset();
+  M6_ASSIGN_OR_RETURN(model_, MakeModelPlugin({&cfg_, &ds_, ctx_.tables, ctx_.rank}));
+  dense_ = model_->dense();
+  if (dense_) M6_RETURN_IF_ERROR(dense_->Broadcast(coll_));
+  const TrainConfig& tc = cfg_.train;
+  shard_ = MakeShard(ds_, tc.tasks, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size), cfg_.seed);
+  if (shard_.samples.empty()) return Status::OK();
+  for (int e = 1; e <= tc.epochs; ++e) {
+    std::shuffle(shard_.samples.begin(), shard_.samples.end(), rng_);
+    bool stop = false;
+    M6_RETURN_IF_ERROR(RunEpoch(e, 0, &stop));
+    prog_.EndEpoch();
+  }
+  return Barrier("retrained-" + std::to_string(chunks_));
+}
+
+json TrainingEngine::StreamState() const {
+  return {{"position", source_->position().ToJson()},
+          {"chunks", chunks_},
+          {"events", streamed_.size()},
+          {"next_retrain_ts", next_retrain_ts_},
+          {"curve", curve_},
+          {"online_strategy", online_ ? online_->State() : json()}};
+}
+
+Status TrainingEngine::RestoreStream(const std::string& dir, const json& st) {
+  M6_ASSIGN_OR_RETURN(resume_position_, SourcePosition::FromJson(st.at("position")));
+  chunks_ = st.at("chunks").get<uint64_t>();
+  next_retrain_ts_ = st.at("next_retrain_ts").get<int64_t>();
+  curve_ = st.at("curve");
+  online_state_ = st.value("online_strategy", json());
+  const size_t events = st.at("events").get<size_t>();
+  M6_ASSIGN_OR_RETURN(std::vector<StreamEvent> ev, ReadStreamEvents(dir));
+  if (ev.size() != events)
+    return Status::Corruption(dir + "/stream-events.tsv: " + std::to_string(ev.size()) +
+                              " events, the checkpoint's state says " + std::to_string(events));
+  stream_resumed_ = true;
+  pending_ = std::move(ev);  // appended when the stream starts (RunStream)
+  return Status::OK();
+}
+
+void TrainingEngine::FinishStreamSummary() {
+  // Totals, and the first and second half of the stream's events (chunk granularity).
+  uint64_t events = 0;
+  for (const auto& c : curve_) events += c.value("events", uint64_t{0});
+  double all[5] = {0, 0, 0, 0, 0}, half[2][5] = {{0, 0, 0, 0, 0}, {0, 0, 0, 0, 0}};
+  uint64_t seen = 0;
+  for (const auto& c : curve_) {
+    const double v[5] = {c.value("hits", 0.0), c.value("ndcg_sum", 0.0), c.value("scored", 0.0),
+                         c.value("hits_online", 0.0), c.value("ndcg_online", 0.0)};
+    const int h = 2 * seen < events ? 0 : 1;
+    for (int k = 0; k < 5; ++k) all[k] += v[k], half[h][k] += v[k];
+    seen += c.value("events", uint64_t{0});
+  }
+  const bool online = cfg_.stream.online_strategy;
+  auto metrics = [online](const double* v) {
+    json m = {{"HR@10", v[2] > 0 ? v[0] / v[2] : 0.0},
+              {"NDCG@10", v[2] > 0 ? v[1] / v[2] : 0.0},
+              {"scored", v[2]}};
+    if (online) {
+      m["HR@10_online"] = v[2] > 0 ? v[3] / v[2] : 0.0;
+      m["NDCG@10_online"] = v[2] > 0 ? v[4] / v[2] : 0.0;
+    }
+    return m;
+  };
+  json st = metrics(all);
+  st["events"] = events;
+  st["chunks"] = curve_;
+  st["halves"] = {metrics(half[0]), metrics(half[1])};
+  if (online_) st["strategy"] = online_->Book().ToJson();
+  if (!lag_ms_.empty()) {
+    std::vector<int32_t> l = lag_ms_;
+    std::sort(l.begin(), l.end());
+    st["trained_ms"] = {{"p50", l[l.size() / 2]},
+                        {"p99", l[std::min(l.size() - 1, l.size() * 99 / 100)]}};
+  }
+  summary_.stream = st;
+}
+
+Status TrainingEngine::RunStream() {
+  const StreamConfig& sc = cfg_.stream;
+  // Every interaction of the dataset as a sample replay draws from.
+  all_samples_.clear();
+  for (uint32_t u = 0; u < ds_.num_users; ++u)
+    if (ds_.Trained(u))
+      for (uint32_t k = 0; k < ds_.train[u].size(); ++k) all_samples_.push_back({u, k, 0});
+  if (sc.online_strategy) {
+    // The intent classifier from the data before the stream (every rank fits the same one).
+    std::vector<uint32_t> users;
+    for (uint32_t u = 0; u < ds_.num_users; ++u)
+      if (ds_.train[u].size() > 1) users.push_back(u);
+    IntentClassifier classifier;
+    if (!users.empty()) classifier = IntentClassifier::Fit(ds_, users, cfg_.seed);
+    online_ = std::make_unique<OnlineStrategy>(*model_, classifier, sc.strategy_decay);
+    if (!online_state_.is_null()) M6_RETURN_IF_ERROR(online_->Restore(online_state_));
+  }
+  if (stream_resumed_) {
+    std::vector<StreamEvent> done = std::move(pending_);
+    pending_.clear();
+    streamed_.clear();
+    M6_RETURN_IF_ERROR(AppendEvents(done));
+  }
+  M6_ASSIGN_OR_RETURN(source_, OpenStreamSource(sc, ds_, ctx_.job_token, resume_position_));
+  if (ctx_.rank == 0)
+    LOG_INFO << "streaming from " << EnumName(sc.source) << (sc.path.empty() ? "" : " " + sc.path)
+             << " (position " << source_->position().ToJson().dump() << ", " << streamed_.size()
+             << " events so far), chunks of up to " << sc.chunk << " events, "
+             << (sc.retrain_every_s > 0
+                     ? "retrained every " + std::to_string(sc.retrain_every_s) + " s of stream time"
+                 : sc.update ? "trained on each chunk"
+                             : "frozen");
+  std::vector<StreamEvent> chunk;
+  std::vector<int64_t> arrived;
+  while (sc.max_chunks == 0 || chunks_ < uint64_t(sc.max_chunks)) {
+    M6_RETURN_IF_ERROR(NextChunk(&chunk, &arrived));
+    if (chunk.empty()) break;
+    ++chunks_;
+    if (sc.retrain_every_s > 0) {
+      if (next_retrain_ts_ == 0)
+        next_retrain_ts_ = chunk.front().ts + int64_t(sc.retrain_every_s);
+      else if (chunk.front().ts >= next_retrain_ts_) {
+        M6_RETURN_IF_ERROR(Retrain());
+        while (next_retrain_ts_ <= chunk.front().ts)
+          next_retrain_ts_ += int64_t(sc.retrain_every_s);
+      }
+    }
+    const int64_t t0 = MonotonicMs();
+    double sums[5] = {0, 0, 0, 0, 0};
+    M6_RETURN_IF_ERROR(ScoreChunk(chunk, sums));
+    std::vector<double> packed(sums, sums + 5);
+    M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &packed));
+    if (online_) {
+      // What every strategy scored on this chunk, over every rank: the next chunk's choice.
+      M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &online_->ChunkHits()));
+      online_->EndChunk();
+    }
+    const size_t first_sample = all_samples_.size();
+    M6_RETURN_IF_ERROR(AppendEvents(chunk));
+    const uint64_t steps_before = prog_.steps();
+    prog_.StartEpoch();
+    if (sc.update && sc.retrain_every_s <= 0) M6_RETURN_IF_ERROR(TrainChunk(chunk, first_sample));
+    // The chunk's mean training loss over the ranks (each rank trained as many samples).
+    std::vector<double> loss{prog_.EndEpoch() / ctx_.num_workers};
+    M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &loss));
+    const int64_t done = MonotonicMs();
+    if (ctx_.rank == 0)
+      for (int64_t a : arrived) lag_ms_.push_back(int32_t(std::min<int64_t>(done - a, INT32_MAX)));
+    json c = {{"chunk", chunks_},
+              {"events", chunk.size()},
+              {"ts_first", chunk.front().ts},
+              {"ts_last", chunk.back().ts},
+              {"hits", packed[0]},
+              {"ndcg_sum", packed[1]},
+              {"scored", packed[2]},
+              {"HR@10", packed[2] > 0 ? packed[0] / packed[2] : 0.0},
+              {"NDCG@10", packed[2] > 0 ? packed[1] / packed[2] : 0.0},
+              {"steps", prog_.steps() - steps_before},
+              {"ms", done - t0}};
+    if (prog_.steps() > steps_before) c["loss"] = loss[0];
+    if (online_) {
+      c["hits_online"] = packed[3];
+      c["ndcg_online"] = packed[4];
+      c["HR@10_online"] = packed[2] > 0 ? packed[3] / packed[2] : 0.0;
+    }
+    curve_.push_back(c);
+    if (ctx_.rank == 0) {
+      LOG_INFO << "chunk " << chunks_ << ": " << chunk.size() << " events, prequential HR@10 "
+               << c["HR@10"].get<double>() << " NDCG@10 " << c["NDCG@10"].get<double>() << ", "
+               << c["steps"].get<uint64_t>() << " steps in " << (done - t0) << " ms";
+      M6_RETURN_IF_ERROR(AppendMetricsLine(c));
+    }
+    if (sc.snapshot_every > 0 && chunks_ % uint64_t(sc.snapshot_every) == 0) {
+      M6_RETURN_IF_ERROR(Checkpoint(cfg_.train.epochs + 1, 0, RngToString(rng_), false));
+      // The strategies as the stream has adjusted them, for `m6rec strategy` and serving.
+      if (online_ && ctx_.rank == 0 && !ctx_.run_dir.empty())
+        M6_RETURN_IF_ERROR(WriteStrategyBook(ctx_.run_dir, online_->Book()));
+    }
+  }
+  if (sc.snapshot_every > 0 && chunks_ % uint64_t(sc.snapshot_every) != 0)
+    M6_RETURN_IF_ERROR(Checkpoint(cfg_.train.epochs + 1, 0, RngToString(rng_), false));
+  FinishStreamSummary();
+  return Status::OK();
 }
 
 // ---- checkpoints ----------------------------------------------------------------------------
@@ -512,6 +934,7 @@ json TrainingEngine::WorkerState(int next_epoch, size_t next_step,
             {"best_value", best_value_},
             {"metrics_lines", metrics_lines_}};
   if (dense_) j["dense_rng"] = dense_->RngState();
+  if (source_) j["stream"] = StreamState();
   return j;
 }
 
@@ -527,6 +950,7 @@ Status TrainingEngine::Checkpoint(int next_epoch, size_t next_step, const std::s
     M6_RETURN_IF_ERROR(MakeDirs(dir));
     M6_RETURN_IF_ERROR(ctx_.tables->Checkpoint(dir));
     if (dense_) M6_RETURN_IF_ERROR(dense_->Save(dir + "/dense"));
+    if (source_) M6_RETURN_IF_ERROR(WriteStreamEvents(dir, streamed_));
   }
   M6_RETURN_IF_ERROR(Barrier(tag + "-tables"));
   json state = WorkerState(next_epoch, next_step, rng_next);
@@ -544,6 +968,7 @@ Status TrainingEngine::Checkpoint(int next_epoch, size_t next_step, const std::s
                    {"dense_params", summary_.dense_params},
                    {"best", best}};
   if (dense_) manifest["dense_fingerprint"] = std::to_string(dense_->Fingerprint());
+  if (source_) manifest["stream"] = StreamState();
   M6_RETURN_IF_ERROR(WriteFileAtomic(dir + "/manifest.json", manifest.dump(2) + "\n"));
   if (best) M6_RETURN_IF_ERROR(WriteBestPointer(ctx_.run_dir, dir, summary_.best_epoch));
   LOG_INFO << "checkpoint " << dir << (best ? " (best epoch so far)" : "");
@@ -578,12 +1003,15 @@ Status TrainingEngine::Resume(int* epoch, size_t* step) {
     const auto pop = summary_.popularity;
     M6_ASSIGN_OR_RETURN(summary_, WorkerSummary::FromJson(st.at("summary")));
     summary_.popularity = pop;
-    best_value_ = st.at("best_value").get<double>();
+    // -inf (nothing evaluated yet) is written as null.
+    best_value_ = st.at("best_value").is_null() ? -std::numeric_limits<double>::infinity()
+                                                : st.at("best_value").get<double>();
     metrics_lines_ = st.at("metrics_lines").get<std::vector<std::string>>();
     if (dense_) {
       M6_RETURN_IF_ERROR(dense_->Load(dir + "/dense", /*with_optimizer=*/true));
       M6_RETURN_IF_ERROR(dense_->SetRngState(st.at("dense_rng").get<std::string>()));
     }
+    if (st.contains("stream")) M6_RETURN_IF_ERROR(RestoreStream(dir, st["stream"]));
   } catch (const json::exception& e) {
     return Status::Corruption(path + ": " + e.what());
   }

@@ -52,6 +52,11 @@ struct EngineContext {
   // True (with a reason) when the job must stop: a node died, the job was cancelled.
   std::function<bool(std::string* why)> should_abort;
   std::string resume_from;  // a checkpoint directory to continue from ("" = fresh)
+  // A stream job (cfg.stream): the token a feed is read with when stream.token is empty (the
+  // job's), and, for the periodic-retraining baseline (stream.retrain_every_s), how to empty
+  // every table (in-process jobs; a cluster's servers cannot be emptied from a worker).
+  uint64_t job_token = 0;
+  std::function<Status()> reset_tables;
 };
 
 // The job's dataset (LoadDataset over cfg.data, with train.eval_negatives applied), read once
@@ -62,7 +67,12 @@ StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg,
 // The seed of evaluation's sampled negatives and fixed neighbour samples.
 uint64_t EvalSeed(const JobConfig& cfg);
 
-// Trains this rank's share of the job; returns its summary.
+// Trains this rank's share of the job; returns its summary. A stream job (cfg.stream) trains
+// train.epochs over the dataset and then the stream, chunk by chunk (docs/architecture.md
+// "Streaming"): every rank reads the whole stream and keeps every user's growing history (the
+// dataset is copied and grows: AppendInteractions); rank 0 decides how many events a chunk
+// holds and the others take the same ones; each rank scores and trains every W-th event of the
+// chunk, plus stream.replay earlier samples per new one.
 StatusOr<WorkerSummary> RunTraining(const EngineContext& ctx);
 
 // Serving a trained model: the job's plugin over `ctx.tables`, its dense part (if any) loaded
