@@ -3,8 +3,9 @@
 # present are skipped, so a second run costs a dpkg query and nothing else.
 #   usage: launch/install-deps.sh [--with-slurm] [--with-checks]
 #   --with-slurm   a single-node Slurm, for the sbatch tests
-#   --with-checks  clang and clang-format (14), for launch/check-style.sh; the tests mode of
-#                  launch/quickstart.sh asks for both, the quick start needs neither
+#   --with-checks  clang and clang-format (14), for launch/check-style.sh, and Chromium and
+#                  python3-prometheus-client for the browser and /metrics tests; the tests mode
+#                  of launch/quickstart.sh asks for both, the quick start needs neither
 set -euo pipefail
 
 pkgs=(
@@ -15,6 +16,7 @@ pkgs=(
   librocksdb-dev
   libboost-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
+  libjs-chart.js prometheus-cpp-dev
   libgtest-dev googletest
   procps iproute2
 )
@@ -23,7 +25,9 @@ for arg in "$@"; do
     --with-slurm) pkgs+=(slurmctld slurmd slurm-client) ;;
     # Debian 12's `clang` and `clang-format` are clang 14 (clang++ and clang-format on PATH);
     # python3 reads the build's compile_commands.json (clang-format-14 depends on it anyway).
-    --with-checks) pkgs+=(clang clang-format python3) ;;
+    # chromium and python3-prometheus-client: the browser tests (dashboard, report.html) and
+    # the /metrics parser test.
+    --with-checks) pkgs+=(clang clang-format python3 chromium python3-prometheus-client) ;;
     *) echo "install-deps: unknown argument '$arg' (--with-slurm, --with-checks)" >&2; exit 2 ;;
   esac
 done

@@ -9,6 +9,8 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <deque>
@@ -22,6 +24,7 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/util.h"
+#include "launch/progress_line.h"
 #include "launch/roles.h"
 #include "launch/run_dir.h"
 #include "worker/evaluator.h"
@@ -171,7 +174,7 @@ class Launcher {
     std::error_code ec;
     std::filesystem::remove(port_file, ec);  // a resumed run's directory holds the old one
     auto args = Common();
-    args.insert(args.end(), {"--port-file", port_file});
+    args.insert(args.end(), {"--port-file", port_file, "--run-dir", run_dir_});
     Status s = Spawn("scheduler", PrependRole("scheduler", args));
     if (!s.ok()) return FailWith(s.message());
     // Wait for the scheduler's port, watching for it dying first.
@@ -201,12 +204,21 @@ class Launcher {
       if (!s.ok()) return FailWith(s.message());
     }
     WritePids();
+    int http_port = 0;  // the scheduler's "CONTROL HTTP" port file: the progress line's source
+    if (auto text = ReadFileToString(port_file); text.ok()) {
+      int control = 0;
+      std::sscanf(text->c_str(), "%d %d", &control, &http_port);
+    }
     for (;;) {
       if (!Pump(200)) return 130;
       if (AnyFailed()) return ReportFailure();
       bool all = true;
       for (const auto& c : children_) all &= c->exited;
-      if (all) return 0;
+      if (all) {
+        progress_.Finish();
+        return 0;
+      }
+      progress_.Update(cfg_.cluster.host, http_port);
     }
   }
 
@@ -267,9 +279,14 @@ class Launcher {
   }
 
   void Emit(Child& c, const std::string& line) {
-    std::string out = "[" + c.name + "] " + line + "\n";
-    ssize_t ignored = ::write(2, out.data(), out.size());
-    (void)ignored;
+    // On a terminal the progress line stands for the workers' periodic step lines.
+    if (!(progress_.enabled() && ProgressLine::IsProgressLogLine(line))) {
+      progress_.Clear();
+      std::string out = "[" + c.name + "] " + line + "\n";
+      ssize_t ignored = ::write(2, out.data(), out.size());
+      (void)ignored;
+      progress_.Redraw();
+    }
     c.log << line << "\n";
     c.log.flush();
     c.tail.push_back(line);
@@ -286,7 +303,11 @@ class Launcher {
           Drain(*c);
           c->exited = true;
           c->status = status;
-          if (Succeeded(*c)) LOG_INFO << c->name << " (pid " << pid << ") exited cleanly";
+          if (Succeeded(*c)) {
+            progress_.Clear();
+            LOG_INFO << c->name << " (pid " << pid << ") exited cleanly";
+            progress_.Redraw();
+          }
         }
     }
   }
@@ -361,6 +382,7 @@ class Launcher {
   int64_t start_ms_ = MonotonicMs();
   std::vector<std::unique_ptr<Child>> children_;
   std::string failure_;
+  ProgressLine progress_{::isatty(2) == 1 && std::getenv("M6REC_NO_PROGRESS") == nullptr};
 };
 
 }  // namespace

@@ -38,6 +38,7 @@
 #include "launch/import.h"
 #include "launch/local_cluster.h"
 #include "launch/offline.h"
+#include "launch/report.h"
 #include "launch/roles.h"
 #include "launch/run_dir.h"
 #include "launch/serve.h"
@@ -251,8 +252,11 @@ void AddRole(CLI::App* root, Commands* cmds, const std::string& role, const std:
          role == "server" ? "RocksDB directory" : "dataset directory (default: the job's data)")
         ->type_name("DIR");
   }
-  if (role == "worker")
-    c->add_option("--run-dir", a->o.run_dir, "where summaries are written")->type_name("DIR");
+  if (role != "server")
+    c->add_option("--run-dir", a->o.run_dir,
+                  role == "worker" ? "where summaries are written"
+                                   : "write the job's timeline (timeline.json) there at the end")
+        ->type_name("DIR");
   if (role != "worker")
     c->add_option("--port-file", a->o.port_file,
                   role == "scheduler" ? "write the bound port there"
@@ -628,6 +632,40 @@ struct BenchArgs {
   std::string log_level = "warn";
 };
 
+// report: a run's report.html rebuilt, or several runs on one page (launch/report.h).
+void AddReport(CLI::App* root, Commands* cmds) {
+  struct ReportArgs {
+    std::vector<std::string> dirs;
+    std::string out;
+  };
+  auto a = std::make_shared<ReportArgs>();
+  CLI::App* c = root->add_subcommand(
+      "report", "rebuild a run's report.html (charts, results, config), or compare several runs");
+  c->add_option("run_dirs", a->dirs, "run directories")
+      ->type_name("RUN_DIR...")
+      ->check(CLI::ExistingDirectory)
+      ->required();
+  c->add_option("--out", a->out,
+                "the page to write (default: RUN_DIR/report.html for one run; required for "
+                "several)")
+      ->type_name("FILE");
+  cmds->Runs(c, [a] {
+    if (a->dirs.size() > 1 && a->out.empty()) {
+      std::fprintf(stderr, "report: several runs go to one page: give --out FILE\n");
+      return 2;
+    }
+    const std::string out = a->out.empty() ? a->dirs[0] + "/report.html" : a->out;
+    auto page = BuildReport(a->dirs);
+    Status s = page.ok() ? WriteFileAtomic(out, *page) : page.status();
+    if (!s.ok()) {
+      std::fprintf(stderr, "report: %s\n", s.message().c_str());
+      return 1;
+    }
+    std::printf("wrote %s\n", out.c_str());
+    return 0;
+  });
+}
+
 void AddBench(CLI::App* root, Commands* cmds) {
   CLI::App* bench =
       root->add_subcommand("bench",
@@ -858,6 +896,7 @@ int main(int argc, char** argv) {
              "write a table's rows from a run's checkpoint as vectors (word2vec text with the "
              "dataset's token names, or 'id v1 v2 ...')");
   AddServe(&app, &cmds);
+  AddReport(&app, &cmds);
   AddFeed(&app, &cmds);
   AddImport(&app, &cmds);
   AddData(&app, &cmds);

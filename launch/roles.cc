@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
 #include "common/logging.h"
 #include "common/util.h"
 #include "ps/server.h"
@@ -76,6 +77,7 @@ int RunSchedulerRole(const RoleOptions& o) {
   so.token = o.token;
   so.job_name = o.cfg.name;
   so.port_file = o.port_file;
+  if (!o.run_dir.empty()) so.timeline_path = o.run_dir + "/timeline.json";
   auto sched = Scheduler::Create(so);
   if (!sched.ok()) return Fail("scheduler", sched.status());
   if (o.on_scheduler_bound) o.on_scheduler_bound(so.cluster.host, (*sched)->port());
@@ -162,6 +164,10 @@ int RunServerRole(const RoleOptions& o) {
     // Rows idle past their table's TTL go even when the table gets no pushes.
     Status expired = srv.lifecycle().Expire(srv.store());
     if (!expired.ok()) LOG_WARN << "row expiry: " << expired.message();
+    // The server's counters ride on its heartbeats (the dashboard's PS panels, /metrics).
+    nlohmann::json stats = nlohmann::json::parse(srv.StatsJson(), nullptr, false);
+    stats["at_ms"] = MonotonicMs();  // when measured: heartbeats may repeat a measurement
+    (*client)->SetStats(stats);
   }
   srv.Stop();
   LOG_INFO << "stopped: " << notice.reason << "; stats " << srv.StatsJson();
@@ -237,6 +243,7 @@ int RunWorkerRole(const RoleOptions& o) {
   ctx.should_abort = should_abort;
   ctx.resume_from = o.resume_from;
   ctx.job_token = o.token;
+  ctx.progress = [&sched](const nlohmann::json& p) { sched.SetStats(p); };
   auto summary = RunTraining(ctx);
   if (!summary.ok())
     return report_failure(std::string("job ") + EnumName(o.cfg.train.job), summary.status());

@@ -9,6 +9,7 @@
 #include "common/logging.h"
 #include "common/util.h"
 #include "launch/local_cluster.h"
+#include "launch/report.h"
 #include "worker/checkpoint.h"
 #include "worker/job_summary.h"
 
@@ -113,6 +114,14 @@ Status WriteRunResult(const JobConfig& cfg, const std::string& run_dir, double w
   if (!line.empty()) LOG_INFO << line;
   M6_RETURN_IF_ERROR(WriteFileAtomic(run_dir + "/result.json", result.dump(2) + "\n"));
   LOG_INFO << "all processes exited cleanly; results in " << run_dir << "/result.json";
+  // The report is for people: a failure to write it does not fail the job.
+  Status data = WriteReportData(run_dir);
+  if (!data.ok()) LOG_INFO << "report: no item map (" << data.message() << ")";
+  Status report = WriteRunReport(run_dir);
+  if (report.ok())
+    LOG_INFO << "report: " << run_dir << "/report.html";
+  else
+    LOG_WARN << "no report.html: " << report.message();
   return Status::OK();
 }
 

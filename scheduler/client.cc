@@ -150,8 +150,9 @@ class SchedulerClient::Impl {
       while (!stop_ && !lost_) {
         const int64_t now = clock_->NowMs();
         if (now >= due) {
+          const json beat = stats_.empty() ? json::object() : json{{"stats", stats_}};
           lock.Unlock();
-          Status s = Send(MsgType::kHeartbeat, json::object());
+          Status s = Send(MsgType::kHeartbeat, beat);
           lock.Lock();
           if (!s.ok()) break;
           due = now + opts_.heartbeat_interval_ms;
@@ -229,6 +230,7 @@ class SchedulerClient::Impl {
   std::deque<std::pair<MsgHeader, json>> inbox_ GUARDED_BY(mu_);
   bool stop_ GUARDED_BY(mu_) = false;
   bool lost_ GUARDED_BY(mu_) = false;
+  json stats_ GUARDED_BY(mu_);  // sent with every heartbeat (SetStats)
   bool shutdown_ GUARDED_BY(mu_) = false;
   bool shutdown_ok_ GUARDED_BY(mu_) = false;
   bool failed_ GUARDED_BY(mu_) = false;
@@ -308,6 +310,11 @@ bool SchedulerClient::failed(std::string* why) const {
 bool SchedulerClient::shutdown_received() const {
   MutexLock lock(&impl_->mu_);
   return impl_->shutdown_;
+}
+
+void SchedulerClient::SetStats(const json& stats) {
+  MutexLock lock(&impl_->mu_);
+  impl_->stats_ = stats;
 }
 
 StatusOr<std::string> SchedulerClient::QueryStatus(int timeout_ms) {

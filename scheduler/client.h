@@ -15,6 +15,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 
@@ -76,6 +77,9 @@ class SchedulerClient {
   bool failed(std::string* why) const;
   bool shutdown_received() const;
   StatusOr<std::string> QueryStatus(int timeout_ms);
+  // What this node reports with every heartbeat from now on (a JSON object: a worker's
+  // progress, a server's counters), shown by the scheduler's dashboard, /status and /metrics.
+  void SetStats(const nlohmann::json& stats);
 
   class Impl;
 

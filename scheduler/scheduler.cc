@@ -3,6 +3,8 @@
 // clang-format off
 #include <utility>  // before asio: Boost 1.74 needs std::exchange declared
 #include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 // clang-format on
 #include <deque>
 #include <map>
@@ -11,6 +13,7 @@
 #include "common/logging.h"
 #include "common/protocol.h"
 #include "common/util.h"
+#include "scheduler/dashboard.h"
 #include "scheduler/membership.h"
 
 namespace m6rec {
@@ -35,8 +38,25 @@ const char* PhaseName(Phase p) {
 }  // namespace
 
 namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
 using asio::ip::tcp;
 using nlohmann::json;
+
+namespace {
+constexpr size_t kHistoryPoints = 600;  // per node: older points are thinned, not dropped
+
+// Appends to a bounded series: when full, every other point goes (the series keeps its whole
+// time span at half the resolution).
+void Append(std::deque<json>* series, json point) {
+  if (series->size() >= kHistoryPoints) {
+    std::deque<json> thinned;
+    for (size_t i = 0; i < series->size(); i += 2) thinned.push_back(std::move((*series)[i]));
+    *series = std::move(thinned);
+  }
+  series->push_back(std::move(point));
+}
+}  // namespace
 
 class Scheduler::Impl {
  public:
@@ -72,8 +92,8 @@ class Scheduler::Impl {
   Status Run() {
     start_ms_ = clock_->NowMs();
     LOG_INFO << "scheduler listening on " << opts_.cluster.host << ":" << control_port_
-             << (http_port_ > 0 ? " (status: http://" + opts_.cluster.host + ":" +
-                                      std::to_string(http_port_) + "/status)"
+             << (http_port_ > 0 ? " (dashboard: http://" + opts_.cluster.host + ":" +
+                                      std::to_string(http_port_) + "/, also /status, /metrics)"
                                 : std::string())
              << ", waiting for " << opts_.cluster.servers << " servers and "
              << opts_.cluster.workers << " workers";
@@ -162,55 +182,152 @@ class Scheduler::Impl {
     });
   }
 
+  // One HTTP/1.1 exchange per connection (Boost.Beast), routed on the exact path.
+  struct HttpSession : std::enable_shared_from_this<HttpSession> {
+    HttpSession(Impl* o, tcp::socket s) : owner(o), stream(std::move(s)) {}
+    Impl* owner;
+    beast::tcp_stream stream;
+    beast::flat_buffer buf;
+    http::request<http::string_body> req;
+    http::response<http::string_body> res;
+    void Read() {
+      stream.expires_after(std::chrono::seconds(30));
+      http::async_read(stream, buf, req, [self = shared_from_this()](beast::error_code ec, size_t) {
+        if (ec) return;
+        self->res = self->owner->Route(self->req);
+        self->res.prepare_payload();
+        http::async_write(self->stream, self->res, [self](beast::error_code, size_t) {
+          beast::error_code ignored;
+          self->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        });
+      });
+    }
+  };
+
   void AcceptHttp() {
     http_.async_accept([this](boost::system::error_code ec, tcp::socket s) {
       if (ec) return;
-      auto sock = std::make_shared<tcp::socket>(std::move(s));
-      auto buf = std::make_shared<asio::streambuf>(8192);
-      asio::async_read_until(*sock, *buf, "\r\n\r\n",
-                             [this, sock, buf](boost::system::error_code ec2, size_t) {
-                               std::string line;
-                               if (!ec2) {
-                                 std::istream is(buf.get());
-                                 std::getline(is, line);
-                               }
-                               ServeHttp(sock, line);
-                             });
+      std::make_shared<HttpSession>(this, std::move(s))->Read();
       AcceptHttp();
     });
   }
 
-  void ServeHttp(std::shared_ptr<tcp::socket> sock, const std::string& request_line) {
-    std::string code = "200 OK", body;
-    if (request_line.rfind("GET /status", 0) == 0) {
-      body = StatusJson().dump(2) + "\n";
-    } else if (request_line.rfind("GET /healthz", 0) == 0) {
-      body = "{\"ok\": true}\n";
+  http::response<http::string_body> Route(const http::request<http::string_body>& req) {
+    const std::string target(req.target());
+    const std::string path = target.substr(0, target.find('?'));
+    http::response<http::string_body> res{http::status::ok, req.version()};
+    res.set(http::field::server, "m6rec scheduler");
+    res.set(http::field::cache_control, "no-store");
+    res.keep_alive(false);
+    auto json_body = [&](http::status st, const json& j) {
+      res.result(st);
+      res.set(http::field::content_type, "application/json");
+      res.body() = j.dump(2) + "\n";
+    };
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+      json_body(http::status::method_not_allowed, {{"error", "only GET"}});
+    } else if (path == "/") {
+      res.set(http::field::content_type, "text/html; charset=utf-8");
+      res.body() = dashboard_page_;
+    } else if (path == "/status") {
+      json_body(http::status::ok, StatusJson(true));
+    } else if (path == "/metrics") {
+      res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+      res.body() = PrometheusText(StatusJson(false));
+    } else if (path == "/healthz") {
+      json_body(http::status::ok, {{"ok", true}});
     } else {
-      code = "404 Not Found";
-      body = "{\"error\": \"try GET /status or GET /healthz\"}\n";
+      json_body(http::status::not_found,
+                {{"error", "no route " + path},
+                 {"routes", {"/ (dashboard)", "/status", "/metrics", "/healthz"}}});
     }
-    auto resp = std::make_shared<std::string>(
-        "HTTP/1.0 " + code + "\r\nContent-Type: application/json\r\nContent-Length: " +
-        std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
-    asio::async_write(*sock, asio::buffer(*resp), [sock, resp](boost::system::error_code, size_t) {
-      boost::system::error_code ignored;
-      sock->shutdown(tcp::socket::shutdown_both, ignored);
-    });
+    if (req.method() == http::verb::head) res.body().clear();
+    return res;
   }
 
-  json StatusJson() {
+  // What happened when (seconds since the scheduler started), for the timeline.
+  void Event(const std::string& what, const char* role = nullptr, uint32_t rank = 0) {
+    json e = {{"t", (clock_->NowMs() - start_ms_) / 1000.0}, {"event", what}};
+    if (role) e["role"] = role, e["rank"] = rank;
+    if (events_.size() < 100000) events_.push_back(std::move(e));
+  }
+
+  void WriteTimeline() {
+    if (opts_.timeline_path.empty()) return;
+    json t = StatusJson(true);
+    t["events"] = events_;
+    Status s = WriteFileAtomic(opts_.timeline_path, t.dump() + "\n");
+    if (!s.ok()) LOG_WARN << "timeline: " << s.message();
+  }
+
+  // A node's heartbeat stats (SchedulerClient::SetStats): kept as its latest, and as points of
+  // its history for the dashboard's curves.
+  void OnStats(ConnId id, const json& stats) {
+    Member* m = members_.Find(id);
+    if (!m || !stats.is_object()) return;
+    const std::string key = std::string(RoleName(m->role)) + " " + std::to_string(m->rank);
+    stats_[key] = stats;
+    const double t = (clock_->NowMs() - start_ms_) / 1000.0;
+    if (m->role == Role::kWorker) {
+      json p = {{"t", t}};
+      for (const char* k : {"steps", "loss", "samples_per_s", "epoch"})
+        if (stats.contains(k)) p[k] = stats[k];
+      Append(&worker_history_[m->rank], std::move(p));
+      if (m->rank == 0) {
+        const int epoch = stats.value("epoch", 0);
+        if (epoch > last_epoch_) Event("epoch " + std::to_string(epoch), "worker", 0);
+        last_epoch_ = std::max(last_epoch_, epoch);
+        const uint64_t ck = stats.value("checkpoint_step", uint64_t{0});
+        if (ck > last_checkpoint_) Event("checkpoint at step " + std::to_string(ck), "worker", 0);
+        last_checkpoint_ = std::max(last_checkpoint_, ck);
+      }
+      if (m->rank == 0 && stats.contains("last_eval")) {
+        const json& e = stats["last_eval"];
+        if (evals_.empty() || evals_.back().value("epoch", -1) != e.value("epoch", -2)) {
+          evals_.push_back(e);
+          Event("evaluated epoch " + std::to_string(e.value("epoch", 0)), "worker", 0);
+        }
+      }
+    } else if (m->role == Role::kServer) {
+      auto& h = server_history_[m->rank];
+      // A heartbeat repeating the last measurement adds no point (rates would read zero).
+      if (!h.empty() && h.back().value("at_ms", int64_t{-1}) == stats.value("at_ms", int64_t{-2}))
+        return;
+      json p = {{"t", t}, {"at_ms", stats.value("at_ms", int64_t{0})}};
+      for (const char* k : {"requests", "pulls", "pushes", "hot_hits", "cold_reads"})
+        p[k] = stats.value(k, 0.0);
+      Append(&h, std::move(p));
+    }
+  }
+
+  // with_history: the nodes' curves too (the dashboard's /status; /metrics needs the latest).
+  json StatusJson(bool with_history = false) {
     const int64_t now = clock_->NowMs();
     json nodes = json::array();
-    for (const auto& m : members_.All())
-      nodes.push_back({{"role", RoleName(m.role)},
-                       {"rank", m.rank},
-                       {"host", m.host},
-                       {"port", m.port},
-                       {"pid", m.pid},
-                       {"alive", m.alive},
-                       {"finished", m.finished},
-                       {"silent_ms", now - m.last_seen_ms}});
+    for (const auto& m : members_.All()) {
+      json n = {{"role", RoleName(m.role)},
+                {"rank", m.rank},
+                {"host", m.host},
+                {"port", m.port},
+                {"pid", m.pid},
+                {"alive", m.alive},
+                {"finished", m.finished},
+                {"silent_ms", now - m.last_seen_ms}};
+      auto st = stats_.find(std::string(RoleName(m.role)) + " " + std::to_string(m.rank));
+      if (st != stats_.end()) n["stats"] = st->second;
+      nodes.push_back(std::move(n));
+    }
+    json out = StatusCore(now, nodes);
+    if (with_history) {
+      json h = {{"workers", json::object()}, {"servers", json::object()}, {"evals", evals_}};
+      for (const auto& [r, l] : worker_history_) h["workers"][std::to_string(r)] = l;
+      for (const auto& [r, l] : server_history_) h["servers"][std::to_string(r)] = l;
+      out["history"] = std::move(h);
+    }
+    return out;
+  }
+
+  json StatusCore(int64_t now, const json& nodes) {
     return {{"job", opts_.job_name},
             {"phase", PhaseName(phase_)},
             {"uptime_s", (now - start_ms_) / 1000.0},
@@ -299,6 +416,7 @@ class Scheduler::Impl {
         break;
       case MsgType::kHeartbeat:
         members_.Heartbeat(id);
+        if (j.contains("stats")) OnStats(id, j["stats"]);
         break;
       case MsgType::kBarrier: {
         std::string name = j.value("name", ""), group = j.value("group", "workers");
@@ -318,6 +436,7 @@ class Scheduler::Impl {
         if (!m) break;
         bool ok = j.value("ok", false);
         members_.MarkFinished(id, ok, j.contains("summary") ? j["summary"].dump() : "{}");
+        Event(ok ? "finished" : "failed", RoleName(m->role), m->rank);
         LOG_INFO << RoleName(m->role) << " " << m->rank << " finished "
                  << (ok ? "OK" : "with an error: " + j.value("error", std::string("?")));
         if (!ok) {
@@ -362,10 +481,12 @@ class Scheduler::Impl {
             StatusCode::kInvalidArgument);
       return;
     }
+    Event("registered", RoleName(role), *r);
     LOG_INFO << RoleName(role) << " " << *r << " registered from " << j.value("host", std::string())
              << ":" << j.value("port", 0) << " (pid " << j.value("pid", 0) << ")";
     if (members_.Complete()) {
       phase_ = Phase::kRunning;
+      Event("cluster formed");
       LOG_INFO << "all " << opts_.cluster.servers << " servers and " << opts_.cluster.workers
                << " workers registered; publishing the cluster view";
       for (const auto& m : members_.All()) {
@@ -381,6 +502,7 @@ class Scheduler::Impl {
     std::string what = std::string(RoleName(m.role)) + " " + std::to_string(m.rank) + " (pid " +
                        std::to_string(m.pid) + ") is dead: " + why;
     LOG_ERROR << what;
+    Event("dead: " + why, RoleName(m.role), m.rank);
     Broadcast(MsgType::kNodeDead, {{"role", RoleName(m.role)}, {"rank", m.rank}, {"reason", why}});
     Fail(what);
   }
@@ -416,6 +538,7 @@ class Scheduler::Impl {
     phase_ = Phase::kFinishing;
     finish_ms_ = clock_->NowMs();
     LOG_INFO << "all workers finished; shutting the cluster down";
+    Event("job complete");
     Broadcast(MsgType::kShutdown, {{"ok", true}, {"reason", "job complete"}});
     bool any = false;
     for (const auto& s : members_.servers()) any |= s.alive;
@@ -427,6 +550,7 @@ class Scheduler::Impl {
     if (result_.ok()) result_ = Status::Aborted(reason);
     phase_ = Phase::kFailed;
     LOG_ERROR << "job failed: " << reason;
+    Event("job failed: " + reason);
     Broadcast(MsgType::kShutdown, {{"ok", false}, {"reason", reason}});
     // Give the shutdown frames a moment to leave, then stop.
     auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
@@ -436,6 +560,7 @@ class Scheduler::Impl {
   void Finish() {
     if (done_) return;
     done_ = true;
+    WriteTimeline();
     boost::system::error_code ec;
     control_.close(ec);
     http_.close(ec);
@@ -453,6 +578,13 @@ class Scheduler::Impl {
   tcp::acceptor control_, http_;
   asio::steady_timer tick_;
   std::map<ConnId, std::shared_ptr<Session>> sessions_;
+  const std::string dashboard_page_ = DashboardPage(opts_.job_name);
+  std::map<std::string, json> stats_;  // "worker 0" -> its latest heartbeat stats
+  std::map<uint32_t, std::deque<json>> worker_history_, server_history_;
+  std::vector<json> evals_;   // worker 0's evaluations, one per epoch
+  std::vector<json> events_;  // the timeline (Event)
+  int last_epoch_ = 0;
+  uint64_t last_checkpoint_ = 0;
   ConnId next_conn_ = 0;
   Phase phase_ = Phase::kForming;
   int64_t start_ms_ = 0, finish_ms_ = 0;

@@ -20,7 +20,9 @@
 
 #include "common/clock.h"
 #include "common/protocol.h"
+#include "launch/progress_line.h"
 #include "scheduler/client.h"
+#include "scheduler/dashboard.h"
 
 namespace m6rec {
 
@@ -484,6 +486,42 @@ TEST(SchedulerClient, ConnectBacksOffOnItsClockAndGivesUpAtTheDeadline) {
   EXPECT_NE(c.status().message().find("cannot reach the scheduler at 127.0.0.1:1 within 100 ms"),
             std::string::npos)
       << c.status().message();
+}
+
+// The progress line and /metrics are functions of /status: checked on a hand-made one.
+TEST(Dashboard, ProgressLineAndMetricsReadTheWorkersStats) {
+  const nlohmann::json st = nlohmann::json::parse(R"({
+    "job": "j", "phase": "running", "uptime_s": 12.5,
+    "nodes": [
+      {"role": "server", "rank": 0, "alive": true, "silent_ms": 100,
+       "stats": {"pulls": 10, "pushes": 9, "rows_pulled": 1000, "rows_pushed": 900,
+                 "hot_hits": 950, "cold_reads": 50}},
+      {"role": "worker", "rank": 1, "alive": false, "silent_ms": 9000,
+       "stats": {"samples_per_s": 400, "steps": 7}},
+      {"role": "worker", "rank": 0, "alive": true, "silent_ms": 200,
+       "stats": {"epoch": 2, "epochs": 4, "steps": 30, "samples": 3840, "step_in_epoch": 5,
+                 "steps_per_epoch": 20, "loss": 2.5, "samples_per_s": 600,
+                 "eta_epoch_s": 15, "eta_job_s": 75,
+                 "last_eval": {"epoch": 1, "test": {"HR@10": 0.4321, "users": 600}}}}]})");
+  const std::string line = ProgressLine::Render(st, 200);
+  EXPECT_EQ(line,
+            "epoch 2/4 [#####---------------]  25% 5/20 | 1000 samples/s | loss 2.5000 | ETA "
+            "epoch 0:15, job 1:15 | HR@10 0.4321 (epoch 1)");
+  EXPECT_EQ(ProgressLine::Render(st, 30).size(), 29u) << "cut to the terminal's width";
+  EXPECT_EQ(ProgressLine::Render(nlohmann::json::object(), 100), "");
+  EXPECT_TRUE(ProgressLine::IsProgressLogLine(
+      "19:45:48.054 I epoch 2 step 600 loss 4.72514 (1954 samples/s, ETA epoch 0:00, job 1:19)"));
+  EXPECT_FALSE(ProgressLine::IsProgressLogLine("19:45:55.646 I epoch 2: train loss 4.72994"));
+
+  const std::string m = PrometheusText(st);
+  for (const char* want :
+       {"m6rec_node_up{rank=\"1\",role=\"worker\"} 0", "m6rec_worker_steps_total{rank=\"0\"} 30",
+        "m6rec_worker_eta_seconds{rank=\"0\"} 75", "m6rec_eval_metric{metric=\"HR@10\"} 0.4321",
+        "m6rec_server_requests_total{op=\"pull\",rank=\"0\"} 10",
+        "m6rec_server_hot_hits_total{rank=\"0\"} 950", "# TYPE m6rec_worker_steps_total counter",
+        "m6rec_job_info{job=\"j\",phase=\"running\"} 1"})
+    EXPECT_NE(m.find(want), std::string::npos) << want << "\n" << m;
+  EXPECT_EQ(m.find("m6rec_eval_metric{metric=\"users\"}"), std::string::npos);
 }
 
 }  // namespace m6rec

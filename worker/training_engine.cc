@@ -82,6 +82,32 @@ struct EvalHistograms {
   TaskHistograms task_test, task_valid;
 };
 
+// A ScoreHistogram's counts ([bins positives..., bins negatives...]) as a few display bins over
+// the range the scores occupy: {"bins": lower edges, "positives": shares, "negatives": shares}.
+json ScoreDistribution(const std::vector<double>& counts) {
+  constexpr int kShown = 40;
+  const int B = ScoreHistogram::kBins;
+  int lo = B, hi = -1;
+  double pos = 0, neg = 0;
+  for (int b = 0; b < B; ++b) {
+    if (counts[size_t(b)] + counts[size_t(B + b)] > 0) lo = std::min(lo, b), hi = std::max(hi, b);
+    pos += counts[size_t(b)];
+    neg += counts[size_t(B + b)];
+  }
+  json out = {{"bins", json::array()}, {"positives", json::array()}, {"negatives", json::array()}};
+  if (hi < lo) return out;
+  const int width = std::max(1, (hi - lo + kShown) / kShown);
+  for (int b0 = lo; b0 <= hi; b0 += width) {
+    double p = 0, n = 0;
+    for (int b = b0; b < std::min(hi + 1, b0 + width); ++b)
+      p += counts[size_t(b)], n += counts[size_t(B + b)];
+    out["bins"].push_back(b0 == 0 ? ScoreHistogram::Edge(1) : ScoreHistogram::Edge(b0));
+    out["positives"].push_back(pos > 0 ? p / pos : 0.0);
+    out["negatives"].push_back(neg > 0 ? n / neg : 0.0);
+  }
+  return out;
+}
+
 // One evaluation pass over `users`: retrieval under the dataset's protocol, then every other task.
 Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const JobConfig& cfg,
                      const std::vector<uint32_t>& users, MetricSums* test, MetricSums* valid,
@@ -230,6 +256,7 @@ class TrainingEngine {
   Status Issue(const std::vector<Sample>& samples, size_t step, InFlight* f);
   Status Complete(InFlight* f);
   Status TrainStep(InFlight& f, int epoch);
+  void ReportProgress(bool now);  // ctx_.progress, at most every 500 ms unless `now`
   Status RunEpoch(int epoch, size_t first_step, bool* stop);
   Status EvaluateEpoch(int epoch, double loss, bool* best);
   Status AppendMetricsLine(const json& line);
@@ -288,6 +315,9 @@ class TrainingEngine {
   json curve_ = json::array();
   std::vector<int32_t> lag_ms_;  // rank 0: per event, arrival to trained (ms)
   bool warned_unscored_ = false;
+  int64_t last_progress_ms_ = 0;
+  json last_eval_;                // the last evaluation's headline numbers (for the dashboard)
+  uint64_t checkpoint_step_ = 0;  // the step of the last checkpoint written (for the timeline)
   std::unique_ptr<OnlineStrategy> online_;  // stream.online_strategy
   json online_state_;                       // a resumed job's, applied when the stream starts
 };
@@ -336,6 +366,7 @@ Status TrainingEngine::Init() {
   summary_.dense_params = dense_ ? dense_->numel() : 0;
   summary_.collective = coll_.name();
   summary_.model = model_->Describe();
+  prog_.Plan(shard_.steps_per_epoch, tc.epochs);
   M6_RETURN_IF_ERROR(EvalPopularity(ds_, shard_.users, EvalSeed(cfg_), &summary_.popularity));
   M6_RETURN_IF_ERROR(
       EvalTaskBaselines(ds_, tc.tasks, shard_.users, cfg_.seed, &summary_.popularity));
@@ -396,7 +427,21 @@ Status TrainingEngine::TrainStep(InFlight& f, int epoch) {
   if (dense_ && prog_.steps() < kFingerprintedSteps)
     summary_.param_fingerprints.push_back(std::to_string(dense_->Fingerprint()));
   prog_.Step(epoch, r.loss_sum, r.examples);
+  ReportProgress(false);
   return Status::OK();
+}
+
+void TrainingEngine::ReportProgress(bool now) {
+  if (!ctx_.progress) return;
+  const int64_t t = MonotonicMs();
+  if (!now && t - last_progress_ms_ < 500) return;
+  last_progress_ms_ = t;
+  json p = prog_.Progress();
+  p["rank"] = ctx_.rank;
+  if (!last_eval_.empty()) p["last_eval"] = last_eval_;
+  if (source_) p["stream"] = {{"chunks", chunks_}, {"events", streamed_.size()}};
+  if (checkpoint_step_ > 0) p["checkpoint_step"] = checkpoint_step_;
+  ctx_.progress(p);
 }
 
 Status TrainingEngine::RunEpoch(int epoch, size_t first_step, bool* stop) {
@@ -456,6 +501,10 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
     AddConfusion(ds_, h.test, t, &rec.test);
     AddConfusion(ds_, h.valid, t, &rec.valid);
     rec.report["thresholds"] = t.ToJson(ds_);
+    // The test scores of positives and negatives over every rank (the report's distribution).
+    std::vector<double> test_counts = h.test.all.counts();
+    M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &test_counts));
+    rec.report["score_hist"] = ScoreDistribution(test_counts);
   }
   if (cfg_.train.tasks.size() > 1) {
     TaskHistograms test_all = h.task_test, valid_all = h.task_valid;
@@ -485,9 +534,16 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
     best_value_ = value;
     summary_.best_epoch = epoch;
   }
+  last_eval_ = {{"epoch", epoch}, {"test", MetricsJson(test)}, {"loss", mean_loss[0]}};
+  last_eval_["test"].erase("domains");
+  last_eval_["test"].erase("tasks");
+  last_eval_["test"].erase("cold_start");
+  ReportProgress(true);
   if (ctx_.rank != 0) return Status::OK();
+  json shown = rec.report;
+  shown.erase("score_hist");  // for the report (metrics.jsonl), not the console
   LOG_INFO << EpochSummary(epoch, mean_loss[0], ds_.protocol, test, valid)
-           << (rec.report.empty() ? "" : "; " + rec.report.dump());
+           << (shown.empty() ? "" : "; " + shown.dump());
   json line = {{"epoch", epoch},
                {"steps", prog_.steps()},
                {"loss", mean_loss[0]},
@@ -900,6 +956,7 @@ Status TrainingEngine::RunStream() {
       c["HR@10_online"] = packed[2] > 0 ? packed[3] / packed[2] : 0.0;
     }
     curve_.push_back(c);
+    ReportProgress(true);
     if (ctx_.rank == 0) {
       LOG_INFO << "chunk " << chunks_ << ": " << chunk.size() << " events, prequential HR@10 "
                << c["HR@10"].get<double>() << " NDCG@10 " << c["NDCG@10"].get<double>() << ", "
@@ -972,6 +1029,8 @@ Status TrainingEngine::Checkpoint(int next_epoch, size_t next_step, const std::s
   M6_RETURN_IF_ERROR(WriteFileAtomic(dir + "/manifest.json", manifest.dump(2) + "\n"));
   if (best) M6_RETURN_IF_ERROR(WriteBestPointer(ctx_.run_dir, dir, summary_.best_epoch));
   LOG_INFO << "checkpoint " << dir << (best ? " (best epoch so far)" : "");
+  checkpoint_step_ = prog_.steps();
+  ReportProgress(true);
   return PruneCheckpoints(ctx_.run_dir, cfg_.checkpoint.keep);
 }
 

@@ -57,6 +57,10 @@ struct EngineContext {
   // every table (in-process jobs; a cluster's servers cannot be emptied from a worker).
   uint64_t job_token = 0;
   std::function<Status()> reset_tables;
+  // Where the rank is (TrainProgress::Progress, plus "last_eval" after an evaluation and
+  // "stream" in a stream job), at most every half second: a worker hands it to its scheduler
+  // client (SetStats), whose heartbeats carry it to the dashboard.
+  std::function<void(const nlohmann::json&)> progress;
 };
 
 // The job's dataset (LoadDataset over cfg.data, with train.eval_negatives applied), read once

@@ -1,0 +1,330 @@
+#include "launch/report.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/keys.h"
+#include "common/util.h"
+#include "common/web_assets.h"
+#include "launch/offline.h"
+#include "worker/pca.h"
+#include "worker/sparse_tables.h"
+
+namespace m6rec {
+
+using nlohmann::json;
+
+namespace {
+
+// The page's script: builds every chart from DATA = {runs: [{name, result, metrics, config}]}.
+constexpr const char* kReportJs = R"js(
+var runs = DATA.runs;
+var grid = document.getElementById('charts');
+var nextId = 0;
+function card(title, note) {
+  var d = document.createElement('div');
+  d.className = 'card';
+  var id = 'c' + (nextId++);
+  d.innerHTML = '<canvas id="' + id + '"></canvas>' + (note ? '<div class="muted">' + m6esc(note) + '</div>' : '') +
+                '<a class="muted" href="#" download="' + title.replace(/[^A-Za-z0-9@]+/g, '-') + '.png">PNG</a>';
+  var a = d.querySelector('a');
+  a.addEventListener('click', function () { a.href = document.getElementById(id).toDataURL('image/png'); });
+  grid.appendChild(d);
+  return id;
+}
+function num(v) { return typeof v === 'number' && isFinite(v); }
+function series(run, pick, xkey) {
+  var pts = [];
+  run.metrics.forEach(function (l) {
+    var y = pick(l);
+    var x = l[xkey || 'epoch'];
+    if (num(x) && num(y)) pts.push([x, y]);
+  });
+  return pts;
+}
+var epochLines = function (r) { return r.metrics.filter(function (l) { return l.epoch !== undefined && l.test; }); };
+runs.forEach(function (r) { r.metrics = r.metrics || []; r.epochs = epochLines(r); });
+var multi = runs.length > 1;
+function label(r, what) { return multi ? r.name + (what ? ' ' + what : '') : (what || r.name); }
+
+// Loss over epochs and over wall time.
+var lossS = [], lossT = [];
+runs.forEach(function (r) {
+  var e = { metrics: r.epochs };
+  lossS.push({ label: label(r, 'loss'), points: series(e, function (l) { return l.loss; }) });
+  lossT.push({ label: label(r, 'loss'), points: series(e, function (l) { return l.loss; }, 'elapsed_s') });
+});
+if (lossS.some(function (s) { return s.points.length; })) {
+  m6line(card('training loss per epoch'), { title: 'training loss', x: 'epoch', y: 'loss', series: lossS });
+  m6line(card('training loss over wall time'), { title: 'training loss over wall time', x: 'seconds', y: 'loss', series: lossT });
+}
+// Every headline metric the runs evaluated, test and validation, over epochs and wall time.
+var metricNames = [];
+runs.forEach(function (r) {
+  r.epochs.forEach(function (l) {
+    Object.keys(l.test).forEach(function (k) {
+      if (num(l.test[k]) && k !== 'users' && metricNames.indexOf(k) < 0) metricNames.push(k);
+    });
+  });
+});
+var headline = ['HR@10', 'NDCG@10', 'Recall@20', 'NDCG@20', 'MRR', 'AUC'].filter(function (m) { return metricNames.indexOf(m) >= 0; });
+headline.forEach(function (m) {
+  var s = [], t = [];
+  runs.forEach(function (r) {
+    var e = { metrics: r.epochs };
+    s.push({ label: label(r, 'test'), points: series(e, function (l) { return l.test[m]; }) });
+    if (r.epochs.some(function (l) { return l.valid; }))
+      s.push({ label: label(r, 'valid'), points: series(e, function (l) { return l.valid ? l.valid[m] : null; }) });
+    t.push({ label: label(r, 'test'), points: series(e, function (l) { return l.test[m]; }, 'elapsed_s') });
+  });
+  m6line(card(m + ' per epoch'), { title: m + ' per epoch', x: 'epoch', y: m, series: s });
+  m6line(card(m + ' over wall time'), { title: m + ' over wall time (test)', x: 'seconds', y: m, series: t });
+});
+// Per domain and per task (the first run's).
+var r0 = runs[0];
+['domains', 'cold_start'].forEach(function (key) {
+  var names = {};
+  r0.epochs.forEach(function (l) { if (l.test[key]) Object.keys(l.test[key]).forEach(function (n) { names[n] = 1; }); });
+  var metric = headline[0] || 'HR@10';
+  var s = Object.keys(names).map(function (n) {
+    return { label: n, points: series({ metrics: r0.epochs }, function (l) { return l.test[key] && l.test[key][n] ? l.test[key][n][metric] : null; }) };
+  });
+  if (s.length) m6line(card(metric + ' per ' + key), { title: 'test ' + metric + ' per ' + (key === 'domains' ? 'domain' : 'cold/warm group'), x: 'epoch', y: metric, series: s });
+});
+var tasks = {};
+r0.epochs.forEach(function (l) { if (l.test.tasks) Object.keys(l.test.tasks).forEach(function (n) { tasks[n] = l.test.tasks[n]; }); });
+Object.keys(tasks).forEach(function (n) {
+  var m = ['RMSE', 'AUC', 'macro_F1', 'accuracy'].filter(function (k) { return num(tasks[n][k]); })[0];
+  if (!m) return;
+  m6line(card('task ' + n), { title: 'task ' + n + ': test ' + m + ' per epoch', x: 'epoch', y: m,
+    series: [{ label: n, points: series({ metrics: r0.epochs }, function (l) { return l.test.tasks && l.test.tasks[n] ? l.test.tasks[n][m] : null; }) }] });
+});
+// The fusion gates: the weight each source carries, per epoch.
+['user', 'item'].forEach(function (side) {
+  var srcs = {};
+  r0.epochs.forEach(function (l) { if (l.gates && l.gates[side]) Object.keys(l.gates[side]).forEach(function (k) { srcs[k] = 1; }); });
+  var s = Object.keys(srcs).map(function (k) {
+    return { label: k, points: series({ metrics: r0.epochs }, function (l) { return l.gates && l.gates[side] ? l.gates[side][k] : null; }) };
+  });
+  if (s.length) m6line(card(side + ' gates'), { title: 'fusion weights of the ' + side + ' sources (mean gate)', x: 'epoch', y: 'gate', series: s });
+});
+// A stream job's prequential curve.
+runs.forEach(function (r) {
+  var st = r.result.stream;
+  if (!st || !st.chunks) return;
+  var s = [{ label: label(r, 'HR@10'), points: st.chunks.map(function (c) { return [c.chunk, c['HR@10']]; }) },
+           { label: label(r, 'NDCG@10'), points: st.chunks.map(function (c) { return [c.chunk, c['NDCG@10']]; }) }];
+  if (st.chunks.length && st.chunks[0]['HR@10_online'] !== undefined)
+    s.push({ label: label(r, 'HR@10, online strategy'), points: st.chunks.map(function (c) { return [c.chunk, c['HR@10_online']]; }) });
+  m6line(card('prequential'), { title: 'prequential metrics per chunk of the stream (scored before trained)', x: 'chunk', y: 'metric', series: s });
+});
+// The item map and the score distributions, when the job measured them (report-data.json).
+runs.forEach(function (r) {
+  var d = r.data;
+  if (!d) return;
+  if (d.item_map && d.item_map.groups) {
+    m6scatter(card('item map', d.item_map.note), { title: 'items by the first two principal components of their vectors' + (multi ? ' (' + r.name + ')' : ''),
+      x: 'PC1', y: 'PC2', series: d.item_map.groups.map(function (g) { return { label: g.label, points: g.points }; }) });
+  }
+});
+// The test scores of positives and sampled negatives at the best epoch (else the last).
+runs.forEach(function (r) {
+  var best = r.epochs.filter(function (l) { return l.epoch === r.result.best_epoch && l.score_hist; })[0] ||
+             r.epochs.filter(function (l) { return l.score_hist; }).slice(-1)[0];
+  if (!best || !best.score_hist.bins.length) return;
+  var h = best.score_hist;
+  m6bars(card('scores'), { title: 'test scores at epoch ' + best.epoch + ': positives vs sampled negatives' + (multi ? ' (' + r.name + ')' : ''),
+    labels: h.bins.map(function (b) { return b.toFixed(2); }), x: 'score (bin lower edge)', y: 'share',
+    series: [{ label: 'positives', values: h.positives }, { label: 'negatives', values: h.negatives }] });
+});
+// The cluster over time (timeline.json, written by the scheduler): throughput per worker,
+// the parameter servers' request rates and hot-tier hit rate, and what happened when.
+runs.forEach(function (r) {
+  var tl = r.timeline;
+  if (!tl) return;
+  var h = tl.history || {}, sfx = multi ? ' (' + r.name + ')' : '';
+  var sps = Object.keys(h.workers || {}).map(function (k) {
+    return { label: 'worker ' + k, points: h.workers[k].filter(function (p) { return num(p.samples_per_s); })
+                                                      .map(function (p) { return [p.t, p.samples_per_s]; }) };
+  });
+  if (sps.length) m6line(card('throughput'), { title: 'samples/s per worker over time' + sfx, x: 'seconds', y: 'samples/s', series: sps });
+  var rate = [], hit = [];
+  Object.keys(h.servers || {}).forEach(function (k) {
+    var l = h.servers[k], pr = [], ph = [];
+    for (var i = 1; i < l.length; ++i) {
+      var dt = l[i].t - l[i - 1].t;
+      if (dt > 0) pr.push([l[i].t, (l[i].requests - l[i - 1].requests) / dt]);
+      var n = (l[i].hot_hits - l[i - 1].hot_hits) + (l[i].cold_reads - l[i - 1].cold_reads);
+      if (n > 0) ph.push([l[i].t, (l[i].hot_hits - l[i - 1].hot_hits) / n]);
+    }
+    rate.push({ label: 'server ' + k, points: pr });
+    hit.push({ label: 'server ' + k, points: ph });
+  });
+  if (rate.length) {
+    m6line(card('ps rate'), { title: 'parameter-server requests/s per server' + sfx, x: 'seconds', y: 'requests/s', series: rate });
+    m6line(card('ps hits'), { title: 'hot-tier hit rate per server (reads since the last point)' + sfx, x: 'seconds', y: 'hit rate', series: hit });
+  }
+  var lanes = [], byLane = {};
+  (tl.events || []).forEach(function (e) {
+    var lane = e.role ? e.role + ' ' + e.rank : 'scheduler';
+    if (!(lane in byLane)) { byLane[lane] = lanes.length; lanes.push(lane); }
+  });
+  var ser = lanes.map(function (lane) {
+    return { label: lane, points: tl.events.filter(function (e) { return (e.role ? e.role + ' ' + e.rank : 'scheduler') === lane; })
+                                           .map(function (e) { return [e.t, byLane[lane]]; }) };
+  });
+  if (ser.length) m6scatter(card('timeline', lanes.map(function (l, i) { return i + ': ' + l; }).join(', ')),
+                            { title: 'the cluster\'s events over time (one row per process)' + sfx, x: 'seconds', y: 'process', series: ser });
+  var rows = [['seconds', 'process', 'event']];
+  (tl.events || []).forEach(function (e) { rows.push([Math.round(e.t * 10) / 10, e.role ? e.role + ' ' + e.rank : 'scheduler', e.event]); });
+  var div = document.createElement('div');
+  div.innerHTML = '<h3>Timeline' + m6esc(sfx) + '</h3>' + m6table(rows);
+  document.getElementById('timeline').appendChild(div);
+});
+// Tables: the result of every run, then each run's configuration.
+var rows = [['run', 'dataset', 'best epoch', 'selected by'].concat(headline).concat(['popularity ' + (headline[0] || ''), 'samples/s', 'wall s'])];
+runs.forEach(function (r) {
+  var t = r.result.test || {}, p = r.result.popularity || {};
+  rows.push([r.name, r.result.dataset || '', r.result.best_epoch || '-', r.result.selected_by || '-']
+    .concat(headline.map(function (m) { return num(t[m]) ? t[m] : '-'; }))
+    .concat([num(p[headline[0]]) ? p[headline[0]] : '-', num(r.result.samples_per_s) ? Math.round(r.result.samples_per_s) : '-',
+             num(r.result.wall_s) ? Math.round(r.result.wall_s * 10) / 10 : '-']));
+});
+document.getElementById('results').innerHTML = m6table(rows);
+var cfg = '';
+runs.forEach(function (r) { cfg += '<h3>' + m6esc(r.name) + '</h3><pre>' + m6esc(r.config) + '</pre>'; });
+document.getElementById('config').innerHTML = cfg;
+document.body.dataset.ready = '1';
+)js";
+
+StatusOr<json> ReadJsonFile(const std::string& path) {
+  M6_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) return Status::Corruption(path + ": not JSON");
+  return j;
+}
+
+StatusOr<json> RunData(const std::string& dir) {
+  if (!std::filesystem::exists(dir + "/config.yaml"))
+    return Status::NotFound("'" + dir + "' is not a run directory (no config.yaml)");
+  json r = {{"name", std::filesystem::path(dir).filename().string()}, {"dir", dir}};
+  M6_ASSIGN_OR_RETURN(std::string cfg, ReadFileToString(dir + "/config.yaml"));
+  r["config"] = cfg;
+  r["result"] = json::object();
+  if (std::filesystem::exists(dir + "/result.json")) {
+    M6_ASSIGN_OR_RETURN(r["result"], ReadJsonFile(dir + "/result.json"));
+    r["result"].erase("config");   // shown as the YAML itself
+    r["result"].erase("workers");  // every rank's own summary: not what the page shows
+  }
+  r["metrics"] = json::array();
+  std::ifstream in(dir + "/metrics.jsonl");
+  std::string line;
+  for (uint64_t n = 1; std::getline(in, line); ++n) {
+    if (line.empty()) continue;
+    json l = json::parse(line, nullptr, false);
+    if (l.is_discarded())
+      return Status::Corruption(dir + "/metrics.jsonl:" + std::to_string(n) + ": not JSON");
+    r["metrics"].push_back(std::move(l));
+  }
+  if (std::filesystem::exists(dir + "/timeline.json")) {
+    M6_ASSIGN_OR_RETURN(json t, ReadJsonFile(dir + "/timeline.json"));
+    r["timeline"] = {{"events", t.value("events", json::array())},
+                     {"history", t.value("history", json::object())}};
+  }
+  if (std::filesystem::exists(dir + "/report-data.json")) {
+    M6_ASSIGN_OR_RETURN(r["data"], ReadJsonFile(dir + "/report-data.json"));
+  }
+  return r;
+}
+
+}  // namespace
+
+StatusOr<std::string> BuildReport(const std::vector<std::string>& run_dirs) {
+  if (run_dirs.empty()) return Status::InvalidArgument("no run directory to report on");
+  json data = {{"runs", json::array()}};
+  std::string names;
+  for (const auto& d : run_dirs) {
+    M6_ASSIGN_OR_RETURN(json r, RunData(d));
+    names += (names.empty() ? "" : ", ") + r["name"].get<std::string>();
+    data["runs"].push_back(std::move(r));
+  }
+  std::ostringstream body;
+  body << "<h1>m6rec: " << HtmlEscape(names) << "</h1>\n";
+  if (run_dirs.size() == 1) {
+    const json& res = data["runs"][0]["result"];
+    body << "<p class=\"muted\">" << HtmlEscape(res.value("dataset", std::string())) << " &middot; "
+         << HtmlEscape(res.value("protocol", std::string())) << " &middot; job "
+         << HtmlEscape(res.value("job", std::string())) << "</p>\n";
+  }
+  body << "<h2>Results</h2><div id=\"results\"></div>\n"
+       << "<h2>Charts</h2><div class=\"grid\" id=\"charts\"></div>\n"
+       << "<h2>Timeline</h2><div id=\"timeline\"></div>\n"
+       << "<h2>Configuration</h2><div id=\"config\"></div>\n";
+  const std::string script = "var DATA = " + ScriptJson(data) + ";\n" + kReportJs;
+  return HtmlPage("m6rec report: " + names, body.str(), script);
+}
+
+Status WriteReportData(const std::string& run_dir) {
+  M6_ASSIGN_OR_RETURN(auto run, OpenRun(run_dir, "", {}, false));
+  const JobConfig& cfg = run->cfg;
+  const Dataset& ds = *run->sc.data;
+  const TableSpec* it = cfg.FindTable(cfg.train.item_table);
+  if (!it) return Status::NotFound("no item table");
+  // The trained items, every k-th by id when there are more than 2,000 (the same each time).
+  std::vector<uint32_t> items;
+  for (uint32_t i = ds.first_item; i < ds.num_items; ++i)
+    if (i < ds.item_popularity.size() && ds.item_popularity[i] > 0) items.push_back(i);
+  constexpr size_t kMax = 2000;
+  if (items.size() > kMax) {
+    std::vector<uint32_t> every;
+    for (size_t k = 0; k < kMax; ++k) every.push_back(items[k * items.size() / kMax]);
+    items = std::move(every);
+  }
+  if (items.size() < 3) return Status::NotFound("fewer than 3 trained items");
+  const int64_t n = int64_t(items.size()), dim = it->dim;
+  std::vector<Key> keys;
+  for (uint32_t i : items) keys.push_back(MakeKey(it->id, i));
+  std::vector<float> x(size_t(n * dim));
+  M6_RETURN_IF_ERROR(run->tables->Pull(it->id, keys.data(), keys.size(), x.data()));
+  const Pca pca = FitPca(x, n, dim, 2);
+  const std::vector<float> xy = ApplyPca(pca, x, n);
+  // Groups: the item's domain, or its popularity quarter.
+  std::vector<uint32_t> pops;
+  for (uint32_t i : items) pops.push_back(ds.item_popularity[i]);
+  std::vector<uint32_t> sorted = pops;
+  std::sort(sorted.begin(), sorted.end());
+  auto quarter = [&](uint32_t p) {
+    int q = 0;
+    while (q < 3 && p > sorted[sorted.size() * size_t(q + 1) / 4]) ++q;
+    return q;
+  };
+  static const char* kQuarters[] = {"least popular quarter", "second quarter", "third quarter",
+                                    "most popular quarter"};
+  std::map<std::string, json> groups;
+  for (int64_t k = 0; k < n; ++k) {
+    const uint32_t i = items[size_t(k)];
+    const std::string g =
+        ds.multi_domain() ? ds.domains[ds.ItemDomain(i)].name : kQuarters[quarter(pops[size_t(k)])];
+    groups[g].push_back({xy[size_t(2 * k)], xy[size_t(2 * k + 1)]});
+  }
+  json out = {
+      {"item_map",
+       {{"note", std::to_string(n) + " items' " + it->name + " rows from " + run->checkpoint +
+                     "; the two components explain " +
+                     std::to_string(int(100 * pca.explained() + 0.5)) + "% of the variance"},
+        {"groups", json::array()}}}};
+  for (auto& [label, pts] : groups)
+    out["item_map"]["groups"].push_back({{"label", label}, {"points", std::move(pts)}});
+  return WriteFileAtomic(run_dir + "/report-data.json", out.dump() + "\n");
+}
+
+Status WriteRunReport(const std::string& run_dir) {
+  M6_ASSIGN_OR_RETURN(std::string page, BuildReport({run_dir}));
+  return WriteFileAtomic(run_dir + "/report.html", page);
+}
+
+}  // namespace m6rec
