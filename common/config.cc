@@ -752,6 +752,36 @@ Status ParseStream(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   return Status::OK();
 }
 
+// report: {papers: [{name, <metric>: number, ...}, ...]}.
+Status ParseReport(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
+  YAML::Node n = root["report"];
+  M6_RETURN_IF_ERROR(r.CheckMap(n, "report", {"papers"}));
+  if (!n || !n["papers"]) return Status::OK();
+  const YAML::Node list = n["papers"];
+  if (!list.IsSequence())
+    return Status::InvalidArgument(r.Where(list, "report.papers") +
+                                   ": a list of {name: ..., <metric>: <number>, ...}");
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string p = "report.papers[" + std::to_string(i) + "]";
+    const YAML::Node e = list[i];
+    if (!e.IsMap() || !e["name"] || !e["name"].IsScalar())
+      return Status::InvalidArgument(r.Where(e, p) + ": needs a name and metric values");
+    ReportConfig::Paper paper;
+    paper.name = e["name"].as<std::string>();
+    for (const auto& kv : e) {
+      const std::string key = kv.first.as<std::string>();
+      if (key == "name") continue;
+      try {
+        paper.metrics[key] = kv.second.as<double>();
+      } catch (const YAML::Exception&) {
+        return Status::InvalidArgument(r.Where(kv.second, p + "." + key) + ": a number");
+      }
+    }
+    cfg->report.papers.push_back(std::move(paper));
+  }
+  return Status::OK();
+}
+
 // adapt: {from, frozen_domains, train} (written by `m6rec adapt`, see WriteAdaptConfig).
 Status ParseAdapt(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node n = root["adapt"];
@@ -830,7 +860,7 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   cfg->source = source;
   M6_RETURN_IF_ERROR(r.CheckMap(root, "",
                                 {"job", "cluster", "ps", "tables", "data", "train", "model",
-                                 "checkpoint", "adapt", "stream"}));
+                                 "checkpoint", "adapt", "stream", "report"}));
 
   YAML::Node job = root["job"];
   M6_RETURN_IF_ERROR(r.CheckMap(job, "job", {"name", "seed"}));
@@ -845,6 +875,7 @@ Status ParseTree(const YAML::Node& root, const std::string& source, JobConfig* c
   M6_RETURN_IF_ERROR(ParseModel(r, root["model"], cfg));
   M6_RETURN_IF_ERROR(ParseAdapt(r, root, cfg));
   M6_RETURN_IF_ERROR(ParseStream(r, root, cfg));
+  M6_RETURN_IF_ERROR(ParseReport(r, root, cfg));
   return CheckJobTables(r, root, *cfg);
 }
 

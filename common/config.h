@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -384,6 +385,16 @@ struct StreamConfig {
   bool enabled() const { return source != StreamKind::kNone; }
 };
 
+// What a run's report shows beside its own numbers: the published rows the job compares with
+// (report.papers: [{name: "S3-Rec (CIKM 2020)", HR@10: 0.5506, NDCG@10: 0.3732}, ...]).
+struct ReportConfig {
+  struct Paper {
+    std::string name;
+    std::map<std::string, double> metrics;  // metric name (as the results name it) -> value
+  };
+  std::vector<Paper> papers;
+};
+
 struct JobConfig {
   std::string name = "m6rec";
   uint64_t seed = 42;
@@ -397,6 +408,7 @@ struct JobConfig {
   CheckpointConfig checkpoint;
   AdaptConfig adapt;
   StreamConfig stream;
+  ReportConfig report;
 
   // Finds a table by name; nullptr when absent.
   const TableSpec* FindTable(const std::string& name) const;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/config.h"
 #include "common/keys.h"
 #include "common/util.h"
 #include "common/web_assets.h"
@@ -194,6 +195,16 @@ runs.forEach(function (r) {
     .concat([num(p[headline[0]]) ? p[headline[0]] : '-', num(r.result.samples_per_s) ? Math.round(r.result.samples_per_s) : '-',
              num(r.result.wall_s) ? Math.round(r.result.wall_s * 10) / 10 : '-']));
 });
+// The published rows the configurations name (report.papers), once each.
+var seenPapers = {};
+runs.forEach(function (r) {
+  (r.papers || []).forEach(function (p) {
+    if (seenPapers[p.name]) return;
+    seenPapers[p.name] = 1;
+    rows.push(['paper: ' + p.name, '', '', ''].concat(headline.map(function (m) { return num(p.metrics[m]) ? p.metrics[m] : '-'; }))
+      .concat(['', '', '']));
+  });
+});
 document.getElementById('results').innerHTML = m6table(rows);
 var cfg = '';
 runs.forEach(function (r) { cfg += '<h3>' + m6esc(r.name) + '</h3><pre>' + m6esc(r.config) + '</pre>'; });
@@ -214,6 +225,11 @@ StatusOr<json> RunData(const std::string& dir) {
   json r = {{"name", std::filesystem::path(dir).filename().string()}, {"dir", dir}};
   M6_ASSIGN_OR_RETURN(std::string cfg, ReadFileToString(dir + "/config.yaml"));
   r["config"] = cfg;
+  // The published rows the configuration names (report.papers).
+  M6_ASSIGN_OR_RETURN(JobConfig parsed, LoadConfig(dir + "/config.yaml"));
+  r["papers"] = json::array();
+  for (const auto& p : parsed.report.papers)
+    r["papers"].push_back({{"name", p.name}, {"metrics", p.metrics}});
   r["result"] = json::object();
   if (std::filesystem::exists(dir + "/result.json")) {
     M6_ASSIGN_OR_RETURN(r["result"], ReadJsonFile(dir + "/result.json"));

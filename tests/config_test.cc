@@ -75,6 +75,23 @@ TEST(Config, StreamSectionNamesWhatAStreamNeeds) {
   EXPECT_NE(e.find("retrieval alone"), std::string::npos) << e;
 }
 
+TEST(Config, ReportPapersAreNamedRowsOfNumbers) {
+  auto c =
+      ParseConfig(std::string(kTables) +
+                      "report:\n  papers:\n    - {name: S3-Rec, HR@10: 0.5506, NDCG@10: 0.3732}\n",
+                  "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_EQ(c->report.papers.size(), 1u);
+  EXPECT_EQ(c->report.papers[0].name, "S3-Rec");
+  EXPECT_DOUBLE_EQ(c->report.papers[0].metrics.at("HR@10"), 0.5506);
+  std::string e = Err(std::string(kTables) + "report:\n  papers:\n    - {HR@10: 0.5}\n");
+  EXPECT_NE(e.find("report.papers[0]: needs a name"), std::string::npos) << e;
+  e = Err(std::string(kTables) + "report:\n  papers:\n    - {name: X, HR@10: high}\n");
+  EXPECT_NE(e.find("report.papers[0].HR@10: a number"), std::string::npos) << e;
+  e = Err(std::string(kTables) + "report: {plots: 3}\n");
+  EXPECT_NE(e.find("report.plots: unknown field"), std::string::npos) << e;
+}
+
 TEST(Config, ErrorsNameFileLineAndField) {
   std::string e = Err(std::string(kTables) + "cluster:\n  servers: two\n");
   EXPECT_NE(e.find("job.yaml:5"), std::string::npos) << e;

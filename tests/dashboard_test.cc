@@ -170,7 +170,9 @@ TEST(Dashboard, ALiveJobsPageMetricsAndFinishedReportRenderInABrowser) {
   EXPECT_EQ(fams["m6rec_node_up"].size(), 4u) << "2 servers and 2 workers";
   ASSERT_TRUE(fams.contains("m6rec_worker_steps")) << "counter family of m6rec_worker_steps_total";
   for (const auto& s : fams["m6rec_worker_steps"])
-    if (s[0].contains("rank")) EXPECT_GT(s[1].get<double>(), 0.0) << s.dump();
+    if (s[0].contains("rank")) {
+      EXPECT_GT(s[1].get<double>(), 0.0) << s.dump();
+    }
   ASSERT_TRUE(fams.contains("m6rec_server_requests")) << parsed.stdout_text;
 
   // The dashboard in a browser: its script polled /status and drew the workers' curves.
