@@ -1,5 +1,12 @@
 #include "cluster_util.h"
 
+// clang-format off
+#include <utility>  // before asio: Boost 1.74 needs std::exchange declared
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+// clang-format on
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -43,6 +50,35 @@ train: {job: m6, epochs: )" +
          std::to_string(epochs) +
          R"(, batch_size: 128, negatives: 32, loss: softmax, temperature: 0.2, log_every: 10}
 )";
+}
+
+HttpReply Http(int port, const std::string& method, const std::string& target,
+               const std::string& body, const std::string& raw) {
+  namespace asio = boost::asio;
+  namespace beast = boost::beast;
+  namespace http = beast::http;
+  asio::io_context io;
+  beast::tcp_stream s(io);
+  s.expires_after(std::chrono::seconds(30));
+  beast::error_code ec;
+  s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"),
+                                    static_cast<unsigned short>(port)),
+            ec);
+  if (ec) return {};
+  if (!raw.empty()) {
+    asio::write(s.socket(), asio::buffer(raw), ec);
+  } else {
+    http::request<http::string_body> req{http::string_to_verb(method), target, 11};
+    req.set(http::field::host, "test");
+    req.body() = body;
+    req.prepare_payload();
+    http::write(s, req, ec);
+  }
+  beast::flat_buffer buf;
+  http::response<http::string_body> res;
+  if (!ec) http::read(s, buf, res, ec);
+  if (ec) return {};
+  return {static_cast<int>(res.result_int()), res.body()};
 }
 
 std::string OnPath(const std::string& program) {

@@ -19,6 +19,16 @@ namespace testing {
 std::string MfConfig(int epochs);
 std::string M6Config(int epochs);
 
+// One HTTP/1.1 request to 127.0.0.1:port on a fresh connection (Boost.Beast, bounded by a 30 s
+// deadline): method, target and body, or `raw` bytes sent as they are instead. status 0: no
+// answer (connection refused or dropped).
+struct HttpReply {
+  int status = 0;
+  std::string body;
+};
+HttpReply Http(int port, const std::string& method, const std::string& target,
+               const std::string& body = "", const std::string& raw = "");
+
 // The full path of `program` on PATH, or "".
 std::string OnPath(const std::string& program);
 

@@ -5,16 +5,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 #include <thread>
-#include <utility>  // before asio: Boost 1.74 needs std::exchange declared
 
 #include "cluster_util.h"
 #include "common/util.h"
@@ -23,37 +19,14 @@
 namespace m6rec {
 namespace {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 using nlohmann::json;
 using testing::Background;
 using testing::Binary;
 using testing::RunCommand;
 using testing::TempDir;
 
-struct Page {
-  int status = 0;
-  std::string body;
-};
-
-Page Get(int port, const std::string& target) {
-  asio::io_context io;
-  beast::tcp_stream s(io);
-  s.expires_after(std::chrono::seconds(30));
-  beast::error_code ec;
-  s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"),
-                                    static_cast<unsigned short>(port)),
-            ec);
-  if (ec) return {};
-  http::request<http::empty_body> req{http::verb::get, target, 11};
-  req.set(http::field::host, "test");
-  http::write(s, req, ec);
-  beast::flat_buffer buf;
-  http::response<http::string_body> res;
-  if (!ec) http::read(s, buf, res, ec);
-  if (ec) return {};
-  return {static_cast<int>(res.result_int()), res.body()};
+testing::HttpReply Get(int port, const std::string& target) {
+  return testing::Http(port, "GET", target);
 }
 
 std::string ArtifactDir() {
@@ -127,7 +100,7 @@ TEST(Dashboard, ALiveJobsPageMetricsAndFinishedReportRenderInABrowser) {
   ASSERT_GT(port, 0) << ports;
   json status;
   for (int i = 0; i < 1200; ++i) {
-    Page p = Get(port, "/status");
+    testing::HttpReply p = Get(port, "/status");
     status = json::parse(p.body, nullptr, false);
     int reporting = 0;  // workers with steps done, servers with requests served
     if (status.is_object())
@@ -148,7 +121,7 @@ TEST(Dashboard, ALiveJobsPageMetricsAndFinishedReportRenderInABrowser) {
   EXPECT_EQ(Get(port, "/status?x=1").status, 200) << "a query string is not part of the path";
 
   // /metrics through a real Prometheus text parser.
-  Page metrics = Get(port, "/metrics");
+  testing::HttpReply metrics = Get(port, "/metrics");
   ASSERT_EQ(metrics.status, 200);
   testing::WriteFile(dir / "metrics.txt", metrics.body);
   auto parsed =

@@ -5,14 +5,12 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
-#include <utility>  // before asio: Boost 1.74 needs std::exchange declared
+#include <utility>
 
 #include "cluster_util.h"
 #include "test_util.h"
@@ -21,9 +19,7 @@
 namespace m6rec {
 namespace {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
+namespace http = boost::beast::http;
 using nlohmann::json;
 using testing::Background;
 using testing::Binary;
@@ -35,31 +31,11 @@ struct Reply {
   json body;
 };
 
-// One request on a fresh connection (bounded by a 30 s deadline).
 Reply Request(int port, http::verb verb, const std::string& target, const std::string& body = "",
               const std::string& raw = "") {
-  asio::io_context io;
-  beast::tcp_stream s(io);
-  s.expires_after(std::chrono::seconds(30));
-  beast::error_code ec;
-  s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"),
-                                    static_cast<unsigned short>(port)),
-            ec);
-  if (ec) return {};
-  if (!raw.empty()) {
-    asio::write(s.socket(), asio::buffer(raw), ec);
-  } else {
-    http::request<http::string_body> req{verb, target, 11};
-    req.set(http::field::host, "test");
-    req.body() = body;
-    req.prepare_payload();
-    http::write(s, req, ec);
-  }
-  beast::flat_buffer buf;
-  http::response<http::string_body> res;
-  if (!ec) http::read(s, buf, res, ec);
-  if (ec) return {};
-  return {static_cast<int>(res.result_int()), json::parse(res.body(), nullptr, false)};
+  const testing::HttpReply r =
+      testing::Http(port, std::string(http::to_string(verb)), target, body, raw);
+  return {r.status, json::parse(r.body, nullptr, false)};
 }
 
 TEST(Serve, AnswersAsRecommendDoesRefusesBadRequestsAndKeepsServing) {
