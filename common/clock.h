@@ -34,5 +34,11 @@ class FakeClock final : public Clock {
 };
 
 inline int64_t MonotonicMs() { return SteadyClock().NowMs(); }
+// Microseconds on the steady clock, for timing short operations (a pull's service time).
+inline int64_t MonotonicUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 }  // namespace m6rec

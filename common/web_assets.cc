@@ -75,6 +75,52 @@ function m6bars(id, spec) {
   m6count(canvas, n);
   return chart;
 }
+// The parameter-server curves of a scheduler history ({workers: {rank: [points]}, servers:
+// {rank: [points]}}), as per-interval values between consecutive heartbeats: requests/s and
+// hot-tier hit rate per server, the server's service time per pull and push (microseconds),
+// and how long each worker's training loop blocked on pulls and pushes (ms per step).
+function m6psSeries(h) {
+  var out = { rate: [], hit: [], service: [], wait: [] };
+  function deltas(l, f) {
+    var pts = [];
+    for (var i = 1; i < l.length; ++i) {
+      var v = f(l[i], l[i - 1]);
+      if (typeof v === 'number' && isFinite(v)) pts.push([l[i].t, v]);
+    }
+    return pts;
+  }
+  Object.keys(h.servers || {}).forEach(function (k) {
+    var l = h.servers[k];
+    out.rate.push({ label: 'server ' + k, points: deltas(l, function (a, b) {
+      return a.t > b.t ? (a.requests - b.requests) / (a.t - b.t) : null; }) });
+    out.hit.push({ label: 'server ' + k, points: deltas(l, function (a, b) {
+      var n = (a.hot_hits - b.hot_hits) + (a.cold_reads - b.cold_reads);
+      return n > 0 ? (a.hot_hits - b.hot_hits) / n : null; }) });
+    ['pull', 'push'].forEach(function (op) {
+      out.service.push({ label: 'server ' + k + ' ' + op, points: deltas(l, function (a, b) {
+        var count = op === 'pull' ? 'pulls' : 'pushes', n = a[count] - b[count];
+        return n > 0 && a[op + '_us'] !== undefined ? (a[op + '_us'] - b[op + '_us']) / n : null; }) });
+    });
+  });
+  Object.keys(h.workers || {}).forEach(function (k) {
+    ['pull', 'push'].forEach(function (op) {
+      out.wait.push({ label: 'worker ' + k + ' ' + op, points: deltas(h.workers[k], function (a, b) {
+        var n = a.steps - b.steps, w = a[op + '_wait_s'], v = b[op + '_wait_s'];
+        return n > 0 && typeof w === 'number' && typeof v === 'number' && w >= v ? (w - v) * 1000 / n : null; }) });
+    });
+  });
+  return out;
+}
+// A canvas as a PNG data URL on a white background (a chart's canvas is transparent: pasted
+// into a page with a dark theme it would be unreadable).
+function m6png(canvas) {
+  var c = document.createElement('canvas');
+  c.width = canvas.width; c.height = canvas.height;
+  var g = c.getContext('2d');
+  g.fillStyle = '#fff'; g.fillRect(0, 0, c.width, c.height);
+  g.drawImage(canvas, 0, 0);
+  return c.toDataURL('image/png');
+}
 function m6esc(s) {
   return String(s).replace(/[&<>"']/g, function (c) {
     return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c];

@@ -636,7 +636,8 @@ struct BenchArgs {
 void AddReport(CLI::App* root, Commands* cmds) {
   struct ReportArgs {
     std::vector<std::string> dirs;
-    std::string out;
+    std::string out, charts;
+    int width = 1100;
   };
   auto a = std::make_shared<ReportArgs>();
   CLI::App* c = root->add_subcommand(
@@ -649,6 +650,12 @@ void AddReport(CLI::App* root, Commands* cmds) {
                 "the page to write (default: RUN_DIR/report.html for one run; required for "
                 "several)")
       ->type_name("FILE");
+  c->add_option("--charts", a->charts,
+                "also write every chart as a PNG into DIR (for docs/; needs Chromium)")
+      ->type_name("DIR");
+  c->add_option("--chart-width", a->width, "the charts' page width in CSS pixels (2x scale)")
+      ->check(CLI::Range(400, 4000))
+      ->capture_default_str();
   cmds->Runs(c, [a] {
     if (a->dirs.size() > 1 && a->out.empty()) {
       std::fprintf(stderr, "report: several runs go to one page: give --out FILE\n");
@@ -662,6 +669,13 @@ void AddReport(CLI::App* root, Commands* cmds) {
       return 1;
     }
     std::printf("wrote %s\n", out.c_str());
+    if (a->charts.empty()) return 0;
+    auto files = ExportCharts(out, a->charts, a->width);
+    if (!files.ok()) {
+      std::fprintf(stderr, "report --charts: %s\n", files.status().message().c_str());
+      return 1;
+    }
+    for (const auto& f : *files) std::printf("wrote %s\n", f.c_str());
     return 0;
   });
 }

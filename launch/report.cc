@@ -1,11 +1,21 @@
 #include "launch/report.h"
 
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "common/config.h"
 #include "common/keys.h"
@@ -25,15 +35,19 @@ namespace {
 constexpr const char* kReportJs = R"js(
 var runs = DATA.runs;
 var grid = document.getElementById('charts');
-var nextId = 0;
+var nextId = 0, usedNames = {};
 function card(title, note) {
   var d = document.createElement('div');
   d.className = 'card';
   var id = 'c' + (nextId++);
-  d.innerHTML = '<canvas id="' + id + '"></canvas>' + (note ? '<div class="muted">' + m6esc(note) + '</div>' : '') +
-                '<a class="muted" href="#" download="' + title.replace(/[^A-Za-z0-9@]+/g, '-') + '.png">PNG</a>';
+  // The chart's file name (its PNG link, m6rec report --charts): the title, made unique.
+  var file = title.replace(/[^A-Za-z0-9@]+/g, '-').replace(/^-|-$/g, '') || 'chart';
+  for (var k = 2; usedNames[file]; ++k) file = file.replace(/-[0-9]+$/, '') + '-' + k;
+  usedNames[file] = 1;
+  d.innerHTML = '<canvas id="' + id + '" data-file="' + file + '"></canvas>' + (note ? '<div class="muted">' + m6esc(note) + '</div>' : '') +
+                '<a class="muted" href="#" download="' + file + '.png">PNG</a>';
   var a = d.querySelector('a');
-  a.addEventListener('click', function () { a.href = document.getElementById(id).toDataURL('image/png'); });
+  a.addEventListener('click', function () { a.href = m6png(document.getElementById(id)); });
   grid.appendChild(d);
   return id;
 }
@@ -153,22 +167,13 @@ runs.forEach(function (r) {
                                                       .map(function (p) { return [p.t, p.samples_per_s]; }) };
   });
   if (sps.length) m6line(card('throughput'), { title: 'samples/s per worker over time' + sfx, x: 'seconds', y: 'samples/s', series: sps });
-  var rate = [], hit = [];
-  Object.keys(h.servers || {}).forEach(function (k) {
-    var l = h.servers[k], pr = [], ph = [];
-    for (var i = 1; i < l.length; ++i) {
-      var dt = l[i].t - l[i - 1].t;
-      if (dt > 0) pr.push([l[i].t, (l[i].requests - l[i - 1].requests) / dt]);
-      var n = (l[i].hot_hits - l[i - 1].hot_hits) + (l[i].cold_reads - l[i - 1].cold_reads);
-      if (n > 0) ph.push([l[i].t, (l[i].hot_hits - l[i - 1].hot_hits) / n]);
-    }
-    rate.push({ label: 'server ' + k, points: pr });
-    hit.push({ label: 'server ' + k, points: ph });
-  });
-  if (rate.length) {
-    m6line(card('ps rate'), { title: 'parameter-server requests/s per server' + sfx, x: 'seconds', y: 'requests/s', series: rate });
-    m6line(card('ps hits'), { title: 'hot-tier hit rate per server (reads since the last point)' + sfx, x: 'seconds', y: 'hit rate', series: hit });
+  var ps = m6psSeries(h);
+  if (ps.rate.length) {
+    m6line(card('ps rate'), { title: 'parameter-server requests/s per server' + sfx, x: 'seconds', y: 'requests/s', series: ps.rate });
+    m6line(card('ps hits'), { title: 'hot-tier hit rate per server (reads since the last point)' + sfx, x: 'seconds', y: 'hit rate', series: ps.hit });
+    m6line(card('ps service'), { title: 'server time per request (lookup or optimizer)' + sfx, x: 'seconds', y: 'microseconds', series: ps.service });
   }
+  if (ps.wait.length) m6line(card('ps wait'), { title: 'time a worker blocks on the PS per step: pull (not hidden by the prefetch) and push' + sfx, x: 'seconds', y: 'ms per step', series: ps.wait });
   var lanes = [], byLane = {};
   (tl.events || []).forEach(function (e) {
     var lane = e.role ? e.role + ' ' + e.rank : 'scheduler';
@@ -210,6 +215,20 @@ var cfg = '';
 runs.forEach(function (r) { cfg += '<h3>' + m6esc(r.name) + '</h3><pre>' + m6esc(r.config) + '</pre>'; });
 document.getElementById('config').innerHTML = cfg;
 document.body.dataset.ready = '1';
+// Export mode (report.html#m6export, what `m6rec report --charts DIR` opens in a headless
+// browser): once the charts have laid out, every chart's PNG goes into the DOM as
+// "file<TAB>data-url" lines for the command to write out.
+if (location.hash === '#m6export') setTimeout(function () {
+  var lines = [];
+  document.querySelectorAll('canvas[data-file]').forEach(function (c) {
+    if (Number(c.dataset.points || 0) > 0) lines.push(c.dataset.file + '\t' + m6png(c));
+  });
+  var pre = document.createElement('pre');
+  pre.id = 'm6export';
+  pre.textContent = lines.join('\n');
+  document.body.appendChild(pre);
+  document.body.dataset.exported = String(lines.length);
+}, 500);
 )js";
 
 StatusOr<json> ReadJsonFile(const std::string& path) {
@@ -257,7 +276,142 @@ StatusOr<json> RunData(const std::string& dir) {
   return r;
 }
 
+// The executable `name` on PATH ("" when none).
+std::string OnPath(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "/usr/bin:/bin");
+  for (std::string d; std::getline(dirs, d, ':');) {
+    const std::string f = (d.empty() ? "." : d) + "/" + name;
+    if (::access(f.c_str(), X_OK) == 0) return f;
+  }
+  return "";
+}
+
+StatusOr<std::string> FindChromium() {
+  if (const char* env = std::getenv("M6REC_CHROMIUM"); env && *env) {
+    if (::access(env, X_OK) != 0)
+      return Status::NotFound(std::string("M6REC_CHROMIUM=") + env + " is not an executable");
+    return std::string(env);
+  }
+  for (const char* name : {"chromium", "chromium-browser", "google-chrome"})
+    if (std::string f = OnPath(name); !f.empty()) return f;
+  return Status::NotFound(
+      "no Chromium to draw the charts with (apt-get install chromium, or set M6REC_CHROMIUM)");
+}
+
+// Runs argv with its stdout into `out_file` (stderr discarded), waiting at most timeout_s.
+Status RunToFile(const std::vector<std::string>& args, const std::string& out_file, int timeout_s) {
+  const int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::IOError(out_file + ": " + std::strerror(errno));
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fd);
+    return Status::IOError(std::string("fork: ") + std::strerror(errno));
+  }
+  if (pid == 0) {
+    ::setpgid(0, 0);  // its own group: a timeout takes its helper processes too
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(fd, 1);
+    if (null >= 0) ::dup2(null, 2);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(args[0].c_str(), argv.data());
+    _exit(127);
+  }
+  ::close(fd);
+  int status = 0;
+  for (int waited_ms = 0;; waited_ms += 50) {
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0) return Status::IOError(std::string("waitpid: ") + std::strerror(errno));
+    if (waited_ms >= timeout_s * 1000) {
+      ::kill(-pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return Status::DeadlineExceeded(args[0] + " did not finish in " + std::to_string(timeout_s) +
+                                      " s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return Status::Internal(args[0] + " failed (exit status " +
+                            std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) + ")");
+  return Status::OK();
+}
+
+StatusOr<std::string> Base64Decode(const std::string& in) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  out.reserve(in.size() * 3 / 4);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    if (c == '=') break;
+    const int v = value(c);
+    if (v < 0) return Status::Corruption("not base64");
+    acc = (acc << 6) | uint32_t(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(char((acc >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+StatusOr<std::vector<std::string>> ExportCharts(const std::string& report_html,
+                                                const std::string& out_dir, int width_px) {
+  M6_ASSIGN_OR_RETURN(std::string chromium, FindChromium());
+  std::error_code ec;
+  const std::string page = std::filesystem::absolute(report_html, ec).string();
+  if (!std::filesystem::exists(page)) return Status::NotFound(report_html + ": no such page");
+  M6_RETURN_IF_ERROR(MakeDirs(out_dir));
+  char tmpl[] = "/tmp/m6rec-charts-XXXXXX";
+  if (!::mkdtemp(tmpl)) return Status::IOError(std::string("mkdtemp: ") + std::strerror(errno));
+  const std::string tmp = tmpl;
+  const std::string dom_file = tmp + "/dom.html";
+  Status ran = RunToFile(
+      {chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+       "--no-first-run", "--hide-scrollbars", "--user-data-dir=" + tmp + "/profile",
+       "--force-device-scale-factor=2", "--window-size=" + std::to_string(width_px) + ",2000",
+       "--virtual-time-budget=10000", "--dump-dom", "file://" + page + "#m6export"},
+      dom_file, 180);
+  auto dom = ran.ok() ? ReadFileToString(dom_file) : StatusOr<std::string>(ran);
+  (void)RemoveTree(tmp);
+  if (!dom.ok()) return dom.status();
+  const std::string open_tag = "<pre id=\"m6export\">";
+  const size_t a = dom->find(open_tag), b = dom->find("</pre>", a);
+  if (a == std::string::npos || b == std::string::npos)
+    return Status::Internal(report_html +
+                            ": the page did not export its charts (not an m6rec "
+                            "report, or its script failed in " +
+                            chromium + ")");
+  std::istringstream lines(dom->substr(a + open_tag.size(), b - a - open_tag.size()));
+  std::vector<std::string> written;
+  for (std::string line; std::getline(lines, line);) {
+    const size_t tab = line.find('\t'), comma = line.find(',');
+    if (tab == std::string::npos || comma == std::string::npos) continue;
+    const std::string name = line.substr(0, tab);
+    if (name.find('/') != std::string::npos || name.empty() || name[0] == '.')
+      return Status::Corruption("bad chart name '" + name + "'");
+    M6_ASSIGN_OR_RETURN(std::string png, Base64Decode(line.substr(comma + 1)));
+    const std::string file = out_dir + "/" + name + ".png";
+    M6_RETURN_IF_ERROR(WriteFileAtomic(file, png));
+    written.push_back(file);
+  }
+  if (written.empty()) return Status::NotFound(report_html + ": no chart with data to export");
+  return written;
+}
 
 StatusOr<std::string> BuildReport(const std::vector<std::string>& run_dirs) {
   if (run_dirs.empty()) return Status::InvalidArgument("no run directory to report on");

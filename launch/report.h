@@ -21,6 +21,13 @@ StatusOr<std::string> BuildReport(const std::vector<std::string>& run_dirs);
 // BuildReport({run_dir}) written to run_dir/report.html.
 Status WriteRunReport(const std::string& run_dir);
 
+// Every chart of the report page at `report_html` as a PNG in out_dir, named by the chart's
+// title (the page's own PNG links use the same names), rendered by a headless Chromium
+// (M6REC_CHROMIUM, else chromium on PATH) at `width_px` CSS pixels wide, 2x scale. Returns
+// the files written. For pictures in docs/ and in papers.
+StatusOr<std::vector<std::string>> ExportCharts(const std::string& report_html,
+                                                const std::string& out_dir, int width_px = 1100);
+
 // run_dir/report-data.json from the run's checkpoint (the best, else the newest): the item map
 // (up to 2,000 items' id rows by their first two principal components, grouped by domain, or
 // by popularity quarter in a one-domain run). NotFound when the run kept no checkpoint.

@@ -224,6 +224,7 @@ void Server::Handle(std::vector<zmq::message_t>& parts, std::vector<zmq::message
   }
 
   // PULL or PUSH: check the table, the dim and every key before touching the store.
+  const int64_t t0 = MonotonicUs();
   if (h.table >= opts_.tables.size())
     return refuse(StatusCode::kInvalidArgument, "unknown table id " + std::to_string(h.table));
   const TableSpec& spec = opts_.tables[h.table];
@@ -259,6 +260,7 @@ void Server::Handle(std::vector<zmq::message_t>& parts, std::vector<zmq::message
     Status s = store_->Lookup(h.table, keys, n, spec.dim, static_cast<float*>(rows.data()));
     if (!s.ok()) return refuse(s.code(), s.message());
     counters_.rows_pulled += n;
+    counters_.pull_us += uint64_t(MonotonicUs() - t0);
     reply->emplace_back(std::move(parts[0]));
     reply->push_back(HeaderMessage(rh));
     reply->push_back(std::move(rows));
@@ -272,6 +274,7 @@ void Server::Handle(std::vector<zmq::message_t>& parts, std::vector<zmq::message
   if (!s.ok()) return refuse(s.code(), s.message());
   counters_.pushes++;
   counters_.rows_pushed += n;
+  counters_.push_us += uint64_t(MonotonicUs() - t0);
   rh.type = static_cast<uint16_t>(MsgType::kPushAck);
   rh.num_keys = n;
   reply->emplace_back(std::move(parts[0]));
@@ -293,6 +296,8 @@ std::string Server::StatsJson() const {
       {"dropped_bad_token", counters_.dropped_bad_token.load()},
       {"dropped_malformed", counters_.dropped_malformed.load()},
       {"refused", counters_.refused.load()},
+      {"pull_us", counters_.pull_us.load()},
+      {"push_us", counters_.push_us.load()},
       {"rows_cached", st.rows_cached},
       {"hot_hits", st.hot_hits},
       {"cold_reads", st.cold_reads},

@@ -41,6 +41,9 @@ struct ServerCounters {
   std::atomic<uint64_t> requests{0}, pulls{0}, pushes{0}, admins{0};
   std::atomic<uint64_t> rows_pulled{0}, rows_pushed{0};
   std::atomic<uint64_t> dropped_bad_token{0}, dropped_malformed{0}, refused{0};
+  // Time spent serving pulls and pushes (checks, store, optimizer), in microseconds: divided by
+  // pulls/pushes over an interval it is the server's share of a request's latency.
+  std::atomic<uint64_t> pull_us{0}, push_us{0};
 };
 
 class Server {

@@ -16,7 +16,6 @@ using nlohmann::json;
 namespace {
 
 constexpr const char* kDashboardJs = R"js(
-var history = {};  // "worker 0" -> [{t, loss, sps, steps}], "server 0" -> [{t, pulls, pushes, hit}]
 var charts = {};
 function pts(list, f) { return list.map(function (p) { return [p.t, f(p)]; }).filter(function (p) { return typeof p[1] === 'number' && isFinite(p[1]); }); }
 function draw(st) {
@@ -35,27 +34,19 @@ function draw(st) {
   document.getElementById('phase').textContent = st.phase + ' · up ' + Math.round(st.uptime_s) + ' s' +
       (st.missing ? ' · missing: ' + st.missing : '');
   var h = st.history || {};
-  var loss = [], sps = [], pulls = [], hits = [];
+  var loss = [], sps = [];
   Object.keys(h.workers || {}).forEach(function (r) {
     var l = h.workers[r];
     loss.push({ label: 'worker ' + r, points: pts(l, function (p) { return p.loss; }) });
     sps.push({ label: 'worker ' + r, points: pts(l, function (p) { return p.samples_per_s; }) });
   });
-  Object.keys(h.servers || {}).forEach(function (r) {
-    var l = h.servers[r];
-    var rate = [];
-    for (var i = 1; i < l.length; ++i) {
-      var dt = l[i].t - l[i - 1].t;
-      if (dt > 0) rate.push([l[i].t, (l[i].requests - l[i - 1].requests) / dt]);
-    }
-    pulls.push({ label: 'server ' + r, points: rate });
-    hits.push({ label: 'server ' + r, points: pts(l, function (p) {
-      var n = p.hot_hits + p.cold_reads; return n > 0 ? p.hot_hits / n : null; }) });
-  });
+  var ps = m6psSeries(h);
   m6line('loss', { title: 'training loss (epoch mean so far) per worker', x: 'seconds', y: 'loss', series: loss });
   m6line('sps', { title: 'samples/s per worker', x: 'seconds', y: 'samples/s', series: sps });
-  m6line('ps', { title: 'parameter-server requests/s per server', x: 'seconds', y: 'requests/s', series: pulls });
-  m6line('hit', { title: 'hot-tier hit rate per server', x: 'seconds', y: 'hit rate', series: hits });
+  m6line('ps', { title: 'parameter-server requests/s per server', x: 'seconds', y: 'requests/s', series: ps.rate });
+  m6line('hit', { title: 'hot-tier hit rate per server', x: 'seconds', y: 'hit rate', series: ps.hit });
+  m6line('wait', { title: 'time a worker blocks on the PS, per step', x: 'seconds', y: 'ms per step', series: ps.wait });
+  m6line('service', { title: 'server time per request (lookup or optimizer)', x: 'seconds', y: 'microseconds', series: ps.service });
   var ev = h.evals || [];
   var names = ev.length ? Object.keys(ev[ev.length - 1].test).filter(function (k) {
     return ['HR@10', 'NDCG@10', 'Recall@20', 'NDCG@20'].indexOf(k) >= 0; }) : [];
@@ -103,7 +94,9 @@ std::string DashboardPage(const std::string& job_name) {
       "<div class=\"card\"><canvas id=\"eval\"></canvas></div>"
       "</div>\n<h2>Parameter servers</h2><div class=\"grid\">"
       "<div class=\"card\"><canvas id=\"ps\"></canvas></div>"
-      "<div class=\"card\"><canvas id=\"hit\"></canvas></div></div>\n"
+      "<div class=\"card\"><canvas id=\"hit\"></canvas></div>"
+      "<div class=\"card\"><canvas id=\"wait\"></canvas></div>"
+      "<div class=\"card\"><canvas id=\"service\"></canvas></div></div>\n"
       "<p class=\"muted\">Also: <a href=\"/status\">/status</a> (JSON), <a "
       "href=\"/metrics\">/metrics</a> (Prometheus).</p>";
   return HtmlPage("m6rec dashboard: " + job_name, body, kDashboardJs);
@@ -140,6 +133,10 @@ std::string PrometheusText(const json& st) {
   auto& hot = counter("m6rec_server_hot_hits_total", "Row reads served by the in-memory hot tier");
   auto& cold = counter("m6rec_server_cold_reads_total",
                        "Row reads that went to the store below the hot tier");
+  auto& wait = counter("m6rec_worker_ps_wait_seconds_total",
+                       "Seconds the training loop blocked on parameter-server pulls or pushes");
+  auto& busy = counter("m6rec_server_busy_seconds_total",
+                       "Seconds a parameter server spent serving pulls or pushes");
   auto& stream = counter("m6rec_stream_events_total", "Stream events a worker has taken");
   Add(info, {{"job", st.value("job", std::string())}, {"phase", st.value("phase", std::string())}},
       1);
@@ -160,6 +157,8 @@ std::string PrometheusText(const json& st) {
       Add(sps, l, Num(s, "samples_per_s"));
       Add(epoch, l, Num(s, "epoch"));
       if (s.contains("eta_job_s")) Add(eta, l, Num(s, "eta_job_s"));
+      Count(wait, {{"rank", rank}, {"op", "pull"}}, Num(s, "pull_wait_s"));
+      Count(wait, {{"rank", rank}, {"op", "push"}}, Num(s, "push_wait_s"));
       if (s.contains("stream")) Count(stream, l, Num(s["stream"], "events"));
       if (s.contains("last_eval") && rank == "0") last_eval = s["last_eval"];
     } else if (role == "server") {
@@ -169,6 +168,8 @@ std::string PrometheusText(const json& st) {
       Count(rows, {{"rank", rank}, {"op", "push"}}, Num(s, "rows_pushed"));
       Count(hot, {{"rank", rank}}, Num(s, "hot_hits"));
       Count(cold, {{"rank", rank}}, Num(s, "cold_reads"));
+      Count(busy, {{"rank", rank}, {"op", "pull"}}, Num(s, "pull_us") / 1e6);
+      Count(busy, {{"rank", rank}, {"op", "push"}}, Num(s, "push_us") / 1e6);
     }
   }
   if (last_eval.is_object() && last_eval.contains("test"))

@@ -270,7 +270,8 @@ class Scheduler::Impl {
     const double t = (clock_->NowMs() - start_ms_) / 1000.0;
     if (m->role == Role::kWorker) {
       json p = {{"t", t}};
-      for (const char* k : {"steps", "loss", "samples_per_s", "epoch"})
+      for (const char* k :
+           {"steps", "loss", "samples_per_s", "epoch", "pull_wait_s", "push_wait_s"})
         if (stats.contains(k)) p[k] = stats[k];
       Append(&worker_history_[m->rank], std::move(p));
       if (m->rank == 0) {
@@ -294,7 +295,8 @@ class Scheduler::Impl {
       if (!h.empty() && h.back().value("at_ms", int64_t{-1}) == stats.value("at_ms", int64_t{-2}))
         return;
       json p = {{"t", t}, {"at_ms", stats.value("at_ms", int64_t{0})}};
-      for (const char* k : {"requests", "pulls", "pushes", "hot_hits", "cold_reads"})
+      for (const char* k :
+           {"requests", "pulls", "pushes", "hot_hits", "cold_reads", "pull_us", "push_us"})
         p[k] = stats.value(k, 0.0);
       Append(&h, std::move(p));
     }

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
@@ -86,6 +87,15 @@ int ChartsWithData(const std::string& dom) {
   return n;
 }
 
+// The points the report's chart saved as `file` plots (-1 when the page has no such chart).
+int PointsOf(const std::string& dom, const std::string& file) {
+  std::smatch m;
+  if (!std::regex_search(dom, m,
+                         std::regex("data-file=\"" + file + "\"[^>]*data-points=\"([0-9]+)\"")))
+    return -1;
+  return std::stoi(m[1]);
+}
+
 TEST(Dashboard, ALiveJobsPageMetricsAndFinishedReportRenderInABrowser) {
   TempDir dir;
   testing::WriteFile(dir / "job.yaml", testing::M6Config(6));
@@ -147,6 +157,15 @@ TEST(Dashboard, ALiveJobsPageMetricsAndFinishedReportRenderInABrowser) {
       EXPECT_GT(s[1].get<double>(), 0.0) << s.dump();
     }
   ASSERT_TRUE(fams.contains("m6rec_server_requests")) << parsed.stdout_text;
+  // Pull/push latency: what the workers' loops blocked on, what the servers spent serving.
+  for (const char* fam : {"m6rec_worker_ps_wait_seconds", "m6rec_server_busy_seconds"}) {
+    ASSERT_TRUE(fams.contains(fam)) << fam << "\n" << parsed.stdout_text;
+    double pull = 0, push = 0;
+    for (const auto& s : fams[fam])
+      (s[0].value("op", "") == "pull" ? pull : push) += s[1].get<double>();
+    EXPECT_GT(pull, 0.0) << fam << ": " << fams[fam].dump();
+    EXPECT_GT(push, 0.0) << fam << ": " << fams[fam].dump();
+  }
 
   // The dashboard in a browser: its script polled /status and drew the workers' curves.
   const std::string art = ArtifactDir();
@@ -173,7 +192,11 @@ TEST(Dashboard, ALiveJobsPageMetricsAndFinishedReportRenderInABrowser) {
        {"<td>cluster formed</td>", "<td>epoch 2</td>", "<td>evaluated epoch 1</td>",
         "<td>checkpoint at step", "<td>job complete</td>"})
     EXPECT_NE(report.find(event), std::string::npos) << "the timeline table shows " << event;
-  EXPECT_GE(ChartsWithData(report), 14) << "+ throughput, PS rates, hit rate and the timeline";
+  EXPECT_GE(ChartsWithData(report), 16)
+      << "+ throughput, PS rates, hit rate, PS service time and waits, and the timeline";
+  // Pull and push, per worker (waits) and per server (service time): 4 series with points.
+  EXPECT_GE(PointsOf(report, "ps-wait"), 4) << "workers' pull and push waits over time";
+  EXPECT_GE(PointsOf(report, "ps-service"), 4) << "servers' time per pull and push";
   EXPECT_EQ(report.find("<script src"), std::string::npos) << "everything inline: opens offline";
   EXPECT_EQ(report.find("<link"), std::string::npos);
 
@@ -183,6 +206,26 @@ TEST(Dashboard, ALiveJobsPageMetricsAndFinishedReportRenderInABrowser) {
   ASSERT_EQ(cmp.exit_code, 0) << cmp.output;
   auto one = RunCommand({Binary(), "report", dir / "run", dir / "run"}, 60);
   EXPECT_EQ(one.exit_code, 2) << "several runs need --out\n" << one.output;
+
+  // Every chart as a PNG file for docs/ (drawn by Chromium): one per chart with data, named by
+  // its title, each a real PNG.
+  auto charts = RunCommand(
+      {Binary(), "report", dir / "run", "--out", dir / "r.html", "--charts", dir / "charts"}, 240);
+  ASSERT_EQ(charts.exit_code, 0) << charts.output;
+  int pngs = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir / "charts")) {
+    std::string head(8, '\0');
+    std::ifstream(e.path(), std::ios::binary).read(head.data(), 8);
+    EXPECT_EQ(head, std::string("\x89PNG\r\n\x1a\n", 8)) << e.path();
+    EXPECT_GT(std::filesystem::file_size(e.path()), 2000u) << e.path() << ": a drawn chart";
+    ++pngs;
+  }
+  EXPECT_EQ(pngs, ChartsWithData(report)) << charts.output;
+  EXPECT_TRUE(std::filesystem::exists(dir / "charts/training-loss-per-epoch.png")) << charts.output;
+  EXPECT_TRUE(std::filesystem::exists(dir / "charts/ps-wait.png")) << charts.output;
+  std::filesystem::copy(dir / "charts/training-loss-per-epoch.png",
+                        ArtifactDir() + "/chart-loss.png",
+                        std::filesystem::copy_options::overwrite_existing);
 }
 
 }  // namespace

@@ -52,6 +52,10 @@ class TrainProgress {
   // Closes the epoch; returns its mean loss.
   double EndEpoch() { return last_loss_ = epoch_loss_ / std::max<uint64_t>(1, epoch_n_); }
   void AddEvalMs(int64_t ms) { eval_ms_ += ms; }
+  // Time the training loop blocked on the parameter servers: waiting for a batch's pulled rows
+  // (what the prefetch did not hide) and for the step's pushes to be acknowledged.
+  void AddPullWait(int64_t us) { pull_wait_us_ += us; }
+  void AddPushWait(int64_t us) { push_wait_us_ += us; }
 
   uint64_t steps() const { return steps_; }
   uint64_t samples() const { return samples_; }
@@ -74,7 +78,11 @@ class TrainProgress {
                         {"steps_per_epoch", steps_per_epoch_},
                         {"loss", epoch_n_ ? epoch_loss_ / double(epoch_n_) : last_loss_},
                         {"samples_per_s", sps_},
-                        {"elapsed_s", elapsed_s()}};
+                        {"elapsed_s", elapsed_s()},
+                        // Totals since this process started (counters: the dashboard and
+                        // /metrics take the per-step means over an interval).
+                        {"pull_wait_s", double(pull_wait_us_) / 1e6},
+                        {"push_wait_s", double(push_wait_us_) / 1e6}};
     double epoch_s = 0, job_s = 0;
     if (Etas(&epoch_s, &job_s)) j["eta_epoch_s"] = epoch_s, j["eta_job_s"] = job_s;
     return j;
@@ -130,6 +138,7 @@ class TrainProgress {
   double before_s_ = 0;
   int64_t t0_ = MonotonicMs();
   int64_t window_t0_ = t0_, eval_ms_ = 0;
+  int64_t pull_wait_us_ = 0, push_wait_us_ = 0;
 };
 
 }  // namespace m6rec

@@ -400,11 +400,13 @@ Status TrainingEngine::Issue(const std::vector<Sample>& samples, size_t step, In
 }
 
 Status TrainingEngine::Complete(InFlight* f) {
+  const int64_t t0 = MonotonicUs();
   for (size_t i = 0; i < f->batch->lists.size(); ++i) {
     KeyList& l = f->batch->lists[i];
     l.rows.resize(l.keys.size() * l.dim);
     if (f->tickets[i]) M6_RETURN_IF_ERROR(ctx_.tables->WaitPull(f->tickets[i], l.rows.data()));
   }
+  prog_.AddPullWait(MonotonicUs() - t0);
   return Status::OK();
 }
 
@@ -423,7 +425,9 @@ Status TrainingEngine::TrainStep(InFlight& f, int epoch) {
     pushes.push_back(t);
   }
   if (dense_) M6_RETURN_IF_ERROR(dense_->AllReduceAndStep(coll_));
+  const int64_t t0 = MonotonicUs();
   for (auto t : pushes) M6_RETURN_IF_ERROR(ctx_.tables->WaitPush(t));
+  prog_.AddPushWait(MonotonicUs() - t0);
   if (dense_ && prog_.steps() < kFingerprintedSteps)
     summary_.param_fingerprints.push_back(std::to_string(dense_->Fingerprint()));
   prog_.Step(epoch, r.loss_sum, r.examples);
