@@ -535,11 +535,12 @@ Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   if (cfg->data.source == DataSource::kDir && cfg->data.path.empty() && cfg->data.domains.empty())
     return Status::InvalidArgument(r.Where(d, "data.path") + ": required when data.source is dir");
   if (!cfg->data.split.empty()) {
-    static const std::set<std::string> kSplits = {"u1", "u2", "u3", "u4", "u5", "ua", "ub"};
+    static const std::set<std::string> kSplits = {"u1", "u2", "u3", "u4",
+                                                  "u5", "ua", "ub", "90/10"};
     if (cfg->data.format != DataFormat::kMovieLens || !kSplits.count(cfg->data.split))
-      return Status::InvalidArgument(
-          r.Where(d["split"], "data.split") + ": '" + cfg->data.split +
-          "' (a MovieLens-100K split: u1..u5, ua, ub, with data.format movielens)");
+      return Status::InvalidArgument(r.Where(d["split"], "data.split") + ": '" + cfg->data.split +
+                                     "' (a MovieLens split, with data.format movielens: "
+                                     "ML-100K's u1..u5, ua, ub, or ML-1M's 90/10)");
   }
   YAML::Node s = d && d.IsMap() ? d["synth"] : YAML::Node(YAML::NodeType::Undefined);
   SynthConfig& sy = cfg->data.synth;

@@ -208,7 +208,8 @@ struct DataConfig {
   std::string name;      // s3rec: the dataset inside the directory (Beauty, LastFM, ...)
   // movielens: a published split of the ratings ("u1".."u5", "ua", "ub" of ML-100K): training
   // reads <split>.base, the rating and like tasks are tested on <split>.test ("" = u.data,
-  // leave-last-out for every task).
+  // leave-last-out for every task). ML-1M (a directory with users.dat): "90/10" holds 10% of
+  // the ratings out for rating and like (GC-MC's protocol; "" = leave-last-out).
   std::string split;
   // movielens: the words of each movie's title (lowercased, year and stop words dropped) as
   // item tokens too, named in the dataset's token vocabulary (what `m6rec import` maps word

@@ -13,7 +13,7 @@ pkgs=(
   libtorch-dev libopenblas0-pthread
   libopenmpi-dev openmpi-bin
   libzmq3-dev cppzmq-dev
-  librocksdb-dev
+  librocksdb-dev zlib1g-dev
   libboost-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libjs-chart.js prometheus-cpp-dev

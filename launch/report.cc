@@ -127,6 +127,27 @@ Object.keys(tasks).forEach(function (n) {
   });
   if (s.length) m6line(card(side + ' gates'), { title: 'fusion weights of the ' + side + ' sources (mean gate)', x: 'epoch', y: 'gate', series: s });
 });
+// The same per task and per domain (gates.tasks / gates.domains: each condition's own gates).
+['tasks', 'domains'].forEach(function (kind) {
+  var conds = {};
+  r0.epochs.forEach(function (l) { if (l.gates && l.gates[kind]) Object.keys(l.gates[kind]).forEach(function (c) { conds[c] = 1; }); });
+  Object.keys(conds).forEach(function (c) {
+    var s = [];
+    ['user', 'item'].forEach(function (side) {
+      var srcs = {};
+      r0.epochs.forEach(function (l) {
+        var g = l.gates && l.gates[kind] && l.gates[kind][c] && l.gates[kind][c][side];
+        if (g) Object.keys(g).forEach(function (k) { srcs[k] = 1; });
+      });
+      Object.keys(srcs).forEach(function (k) {
+        s.push({ label: side + ' ' + k, points: series({ metrics: r0.epochs }, function (l) {
+          var g = l.gates && l.gates[kind] && l.gates[kind][c] && l.gates[kind][c][side];
+          return g ? g[k] : null; }) });
+      });
+    });
+    if (s.length) m6line(card('gates ' + c), { title: 'fusion weights per source for ' + (kind === 'tasks' ? 'task ' : 'domain ') + c, x: 'epoch', y: 'gate', series: s });
+  });
+});
 // A stream job's prequential curve.
 runs.forEach(function (r) {
   var st = r.result.stream;

@@ -83,6 +83,20 @@ double Num(const json& j, const char* k) {
 
 }  // namespace
 
+void StatsHistory::Append(json point) {
+  const double t = point.value("t", 0.0);
+  if (!points_.empty() && t - points_.back().value("t", 0.0) < min_gap_s_) return;
+  if (points_.size() >= capacity_) {
+    std::deque<json> kept;
+    for (size_t i = 0; i < points_.size(); i += 2) kept.push_back(std::move(points_[i]));
+    points_ = std::move(kept);
+    const double span = points_.back().value("t", 0.0) - points_.front().value("t", 0.0);
+    min_gap_s_ = span / double(points_.size() - 1);
+    if (t - points_.back().value("t", 0.0) < min_gap_s_) return;
+  }
+  points_.push_back(std::move(point));
+}
+
 std::string DashboardPage(const std::string& job_name) {
   const std::string body =
       "<h1>m6rec &middot; " + HtmlEscape(job_name) +

@@ -43,21 +43,6 @@ namespace http = beast::http;
 using asio::ip::tcp;
 using nlohmann::json;
 
-namespace {
-constexpr size_t kHistoryPoints = 600;  // per node: older points are thinned, not dropped
-
-// Appends to a bounded series: when full, every other point goes (the series keeps its whole
-// time span at half the resolution).
-void Append(std::deque<json>* series, json point) {
-  if (series->size() >= kHistoryPoints) {
-    std::deque<json> thinned;
-    for (size_t i = 0; i < series->size(); i += 2) thinned.push_back(std::move((*series)[i]));
-    *series = std::move(thinned);
-  }
-  series->push_back(std::move(point));
-}
-}  // namespace
-
 class Scheduler::Impl {
  public:
   explicit Impl(const SchedulerOptions& o)
@@ -273,7 +258,7 @@ class Scheduler::Impl {
       for (const char* k :
            {"steps", "loss", "samples_per_s", "epoch", "pull_wait_s", "push_wait_s"})
         if (stats.contains(k)) p[k] = stats[k];
-      Append(&worker_history_[m->rank], std::move(p));
+      worker_history_[m->rank].Append(std::move(p));
       if (m->rank == 0) {
         const int epoch = stats.value("epoch", 0);
         if (epoch > last_epoch_) Event("epoch " + std::to_string(epoch), "worker", 0);
@@ -298,7 +283,7 @@ class Scheduler::Impl {
       for (const char* k :
            {"requests", "pulls", "pushes", "hot_hits", "cold_reads", "pull_us", "push_us"})
         p[k] = stats.value(k, 0.0);
-      Append(&h, std::move(p));
+      h.Append(std::move(p));
     }
   }
 
@@ -322,8 +307,8 @@ class Scheduler::Impl {
     json out = StatusCore(now, nodes);
     if (with_history) {
       json h = {{"workers", json::object()}, {"servers", json::object()}, {"evals", evals_}};
-      for (const auto& [r, l] : worker_history_) h["workers"][std::to_string(r)] = l;
-      for (const auto& [r, l] : server_history_) h["servers"][std::to_string(r)] = l;
+      for (const auto& [r, l] : worker_history_) h["workers"][std::to_string(r)] = l.points();
+      for (const auto& [r, l] : server_history_) h["servers"][std::to_string(r)] = l.points();
       out["history"] = std::move(h);
     }
     return out;
@@ -582,7 +567,7 @@ class Scheduler::Impl {
   std::map<ConnId, std::shared_ptr<Session>> sessions_;
   const std::string dashboard_page_ = DashboardPage(opts_.job_name);
   std::map<std::string, json> stats_;  // "worker 0" -> its latest heartbeat stats
-  std::map<uint32_t, std::deque<json>> worker_history_, server_history_;
+  std::map<uint32_t, StatsHistory> worker_history_, server_history_;
   std::vector<json> evals_;   // worker 0's evaluations, one per epoch
   std::vector<json> events_;  // the timeline (Event)
   int last_epoch_ = 0;

@@ -434,6 +434,89 @@ TEST(Datasets, RealDatasetsHaveThePublishedCounts) {
   EXPECT_EQ(ml->user_tokens[1][0], 42u);
   EXPECT_EQ(ml->user_tokens[1][1], 50u);
   EXPECT_GE(ml->user_tokens[1][2], 60u);
+  // MovieLens-1M (its ratings without times): every rating in one of train / valid / test.
+  auto m1 = LoadDataset(Dir(root + "/ml-1m", "movielens"), "");
+  ASSERT_TRUE(m1.ok()) << m1.status().message();
+  EXPECT_EQ(m1->num_users - 1, 6040u);
+  EXPECT_EQ(m1->num_items - 1, 3706u);
+  uint64_t held = 0;
+  for (uint32_t u = 1; u < m1->num_users; ++u)
+    held += m1->rated_valid[u].size() + m1->rated_test[u].size();
+  EXPECT_EQ(m1->train_interactions + held, 1000209u);
+  EXPECT_FALSE(m1->ordered) << "no timestamps: the lists are sets";
+  EXPECT_EQ(m1->FindAttribute("occupation")->classes.size(), 21u);
+  DataConfig gc = Dir(root + "/ml-1m", "movielens");
+  gc.split = "90/10";
+  auto m1s = LoadDataset(gc, "");
+  ASSERT_TRUE(m1s.ok()) << m1s.status().message();
+  uint64_t test_ratings = 0;
+  for (const auto& t : m1s->rated_test) test_ratings += t.size();
+  EXPECT_NEAR(double(test_ratings) / 1000209.0, 0.10, 0.005) << "GC-MC's 90/10 protocol";
+}
+
+// MovieLens-1M's own files: ratings.dat ("::", with times: per-user time order and genres from
+// movies.dat by MovieID), or the re-indexed ratings without times (gzip'd TSV: unordered, no
+// genres); users.dat's README codes as attributes; bad lines named by file and line.
+TEST(Datasets, MovieLens1MReadsItsFilesAndItsAttributeCodes) {
+  testing::TempDir dir;
+  testing::WriteFile(dir / "users.dat", "1::F::1::10::48067\n2::M::56::16::70072\n");
+  testing::WriteFile(dir / "movies.dat",
+                     "1::Toy Story (1995)::Animation|Children's|Comedy\n"
+                     "2::Jumanji (1995)::Adventure|Children's|Fantasy\n"
+                     "3::Grumpier Old Men (1995)::Comedy|Romance\n"
+                     "4::Waiting to Exhale (1995)::Comedy|Drama\n");
+  testing::WriteFile(dir / "ratings.dat",
+                     "1::3::4::300\n1::1::5::100\n1::2::3::200\n1::4::1::400\n2::2::2::5\n");
+  auto d = LoadDataset(Dir(dir.path(), "movielens"), "");
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_TRUE(d->ordered);
+  EXPECT_EQ(d->train[1], (std::vector<uint32_t>{1, 2}));
+  EXPECT_EQ(d->valid_item[1], 3);
+  EXPECT_EQ(d->test_item[1], 4);
+  EXPECT_EQ(d->train_ratings[1], (std::vector<float>{5, 3}));
+  EXPECT_EQ(d->rated_test[1], (std::vector<std::pair<uint32_t, float>>{{4, 1}}));
+  // Toy Story: animation 3, children 4, comedy 5 (ML-100K's token ids), the 1990s 29.
+  EXPECT_EQ(d->item_tokens[1], (std::vector<uint32_t>{3, 4, 5, 29}));
+  const auto* age = d->FindAttribute("age");
+  ASSERT_NE(age, nullptr);
+  EXPECT_EQ(age->classes[size_t(age->label[1])], "<18");
+  EXPECT_EQ(age->classes[size_t(age->label[2])], "56+");
+  EXPECT_EQ(
+      d->FindAttribute("occupation")->classes[size_t(d->FindAttribute("occupation")->label[2])],
+      "self-employed");
+  EXPECT_EQ(d->FindAttribute("gender")->label[1], 1);
+  EXPECT_EQ(d->token_names[60 + 10], "occupation:K-12 student");
+
+  // Without ratings.dat: the gzip'd copy, unordered, no genres (its ids are not MovieIDs).
+  std::filesystem::remove(dir / "ratings.dat");
+  testing::WriteFile(dir / "r.tsv", "1\t1\t5\n1\t2\t3\n1\t3\t4\n1\t4\t1\n2\t2\t2\n");
+  ASSERT_EQ(std::system(("gzip -c " + (dir / "r.tsv") + " > " +
+                         (dir / "ratings_svdapprox_user_itemidx_rating.tsv.gz"))
+                            .c_str()),
+            0);
+  auto g = LoadDataset(Dir(dir.path(), "movielens"), "");
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  EXPECT_FALSE(g->ordered);
+  EXPECT_EQ(g->train[1].size() + 2, 4u);
+  EXPECT_TRUE(g->item_tokens[1].empty()) << "no genres without MovieIDs";
+  EXPECT_EQ(g->user_tokens[1].size(), 3u);
+  // The same hash picks the same held-out items every time.
+  auto again = LoadDataset(Dir(dir.path(), "movielens"), "");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->test_item[1], g->test_item[1]);
+  EXPECT_EQ(again->train[1], g->train[1]);
+
+  // Bad input: the file and line.
+  testing::WriteFile(dir / "users.dat", "1::F::1::10::48067\n2::M::33::16::70072\n");
+  auto bad = LoadDataset(Dir(dir.path(), "movielens"), "");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("users.dat:2: age 33"), std::string::npos)
+      << bad.status().message();
+  DataConfig u1 = Dir(dir.path(), "movielens");
+  u1.split = "u1";
+  auto wrong = LoadDataset(u1, "");
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().message().find("90/10"), std::string::npos) << wrong.status().message();
 }
 
 TEST(Datasets, SideFilesAreReadNextToTheInteractions) {

@@ -489,6 +489,31 @@ TEST(SchedulerClient, ConnectBacksOffOnItsClockAndGivesUpAtTheDeadline) {
 }
 
 // The progress line and /metrics are functions of /status: checked on a hand-made one.
+// A node's history stays bounded over a long job and keeps its whole span at one resolution:
+// the first tenth of the job holds about a tenth of the points (halving alone would leave it
+// with a handful).
+TEST(Dashboard, StatsHistoryKeepsTheWholeSpanEvenly) {
+  StatsHistory h(100);
+  for (int i = 0; i <= 20000; ++i) h.Append({{"t", i * 0.1}, {"steps", i}});
+  const auto& p = h.points();
+  ASSERT_LE(p.size(), 100u);
+  ASSERT_GE(p.size(), 50u);
+  EXPECT_EQ(p.front()["t"].get<double>(), 0.0);
+  EXPECT_GT(p.back()["t"].get<double>(), 1900.0) << "recent points are kept";
+  int first_tenth = 0;
+  double widest = 0, narrowest = 1e9;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i]["t"].get<double>() < 200.0) ++first_tenth;
+    if (i > 0) {
+      const double gap = p[i]["t"].get<double>() - p[i - 1]["t"].get<double>();
+      widest = std::max(widest, gap);
+      narrowest = std::min(narrowest, gap);
+    }
+  }
+  EXPECT_GE(first_tenth, int(p.size()) / 20) << "the start of the job is not thinned away";
+  EXPECT_LE(widest, 3.0 * narrowest) << "one resolution over the span";
+}
+
 TEST(Dashboard, ProgressLineAndMetricsReadTheWorkersStats) {
   const nlohmann::json st = nlohmann::json::parse(R"({
     "job": "j", "phase": "running", "uptime_s": 12.5,

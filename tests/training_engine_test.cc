@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "common/config.h"
 #include "common/util.h"
@@ -674,6 +675,21 @@ train:
   EXPECT_GT(g["macro_F1"].get<double>(), 0.7) << line;
   for (const char* name : {"rating", "like", "gender"})
     EXPECT_NE(line.find(std::string("\n  task ") + name + ":"), std::string::npos) << line;
+  // Each task also at the epoch its own validation metric peaks: that epoch's test numbers.
+  const json& own = result["tasks_at_own_best"];
+  for (const auto& [name, metric, sign] :
+       {std::tuple{"rating", "RMSE", -1.0}, {"like", "AUC", 1.0}, {"gender", "accuracy", 1.0}}) {
+    ASSERT_TRUE(own.contains(name)) << result.dump();
+    const int at = own[name]["epoch"].get<int>();
+    double best = -1e9;
+    for (const json& e : result["epochs"])
+      best = std::max(best, sign * e["valid"]["tasks"][name][metric].get<double>());
+    for (const json& e : result["epochs"])
+      if (e["epoch"] == at) {
+        EXPECT_EQ(sign * e["valid"]["tasks"][name][metric].get<double>(), best) << name;
+        EXPECT_EQ(own[name]["test"], e["test"]["tasks"][name]) << name;
+      }
+  }
   BestModel m(cfg, dir / "run", *LoadJobData(cfg, ""), 2);
   ASSERT_TRUE(m.status.ok()) << m.status.message();
   auto ev = EvaluateModel(m.sc);

@@ -11,7 +11,9 @@
 //   movielens     u.data (user item rating timestamp, tab-separated, 1-based ids), per-user time
 //                 order, leave-last-out as above (our documented split); genres and release
 //                 decade (and with data.title_words the titles' words) from u.item as item
-//                 tokens, age band / gender / occupation from u.user as user tokens
+//                 tokens, age band / gender / occupation from u.user as user tokens; a
+//                 MovieLens-1M directory (users.dat, movies.dat, ratings.dat or the re-indexed
+//                 ratings without times) the same way (LoadMovieLens)
 // Side files read when present next to interactions.tsv (synth / tsv): social.tsv (user friend),
 // item_tokens.tsv (item tok tok ...), item_categories.tsv (item category ...), item_image /
 // item_audio as .npy (float32, one row per item) or as .tsv ("item f1 f2 ..." per line, every
@@ -148,7 +150,8 @@ struct Dataset {
 // `data_dir` is where synthetic data was generated (for source synth). With data.domains, every
 // domain's dataset is loaded and merged (MergeDomains).
 StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir);
-// The MovieLens-100K directory `dir` (split: "" or u1..u5/ua/ub, DataConfig::split).
+// The MovieLens-100K directory `dir` (split: "" or u1..u5/ua/ub, DataConfig::split), or a
+// MovieLens-1M one (split "" or "90/10"; without ratings.dat's times its lists are unordered).
 // stream_split > 0 (u.data only): that share of the ratings, the latest by timestamp, goes to
 // stream_events and the rest is all training data (no validation or test targets).
 StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split = "",

@@ -295,6 +295,31 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
       }
     }
   }
+  // Each task at the epoch its own validation metric peaks (the metric a run of that task alone
+  // selects by: RMSE, AUC, accuracy): one selected epoch is rarely every task's best.
+  json own_best = json::object();
+  if (!full && b["test"].contains("tasks"))
+    for (const auto& [name, t] : b["test"]["tasks"].items()) {
+      const char* metric = t.contains("RMSE")       ? "RMSE"
+                           : t.contains("macro_F1") ? "accuracy"
+                                                    : "AUC";
+      const double sign = t.contains("RMSE") ? -1 : 1;
+      int at = -1;
+      double top = -std::numeric_limits<double>::infinity();
+      for (size_t e = 0; e < epochs.size(); ++e) {
+        const json& v = epochs[e]["valid"];
+        if (!v.contains("tasks") || !v["tasks"].contains(name) ||
+            !v["tasks"][name].contains(metric))
+          continue;
+        const double x = sign * v["tasks"][name][metric].get<double>();
+        if (x > top) top = x, at = int(e);
+      }
+      if (at < 0) continue;
+      own_best[name] = {{"epoch", epochs[at]["epoch"]},
+                        {"selected_by", std::string("valid ") + metric},
+                        {"test", epochs[at]["test"]["tasks"][name]}};
+    }
+  if (!own_best.empty()) result["tasks_at_own_best"] = own_best;
   // Every other task on its own line, next to its baseline.
   const json& pop_test = result["popularity"];
   if (b["test"].contains("tasks"))
@@ -325,6 +350,15 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                       t.value("examples", 0.0));
       }
       *line += buf;
+      if (own_best.contains(name) && own_best[name]["epoch"] != b["epoch"]) {
+        const json& o = own_best[name];
+        const char* metric = t.contains("RMSE")       ? "RMSE"
+                             : t.contains("macro_F1") ? "accuracy"
+                                                      : "AUC";
+        std::snprintf(buf, sizeof(buf), "; at its own best validation epoch %d: %s %.4f",
+                      o["epoch"].get<int>(), metric, o["test"].value(metric, 0.0));
+        *line += buf;
+      }
     }
   return result;
 }
