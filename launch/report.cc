@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -162,10 +163,12 @@ runs.forEach(function (r) {
 runs.forEach(function (r) {
   var d = r.data;
   if (!d) return;
-  if (d.item_map && d.item_map.groups) {
-    m6scatter(card('item map', d.item_map.note), { title: 'items by the first two principal components of their vectors' + (multi ? ' (' + r.name + ')' : ''),
-      x: 'PC1', y: 'PC2', series: d.item_map.groups.map(function (g) { return { label: g.label, points: g.points }; }) });
-  }
+  ['item', 'user'].forEach(function (side) {
+    var m = d[side + '_map'];
+    if (!m || !m.groups) return;
+    m6scatter(card(side + ' map', m.note), { title: side + 's by the first two principal components of their vectors' + (multi ? ' (' + r.name + ')' : ''),
+      x: 'PC1', y: 'PC2', series: m.groups.map(function (g) { return { label: g.label, points: g.points }; }) });
+  });
 });
 // The test scores of positives and sampled negatives at the best epoch (else the last).
 runs.forEach(function (r) {
@@ -459,57 +462,99 @@ StatusOr<std::string> BuildReport(const std::vector<std::string>& run_dirs) {
   return HtmlPage("m6rec report: " + names, body.str(), script);
 }
 
+namespace {
+
+// Quarters of a count (popularity, history length) as group names.
+std::function<std::string(size_t)> Quarters(std::vector<uint32_t> counts, const char* what) {
+  std::vector<uint32_t> sorted = counts;
+  std::sort(sorted.begin(), sorted.end());
+  return [counts = std::move(counts), sorted = std::move(sorted), what](size_t k) {
+    static const char* kNames[] = {"lowest", "second", "third", "highest"};
+    int q = 0;
+    while (q < 3 && counts[k] > sorted[sorted.size() * size_t(q + 1) / 4]) ++q;
+    return std::string(kNames[q]) + " quarter by " + what;
+  };
+}
+
+// Up to 2,000 of `ids`' rows of `table` (every k-th when there are more: the same each time) by
+// their first two principal components, grouped by group(position in the kept ids).
+StatusOr<json> EmbeddingMap(SparseTables& tables, const TableSpec& table, std::vector<uint32_t> ids,
+                            const std::function<std::string(uint32_t)>& group,
+                            const std::string& what, const std::string& checkpoint) {
+  constexpr size_t kMax = 2000;
+  if (ids.size() > kMax) {
+    std::vector<uint32_t> every;
+    for (size_t k = 0; k < kMax; ++k) every.push_back(ids[k * ids.size() / kMax]);
+    ids = std::move(every);
+  }
+  if (ids.size() < 3) return Status::NotFound("fewer than 3 trained " + what);
+  const int64_t n = int64_t(ids.size()), dim = table.dim;
+  std::vector<Key> keys;
+  for (uint32_t id : ids) keys.push_back(MakeKey(table.id, id));
+  std::vector<float> x(size_t(n * dim));
+  M6_RETURN_IF_ERROR(tables.Pull(table.id, keys.data(), keys.size(), x.data()));
+  const Pca pca = FitPca(x, n, dim, 2);
+  const std::vector<float> xy = ApplyPca(pca, x, n);
+  std::map<std::string, json> groups;
+  for (int64_t k = 0; k < n; ++k)
+    groups[group(ids[size_t(k)])].push_back({xy[size_t(2 * k)], xy[size_t(2 * k + 1)]});
+  json out = {{"note", std::to_string(n) + " " + what + "' " + table.name + " rows from " +
+                           checkpoint + "; the two components explain " +
+                           std::to_string(int(100 * pca.explained() + 0.5)) + "% of the variance"},
+              {"groups", json::array()}};
+  for (auto& [label, pts] : groups)
+    out["groups"].push_back({{"label", label}, {"points", std::move(pts)}});
+  return out;
+}
+
+}  // namespace
+
 Status WriteReportData(const std::string& run_dir) {
   M6_ASSIGN_OR_RETURN(auto run, OpenRun(run_dir, "", {}, false));
   const JobConfig& cfg = run->cfg;
   const Dataset& ds = *run->sc.data;
   const TableSpec* it = cfg.FindTable(cfg.train.item_table);
   if (!it) return Status::NotFound("no item table");
-  // The trained items, every k-th by id when there are more than 2,000 (the same each time).
-  std::vector<uint32_t> items;
+  json out = json::object();
+  // Items: the trained ones, grouped by domain, or by popularity quarter in a one-domain run.
+  std::vector<uint32_t> items, pops;
   for (uint32_t i = ds.first_item; i < ds.num_items; ++i)
-    if (i < ds.item_popularity.size() && ds.item_popularity[i] > 0) items.push_back(i);
-  constexpr size_t kMax = 2000;
-  if (items.size() > kMax) {
-    std::vector<uint32_t> every;
-    for (size_t k = 0; k < kMax; ++k) every.push_back(items[k * items.size() / kMax]);
-    items = std::move(every);
+    if (i < ds.item_popularity.size() && ds.item_popularity[i] > 0) {
+      items.push_back(i);
+      pops.push_back(ds.item_popularity[i]);
+    }
+  auto item_quarter = Quarters(pops, "popularity");
+  std::map<uint32_t, size_t> item_pos;
+  for (size_t k = 0; k < items.size(); ++k) item_pos[items[k]] = k;
+  M6_ASSIGN_OR_RETURN(out["item_map"], EmbeddingMap(
+                                           *run->tables, *it, items,
+                                           [&](uint32_t i) {
+                                             return ds.multi_domain()
+                                                        ? ds.domains[ds.ItemDomain(i)].name
+                                                        : item_quarter(item_pos[i]);
+                                           },
+                                           "items", run->checkpoint));
+  // Users, when the model has a trained row per user (not the M6 model with model.user_id
+  // off, whose user rows stay at their initialisation): by domain, or by history length.
+  const TableSpec* ut = cfg.FindTable(cfg.train.user_table);
+  if (ut && (cfg.train.job != JobKind::kM6 || cfg.model.user_id)) {
+    std::vector<uint32_t> users, lengths;
+    for (uint32_t u = 0; u < ds.num_users; ++u)
+      if (!ds.train[u].empty() && ds.Trained(u)) {
+        users.push_back(u);
+        lengths.push_back(uint32_t(ds.train[u].size()));
+      }
+    auto user_quarter = Quarters(lengths, "history length");
+    std::map<uint32_t, size_t> user_pos;
+    for (size_t k = 0; k < users.size(); ++k) user_pos[users[k]] = k;
+    auto map = EmbeddingMap(
+        *run->tables, *ut, users,
+        [&](uint32_t u) {
+          return ds.multi_domain() ? ds.domains[ds.UserDomain(u)].name : user_quarter(user_pos[u]);
+        },
+        "users", run->checkpoint);
+    if (map.ok()) out["user_map"] = *map;
   }
-  if (items.size() < 3) return Status::NotFound("fewer than 3 trained items");
-  const int64_t n = int64_t(items.size()), dim = it->dim;
-  std::vector<Key> keys;
-  for (uint32_t i : items) keys.push_back(MakeKey(it->id, i));
-  std::vector<float> x(size_t(n * dim));
-  M6_RETURN_IF_ERROR(run->tables->Pull(it->id, keys.data(), keys.size(), x.data()));
-  const Pca pca = FitPca(x, n, dim, 2);
-  const std::vector<float> xy = ApplyPca(pca, x, n);
-  // Groups: the item's domain, or its popularity quarter.
-  std::vector<uint32_t> pops;
-  for (uint32_t i : items) pops.push_back(ds.item_popularity[i]);
-  std::vector<uint32_t> sorted = pops;
-  std::sort(sorted.begin(), sorted.end());
-  auto quarter = [&](uint32_t p) {
-    int q = 0;
-    while (q < 3 && p > sorted[sorted.size() * size_t(q + 1) / 4]) ++q;
-    return q;
-  };
-  static const char* kQuarters[] = {"least popular quarter", "second quarter", "third quarter",
-                                    "most popular quarter"};
-  std::map<std::string, json> groups;
-  for (int64_t k = 0; k < n; ++k) {
-    const uint32_t i = items[size_t(k)];
-    const std::string g =
-        ds.multi_domain() ? ds.domains[ds.ItemDomain(i)].name : kQuarters[quarter(pops[size_t(k)])];
-    groups[g].push_back({xy[size_t(2 * k)], xy[size_t(2 * k + 1)]});
-  }
-  json out = {
-      {"item_map",
-       {{"note", std::to_string(n) + " items' " + it->name + " rows from " + run->checkpoint +
-                     "; the two components explain " +
-                     std::to_string(int(100 * pca.explained() + 0.5)) + "% of the variance"},
-        {"groups", json::array()}}}};
-  for (auto& [label, pts] : groups)
-    out["item_map"]["groups"].push_back({{"label", label}, {"points", std::move(pts)}});
   return WriteFileAtomic(run_dir + "/report-data.json", out.dump() + "\n");
 }
 

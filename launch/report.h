@@ -30,7 +30,9 @@ StatusOr<std::vector<std::string>> ExportCharts(const std::string& report_html,
 
 // run_dir/report-data.json from the run's checkpoint (the best, else the newest): the item map
 // (up to 2,000 items' id rows by their first two principal components, grouped by domain, or
-// by popularity quarter in a one-domain run). NotFound when the run kept no checkpoint.
+// by popularity quarter in a one-domain run) and, when the model trains a row per user, the
+// user map (grouped by domain or history-length quarter). NotFound when the run kept no
+// checkpoint.
 Status WriteReportData(const std::string& run_dir);
 
 }  // namespace m6rec

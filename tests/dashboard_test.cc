@@ -197,6 +197,9 @@ TEST(Dashboard, ALiveJobsPageMetricsAndFinishedReportRenderInABrowser) {
   // Pull and push, per worker (waits) and per server (service time): 4 series with points.
   EXPECT_GE(PointsOf(report, "ps-wait"), 4) << "workers' pull and push waits over time";
   EXPECT_GE(PointsOf(report, "ps-service"), 4) << "servers' time per pull and push";
+  // The PCA maps of the items and (the model has a row per user) of the users.
+  EXPECT_GE(PointsOf(report, "item-map"), 3);
+  EXPECT_GE(PointsOf(report, "user-map"), 3);
   EXPECT_EQ(report.find("<script src"), std::string::npos) << "everything inline: opens offline";
   EXPECT_EQ(report.find("<link"), std::string::npos);
 
