@@ -458,6 +458,32 @@ TEST(Model, TaskHeadsAndTaskConditionedFusion) {
   EXPECT_GT(checked, 20);
 }
 
+// An attribute row's bag (the whole list it chose) replaces its sampled neighbours in the graph
+// source; rows without a bag keep theirs.
+TEST(Model, AttributeRowsReadTheirWholeBagInTheGraphSource) {
+  torch::manual_seed(5);
+  M6Model m(SmallConfig(), Shape());
+  m->eval();
+  torch::NoGradGuard ng;
+  ModelBatch b = MakeBatch(torch::kFloat, false);
+  auto iv = m->ItemVectors(b);
+  auto plain = m->UserVectors(b, iv);
+  ModelBatch bag = b;
+  bag.bag_rows = torch::tensor(std::vector<int64_t>{2});
+  bag.bag = torch::tensor(std::vector<int64_t>{1, 2, 4, 5}).view({1, 4});
+  bag.bag_mask = torch::ones({1, 4});
+  auto with_bag = m->UserVectors(bag, iv);
+  // The same user with those four items as its sampled neighbours.
+  ModelBatch wide = b;
+  wide.nbr = torch::tensor(std::vector<int64_t>{4, 5, 0, 0, 0, 0, 0, 0, 1, 2, 4, 5}).view({3, 4});
+  wide.nbr_mask =
+      torch::tensor(std::vector<float>{1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1}).view({3, 4});
+  auto expect = m->UserVectors(wide, iv);
+  EXPECT_TRUE(torch::allclose(with_bag.narrow(0, 0, 2), plain.narrow(0, 0, 2)));
+  EXPECT_TRUE(torch::allclose(with_bag[2], expect[2], 1e-5, 1e-6));
+  EXPECT_FALSE(torch::allclose(with_bag[2], plain[2], 1e-4, 1e-5));
+}
+
 TEST(Model, FusionStartsAsTheMeanOfItsSources) {
   // Open gates (sigmoid(3)), averaging reduction, silent MLP: the model starts where an id model
   // with behaviour aggregation is.

@@ -174,6 +174,11 @@ void BatchBuilder::Symmetric(size_t pool, std::vector<float>* w) const {
   for (float& x : *w) x *= scale;
 }
 
+int BatchBuilder::NeighbourCount(uint32_t task, int fanout) const {
+  return in_.shape.task_kinds[task] == TaskKind::kAttribute ? std::max(fanout, kAttributeBag)
+                                                            : fanout;
+}
+
 void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
                            const std::vector<uint32_t>& nbr_items, size_t nbr_pool,
                            const std::vector<uint32_t>& fr, uint32_t domain, uint32_t task,
@@ -204,12 +209,24 @@ void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
     weight.clear();
   };
   std::vector<int64_t> idx;
-  if (mc.graph) {
-    for (uint32_t i : nbr_items) {
-      idx.push_back(Item(i));
-      if (degree_weights_) weight.push_back(DegreeWeight(in_.ds.item_popularity[i]));
-    }
+  auto item_weights = [&](size_t n) {
+    if (degree_weights_)
+      for (size_t k = 0; k < n; ++k)
+        weight.push_back(DegreeWeight(in_.ds.item_popularity[nbr_items[k]]));
     Symmetric(nbr_pool, &weight);
+  };
+  bag.emplace_back();
+  bag_weight.emplace_back();
+  if (mc.graph) {
+    for (uint32_t i : nbr_items) idx.push_back(Item(i));
+    if (in_.shape.task_kinds[task] == TaskKind::kAttribute && !idx.empty()) {
+      item_weights(idx.size());
+      bag.back() = idx;
+      bag_weight.back() = weight.empty() ? std::vector<float>(idx.size(), 1.0f) : weight;
+      weight.clear();
+      if (idx.size() > size_t(F)) idx.resize(size_t(F));
+    }
+    item_weights(idx.size());
   }
   fill(idx, &nbr, &nbr_mask);
   idx.clear();
@@ -324,10 +341,11 @@ std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfi
       // time (where every training item precedes the held-out one).
       if (ds.ordered) {
         prefix.assign(ds.train[u].begin(), ds.train[u].begin() + pos);
-        nbr = SampleNeighbours(prefix, mc.fanout, -1, rng);
+        nbr = SampleNeighbours(prefix, b.NeighbourCount(task, mc.fanout), -1, rng);
         pool = prefix.size();
       } else {
-        nbr = SampleNeighbours(ds.train[u], mc.fanout, has_item ? int64_t(item) : -1, rng);
+        nbr = SampleNeighbours(ds.train[u], b.NeighbourCount(task, mc.fanout),
+                               has_item ? int64_t(item) : -1, rng);
         pool = ds.train[u].size() - (has_item ? 1 : 0);
       }
       fr = SampleNeighbours(FriendsOf(ds, u), mc.fanout, -1, rng);
@@ -394,7 +412,8 @@ std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in,
                mc.sequence ? HistoryWindow(q.history, -1, mc.seq_len, in.ds.ordered)
                            : std::vector<uint32_t>{},
                mc.graph
-                   ? SampleNeighboursFixed(q.neighbours, in.eval_fanout, -1, in.eval_seed, seed_id)
+                   ? SampleNeighboursFixed(q.neighbours, b->NeighbourCount(q.task, in.eval_fanout),
+                                           -1, in.eval_seed, seed_id)
                    : std::vector<uint32_t>{},
                q.neighbours.size(),
                mc.graph ? SampleNeighboursFixed(q.unseen ? q.friends : FriendsOf(in.ds, u),

@@ -92,6 +92,13 @@ class BatchBuilder {
   // the row is scored in and task its task (together the user fusion's condition). u =
   // kUnseenUser: a user without a row, whose profile tokens are `profile`.
   static constexpr uint32_t kUnseenUser = UINT32_MAX;
+  // An attribute row's graph source reads (up to) this many of the user's items, not a
+  // fanout-sized sample: a user's attributes show in the whole bag of what it chose (the
+  // logistic regression on that bag is the attributes' baseline), and an attribute row has
+  // no item whose neighbourhood has to stay small.
+  static constexpr int kAttributeBag = 256;
+  // The neighbours to sample for a row of `task`: kAttributeBag for an attribute, else fanout.
+  int NeighbourCount(uint32_t task, int fanout) const;
   void AddUser(uint32_t u, const std::vector<uint32_t>& hist, const std::vector<uint32_t>& nbr,
                size_t nbr_pool, const std::vector<uint32_t>& friends, uint32_t domain = 0,
                uint32_t task = 0, const std::vector<uint32_t>* profile = nullptr);
@@ -107,6 +114,10 @@ class BatchBuilder {
   std::vector<int64_t> users, hist, nbr, friends, utok, item_tok;
   std::vector<int64_t> row_condition;  // per user row: task x domains + domain
   std::vector<float> hist_mask, nbr_mask, friends_mask, utok_mask, item_tok_mask;
+  // Per user row: an attribute row's whole sample of neighbours (indices into item_ids) and
+  // their weights, which the graph source reads instead of nbr; empty for every other row.
+  std::vector<std::vector<int64_t>> bag;
+  std::vector<std::vector<float>> bag_weight;
 
  private:
   void AddContent(const std::vector<uint32_t>& profile, const std::vector<uint32_t>& hist);

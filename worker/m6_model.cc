@@ -459,6 +459,27 @@ ModelBatch M6Plugin::Tensors(const BatchBuilder& b, std::vector<KeyList>& lists,
   mb.utok_mask = FloatTensor(b.utok_mask, B, mc.content_tokens).to(dev_);
   mb.nbr = LongTensor(b.nbr, B, b.fanout()).to(dev_);
   mb.nbr_mask = FloatTensor(b.nbr_mask, B, b.fanout()).to(dev_);
+  // Only the rows with a bag gather one (a few attribute rows among a batch's 512).
+  size_t W = 0;
+  std::vector<int64_t> rows;
+  for (size_t r = 0; r < b.bag.size(); ++r)
+    if (!b.bag[r].empty()) {
+      rows.push_back(int64_t(r));
+      W = std::max(W, b.bag[r].size());
+    }
+  if (!rows.empty()) {
+    const int64_t A = int64_t(rows.size());
+    std::vector<int64_t> idx(size_t(A) * W, 0);
+    std::vector<float> w(size_t(A) * W, 0.0f);
+    for (size_t k = 0; k < rows.size(); ++k) {
+      const size_t r = size_t(rows[k]);
+      std::copy(b.bag[r].begin(), b.bag[r].end(), idx.begin() + k * W);
+      std::copy(b.bag_weight[r].begin(), b.bag_weight[r].end(), w.begin() + k * W);
+    }
+    mb.bag_rows = LongTensor(rows, A, 1).view({A}).to(dev_);
+    mb.bag = LongTensor(idx, A, int64_t(W)).to(dev_);
+    mb.bag_mask = FloatTensor(w, A, int64_t(W)).to(dev_);
+  }
   mb.friends = LongTensor(b.friends, B, b.fanout()).to(dev_);
   mb.friends_mask = FloatTensor(b.friends_mask, B, b.fanout()).to(dev_);
   if (in_.shape.user_conditions() > 1)

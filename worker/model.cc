@@ -349,7 +349,10 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
       auto w = torch::softmax(sc, 1) * b.utok_mask;
       xs.push_back((w.unsqueeze(-1) * tok).sum(1));
     } else if (s == "graph") {
-      std::vector<torch::Tensor> parts{Neighbours(Gather(items, b.nbr), b.nbr_mask)};
+      auto own = Neighbours(Gather(items, b.nbr), b.nbr_mask);
+      if (b.bag.defined())
+        own = own.index_copy(0, b.bag_rows, Neighbours(Gather(items, b.bag), b.bag_mask));
+      std::vector<torch::Tensor> parts{own};
       if (cfg_.social && shape_.social)
         parts.push_back(Neighbours(Gather(users, b.friends), b.friends_mask));
       // Linear aggregation (no ReLU): LightGCN found non-linearities in propagation hurt

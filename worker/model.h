@@ -60,6 +60,10 @@ struct ModelBatch {
   torch::Tensor hist, hist_mask;  // [B, L] into item_rows, left-padded (newest last)
   torch::Tensor utok, utok_mask;  // [B, Tu] into token_rows
   torch::Tensor nbr, nbr_mask;    // [B, F] into item_rows (mask: weights, see graph_weighting)
+  // Attribute rows' whole bags, read instead of nbr by the rows bag_rows names (undefined when
+  // the batch has none).
+  torch::Tensor bag_rows;               // [A] into the batch's user rows
+  torch::Tensor bag, bag_mask;          // [A, W] into item_rows
   torch::Tensor friends, friends_mask;  // [B, F] into user_rows
   // Item graph inputs, one row per item of item_rows (all-zero mask: the item is not scored).
   torch::Tensor item_nbr, item_nbr_mask;  // [Ki, Fi] into user_rows
