@@ -287,7 +287,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
                                        "audio",           "fusion",         "hidden",
                                        "dropout",         "dense_lr",       "dense_weight_decay",
                                        "token_table",     "device",         "adapter_rank",
-                                       "item_id_dropout", "feature_pca"}));
+                                       "item_id_dropout", "feature_pca",    "wide_table"}));
   for (auto [k, v] : {std::pair{"user_id", &mc.user_id},
                       {"sequence", &mc.sequence},
                       {"attention", &mc.attention},
@@ -305,6 +305,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.Enum(m, p, "graph_weighting", &mc.graph_weighting));
   M6_RETURN_IF_ERROR(r.Enum(m, p, "device", &mc.device));
   M6_RETURN_IF_ERROR(r.Str(m, p, "token_table", &mc.token_table));
+  M6_RETURN_IF_ERROR(r.Str(m, p, "wide_table", &mc.wide_table));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "seq_len", &mc.seq_len, 1, 10000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "seq_blocks", &mc.seq_blocks, 1, 16));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "content_tokens", &mc.content_tokens, 1, 10000));
@@ -853,6 +854,20 @@ Status CheckJobTables(const Reader& r, const YAML::Node& root, const JobConfig& 
   if (tr.job == JobKind::kM6 && tok && tok->dim != cfg->FindTable(tr.item_table)->dim)
     return Status::InvalidArgument(r.Where(root["model"], "model.token_table") + ": table '" +
                                    tok->name + "' must have the item table's dim");
+  if (const std::string& w = cfg->model.wide_table; !w.empty()) {
+    const std::string where = r.Where(root["model"]["wide_table"], "model.wide_table");
+    if (tr.job != JobKind::kM6 || !cfg->FindTable(w))
+      return Status::InvalidArgument(where + ": table '" + w +
+                                     "' is not declared under tables (or train.job is not m6)");
+    if (!cfg->model.graph)
+      return Status::InvalidArgument(where +
+                                     ": the wide part reads the graph's bag of items; "
+                                     "model.graph is false");
+    bool attribute = false;
+    for (const TaskSpec& t : tr.tasks) attribute = attribute || t.type == TaskKind::kAttribute;
+    if (!attribute)
+      return Status::InvalidArgument(where + ": no attribute task in train.tasks reads it");
+  }
   return Status::OK();
 }
 

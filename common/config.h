@@ -284,6 +284,11 @@ struct ModelConfig {
   // trains for a new domain while the backbone stays frozen.
   int adapter_rank = 0;
   std::string token_table = "token";
+  // Wide part of the attribute heads (Wide & Deep): a table of per-item class weights, keyed by
+  // item id, of dim >= the attribute tasks' classes together (task after task); an attribute
+  // row's logits add the sum of its bag's rows / sqrt(bag size), a logistic regression on the
+  // user's items beside the deep head. Empty: none. Needs model.graph (the bag is the graph's).
+  std::string wide_table;
   DeviceKind device = DeviceKind::kCpu;  // cpu | cuda (dense layers; needs a CUDA LibTorch build)
 };
 

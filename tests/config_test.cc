@@ -23,7 +23,8 @@ TEST(Config, BuiltInDefaultParses) {
   ASSERT_TRUE(c.ok()) << c.status().message();
   EXPECT_EQ(c->cluster.servers, 2);
   EXPECT_EQ(c->cluster.workers, 2);
-  ASSERT_EQ(c->tables.size(), 3u);
+  ASSERT_EQ(c->tables.size(), 4u);
+  EXPECT_EQ(c->model.wide_table, "wide") << "the segment task's wide part";
   EXPECT_EQ(c->tables[1].name, "item");
   EXPECT_EQ(c->tables[1].id, 1u);
   EXPECT_EQ(c->train.job, JobKind::kM6) << "the quick start trains the whole model";
@@ -216,6 +217,24 @@ TEST(Config, TasksAreAListAfterRetrievalWithUniqueNames) {
                               "data: {source: dir, path: /a, format: movielens, split: u1}\n",
                           "job.yaml")
                   .ok());
+}
+
+TEST(Config, WideTableIsADeclaredTableThatAnAttributeTaskReads) {
+  const std::string tables = std::string(kTables) + "  - {name: wide, dim: 9}\n";
+  const std::string tasks =
+      "train:\n  job: m6\n  tasks:\n    - {type: retrieval}\n"
+      "    - {type: attribute, attribute: age}\n";
+  auto c = ParseConfig(tables + tasks + "model: {wide_table: wide}\n", "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->model.wide_table, "wide");
+  EXPECT_TRUE(ParseConfig(kTables, "job.yaml")->model.wide_table.empty()) << "off by default";
+  std::string e = Err(tables + tasks + "model: {wide_table: logreg}\n");
+  EXPECT_NE(e.find("job.yaml:"), std::string::npos) << e;
+  EXPECT_NE(e.find("model.wide_table: table 'logreg' is not declared"), std::string::npos) << e;
+  e = Err(tables + tasks + "model: {wide_table: wide, graph: false}\n");
+  EXPECT_NE(e.find("model.graph is false"), std::string::npos) << e;
+  e = Err(tables + "train: {job: m6}\nmodel: {wide_table: wide}\n");
+  EXPECT_NE(e.find("no attribute task"), std::string::npos) << e;
 }
 
 TEST(Config, OverridesApplyAndAreChecked) {

@@ -152,6 +152,63 @@ TEST(Metrics, TaskMetricsFromSumsAndHistograms) {
   EXPECT_EQ(a.count("TP#0"), 0u);
 }
 
+// An attribute task whose scorer returns deep and wide logits (model.wide_table): the wide
+// weight is the one most correct on validation, and the class counts are read at it. Hand-made:
+// the deep head always says class 0; the wide logits lean to the truth by 0.8, which takes a
+// weight of 2 to overturn the deep head's margin of 1 for a class-1 user.
+TEST(Metrics, WideWeightIsChosenOnValidationPerAttributeTask) {
+  Dataset ds;
+  ds.num_users = 400;
+  ds.num_items = 3;
+  ds.train.assign(ds.num_users, std::vector<uint32_t>{1});
+  Dataset::UserAttribute a;
+  a.name = "age";
+  a.classes = {"young", "old"};
+  for (uint32_t u = 0; u < ds.num_users; ++u) a.label.push_back(int32_t(u % 2));
+  ds.user_attributes.push_back(a);
+  std::vector<TaskSpec> tasks(2);
+  tasks[1].name = "age";
+  tasks[1].type = TaskKind::kAttribute;
+  tasks[1].attribute = "age";
+  std::vector<uint32_t> users(ds.num_users);
+  for (uint32_t u = 0; u < ds.num_users; ++u) users[u] = u;
+  const uint64_t seed = 3;
+  auto scorer = [&](bool wide) -> TaskScorer {
+    return [&, wide](uint32_t, const std::vector<uint32_t>& us, const std::vector<uint32_t>&, bool,
+                     std::vector<std::vector<float>>* out) {
+      for (uint32_t u : us) {
+        std::vector<float> o{1.0f, 0.0f};
+        if (wide) {
+          o.push_back(u % 2 == 0 ? 0.8f : 0.0f);
+          o.push_back(u % 2 == 1 ? 0.8f : 0.0f);
+        }
+        out->push_back(o);
+      }
+      return Status::OK();
+    };
+  };
+  for (bool wide : {false, true}) {
+    MetricSums test, valid;
+    TaskHistograms ht(ds, tasks), hv(ds, tasks);
+    ASSERT_TRUE(EvalTasks(ds, tasks, users, false, seed, scorer(wide), &test, &ht).ok());
+    ASSERT_TRUE(EvalTasks(ds, tasks, users, true, seed, scorer(wide), &valid, &hv).ok());
+    nlohmann::json thr = nlohmann::json::object(), weights = nlohmann::json::object();
+    AddTaskConfusion(ds, tasks, ht, hv, ht, hv, &test, &valid, &thr, &weights);
+    const auto t = SummaryMetrics(test.Group(TaskGroup("age")));
+    const auto v = SummaryMetrics(valid.Group(TaskGroup("age")));
+    ASSERT_GT(test.Group(TaskGroup("age")).users(), 10u);
+    if (!wide) {
+      EXPECT_TRUE(weights.empty()) << "no wide part, no weight";
+      EXPECT_LT(t.at("accuracy"), 0.7) << "the deep head alone: class 0 for everyone";
+    } else {
+      EXPECT_EQ(weights.value("age", -1.0), 2.0) << weights.dump();
+      EXPECT_EQ(t.at("accuracy"), 1.0);
+      EXPECT_EQ(v.at("accuracy"), 1.0);
+      EXPECT_EQ(t.at("macro_F1"), 1.0);
+    }
+  }
+}
+
 TEST(Metrics, GroupsRideInTheSumsAndSplitBack) {
   MetricSums m;
   for (auto [group, hit] : {std::make_pair("Beauty", 1.0), std::make_pair("Beauty", 0.0),

@@ -484,6 +484,48 @@ TEST(Model, AttributeRowsReadTheirWholeBagInTheGraphSource) {
   EXPECT_FALSE(torch::allclose(with_bag[2], plain[2], 1e-4, 1e-5));
 }
 
+// The wide part (model.wide_table): an attribute row's logits add the sum of its bag's wide
+// rows / sqrt(bag size), in its task's own columns; rows without a bag add nothing, and the
+// gradient reaches only the trained task's columns of the bag's rows.
+TEST(Model, WideRowsAddALogisticRegressionOnTheBagToAnAttributeHead) {
+  ModelShape s = Shape();
+  s.tasks = 3;
+  s.task_kinds = {TaskKind::kRetrieval, TaskKind::kAttribute, TaskKind::kAttribute};
+  s.task_outputs = {0, 3, 2};
+  s.wide_offset = {-1, 0, 3};
+  s.wide_columns = 5;
+  torch::manual_seed(5);
+  M6Model m(SmallConfig(), s);
+  ModelBatch b = MakeBatch(torch::kFloat, false);
+  b.bag_rows = torch::tensor(std::vector<int64_t>{2, 0});
+  b.bag = torch::tensor(std::vector<int64_t>{1, 2, 4, 1, 0, 0}).view({2, 3});
+  b.bag_mask = torch::tensor(std::vector<float>{1, 1, 1, 1, 0, 0}).view({2, 3});
+  const auto rows = torch::randn({4, 5});
+  b.wide_rows = rows.clone().requires_grad_(true);
+  b.wide_bag = torch::tensor(std::vector<int64_t>{1, 2, 3, 4, 0, 0}).view({2, 3});
+  b.wide_mask = b.bag_mask.clone();
+  const auto wide = m->WideLogits(b);
+  ASSERT_EQ(wide.sizes(), (std::vector<int64_t>{3, 5}));
+  EXPECT_TRUE(torch::allclose(wide[2], (rows[0] + rows[1] + rows[2]) / std::sqrt(3.0)));
+  EXPECT_TRUE(torch::allclose(wide[0], rows[3]));
+  EXPECT_EQ(wide[1].abs().sum().item<float>(), 0.0f) << "a row without a bag";
+  auto uv = m->UserVectors(b, m->ItemVectors(b));
+  EXPECT_TRUE(torch::allclose(m->UserHead(1, uv, wide) - m->UserHead(1, uv), wide.narrow(1, 0, 3),
+                              1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(m->UserHead(2, uv, wide) - m->UserHead(2, uv), wide.narrow(1, 3, 2),
+                              1e-5, 1e-6));
+  namespace F = torch::nn::functional;
+  F::cross_entropy(m->UserHead(2, uv, wide), torch::tensor(std::vector<int64_t>{1, 0, 0}))
+      .backward();
+  const auto g = b.wide_rows.grad();
+  ASSERT_TRUE(g.defined());
+  EXPECT_EQ(g.narrow(1, 0, 3).abs().sum().item<float>(), 0.0f) << "task 1's columns";
+  for (int64_t r = 0; r < 4; ++r) EXPECT_GT(g[r].narrow(0, 3, 2).abs().sum().item<float>(), 0.0f);
+  // Without wide rows the heads are the deep part alone.
+  ModelBatch plain = MakeBatch(torch::kFloat, false);
+  EXPECT_FALSE(m->WideLogits(plain).defined());
+}
+
 TEST(Model, FusionStartsAsTheMeanOfItsSources) {
   // Open gates (sigmoid(3)), averaging reduction, silent MLP: the model starts where an id model
   // with behaviour aggregation is.

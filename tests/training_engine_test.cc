@@ -632,9 +632,15 @@ TEST(InProcessJob, EvaluatingTheBestCheckpointReproducesTheResult) {
 TEST(InProcessJob, TasksTrainOnOneBackboneAndBeatTheirBaselines) {
   TempDir dir;
   testing::WriteTasteMovieLens(dir / "ml", 400, 200, 30, 5);
+  // With the attributes' wide part (a table of a column per gender, model.wide_table).
+  std::string job = TasteJob("tasks-test", 3, dir / "ml");
+  job.insert(job.find("data:"),
+             "  - {name: wide, dim: 2, init: {type: zeros}, optimizer: "
+             "{type: adagrad, lr: 0.1}}\n");
   auto parsed = ParseConfig(
-      TasteJob("tasks-test", 3, dir / "ml") +
-          R"(model: {seq_len: 8, fanout: 4, hidden: 16, content_tokens: 8, dense_lr: 0.005}
+      job +
+          R"(model: {seq_len: 8, fanout: 4, hidden: 16, content_tokens: 8, dense_lr: 0.005,
+        wide_table: wide}
 train:
   job: m6
   epochs: 4
@@ -668,6 +674,9 @@ train:
   EXPECT_GT(t["tasks"]["like"]["AUC"].get<double>(), 0.75) << line;
   EXPECT_GT(t["tasks"]["like"]["F1"].get<double>(), 0.7) << line;
   EXPECT_TRUE(result["thresholds"]["tasks"].contains("like")) << result.dump();
+  // The wide part's weight, chosen on validation (and read again by eval, below).
+  ASSERT_TRUE(result.contains("wide_weights")) << result.dump();
+  EXPECT_GE(result["wide_weights"].value("gender", -1.0), 0.0) << result.dump();
   const json& g = t["tasks"]["gender"];
   EXPECT_GT(g["examples"].get<int>(), 20);
   EXPECT_GT(g["accuracy"].get<double>(), base["tasks"]["gender"]["accuracy"].get<double>() + 0.2)

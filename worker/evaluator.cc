@@ -402,11 +402,14 @@ std::string TaskGroup(const std::string& task, const std::string& domain) {
 
 TaskHistograms::TaskHistograms(const Dataset&, const std::vector<TaskSpec>& specs) {
   tasks.resize(specs.size());
+  blended.resize(specs.size());
+  blended_correct.assign(specs.size(), {});
 }
 
 std::vector<double> TaskHistograms::Pack() const {
   std::vector<double> out;
   for (const auto& h : tasks) out.insert(out.end(), h.counts().begin(), h.counts().end());
+  for (const auto& c : blended_correct) out.insert(out.end(), c.begin(), c.end());
   return out;
 }
 
@@ -415,6 +418,18 @@ void TaskHistograms::Unpack(const std::vector<double>& packed) {
   for (auto& h : tasks) {
     std::copy(packed.begin() + off, packed.begin() + off + h.counts().size(), h.counts().begin());
     off += h.counts().size();
+  }
+  for (auto& c : blended_correct) {
+    std::copy(packed.begin() + off, packed.begin() + off + c.size(), c.begin());
+    off += c.size();
+  }
+}
+
+void TaskHistograms::Merge(const TaskHistograms& o) {
+  for (size_t t = 0; t < tasks.size() && t < o.tasks.size(); ++t) {
+    tasks[t].Merge(o.tasks[t]);
+    blended[t].insert(blended[t].end(), o.blended[t].begin(), o.blended[t].end());
+    for (size_t k = 0; k <= kNumWideWeights; ++k) blended_correct[t][k] += o.blended_correct[t][k];
   }
 }
 
@@ -467,9 +482,28 @@ Status EvalTasks(const Dataset& ds, const std::vector<TaskSpec>& tasks,
           case TaskKind::kLike:
             if (hists) hists->tasks[t].Add(o[0], y >= task.like_threshold);
             break;
-          case TaskKind::kAttribute:
-            AddClassCounts(m, int(y), int(std::max_element(o.begin(), o.end()) - o.begin()));
+          case TaskKind::kAttribute: {
+            // A wide part's logits follow the deep head's (ModelPlugin::ScoreTask): their
+            // blend's class counts wait for the weight validation chooses (AddTaskConfusion).
+            const size_t C = ds.FindAttribute(task.attribute)->classes.size();
+            if (o.size() == 2 * C && hists) {
+              TaskHistograms::Blended b{cu[c], int(y), {}};
+              for (size_t k = 0; k < kNumWideWeights; ++k) {
+                int best = 0;
+                for (size_t j = 1; j < C; ++j)
+                  if (o[j] + kWideWeights[k] * o[C + j] > o[best] + kWideWeights[k] * o[C + best])
+                    best = int(j);
+                b.predicted[k] = best;
+                hists->blended_correct[t][k] += best == int(y) ? 1 : 0;
+              }
+              hists->blended[t].push_back(b);
+              hists->blended_correct[t][kNumWideWeights] += 1;
+            } else {
+              const auto end = o.begin() + std::ptrdiff_t(std::min(C, o.size()));
+              AddClassCounts(m, int(y), int(std::max_element(o.begin(), end) - o.begin()));
+            }
             break;
+          }
           case TaskKind::kRetrieval:
             break;
         }
@@ -482,9 +516,25 @@ Status EvalTasks(const Dataset& ds, const std::vector<TaskSpec>& tasks,
 void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
                       const TaskHistograms& test_mine, const TaskHistograms& valid_mine,
                       const TaskHistograms& test_all, const TaskHistograms& valid_all,
-                      MetricSums* test, MetricSums* valid, nlohmann::json* thresholds) {
-  (void)ds;
+                      MetricSums* test, MetricSums* valid, nlohmann::json* thresholds,
+                      nlohmann::json* wide_weights) {
   for (size_t t = 1; t < tasks.size(); ++t) {
+    // An attribute task with a wide part (examples blended on some rank).
+    if (tasks[t].type == TaskKind::kAttribute &&
+        valid_all.blended_correct[t][kNumWideWeights] +
+                test_all.blended_correct[t][kNumWideWeights] >
+            0) {
+      const auto& correct = valid_all.blended_correct[t];
+      const size_t k = size_t(std::max_element(correct.begin(), correct.begin() + kNumWideWeights) -
+                              correct.begin());
+      (*wide_weights)[tasks[t].name] = kWideWeights[k];
+      for (auto [mine, out] : {std::pair{&test_mine, test}, std::pair{&valid_mine, valid}})
+        for (const auto& b : mine->blended[t]) {
+          TaskMetrics m(ds, tasks[t].name, b.user, out);
+          AddClassCounts(m, b.truth, b.predicted[k]);
+        }
+      continue;
+    }
     if (tasks[t].type != TaskKind::kLike) continue;
     const double thr = valid_all.tasks[t].BestF1Threshold();
     (*thresholds)[tasks[t].name] = thr;

@@ -95,12 +95,29 @@ using TaskScorer = std::function<Status(uint32_t task, const std::vector<uint32_
                                         const std::vector<uint32_t>& items, bool with_valid,
                                         std::vector<std::vector<float>>* outputs)>;
 
-// Per like task (index = task; others stay empty), its examples' logits, labelled.
+// The weights an attribute task's wide logits (model.wide_table) may be added to its deep
+// logits with, chosen per task on validation (first best in this order): the deep head and the
+// logistic regression on the bag are blended as the data favours, as a like task's threshold.
+inline constexpr double kWideWeights[] = {1.0, 0.0, 0.5, 2.0, 4.0};
+inline constexpr size_t kNumWideWeights = sizeof(kWideWeights) / sizeof(kWideWeights[0]);
+
+// Per like task (index = task; others stay empty), its examples' logits, labelled. Per
+// attribute task with a wide part: the examples' predicted class at every wide weight
+// (this rank's), and the correct ones per weight (summed over ranks to choose the weight).
 struct TaskHistograms {
+  struct Blended {
+    uint32_t user;
+    int truth;
+    std::array<int, kNumWideWeights> predicted;
+  };
   std::vector<ScoreHistogram> tasks;
+  std::vector<std::vector<Blended>> blended;
+  // [k]: correct at kWideWeights[k]; [kNumWideWeights]: the examples.
+  std::vector<std::array<double, kNumWideWeights + 1>> blended_correct;
   TaskHistograms(const Dataset& ds, const std::vector<TaskSpec>& specs);
   std::vector<double> Pack() const;
   void Unpack(const std::vector<double>& packed);
+  void Merge(const TaskHistograms& o);  // o's counts added (its predictions appended)
 };
 
 Status EvalTasks(const Dataset& ds, const std::vector<TaskSpec>& tasks,
@@ -109,11 +126,14 @@ Status EvalTasks(const Dataset& ds, const std::vector<TaskSpec>& tasks,
 // From every rank's like histograms (valid_all, test_all: summed over ranks): each like task's
 // threshold (F1-best on validation) and AUC. Adds this rank's confusion counts at the thresholds
 // and AUC x its examples to test / valid (so that sums over ranks give the global values); the
-// thresholds go to `thresholds` by task name.
+// thresholds go to `thresholds` by task name. Likewise each attribute task with a wide part:
+// its wide weight (most correct on validation over every rank; to `wide_weights` by task name)
+// and this rank's class counts at it.
 void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
                       const TaskHistograms& test_mine, const TaskHistograms& valid_mine,
                       const TaskHistograms& test_all, const TaskHistograms& valid_all,
-                      MetricSums* test, MetricSums* valid, nlohmann::json* thresholds);
+                      MetricSums* test, MetricSums* valid, nlohmann::json* thresholds,
+                      nlohmann::json* wide_weights);
 // The sums EvalTasks and AddTaskConfusion add, in a fixed order (what ranks allreduce).
 std::vector<std::string> TaskSumNames(const Dataset& ds, const std::vector<TaskSpec>& tasks);
 // Baselines of the tasks on the test examples: the mean training rating (rating), the training

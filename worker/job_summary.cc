@@ -230,8 +230,8 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                {"elapsed_s", w0.epochs[e].elapsed_s},
                {"test", MetricsJson(test)}};
     if (!full) ep["valid"] = MetricsJson(valid);
-    if (w0.epochs[e].report.contains("thresholds"))
-      ep["thresholds"] = w0.epochs[e].report["thresholds"];
+    for (const char* k : {"thresholds", "wide_weights"})
+      if (w0.epochs[e].report.contains(k)) ep[k] = w0.epochs[e].report[k];
     if (w0.epochs[e].epoch == w0.best_epoch) best = static_cast<int>(e);
     epochs.push_back(ep);
   }
@@ -265,6 +265,8 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
   if (!full) result["valid"] = b["valid"];
   // The decision thresholds accuracy/precision/recall/F1 are read at (chosen on validation).
   if (b.contains("thresholds")) result["thresholds"] = b["thresholds"];
+  // The weight of each attribute task's wide part (chosen on validation).
+  if (b.contains("wide_weights")) result["wide_weights"] = b["wide_weights"];
   const auto heads = HeadlineMetrics(w0.protocol);
   char buf[400];
   std::snprintf(
@@ -341,6 +343,11 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                       name.c_str(), t.value("accuracy", 0.0), t.value("macro_F1", 0.0),
                       t.value("examples", 0.0), base.value("accuracy", 0.0),
                       lr.value("accuracy", 0.0), lr.value("macro_F1", 0.0));
+        if (b.contains("wide_weights") && b["wide_weights"].contains(name)) {
+          *line += buf;
+          std::snprintf(buf, sizeof(buf), "; wide part weighted %g",
+                        b["wide_weights"][name].get<double>());
+        }
       } else {
         std::snprintf(buf, sizeof(buf),
                       "\n  task %s: AUC %.4f accuracy %.4f precision %.4f recall %.4f F1 %.4f "

@@ -75,6 +75,13 @@ M6Inputs::M6Inputs(const Dataset& d, const JobConfig& c)
                                                                 : 1);
     like_threshold.push_back(t.like_threshold);
   }
+  shape.wide_offset.assign(cfg.train.tasks.size(), -1);
+  if (!mc.wide_table.empty())
+    for (size_t t = 0; t < cfg.train.tasks.size(); ++t)
+      if (shape.task_kinds[t] == TaskKind::kAttribute) {
+        shape.wide_offset[t] = shape.wide_columns;
+        shape.wide_columns += shape.task_outputs[t];
+      }
   double sum = 0, count = 0;
   for (const auto& r : d.train_ratings)
     for (float x : r) sum += x, count += 1;
@@ -153,6 +160,12 @@ int64_t BatchBuilder::Token(uint32_t t) {
   return it->second;
 }
 
+int64_t BatchBuilder::Wide(uint32_t i) {
+  auto [it, fresh] = wmap_.emplace(i, int64_t(wide_ids.size()) + 1);
+  if (fresh) wide_ids.push_back(i);
+  return it->second;
+}
+
 int64_t BatchBuilder::Scored(uint32_t i) {
   const int64_t idx = Item(i);
   auto& nbr = item_nbr_[idx - 1];
@@ -217,9 +230,12 @@ void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
   };
   bag.emplace_back();
   bag_weight.emplace_back();
+  wide_bag.emplace_back();
   if (mc.graph) {
     for (uint32_t i : nbr_items) idx.push_back(Item(i));
     if (in_.shape.task_kinds[task] == TaskKind::kAttribute && !idx.empty()) {
+      if (in_.shape.wide_columns > 0)
+        for (uint32_t i : nbr_items) wide_bag.back().push_back(Wide(i));
       item_weights(idx.size());
       bag.back() = idx;
       bag_weight.back() = weight.empty() ? std::vector<float>(idx.size(), 1.0f) : weight;
@@ -274,7 +290,7 @@ void FillKeyLists(const BatchBuilder& b, const JobConfig& cfg, std::vector<KeyLi
   const TableSpec* ut = cfg.FindTable(cfg.train.user_table);
   const TableSpec* it = cfg.FindTable(cfg.train.item_table);
   const TableSpec* tt = cfg.FindTable(cfg.model.token_table);
-  lists->assign(3, KeyList());
+  lists->assign(4, KeyList());
   auto& L = *lists;
   L[M6TrainBatch::kUsers].table = ut->id;
   L[M6TrainBatch::kUsers].dim = ut->dim;
@@ -287,6 +303,11 @@ void FillKeyLists(const BatchBuilder& b, const JobConfig& cfg, std::vector<KeyLi
     L[M6TrainBatch::kTokens].table = tt->id;
     L[M6TrainBatch::kTokens].dim = tt->dim;
     for (uint32_t t : b.token_ids) L[M6TrainBatch::kTokens].keys.push_back(MakeKey(tt->id, t));
+  }
+  if (const TableSpec* wt = cfg.FindTable(cfg.model.wide_table); wt && !b.wide_ids.empty()) {
+    L[M6TrainBatch::kWide].table = wt->id;
+    L[M6TrainBatch::kWide].dim = wt->dim;
+    for (uint32_t i : b.wide_ids) L[M6TrainBatch::kWide].keys.push_back(MakeKey(wt->id, i));
   }
 }
 

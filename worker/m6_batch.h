@@ -39,6 +39,10 @@ struct ModelShape {
   std::vector<TaskKind> task_kinds{TaskKind::kRetrieval};
   std::vector<int64_t> task_outputs{0};
   double rating_mean = 0;  // the mean training rating (a rating head's starting offset)
+  // model.wide_table: each attribute task's first column in the wide rows (-1: no wide part;
+  // every other task -1), and the columns the attribute tasks need together.
+  std::vector<int64_t> wide_offset{-1};
+  int64_t wide_columns = 0;
   // An adapted job (cfg.adapt): the backbone's first domains and tasks (0: not adapted).
   int64_t backbone_domains = 0, backbone_tasks = 0;
   int64_t user_conditions() const { return domains * tasks; }
@@ -81,6 +85,7 @@ class BatchBuilder {
   int64_t User(uint32_t u);
   int64_t Item(uint32_t i);
   int64_t Token(uint32_t t);
+  int64_t Wide(uint32_t i);  // an item's row of the wide table (model.wide_table)
   // An item that will be scored: with model.item_graph its users (from item_users) join the
   // batch as the item graph's input. Items only read by user towers need no call.
   int64_t Scored(uint32_t i);
@@ -110,7 +115,7 @@ class BatchBuilder {
   const std::vector<std::vector<int64_t>>& item_neighbours() const { return item_nbr_; }
   const std::vector<std::vector<float>>& item_neighbour_weights() const { return item_nbr_w_; }
 
-  std::vector<uint32_t> user_ids, item_ids, token_ids;
+  std::vector<uint32_t> user_ids, item_ids, token_ids, wide_ids;
   std::vector<int64_t> users, hist, nbr, friends, utok, item_tok;
   std::vector<int64_t> row_condition;  // per user row: task x domains + domain
   std::vector<float> hist_mask, nbr_mask, friends_mask, utok_mask, item_tok_mask;
@@ -118,6 +123,8 @@ class BatchBuilder {
   // their weights, which the graph source reads instead of nbr; empty for every other row.
   std::vector<std::vector<int64_t>> bag;
   std::vector<std::vector<float>> bag_weight;
+  // model.wide_table: the same bags as indices into wide_ids (empty without a wide part).
+  std::vector<std::vector<int64_t>> wide_bag;
 
  private:
   void AddContent(const std::vector<uint32_t>& profile, const std::vector<uint32_t>& hist);
@@ -129,19 +136,19 @@ class BatchBuilder {
   const M6Inputs& in_;
   int fanout_, item_fanout_;
   bool symmetric_, degree_weights_;
-  std::unordered_map<uint32_t, int64_t> umap_, imap_, tmap_;
+  std::unordered_map<uint32_t, int64_t> umap_, imap_, tmap_, wmap_;
   std::vector<std::vector<int64_t>> item_nbr_;
   std::vector<std::vector<float>> item_nbr_w_;
   std::vector<uint32_t> scratch_;
 };
 
-// A training batch: the key lists (users, items, tokens, in this order) and, for the loss,
-// each row's positive and the shared negatives as item indices. In a multi-domain job every
+// A training batch: the key lists (users, items, tokens, wide rows, in this order) and, for the
+// loss, each row's positive and the shared negatives as item indices. In a multi-domain job every
 // domain of the batch draws its own negatives, and a row is scored only against its domain's
 // (pos_domain / neg_domain; empty otherwise). Rows of other tasks (row_task) carry their target
 // (a rating, a like label 0/1, an attribute class); an attribute row has no item (pos 0).
 struct M6TrainBatch final : TrainBatch {
-  enum List { kUsers, kItems, kTokens };
+  enum List { kUsers, kItems, kTokens, kWide };
   std::unique_ptr<BatchBuilder> b;
   std::vector<int64_t> pos, neg;
   std::vector<uint32_t> pos_items, neg_items;
@@ -150,7 +157,8 @@ struct M6TrainBatch final : TrainBatch {
   std::vector<float> target;
 };
 
-// The keys of a built batch's ids, as the three key lists.
+// The keys of a built batch's ids, as the four key lists (the wide one empty without a wide
+// part).
 void FillKeyLists(const BatchBuilder& b, const JobConfig& cfg, std::vector<KeyList>* lists);
 
 // A training batch of samples s[0..n): histories (causal on ordered data), sampled graph

@@ -479,6 +479,22 @@ ModelBatch M6Plugin::Tensors(const BatchBuilder& b, std::vector<KeyList>& lists,
     mb.bag_rows = LongTensor(rows, A, 1).view({A}).to(dev_);
     mb.bag = LongTensor(idx, A, int64_t(W)).to(dev_);
     mb.bag_mask = FloatTensor(w, A, int64_t(W)).to(dev_);
+    KeyList& wl = lists[M6TrainBatch::kWide];
+    if (!b.wide_ids.empty()) {
+      std::vector<int64_t> widx(size_t(A) * W, 0);
+      std::vector<float> wm(size_t(A) * W, 0.0f);
+      for (size_t k = 0; k < rows.size(); ++k) {
+        const auto& wb = b.wide_bag[size_t(rows[k])];
+        std::copy(wb.begin(), wb.end(), widx.begin() + k * W);
+        std::fill(wm.begin() + k * W, wm.begin() + k * W + wb.size(), 1.0f);
+      }
+      mb.wide_rows = torch::from_blob(wl.rows.data(), {int64_t(b.wide_ids.size()), int64_t(wl.dim)},
+                                      torch::kFloat)
+                         .to(dev_);
+      if (grad) mb.wide_rows = mb.wide_rows.detach().requires_grad_(true);
+      mb.wide_bag = LongTensor(widx, A, int64_t(W)).to(dev_);
+      mb.wide_mask = FloatTensor(wm, A, int64_t(W)).to(dev_);
+    }
   }
   mb.friends = LongTensor(b.friends, B, b.fanout()).to(dev_);
   mb.friends_mask = FloatTensor(b.friends_mask, B, b.fanout()).to(dev_);
@@ -514,6 +530,7 @@ StatusOr<StepResult> M6Plugin::Step(TrainBatch& batch) {
   auto iv = model_->ItemVectors(mb);
   auto uv = model_->UserVectors(mb, iv);
   auto ivp = WithPadRow(model_->ScoredItemVectors(mb, iv));
+  const auto wide = model_->WideLogits(mb);
   const int64_t nb = int64_t(cur.pos.size()), M = int64_t(cur.neg.size());
   // The rows of every task (retrieval's are all of them in a job without other tasks).
   std::vector<std::vector<int64_t>> rows(size_t(in_.shape.tasks));
@@ -582,10 +599,20 @@ StatusOr<StepResult> M6Plugin::Step(TrainBatch& batch) {
             model_->PairHead(int64_t(t), ut, pick(ivp, pos)), target,
             F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kSum));
         break;
-      case TaskKind::kAttribute:
-        l = F::cross_entropy(model_->UserHead(int64_t(t), ut), target.to(torch::kLong),
-                             F::CrossEntropyFuncOptions().reduction(torch::kSum));
-        break;
+      case TaskKind::kAttribute: {
+        // The deep head and the wide part (a logistic regression on the bag) each learn as if
+        // alone; the evaluator blends them with a weight chosen on validation. Trained on one
+        // joint loss the wide rows (a free weight per item and class) fit the training users
+        // first and starve the deep head, which generalises from the items' shared vectors
+        // (docs/architecture.md, "The attributes' wide part").
+        const auto sum = F::CrossEntropyFuncOptions().reduction(torch::kSum);
+        const auto y = target.to(torch::kLong);
+        const auto deep = model_->UserHead(int64_t(t), ut);
+        l = F::cross_entropy(deep, y, sum);
+        if (wide.defined())
+          l = l + F::cross_entropy(
+                      model_->AddWide(int64_t(t), torch::zeros_like(deep), pick(wide, R)), y, sum);
+      } break;
       case TaskKind::kRetrieval:
         return Status::Internal("a second retrieval task");
     }
@@ -608,6 +635,7 @@ StatusOr<StepResult> M6Plugin::Step(TrainBatch& batch) {
     grads(mb.user_rows, &cur.lists[M6TrainBatch::kUsers]);
     if (cfg_.model.item_id) grads(mb.item_rows, &cur.lists[M6TrainBatch::kItems]);
     grads(mb.token_rows, &cur.lists[M6TrainBatch::kTokens]);
+    if (mb.wide_rows.defined()) grads(mb.wide_rows, &cur.lists[M6TrainBatch::kWide]);
   }
   return StepResult{loss.item<double>() * nb, uint64_t(nb)};
 }
@@ -779,6 +807,10 @@ Status M6Plugin::ScoreTask(const std::vector<UserQuery>& queries,
     o = model_->PairHead(t, uv, v).unsqueeze(1);
   } else {
     o = model_->UserHead(t, uv);
+    // The wide part's logits after the deep head's: the evaluator blends them.
+    const auto wide = model_->WideLogits(mb);
+    if (wide.defined() && in_.shape.wide_offset[t] >= 0)
+      o = torch::cat({o, wide.narrow(1, in_.shape.wide_offset[t], o.size(1))}, 1);
   }
   o = o.to(torch::kCPU).contiguous();
   const int64_t w = o.size(1);
@@ -955,6 +987,16 @@ StatusOr<std::unique_ptr<ModelPlugin>> MakeM6Plugin(const PluginContext& ctx) {
     return Status::InvalidArgument(
         "the data has tokens but no table '" + cfg.model.token_table +
         "' is declared (add it under tables, or set model.text and model.content to false)");
+  if (const TableSpec* wt = cfg.FindTable(cfg.model.wide_table)) {
+    size_t columns = 0;
+    for (const TaskSpec& t : cfg.train.tasks)
+      if (const auto* a = t.type == TaskKind::kAttribute ? ds.FindAttribute(t.attribute) : nullptr)
+        columns += a->classes.size();
+    if (size_t(wt->dim) < columns)
+      return Status::InvalidArgument("model.wide_table: table '" + wt->name + "' has dim " +
+                                     std::to_string(wt->dim) + "; the attribute tasks' " +
+                                     std::to_string(columns) + " classes need a column each");
+  }
   torch::Device dev(torch::kCPU);
   if (cfg.model.device == DeviceKind::kCuda) {
     if (!torch::cuda::is_available())

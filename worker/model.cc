@@ -291,8 +291,25 @@ torch::Tensor M6ModelImpl::PairHead(int64_t t, const torch::Tensor& users,
   return heads_[size_t(t)](torch::cat({users * items, users, items}, 1)).squeeze(1);
 }
 
-torch::Tensor M6ModelImpl::UserHead(int64_t t, const torch::Tensor& users) {
-  return heads_[size_t(t)](users);
+torch::Tensor M6ModelImpl::UserHead(int64_t t, const torch::Tensor& users,
+                                    const torch::Tensor& wide) {
+  return AddWide(t, heads_[size_t(t)](users), wide);
+}
+
+torch::Tensor M6ModelImpl::AddWide(int64_t t, const torch::Tensor& logits,
+                                   const torch::Tensor& wide) const {
+  const int64_t off = size_t(t) < shape_.wide_offset.size() ? shape_.wide_offset[size_t(t)] : -1;
+  if (!wide.defined() || off < 0) return logits;
+  return logits + wide.narrow(1, off, logits.size(1));
+}
+
+torch::Tensor M6ModelImpl::WideLogits(const ModelBatch& b) const {
+  if (!b.wide_rows.defined() || !b.wide_bag.defined()) return {};
+  const auto rows = WithPadRow(b.wide_rows);
+  auto sum = (Gather(rows, b.wide_bag) * b.wide_mask.unsqueeze(-1)).sum(1);  // [A, Dw]
+  sum = sum / b.wide_mask.sum(1, /*keepdim=*/true).clamp_min(1.0).sqrt();
+  return torch::zeros({b.users.size(0), rows.size(1)}, sum.options())
+      .index_copy(0, b.bag_rows, sum);
 }
 
 torch::Tensor M6ModelImpl::ItemVectors(const ModelBatch& b) {

@@ -62,8 +62,12 @@ struct ModelBatch {
   torch::Tensor nbr, nbr_mask;    // [B, F] into item_rows (mask: weights, see graph_weighting)
   // Attribute rows' whole bags, read instead of nbr by the rows bag_rows names (undefined when
   // the batch has none).
-  torch::Tensor bag_rows;               // [A] into the batch's user rows
-  torch::Tensor bag, bag_mask;          // [A, W] into item_rows
+  torch::Tensor bag_rows;       // [A] into the batch's user rows
+  torch::Tensor bag, bag_mask;  // [A, W] into item_rows
+  // model.wide_table: the bags' rows of the wide table and the bags as indices into them
+  // (1-based, 0: padding; undefined without a wide part or without bags).
+  torch::Tensor wide_rows;              // [Kw, wide dim]
+  torch::Tensor wide_bag, wide_mask;    // [A, W]
   torch::Tensor friends, friends_mask;  // [B, F] into user_rows
   // Item graph inputs, one row per item of item_rows (all-zero mask: the item is not scored).
   torch::Tensor item_nbr, item_nbr_mask;  // [Ki, Fi] into user_rows
@@ -148,8 +152,18 @@ class M6ModelImpl : public torch::nn::Module {
   // per dimension, plus the user's and the item's own linear offsets; it starts as the plain
   // dot product, a rating head at the mean training rating).
   // Attribute: the classes' logits from user vectors [N, d] -> [N, classes].
+  // wide: WideLogits' rows of the same users, added to an attribute task's logits (its own
+  // columns of the wide table); undefined: the deep head alone.
   torch::Tensor PairHead(int64_t t, const torch::Tensor& users, const torch::Tensor& items);
-  torch::Tensor UserHead(int64_t t, const torch::Tensor& users);
+  torch::Tensor UserHead(int64_t t, const torch::Tensor& users,
+                         const torch::Tensor& wide = torch::Tensor());
+  // Attribute task t's columns of `wide` added to its logits [N, classes] (logits alone when
+  // wide is undefined or t has no wide columns).
+  torch::Tensor AddWide(int64_t t, const torch::Tensor& logits, const torch::Tensor& wide) const;
+  // The wide part (model.wide_table) of every user row [B, wide dim]: the sum of the rows of
+  // the row's bag / sqrt(bag size), a logistic regression on the user's items (zero for rows
+  // without a bag); undefined when the batch has no wide rows. B = b.users' rows.
+  torch::Tensor WideLogits(const ModelBatch& b) const;
 
   // The sequence's attention over each user's history in the last UserVectors ([B, L], the
   // hist slots; explanations); undefined without attention pooling.

@@ -126,7 +126,8 @@ class ModelPlugin {
                                std::vector<float>* scores) = 0;
   // Tasks other than retrieval (UserQuery::task): per query, the task's outputs — rating: the
   // predicted rating of items[q]; like: the like logit of items[q]; attribute (items empty):
-  // every class's logit.
+  // every class's logit, and with a wide part (model.wide_table) the wide part's logits after
+  // them (2 x classes values; EvalTasks blends the two with a weight chosen on validation).
   virtual Status ScoreTask(const std::vector<UserQuery>& queries,
                            const std::vector<uint32_t>& items,
                            std::vector<std::vector<float>>* out) {

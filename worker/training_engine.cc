@@ -517,10 +517,11 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
     M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &vpacked));
     test_all.Unpack(packed);
     valid_all.Unpack(vpacked);
-    json thr = json::object();
+    json thr = json::object(), wide = json::object();
     AddTaskConfusion(ds_, cfg_.train.tasks, h.task_test, h.task_valid, test_all, valid_all,
-                     &rec.test, &rec.valid, &thr);
+                     &rec.test, &rec.valid, &thr, &wide);
     if (!thr.empty()) rec.report["thresholds"]["tasks"] = thr;
+    if (!wide.empty()) rec.report["wide_weights"] = wide;
   }
   prog_.AddEvalMs(MonotonicMs() - t0);
   rec.elapsed_s = prog_.elapsed_s();
@@ -1153,14 +1154,12 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
   for (uint32_t r = 0; r < W; ++r) {
     M6_RETURN_IF_ERROR(EvaluateUsers(*model, ds, cfg, ShardUsers(ds, r, W), &t[r], &v[r], &h[r]));
     all_valid.Merge(h[r].valid);
-    for (size_t k = 0; k < cfg.train.tasks.size(); ++k) {
-      task_test.tasks[k].Merge(h[r].task_test.tasks[k]);
-      task_valid.tasks[k].Merge(h[r].task_valid.tasks[k]);
-    }
+    task_test.Merge(h[r].task_test);
+    task_valid.Merge(h[r].task_valid);
   }
   const bool sampled = ds.protocol == Dataset::Protocol::kSampled;
   const Thresholds thr = ChooseThresholds(all_valid);
-  json task_thr = json::object();
+  json task_thr = json::object(), wide = json::object();
   MetricSums test, valid;
   for (uint32_t r = 0; r < W; ++r) {
     if (sampled) {
@@ -1168,7 +1167,7 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
       AddConfusion(ds, h[r].valid, thr, &v[r]);
     }
     AddTaskConfusion(ds, cfg.train.tasks, h[r].task_test, h[r].task_valid, task_test, task_valid,
-                     &t[r], &v[r], &task_thr);
+                     &t[r], &v[r], &task_thr, &wide);
     test.Merge(t[r]);
     valid.Merge(v[r]);
   }
@@ -1181,6 +1180,7 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
     j["thresholds"] = thr.ToJson(ds);
   }
   if (!task_thr.empty()) j["thresholds"]["tasks"] = task_thr;
+  if (!wide.empty()) j["wide_weights"] = wide;
   return j;
 }
 
