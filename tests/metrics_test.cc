@@ -201,7 +201,12 @@ TEST(Metrics, WideWeightIsChosenOnValidationPerAttributeTask) {
       EXPECT_TRUE(weights.empty()) << "no wide part, no weight";
       EXPECT_LT(t.at("accuracy"), 0.7) << "the deep head alone: class 0 for everyone";
     } else {
-      EXPECT_EQ(weights.value("age", -1.0), 2.0) << weights.dump();
+      EXPECT_EQ(weights["age"].value("weight", -1.0), 2.0) << weights.dump();
+      // The deep head alone gets the class-0 half of the validation users right.
+      const nlohmann::json& acc = weights["age"]["valid_accuracy"];
+      EXPECT_EQ(acc.value("2", -1.0), 1.0) << acc.dump();
+      EXPECT_GT(acc.value("0", -1.0), 0.2) << acc.dump();
+      EXPECT_LT(acc.value("0", -1.0), 0.8) << acc.dump();
       EXPECT_EQ(t.at("accuracy"), 1.0);
       EXPECT_EQ(v.at("accuracy"), 1.0);
       EXPECT_EQ(t.at("macro_F1"), 1.0);

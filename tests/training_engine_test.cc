@@ -17,6 +17,7 @@
 #include "test_util.h"
 #include "worker/checkpoint.h"
 #include "worker/collective.h"
+#include "worker/evaluator.h"
 #include "worker/local_tables.h"
 #include "worker/m6_model.h"
 #include "worker/strategy.h"
@@ -676,7 +677,14 @@ train:
   EXPECT_TRUE(result["thresholds"]["tasks"].contains("like")) << result.dump();
   // The wide part's weight, chosen on validation (and read again by eval, below).
   ASSERT_TRUE(result.contains("wide_weights")) << result.dump();
-  EXPECT_GE(result["wide_weights"].value("gender", -1.0), 0.0) << result.dump();
+  const json& ww = result["wide_weights"]["gender"];
+  EXPECT_GE(ww.value("weight", -1.0), 0.0) << result.dump();
+  ASSERT_EQ(ww["valid_accuracy"].size(), kNumWideWeights) << result.dump();
+  char chosen[16];
+  std::snprintf(chosen, sizeof(chosen), "%g", ww.value("weight", -1.0));
+  ASSERT_TRUE(ww["valid_accuracy"].contains(chosen)) << result.dump();
+  for (const auto& [w, acc] : ww["valid_accuracy"].items())
+    EXPECT_LE(acc.get<double>(), ww["valid_accuracy"][chosen].get<double>()) << w;
   const json& g = t["tasks"]["gender"];
   EXPECT_GT(g["examples"].get<int>(), 20);
   EXPECT_GT(g["accuracy"].get<double>(), base["tasks"]["gender"]["accuracy"].get<double>() + 0.2)

@@ -527,7 +527,15 @@ void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
       const auto& correct = valid_all.blended_correct[t];
       const size_t k = size_t(std::max_element(correct.begin(), correct.begin() + kNumWideWeights) -
                               correct.begin());
-      (*wide_weights)[tasks[t].name] = kWideWeights[k];
+      // The weight, and the validation accuracy at every weight (0: the deep head alone).
+      nlohmann::json acc = nlohmann::json::object();
+      const double n = std::max(1.0, correct[kNumWideWeights]);
+      for (size_t j = 0; j < kNumWideWeights; ++j) {
+        char w[16];
+        std::snprintf(w, sizeof(w), "%g", kWideWeights[j]);
+        acc[w] = correct[j] / n;
+      }
+      (*wide_weights)[tasks[t].name] = {{"weight", kWideWeights[k]}, {"valid_accuracy", acc}};
       for (auto [mine, out] : {std::pair{&test_mine, test}, std::pair{&valid_mine, valid}})
         for (const auto& b : mine->blended[t]) {
           TaskMetrics m(ds, tasks[t].name, b.user, out);

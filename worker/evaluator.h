@@ -127,8 +127,9 @@ Status EvalTasks(const Dataset& ds, const std::vector<TaskSpec>& tasks,
 // threshold (F1-best on validation) and AUC. Adds this rank's confusion counts at the thresholds
 // and AUC x its examples to test / valid (so that sums over ranks give the global values); the
 // thresholds go to `thresholds` by task name. Likewise each attribute task with a wide part:
-// its wide weight (most correct on validation over every rank; to `wide_weights` by task name)
-// and this rank's class counts at it.
+// its wide weight (most correct on validation over every rank; to `wide_weights` by task name,
+// {"weight": w, "valid_accuracy": {"<w>": accuracy at each weight}}) and this rank's class
+// counts at it.
 void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
                       const TaskHistograms& test_mine, const TaskHistograms& valid_mine,
                       const TaskHistograms& test_all, const TaskHistograms& valid_all,

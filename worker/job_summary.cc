@@ -346,7 +346,7 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
         if (b.contains("wide_weights") && b["wide_weights"].contains(name)) {
           *line += buf;
           std::snprintf(buf, sizeof(buf), "; wide part weighted %g",
-                        b["wide_weights"][name].get<double>());
+                        b["wide_weights"][name].value("weight", 0.0));
         }
       } else {
         std::snprintf(buf, sizeof(buf),
