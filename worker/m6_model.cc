@@ -610,8 +610,7 @@ StatusOr<StepResult> M6Plugin::Step(TrainBatch& batch) {
         const auto deep = model_->UserHead(int64_t(t), ut);
         l = F::cross_entropy(deep, y, sum);
         if (wide.defined())
-          l = l + F::cross_entropy(
-                      model_->AddWide(int64_t(t), torch::zeros_like(deep), pick(wide, R)), y, sum);
+          l = l + F::cross_entropy(model_->WideColumns(int64_t(t), pick(wide, R)), y, sum);
       } break;
       case TaskKind::kRetrieval:
         return Status::Internal("a second retrieval task");
@@ -808,9 +807,8 @@ Status M6Plugin::ScoreTask(const std::vector<UserQuery>& queries,
   } else {
     o = model_->UserHead(t, uv);
     // The wide part's logits after the deep head's: the evaluator blends them.
-    const auto wide = model_->WideLogits(mb);
-    if (wide.defined() && in_.shape.wide_offset[t] >= 0)
-      o = torch::cat({o, wide.narrow(1, in_.shape.wide_offset[t], o.size(1))}, 1);
+    const auto wide = model_->WideColumns(t, model_->WideLogits(mb));
+    if (wide.defined()) o = torch::cat({o, wide}, 1);
   }
   o = o.to(torch::kCPU).contiguous();
   const int64_t w = o.size(1);

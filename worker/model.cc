@@ -293,14 +293,15 @@ torch::Tensor M6ModelImpl::PairHead(int64_t t, const torch::Tensor& users,
 
 torch::Tensor M6ModelImpl::UserHead(int64_t t, const torch::Tensor& users,
                                     const torch::Tensor& wide) {
-  return AddWide(t, heads_[size_t(t)](users), wide);
+  auto z = heads_[size_t(t)](users);
+  const auto w = WideColumns(t, wide);
+  return w.defined() ? z + w : z;
 }
 
-torch::Tensor M6ModelImpl::AddWide(int64_t t, const torch::Tensor& logits,
-                                   const torch::Tensor& wide) const {
+torch::Tensor M6ModelImpl::WideColumns(int64_t t, const torch::Tensor& wide) const {
   const int64_t off = size_t(t) < shape_.wide_offset.size() ? shape_.wide_offset[size_t(t)] : -1;
-  if (!wide.defined() || off < 0) return logits;
-  return logits + wide.narrow(1, off, logits.size(1));
+  if (!wide.defined() || off < 0) return {};
+  return wide.narrow(1, off, shape_.task_outputs[size_t(t)]);
 }
 
 torch::Tensor M6ModelImpl::WideLogits(const ModelBatch& b) const {

@@ -157,9 +157,9 @@ class M6ModelImpl : public torch::nn::Module {
   torch::Tensor PairHead(int64_t t, const torch::Tensor& users, const torch::Tensor& items);
   torch::Tensor UserHead(int64_t t, const torch::Tensor& users,
                          const torch::Tensor& wide = torch::Tensor());
-  // Attribute task t's columns of `wide` added to its logits [N, classes] (logits alone when
-  // wide is undefined or t has no wide columns).
-  torch::Tensor AddWide(int64_t t, const torch::Tensor& logits, const torch::Tensor& wide) const;
+  // Attribute task t's columns of WideLogits' `wide` [N, classes] (undefined when wide is
+  // undefined or t has no wide columns).
+  torch::Tensor WideColumns(int64_t t, const torch::Tensor& wide) const;
   // The wide part (model.wide_table) of every user row [B, wide dim]: the sum of the rows of
   // the row's bag / sqrt(bag size), a logistic regression on the user's items (zero for rows
   // without a bag); undefined when the batch has no wide rows. B = b.users' rows.
