@@ -287,7 +287,8 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
                                        "audio",           "fusion",         "hidden",
                                        "dropout",         "dense_lr",       "dense_weight_decay",
                                        "token_table",     "device",         "adapter_rank",
-                                       "item_id_dropout", "feature_pca",    "wide_table"}));
+                                       "item_id_dropout", "feature_pca",    "wide_table",
+                                       "rating_messages"}));
   for (auto [k, v] : {std::pair{"user_id", &mc.user_id},
                       {"sequence", &mc.sequence},
                       {"attention", &mc.attention},
@@ -295,6 +296,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
                       {"graph", &mc.graph},
                       {"social", &mc.social},
                       {"item_graph", &mc.item_graph},
+                      {"rating_messages", &mc.rating_messages},
                       {"item_id", &mc.item_id},
                       {"text", &mc.text},
                       {"image", &mc.image},
@@ -868,6 +870,10 @@ Status CheckJobTables(const Reader& r, const YAML::Node& root, const JobConfig& 
     if (!attribute)
       return Status::InvalidArgument(where + ": no attribute task in train.tasks reads it");
   }
+  if (cfg->model.rating_messages && !cfg->model.graph)
+    return Status::InvalidArgument(
+        r.Where(root["model"]["rating_messages"], "model.rating_messages") +
+        ": rating-valued messages are the user graph's; model.graph is false");
   return Status::OK();
 }
 

@@ -258,6 +258,12 @@ struct ModelConfig {
   // each neighbour's degree: popular items and very active users speak less) | "symmetric"
   // (LightGCN's sum weighted 1/sqrt(own degree · neighbour's degree), estimated from the sample).
   GraphWeighting graph_weighting = GraphWeighting::kMean;
+  // Rating-valued messages (GC-MC): on data with ratings, each item the user graph reads is
+  // transformed by its rating's level — x * (1 + s_r) + t_r, s and t learned per level (round
+  // rating, 1..kRatingLevels; starting at zero: the plain messages) — so the graph source tells
+  // what the user loved from what it disliked. An unrated neighbour (a request's extra items)
+  // passes as it is.
+  bool rating_messages = false;
   // item tower
   bool item_id = true;
   // Cold start: the share of the items of a training batch whose id row is left out of the

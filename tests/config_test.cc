@@ -237,6 +237,18 @@ TEST(Config, WideTableIsADeclaredTableThatAnAttributeTaskReads) {
   EXPECT_NE(e.find("no attribute task"), std::string::npos) << e;
 }
 
+TEST(Config, RatingMessagesNeedTheGraph) {
+  auto c = ParseConfig(std::string(kTables) + "model: {rating_messages: true}\n", "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_TRUE(c->model.rating_messages);
+  EXPECT_FALSE(ParseConfig(kTables, "job.yaml")->model.rating_messages) << "off by default";
+  const std::string e =
+      Err(std::string(kTables) + "model: {rating_messages: true, graph: false}\n");
+  EXPECT_NE(e.find("job.yaml:"), std::string::npos) << e;
+  EXPECT_NE(e.find("model.rating_messages"), std::string::npos) << e;
+  EXPECT_NE(e.find("model.graph is false"), std::string::npos) << e;
+}
+
 TEST(Config, OverridesApplyAndAreChecked) {
   auto c =
       ParseConfig(kTables, "x.yaml", {"cluster.workers=5", "tables.1.dim=16", "ps.store=memory"});

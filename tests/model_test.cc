@@ -165,15 +165,22 @@ TEST(Model, TheDataDecidesWhichSourcesExist) {
 }
 
 TEST(Model, GradientsMatchFiniteDifferences) {
-  for (const std::string rnn : {"gru", "lstm", "attention", "gru+item_graph"}) {
+  for (const std::string rnn : {"gru", "lstm", "attention", "gru+item_graph", "gru+rated"}) {
     ModelConfig c = SmallConfig();
     ASSERT_TRUE(ParseEnum(rnn.substr(0, rnn.find('+')), &c.rnn));
     c.item_graph = rnn.find("item_graph") != std::string::npos;
+    c.rating_messages = rnn.find("rated") != std::string::npos;
     torch::manual_seed(11);
     M6Model m(c, Shape());
     m->to(torch::kDouble);
     m->eval();
     ModelBatch b = MakeBatch(torch::kDouble, true);
+    if (c.rating_messages) {
+      b.nbr_level = torch::tensor(std::vector<int64_t>{1, 3, 0, 0, 0, 0, 5, 1, 9}).view({3, 3});
+      torch::NoGradGuard ng;  // off the zero start, so the scale's gradient is not the shift's
+      for (auto& p : m->named_parameters())
+        if (p.key().find("rating_") == 0) p.value().normal_(0, 0.3);
+    }
     auto loss = Loss(m, b);
     loss.backward();
     // Leaves: sparse rows (what is pushed to the servers) and every dense parameter.
@@ -524,6 +531,47 @@ TEST(Model, WideRowsAddALogisticRegressionOnTheBagToAnAttributeHead) {
   // Without wide rows the heads are the deep part alone.
   ModelBatch plain = MakeBatch(torch::kFloat, false);
   EXPECT_FALSE(m->WideLogits(plain).defined());
+}
+
+// model.rating_messages: each neighbour's vector is bent by its rating level before the graph's
+// mean; all-zero at the start (the plain messages), unrated neighbours never change, and a
+// level's parameters move only the rows whose neighbours have that level.
+TEST(Model, RatingMessagesStartPlainAndMoveOnlyTheirLevelsRows) {
+  ModelConfig c = SmallConfig();
+  c.rating_messages = true;
+  torch::manual_seed(5);
+  M6Model m(c, Shape());
+  m->eval();
+  ModelBatch b = MakeBatch(torch::kFloat, false);
+  auto iv = m->ItemVectors(b);
+  const auto plain = m->UserVectors(b, iv).detach();
+  b.nbr_level = torch::tensor(std::vector<int64_t>{4, 4, 0, 0, 0, 0, 2, 0, 2}).view({3, 3});
+  EXPECT_TRUE(torch::allclose(m->UserVectors(b, iv), plain)) << "zero at the start";
+  torch::Tensor scale, shift;
+  for (auto& p : m->named_parameters()) {
+    if (p.key() == "rating_scale") scale = p.value();
+    if (p.key() == "rating_shift") shift = p.value();
+  }
+  ASSERT_TRUE(scale.defined() && shift.defined());
+  ASSERT_EQ(scale.sizes(), (std::vector<int64_t>{kRatingLevels, 6}));
+  auto uv = m->UserVectors(b, iv);
+  uv.select(0, 0).sum().backward();
+  const auto g = shift.grad();
+  ASSERT_TRUE(g.defined());
+  EXPECT_GT(g[3].abs().sum().item<float>(), 0.0f) << "level 4: row 0's neighbours";
+  EXPECT_EQ(g.narrow(0, 0, 3).abs().sum().item<float>(), 0.0f) << "levels row 0 never reads";
+  EXPECT_EQ(g.narrow(0, 4, kRatingLevels - 4).abs().sum().item<float>(), 0.0f);
+  {
+    torch::NoGradGuard ng;
+    shift[1].fill_(0.5);  // level 2: row 2's first and third neighbours
+    const auto moved = m->UserVectors(b, iv);
+    EXPECT_TRUE(torch::allclose(moved.narrow(0, 0, 2), plain.narrow(0, 0, 2), 1e-5, 1e-6))
+        << "rows without a level-2 neighbour";
+    EXPECT_FALSE(torch::allclose(moved[2], plain[2], 1e-4, 1e-5));
+    // Unrated (level 0) everywhere: the plain messages whatever the levels' parameters.
+    b.nbr_level.zero_();
+    EXPECT_TRUE(torch::allclose(m->UserVectors(b, iv), plain, 1e-5, 1e-6));
+  }
 }
 
 TEST(Model, FusionStartsAsTheMeanOfItsSources) {

@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <map>
 #include <set>
+
+#include "worker/m6_batch.h"
 
 namespace m6rec {
 
@@ -86,6 +89,87 @@ TEST(Samplers, HistoryWindowIsCausalForSequences) {
   EXPECT_EQ(HistoryWindow(seq, 1, 3, false), (std::vector<uint32_t>{12, 13, 14}))
       << "sets: any items but the target";
   EXPECT_EQ(HistoryWindow(seq, 4, 3, false), (std::vector<uint32_t>{11, 12, 13}));
+}
+
+// model.rating_messages: a rated sample draws positions as SampleNeighbours draws items (the
+// same neighbours) and keeps each one's rating; past the ratings' end a neighbour is unrated.
+TEST(Samplers, RatedSamplesAreTheSameDrawsWithTheirRatings) {
+  EXPECT_EQ(RatingLevel(0.0f), 0);
+  EXPECT_EQ(RatingLevel(-2.0f), 0);
+  EXPECT_EQ(RatingLevel(std::nanf("")), 0);
+  EXPECT_EQ(RatingLevel(1.0f), 1);
+  EXPECT_EQ(RatingLevel(3.6f), 4);
+  EXPECT_EQ(RatingLevel(0.3f), 1) << "a positive rating is never unrated";
+  EXPECT_EQ(RatingLevel(50.0f), kRatingLevels);
+  std::vector<uint32_t> items;
+  std::vector<float> ratings;
+  for (uint32_t k = 0; k < 40; ++k) {
+    items.push_back(100 + k);
+    ratings.push_back(float(1 + k % 5));
+  }
+  std::mt19937_64 a(3), b(3);
+  std::vector<float> r;
+  const auto got = SampleRated(items, items.size(), &ratings, 10, 7, a, &r);
+  EXPECT_EQ(got, SampleNeighbours(items, 10, 107, b)) << "position 7 is item 107";
+  ASSERT_EQ(r.size(), got.size());
+  for (size_t k = 0; k < got.size(); ++k) EXPECT_EQ(r[k], ratings[got[k] - 100]) << got[k];
+  EXPECT_EQ(a(), b()) << "the same number of draws";
+  // The first 8 items only, ratings known for the first 5.
+  const std::vector<float> five(ratings.begin(), ratings.begin() + 5);
+  const auto head = SampleRated(items, 8, &five, 20, -1, a, &r);
+  ASSERT_EQ(head.size(), 8u);
+  for (size_t k = 0; k < head.size(); ++k)
+    EXPECT_EQ(r[k], head[k] < 105 ? ratings[head[k] - 100] : 0.0f) << head[k];
+  EXPECT_EQ(SampleRated(items, 3, nullptr, 20, -1, a, &r).size(), 3u);
+  EXPECT_EQ(r, (std::vector<float>{0, 0, 0})) << "no ratings: every neighbour unrated";
+}
+
+// A training batch with rating messages: every graph neighbour's level is the user's rating of
+// that item, and a rating row never reads the rating it is trained to predict.
+TEST(Samplers, TrainingBatchesGiveEachNeighbourItsRatingButNeverTheTargets) {
+  auto cfg = ParseConfig(
+      "tables:\n  - {name: user, dim: 4}\n  - {name: item, dim: 4}\n"
+      "train:\n  job: m6\n  tasks:\n    - {type: retrieval}\n    - {type: rating}\n"
+      "model: {rating_messages: true, fanout: 6, sequence: false, content: false}\n",
+      "job.yaml");
+  ASSERT_TRUE(cfg.ok()) << cfg.status().message();
+  Dataset ds;
+  ds.num_users = 2;
+  ds.num_items = 20;
+  ds.ordered = false;
+  ds.train = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {3, 5, 7}};
+  ds.train_ratings = {{5, 4, 3, 2, 1, 5, 4, 3, 2, 1, 5, 4}, {2, 4, 1}};
+  ds.item_popularity.assign(20, 1);
+  ds.test_item.assign(2, -1);
+  ds.valid_item.assign(2, -1);
+  M6Inputs in(ds, *cfg);
+  std::vector<Sample> s;
+  for (uint32_t pos = 0; pos < 12; ++pos) s.push_back({0, pos, 1});
+  s.push_back({1, 1, 1});
+  std::mt19937_64 rng(9);
+  auto batch = BuildTrainBatch(in, *cfg, s.data(), s.size(), rng);
+  const BatchBuilder& b = *batch->b;
+  const int F = b.fanout();
+  ASSERT_EQ(b.nbr_level.size(), b.nbr.size());
+  int read = 0;
+  for (size_t row = 0; row < s.size(); ++row) {
+    const uint32_t u = s[row].user, target = ds.train[u][s[row].pos];
+    for (int k = 0; k < F; ++k) {
+      const size_t at = row * size_t(F) + size_t(k);
+      if (b.nbr[at] == 0) {
+        EXPECT_EQ(b.nbr_level[at], 0) << "padding is unrated";
+        continue;
+      }
+      const uint32_t item = b.item_ids[size_t(b.nbr[at] - 1)];
+      EXPECT_NE(item, target) << "row " << row << " reads its own target";
+      const auto p = std::find(ds.train[u].begin(), ds.train[u].end(), item);
+      ASSERT_NE(p, ds.train[u].end());
+      EXPECT_EQ(b.nbr_level[at], RatingLevel(ds.train_ratings[u][size_t(p - ds.train[u].begin())]))
+          << "row " << row << " item " << item;
+      ++read;
+    }
+  }
+  EXPECT_EQ(read, 12 * F + 2) << "user 0's rows read 6 of 11, user 1's row its other two";
 }
 
 }  // namespace m6rec

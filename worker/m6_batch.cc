@@ -35,6 +35,25 @@ NegativeSampler MakeSampler(const Dataset& ds, const JobConfig& cfg, uint32_t fi
 
 }  // namespace
 
+int64_t RatingLevel(float rating) {
+  if (!(rating > 0)) return 0;
+  return std::clamp<int64_t>(std::lround(rating), 1, kRatingLevels);
+}
+
+std::vector<uint32_t> SampleRated(const std::vector<uint32_t>& items, size_t n,
+                                  const std::vector<float>* ratings, int count, int64_t exclude,
+                                  std::mt19937_64& rng, std::vector<float>* sampled_ratings) {
+  std::vector<uint32_t> pos(std::min(n, items.size()));
+  for (size_t k = 0; k < pos.size(); ++k) pos[k] = uint32_t(k);
+  std::vector<uint32_t> out;
+  sampled_ratings->clear();
+  for (uint32_t p : SampleNeighbours(pos, count, exclude, rng)) {
+    out.push_back(items[p]);
+    sampled_ratings->push_back(ratings && p < ratings->size() ? (*ratings)[p] : 0.0f);
+  }
+  return out;
+}
+
 M6Inputs::M6Inputs(const Dataset& d, const JobConfig& c)
     : ds(d),
       cfg(c),
@@ -195,7 +214,8 @@ int BatchBuilder::NeighbourCount(uint32_t task, int fanout) const {
 void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
                            const std::vector<uint32_t>& nbr_items, size_t nbr_pool,
                            const std::vector<uint32_t>& fr, uint32_t domain, uint32_t task,
-                           const std::vector<uint32_t>* profile) {
+                           const std::vector<uint32_t>* profile,
+                           const std::vector<float>* nbr_ratings) {
   const ModelConfig& mc = in_.mc;
   // An attribute task reads the user's behaviour, not its own row: trained on the id, a head
   // would learn the training users' rows by heart and know nothing of anyone else's.
@@ -230,7 +250,12 @@ void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
   };
   bag.emplace_back();
   bag_weight.emplace_back();
+  bag_level.emplace_back();
   wide_bag.emplace_back();
+  std::vector<int64_t> level;  // rating_messages: the neighbours' levels
+  if (mc.graph && mc.rating_messages)
+    for (size_t k = 0; k < nbr_items.size(); ++k)
+      level.push_back(nbr_ratings && k < nbr_ratings->size() ? RatingLevel((*nbr_ratings)[k]) : 0);
   if (mc.graph) {
     for (uint32_t i : nbr_items) idx.push_back(Item(i));
     if (in_.shape.task_kinds[task] == TaskKind::kAttribute && !idx.empty()) {
@@ -239,11 +264,14 @@ void BatchBuilder::AddUser(uint32_t u, const std::vector<uint32_t>& h,
       item_weights(idx.size());
       bag.back() = idx;
       bag_weight.back() = weight.empty() ? std::vector<float>(idx.size(), 1.0f) : weight;
+      bag_level.back() = level;
       weight.clear();
       if (idx.size() > size_t(F)) idx.resize(size_t(F));
     }
     item_weights(idx.size());
   }
+  if (mc.rating_messages)
+    for (int k = 0; k < F; ++k) nbr_level.push_back(k < int(idx.size()) ? level[size_t(k)] : 0);
   fill(idx, &nbr, &nbr_mask);
   idx.clear();
   if (mc.graph && in_.shape.social) {
@@ -349,6 +377,8 @@ std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfi
   BatchBuilder& b = *batch->b;
   if (mc.item_graph) DrawItemUsers(in, s, n, rng, &b);
   std::vector<uint32_t> hist, nbr, fr, prefix;
+  std::vector<float> nbr_ratings;
+  const bool rated = mc.rating_messages && ds.has_ratings();
   size_t pool = 0;
   for (size_t k = 0; k < n; ++k) {
     const uint32_t u = s[k].user, pos = s[k].pos, task = s[k].task;
@@ -357,7 +387,17 @@ std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfi
     const uint32_t item = has_item ? ds.train[u][pos] : 0;
     hist = mc.sequence ? HistoryWindow(ds.train[u], pos, mc.seq_len, ds.ordered)
                        : std::vector<uint32_t>{};
-    if (mc.graph) {
+    if (mc.graph && rated) {
+      // Positions, not items, are drawn (the same draws): a neighbour keeps its rating. The
+      // target's own position stays out (its rating is what a rating row predicts).
+      const size_t n = ds.ordered ? pos : ds.train[u].size();
+      nbr =
+          SampleRated(ds.train[u], n, u < ds.train_ratings.size() ? &ds.train_ratings[u] : nullptr,
+                      b.NeighbourCount(task, mc.fanout),
+                      !ds.ordered && has_item ? int64_t(pos) : -1, rng, &nbr_ratings);
+      pool = n - (!ds.ordered && has_item ? 1 : 0);
+      fr = SampleNeighbours(FriendsOf(ds, u), mc.fanout, -1, rng);
+    } else if (mc.graph) {
       // On time-ordered data the graph sees only what came before the target, as at test
       // time (where every training item precedes the held-out one).
       if (ds.ordered) {
@@ -372,7 +412,7 @@ std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfi
       fr = SampleNeighbours(FriendsOf(ds, u), mc.fanout, -1, rng);
     }
     const uint32_t domain = has_item ? ds.ItemDomain(item) : ds.UserDomain(u);
-    b.AddUser(u, hist, nbr, pool, fr, domain, task);
+    b.AddUser(u, hist, nbr, pool, fr, domain, task, nullptr, rated ? &nbr_ratings : nullptr);
     batch->pos.push_back(has_item ? b.Scored(item) : 0);
     batch->pos_items.push_back(has_item ? item : UINT32_MAX);
     if (ds.multi_domain()) batch->pos_domain.push_back(domain);
@@ -426,22 +466,30 @@ std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in,
     b->item_users = [&in](uint32_t i, std::vector<uint32_t>* out) {
       *out = SampleNeighboursFixed(in.item_users[i], in.eval_item_fanout, -1, in.eval_seed ^ 2, i);
     };
+  std::vector<uint32_t> nbr;
+  std::vector<float> nbr_ratings;
   for (const auto& q : queries) {
     const uint32_t u = q.unseen ? BatchBuilder::kUnseenUser : q.user;
     const uint32_t seed_id = q.unseen ? 0 : u;
+    const int count = b->NeighbourCount(q.task, in.eval_fanout);
+    nbr.clear();
+    nbr_ratings.clear();
+    if (mc.graph && mc.rating_messages) {
+      std::mt19937_64 rng = NodeRng(in.eval_seed, seed_id);  // SampleNeighboursFixed's draws
+      nbr = SampleRated(q.neighbours, q.neighbours.size(), &q.neighbour_ratings, count, -1, rng,
+                        &nbr_ratings);
+    } else if (mc.graph) {
+      nbr = SampleNeighboursFixed(q.neighbours, count, -1, in.eval_seed, seed_id);
+    }
     b->AddUser(u,
                mc.sequence ? HistoryWindow(q.history, -1, mc.seq_len, in.ds.ordered)
                            : std::vector<uint32_t>{},
-               mc.graph
-                   ? SampleNeighboursFixed(q.neighbours, b->NeighbourCount(q.task, in.eval_fanout),
-                                           -1, in.eval_seed, seed_id)
-                   : std::vector<uint32_t>{},
-               q.neighbours.size(),
+               nbr, q.neighbours.size(),
                mc.graph ? SampleNeighboursFixed(q.unseen ? q.friends : FriendsOf(in.ds, u),
                                                 in.eval_fanout, -1, in.eval_seed ^ 1, seed_id)
                         : std::vector<uint32_t>{},
                q.domain >= 0 ? uint32_t(q.domain) : in.ds.UserDomain(u), q.task,
-               q.unseen ? &q.profile : nullptr);
+               q.unseen ? &q.profile : nullptr, &nbr_ratings);
   }
   return b;
 }

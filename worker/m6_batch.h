@@ -23,6 +23,17 @@
 
 namespace m6rec {
 
+// model.rating_messages: a rating's level, its rounded value in 1..kRatingLevels (0: unrated).
+constexpr int64_t kRatingLevels = 10;
+int64_t RatingLevel(float rating);
+
+// A sample of `count` of the first n of `items` (SampleNeighbours' draws over their positions,
+// so the same items it would draw), never position `exclude` (-1: none); `ratings` (may be null
+// or shorter than n) receives the sampled items' ratings where known, 0 elsewhere.
+std::vector<uint32_t> SampleRated(const std::vector<uint32_t>& items, size_t n,
+                                  const std::vector<float>* ratings, int count, int64_t exclude,
+                                  std::mt19937_64& rng, std::vector<float>* sampled_ratings);
+
 // What the data offers the model; parts whose input is missing are left out of the model.
 struct ModelShape {
   int64_t dim = 64;
@@ -95,7 +106,8 @@ class BatchBuilder {
   // One user row of the user tower. hist: oldest first; nbr: items sampled from nbr_pool of
   // them (the size of the neighbourhood, for graph_weighting: symmetric); domain: the domain
   // the row is scored in and task its task (together the user fusion's condition). u =
-  // kUnseenUser: a user without a row, whose profile tokens are `profile`.
+  // kUnseenUser: a user without a row, whose profile tokens are `profile`. nbr_ratings: the
+  // ratings of nbr's items (model.rating_messages; null or shorter: unrated).
   static constexpr uint32_t kUnseenUser = UINT32_MAX;
   // An attribute row's graph source reads (up to) this many of the user's items, not a
   // fanout-sized sample: a user's attributes show in the whole bag of what it chose (the
@@ -106,7 +118,8 @@ class BatchBuilder {
   int NeighbourCount(uint32_t task, int fanout) const;
   void AddUser(uint32_t u, const std::vector<uint32_t>& hist, const std::vector<uint32_t>& nbr,
                size_t nbr_pool, const std::vector<uint32_t>& friends, uint32_t domain = 0,
-               uint32_t task = 0, const std::vector<uint32_t>* profile = nullptr);
+               uint32_t task = 0, const std::vector<uint32_t>* profile = nullptr,
+               const std::vector<float>* nbr_ratings = nullptr);
 
   int fanout() const { return fanout_; }
   int item_fanout() const { return item_fanout_; }
@@ -119,10 +132,13 @@ class BatchBuilder {
   std::vector<int64_t> users, hist, nbr, friends, utok, item_tok;
   std::vector<int64_t> row_condition;  // per user row: task x domains + domain
   std::vector<float> hist_mask, nbr_mask, friends_mask, utok_mask, item_tok_mask;
+  // model.rating_messages: the RatingLevel of every nbr entry (empty without rating messages).
+  std::vector<int64_t> nbr_level;
   // Per user row: an attribute row's whole sample of neighbours (indices into item_ids) and
   // their weights, which the graph source reads instead of nbr; empty for every other row.
   std::vector<std::vector<int64_t>> bag;
   std::vector<std::vector<float>> bag_weight;
+  std::vector<std::vector<int64_t>> bag_level;  // model.rating_messages: per bag entry
   // model.wide_table: the same bags as indices into wide_ids (empty without a wide part).
   std::vector<std::vector<int64_t>> wide_bag;
 

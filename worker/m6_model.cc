@@ -459,6 +459,7 @@ ModelBatch M6Plugin::Tensors(const BatchBuilder& b, std::vector<KeyList>& lists,
   mb.utok_mask = FloatTensor(b.utok_mask, B, mc.content_tokens).to(dev_);
   mb.nbr = LongTensor(b.nbr, B, b.fanout()).to(dev_);
   mb.nbr_mask = FloatTensor(b.nbr_mask, B, b.fanout()).to(dev_);
+  if (mc.rating_messages) mb.nbr_level = LongTensor(b.nbr_level, B, b.fanout()).to(dev_);
   // Only the rows with a bag gather one (a few attribute rows among a batch's 512).
   size_t W = 0;
   std::vector<int64_t> rows;
@@ -471,14 +472,18 @@ ModelBatch M6Plugin::Tensors(const BatchBuilder& b, std::vector<KeyList>& lists,
     const int64_t A = int64_t(rows.size());
     std::vector<int64_t> idx(size_t(A) * W, 0);
     std::vector<float> w(size_t(A) * W, 0.0f);
+    std::vector<int64_t> level(mc.rating_messages ? size_t(A) * W : 0, 0);
     for (size_t k = 0; k < rows.size(); ++k) {
       const size_t r = size_t(rows[k]);
       std::copy(b.bag[r].begin(), b.bag[r].end(), idx.begin() + k * W);
       std::copy(b.bag_weight[r].begin(), b.bag_weight[r].end(), w.begin() + k * W);
+      if (mc.rating_messages)
+        std::copy(b.bag_level[r].begin(), b.bag_level[r].end(), level.begin() + k * W);
     }
     mb.bag_rows = LongTensor(rows, A, 1).view({A}).to(dev_);
     mb.bag = LongTensor(idx, A, int64_t(W)).to(dev_);
     mb.bag_mask = FloatTensor(w, A, int64_t(W)).to(dev_);
+    if (mc.rating_messages) mb.bag_level = LongTensor(level, A, int64_t(W)).to(dev_);
     KeyList& wl = lists[M6TrainBatch::kWide];
     if (!b.wide_ids.empty()) {
       std::vector<int64_t> widx(size_t(A) * W, 0);
@@ -995,6 +1000,10 @@ StatusOr<std::unique_ptr<ModelPlugin>> MakeM6Plugin(const PluginContext& ctx) {
                                      std::to_string(wt->dim) + "; the attribute tasks' " +
                                      std::to_string(columns) + " classes need a column each");
   }
+  if (cfg.model.rating_messages && !ds.has_ratings())
+    return Status::InvalidArgument(
+        "model.rating_messages: the data has no ratings to weigh the graph's messages by (" +
+        cfg.data.path + ")");
   torch::Device dev(torch::kCPU);
   if (cfg.model.device == DeviceKind::kCuda) {
     if (!torch::cuda::is_available())

@@ -254,6 +254,10 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape)
     user_sources_.push_back("graph");
     sage_ = register_module("sage", nn::Linear((cfg.social && shape.social) ? 2 * d : d, d));
     IdentityInit(sage_.get());  // the mean of the neighbour means at the start
+    if (cfg.rating_messages) {
+      rating_scale_ = register_parameter("rating_scale", torch::zeros({kRatingLevels, d}));
+      rating_shift_ = register_parameter("rating_shift", torch::zeros({kRatingLevels, d}));
+    }
   }
   if (user_sources_.empty()) user_sources_.push_back("id");
   if (cfg.item_graph) {
@@ -367,9 +371,10 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
       auto w = torch::softmax(sc, 1) * b.utok_mask;
       xs.push_back((w.unsqueeze(-1) * tok).sum(1));
     } else if (s == "graph") {
-      auto own = Neighbours(Gather(items, b.nbr), b.nbr_mask);
+      auto own = Neighbours(Rated(Gather(items, b.nbr), b.nbr_level), b.nbr_mask);
       if (b.bag.defined())
-        own = own.index_copy(0, b.bag_rows, Neighbours(Gather(items, b.bag), b.bag_mask));
+        own = own.index_copy(0, b.bag_rows,
+                             Neighbours(Rated(Gather(items, b.bag), b.bag_level), b.bag_mask));
       std::vector<torch::Tensor> parts{own};
       if (cfg_.social && shape_.social)
         parts.push_back(Neighbours(Gather(users, b.friends), b.friends_mask));
@@ -387,6 +392,12 @@ torch::Tensor M6ModelImpl::Neighbours(const torch::Tensor& x, const torch::Tenso
   // symmetric: the weights carry the whole normalisation (see graph_weighting), so a plain sum.
   if (cfg_.graph_weighting == GraphWeighting::kSymmetric) return (x * weights.unsqueeze(-1)).sum(1);
   return MaskedMean(x, weights);
+}
+
+torch::Tensor M6ModelImpl::Rated(const torch::Tensor& x, const torch::Tensor& level) const {
+  if (!rating_scale_.defined() || !level.defined()) return x;
+  return x * (1 + Gather(WithPadRow(rating_scale_), level)) +
+         Gather(WithPadRow(rating_shift_), level);
 }
 
 torch::Tensor M6ModelImpl::ScoredItemVectors(const ModelBatch& b, const torch::Tensor& item_vecs) {

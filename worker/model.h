@@ -17,7 +17,8 @@
 //                the query (or the last output), projected to d
 //              | content: attention over the user's content tokens (profile + recent items')
 //              | graph: GraphSAGE mean over sampled interacted items' vectors and sampled
-//                friends' id rows, W [mean_items || mean_friends] (linear, as LightGCN)
+//                friends' id rows, W [mean_items || mean_friends] (linear, as LightGCN); with
+//                model.rating_messages each item's vector is first bent by its rating (GC-MC)
 //                                                     -> fusion -> user vector [B, d]
 //   item graph (model.item_graph; the item side of the user-item graph): a scored item's vector
 //              is (tower vector + W mean of its sampled users' id rows) / 2 — LightGCN's first
@@ -60,6 +61,9 @@ struct ModelBatch {
   torch::Tensor hist, hist_mask;  // [B, L] into item_rows, left-padded (newest last)
   torch::Tensor utok, utok_mask;  // [B, Tu] into token_rows
   torch::Tensor nbr, nbr_mask;    // [B, F] into item_rows (mask: weights, see graph_weighting)
+  // model.rating_messages: each neighbour's RatingLevel (0: unrated) [B, F], and the bags'
+  // [A, W] (long; undefined without rating messages).
+  torch::Tensor nbr_level, bag_level;
   // Attribute rows' whole bags, read instead of nbr by the rows bag_rows names (undefined when
   // the batch has none).
   torch::Tensor bag_rows;       // [A] into the batch's user rows
@@ -177,6 +181,9 @@ class M6ModelImpl : public torch::nn::Module {
   // The graph aggregation of neighbour rows x [N, K, d] with weights [N, K] (0: padding): a
   // weighted mean, or for graph_weighting symmetric the weighted sum.
   torch::Tensor Neighbours(const torch::Tensor& x, const torch::Tensor& weights) const;
+  // model.rating_messages: neighbour vectors x [N, K, d] transformed by their rating levels
+  // [N, K], x * (1 + scale[level]) + shift[level] (level 0 unchanged); x when off.
+  torch::Tensor Rated(const torch::Tensor& x, const torch::Tensor& level) const;
 
   ModelConfig cfg_;
   ModelShape shape_;
@@ -194,7 +201,8 @@ class M6ModelImpl : public torch::nn::Module {
   torch::nn::Linear content_key_{nullptr};
   torch::Tensor content_query_;
   torch::nn::Linear sage_{nullptr}, item_sage_{nullptr};
-  std::vector<torch::nn::Linear> heads_;  // per task (nullptr for retrieval)
+  torch::Tensor rating_scale_, rating_shift_;  // [kRatingLevels, d] (model.rating_messages)
+  std::vector<torch::nn::Linear> heads_;       // per task (nullptr for retrieval)
 };
 TORCH_MODULE(M6Model);
 

@@ -66,6 +66,9 @@ struct UserQuery {
   uint32_t user = 0;
   std::vector<uint32_t> history;
   std::vector<uint32_t> neighbours;
+  // The ratings of the first neighbours (model.rating_messages; shorter or empty: the rest are
+  // unrated, e.g. a request's items beyond the training ones).
+  std::vector<float> neighbour_ratings;
   int32_t domain = -1;  // the domain the request is in (-1: the user's own)
   uint32_t task = 0;    // the task it is scored for (cfg.train.tasks index)
   // A serving strategy's scale of user sources (by name, e.g. "sequence"; absent: 1): the

@@ -30,8 +30,12 @@ std::vector<uint32_t> SampleNeighbours(const std::vector<uint32_t>& pool, int fa
 
 std::vector<uint32_t> SampleNeighboursFixed(const std::vector<uint32_t>& pool, int fanout,
                                             int64_t exclude, uint64_t seed, uint64_t node) {
-  std::mt19937_64 rng(Mix64(seed ^ Mix64(node + 0x9e3779b97f4a7c15ull)));
+  std::mt19937_64 rng = NodeRng(seed, node);
   return SampleNeighbours(pool, fanout, exclude, rng);
+}
+
+std::mt19937_64 NodeRng(uint64_t seed, uint64_t node) {
+  return std::mt19937_64(Mix64(seed ^ Mix64(node + 0x9e3779b97f4a7c15ull)));
 }
 
 NegativeSampler::NegativeSampler(uint32_t first, uint32_t end)

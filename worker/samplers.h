@@ -16,6 +16,8 @@ std::vector<uint32_t> SampleNeighbours(const std::vector<uint32_t>& pool, int fa
 // The same, seeded by (seed, node) alone: evaluation's neighbours.
 std::vector<uint32_t> SampleNeighboursFixed(const std::vector<uint32_t>& pool, int fanout,
                                             int64_t exclude, uint64_t seed, uint64_t node);
+// The generator SampleNeighboursFixed draws (seed, node)'s sample from.
+std::mt19937_64 NodeRng(uint64_t seed, uint64_t node);
 
 // Negatives over item ids [first, first + weights.size()): uniform, or proportional to
 // weights (Walker's alias method, O(1) a draw). Popularity sampling uses count^0.75 (word2vec's

@@ -360,6 +360,7 @@ namespace {
 struct Requests {
   std::vector<uint32_t> users;
   std::vector<std::vector<uint32_t>> history, neighbours, cands;
+  std::vector<std::vector<float>> neighbour_ratings;  // empty on data without ratings
   std::vector<int> intent;
 };
 
@@ -377,6 +378,9 @@ Requests MakeRequests(const Dataset& ds, const std::vector<uint32_t>& users, boo
     r.users.push_back(u);
     r.history.push_back(std::move(h));
     r.neighbours.push_back(ds.train[u]);  // as evaluation reads the graph
+    if (ds.has_ratings())
+      r.neighbour_ratings.push_back(u < ds.train_ratings.size() ? ds.train_ratings[u]
+                                                                : std::vector<float>{});
     r.cands.push_back(std::move(c));
   }
   return r;
@@ -395,6 +399,7 @@ Status ScoreRequests(ModelPlugin& model, const Requests& r,
       uq.user = r.users[k];
       uq.history = r.history[k];
       uq.neighbours = r.neighbours[k];
+      if (k < r.neighbour_ratings.size()) uq.neighbour_ratings = r.neighbour_ratings[k];
       uq.source_scale = scales;
       q.push_back(std::move(uq));
       c.push_back(r.cands[k]);

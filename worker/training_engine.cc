@@ -70,6 +70,7 @@ UserQuery EvalQuery(const Dataset& ds, uint32_t u, bool with_valid) {
   if (with_valid && ds.protocol == Dataset::Protocol::kSampled && ds.valid_item[u] >= 0)
     q.history.push_back(static_cast<uint32_t>(ds.valid_item[u]));
   q.neighbours = ds.train[u];
+  if (u < ds.train_ratings.size()) q.neighbour_ratings = ds.train_ratings[u];
   return q;
 }
 
@@ -724,7 +725,8 @@ Status TrainingEngine::ScoreChunk(const std::vector<StreamEvent>& chunk, double 
       q.user = e.user;
       q.history = e.user < ds_.train.size() ? ds_.train[e.user] : std::vector<uint32_t>{};
       q.history.insert(q.history.end(), extra.begin(), extra.end());
-      q.neighbours = q.history;
+      q.neighbours = q.history;  // the training items first: their ratings are known
+      if (e.user < ds_.train_ratings.size()) q.neighbour_ratings = ds_.train_ratings[e.user];
       // The chosen item against items the user has not touched, drawn from the event alone.
       std::vector<uint32_t> c{e.item};
       std::vector<uint32_t> seen(q.history.begin(), q.history.end());
@@ -1320,7 +1322,8 @@ StatusOr<json> Recommender::ForUser(int64_t user, int k, const std::string& doma
   UserQuery query;
   query.user = u;
   query.history = seen;
-  query.neighbours = seen;
+  query.neighbours = seen;  // the training items first: their ratings are known
+  if (u < ds.train_ratings.size()) query.neighbour_ratings = ds.train_ratings[u];
   // A cold split's lost items were touched too: not history the model was trained with, but
   // not recommended either.
   static const std::vector<uint32_t> kNone;
