@@ -28,9 +28,9 @@ namespace {
 
 // Starts the job in the background, waits for a complete checkpoint in the middle of epoch 2,
 // then SIGKILLs every process of the job.
-void RunAndKillMidEpoch(TempDir& dir, const std::string& run,
-                        const std::vector<std::string>& sets) {
-  const std::string cfg = WriteFile(dir / (run + ".yaml"), M6Config(3));
+void RunAndKillMidEpoch(TempDir& dir, const std::string& run, const std::vector<std::string>& sets,
+                        const std::string& config = M6Config(3)) {
+  const std::string cfg = WriteFile(dir / (run + ".yaml"), config);
   std::vector<std::string> args{Binary(), "local", "--config", cfg, "--run-dir", dir / run};
   for (const auto& s : sets) args.insert(args.end(), {"--set", s});
   Background job(args, dir / (run + ".log"));
@@ -61,9 +61,15 @@ TEST(Resume, AKilledOneWorkerJobResumesBitIdentical) {
   TempDir dir;
   const std::vector<std::string> sets{"cluster.workers=1", "train.staleness=0",
                                       "checkpoint.every_steps=7", "checkpoint.keep=3"};
-  json full = RunLocalJob(dir, "full", M6Config(3), sets, 300);
+  // A fractional task weight: every epoch draws its own samples (half of them twice), which
+  // the resumed run must draw again exactly.
+  std::string config = M6Config(3);
+  const std::string tail = "log_every: 10}";
+  config.replace(config.find(tail), tail.size(),
+                 "log_every: 10, tasks: [{type: retrieval, weight: 1.5}]}");
+  json full = RunLocalJob(dir, "full", config, sets, 300);
   ASSERT_TRUE(full.contains("test"));
-  RunAndKillMidEpoch(dir, "cut", sets);
+  RunAndKillMidEpoch(dir, "cut", sets, config);
   if (HasFatalFailure()) return;
   json resumed = Resume(dir, "cut");
   ASSERT_TRUE(resumed.contains("test")) << resumed.dump();

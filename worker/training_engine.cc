@@ -177,26 +177,41 @@ std::vector<uint32_t> ShardUsers(const Dataset& ds, uint32_t rank, uint32_t W) {
   return users;
 }
 
-// How many times sample (u, k) of a task with weight tw is trained per epoch: 0 for a user
+// How many times sample (u, k) of a task with weight tw is trained in `epoch`: 0 for a user
 // outside its domain's train_users share (Dataset::trained); else w = tw x its domain's weight
-// as floor(w) copies plus one more with probability frac(w), drawn from (seed, u, k, task)
-// alone so that every rank computes every rank's count alike.
+// as floor(w) copies plus one more with probability frac(w), drawn from (seed, u, k, task,
+// epoch) alone so that every rank computes every rank's count alike. The epoch is in the draw:
+// a weight of 1/3 trains a different third of the task's samples every epoch, not the same
+// third every time (which was the case until 2026-12-03: ML-1M's rating task then saw a third
+// of its ratings, and overfit them within a pass).
 uint32_t SampleCopies(const Dataset& ds, uint32_t u, uint32_t k, uint32_t task, float tw,
-                      uint64_t seed) {
+                      uint64_t seed, int epoch) {
   if (!ds.Trained(u)) return 0;
   const float w = tw * (ds.multi_domain() ? ds.domains[ds.UserDomain(u)].weight : 1.0f);
   const float whole = std::floor(w);
   if (w == whole) return uint32_t(whole);
   const uint64_t key = task == 0 ? k : k ^ (uint64_t{task} << 56);
-  const double r = double(Mix64(seed ^ (uint64_t{u} << 24) ^ key) >> 11) * 0x1.0p-53;
+  const uint64_t e = Mix64(uint64_t(epoch) + 0x5bd1e995u);
+  const double r = double(Mix64(seed ^ e ^ (uint64_t{u} << 24) ^ key) >> 11) * 0x1.0p-53;
   return uint32_t(whole) + (r < double(w - whole) ? 1u : 0u);
+}
+
+// Whether some task or domain trains a fractional share of its samples per epoch (then every
+// epoch draws its own shard).
+bool FractionalWeights(const Dataset& ds, const std::vector<TaskSpec>& tasks) {
+  for (const TaskSpec& t : tasks)
+    for (size_t d = 0; d < std::max<size_t>(1, ds.domains.size()); ++d) {
+      const float w = t.weight * (ds.multi_domain() ? ds.domains[d].weight : 1.0f);
+      if (w != std::floor(w)) return true;
+    }
+  return false;
 }
 
 // Every task's samples of rank `rank` (u % W == rank): retrieval and rating/like one per
 // training interaction (rated ones for rating/like), attribute one per user of the attribute's
 // training split (pos = the length of the user's list: the whole list is its context).
 Shard MakeShard(const Dataset& ds, const std::vector<TaskSpec>& tasks, uint32_t rank, uint32_t W,
-                size_t batch, uint64_t seed) {
+                size_t batch, uint64_t seed, int epoch) {
   Shard s;
   s.users = ShardUsers(ds, rank, W);
   std::vector<uint64_t> per_rank(W, 0);
@@ -208,7 +223,7 @@ Shard MakeShard(const Dataset& ds, const std::vector<TaskSpec>& tasks, uint32_t 
     for (uint32_t u = 0; u < ds.num_users; ++u) {
       const uint32_t n = uint32_t(ds.train[u].size());
       auto add = [&](uint32_t k) {
-        const uint32_t copies = SampleCopies(ds, u, k, t, task.weight, seed);
+        const uint32_t copies = SampleCopies(ds, u, k, t, task.weight, seed, epoch);
         per_rank[u % W] += copies;
         if (u % W == rank)
           for (uint32_t c = copies; c > 0; --c) s.samples.push_back({u, k, t});
@@ -283,6 +298,10 @@ class TrainingEngine {
   Status AppendEvents(const std::vector<StreamEvent>& ev);
   // The periodic-retraining baseline: empty tables, a fresh model, train.epochs over all data.
   Status Retrain();
+  // The samples `epoch` trains: where a task's or domain's weight is fractional a fresh draw
+  // (SampleCopies), in its canonical order; else the same samples, whose order each epoch's
+  // shuffle carries on from the last.
+  void NextEpochShard(int epoch);
   void FinishStreamSummary();
   json StreamState() const;
   Status RestoreStream(const std::string& dir, const json& st);
@@ -326,7 +345,8 @@ class TrainingEngine {
 Status TrainingEngine::Init() {
   const TrainConfig& tc = cfg_.train;
   if (!ctx_.run_dir.empty()) M6_RETURN_IF_ERROR(MakeDirs(ctx_.run_dir));
-  shard_ = MakeShard(ds_, tc.tasks, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size), cfg_.seed);
+  shard_ =
+      MakeShard(ds_, tc.tasks, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size), cfg_.seed, 1);
   // A stream job may start with no data at all (it trains on what arrives).
   const bool idle_start = cfg_.stream.enabled() && shard_.steps_per_epoch == 0;
   if (shard_.samples.empty() && !idle_start)
@@ -575,6 +595,7 @@ Status TrainingEngine::Run() {
   for (; epoch <= tc.epochs && !stop; ++epoch, step = 0) {
     if (step == 0) {
       rng_epoch_starts_.push_back(RngToString(rng_));
+      if (epoch > 1) NextEpochShard(epoch);
       std::shuffle(shard_.samples.begin(), shard_.samples.end(), rng_);
     }
     M6_RETURN_IF_ERROR(RunEpoch(epoch, step, &stop));
@@ -791,6 +812,17 @@ Status TrainingEngine::TrainChunk(const std::vector<StreamEvent>& chunk, size_t 
   return Status::OK();
 }
 
+void TrainingEngine::NextEpochShard(int epoch) {
+  const TrainConfig& tc = cfg_.train;
+  if (!FractionalWeights(ds_, tc.tasks)) return;
+  Shard next = MakeShard(ds_, tc.tasks, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size),
+                         cfg_.seed, epoch);
+  // A rank the draw left without samples (tiny data) trains its last epoch's again: every rank
+  // runs the epoch's steps.
+  if (next.samples.empty()) next.samples = std::move(shard_.samples);
+  shard_ = std::move(next);
+}
+
 Status TrainingEngine::Retrain() {
   if (!ctx_.reset_tables)
     return Status::InvalidArgument(
@@ -803,9 +835,11 @@ Status TrainingEngine::Retrain() {
   dense_ = model_->dense();
   if (dense_) M6_RETURN_IF_ERROR(dense_->Broadcast(coll_));
   const TrainConfig& tc = cfg_.train;
-  shard_ = MakeShard(ds_, tc.tasks, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size), cfg_.seed);
+  shard_ =
+      MakeShard(ds_, tc.tasks, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size), cfg_.seed, 1);
   if (shard_.samples.empty()) return Status::OK();
   for (int e = 1; e <= tc.epochs; ++e) {
+    if (e > 1) NextEpochShard(e);
     std::shuffle(shard_.samples.begin(), shard_.samples.end(), rng_);
     bool stop = false;
     M6_RETURN_IF_ERROR(RunEpoch(e, 0, &stop));
@@ -1061,6 +1095,7 @@ Status TrainingEngine::Resume(int* epoch, size_t* step) {
     const size_t shuffled = *step > 0 ? rng_epoch_starts_.size()
                                       : std::min<size_t>(rng_epoch_starts_.size(), *epoch - 1);
     for (size_t e = 0; e < shuffled; ++e) {
+      if (e > 0) NextEpochShard(int(e) + 1);
       M6_RETURN_IF_ERROR(RngFromString(rng_epoch_starts_[e], &rng_));
       std::shuffle(shard_.samples.begin(), shard_.samples.end(), rng_);
     }
