@@ -471,15 +471,12 @@ std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in,
   for (const auto& q : queries) {
     const uint32_t u = q.unseen ? BatchBuilder::kUnseenUser : q.user;
     const uint32_t seed_id = q.unseen ? 0 : u;
-    const int count = b->NeighbourCount(q.task, in.eval_fanout);
     nbr.clear();
     nbr_ratings.clear();
-    if (mc.graph && mc.rating_messages) {
-      std::mt19937_64 rng = NodeRng(in.eval_seed, seed_id);  // SampleNeighboursFixed's draws
-      nbr = SampleRated(q.neighbours, q.neighbours.size(), &q.neighbour_ratings, count, -1, rng,
-                        &nbr_ratings);
-    } else if (mc.graph) {
-      nbr = SampleNeighboursFixed(q.neighbours, count, -1, in.eval_seed, seed_id);
+    if (mc.graph) {  // SampleNeighboursFixed's draws, each neighbour with its rating
+      std::mt19937_64 rng = NodeRng(in.eval_seed, seed_id);
+      nbr = SampleRated(q.neighbours, q.neighbours.size(), &q.neighbour_ratings,
+                        b->NeighbourCount(q.task, in.eval_fanout), -1, rng, &nbr_ratings);
     }
     b->AddUser(u,
                mc.sequence ? HistoryWindow(q.history, -1, mc.seq_len, in.ds.ordered)
