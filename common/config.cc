@@ -653,7 +653,8 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
                                  "in_batch_negatives",
                                  "staleness",
                                  "collective",
-                                 "tasks"}));
+                                 "tasks",
+                                 "select_by"}));
   M6_RETURN_IF_ERROR(r.Enum(t, "train", "negative_sampler", &tr.negative_sampler));
   M6_RETURN_IF_ERROR(r.Bool(t, "train", "in_batch_negatives", &tr.in_batch_negatives));
   M6_RETURN_IF_ERROR(r.NumberIn(t, "train", "staleness", &tr.staleness, 0, 1));
@@ -691,6 +692,20 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.Range(t, "train", "eval_negatives", tr.eval_negatives, 1, 1e6));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "max_steps", tr.max_steps, 0, 1e12));
   M6_RETURN_IF_ERROR(ParseTasks(r, t, &tr));
+  M6_RETURN_IF_ERROR(r.Str(t, "train", "select_by", &tr.select_by));
+  if (tr.select_by != "auto") {
+    std::string names = "auto";
+    bool found = false;
+    for (size_t i = 0; i < tr.tasks.size(); ++i) {
+      const std::string name = i == 0 && tr.tasks[i].name.empty() ? "retrieval" : tr.tasks[i].name;
+      names += ", " + name;
+      found = found || (name == tr.select_by && tr.tasks[i].weight > 0);
+    }
+    if (!found)
+      return Status::InvalidArgument(r.Where(t["select_by"], "train.select_by") + ": '" +
+                                     tr.select_by + "' is not a trained task (one of: " + names +
+                                     ")");
+  }
   return Status::OK();
 }
 

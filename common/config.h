@@ -336,9 +336,12 @@ struct TrainConfig {
   bool in_batch_negatives = true;  // the batch's other positives also count as negatives
   int staleness = 1;               // 1: the next batch's pull overlaps this step; 0: strict
   CollectiveKind collective = CollectiveKind::kAuto;  // auto | single | zmq | mpi | nccl
-  // The tasks (tasks[0] is retrieval; absent: retrieval alone). An epoch's best is chosen by
-  // retrieval's validation metric, or, when retrieval has weight 0, the first trained task's.
+  // The tasks (tasks[0] is retrieval; absent: retrieval alone).
   std::vector<TaskSpec> tasks = std::vector<TaskSpec>(1);  // retrieval alone
+  // Which evaluated epoch is kept as the best (worker/job_summary.h SelectionRule): "auto", every
+  // trained task's validation metric (the mean share of each one's best lift over chance; the
+  // task's own metric when one task trains), or a task's name: that task's metric alone.
+  std::string select_by = "auto";
 };
 
 // Periodic checkpoints (a consistent cut of the servers' rows and the workers' dense model,

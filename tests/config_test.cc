@@ -219,6 +219,27 @@ TEST(Config, TasksAreAListAfterRetrievalWithUniqueNames) {
                   .ok());
 }
 
+TEST(Config, SelectByNamesATrainedTask) {
+  const std::string base = std::string(kTables) +
+                           "train:\n  job: m6\n  tasks:\n    - {type: retrieval}\n"
+                           "    - {type: rating}\n    - {type: like, weight: 0}\n";
+  EXPECT_EQ(ParseConfig(base, "job.yaml")->train.select_by, "auto") << "the default";
+  auto c = ParseConfig(base + "  select_by: rating\n", "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->train.select_by, "rating");
+  EXPECT_TRUE(
+      ParseConfig(std::string(kTables) + "train: {select_by: retrieval}\n", "job.yaml").ok())
+      << "retrieval is task 0's name even when no tasks are listed";
+  std::string e = Err(base + "  select_by: like\n");
+  EXPECT_NE(e.find("job.yaml:"), std::string::npos) << e;
+  EXPECT_NE(e.find("train.select_by: 'like' is not a trained task (one of: auto, retrieval, "
+                   "rating, like)"),
+            std::string::npos)
+      << e;
+  e = Err(base + "  select_by: ratin\n");
+  EXPECT_NE(e.find("'ratin' is not a trained task"), std::string::npos) << e;
+}
+
 TEST(Config, WideTableIsADeclaredTableThatAnAttributeTaskReads) {
   const std::string tables = std::string(kTables) + "  - {name: wide, dim: 9}\n";
   const std::string tasks =

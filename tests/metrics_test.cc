@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "worker/evaluator.h"
+#include "worker/job_summary.h"
 
 namespace m6rec {
 
@@ -235,6 +236,105 @@ TEST(Metrics, GroupsRideInTheSumsAndSplitBack) {
   MetricSums back;
   back.Unpack(m.Pack(), {"Beauty/HR@10", "Beauty/users", "HR@10", "Toys/HR@10", "Toys/users"});
   EXPECT_DOUBLE_EQ(back.Group("Beauty").Mean("HR@10"), 0.5);
+}
+
+// The quick start's shape by hand: retrieval flattens after epoch 1 while the attribute head and
+// the rating climb. Retrieval alone keeps epoch 1; every task's share of its best lift over
+// chance moves to epoch 2, then 3.
+TEST(EpochSelection, SeveralTasksChooseTheEpochWithTheMostOfEveryTasksLift) {
+  std::vector<TaskSpec> tasks(3);
+  tasks[1].name = "segment", tasks[1].type = TaskKind::kAttribute, tasks[1].attribute = "segment";
+  tasks[2].name = "rating", tasks[2].type = TaskKind::kRating;
+  SelectionRule rule = SelectionFor(Dataset::Protocol::kSampled, tasks, "auto");
+  ASSERT_EQ(rule.terms.size(), 3u);
+  EXPECT_EQ(rule.terms[0].task, "");
+  EXPECT_STREQ(rule.terms[1].metric, "accuracy");
+  EXPECT_STREQ(rule.terms[2].metric, "RMSE");
+  EXPECT_EQ(rule.terms[2].sign, -1);
+  EXPECT_EQ(rule.Describe(),
+            "mean share of best lift over chance: valid NDCG@10, valid segment accuracy, valid "
+            "rating RMSE");
+  rule.terms[0].chance = 0.05, rule.terms[1].chance = 0.3, rule.terms[2].chance = -0.94;
+  const std::vector<std::vector<double>> epochs = {
+      {0.48, 0.62, -0.855}, {0.475, 0.80, -0.842}, {0.472, 0.96, -0.845}, {0.40, 0.96, -0.90}};
+  EpochSelector all(rule);
+  EpochSelector retrieval(SelectionFor(Dataset::Protocol::kSampled, tasks, "retrieval"));
+  std::vector<bool> picked;
+  for (size_t e = 0; e < epochs.size(); ++e) {
+    picked.push_back(all.OfferValues(int(e) + 1, epochs[e]));
+    EXPECT_EQ(retrieval.OfferValues(int(e) + 1, {epochs[e][0]}), e == 0);
+  }
+  EXPECT_EQ(picked, (std::vector<bool>{true, true, true, false}));
+  EXPECT_EQ(all.selected_epoch(), 3);
+  EXPECT_EQ(retrieval.selected_epoch(), 1);
+  // Epoch 2 against the final bests (0.48, 0.96, -0.842): 0.425/0.43, 0.5/0.66, 1.
+  EXPECT_NEAR(all.Score(1), (0.425 / 0.43 + 0.5 / 0.66 + 1.0) / 3, 1e-12);
+
+  // A checkpoint's state carries the history: the restored selector decides the same.
+  EpochSelector first_two(rule), restored(rule);
+  first_two.OfferValues(1, epochs[0]);
+  first_two.OfferValues(2, epochs[1]);
+  ASSERT_TRUE(restored.Restore(nlohmann::json::parse(first_two.State().dump())).ok());
+  EXPECT_EQ(restored.selected_epoch(), 2);
+  EXPECT_TRUE(restored.OfferValues(3, epochs[2]));
+  EXPECT_FALSE(restored.Restore(nlohmann::json{{"epochs", {1}}}).ok());
+  // A metric not measured (-inf) cannot tell epochs apart; a task never above chance neither.
+  EpochSelector unmeasured(rule);
+  const double none = -std::numeric_limits<double>::infinity();
+  EXPECT_TRUE(unmeasured.OfferValues(1, {0.40, none, -0.99}));
+  EXPECT_TRUE(unmeasured.OfferValues(2, {0.45, none, -0.995}));
+  EXPECT_NEAR(unmeasured.Score(0), (0.35 / 0.4) / 3, 1e-12);
+}
+
+TEST(EpochSelection, RuleFollowsTheTrainedTasksAndSelectBy) {
+  EXPECT_EQ(SelectionFor(Dataset::Protocol::kSampled).Describe(), "valid NDCG@10");
+  EXPECT_EQ(SelectionFor(Dataset::Protocol::kFullRanking).Describe(), "test Recall@20");
+  std::vector<TaskSpec> tasks(3);
+  tasks[1].name = "rating", tasks[1].type = TaskKind::kRating;
+  tasks[2].name = "like", tasks[2].type = TaskKind::kLike, tasks[2].weight = 0;
+  EXPECT_EQ(SelectionFor(Dataset::Protocol::kSampled, tasks).terms.size(), 2u)
+      << "a task of weight 0 does not vote";
+  EXPECT_EQ(SelectionFor(Dataset::Protocol::kSampled, tasks, "rating").Describe(),
+            "valid rating RMSE");
+  tasks[0].weight = 0;
+  EXPECT_EQ(SelectionFor(Dataset::Protocol::kSampled, tasks).Describe(), "valid rating RMSE")
+      << "one trained task: its own metric";
+}
+
+// Chance levels from the data: uniform ranking among 1 + 99 candidates, the training mean's
+// RMSE on the validation ratings, the training majority's accuracy on the validation users.
+TEST(EpochSelection, ChanceLevelsComeFromTheData) {
+  Dataset ds;
+  ds.num_users = 300;
+  ds.num_items = 3;
+  ds.train.assign(ds.num_users, std::vector<uint32_t>{1});
+  ds.train_ratings.assign(ds.num_users, std::vector<float>{});
+  ds.train_ratings[0] = {2, 4};  // mean 3
+  ds.rated_valid.assign(ds.num_users, {});
+  ds.rated_valid[5] = {{1, 5.0f}, {2, 3.0f}};  // errors 2 and 0
+  Dataset::UserAttribute a;
+  a.name = "age";
+  a.classes = {"young", "old"};
+  // Class 1 for three users in four: the training majority.
+  for (uint32_t u = 0; u < ds.num_users; ++u) a.label.push_back(u % 4 == 0 ? 0 : 1);
+  ds.user_attributes.push_back(a);
+  std::vector<TaskSpec> tasks(4);
+  tasks[1].name = "rating", tasks[1].type = TaskKind::kRating;
+  tasks[2].name = "like", tasks[2].type = TaskKind::kLike;
+  tasks[3].name = "age", tasks[3].type = TaskKind::kAttribute, tasks[3].attribute = "age";
+  const uint64_t seed = 11;
+  double valid = 0, old = 0;
+  for (uint32_t u = 0; u < ds.num_users; ++u)
+    if (Dataset::AttributeSplit(u, seed) == 1) valid += 1, old += u % 4 == 0 ? 0 : 1;
+  ASSERT_GT(valid, 10);
+  const SelectionRule r = SelectionFor(ds, 99, tasks, "auto", seed);
+  ASSERT_EQ(r.terms.size(), 4u);
+  double ndcg = 0;
+  for (int rank = 1; rank <= 10; ++rank) ndcg += 1 / std::log2(rank + 1.0);
+  EXPECT_NEAR(r.terms[0].chance, ndcg / 100, 1e-12);
+  EXPECT_NEAR(r.terms[1].chance, -std::sqrt(2.0), 1e-12) << "sign applied: lower RMSE is better";
+  EXPECT_EQ(r.terms[2].chance, 0.5);
+  EXPECT_NEAR(r.terms[3].chance, old / valid, 1e-12);
 }
 
 }  // namespace m6rec

@@ -708,7 +708,24 @@ train:
         EXPECT_EQ(own[name]["test"], e["test"]["tasks"][name]) << name;
       }
   }
-  BestModel m(cfg, dir / "run", *LoadJobData(cfg, ""), 2);
+  // The kept epoch is chosen on every trained task's validation metric (train.select_by:
+  // auto): the rule replayed on the epochs' validation numbers picks it too.
+  auto data = LoadJobData(cfg, "");
+  ASSERT_TRUE(data.ok()) << data.status().message();
+  EXPECT_EQ(result["selected_by"].get<std::string>().rfind("mean share of best lift", 0), 0u)
+      << result["selected_by"];
+  EpochSelector replay(
+      SelectionFor(**data, result["negatives"].get<int>(), cfg.train.tasks, "auto", cfg.seed));
+  ASSERT_EQ(replay.rule().terms.size(), 4u);
+  for (const json& e : result["epochs"]) {
+    const json& v = e["valid"];
+    replay.OfferValues(
+        e["epoch"].get<int>(),
+        {v["NDCG@10"].get<double>(), -v["tasks"]["rating"]["RMSE"].get<double>(),
+         v["tasks"]["like"]["AUC"].get<double>(), v["tasks"]["gender"]["accuracy"].get<double>()});
+  }
+  EXPECT_EQ(replay.selected_epoch(), result["best_epoch"].get<int>()) << result["epochs"].dump();
+  BestModel m(cfg, dir / "run", *data, 2);
   ASSERT_TRUE(m.status.ok()) << m.status.message();
   auto ev = EvaluateModel(m.sc);
   ASSERT_TRUE(ev.ok()) << ev.status().message();

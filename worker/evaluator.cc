@@ -664,6 +664,31 @@ class BagOfItemsClassifier {
 
 }  // namespace
 
+double TaskChance(const Dataset& ds, const TaskSpec& task, uint64_t seed) {
+  if (task.type == TaskKind::kLike) return 0.5;
+  if (task.type == TaskKind::kRating) {
+    double sum = 0, n = 0, se = 0, m = 0;
+    for (uint32_t u = 0; u < ds.num_users; ++u)
+      if (ds.Trained(u) && u < ds.train_ratings.size())
+        for (float r : ds.train_ratings[u]) sum += r, n += 1;
+    const double mean = n > 0 ? sum / n : 0;
+    for (const auto& list : ds.rated_valid)
+      for (const auto& [item, r] : list) se += (r - mean) * (r - mean), m += 1;
+    return m > 0 ? std::sqrt(se / m) : 0;
+  }
+  if (task.type != TaskKind::kAttribute) return 0;
+  const Dataset::UserAttribute* a = ds.FindAttribute(task.attribute);
+  if (!a || a->classes.empty()) return 0;
+  std::vector<double> train(a->classes.size(), 0), valid(a->classes.size(), 0);
+  double n = 0;
+  for (uint32_t u = 0; u < ds.num_users; ++u) {
+    if (InAttributeSplit(ds, *a, u, 0, seed)) train[size_t(a->label[u])] += 1;
+    if (InAttributeSplit(ds, *a, u, 1, seed)) valid[size_t(a->label[u])] += 1, n += 1;
+  }
+  const size_t majority = size_t(std::max_element(train.begin(), train.end()) - train.begin());
+  return n > 0 ? valid[majority] / n : 0;
+}
+
 Status EvalTaskBaselines(const Dataset& ds, const std::vector<TaskSpec>& tasks,
                          const std::vector<uint32_t>& users, uint64_t seed, MetricSums* out) {
   for (size_t t = 1; t < tasks.size(); ++t) {

@@ -144,6 +144,12 @@ std::vector<std::string> TaskSumNames(const Dataset& ds, const std::vector<TaskS
 Status EvalTaskBaselines(const Dataset& ds, const std::vector<TaskSpec>& tasks,
                          const std::vector<uint32_t>& users, uint64_t seed, MetricSums* out);
 
+// The validation metric a model that knows nothing reaches on a task other than retrieval
+// (what epoch selection measures lift from): AUC 0.5 (like), the RMSE of the training mean
+// rating on the validation ratings (rating), the accuracy of the training users' majority class
+// on the validation users (attribute; `seed` draws the attribute's splits).
+double TaskChance(const Dataset& ds, const TaskSpec& task, uint64_t seed);
+
 // Accuracy, precision, recall and F1 from the confusion sums EvalSampledProtocol adds
 // ("TP", "FP", "TN", "FN"), as a name -> value map of the means and these.
 std::map<std::string, double> SummaryMetrics(const MetricSums& m);

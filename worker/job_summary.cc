@@ -1,6 +1,7 @@
 #include "worker/job_summary.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <limits>
 
@@ -138,37 +139,133 @@ StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
   return w;
 }
 
-SelectionRule SelectionFor(Dataset::Protocol p, const std::vector<TaskSpec>& tasks) {
-  SelectionRule r;
+SelectionRule SelectionFor(Dataset::Protocol p, const std::vector<TaskSpec>& tasks,
+                           const std::string& select_by) {
+  SelectionTerm retrieval;
   if (p == Dataset::Protocol::kFullRanking) {
-    r.on_validation = false;
-    r.metric = "Recall@20";
+    retrieval.on_validation = false;
+    retrieval.metric = "Recall@20";
   }
-  if (tasks.empty() || tasks[0].weight > 0) return r;
-  for (const TaskSpec& t : tasks) {
-    if (t.weight <= 0) continue;
-    r.on_validation = true;
-    r.task = t.name;
-    r.metric = t.type == TaskKind::kLike     ? "AUC"
-               : t.type == TaskKind::kRating ? "RMSE"
-                                             : "accuracy";
-    r.sign = t.type == TaskKind::kRating ? -1 : 1;
-    break;
+  SelectionRule r;
+  r.terms.clear();
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const TaskSpec& t = tasks[i];
+    const bool named = select_by != "auto";
+    if (named ? !(t.name == select_by || (i == 0 && select_by == "retrieval")) : t.weight <= 0)
+      continue;
+    if (t.type == TaskKind::kRetrieval) {
+      r.terms.push_back(retrieval);
+      continue;
+    }
+    SelectionTerm term;
+    term.task = t.name;
+    term.metric = t.type == TaskKind::kLike     ? "AUC"
+                  : t.type == TaskKind::kRating ? "RMSE"
+                                                : "accuracy";
+    term.sign = t.type == TaskKind::kRating ? -1 : 1;
+    r.terms.push_back(term);
+  }
+  if (r.terms.empty()) r.terms.push_back(retrieval);
+  return r;
+}
+
+SelectionRule SelectionFor(const Dataset& ds, int negatives, const std::vector<TaskSpec>& tasks,
+                           const std::string& select_by, uint64_t seed) {
+  SelectionRule r = SelectionFor(ds.protocol, tasks, select_by);
+  for (SelectionTerm& term : r.terms) {
+    if (!term.task.empty()) {
+      for (const TaskSpec& t : tasks)
+        if (t.name == term.task) term.chance = term.sign * TaskChance(ds, t, seed);
+    } else if (ds.protocol == Dataset::Protocol::kSampled && negatives >= 0) {
+      // The target's rank uniform over the 1 + negatives candidates.
+      double ndcg = 0;
+      for (int rank = 1; rank <= std::min(10, negatives + 1); ++rank)
+        ndcg += 1.0 / std::log2(rank + 1.0);
+      term.chance = ndcg / (negatives + 1);
+    }
   }
   return r;
 }
 
 std::string SelectionRule::Describe() const {
-  return std::string(on_validation ? "valid " : "test ") + (task.empty() ? "" : task + " ") +
-         metric;
+  std::string out;
+  for (const SelectionTerm& t : terms) {
+    if (!out.empty()) out += ", ";
+    out += std::string(t.on_validation ? "valid " : "test ") +
+           (t.task.empty() ? "" : t.task + " ") + t.metric;
+  }
+  return terms.size() > 1 ? "mean share of best lift over chance: " + out : out;
 }
 
-double SelectionValue(const SelectionRule& r, const MetricSums& test, const MetricSums& valid) {
-  const MetricSums& m = r.on_validation ? valid : test;
-  if (r.task.empty()) return m.Mean(r.metric);
-  const auto metrics = SummaryMetrics(m.Group(TaskGroup(r.task)));
-  auto it = metrics.find(r.metric);
-  return it == metrics.end() ? -std::numeric_limits<double>::infinity() : r.sign * it->second;
+double SelectionValue(const SelectionTerm& t, const MetricSums& test, const MetricSums& valid) {
+  const MetricSums& m = t.on_validation ? valid : test;
+  if (t.task.empty()) return m.Mean(t.metric);
+  const auto metrics = SummaryMetrics(m.Group(TaskGroup(t.task)));
+  auto it = metrics.find(t.metric);
+  return it == metrics.end() ? -std::numeric_limits<double>::infinity() : t.sign * it->second;
+}
+
+bool EpochSelector::Offer(int epoch, const MetricSums& test, const MetricSums& valid) {
+  std::vector<double> v;
+  for (const SelectionTerm& t : rule_.terms) v.push_back(SelectionValue(t, test, valid));
+  return OfferValues(epoch, std::move(v));
+}
+
+bool EpochSelector::OfferValues(int epoch, std::vector<double> values) {
+  values.resize(rule_.terms.size(), -std::numeric_limits<double>::infinity());
+  epochs_.push_back(epoch);
+  values_.push_back(std::move(values));
+  const size_t now = values_.size() - 1;
+  const double score = Score(now);
+  const bool best = std::isfinite(score) && (selected_ < 0 || score > Score(size_t(selected_)));
+  if (best) selected_ = int(now);
+  return best;
+}
+
+double EpochSelector::Score(size_t i) const {
+  const std::vector<double>& v = values_[i];
+  if (rule_.terms.size() == 1) return v[0];
+  double sum = 0;
+  for (size_t k = 0; k < rule_.terms.size(); ++k) {
+    double top = -std::numeric_limits<double>::infinity();
+    for (const auto& e : values_) top = std::max(top, e[k]);
+    const double lift = top - rule_.terms[k].chance;
+    // A task not yet above chance (or not measured) cannot tell epochs apart.
+    if (std::isfinite(v[k]) && std::isfinite(top) && lift > 1e-12)
+      sum += (v[k] - rule_.terms[k].chance) / lift;
+  }
+  return sum / double(rule_.terms.size());
+}
+
+json EpochSelector::State() const {
+  json values = json::array();
+  // -inf (a metric not measured) as null.
+  for (const auto& v : values_) {
+    json row = json::array();
+    for (double x : v) row.push_back(std::isfinite(x) ? json(x) : json(nullptr));
+    values.push_back(row);
+  }
+  return {{"epochs", epochs_}, {"values", values}, {"selected", selected_}};
+}
+
+Status EpochSelector::Restore(const json& j) {
+  try {
+    epochs_ = j.at("epochs").get<std::vector<int>>();
+    values_.clear();
+    for (const auto& row : j.at("values")) {
+      std::vector<double> v;
+      for (const auto& x : row)
+        v.push_back(x.is_null() ? -std::numeric_limits<double>::infinity() : x.get<double>());
+      v.resize(rule_.terms.size(), -std::numeric_limits<double>::infinity());
+      values_.push_back(std::move(v));
+    }
+    selected_ = j.at("selected").get<int>();
+  } catch (const json::exception& e) {
+    return Status::InvalidArgument(std::string("epoch selection state: ") + e.what());
+  }
+  if (epochs_.size() != values_.size() || selected_ >= int(values_.size()) || selected_ < -1)
+    return Status::InvalidArgument("epoch selection state: inconsistent");
+  return Status::OK();
 }
 
 json MetricsJson(const MetricSums& m) {
@@ -261,6 +358,9 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
   const json& b = epochs[best];
   result["best_epoch"] = b["epoch"];
   result["selected_by"] = w0.model.value("selected_by", SelectionFor(w0.protocol).Describe());
+  // Each voting task's metric for a model that knows nothing (what its lift is measured from).
+  if (w0.model.contains("selection_chance"))
+    result["selection_chance"] = w0.model["selection_chance"];
   result["test"] = b["test"];
   if (!full) result["valid"] = b["valid"];
   // The decision thresholds accuracy/precision/recall/F1 are read at (chosen on validation).
@@ -278,6 +378,30 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
       b["test"].value("users", 0.0), heads[0], result["popularity"].value(heads[0], 0.0), sps,
       wall_s);
   *line = buf;
+  // With other tasks voting on the epoch, retrieval at the epoch its own validation metric
+  // peaks too (result.json tasks_at_own_best.retrieval).
+  json retrieval_best;
+  if (!full && b["test"].contains("tasks")) {
+    int at = -1;
+    double top = -std::numeric_limits<double>::infinity();
+    for (size_t e = 0; e < epochs.size(); ++e) {
+      const double x = epochs[e]["valid"].value(heads[1], -1.0);
+      if (x > top) top = x, at = int(e);
+    }
+    if (at >= 0) {
+      json test = epochs[at]["test"];
+      for (const char* k : {"tasks", "domains", "cold_start"}) test.erase(k);
+      retrieval_best = {{"epoch", epochs[at]["epoch"]},
+                        {"selected_by", std::string("valid ") + heads[1]},
+                        {"test", test}};
+      if (at != best) {
+        std::snprintf(buf, sizeof(buf), "; at its own best validation epoch %d: %s %.4f %s %.4f",
+                      epochs[at]["epoch"].get<int>(), heads[0], test.value(heads[0], 0.0), heads[1],
+                      test.value(heads[1], 0.0));
+        *line += buf;
+      }
+    }
+  }
   if (!stream_line.empty()) *line += "\n  " + stream_line;
   // A multi-domain run names every domain on its own line; a cold split its cold and warm
   // items' users.
@@ -321,6 +445,7 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                         {"selected_by", std::string("valid ") + metric},
                         {"test", epochs[at]["test"]["tasks"][name]}};
     }
+  if (!retrieval_best.empty()) own_best["retrieval"] = retrieval_best;
   if (!own_best.empty()) result["tasks_at_own_best"] = own_best;
   // Every other task on its own line, next to its baseline.
   const json& pop_test = result["popularity"];

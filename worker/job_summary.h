@@ -51,22 +51,66 @@ struct WorkerSummary {
   static StatusOr<WorkerSummary> FromJson(const nlohmann::json& j);
 };
 
-// The metric an epoch is selected by, and which split it is read from: validation NDCG@10 under
-// the sampled protocol; test Recall@20 under full ranking, whose published splits have no
-// validation set (as LightGCN's code selects).
-// With several tasks and retrieval not trained (weight 0), the first trained task's validation
-// metric selects: AUC (like), accuracy (attribute), RMSE (rating, lower is better).
-struct SelectionRule {
-  bool on_validation = true;
+// How the best epoch (the checkpoint eval/recommend/adapt read) is chosen: one term per task
+// the rule reads, each a metric read from the validation split (test Recall@20 for retrieval
+// under full ranking, whose published splits have no validation set, as LightGCN's code
+// selects). Retrieval: NDCG@10 (Recall@20); like: AUC; rating: RMSE (lower is better);
+// attribute: accuracy.
+//   one term    the epoch with the highest value (sign applied);
+//   several     (train.select_by: auto with more than one trained task) the epoch with the
+//               highest mean, over the tasks, of its share of each task's best lift over chance
+//               so far: (v - chance) / (best - chance). Each task counts the same whatever its
+//               metric's scale, and a task still climbing (an attribute head from 0.6 to 0.95)
+//               outvotes one that has flattened (retrieval 0.479 -> 0.472).
+struct SelectionTerm {
+  std::string task;  // "" = retrieval (the protocol's metric, over every user)
   const char* metric = "NDCG@10";
-  std::string task;  // "" = retrieval
-  double sign = 1;   // -1: lower is better
+  bool on_validation = true;
+  double sign = 1;    // -1: lower is better
+  double chance = 0;  // the metric of a model that knows nothing (sign applied)
+};
+struct SelectionRule {
+  std::vector<SelectionTerm> terms = std::vector<SelectionTerm>(1);
   std::string Describe() const;
 };
-SelectionRule SelectionFor(Dataset::Protocol p, const std::vector<TaskSpec>& tasks = {});
-// The value the rule reads from an epoch's (all workers') test and validation sums (higher is
-// better).
-double SelectionValue(const SelectionRule& r, const MetricSums& test, const MetricSums& valid);
+// The rule from the protocol and the tasks alone (chance values 0): with select_by a task's
+// name, that task's metric; with "auto", every trained task's (weight > 0; one term when one
+// task trains, retrieval's when no tasks are configured).
+SelectionRule SelectionFor(Dataset::Protocol p, const std::vector<TaskSpec>& tasks = {},
+                           const std::string& select_by = "auto");
+// The same with every term's chance value from the data: uniform ranking among the target and
+// `negatives` sampled items (retrieval; 0 under full ranking), AUC 0.5 (like), the training
+// mean's RMSE on the validation ratings (rating), the training users' majority class on the
+// validation users (attribute; `seed` draws the attribute splits).
+SelectionRule SelectionFor(const Dataset& ds, int negatives, const std::vector<TaskSpec>& tasks,
+                           const std::string& select_by, uint64_t seed);
+// One term's value from an epoch's (all workers') sums, sign applied (-inf when absent).
+double SelectionValue(const SelectionTerm& t, const MetricSums& test, const MetricSums& valid);
+
+// Chooses the best epoch as epochs are evaluated, by a SelectionRule; deterministic given the
+// same all-worker sums, so every rank agrees. Keeps every evaluated epoch's term values (a
+// checkpoint holds them: State/Restore), because a several-term score is relative to each
+// task's best so far: a new epoch is selected when its score beats the selected epoch's, both
+// read against today's bests.
+class EpochSelector {
+ public:
+  explicit EpochSelector(SelectionRule rule = {}) : rule_(std::move(rule)) {}
+  // True when `epoch` becomes the selected one.
+  bool Offer(int epoch, const MetricSums& test, const MetricSums& valid);
+  bool OfferValues(int epoch, std::vector<double> values);
+  int selected_epoch() const { return selected_ < 0 ? 0 : epochs_[size_t(selected_)]; }
+  // Evaluated epoch i's score under the bests of every epoch offered so far.
+  double Score(size_t i) const;
+  const SelectionRule& rule() const { return rule_; }
+  nlohmann::json State() const;
+  Status Restore(const nlohmann::json& j);
+
+ private:
+  SelectionRule rule_;
+  std::vector<int> epochs_;
+  std::vector<std::vector<double>> values_;  // per evaluated epoch, per term
+  int selected_ = -1;
+};
 
 // Protocol metrics as a JSON object of means (accuracy/precision/recall/F1 from the confusion
 // counts) with "users".

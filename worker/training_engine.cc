@@ -320,7 +320,7 @@ class TrainingEngine {
   std::vector<std::string> rng_epoch_starts_;
   TrainProgress prog_;
   WorkerSummary summary_;
-  double best_value_ = -std::numeric_limits<double>::infinity();
+  EpochSelector selector_;                  // which evaluated epoch is the best so far
   std::vector<std::string> metrics_lines_;  // what metrics.jsonl holds (rank 0; for a resume)
   // Streaming: the source, what it delivered beyond the dataset (every rank, all of it), every
   // interaction as a sample (replay draws from them), the chunks so far, the prequential curve.
@@ -391,7 +391,14 @@ Status TrainingEngine::Init() {
   M6_RETURN_IF_ERROR(EvalPopularity(ds_, shard_.users, EvalSeed(cfg_), &summary_.popularity));
   M6_RETURN_IF_ERROR(
       EvalTaskBaselines(ds_, tc.tasks, shard_.users, cfg_.seed, &summary_.popularity));
-  summary_.model["selected_by"] = SelectionFor(ds_.protocol, tc.tasks).Describe();
+  selector_ =
+      EpochSelector(SelectionFor(ds_, summary_.negatives, tc.tasks, tc.select_by, cfg_.seed));
+  summary_.model["selected_by"] = selector_.rule().Describe();
+  json chance = json::object();
+  for (const SelectionTerm& t : selector_.rule().terms)
+    chance[t.task.empty() ? "retrieval" : t.task] = {{"metric", t.metric},
+                                                     {"chance", t.sign * t.chance}};
+  summary_.model["selection_chance"] = chance;
   if (ctx_.rank == 0) LOG_INFO << ds_.Describe();
   LOG_INFO << "worker " << ctx_.rank << ": " << shard_.users.size() << " users, "
            << shard_.samples.size() << " samples, " << shard_.steps_per_epoch
@@ -554,12 +561,8 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
   std::vector<double> mean_loss{loss / ctx_.num_workers};
   M6_RETURN_IF_ERROR(AllReduceDoubles(coll_, &mean_loss));
   summary_.epochs.push_back(rec);
-  const double value = SelectionValue(SelectionFor(ds_.protocol, cfg_.train.tasks), test, valid);
-  *best = value > best_value_;
-  if (*best) {
-    best_value_ = value;
-    summary_.best_epoch = epoch;
-  }
+  *best = selector_.Offer(epoch, test, valid);
+  if (*best) summary_.best_epoch = epoch;
   last_eval_ = {{"epoch", epoch}, {"test", MetricsJson(test)}, {"loss", mean_loss[0]}};
   last_eval_["test"].erase("domains");
   last_eval_["test"].erase("tasks");
@@ -1029,7 +1032,7 @@ json TrainingEngine::WorkerState(int next_epoch, size_t next_step,
             {"rng", rng_next},
             {"progress", prog_.State()},
             {"summary", summary_.ToJson()},
-            {"best_value", best_value_},
+            {"selection", selector_.State()},
             {"metrics_lines", metrics_lines_}};
   if (dense_) j["dense_rng"] = dense_->RngState();
   if (source_) j["stream"] = StreamState();
@@ -1104,9 +1107,17 @@ Status TrainingEngine::Resume(int* epoch, size_t* step) {
     const auto pop = summary_.popularity;
     M6_ASSIGN_OR_RETURN(summary_, WorkerSummary::FromJson(st.at("summary")));
     summary_.popularity = pop;
-    // -inf (nothing evaluated yet) is written as null.
-    best_value_ = st.at("best_value").is_null() ? -std::numeric_limits<double>::infinity()
-                                                : st.at("best_value").get<double>();
+    if (st.contains("selection")) {
+      M6_RETURN_IF_ERROR(selector_.Restore(st.at("selection")));
+    } else if (st.contains("best_value") && !st.at("best_value").is_null() &&
+               selector_.rule().terms.size() == 1) {
+      // A checkpoint from before the selection history: its best value is all a one-term rule
+      // needs.
+      selector_.OfferValues(summary_.best_epoch, {st.at("best_value").get<double>()});
+    } else if (summary_.best_epoch > 0) {
+      LOG_WARN << "the checkpoint holds no epoch-selection history; the next evaluated epoch "
+                  "starts it";
+    }
     metrics_lines_ = st.at("metrics_lines").get<std::vector<std::string>>();
     if (dense_) {
       M6_RETURN_IF_ERROR(dense_->Load(dir + "/dense", /*with_optimizer=*/true));
