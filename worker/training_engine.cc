@@ -824,6 +824,7 @@ void TrainingEngine::NextEpochShard(int epoch) {
   // runs the epoch's steps.
   if (next.samples.empty()) next.samples = std::move(shard_.samples);
   shard_ = std::move(next);
+  prog_.Plan(shard_.steps_per_epoch, tc.epochs);  // the ETAs count this epoch's steps
 }
 
 Status TrainingEngine::Retrain() {
