@@ -294,6 +294,24 @@ json MetricsJson(const MetricSums& m) {
   return j;
 }
 
+namespace {
+
+// The index of the epoch whose validation value `at(valid)` (nullptr: the epoch lacks it) is
+// the highest after `sign`; -1 when no epoch has it.
+template <typename At>
+int BestEpochBy(const json& epochs, double sign, At at) {
+  int best = -1;
+  double top = -std::numeric_limits<double>::infinity();
+  for (size_t e = 0; e < epochs.size(); ++e) {
+    if (!epochs[e].contains("valid")) continue;
+    const json* x = at(epochs[e]["valid"]);
+    if (x && sign * x->get<double>() > top) top = sign * x->get<double>(), best = int(e);
+  }
+  return best;
+}
+
+}  // namespace
+
 StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double wall_s,
                               std::string* line) {
   if (workers.empty()) return Status::NotFound("no worker summaries");
@@ -382,12 +400,9 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
   // peaks too (result.json tasks_at_own_best.retrieval).
   json retrieval_best;
   if (!full && b["test"].contains("tasks")) {
-    int at = -1;
-    double top = -std::numeric_limits<double>::infinity();
-    for (size_t e = 0; e < epochs.size(); ++e) {
-      const double x = epochs[e]["valid"].value(heads[1], -1.0);
-      if (x > top) top = x, at = int(e);
-    }
+    const int at = BestEpochBy(epochs, 1, [&](const json& v) -> const json* {
+      return v.contains(heads[1]) ? &v[heads[1]] : nullptr;
+    });
     if (at >= 0) {
       json test = epochs[at]["test"];
       for (const char* k : {"tasks", "domains", "cold_start"}) test.erase(k);
@@ -430,16 +445,11 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                            : t.contains("macro_F1") ? "accuracy"
                                                     : "AUC";
       const double sign = t.contains("RMSE") ? -1 : 1;
-      int at = -1;
-      double top = -std::numeric_limits<double>::infinity();
-      for (size_t e = 0; e < epochs.size(); ++e) {
-        const json& v = epochs[e]["valid"];
-        if (!v.contains("tasks") || !v["tasks"].contains(name) ||
-            !v["tasks"][name].contains(metric))
-          continue;
-        const double x = sign * v["tasks"][name][metric].get<double>();
-        if (x > top) top = x, at = int(e);
-      }
+      const int at = BestEpochBy(epochs, sign, [&](const json& v) -> const json* {
+        if (!v.contains("tasks") || !v["tasks"].contains(name)) return nullptr;
+        const json& task = v["tasks"][name];
+        return task.contains(metric) ? &task[metric] : nullptr;
+      });
       if (at < 0) continue;
       own_best[name] = {{"epoch", epochs[at]["epoch"]},
                         {"selected_by", std::string("valid ") + metric},
