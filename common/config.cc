@@ -507,12 +507,14 @@ Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
 
 Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node d = root["data"];
-  M6_RETURN_IF_ERROR(r.CheckMap(
-      d, "data",
-      {"source", "path", "format", "name", "split", "title_words", "synth", "domains", "cold_items",
-       "cold_seed", "cold_users", "cold_user_interactions", "cold_user_profile", "stream_split"}));
+  M6_RETURN_IF_ERROR(
+      r.CheckMap(d, "data",
+                 {"source", "path", "format", "name", "split", "title_words", "synth", "domains",
+                  "cold_items", "cold_seed", "cold_users", "cold_user_interactions",
+                  "cold_user_profile", "stream_split", "valid_ratings"}));
   DataConfig& dc = cfg->data;
   M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "stream_split", &dc.stream_split, 0, 0.99));
+  M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "valid_ratings", &dc.valid_ratings, 0, 0.5));
   M6_RETURN_IF_ERROR(r.Bool(d, "data", "title_words", &dc.title_words));
   M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "cold_items", &dc.cold_items, 0, 0.9));
   M6_RETURN_IF_ERROR(r.U64(d, "data", "cold_seed", &dc.cold_seed));

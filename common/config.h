@@ -235,6 +235,12 @@ struct DataConfig {
   // replay); the rest is all training data (no validation or test targets: a stream job is
   // evaluated prequentially). 0 = none.
   float stream_split = 0.0f;
+  // Data with ratings: this share of every user's training ratings (a fixed hash of user and
+  // item) leaves the training lists to validate the rating and like tasks on, beside the one
+  // leave-last-out validation item per user — a validation set large enough to choose epochs
+  // and settings by (one rating per user has a standard error of ~0.01 RMSE on MovieLens-1M).
+  // 0 = only the validation item.
+  float valid_ratings = 0.0f;
 };
 
 // The M6-Rec model (train.job: m6): every part can be switched off for ablations.

@@ -10,6 +10,7 @@
 #include "test_util.h"
 #include "worker/pca.h"
 #include "worker/synthetic_data.h"
+#include "worker/training_engine.h"
 
 namespace m6rec {
 
@@ -280,11 +281,11 @@ TEST(Datasets, ColdItemsLoseEveryTrainingInteraction) {
   EXPECT_LT(cold, 80u);
   for (uint32_t u = 0; u < a->num_users; ++u) {
     for (uint32_t i : a->train[u]) EXPECT_FALSE(a->IsCold(i)) << "user " << u;
-    for (uint32_t i : a->cold_removed[u]) EXPECT_TRUE(a->IsCold(i));
-    removed += a->cold_removed[u].size();
+    for (uint32_t i : a->held_out[u]) EXPECT_TRUE(a->IsCold(i));
+    removed += a->held_out[u].size();
     EXPECT_EQ(a->train_ratings[u].size(), a->train[u].size());
     for (uint32_t n : SampledNegatives(*a, u, 11))
-      EXPECT_EQ(std::count(a->cold_removed[u].begin(), a->cold_removed[u].end(), n), 0)
+      EXPECT_EQ(std::count(a->held_out[u].begin(), a->held_out[u].end(), n), 0)
           << "user " << u << " touched item " << n;
   }
   EXPECT_GT(removed, 0u);
@@ -322,7 +323,7 @@ TEST(Datasets, ColdUsersKeepTheirLastInteractionsOnly) {
     const auto& was = full->train[u];
     ASSERT_EQ(d.train[u].size(), 2u);
     EXPECT_TRUE(std::equal(d.train[u].begin(), d.train[u].end(), was.end() - 2)) << "user " << u;
-    EXPECT_EQ(d.cold_removed[u].size(), was.size() - 2);
+    EXPECT_EQ(d.held_out[u].size(), was.size() - 2);
     EXPECT_EQ(d.train_ratings[u].size(), 2u);
     EXPECT_TRUE(d.user_tokens[u].empty()) << "profile dropped";
     EXPECT_EQ(d.test_item[u], full->test_item[u]) << "targets stay";
@@ -331,6 +332,65 @@ TEST(Datasets, ColdUsersKeepTheirLastInteractionsOnly) {
   }
   EXPECT_GT(cold, 60u);
   EXPECT_LT(cold, 120u);
+}
+
+// Validation ratings: a share of every user's rated training pairs, the same pairs on every
+// load, leaves the training lists (ratings with them) for rated_valid; the user touched them,
+// so they are never its sampled negatives; every user keeps a training item.
+TEST(Datasets, ValidationRatingsLeaveTheTrainingLists) {
+  testing::TempDir dir;
+  SynthConfig c;
+  c.users = 300, c.items = 200, c.image_dim = 0, c.audio_dim = 0;
+  ASSERT_TRUE(WriteSynthetic(c, 6, dir / "d").ok());
+  auto full = LoadDataset(Dir(dir / "d", "tsv"), "");
+  ASSERT_TRUE(full.ok()) << full.status().message();
+  ASSERT_TRUE(full->has_ratings());
+  Dataset a = *full, b = *full;
+  HoldOutValidationRatings(&a, 0.2);
+  HoldOutValidationRatings(&b, 0.2);
+  size_t held = 0, before = 0;
+  for (uint32_t u = 0; u < a.num_users; ++u) {
+    EXPECT_EQ(a.train[u], b.train[u]) << "a fixed hash: the same pairs every load";
+    const auto& was = full->train[u];
+    before += was.size();
+    ASSERT_EQ(a.train_ratings[u].size(), a.train[u].size()) << "user " << u;
+    if (!was.empty()) {
+      EXPECT_GE(a.train[u].size(), 1u) << "user " << u << " keeps an item";
+    }
+    ASSERT_EQ(a.held_out[u].size() + a.train[u].size(), was.size()) << "user " << u;
+    // The validation pairs: the old validation item's first, then the held-out ones with the
+    // ratings they had in training (items can repeat in a list: compare the (item, rating)
+    // pairs of what is left and what was held out with the list they came from).
+    ASSERT_EQ(a.rated_valid[u].size(), full->rated_valid[u].size() + a.held_out[u].size());
+    std::vector<std::pair<uint32_t, float>> then, now;
+    for (size_t k = 0; k < was.size(); ++k) then.push_back({was[k], full->train_ratings[u][k]});
+    for (size_t k = 0; k < a.train[u].size(); ++k)
+      now.push_back({a.train[u][k], a.train_ratings[u][k]});
+    for (size_t k = 0; k < a.held_out[u].size(); ++k) {
+      const auto& pair = a.rated_valid[u][full->rated_valid[u].size() + k];
+      EXPECT_EQ(pair.first, a.held_out[u][k]);
+      now.push_back(pair);
+    }
+    std::sort(then.begin(), then.end());
+    std::sort(now.begin(), now.end());
+    EXPECT_EQ(now, then) << "user " << u;
+    held += a.held_out[u].size();
+    for (uint32_t n : SampledNegatives(a, u, 11))
+      EXPECT_EQ(std::count(was.begin(), was.end(), n), 0) << "user " << u << " touched " << n;
+  }
+  EXPECT_GT(double(held), 0.15 * double(before));
+  EXPECT_LT(double(held), 0.25 * double(before));
+  EXPECT_EQ(a.train_interactions + held, full->train_interactions) << "popularity recounted";
+  // Data without ratings has nothing to validate on: the job's data load says so.
+  std::filesystem::create_directories(dir / "plain");
+  testing::WriteFile(dir / "plain/interactions.tsv", "0 1\n0 2\n0 3\n1 2\n1 3\n1 1\n");
+  JobConfig cfg;
+  cfg.data = Dir(dir / "plain", "tsv");
+  cfg.data.valid_ratings = 0.1f;
+  auto plain = LoadJobData(cfg, "");
+  ASSERT_FALSE(plain.ok());
+  EXPECT_NE(plain.status().message().find("data.valid_ratings"), std::string::npos)
+      << plain.status().message();
 }
 
 // PCA on a matrix with known structure: points spread along two orthogonal directions (10 and

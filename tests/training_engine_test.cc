@@ -810,11 +810,11 @@ TEST(InProcessJob, ColdItemsAreRankedFromTheirContent) {
   BestModel m(cfg, dir / "run", *data, 2);
   ASSERT_TRUE(m.status.ok()) << m.status.message();
   uint32_t u = 0;
-  while (u < (*data)->num_users && (*data)->cold_removed[u].empty()) ++u;
+  while (u < (*data)->num_users && (*data)->held_out[u].empty()) ++u;
   ASSERT_LT(u, (*data)->num_users);
   auto rec = RecommendForUser(m.sc, u, 200);
   ASSERT_TRUE(rec.ok()) << rec.status().message();
-  const auto& lost = (*data)->cold_removed[u];
+  const auto& lost = (*data)->held_out[u];
   for (const auto& it : (*rec)["items"])
     EXPECT_EQ(std::count(lost.begin(), lost.end(), it["item"].get<uint32_t>()), 0) << it.dump();
 

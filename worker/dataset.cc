@@ -304,7 +304,7 @@ void AppendInteractions(Dataset* d, const StreamEvent* ev, size_t n) {
     grow(d->rated_test, users, std::vector<std::pair<uint32_t, float>>{});
     grow(d->trained, users, uint8_t{1});
     grow(d->cold_user, users, uint8_t{0});
-    grow(d->cold_removed, users, std::vector<uint32_t>{});
+    grow(d->held_out, users, std::vector<uint32_t>{});
     for (auto& a : d->user_attributes) a.label.resize(users, -1);
     d->num_users = users;
   }
@@ -521,7 +521,7 @@ StatusOr<std::vector<std::vector<uint32_t>>> ReadUserLists(const std::string& pa
 std::vector<uint32_t> SampledNegatives(const Dataset& d, uint32_t u, uint64_t seed) {
   if (u < d.fixed_negatives.size() && !d.fixed_negatives[u].empty()) return d.fixed_negatives[u];
   std::unordered_set<uint32_t> seen(d.train[u].begin(), d.train[u].end());
-  if (u < d.cold_removed.size()) seen.insert(d.cold_removed[u].begin(), d.cold_removed[u].end());
+  if (u < d.held_out.size()) seen.insert(d.held_out[u].begin(), d.held_out[u].end());
   if (d.valid_item[u] >= 0) seen.insert(static_cast<uint32_t>(d.valid_item[u]));
   if (d.test_item[u] >= 0) seen.insert(static_cast<uint32_t>(d.test_item[u]));
   std::vector<uint32_t> out;
@@ -565,7 +565,7 @@ void SelectTrainedUsers(Dataset* ds, uint64_t seed) {
 void MakeColdItems(Dataset* ds, double share, uint64_t seed) {
   if (share <= 0) return;
   ds->cold.assign(ds->num_items, 0);
-  ds->cold_removed.resize(ds->num_users);
+  ds->held_out.resize(ds->num_users);
   for (uint32_t i = ds->first_item; i < ds->num_items; ++i) {
     const double r = double(Mix64(seed ^ 0xc01du ^ (uint64_t{i} << 21)) >> 11) * 0x1.0p-53;
     ds->cold[i] = r < share;
@@ -576,7 +576,7 @@ void MakeColdItems(Dataset* ds, double share, uint64_t seed) {
     size_t out = 0;
     for (size_t k = 0; k < items.size(); ++k) {
       if (ds->cold[items[k]]) {
-        ds->cold_removed[u].push_back(items[k]);
+        ds->held_out[u].push_back(items[k]);
         continue;
       }
       if (rated) ds->train_ratings[u][out] = ds->train_ratings[u][k];
@@ -584,6 +584,33 @@ void MakeColdItems(Dataset* ds, double share, uint64_t seed) {
     }
     items.resize(out);
     if (rated) ds->train_ratings[u].resize(out);
+  }
+  Finish(ds);
+}
+
+void HoldOutValidationRatings(Dataset* ds, double share) {
+  if (share <= 0 || !ds->has_ratings()) return;
+  ds->held_out.resize(ds->num_users);
+  ds->rated_valid.resize(ds->num_users);
+  for (uint32_t u = 0; u < ds->num_users && u < ds->train_ratings.size(); ++u) {
+    auto& items = ds->train[u];
+    auto& ratings = ds->train_ratings[u];
+    if (ratings.size() != items.size()) continue;
+    size_t out = 0;
+    for (size_t k = 0; k < items.size(); ++k) {
+      const uint64_t h = Mix64(((uint64_t{u} << 32) | items[k]) ^ 0x7a11dba7e5ull);
+      const bool held = double(h >> 11) * 0x1.0p-53 < share;
+      const bool last_one = out == 0 && k + 1 == items.size();  // keep one training item
+      if (held && !last_one) {
+        ds->held_out[u].push_back(items[k]);
+        ds->rated_valid[u].push_back({items[k], ratings[k]});
+        continue;
+      }
+      ratings[out] = ratings[k];
+      items[out++] = items[k];
+    }
+    items.resize(out);
+    ratings.resize(out);
   }
   Finish(ds);
 }
@@ -609,14 +636,14 @@ std::string ReduceItemFeatures(Dataset* ds, int k) {
 void MakeColdUsers(Dataset* ds, double share, int keep, bool profile, uint64_t seed) {
   if (share <= 0) return;
   ds->cold_user.assign(ds->num_users, 0);
-  ds->cold_removed.resize(ds->num_users);
+  ds->held_out.resize(ds->num_users);
   for (uint32_t u = 0; u < ds->num_users; ++u) {
     auto& items = ds->train[u];
     const double r = double(Mix64(seed ^ 0xc0105u ^ (uint64_t{u} << 23)) >> 11) * 0x1.0p-53;
     if (r >= share || items.size() <= size_t(keep)) continue;
     ds->cold_user[u] = 1;
     const size_t cut = items.size() - size_t(keep);
-    ds->cold_removed[u].insert(ds->cold_removed[u].end(), items.begin(), items.begin() + cut);
+    ds->held_out[u].insert(ds->held_out[u].end(), items.begin(), items.begin() + cut);
     items.erase(items.begin(), items.begin() + cut);
     if (u < ds->train_ratings.size() && ds->train_ratings[u].size() == cut + size_t(keep))
       ds->train_ratings[u].erase(ds->train_ratings[u].begin(), ds->train_ratings[u].begin() + cut);

@@ -103,9 +103,10 @@ struct Dataset {
   // User cold start (MakeColdUsers): per user, whether its history was cut to a few
   // interactions; empty without a user cold split.
   std::vector<uint8_t> cold_user;
-  // Per user, the interactions a cold split took from its training list: never a sampled
-  // negative, masked in full ranking, as the training items are.
-  std::vector<std::vector<uint32_t>> cold_removed;
+  // Per user, the interactions taken from its training list (a cold split's, the validation
+  // ratings of HoldOutValidationRatings): the user touched them, so they are never its sampled
+  // negative and are masked in full ranking, as the training items are.
+  std::vector<std::vector<uint32_t>> held_out;
   bool cold_split() const { return !cold.empty(); }
   bool cold_user_split() const { return !cold_user.empty(); }
   bool IsCold(uint32_t i) const { return i < cold.size() && cold[i]; }
@@ -177,6 +178,13 @@ void MakeColdItems(Dataset* ds, double share, uint64_t seed);
 // a user the model knows a few interactions of); with profile false they also lose their
 // profile tokens. Recounts the popularity.
 void MakeColdUsers(Dataset* ds, double share, int keep, bool profile, uint64_t seed);
+
+// Validation ratings (data.valid_ratings): moves `share` of every user's rated training pairs,
+// picked by a fixed hash of (user, item) — the data's, not the job's, so every run validates on
+// the same pairs — out of the training lists into rated_valid (beside leave-last-out's one
+// validation item), where the rating and like tasks are validated; a user keeps at least one
+// training item. Datasets without ratings are left alone. Recounts the popularity.
+void HoldOutValidationRatings(Dataset* ds, double share);
 
 // Reduces every item feature matrix (image, audio) wider than k to its top k principal
 // components (worker/pca.h), the same on every worker; returns one line per reduced matrix

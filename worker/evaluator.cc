@@ -104,8 +104,8 @@ int RankAmongAllItems(const Dataset& ds, uint32_t u, uint32_t target, bool valid
   constexpr float kMasked = -std::numeric_limits<float>::infinity();
   const float t = row[target];  // a target the user touched before (a repeat) stays rankable
   for (uint32_t i : ds.train[u]) row[i] = kMasked;
-  if (u < ds.cold_removed.size())
-    for (uint32_t i : ds.cold_removed[u]) row[i] = kMasked;
+  if (u < ds.held_out.size())
+    for (uint32_t i : ds.held_out[u]) row[i] = kMasked;
   if (valid_is_history && ds.valid_item[u] >= 0) row[size_t(ds.valid_item[u])] = kMasked;
   const auto [begin, end] = ds.CandidateItems(u);
   int rank = 0;
@@ -197,8 +197,8 @@ Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
       const uint32_t u = chunk[c];
       std::copy(scores.begin() + c * I, scores.begin() + (c + 1) * I, row.begin());
       for (uint32_t i : ds.train[u]) row[i] = -1e30f;
-      if (u < ds.cold_removed.size())
-        for (uint32_t i : ds.cold_removed[u]) row[i] = -1e30f;
+      if (u < ds.held_out.size())
+        for (uint32_t i : ds.held_out[u]) row[i] = -1e30f;
       // Only the user's domain's items are candidates (all valid items without domains).
       const auto [begin, end] = ds.CandidateItems(u);
       for (uint32_t i = 0; i < begin; ++i) row[i] = -1e30f;

@@ -1167,6 +1167,11 @@ StatusOr<std::shared_ptr<const Dataset>> LoadJobData(const JobConfig& cfg,
   M6_ASSIGN_OR_RETURN(Dataset ds, LoadDataset(cfg.data, data_dir));
   ds.sampled_negatives = cfg.train.eval_negatives;
   const DataConfig& dc = cfg.data;
+  if (dc.valid_ratings > 0 && !ds.has_ratings())
+    return Status::InvalidArgument("data.valid_ratings: " + ds.name +
+                                   " has no ratings to validate on (data.format movielens, or a "
+                                   "tsv interactions file with a rating column, has them)");
+  HoldOutValidationRatings(&ds, dc.valid_ratings);
   MakeColdItems(&ds, dc.cold_items, dc.cold_seed);
   MakeColdUsers(&ds, dc.cold_users, dc.cold_user_interactions, dc.cold_user_profile, dc.cold_seed);
   const std::string reduced = ReduceItemFeatures(&ds, cfg.model.feature_pca);
@@ -1374,7 +1379,7 @@ StatusOr<json> Recommender::ForUser(int64_t user, int k, const std::string& doma
   // A cold split's lost items were touched too: not history the model was trained with, but
   // not recommended either.
   static const std::vector<uint32_t> kNone;
-  const auto& lost = u < ds.cold_removed.size() ? ds.cold_removed[u] : kNone;
+  const auto& lost = u < ds.held_out.size() ? ds.held_out[u] : kNone;
   M6_ASSIGN_OR_RETURN(
       json out, RankForQuery(ctx, model_.get(), query, seen, ds.UserDomain(u), k, explain, lost));
   out["user"] = user;
