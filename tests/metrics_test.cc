@@ -252,8 +252,8 @@ TEST(EpochSelection, SeveralTasksChooseTheEpochWithTheMostOfEveryTasksLift) {
   EXPECT_STREQ(rule.terms[2].metric, "RMSE");
   EXPECT_EQ(rule.terms[2].sign, -1);
   EXPECT_EQ(rule.Describe(),
-            "mean share of best lift over chance: valid NDCG@10, valid segment accuracy, valid "
-            "rating RMSE");
+            "mean share of best lift over chance, weighted by precision: valid NDCG@10, valid "
+            "segment accuracy, valid rating RMSE");
   rule.terms[0].chance = 0.05, rule.terms[1].chance = 0.3, rule.terms[2].chance = -0.94;
   const std::vector<std::vector<double>> epochs = {
       {0.48, 0.62, -0.855}, {0.475, 0.80, -0.842}, {0.472, 0.96, -0.845}, {0.40, 0.96, -0.90}};
@@ -322,6 +322,9 @@ TEST(EpochSelection, ChanceLevelsComeFromTheData) {
   tasks[1].name = "rating", tasks[1].type = TaskKind::kRating;
   tasks[2].name = "like", tasks[2].type = TaskKind::kLike;
   tasks[3].name = "age", tasks[3].type = TaskKind::kAttribute, tasks[3].attribute = "age";
+  ds.valid_item.assign(ds.num_users, -1);
+  ds.test_item.assign(ds.num_users, -1);
+  for (uint32_t u = 0; u < 7; ++u) ds.valid_item[u] = ds.test_item[u] = 2;
   const uint64_t seed = 11;
   double valid = 0, old = 0;
   for (uint32_t u = 0; u < ds.num_users; ++u)
@@ -335,6 +338,56 @@ TEST(EpochSelection, ChanceLevelsComeFromTheData) {
   EXPECT_NEAR(r.terms[1].chance, -std::sqrt(2.0), 1e-12) << "sign applied: lower RMSE is better";
   EXPECT_EQ(r.terms[2].chance, 0.5);
   EXPECT_NEAR(r.terms[3].chance, old / valid, 1e-12);
+  // What each term's noise shrinks with: the users with a validation item, the validation
+  // ratings, the smaller of the liked and not-liked pairs (one each), the attribute's users.
+  EXPECT_EQ(r.terms[0].examples, 7);
+  EXPECT_EQ(r.terms[1].examples, 2);
+  EXPECT_EQ(r.terms[2].examples, 1);
+  EXPECT_EQ(r.terms[3].examples, valid);
+}
+
+// Noise by hand: an accuracy of 0.8 over 100 users is known to +-0.04, an RMSE of 0.9 over 50
+// ratings to +-0.09; unknown examples, no noise.
+TEST(EpochSelection, TermNoiseFollowsTheExamples) {
+  SelectionTerm acc;
+  acc.metric = "accuracy", acc.examples = 100;
+  EXPECT_NEAR(TermNoise(acc, 0.8), 0.04, 1e-12);
+  SelectionTerm rmse;
+  rmse.metric = "RMSE", rmse.sign = -1, rmse.examples = 50;
+  EXPECT_NEAR(TermNoise(rmse, -0.9), 0.09, 1e-12);
+  acc.examples = 0;
+  EXPECT_EQ(TermNoise(acc, 0.8), 0);
+}
+
+// ML-100K's shape by hand: retrieval (6,000 users) and rating (50,000 ratings) peak at epoch 1;
+// three attributes measured on 90 users each move up by about their noise at epoch 2. Counted
+// alike (examples unknown) the attributes outvote the two tasks and keep epoch 2; weighted by
+// how precisely each is measured, epoch 1 is kept.
+TEST(EpochSelection, ATaskTooNoisyToTellEpochsApartCannotOutvoteTheOthers) {
+  std::vector<TaskSpec> tasks(5);
+  tasks[1].name = "rating", tasks[1].type = TaskKind::kRating;
+  for (int k = 2; k < 5; ++k) {
+    tasks[size_t(k)].name = "attribute" + std::to_string(k);
+    tasks[size_t(k)].type = TaskKind::kAttribute;
+  }
+  SelectionRule rule = SelectionFor(Dataset::Protocol::kSampled, tasks, "auto");
+  ASSERT_EQ(rule.terms.size(), 5u);
+  const double chance[] = {0.05, -1.1, 0.70, 0.30, 0.13};
+  const double examples[] = {6000, 50000, 90, 90, 90};
+  for (size_t k = 0; k < 5; ++k) rule.terms[k].chance = chance[k];
+  const std::vector<std::vector<double>> epochs = {{0.40, -0.90, 0.76, 0.36, 0.16},
+                                                   {0.395, -0.905, 0.80, 0.40, 0.19}};
+  EpochSelector alike(rule);
+  for (size_t k = 0; k < 5; ++k) rule.terms[k].examples = examples[k];
+  EpochSelector weighted(rule);
+  for (size_t e = 0; e < epochs.size(); ++e) {
+    EXPECT_TRUE(alike.OfferValues(int(e) + 1, epochs[e])) << "epoch " << e + 1;
+    EXPECT_EQ(weighted.OfferValues(int(e) + 1, epochs[e]), e == 0) << "epoch " << e + 1;
+  }
+  EXPECT_EQ(alike.selected_epoch(), 2);
+  EXPECT_EQ(weighted.selected_epoch(), 1);
+  // Alike: epoch 2 holds 0.345/0.35, 0.195/0.2 and every attribute's best.
+  EXPECT_NEAR(alike.Score(1), (0.345 / 0.35 + 0.195 / 0.2 + 3) / 5, 1e-12);
 }
 
 }  // namespace m6rec

@@ -664,6 +664,21 @@ class BagOfItemsClassifier {
 
 }  // namespace
 
+double TaskValidationSize(const Dataset& ds, const TaskSpec& task, uint64_t seed) {
+  if (task.type == TaskKind::kRating || task.type == TaskKind::kLike) {
+    double liked = 0, n = 0;
+    for (const auto& list : ds.rated_valid)
+      for (const auto& pair : list) liked += pair.second >= task.like_threshold ? 1 : 0, n += 1;
+    return task.type == TaskKind::kRating ? n : std::min(liked, n - liked);
+  }
+  const Dataset::UserAttribute* a =
+      task.type == TaskKind::kAttribute ? ds.FindAttribute(task.attribute) : nullptr;
+  double n = 0;
+  if (a)
+    for (uint32_t u = 0; u < ds.num_users; ++u) n += InAttributeSplit(ds, *a, u, 1, seed) ? 1 : 0;
+  return n;
+}
+
 double TaskChance(const Dataset& ds, const TaskSpec& task, uint64_t seed) {
   if (task.type == TaskKind::kLike) return 0.5;
   if (task.type == TaskKind::kRating) {

@@ -149,6 +149,10 @@ Status EvalTaskBaselines(const Dataset& ds, const std::vector<TaskSpec>& tasks,
 // rating on the validation ratings (rating), the accuracy of the training users' majority class
 // on the validation users (attribute; `seed` draws the attribute's splits).
 double TaskChance(const Dataset& ds, const TaskSpec& task, uint64_t seed);
+// How many independent validation examples a task's selection metric averages over (what its
+// noise shrinks with): the validation ratings (rating), the smaller of the liked and not-liked
+// validation pairs (like: AUC's), the attribute's validation users (attribute).
+double TaskValidationSize(const Dataset& ds, const TaskSpec& task, uint64_t seed);
 
 // Accuracy, precision, recall and F1 from the confusion sums EvalSampledProtocol adds
 // ("TP", "FP", "TN", "FN"), as a name -> value map of the means and these.

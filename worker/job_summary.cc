@@ -175,8 +175,20 @@ SelectionRule SelectionFor(const Dataset& ds, int negatives, const std::vector<T
   for (SelectionTerm& term : r.terms) {
     if (!term.task.empty()) {
       for (const TaskSpec& t : tasks)
-        if (t.name == term.task) term.chance = term.sign * TaskChance(ds, t, seed);
-    } else if (ds.protocol == Dataset::Protocol::kSampled && negatives >= 0) {
+        if (t.name == term.task) {
+          term.chance = term.sign * TaskChance(ds, t, seed);
+          term.examples = TaskValidationSize(ds, t, seed);
+        }
+      continue;
+    }
+    // Retrieval: the users with a target on the split the term reads.
+    for (uint32_t u = 0; u < ds.num_users; ++u) {
+      const bool valid = u < ds.valid_item.size() && ds.valid_item[u] >= 0;
+      const bool test = (u < ds.test_item.size() && ds.test_item[u] >= 0) ||
+                        (u < ds.test_sets.size() && !ds.test_sets[u].empty());
+      term.examples += (term.on_validation ? valid : test) ? 1 : 0;
+    }
+    if (ds.protocol == Dataset::Protocol::kSampled && negatives >= 0) {
       // The target's rank uniform over the 1 + negatives candidates.
       double ndcg = 0;
       for (int rank = 1; rank <= std::min(10, negatives + 1); ++rank)
@@ -194,7 +206,8 @@ std::string SelectionRule::Describe() const {
     out += std::string(t.on_validation ? "valid " : "test ") +
            (t.task.empty() ? "" : t.task + " ") + t.metric;
   }
-  return terms.size() > 1 ? "mean share of best lift over chance: " + out : out;
+  return terms.size() > 1 ? "mean share of best lift over chance, weighted by precision: " + out
+                          : out;
 }
 
 double SelectionValue(const SelectionTerm& t, const MetricSums& test, const MetricSums& valid) {
@@ -222,19 +235,32 @@ bool EpochSelector::OfferValues(int epoch, std::vector<double> values) {
   return best;
 }
 
+double TermNoise(const SelectionTerm& t, double v) {
+  if (t.examples <= 0 || !std::isfinite(v)) return 0;
+  const double a = std::fabs(v);
+  if (t.sign < 0) return a / std::sqrt(2 * t.examples);  // RMSE
+  const double p = std::clamp(a, 0.0, 1.0);
+  return std::sqrt(p * (1 - p) / t.examples);
+}
+
 double EpochSelector::Score(size_t i) const {
   const std::vector<double>& v = values_[i];
   if (rule_.terms.size() == 1) return v[0];
-  double sum = 0;
+  double sum = 0, weights = 0;
   for (size_t k = 0; k < rule_.terms.size(); ++k) {
+    const SelectionTerm& t = rule_.terms[k];
     double top = -std::numeric_limits<double>::infinity();
     for (const auto& e : values_) top = std::max(top, e[k]);
-    const double lift = top - rule_.terms[k].chance;
-    // A task not yet above chance (or not measured) cannot tell epochs apart.
-    if (std::isfinite(v[k]) && std::isfinite(top) && lift > 1e-12)
-      sum += (v[k] - rule_.terms[k].chance) / lift;
+    const double lift = top - t.chance;
+    // A task not yet above chance (or never measured) cannot tell epochs apart; an epoch where
+    // a measured task is missing has none of its lift.
+    const bool lifted = std::isfinite(top) && lift > 1e-12;
+    const double e = lifted ? TermNoise(t, top) / lift : 0;
+    const double w = 1 / (e * e + kShareTolerance * kShareTolerance);
+    if (lifted && std::isfinite(v[k])) sum += w * (v[k] - t.chance) / lift;
+    weights += w;
   }
-  return sum / double(rule_.terms.size());
+  return sum / weights;
 }
 
 json EpochSelector::State() const {

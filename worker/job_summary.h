@@ -58,17 +58,31 @@ struct WorkerSummary {
 // attribute: accuracy.
 //   one term    the epoch with the highest value (sign applied);
 //   several     (train.select_by: auto with more than one trained task) the epoch with the
-//               highest mean, over the tasks, of its share of each task's best lift over chance
-//               so far: (v - chance) / (best - chance). Each task counts the same whatever its
-//               metric's scale, and a task still climbing (an attribute head from 0.6 to 0.95)
-//               outvotes one that has flattened (retrieval 0.479 -> 0.472).
+//               highest weighted mean, over the tasks, of its share of each task's best lift
+//               over chance so far: (v - chance) / (best - chance). A share puts every metric on
+//               one scale, and a task still climbing (an attribute head from 0.6 to 0.95)
+//               outvotes one that has flattened (retrieval 0.479 -> 0.472). A task weighs
+//               1 / (e^2 + kShareTolerance^2), e the noise of its share (TermNoise at its best
+//               over the lift): tasks whose validation can tell epochs apart count alike, one
+//               whose validation is a hundred users (an attribute on ML-100K: e ~0.4) counts
+//               little, so it cannot outvote the others by its noise.
 struct SelectionTerm {
   std::string task;  // "" = retrieval (the protocol's metric, over every user)
   const char* metric = "NDCG@10";
   bool on_validation = true;
   double sign = 1;    // -1: lower is better
   double chance = 0;  // the metric of a model that knows nothing (sign applied)
+  // Independent validation examples the metric averages over (users, pairs; 0: unknown, the
+  // term counts fully): sets how noisy an epoch's value is (TermNoise).
+  double examples = 0;
 };
+// The standard error of a term's metric at value v (sign applied) over its examples: a mean of
+// values in [0, 1] (NDCG, HR, recall, accuracy, AUC over its smaller class) at most
+// sqrt(v (1 - v) / n); an RMSE about RMSE / sqrt(2 n). 0 when the examples are unknown.
+double TermNoise(const SelectionTerm& t, double v);
+// How far a share of lift may be off before a term counts less (EpochSelector): a task whose
+// share of lift is measured to within this counts about fully.
+constexpr double kShareTolerance = 0.05;
 struct SelectionRule {
   std::vector<SelectionTerm> terms = std::vector<SelectionTerm>(1);
   std::string Describe() const;

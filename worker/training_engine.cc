@@ -396,8 +396,8 @@ Status TrainingEngine::Init() {
   summary_.model["selected_by"] = selector_.rule().Describe();
   json chance = json::object();
   for (const SelectionTerm& t : selector_.rule().terms)
-    chance[t.task.empty() ? "retrieval" : t.task] = {{"metric", t.metric},
-                                                     {"chance", t.sign * t.chance}};
+    chance[t.task.empty() ? "retrieval" : t.task] = {
+        {"metric", t.metric}, {"chance", t.sign * t.chance}, {"examples", t.examples}};
   summary_.model["selection_chance"] = chance;
   if (ctx_.rank == 0) LOG_INFO << ds_.Describe();
   LOG_INFO << "worker " << ctx_.rank << ": " << shard_.users.size() << " users, "
