@@ -23,6 +23,15 @@ DataConfig Dir(const std::string& path, const std::string& format, const std::st
   c.name = name;
   return c;
 }
+
+// A small synthetic dataset without image and audio features, written under dir and loaded.
+StatusOr<Dataset> SmallSynthetic(const std::filesystem::path& dir, int users, int items,
+                                 uint64_t seed) {
+  SynthConfig c;
+  c.users = users, c.items = items, c.image_dim = 0, c.audio_dim = 0;
+  M6_RETURN_IF_ERROR(WriteSynthetic(c, seed, dir));
+  return LoadDataset(Dir(dir, "tsv"), "");
+}
 }  // namespace
 
 TEST(Datasets, LightGcnSplitIsFullRankingWithTrainAndTestSets) {
@@ -264,10 +273,7 @@ TEST(Datasets, ADomainColumnThatPartitionsUsersAndItemsMakesDomains) {
 // items for the same seed; a user's lost cold items are never its sampled negatives.
 TEST(Datasets, ColdItemsLoseEveryTrainingInteraction) {
   testing::TempDir dir;
-  SynthConfig c;
-  c.users = 200, c.items = 300, c.image_dim = 0, c.audio_dim = 0;
-  ASSERT_TRUE(WriteSynthetic(c, 5, dir / "d").ok());
-  auto a = LoadDataset(Dir(dir / "d", "tsv"), "");
+  auto a = SmallSynthetic(dir / "d", 200, 300, 5);
   ASSERT_TRUE(a.ok()) << a.status().message();
   const uint64_t before = a->train_interactions;
   Dataset b = *a;
@@ -304,10 +310,7 @@ TEST(Datasets, ColdItemsLoseEveryTrainingInteraction) {
 // drops their profile when asked); what they lost is never their sampled negative.
 TEST(Datasets, ColdUsersKeepTheirLastInteractionsOnly) {
   testing::TempDir dir;
-  SynthConfig c;
-  c.users = 300, c.items = 200, c.image_dim = 0, c.audio_dim = 0;
-  ASSERT_TRUE(WriteSynthetic(c, 6, dir / "d").ok());
-  auto full = LoadDataset(Dir(dir / "d", "tsv"), "");
+  auto full = SmallSynthetic(dir / "d", 300, 200, 6);
   ASSERT_TRUE(full.ok()) << full.status().message();
   Dataset d = *full;
   MakeColdUsers(&d, 0.3, 2, /*profile=*/false, 8);
@@ -339,10 +342,7 @@ TEST(Datasets, ColdUsersKeepTheirLastInteractionsOnly) {
 // so they are never its sampled negatives; every user keeps a training item.
 TEST(Datasets, ValidationRatingsLeaveTheTrainingLists) {
   testing::TempDir dir;
-  SynthConfig c;
-  c.users = 300, c.items = 200, c.image_dim = 0, c.audio_dim = 0;
-  ASSERT_TRUE(WriteSynthetic(c, 6, dir / "d").ok());
-  auto full = LoadDataset(Dir(dir / "d", "tsv"), "");
+  auto full = SmallSynthetic(dir / "d", 300, 200, 6);
   ASSERT_TRUE(full.ok()) << full.status().message();
   ASSERT_TRUE(full->has_ratings());
   Dataset a = *full, b = *full;
