@@ -562,6 +562,31 @@ void SelectTrainedUsers(Dataset* ds, uint64_t seed) {
   }
 }
 
+namespace {
+
+// Moves the entries k of user u's training list for which take(k, kept) holds (kept: how many
+// entries before k stay) to held_out, the ratings with them where the list has them; take sees
+// the list as it was (entry k and its rating unmoved). The caller recounts (Finish).
+template <class Take>
+void TakeFromTraining(Dataset* ds, uint32_t u, Take take) {
+  auto& items = ds->train[u];
+  const bool rated = u < ds->train_ratings.size() && ds->train_ratings[u].size() == items.size();
+  if (ds->held_out.size() < ds->num_users) ds->held_out.resize(ds->num_users);
+  size_t out = 0;
+  for (size_t k = 0; k < items.size(); ++k) {
+    if (take(k, out)) {
+      ds->held_out[u].push_back(items[k]);
+      continue;
+    }
+    if (rated) ds->train_ratings[u][out] = ds->train_ratings[u][k];
+    items[out++] = items[k];
+  }
+  items.resize(out);
+  if (rated) ds->train_ratings[u].resize(out);
+}
+
+}  // namespace
+
 void MakeColdItems(Dataset* ds, double share, uint64_t seed) {
   if (share <= 0) return;
   ds->cold.assign(ds->num_items, 0);
@@ -570,21 +595,8 @@ void MakeColdItems(Dataset* ds, double share, uint64_t seed) {
     const double r = double(Mix64(seed ^ 0xc01du ^ (uint64_t{i} << 21)) >> 11) * 0x1.0p-53;
     ds->cold[i] = r < share;
   }
-  for (uint32_t u = 0; u < ds->num_users; ++u) {
-    auto& items = ds->train[u];
-    const bool rated = u < ds->train_ratings.size() && ds->train_ratings[u].size() == items.size();
-    size_t out = 0;
-    for (size_t k = 0; k < items.size(); ++k) {
-      if (ds->cold[items[k]]) {
-        ds->held_out[u].push_back(items[k]);
-        continue;
-      }
-      if (rated) ds->train_ratings[u][out] = ds->train_ratings[u][k];
-      items[out++] = items[k];
-    }
-    items.resize(out);
-    if (rated) ds->train_ratings[u].resize(out);
-  }
+  for (uint32_t u = 0; u < ds->num_users; ++u)
+    TakeFromTraining(ds, u, [&](size_t k, size_t) { return bool(ds->cold[ds->train[u][k]]); });
   Finish(ds);
 }
 
@@ -593,24 +605,17 @@ void HoldOutValidationRatings(Dataset* ds, double share) {
   ds->held_out.resize(ds->num_users);
   ds->rated_valid.resize(ds->num_users);
   for (uint32_t u = 0; u < ds->num_users && u < ds->train_ratings.size(); ++u) {
-    auto& items = ds->train[u];
-    auto& ratings = ds->train_ratings[u];
+    const auto& items = ds->train[u];
+    const auto& ratings = ds->train_ratings[u];
     if (ratings.size() != items.size()) continue;
-    size_t out = 0;
-    for (size_t k = 0; k < items.size(); ++k) {
+    TakeFromTraining(ds, u, [&](size_t k, size_t kept) {
       const uint64_t h = Mix64(((uint64_t{u} << 32) | items[k]) ^ 0x7a11dba7e5ull);
       const bool held = double(h >> 11) * 0x1.0p-53 < share;
-      const bool last_one = out == 0 && k + 1 == items.size();  // keep one training item
-      if (held && !last_one) {
-        ds->held_out[u].push_back(items[k]);
-        ds->rated_valid[u].push_back({items[k], ratings[k]});
-        continue;
-      }
-      ratings[out] = ratings[k];
-      items[out++] = items[k];
-    }
-    items.resize(out);
-    ratings.resize(out);
+      const bool last_one = kept == 0 && k + 1 == items.size();  // keep one training item
+      if (!held || last_one) return false;
+      ds->rated_valid[u].push_back({items[k], ratings[k]});
+      return true;
+    });
   }
   Finish(ds);
 }
