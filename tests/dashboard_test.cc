@@ -98,7 +98,13 @@ int PointsOf(const std::string& dom, const std::string& file) {
 
 TEST(Dashboard, ALiveJobsPageMetricsAndFinishedReportRenderInABrowser) {
   TempDir dir;
-  testing::WriteFile(dir / "job.yaml", testing::M6Config(6));
+  // The workers are paused while the browser looks (below): a heartbeat timeout longer than
+  // that pause keeps the scheduler from declaring them lost.
+  std::string config = testing::M6Config(6);
+  const std::string beat = "heartbeat_timeout_ms: 5000";
+  ASSERT_NE(config.find(beat), std::string::npos);
+  config.replace(config.find(beat), beat.size(), "heartbeat_timeout_ms: 60000");
+  testing::WriteFile(dir / "job.yaml", config);
   Background job({Binary(), "train", "--config", dir / "job.yaml", "--run-dir", dir / "run"},
                  dir / "job.log");
   // The scheduler's ports ("CONTROL HTTP"), then a bounded wait for the event: both workers'
@@ -122,6 +128,22 @@ TEST(Dashboard, ALiveJobsPageMetricsAndFinishedReportRenderInABrowser) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_TRUE(status.is_object() && status.contains("history")) << status.dump() << job.Output();
+  // The page must be seen while the job runs, and the job is short (it may finish before a
+  // browser has started): every node has reported, so pause the workers (SIGSTOP) until the
+  // browser is done; the scheduler and servers go on serving.
+  const json pids = json::parse(testing::WaitForFile(dir / "run/pids.json", 60), nullptr, false);
+  std::vector<pid_t> workers;
+  for (const char* w : {"worker 0", "worker 1"}) {
+    ASSERT_TRUE(pids.is_object() && pids.contains(w)) << pids.dump();
+    workers.push_back(pid_t(pids[w].get<int>()));
+  }
+  struct ResumeOnExit {  // a failed assertion below must not leave stopped workers behind
+    const std::vector<pid_t>& pids;
+    ~ResumeOnExit() {
+      for (pid_t w : pids) ::kill(w, SIGCONT);
+    }
+  } resume{workers};
+  for (pid_t w : workers) ASSERT_EQ(::kill(w, SIGSTOP), 0) << "worker pid " << w;
   EXPECT_EQ(status["history"]["workers"].size(), 2u) << status.dump();
 
   // Exact routes.
@@ -175,6 +197,7 @@ TEST(Dashboard, ALiveJobsPageMetricsAndFinishedReportRenderInABrowser) {
   EXPECT_GE(std::atoi(BodyData(dash, "polls").c_str()), 1) << dash.substr(0, 2000);
   EXPECT_GE(ChartsWithData(dash), 3) << "loss, samples/s and PS charts hold points";
   EXPECT_NE(dash.find("worker"), std::string::npos);
+  for (pid_t w : workers) EXPECT_EQ(::kill(w, SIGCONT), 0) << "worker pid " << w;
 
   ASSERT_TRUE(job.Wait(600)) << job.Output();
   ASSERT_EQ(job.exit_code(), 0) << job.Output();
