@@ -192,6 +192,15 @@ TEST(Datasets, MovieLensKeepsRatingsSplitsAndUserAttributes) {
   EXPECT_EQ(u1->test_item[1], 10);
   EXPECT_EQ(u1->rated_test[1], (std::vector<std::pair<uint32_t, float>>{{13, 2}, {14, 1}}));
   EXPECT_EQ(u1->num_items, 15u) << "items only in the test file still get ids";
+  // The user rated u1.test's movies: never its sampled negatives (with 15 ids and 4 touched,
+  // asking for all of the rest must leave exactly 13 and 14 out).
+  ASSERT_EQ(u1->held_out.size(), u1->num_users);
+  EXPECT_EQ(u1->held_out[1], (std::vector<uint32_t>{13, 14}));
+  u1->sampled_negatives = 100;
+  const std::vector<uint32_t> negatives = SampledNegatives(*u1, 1, 7);
+  EXPECT_EQ(negatives.size(), size_t(u1->num_items - u1->first_item) - 5);
+  for (uint32_t n : negatives) EXPECT_TRUE(n != 13 && n != 14) << n;
+  EXPECT_TRUE(d->held_out.empty() || d->held_out[1].empty()) << "leave-last-out holds nothing out";
   const Dataset::UserAttribute* gender = d->FindAttribute("gender");
   ASSERT_NE(gender, nullptr);
   EXPECT_EQ(gender->classes[size_t(gender->label[1])], "F");

@@ -518,6 +518,14 @@ StatusOr<std::vector<std::vector<uint32_t>>> ReadUserLists(const std::string& pa
   return out;
 }
 
+void TouchedByRatedTest(Dataset* d) {
+  d->held_out.resize(d->rated_test.size());
+  for (size_t u = 0; u < d->rated_test.size(); ++u)
+    for (const auto& [item, r] : d->rated_test[u])
+      if (int64_t(item) != (u < d->test_item.size() ? d->test_item[u] : -1))
+        d->held_out[u].push_back(item);
+}
+
 std::vector<uint32_t> SampledNegatives(const Dataset& d, uint32_t u, uint64_t seed) {
   if (u < d.fixed_negatives.size() && !d.fixed_negatives[u].empty()) return d.fixed_negatives[u];
   std::unordered_set<uint32_t> seen(d.train[u].begin(), d.train[u].end());
@@ -876,6 +884,9 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
         for (auto& [item, r] : l) item += ioff;
     append(m.rated_valid, p.rated_valid, p.num_users, uoff);
     append(m.rated_test, p.rated_test, p.num_users, uoff);
+    for (auto& l : p.held_out)
+      for (uint32_t& item : l) item += ioff;
+    append(m.held_out, p.held_out, p.num_users, uoff);
     // Attributes by name (the same classes in every domain that has them).
     for (auto& a : p.user_attributes) {
       auto it = std::find_if(m.user_attributes.begin(), m.user_attributes.end(),
@@ -923,6 +934,7 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
     if (!v->empty()) v->resize(m.num_users);
   for (auto* v : {&m.rated_valid, &m.rated_test})
     if (!v->empty()) v->resize(m.num_users);
+  if (!m.held_out.empty()) m.held_out.resize(m.num_users);
   if (!m.train_ratings.empty()) m.train_ratings.resize(m.num_users);
   for (auto& a : m.user_attributes) a.label.resize(m.num_users, -1);
   if (!m.item_tokens.empty()) m.item_tokens.resize(m.num_items);

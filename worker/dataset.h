@@ -103,8 +103,9 @@ struct Dataset {
   // User cold start (MakeColdUsers): per user, whether its history was cut to a few
   // interactions; empty without a user cold split.
   std::vector<uint8_t> cold_user;
-  // Per user, the interactions taken from its training list (a cold split's, the validation
-  // ratings of HoldOutValidationRatings): the user touched them, so they are never its sampled
+  // Per user, the interactions it touched that its training list does not hold: those taken
+  // from it (a cold split's, the validation ratings of HoldOutValidationRatings) and a published
+  // split's test ratings (u1.test, ML-1M's 10%; TouchedByRatedTest). They are never its sampled
   // negative and are masked in full ranking, as the training items are.
   std::vector<std::vector<uint32_t>> held_out;
   bool cold_split() const { return !cold.empty(); }
@@ -205,6 +206,10 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
 // Reads "user item item ..." lines (one user per line, user ids need not be dense or sorted).
 // Returns per-user lists indexed by user id; num_users = max id + 1.
 StatusOr<std::vector<std::vector<uint32_t>>> ReadUserLists(const std::string& path);
+
+// A published split tests ratings from its own file (rated_test beyond the leave-last-out test
+// item): its users touched those items, so they join held_out (never a sampled negative).
+void TouchedByRatedTest(Dataset* d);
 
 // The negatives of user u under the sampled protocol: the fixed ones when the dataset ships
 // them, else `n` items the user never touched, drawn from (seed, u) alone.

@@ -464,6 +464,7 @@ StatusOr<Dataset> LoadMovieLens1M(const std::string& dir, const std::string& spl
   LeaveLastOut(seqs, &d);
   SplitRatings(ratings, split.empty(), &d);
   for (const auto& r : test_rows) d.rated_test[r.u].push_back({r.i, r.r});
+  TouchedByRatedTest(&d);
   d.num_items = max_i + 1;
   Finish(&d);
   // Genres only where the item ids are MovieIDs: the copy without times re-indexed its items,
@@ -512,6 +513,7 @@ StatusOr<Dataset> LoadMovieLens(const std::string& dir, const std::string& split
     d.rated_test[r.u].push_back({r.i, r.r});
     max_i = std::max(max_i, r.i);
   }
+  TouchedByRatedTest(&d);
   d.num_items = max_i + 1;
   Finish(&d);
   M6_RETURN_IF_ERROR(ReadMovieLensContent(dir, title_words, &d));
