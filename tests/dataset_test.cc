@@ -137,6 +137,22 @@ TEST(Datasets, DomainsMergeIntoOneIdSpaceAndKeepTheirNegativesApart) {
       EXPECT_GE(n, 11u) << "user " << u;
       EXPECT_LT(n, 15u) << "user " << u;
     }
+  // What a part holds out (a published split's test ratings) moves with its ids: B's user 2
+  // touched items 2..4 and held out 1, so it has no item left to be its negative.
+  auto b = LoadDataset(Dir(dir.path(), "s3rec", "B"), "");
+  ASSERT_TRUE(b.ok());
+  b->held_out.assign(b->num_users, {});
+  b->held_out[2] = {1};
+  std::vector<Dataset> parts;
+  parts.push_back(std::move(*a));
+  parts.push_back(std::move(*b));
+  auto held = MergeDomains(std::move(parts), cfg.domains);
+  ASSERT_TRUE(held.ok()) << held.status().message();
+  ASSERT_EQ(held->held_out.size(), held->num_users);
+  EXPECT_EQ(held->held_out[6], (std::vector<uint32_t>{11}));
+  EXPECT_TRUE(held->held_out[1].empty()) << "the part without held-out items gets empty lists";
+  held->sampled_negatives = 1;
+  EXPECT_TRUE(SampledNegatives(*held, 6, 7).empty());
   // Mixing protocols is refused with both domains named.
   std::filesystem::create_directories(dir / "g");
   testing::WriteFile(dir / "g/train.txt", "0 0 1\n");
