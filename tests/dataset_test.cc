@@ -208,8 +208,8 @@ TEST(Datasets, MovieLensKeepsRatingsSplitsAndUserAttributes) {
   EXPECT_EQ(u1->test_item[1], 10);
   EXPECT_EQ(u1->rated_test[1], (std::vector<std::pair<uint32_t, float>>{{13, 2}, {14, 1}}));
   EXPECT_EQ(u1->num_items, 15u) << "items only in the test file still get ids";
-  // The user rated u1.test's movies: never its sampled negatives (with 15 ids and 4 touched,
-  // asking for all of the rest must leave exactly 13 and 14 out).
+  // The user rated u1.test's movies: never its sampled negatives (of the 14 candidate ids it
+  // touched 5, 13 and 14 among them: asking for more than the rest gets exactly the other 9).
   ASSERT_EQ(u1->held_out.size(), u1->num_users);
   EXPECT_EQ(u1->held_out[1], (std::vector<uint32_t>{13, 14}));
   u1->sampled_negatives = 100;
