@@ -970,14 +970,59 @@ namespace {
 
 // The backbone's configuration with new.yaml's job/cluster/ps/train/checkpoint/model fields
 // (new tasks excepted: AdaptTasks appends them), refusing what would change the backbone.
+// An adapted job's `tables`: the rows it creates (the new domain's users, items and tokens) may
+// start and learn differently from the backbone's; everything that places or shapes rows stays
+// the backbone's. Each entry names a backbone table and sets its `init` (not `from`: an adapted
+// job's rows come from the backbone) and its optimizer's rates (not its type: the backbone's
+// rows keep their optimizer state). Merged field by field into the backbone's entry.
+Status MergeAdaptTables(const Reader& r, const YAML::Node& tables,
+                        const std::string& backbone_config, YAML::Node* out) {
+  if (!tables) return Status::OK();
+  if (!tables.IsSequence())
+    return Status::InvalidArgument(r.Where(tables, "tables") + ": expected a list");
+  YAML::Node have = (*out)["tables"];
+  for (size_t i = 0; i < tables.size(); ++i) {
+    const YAML::Node t = tables[i];
+    const std::string path = "tables." + std::to_string(i);
+    M6_RETURN_IF_ERROR(r.CheckMap(t, path, {"name", "init", "optimizer"}));
+    if (!t || !t.IsMap() || !t["name"])
+      return Status::InvalidArgument(r.Where(t, path) + ": needs the name of a backbone table");
+    const std::string name = t["name"].as<std::string>();
+    size_t found = size_t(-1), count = have && have.IsSequence() ? have.size() : 0;
+    std::string names;
+    for (size_t j = 0; j < count; ++j) {
+      const std::string n = have[j]["name"] ? have[j]["name"].as<std::string>() : "";
+      names += (names.empty() ? "" : ", ") + n;
+      if (n == name) found = j;
+    }
+    if (found == size_t(-1))
+      return Status::InvalidArgument(r.Where(t["name"], path + ".name") + ": the backbone (" +
+                                     backbone_config + ") has no table '" + name + "' (it has " +
+                                     names + ")");
+    M6_RETURN_IF_ERROR(
+        r.CheckMap(t["init"], path + ".init", {"type", "value", "low", "high", "mean", "std"}));
+    M6_RETURN_IF_ERROR(
+        r.CheckMap(t["optimizer"], path + ".optimizer",
+                   {"lr", "weight_decay", "eps", "beta1", "beta2", "initial_accumulator"}));
+    // A new init replaces the backbone's distribution; optimizer fields merge one by one.
+    YAML::Node target = have[found];
+    if (t["init"]) target["init"] = YAML::Clone(t["init"]);
+    if (t["optimizer"]) {
+      if (!target["optimizer"] || !target["optimizer"].IsMap())
+        target["optimizer"] = YAML::Node(YAML::NodeType::Map);
+      for (const auto& kv : t["optimizer"])
+        target["optimizer"][kv.first.as<std::string>()] = YAML::Clone(kv.second);
+    }
+  }
+  return Status::OK();
+}
+
 Status MergeAdaptSections(const Reader& r, const YAML::Node& add, const JobConfig& backbone,
                           const std::string& backbone_config, YAML::Node* out) {
-  if (add["tables"])
-    return Status::InvalidArgument(r.Where(add["tables"], "tables") +
-                                   ": an adapted job keeps the backbone's tables (" +
-                                   backbone_config + ")");
+  M6_RETURN_IF_ERROR(MergeAdaptTables(r, add["tables"], backbone_config, out));
   M6_RETURN_IF_ERROR(r.CheckMap(
-      add, "", {"job", "cluster", "ps", "data", "train", "checkpoint", "model", "adapt"}));
+      add, "",
+      {"job", "cluster", "ps", "tables", "data", "train", "checkpoint", "model", "adapt"}));
   M6_RETURN_IF_ERROR(
       r.CheckMap(add["model"], "model",
                  {"adapter_rank", "dropout", "dense_lr", "dense_weight_decay", "device"}));

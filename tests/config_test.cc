@@ -405,8 +405,31 @@ model: {adapter_rank: 4}
   const std::string toys = "data: {path: /d/s3rec, format: s3rec, name: Toys_and_Games}\n";
   std::string e = err(toys + "model: {hidden: 64}\n");
   EXPECT_NE(e.find("model.hidden: unknown field"), std::string::npos) << e;
-  e = err(toys + tables);
-  EXPECT_NE(e.find("keeps the backbone's tables"), std::string::npos) << e;
+  // Of a table only the new rows' init and optimizer rates, by the backbone's table name.
+  e = err(toys + "tables:\n  - {name: item, dim: 16}\n");
+  EXPECT_NE(e.find("tables.0.dim: unknown field"), std::string::npos) << e;
+  e = err(toys + "tables:\n  - {name: token, optimizer: {lr: 0.1}}\n");
+  EXPECT_NE(e.find("has no table 'token' (it has user, item)"), std::string::npos) << e;
+  e = err(toys + "tables:\n  - {name: item, optimizer: {type: adam}}\n");
+  EXPECT_NE(e.find("tables.0.optimizer.type: unknown field"), std::string::npos) << e;
+  e = err(toys + "tables:\n  - {name: item, init: {from: /rows.bin}}\n");
+  EXPECT_NE(e.find("tables.0.init.from: unknown field"), std::string::npos) << e;
+  const std::string rates = testing::WriteFile(
+      dir / "rates.yaml", toys +
+                              "tables:\n  - {name: item, init: {type: normal, std: 0.01},"
+                              " optimizer: {lr: 0.02}}\n");
+  Status st = WriteAdaptConfig(backbone, rates, {"tables.0.optimizer.weight_decay=0.001"}, "/ck",
+                               dir / "rates-out.yaml");
+  ASSERT_TRUE(st.ok()) << st.message();
+  c = LoadConfig(dir / "rates-out.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_EQ(c->tables.size(), 2u);
+  EXPECT_EQ(c->tables[1].dim, 8u) << "the backbone's shape";
+  EXPECT_FLOAT_EQ(c->tables[1].init.stddev, 0.01f);
+  EXPECT_FLOAT_EQ(c->tables[1].optimizer.lr, 0.02f);
+  EXPECT_FLOAT_EQ(c->tables[1].optimizer.weight_decay, 0.001f) << "--set reaches the list";
+  EXPECT_EQ(c->tables[1].optimizer.kind, c->tables[0].optimizer.kind) << "the backbone's type";
+  EXPECT_FLOAT_EQ(c->tables[0].optimizer.lr, OptimizerSpec().lr) << "other tables untouched";
   e = err(toys + "cluster: {servers: 3}\n");
   EXPECT_NE(e.find("sharded over its 2 server(s)"), std::string::npos) << e;
   e = err("data: {path: /d/s3rec, format: s3rec, name: Beauty}\n");
