@@ -968,8 +968,6 @@ namespace m6rec {
 
 namespace {
 
-// The backbone's configuration with new.yaml's job/cluster/ps/train/checkpoint/model fields
-// (new tasks excepted: AdaptTasks appends them), refusing what would change the backbone.
 // An adapted job's `tables`: the rows it creates (the new domain's users, items and tokens) may
 // start and learn differently from the backbone's; everything that places or shapes rows stays
 // the backbone's. Each entry names a backbone table and sets its `init` (not `from`: an adapted
@@ -1017,6 +1015,8 @@ Status MergeAdaptTables(const Reader& r, const YAML::Node& tables,
   return Status::OK();
 }
 
+// The backbone's configuration with new.yaml's job/cluster/ps/train/checkpoint/model fields
+// (new tasks excepted: AdaptTasks appends them), refusing what would change the backbone.
 Status MergeAdaptSections(const Reader& r, const YAML::Node& add, const JobConfig& backbone,
                           const std::string& backbone_config, YAML::Node* out) {
   M6_RETURN_IF_ERROR(MergeAdaptTables(r, add["tables"], backbone_config, out));
