@@ -451,6 +451,16 @@ Status ParseTables(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   return Status::OK();
 }
 
+// A MovieLens split's name ("" = none).
+Status CheckSplit(const Reader& r, const YAML::Node& n, const std::string& field,
+                  const std::string& split) {
+  static const std::set<std::string> kSplits = {"u1", "u2", "u3", "u4", "u5", "ua", "ub", "90/10"};
+  if (split.empty() || kSplits.count(split)) return Status::OK();
+  return Status::InvalidArgument(r.Where(n, field) + ": '" + split +
+                                 "' (a MovieLens split: ML-100K's u1..u5, ua, ub, or ML-1M's "
+                                 "90/10)");
+}
+
 // data.domains: a list of {label, path, format, name, weight}; the single-dataset fields and
 // the list exclude each other.
 Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
@@ -459,7 +469,7 @@ Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
   if (!list.IsSequence() || list.size() == 0)
     return Status::InvalidArgument(r.Where(list, "data.domains") +
                                    ": expected a non-empty list of datasets");
-  for (const char* k : {"source", "path", "format", "name"})
+  for (const char* k : {"source", "path", "format", "name", "split", "title_words"})
     if (d[k])
       return Status::InvalidArgument(r.Where(d[k], std::string("data.") + k) +
                                      ": set per domain when data.domains is given");
@@ -470,7 +480,8 @@ Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
     const std::string p = "data.domains[" + std::to_string(i) + "]";
     if (!n.IsMap()) return Status::InvalidArgument(r.Where(n, p) + ": expected a map");
     M6_RETURN_IF_ERROR(
-        r.CheckMap(n, p, {"label", "path", "format", "name", "weight", "train_users", "evaluate"}));
+        r.CheckMap(n, p, {"label", "path", "format", "name", "weight", "train_users", "evaluate",
+                          "split", "title_words"}));
     DomainSpec spec;
     M6_RETURN_IF_ERROR(r.Str(n, p, "label", &spec.label));
     M6_RETURN_IF_ERROR(r.Str(n, p, "path", &spec.path));
@@ -479,6 +490,12 @@ Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
     M6_RETURN_IF_ERROR(r.NumberIn(n, p, "weight", &spec.weight, 0.0, 100.0));
     M6_RETURN_IF_ERROR(r.NumberIn(n, p, "train_users", &spec.train_users, 1e-6, 1.0));
     M6_RETURN_IF_ERROR(r.Bool(n, p, "evaluate", &spec.evaluate));
+    M6_RETURN_IF_ERROR(r.Str(n, p, "split", &spec.split));
+    M6_RETURN_IF_ERROR(r.Bool(n, p, "title_words", &spec.title_words));
+    if ((spec.title_words || !spec.split.empty()) && spec.format != DataFormat::kMovieLens)
+      return Status::InvalidArgument(r.Where(n, p) +
+                                     ": split and title_words need format: movielens");
+    if (!spec.split.empty()) M6_RETURN_IF_ERROR(CheckSplit(r, n["split"], p + ".split", spec.split));
     spec.path = ExpandEnv(spec.path);
     if (spec.path.empty()) return Status::InvalidArgument(r.Where(n, p + ".path") + ": required");
     if (spec.label.empty()) {
@@ -511,7 +528,7 @@ Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
       r.CheckMap(d, "data",
                  {"source", "path", "format", "name", "split", "title_words", "synth", "domains",
                   "cold_items", "cold_seed", "cold_users", "cold_user_interactions",
-                  "cold_user_profile", "stream_split", "valid_ratings"}));
+                  "cold_user_profile", "stream_split", "valid_ratings", "vocabulary"}));
   DataConfig& dc = cfg->data;
   M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "stream_split", &dc.stream_split, 0, 0.99));
   M6_RETURN_IF_ERROR(r.NumberIn(d, "data", "valid_ratings", &dc.valid_ratings, 0, 0.5));
@@ -523,6 +540,12 @@ Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
       r.NumberIn(d, "data", "cold_user_interactions", &dc.cold_user_interactions, 0, 1e6));
   M6_RETURN_IF_ERROR(r.Bool(d, "data", "cold_user_profile", &dc.cold_user_profile));
   M6_RETURN_IF_ERROR(ParseDomains(r, d, &cfg->data));
+  std::string vocabulary = "per_domain";
+  M6_RETURN_IF_ERROR(r.Str(d, "data", "vocabulary", &vocabulary));
+  if (vocabulary != "per_domain" && vocabulary != "shared")
+    return Status::InvalidArgument(r.Where(d["vocabulary"], "data.vocabulary") + ": '" +
+                                   vocabulary + "' (per_domain or shared)");
+  dc.shared_vocabulary = vocabulary == "shared";
   M6_RETURN_IF_ERROR(r.Str(d, "data", "split", &cfg->data.split));
   M6_RETURN_IF_ERROR(r.Enum(d, "data", "source", &cfg->data.source));
   M6_RETURN_IF_ERROR(r.Str(d, "data", "path", &cfg->data.path));
@@ -539,14 +562,11 @@ Status ParseData(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
                                    "timestamps a stream is cut by");
   if (cfg->data.source == DataSource::kDir && cfg->data.path.empty() && cfg->data.domains.empty())
     return Status::InvalidArgument(r.Where(d, "data.path") + ": required when data.source is dir");
-  if (!cfg->data.split.empty()) {
-    static const std::set<std::string> kSplits = {"u1", "u2", "u3", "u4",
-                                                  "u5", "ua", "ub", "90/10"};
-    if (cfg->data.format != DataFormat::kMovieLens || !kSplits.count(cfg->data.split))
-      return Status::InvalidArgument(r.Where(d["split"], "data.split") + ": '" + cfg->data.split +
-                                     "' (a MovieLens split, with data.format movielens: "
-                                     "ML-100K's u1..u5, ua, ub, or ML-1M's 90/10)");
-  }
+  if (!cfg->data.split.empty() && cfg->data.format != DataFormat::kMovieLens)
+    return Status::InvalidArgument(r.Where(d["split"], "data.split") +
+                                   ": a MovieLens split needs data.format movielens");
+  if (!cfg->data.split.empty())
+    M6_RETURN_IF_ERROR(CheckSplit(r, d["split"], "data.split", cfg->data.split));
   YAML::Node s = d && d.IsMap() ? d["synth"] : YAML::Node(YAML::NodeType::Undefined);
   SynthConfig& sy = cfg->data.synth;
   M6_RETURN_IF_ERROR(
@@ -1111,7 +1131,7 @@ StatusOr<int> AdaptDomains(const Reader& r, const YAML::Node& add, const YAML::N
     domains.push_back(n);
   } else {
     YAML::Node n(YAML::NodeType::Map);
-    for (const char* k : {"path", "format", "name"})
+    for (const char* k : {"path", "format", "name", "split", "title_words"})
       if (od[k]) n[k] = YAML::Clone(od[k]);
     domains.push_back(n);
   }
@@ -1137,6 +1157,8 @@ StatusOr<int> AdaptDomains(const Reader& r, const YAML::Node& add, const YAML::N
     domains.push_back(n);
   }
   (*out)["data"] = YAML::Node(YAML::NodeType::Map);
+  // The vocabulary decides the backbone's token ids: the adapted job keeps it.
+  if (od["vocabulary"]) (*out)["data"]["vocabulary"] = YAML::Clone(od["vocabulary"]);
   (*out)["data"]["domains"] = domains;
   return frozen;
 }

@@ -198,6 +198,9 @@ struct DomainSpec {
   // others are still evaluated, their histories read as context): a small-data experiment.
   float train_users = 1.0f;
   bool evaluate = true;  // evaluated and reported (false: an adapted job's backbone domains)
+  // movielens: as DataConfig::split and DataConfig::title_words, for this domain.
+  std::string split;
+  bool title_words = false;
 };
 
 struct DataConfig {
@@ -219,6 +222,11 @@ struct DataConfig {
   // Several datasets on one backbone (then source/path/format/name are not set): every domain
   // is loaded, merged into one id space, trained in mixed batches and evaluated on its own.
   std::vector<DomainSpec> domains;
+  // data.vocabulary: per_domain (false: every domain's tokens are its own rows) or shared
+  // (true: tokens with the same name in several domains — a genre, a word of a title — are one
+  // row, so what one domain learnt about a word reaches the items of another; unnamed tokens,
+  // such as S3-Rec's numbered attributes, stay their domain's own).
+  bool shared_vocabulary = false;
   // Item cold start (docs/architecture.md "Cold start"): this share of the items is made cold
   // (every training interaction with them removed; drawn from cold_seed), and test users are
   // also reported by whether their target is cold or warm (result.json test.cold_start).

@@ -453,4 +453,57 @@ adapt: {from: /ck, frozen_domains: 2}
   EXPECT_NE(e.find("adapt.frozen_domains: 2 backbone domain(s) of 2"), std::string::npos) << e;
 }
 
+// data.vocabulary and a MovieLens domain's split and title words; an adapted job keeps them, so
+// its backbone domains' token ids are the backbone's.
+TEST(Config, SharedVocabularyAndMovieLensDomainsCarryIntoAnAdaptedJob) {
+  testing::TempDir dir;
+  const std::string tables = "tables:\n  - {name: user, dim: 8}\n  - {name: item, dim: 8}\n";
+  const std::string head = tables + "train: {job: m6}\n";
+  auto c = ParseConfig(head + R"(data:
+  vocabulary: shared
+  domains:
+    - {path: /d/ml-1m, format: movielens, title_words: true, split: 90/10}
+    - {path: /d/s3rec, format: s3rec, name: Beauty}
+)", "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_TRUE(c->data.shared_vocabulary);
+  EXPECT_TRUE(c->data.domains[0].title_words);
+  EXPECT_EQ(c->data.domains[0].split, "90/10");
+  EXPECT_FALSE(c->data.domains[1].title_words);
+  auto plain = ParseConfig(head + "data: {domains: [{path: /a}]}\n", "job.yaml");
+  ASSERT_TRUE(plain.ok()) << plain.status().message();
+  EXPECT_FALSE(plain->data.shared_vocabulary) << "per_domain by default";
+  std::string e = Err(head + "data: {vocabulary: common, domains: [{path: /a}]}\n");
+  EXPECT_NE(e.find("data.vocabulary: 'common' (per_domain or shared)"), std::string::npos) << e;
+  e = Err(head + "data: {domains: [{path: /a, format: s3rec, name: B, title_words: true}]}\n");
+  EXPECT_NE(e.find("data.domains[0]"), std::string::npos) << e;
+  EXPECT_NE(e.find("need format: movielens"), std::string::npos) << e;
+  e = Err(head + "data: {domains: [{path: /a, format: movielens, split: u9}]}\n");
+  EXPECT_NE(e.find("data.domains[0].split: 'u9'"), std::string::npos) << e;
+  e = Err(head + "data: {title_words: true, domains: [{path: /a, format: movielens}]}\n");
+  EXPECT_NE(e.find("data.title_words: set per domain"), std::string::npos) << e;
+
+  // A single-dataset MovieLens backbone: its split and title words become its domain's.
+  const std::string backbone = testing::WriteFile(dir / "bb.yaml", head + R"(job: {name: bb}
+data: {source: dir, format: movielens, path: /d/ml-1m, title_words: true, vocabulary: shared}
+)");
+  const std::string added = testing::WriteFile(
+      dir / "new.yaml", "data: {domains: [{path: /d/ml-100k, format: movielens, "
+                        "title_words: true, label: ml100k}]}\n");
+  ASSERT_TRUE(WriteAdaptConfig(backbone, added, {}, "/ck", dir / "out.yaml").ok());
+  c = LoadConfig(dir / "out.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_EQ(c->data.domains.size(), 2u);
+  EXPECT_TRUE(c->data.shared_vocabulary) << "the backbone's vocabulary";
+  EXPECT_TRUE(c->data.domains[0].title_words) << "the backbone's token ids";
+  EXPECT_EQ(c->data.domains[0].path, "/d/ml-1m");
+  EXPECT_TRUE(c->data.domains[1].title_words);
+  // The new file cannot change the vocabulary the backbone's ids were made with.
+  const std::string bad = testing::WriteFile(
+      dir / "bad.yaml", "data: {vocabulary: per_domain, path: /d/ml-100k, format: movielens}\n");
+  Status st = WriteAdaptConfig(backbone, bad, {}, "/ck", dir / "bad-out.yaml");
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("data.vocabulary: unknown field"), std::string::npos) << st.message();
+}
+
 }  // namespace m6rec

@@ -137,6 +137,20 @@ TEST(Datasets, DomainsMergeIntoOneIdSpaceAndKeepTheirNegativesApart) {
       EXPECT_GE(n, 11u) << "user " << u;
       EXPECT_LT(n, 15u) << "user " << u;
     }
+  // Which of a domain's users train (train_users) does not depend on the domains before it.
+  {
+    auto alone = LoadDataset(Dir(dir.path(), "s3rec", "B"), "");
+    auto merged = LoadDataset(cfg, "");
+    ASSERT_TRUE(alone.ok() && merged.ok());
+    alone->domains[0].train_users = merged->domains[1].train_users = 0.5f;
+    for (uint64_t seed : {1, 2, 3, 4, 5}) {
+      SelectTrainedUsers(&*alone, seed);
+      SelectTrainedUsers(&*merged, seed);
+      for (uint32_t u = 0; u < alone->num_users; ++u)
+        EXPECT_EQ(alone->Trained(u), merged->Trained(merged->domains[1].user_begin + u))
+            << "seed " << seed << " user " << u;
+    }
+  }
   // What a part holds out (a published split's test ratings) moves with its ids: B's user 2
   // touched items 2..4 and held out 1, so it has no item left to be its negative.
   auto b = LoadDataset(Dir(dir.path(), "s3rec", "B"), "");
@@ -187,6 +201,94 @@ TEST(Datasets, MovieLensOrdersEachUserByTime) {
 
 // Ratings follow their items through the split; a published split tests the rating tasks on
 // its own file; user attributes are read, and predicting one removes it from the profiles.
+// data.vocabulary: shared joins tokens by name across domains (ML-1M and ML-100K name genres,
+// decades and title words alike); per_domain keeps every domain's tokens apart.
+TEST(Datasets, ASharedVocabularyJoinsNamedTokensAcrossDomains) {
+  testing::TempDir dir;
+  std::filesystem::create_directories(dir / "m1");
+  std::filesystem::create_directories(dir / "m100");
+  testing::WriteFile(dir / "m1/users.dat", "1::F::1::10::48067\n");
+  testing::WriteFile(dir / "m1/movies.dat",
+                     "1::Toy Story (1995)::Animation|Children's|Comedy\n"
+                     "2::Jumanji (1995)::Adventure|Children's|Fantasy\n"
+                     "3::Heat (1995)::Action|Crime|Film-Noir\n");
+  testing::WriteFile(dir / "m1/ratings.dat", "1::3::4::300\n1::1::5::100\n1::2::3::200\n");
+  auto flags = [](std::initializer_list<int> on) {
+    std::string f;
+    for (int g = 0; g < 19; ++g)
+      f += std::string("|") + (std::find(on.begin(), on.end(), g) != on.end() ? "1" : "0");
+    return f;
+  };
+  // ML-100K's Toy Story (animation 3, children 4, comedy 5) and a film ML-1M lacks.
+  testing::WriteFile(dir / "m100/u.item",
+                     "1|Toy Story (1995)|01-Jan-1995||http://x" + flags({3, 4, 5}) + "\n" +
+                         "2|Blue Velvet (1986)|01-Jan-1986||http://x" + flags({10, 16}) + "\n");
+  testing::WriteFile(dir / "m100/u.data", "1\t1\t5\t100\n1\t2\t4\t200\n1\t3\t3\t300\n");
+  testing::WriteFile(dir / "m100/u.user", "1|30|F|writer|123\n");
+  DataConfig cfg;
+  for (const char* n : {"m1", "m100"}) {
+    DomainSpec d;
+    d.label = n;
+    d.path = dir / n;
+    d.format = DataFormat::kMovieLens;
+    d.title_words = true;
+    cfg.domains.push_back(d);
+  }
+  auto apart = LoadDataset(cfg, "");
+  ASSERT_TRUE(apart.ok()) << apart.status().message();
+  cfg.shared_vocabulary = true;
+  auto shared = LoadDataset(cfg, "");
+  ASSERT_TRUE(shared.ok()) << shared.status().message();
+  const uint32_t toy1 = 1, toy100 = shared->domains[1].item_offset + 1;
+  const uint32_t velvet = shared->domains[1].item_offset + 2;
+  ASSERT_EQ(shared->tokens_after_spec.size(), 2u);
+  const uint32_t ml1m_tokens = shared->tokens_after_spec[0];
+  EXPECT_EQ(shared->tokens_after_spec[1], shared->num_tokens);
+  EXPECT_EQ(apart->tokens_after_spec[0], ml1m_tokens) << "the first domain's ids never move";
+  auto sorted = [](std::vector<uint32_t> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  // Toy Story reads the same rows in both domains: its genres, its decade, "toy", "story".
+  EXPECT_EQ(sorted(shared->item_tokens[toy100]), sorted(shared->item_tokens[toy1]));
+  EXPECT_EQ(shared->item_tokens[toy1].size(), 6u);
+  for (uint32_t t : shared->item_tokens[toy100]) EXPECT_LT(t, ml1m_tokens);
+  // Blue Velvet: noir and thriller are ML-1M's rows (Heat is noir), its decade and words new.
+  int old_rows = 0;
+  for (uint32_t t : shared->item_tokens[velvet]) {
+    EXPECT_LT(t, shared->num_tokens);
+    old_rows += t < ml1m_tokens;
+    if (t >= ml1m_tokens) EXPECT_FALSE(shared->token_names[t].empty());
+  }
+  EXPECT_EQ(old_rows, 2) << "noir and thriller";
+  for (uint32_t t : shared->item_tokens[toy100]) EXPECT_EQ(shared->token_names[t], apart->token_names[t]);
+  // Apart, the second domain's tokens all follow the first's.
+  for (uint32_t t : apart->item_tokens[apart->domains[1].item_offset + 1]) EXPECT_GE(t, ml1m_tokens);
+  EXPECT_EQ(apart->num_tokens, apart->tokens_after_spec[1]);
+  EXPECT_GT(apart->num_tokens, shared->num_tokens);
+  // Attributes whose classes agree are one (age); occupations differ, so ML-100K's is its own.
+  ASSERT_NE(shared->FindAttribute("age"), nullptr);
+  EXPECT_EQ(shared->FindAttribute("age")->label[shared->domains[1].user_begin + 1], 2);
+  ASSERT_NE(shared->FindAttribute("occupation/m100"), nullptr);
+  EXPECT_EQ(shared->FindAttribute("occupation")->label[shared->domains[1].user_begin + 1], -1);
+  // Time order is each domain's own: an unordered part (ML-1M without timestamps) leaves the
+  // other's histories causal.
+  auto m1 = LoadDataset(Dir(dir / "m1", "movielens"), "");
+  auto m100 = LoadDataset(Dir(dir / "m100", "movielens"), "");
+  ASSERT_TRUE(m1.ok() && m100.ok());
+  EXPECT_TRUE(m1->Ordered(0) && m100->Ordered(0));
+  m1->ordered = false;
+  m1->domains[0].ordered = false;
+  std::vector<Dataset> parts;
+  parts.push_back(std::move(*m1));
+  parts.push_back(std::move(*m100));
+  auto mixed = MergeDomains(std::move(parts), cfg.domains, true);
+  ASSERT_TRUE(mixed.ok()) << mixed.status().message();
+  EXPECT_FALSE(mixed->ordered);
+  EXPECT_FALSE(mixed->Ordered(0));
+  EXPECT_TRUE(mixed->Ordered(1));
+}
+
 TEST(Datasets, MovieLensKeepsRatingsSplitsAndUserAttributes) {
   testing::TempDir dir;
   testing::WriteFile(dir / "u.data",
@@ -649,6 +751,34 @@ TEST(Datasets, BadSideFilesNameTheFileAndLine) {
     auto d = LoadDataset(Dir(dir.path(), "tsv"), "");
     ASSERT_FALSE(d.ok()) << c.file << " should be refused:\n" << c.content;
     EXPECT_NE(d.status().message().find(c.want), std::string::npos) << d.status().message();
+  }
+  // token_names.tsv names the tokens item_tokens.tsv uses (0..2 here).
+  const std::vector<std::pair<std::string, std::string>> names{
+      {"0\tred\nx\tblue\n", "token_names.tsv:2: expected 'token<TAB>name'"},
+      {"0\tred\n9\tblue\n", "token_names.tsv:2: token 9 is not used by the data (tokens 0..2)"},
+      {"0\tred\n1\tred\n", "token_names.tsv:2: the name 'red' is another token's already"},
+      {"# token name\n0\tred\n0\tblue\n", "token_names.tsv:3: token 0 named a second time"},
+  };
+  for (const auto& [content, want] : names) {
+    testing::TempDir dir;
+    testing::WriteFile(dir / "interactions.tsv", "0\t0\n0\t1\n0\t2\n1\t2\n");
+    testing::WriteFile(dir / "item_tokens.tsv", "0 1\n1 2\n");
+    testing::WriteFile(dir / "token_names.tsv", content);
+    auto d = LoadDataset(Dir(dir.path(), "tsv"), "");
+    ASSERT_FALSE(d.ok()) << content;
+    EXPECT_NE(d.status().message().find(want), std::string::npos) << d.status().message();
+  }
+  {
+    testing::TempDir dir;
+    testing::WriteFile(dir / "interactions.tsv", "0\t0\n0\t1\n0\t2\n1\t2\n");
+    testing::WriteFile(dir / "item_tokens.tsv", "0 1\n1 2\n");
+    testing::WriteFile(dir / "token_names.tsv", "2\tdark blue\n0\tred\n");
+    auto d = LoadDataset(Dir(dir.path(), "tsv"), "");
+    ASSERT_TRUE(d.ok()) << d.status().message();
+    ASSERT_EQ(d->token_names.size(), 3u);
+    EXPECT_EQ(d->token_names[2], "dark blue");
+    EXPECT_EQ(d->token_names[0], "red");
+    EXPECT_TRUE(d->token_names[1].empty()) << "an unnamed token stays unnamed";
   }
   // A .npy of the wrong shape or type.
   testing::TempDir dir;

@@ -382,8 +382,9 @@ TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
 // to a new domain with its fusion adapters only. The new domain learns past its popularity (and
 // its mean rating); only the new domain's part of the dense model moves (the count the job
 // reports is exactly that part), and every backbone parameter and backbone sparse row is
-// bit-identical afterwards.
-enum class Backbone { kOneDomain, kTwoDatasets, kTwoDomainsTwoTasks };
+// bit-identical afterwards. With a shared vocabulary (the three datasets name their tokens
+// alike) the new domain's items read the backbone's token rows, which must stay as they were.
+enum class Backbone { kOneDomain, kTwoDatasets, kTwoDomainsTwoTasks, kSharedVocabulary };
 class AdaptJob : public ::testing::TestWithParam<Backbone> {};
 
 TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
@@ -401,10 +402,19 @@ TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
   ASSERT_TRUE(WriteSynthetic(a, 1, dir / "shop").ok());
   ASSERT_TRUE(WriteSynthetic(b, 2, dir / "music").ok());
   ASSERT_TRUE(WriteSynthetic(c, 3, dir / "books").ok());
+  const bool shared = kind == Backbone::kSharedVocabulary;
+  if (shared) {
+    std::string names = "# token\tname\n";
+    for (int t = 0; t < a.tokens; ++t) names += std::to_string(t) + "\tword" + std::to_string(t) + "\n";
+    for (const char* name : {"shop", "music", "books"})
+      testing::WriteFile(dir / (std::string(name) + "/token_names.tsv"), names);
+  }
   JobConfig base = SmallJob(JobKind::kM6, 2);
   base.data.source = DataSource::kDir;
+  base.data.shared_vocabulary = shared;
+  const size_t datasets = kind == Backbone::kTwoDatasets || shared ? 2 : 1;
   for (const char* name : {"shop", "music"}) {
-    if (base.data.domains.size() == (kind == Backbone::kTwoDatasets ? 2u : 1u)) break;
+    if (base.data.domains.size() == datasets) break;
     DomainSpec d;
     d.label = name;
     d.path = dir / name;
@@ -512,6 +522,13 @@ TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
   // The sparse rows of the backbone's users, items and tokens are the backbone's, bit for bit.
   auto base_data = LoadJobData(base, "");
   ASSERT_TRUE(base_data.ok());
+  if (shared) {
+    // Every one of books' tokens is a backbone row: the new domain adds no token.
+    auto ad_data = LoadJobData(ad, "");
+    ASSERT_TRUE(ad_data.ok());
+    EXPECT_EQ((*ad_data)->num_tokens, (*base_data)->num_tokens);
+    EXPECT_FALSE((*ad_data)->item_tokens[(*ad_data)->domains.back().item_begin].empty());
+  }
   const uint64_t counts[] = {(*base_data)->num_users, (*base_data)->num_items,
                              (*base_data)->num_tokens};
   for (TableId table = 0; table < 3; ++table)
@@ -522,12 +539,20 @@ TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
 
 INSTANTIATE_TEST_SUITE_P(Backbones, AdaptJob,
                          ::testing::Values(Backbone::kOneDomain, Backbone::kTwoDatasets,
-                                           Backbone::kTwoDomainsTwoTasks),
+                                           Backbone::kTwoDomainsTwoTasks,
+                                           Backbone::kSharedVocabulary),
                          [](const ::testing::TestParamInfo<Backbone>& p) {
-                           return std::string(p.param == Backbone::kOneDomain ? "OneDomain"
-                                              : p.param == Backbone::kTwoDatasets
-                                                  ? "TwoDatasets"
-                                                  : "TwoDomainsTwoTasks");
+                           switch (p.param) {
+                             case Backbone::kOneDomain:
+                               return std::string("OneDomain");
+                             case Backbone::kTwoDatasets:
+                               return std::string("TwoDatasets");
+                             case Backbone::kTwoDomainsTwoTasks:
+                               return std::string("TwoDomainsTwoTasks");
+                             case Backbone::kSharedVocabulary:
+                               break;
+                           }
+                           return std::string("SharedVocabulary");
                          });
 
 // A new task on a trained retrieval backbone: only the rating task's condition rows, adapters

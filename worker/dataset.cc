@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 #include <tuple>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "common/keys.h"
@@ -436,6 +437,36 @@ Status ReadUserProfile(const std::string& path, Dataset* d) {
   return Status::OK();
 }
 
+// token_names.tsv: "token<TAB>name" per line ('#' comments): the tokens' names, which a shared
+// vocabulary joins domains by and `m6rec import` maps vectors through. Each token at most once,
+// within the tokens the data uses; a name may not repeat (two rows could not both be it).
+Status ReadTokenNames(const std::string& path, Dataset* d) {
+  std::ifstream in(path);
+  std::set<std::string> seen;
+  std::string line;
+  for (uint64_t n = 1; std::getline(in, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    const size_t tab = line.find('\t');
+    uint32_t t;
+    if (tab == std::string::npos || !ParseId(line.substr(0, tab), &t) || tab + 1 == line.size())
+      return Status::InvalidArgument(Where(path, n) + "expected 'token<TAB>name'");
+    if (t >= d->num_tokens)
+      return Status::InvalidArgument(Where(path, n) + "token " + std::to_string(t) +
+                                     " is not used by the data (tokens 0.." +
+                                     std::to_string(int64_t(d->num_tokens) - 1) + ")");
+    std::string name = line.substr(tab + 1);
+    if (t < d->token_names.size() && !d->token_names[t].empty())
+      return Status::InvalidArgument(Where(path, n) + "token " + std::to_string(t) +
+                                     " named a second time");
+    if (!seen.insert(name).second)
+      return Status::InvalidArgument(Where(path, n) + "the name '" + name +
+                                     "' is another token's already");
+    NameToken(d, t, std::move(name));
+  }
+  return Status::OK();
+}
+
 StatusOr<Dataset> LoadTsv(const std::string& dir, const std::string& name) {
   M6_ASSIGN_OR_RETURN(Interactions in, ReadInteractions(dir + "/interactions.tsv"));
   Dataset d;
@@ -483,6 +514,8 @@ StatusOr<Dataset> LoadTsv(const std::string& dir, const std::string& name) {
     *dim = static_cast<uint32_t>(m.cols);
   }
   CountTokens(&d);
+  if (std::ifstream(dir + "/token_names.tsv"))
+    M6_RETURN_IF_ERROR(ReadTokenNames(dir + "/token_names.tsv", &d));
   return d;
 }
 
@@ -561,8 +594,12 @@ void SelectTrainedUsers(Dataset* ds, uint64_t seed) {
   ds->item_popularity.assign(ds->num_items, 0);
   ds->train_interactions = 0;
   for (uint32_t u = 0; u < ds->num_users; ++u) {
-    const float share = ds->domains.empty() ? 1.0f : ds->domains[ds->UserDomain(u)].train_users;
-    const double r = double(Mix64(seed ^ 0x7a11u ^ (uint64_t{u} << 20)) >> 11) * 0x1.0p-53;
+    // Drawn by the user's id within its domain, so a domain's trained users are the same
+    // whether it is trained alone or after other domains (an adapted job against scratch).
+    const Dataset::Domain* dom = ds->domains.empty() ? nullptr : &ds->domains[ds->UserDomain(u)];
+    const float share = dom ? dom->train_users : 1.0f;
+    const uint64_t local = dom ? u - dom->user_begin : u;
+    const double r = double(Mix64(seed ^ 0x7a11u ^ (local << 20)) >> 11) * 0x1.0p-53;
     ds->trained[u] = r < double(share);
     if (!ds->trained[u]) continue;
     for (uint32_t i : ds->train[u]) ds->item_popularity[i]++;
@@ -814,7 +851,8 @@ std::pair<uint32_t, uint32_t> Dataset::CandidateItems(uint32_t u) const {
   return {d.item_begin, d.item_end};
 }
 
-StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<DomainSpec>& specs) {
+StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<DomainSpec>& specs,
+                               bool shared_vocabulary) {
   if (parts.empty() || parts.size() != specs.size())
     return Status::InvalidArgument("MergeDomains: one dataset per domain spec");
   if (parts.size() > 255) return Status::InvalidArgument("data.domains: at most 255 domains");
@@ -827,6 +865,7 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
   auto shift = [](std::vector<uint32_t>& v, uint32_t off) {
     for (uint32_t& x : v) x += off;
   };
+  std::unordered_map<std::string, uint32_t> token_ids;  // shared_vocabulary: name -> merged id
   for (size_t k = 0; k < parts.size(); ++k) {
     Dataset& p = parts[k];
     const std::string& label = specs[k].label;
@@ -850,12 +889,34 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
                            uint32_t(k)});
     }
     m.ordered = m.ordered && p.ordered;
+    for (size_t d = m.domains.size() - std::max<size_t>(1, p.domains.size()); d < m.domains.size(); ++d)
+      m.domains[d].ordered = p.ordered;
     for (auto& l : p.train) shift(l, ioff);
     for (auto& l : p.test_sets) shift(l, ioff);
     for (auto& l : p.fixed_negatives) shift(l, ioff);
-    for (auto& l : p.item_tokens) shift(l, toff);
-    for (auto& l : p.item_categories) shift(l, toff);
-    for (auto& l : p.user_tokens) shift(l, toff);
+    // The part's token t becomes remap[t]: toff + t, or with a shared vocabulary the id its
+    // name already has (new names and unnamed tokens get the next free ids, in order).
+    std::vector<uint32_t> remap(p.num_tokens);
+    for (uint32_t t = 0; t < p.num_tokens; ++t) {
+      const std::string* name =
+          t < p.token_names.size() && !p.token_names[t].empty() ? &p.token_names[t] : nullptr;
+      if (!shared_vocabulary) {
+        remap[t] = toff + t;
+      } else if (auto it = name ? token_ids.find(*name) : token_ids.end(); it != token_ids.end()) {
+        remap[t] = it->second;
+      } else {
+        remap[t] = toff++;
+        if (name) token_ids.emplace(*name, remap[t]);
+        m.token_names.resize(toff);
+        if (name) m.token_names[remap[t]] = *name;
+      }
+    }
+    auto retoken = [&remap](std::vector<uint32_t>& v) {
+      for (uint32_t& x : v) x = remap[x];
+    };
+    for (auto& l : p.item_tokens) retoken(l);
+    for (auto& l : p.item_categories) retoken(l);
+    for (auto& l : p.user_tokens) retoken(l);
     for (auto& l : p.social) shift(l, uoff);
     for (int64_t& t : p.test_item)
       if (t >= 0) t += ioff;
@@ -887,29 +948,33 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
     for (auto& l : p.held_out)
       for (uint32_t& item : l) item += ioff;
     append(m.held_out, p.held_out, p.num_users, uoff);
-    // Attributes by name (the same classes in every domain that has them).
+    // Attributes by name where the classes agree (ML-1M's and ML-100K's age groups); one with
+    // other classes under the same name (their occupations) is the domain's own, named
+    // "<name>/<label>".
     for (auto& a : p.user_attributes) {
       auto it = std::find_if(m.user_attributes.begin(), m.user_attributes.end(),
                              [&](const Dataset::UserAttribute& x) { return x.name == a.name; });
+      if (it != m.user_attributes.end() && it->classes != a.classes) {
+        a.name += "/" + label;
+        it = std::find_if(m.user_attributes.begin(), m.user_attributes.end(),
+                          [&](const Dataset::UserAttribute& x) { return x.name == a.name; });
+      }
       if (it == m.user_attributes.end()) {
         m.user_attributes.push_back({a.name, a.classes, {}, {}, {}});
         it = m.user_attributes.end() - 1;
-      } else if (it->classes != a.classes) {
-        return Status::InvalidArgument("data.domains: the user attribute '" + a.name + "' of '" +
-                                       label + "' has other classes than an earlier domain's");
       }
       it->label.resize(uoff, -1);
       a.label.resize(p.num_users, -1);
       it->label.insert(it->label.end(), a.label.begin(), a.label.end());
-      for (uint32_t t : a.tokens) it->tokens.push_back(t + toff);
+      for (uint32_t t : a.tokens) it->tokens.push_back(remap[t]);
       // A new user's profile reads the first domain's tokens that have them.
       if (it->class_tokens.empty())
-        for (int64_t t : a.class_tokens) it->class_tokens.push_back(t < 0 ? t : t + toff);
+        for (int64_t t : a.class_tokens) it->class_tokens.push_back(t < 0 ? t : remap[t]);
     }
     append(m.social, p.social, p.num_users, uoff);
     append(m.user_tokens, p.user_tokens, p.num_users, uoff);
     append(m.item_tokens, p.item_tokens, p.num_items, ioff);
-    append(m.token_names, p.token_names, p.num_tokens, toff);
+    if (!shared_vocabulary) append(m.token_names, p.token_names, p.num_tokens, toff);
     // Categories, where some part has them: a part without reads its (shifted) tokens as them.
     auto tokens_of = [&m](uint32_t i) {
       return i < m.item_tokens.size() ? m.item_tokens[i] : std::vector<uint32_t>{};
@@ -923,7 +988,8 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
     m.item_audio.insert(m.item_audio.end(), p.item_audio.begin(), p.item_audio.end());
     uoff += p.num_users;
     ioff += p.num_items;
-    toff += p.num_tokens;
+    if (!shared_vocabulary) toff += p.num_tokens;
+    m.tokens_after_spec.push_back(toff);
   }
   if (m.domains.size() > 255) return Status::InvalidArgument("data.domains: at most 255 domains");
   m.num_users = uoff;
@@ -952,13 +1018,15 @@ StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir
       one.path = d.path;
       one.format = d.format;
       one.name = d.name;
+      one.split = d.split;
+      one.title_words = d.title_words;
       auto ds = LoadDataset(one, data_dir);
       if (!ds.ok())
         return Status(ds.status().code(),
                       "data.domains '" + d.label + "': " + ds.status().message());
       parts.push_back(std::move(*ds));
     }
-    return MergeDomains(std::move(parts), cfg.domains);
+    return MergeDomains(std::move(parts), cfg.domains, cfg.shared_vocabulary);
   }
   StatusOr<Dataset> ds = Status::InvalidArgument("data.format: unknown format");
   if (cfg.source == DataSource::kSynth) {
@@ -981,6 +1049,9 @@ StatusOr<Dataset> LoadDataset(const DataConfig& cfg, const std::string& data_dir
   }
   if (ds.ok() && ds->domains.empty())
     ds->domains = {{ds->name, 0, ds->num_users, ds->first_item, ds->num_items, 1.0f}};
+  if (ds.ok() && ds->tokens_after_spec.empty()) ds->tokens_after_spec = {ds->num_tokens};
+  if (ds.ok() && cfg.domains.empty())
+    for (auto& d : ds->domains) d.ordered = ds->ordered;
   return ds;
 }
 

@@ -51,7 +51,8 @@ struct Dataset {
   std::vector<int64_t> test_item, valid_item;          // per user, -1 = none
   std::vector<std::vector<uint32_t>> fixed_negatives;  // per user (empty = draw them)
   int sampled_negatives = 99;
-  bool ordered = true;  // train lists are in time order (sequence towers read them causally)
+  bool ordered = true;  // every train list is in time order (sequence towers read them causally;
+                        // per domain: Ordered)
   // content and side information (any may be empty)
   std::vector<std::vector<uint32_t>> item_tokens;  // per item: text / attribute token ids
   std::vector<std::vector<uint32_t>> user_tokens;  // per user: profile token ids (same id space)
@@ -124,12 +125,16 @@ struct Dataset {
     float train_users = 1.0f;  // the share of its users trained on (DomainSpec::train_users)
     bool evaluate = true;      // evaluated and reported
     uint32_t spec = 0;         // the data.domains entry it came from (one entry may hold several)
+    bool ordered = true;       // its users' lists are in time order (its dataset's `ordered`)
   };
   std::vector<Domain> domains;
   // data.stream_split: the latest interactions, held back from the training lists in time
   // order, for a stream job to replay (ReplaySource).
   std::vector<StreamEvent> stream_events;
 
+  // Whether domain d's lists are in time order: one unordered dataset (ML-1M without
+  // timestamps) does not make the others' histories unordered.
+  bool Ordered(uint32_t d) const { return d < domains.size() ? domains[d].ordered : ordered; }
   // The domain of user u / item i (0 when the dataset has a single one).
   uint32_t UserDomain(uint32_t u) const;
   uint32_t ItemDomain(uint32_t i) const;
@@ -138,6 +143,10 @@ struct Dataset {
   bool multi_domain() const { return domains.size() > 1; }
   // How many domains the first n data.domains entries hold (an adapted job's backbone domains).
   uint32_t DomainsOfSpecs(uint32_t n) const;
+  // The vocabulary's size once data.domains entry k was merged (MergeDomains): the tokens of
+  // the first k+1 entries are the ids below tokens_after_spec[k] (with a shared vocabulary a
+  // later entry's named tokens may be among them).
+  std::vector<uint32_t> tokens_after_spec;
 
   // Per item, the training users that touched it (the item side of the interaction graph).
   std::vector<std::vector<uint32_t>> ItemUsers() const;
@@ -201,7 +210,11 @@ Status PrepareTasks(const std::vector<TaskSpec>& tasks, Dataset* ds);
 // row and fixed negative moves with its ids. A part that is itself several domains (a domain
 // column) keeps them, each taking the part's spec's weight, train_users and evaluate. The parts
 // must share an evaluation protocol and their image/audio dimensions (or have none).
-StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<DomainSpec>& specs);
+// shared_vocabulary: a named token takes the id an earlier part gave the same name (only
+// unnamed and new names are appended), so domains that describe items in the same words share
+// those rows.
+StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<DomainSpec>& specs,
+                               bool shared_vocabulary = false);
 
 // Reads "user item item ..." lines (one user per line, user ids need not be dense or sorted).
 // Returns per-user lists indexed by user id; num_users = max id + 1.

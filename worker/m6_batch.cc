@@ -385,22 +385,23 @@ std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfi
     // An attribute row reads the user's whole list and scores no item.
     const bool has_item = pos < ds.train[u].size();
     const uint32_t item = has_item ? ds.train[u][pos] : 0;
-    hist = mc.sequence ? HistoryWindow(ds.train[u], pos, mc.seq_len, ds.ordered)
+    const bool ordered = ds.Ordered(ds.UserDomain(u));
+    hist = mc.sequence ? HistoryWindow(ds.train[u], pos, mc.seq_len, ordered)
                        : std::vector<uint32_t>{};
     if (mc.graph && rated) {
       // Positions, not items, are drawn (the same draws): a neighbour keeps its rating. The
       // target's own position stays out (its rating is what a rating row predicts).
-      const size_t n = ds.ordered ? pos : ds.train[u].size();
+      const size_t n = ordered ? pos : ds.train[u].size();
       nbr =
           SampleRated(ds.train[u], n, u < ds.train_ratings.size() ? &ds.train_ratings[u] : nullptr,
                       b.NeighbourCount(task, mc.fanout),
-                      !ds.ordered && has_item ? int64_t(pos) : -1, rng, &nbr_ratings);
-      pool = n - (!ds.ordered && has_item ? 1 : 0);
+                      !ordered && has_item ? int64_t(pos) : -1, rng, &nbr_ratings);
+      pool = n - (!ordered && has_item ? 1 : 0);
       fr = SampleNeighbours(FriendsOf(ds, u), mc.fanout, -1, rng);
     } else if (mc.graph) {
       // On time-ordered data the graph sees only what came before the target, as at test
       // time (where every training item precedes the held-out one).
-      if (ds.ordered) {
+      if (ordered) {
         prefix.assign(ds.train[u].begin(), ds.train[u].begin() + pos);
         nbr = SampleNeighbours(prefix, b.NeighbourCount(task, mc.fanout), -1, rng);
         pool = prefix.size();
@@ -479,7 +480,9 @@ std::unique_ptr<BatchBuilder> BuildEvalBatch(const M6Inputs& in,
                         b->NeighbourCount(q.task, in.eval_fanout), -1, rng, &nbr_ratings);
     }
     b->AddUser(u,
-               mc.sequence ? HistoryWindow(q.history, -1, mc.seq_len, in.ds.ordered)
+               mc.sequence ? HistoryWindow(q.history, -1, mc.seq_len,
+                                           in.ds.Ordered(q.domain >= 0 ? uint32_t(q.domain)
+                                                                       : in.ds.UserDomain(u)))
                            : std::vector<uint32_t>{},
                nbr, q.neighbours.size(),
                mc.graph ? SampleNeighboursFixed(q.unseen ? q.friends : FriendsOf(in.ds, u),

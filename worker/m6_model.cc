@@ -336,6 +336,14 @@ class M6Plugin final : public ModelPlugin {
  public:
   M6Plugin(const PluginContext& ctx, torch::Device dev)
       : cfg_(*ctx.cfg), tables_(*ctx.tables), in_(*ctx.data, *ctx.cfg), dev_(dev) {
+    // New domains through adapters on a shared vocabulary: the backbone's token rows the new
+    // domains also name (a genre, a word) are read, never pushed, so the backbone stays as it
+    // was (full fine-tuning trains them).
+    const Dataset& ds = *ctx.data;
+    if (!cfg_.adapt.from.empty() && cfg_.adapt.train == AdaptTrain::kAdapters &&
+        !cfg_.adapt.adds_tasks(cfg_.train.tasks.size()) && cfg_.adapt.frozen_domains > 0 &&
+        size_t(cfg_.adapt.frozen_domains) <= ds.tokens_after_spec.size())
+      backbone_tokens_ = ds.tokens_after_spec[size_t(cfg_.adapt.frozen_domains) - 1];
     // The same seed on every worker: the replicas start equal (and rank 0's copy is broadcast).
     torch::manual_seed(cfg_.seed);
     model_ = M6Model(cfg_.model, in_.shape);
@@ -412,6 +420,7 @@ class M6Plugin final : public ModelPlugin {
   M6Model model_{nullptr};
   std::unique_ptr<TorchDense> dense_;
   torch::Tensor all_items_;
+  uint32_t backbone_tokens_ = 0;  // token ids below it are a frozen backbone's (not pushed)
 };
 
 ModelBatch M6Plugin::Tensors(const BatchBuilder& b, std::vector<KeyList>& lists, bool grad) const {
@@ -638,7 +647,19 @@ StatusOr<StepResult> M6Plugin::Step(TrainBatch& batch) {
   if (!rows_frozen) {
     grads(mb.user_rows, &cur.lists[M6TrainBatch::kUsers]);
     if (cfg_.model.item_id) grads(mb.item_rows, &cur.lists[M6TrainBatch::kItems]);
-    grads(mb.token_rows, &cur.lists[M6TrainBatch::kTokens]);
+    KeyList& tl = cur.lists[M6TrainBatch::kTokens];
+    grads(mb.token_rows, &tl);
+    if (backbone_tokens_ > 0 && !tl.grads.empty()) {  // keep the new rows' gradients only
+      size_t kept = 0;
+      for (size_t k = 0; k < tl.keys.size(); ++k) {
+        if (KeyId(tl.keys[k]) < backbone_tokens_) continue;
+        tl.keys[kept] = tl.keys[k];
+        std::copy_n(tl.grads.begin() + k * tl.dim, tl.dim, tl.grads.begin() + kept * tl.dim);
+        ++kept;
+      }
+      tl.keys.resize(kept);
+      tl.grads.resize(kept * tl.dim);
+    }
     if (mb.wide_rows.defined()) grads(mb.wide_rows, &cur.lists[M6TrainBatch::kWide]);
   }
   return StepResult{loss.item<double>() * nb, uint64_t(nb)};

@@ -53,17 +53,20 @@ std::vector<std::string> TitleWords(std::string title) {
   return words;
 }
 
+// The genres' token names, ML-100K's order (token id = index), ML-1M's genres named the same,
+// so that a shared vocabulary (data.vocabulary: shared) joins the two datasets' genres.
+const char* const kGenreNames[19] = {
+    "unknown", "action",  "adventure", "animation", "children", "comedy",   "crime",
+    "documentary", "drama", "fantasy", "noir",     "horror",   "musical",  "mystery",
+    "romance", "sci-fi",  "thriller",  "war",       "western"};
+
 // u.item genres (19 flags) and release decade as item tokens; u.user age band, gender and
 // occupation as user tokens. Token ids: 0-18 genres, 20-39 decades, 40-49 age bands,
 // 50-51 gender, 60+ occupations (in order of first appearance), and with title_words 200+ the
 // titles' words (in order of first appearance). Every token is named in d->token_names.
 Status ReadMovieLensContent(const std::string& dir, bool title_words, Dataset* d) {
-  static const char* kGenres[] = {"unknown", "action",   "adventure",   "animation", "children",
-                                  "comedy",  "crime",    "documentary", "drama",     "fantasy",
-                                  "noir",    "horror",   "musical",     "mystery",   "romance",
-                                  "sci-fi",  "thriller", "war",         "western"};
   auto name = [d](uint32_t t, std::string s) { NameToken(d, t, std::move(s)); };
-  for (uint32_t g = 0; g < 19; ++g) name(g, kGenres[g]);
+  for (uint32_t g = 0; g < 19; ++g) name(g, kGenreNames[g]);
   std::map<std::string, uint32_t> words;
   auto split = [](const std::string& line) {
     std::vector<std::string> f;
@@ -391,11 +394,7 @@ Status ReadMl1mMovies(const std::string& path, bool title_words, Dataset* d) {
   d->item_categories.assign(d->num_items, {});
   std::map<std::string, uint32_t> words;
   auto name = [d](uint32_t t, std::string s) { NameToken(d, t, std::move(s)); };
-  for (const auto& [g, t] : kGenres) {
-    std::string lower;
-    for (char c : g) lower.push_back(char(std::tolower(static_cast<unsigned char>(c))));
-    name(t, lower);
-  }
+  for (const auto& [g, t] : kGenres) name(t, kGenreNames[t]);
   std::string line;
   for (uint64_t n = 1; std::getline(in, line); ++n) {
     if (line.empty() || line == "\r") continue;
