@@ -479,9 +479,9 @@ Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
     YAML::Node n = list[i];
     const std::string p = "data.domains[" + std::to_string(i) + "]";
     if (!n.IsMap()) return Status::InvalidArgument(r.Where(n, p) + ": expected a map");
-    M6_RETURN_IF_ERROR(
-        r.CheckMap(n, p, {"label", "path", "format", "name", "weight", "train_users", "evaluate",
-                          "split", "title_words"}));
+    M6_RETURN_IF_ERROR(r.CheckMap(n, p,
+                                  {"label", "path", "format", "name", "weight", "train_users",
+                                   "evaluate", "split", "title_words"}));
     DomainSpec spec;
     M6_RETURN_IF_ERROR(r.Str(n, p, "label", &spec.label));
     M6_RETURN_IF_ERROR(r.Str(n, p, "path", &spec.path));
@@ -495,7 +495,8 @@ Status ParseDomains(const Reader& r, const YAML::Node& d, DataConfig* data) {
     if ((spec.title_words || !spec.split.empty()) && spec.format != DataFormat::kMovieLens)
       return Status::InvalidArgument(r.Where(n, p) +
                                      ": split and title_words need format: movielens");
-    if (!spec.split.empty()) M6_RETURN_IF_ERROR(CheckSplit(r, n["split"], p + ".split", spec.split));
+    if (!spec.split.empty())
+      M6_RETURN_IF_ERROR(CheckSplit(r, n["split"], p + ".split", spec.split));
     spec.path = ExpandEnv(spec.path);
     if (spec.path.empty()) return Status::InvalidArgument(r.Where(n, p + ".path") + ": required");
     if (spec.label.empty()) {

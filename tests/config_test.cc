@@ -464,7 +464,8 @@ TEST(Config, SharedVocabularyAndMovieLensDomainsCarryIntoAnAdaptedJob) {
   domains:
     - {path: /d/ml-1m, format: movielens, title_words: true, split: 90/10}
     - {path: /d/s3rec, format: s3rec, name: Beauty}
-)", "job.yaml");
+)",
+                       "job.yaml");
   ASSERT_TRUE(c.ok()) << c.status().message();
   EXPECT_TRUE(c->data.shared_vocabulary);
   EXPECT_TRUE(c->data.domains[0].title_words);
@@ -487,9 +488,10 @@ TEST(Config, SharedVocabularyAndMovieLensDomainsCarryIntoAnAdaptedJob) {
   const std::string backbone = testing::WriteFile(dir / "bb.yaml", head + R"(job: {name: bb}
 data: {source: dir, format: movielens, path: /d/ml-1m, title_words: true, vocabulary: shared}
 )");
-  const std::string added = testing::WriteFile(
-      dir / "new.yaml", "data: {domains: [{path: /d/ml-100k, format: movielens, "
-                        "title_words: true, label: ml100k}]}\n");
+  const std::string added =
+      testing::WriteFile(dir / "new.yaml",
+                         "data: {domains: [{path: /d/ml-100k, format: movielens, "
+                         "title_words: true, label: ml100k}]}\n");
   ASSERT_TRUE(WriteAdaptConfig(backbone, added, {}, "/ck", dir / "out.yaml").ok());
   c = LoadConfig(dir / "out.yaml");
   ASSERT_TRUE(c.ok()) << c.status().message();

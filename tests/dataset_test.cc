@@ -261,9 +261,11 @@ TEST(Datasets, ASharedVocabularyJoinsNamedTokensAcrossDomains) {
     if (t >= ml1m_tokens) EXPECT_FALSE(shared->token_names[t].empty());
   }
   EXPECT_EQ(old_rows, 2) << "noir and thriller";
-  for (uint32_t t : shared->item_tokens[toy100]) EXPECT_EQ(shared->token_names[t], apart->token_names[t]);
+  for (uint32_t t : shared->item_tokens[toy100])
+    EXPECT_EQ(shared->token_names[t], apart->token_names[t]);
   // Apart, the second domain's tokens all follow the first's.
-  for (uint32_t t : apart->item_tokens[apart->domains[1].item_offset + 1]) EXPECT_GE(t, ml1m_tokens);
+  for (uint32_t t : apart->item_tokens[apart->domains[1].item_offset + 1])
+    EXPECT_GE(t, ml1m_tokens);
   EXPECT_EQ(apart->num_tokens, apart->tokens_after_spec[1]);
   EXPECT_GT(apart->num_tokens, shared->num_tokens);
   // Attributes whose classes agree are one (age); occupations differ, so ML-100K's is its own.

@@ -405,7 +405,8 @@ TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
   const bool shared = kind == Backbone::kSharedVocabulary;
   if (shared) {
     std::string names = "# token\tname\n";
-    for (int t = 0; t < a.tokens; ++t) names += std::to_string(t) + "\tword" + std::to_string(t) + "\n";
+    for (int t = 0; t < a.tokens; ++t)
+      names += std::to_string(t) + "\tword" + std::to_string(t) + "\n";
     for (const char* name : {"shop", "music", "books"})
       testing::WriteFile(dir / (std::string(name) + "/token_names.tsv"), names);
   }

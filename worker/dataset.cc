@@ -889,7 +889,8 @@ StatusOr<Dataset> MergeDomains(std::vector<Dataset> parts, const std::vector<Dom
                            uint32_t(k)});
     }
     m.ordered = m.ordered && p.ordered;
-    for (size_t d = m.domains.size() - std::max<size_t>(1, p.domains.size()); d < m.domains.size(); ++d)
+    for (size_t d = m.domains.size() - std::max<size_t>(1, p.domains.size()); d < m.domains.size();
+         ++d)
       m.domains[d].ordered = p.ordered;
     for (auto& l : p.train) shift(l, ioff);
     for (auto& l : p.test_sets) shift(l, ioff);

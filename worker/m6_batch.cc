@@ -394,8 +394,8 @@ std::unique_ptr<M6TrainBatch> BuildTrainBatch(const M6Inputs& in, const JobConfi
       const size_t n = ordered ? pos : ds.train[u].size();
       nbr =
           SampleRated(ds.train[u], n, u < ds.train_ratings.size() ? &ds.train_ratings[u] : nullptr,
-                      b.NeighbourCount(task, mc.fanout),
-                      !ordered && has_item ? int64_t(pos) : -1, rng, &nbr_ratings);
+                      b.NeighbourCount(task, mc.fanout), !ordered && has_item ? int64_t(pos) : -1,
+                      rng, &nbr_ratings);
       pool = n - (!ordered && has_item ? 1 : 0);
       fr = SampleNeighbours(FriendsOf(ds, u), mc.fanout, -1, rng);
     } else if (mc.graph) {

@@ -55,10 +55,10 @@ std::vector<std::string> TitleWords(std::string title) {
 
 // The genres' token names, ML-100K's order (token id = index), ML-1M's genres named the same,
 // so that a shared vocabulary (data.vocabulary: shared) joins the two datasets' genres.
-const char* const kGenreNames[19] = {
-    "unknown", "action",  "adventure", "animation", "children", "comedy",   "crime",
-    "documentary", "drama", "fantasy", "noir",     "horror",   "musical",  "mystery",
-    "romance", "sci-fi",  "thriller",  "war",       "western"};
+const char* const kGenreNames[19] = {"unknown", "action",   "adventure",   "animation", "children",
+                                     "comedy",  "crime",    "documentary", "drama",     "fantasy",
+                                     "noir",    "horror",   "musical",     "mystery",   "romance",
+                                     "sci-fi",  "thriller", "war",         "western"};
 
 // u.item genres (19 flags) and release decade as item tokens; u.user age band, gender and
 // occupation as user tokens. Token ids: 0-18 genres, 20-39 decades, 40-49 age bands,
