@@ -457,8 +457,7 @@ adapt: {from: /ck, frozen_domains: 2}
 // its backbone domains' token ids are the backbone's.
 TEST(Config, SharedVocabularyAndMovieLensDomainsCarryIntoAnAdaptedJob) {
   testing::TempDir dir;
-  const std::string tables = "tables:\n  - {name: user, dim: 8}\n  - {name: item, dim: 8}\n";
-  const std::string head = tables + "train: {job: m6}\n";
+  const std::string head = std::string(kTables) + "train: {job: m6}\n";
   auto c = ParseConfig(head + R"(data:
   vocabulary: shared
   domains:
