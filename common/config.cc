@@ -908,10 +908,10 @@ Status CheckJobTables(const Reader& r, const YAML::Node& root, const JobConfig& 
     if (!attribute)
       return Status::InvalidArgument(where + ": no attribute task in train.tasks reads it");
   }
-  if (cfg->model.rating_messages && !cfg->model.graph)
+  if (cfg->model.rating_messages && !cfg->model.graph && !cfg->model.item_graph)
     return Status::InvalidArgument(
         r.Where(root["model"]["rating_messages"], "model.rating_messages") +
-        ": rating-valued messages are the user graph's; model.graph is false");
+        ": rating-valued messages are the graphs'; model.graph and model.item_graph are false");
   return Status::OK();
 }
 

@@ -275,8 +275,9 @@ struct ModelConfig {
   // Rating-valued messages (GC-MC): on data with ratings, each item the user graph reads is
   // transformed by its rating's level — x * (1 + s_r) + t_r, s and t learned per level (round
   // rating, 1..kRatingLevels; starting at zero: the plain messages) — so the graph source tells
-  // what the user loved from what it disliked. An unrated neighbour (a request's extra items)
-  // passes as it is.
+  // what the user loved from what it disliked. With item_graph the item side does the same with
+  // its own s and t: each user a scored item reads is bent by the rating it gave the item. An
+  // unrated neighbour (a request's extra items, a streamed event) passes as it is.
   bool rating_messages = false;
   // item tower
   bool item_id = true;

@@ -267,7 +267,12 @@ TEST(Config, RatingMessagesNeedTheGraph) {
       Err(std::string(kTables) + "model: {rating_messages: true, graph: false}\n");
   EXPECT_NE(e.find("job.yaml:"), std::string::npos) << e;
   EXPECT_NE(e.find("model.rating_messages"), std::string::npos) << e;
-  EXPECT_NE(e.find("model.graph is false"), std::string::npos) << e;
+  EXPECT_NE(e.find("model.graph and model.item_graph are false"), std::string::npos) << e;
+  EXPECT_TRUE(ParseConfig(std::string(kTables) +
+                              "model: {rating_messages: true, graph: false, item_graph: true}\n",
+                          "job.yaml")
+                  .ok())
+      << "the item graph's messages alone";
 }
 
 TEST(Config, OverridesApplyAndAreChecked) {

@@ -165,7 +165,8 @@ TEST(Model, TheDataDecidesWhichSourcesExist) {
 }
 
 TEST(Model, GradientsMatchFiniteDifferences) {
-  for (const std::string rnn : {"gru", "lstm", "attention", "gru+item_graph", "gru+rated"}) {
+  for (const std::string rnn :
+       {"gru", "lstm", "attention", "gru+item_graph", "gru+rated", "gru+item_graph+rated"}) {
     ModelConfig c = SmallConfig();
     ASSERT_TRUE(ParseEnum(rnn.substr(0, rnn.find('+')), &c.rnn));
     c.item_graph = rnn.find("item_graph") != std::string::npos;
@@ -177,9 +178,12 @@ TEST(Model, GradientsMatchFiniteDifferences) {
     ModelBatch b = MakeBatch(torch::kDouble, true);
     if (c.rating_messages) {
       b.nbr_level = torch::tensor(std::vector<int64_t>{1, 3, 0, 0, 0, 0, 5, 1, 9}).view({3, 3});
+      if (c.item_graph)
+        b.item_nbr_level =
+            torch::tensor(std::vector<int64_t>{2, 5, 0, 0, 4, 0, 0, 0, 0, 0}).view({5, 2});
       torch::NoGradGuard ng;  // off the zero start, so the scale's gradient is not the shift's
       for (auto& p : m->named_parameters())
-        if (p.key().find("rating_") == 0) p.value().normal_(0, 0.3);
+        if (p.key().find("rating_") != std::string::npos) p.value().normal_(0, 0.3);
     }
     auto loss = Loss(m, b);
     loss.backward();
@@ -229,6 +233,41 @@ TEST(Model, ItemGraphAveragesScoredItemsWithTheirUsers) {
   M6Model plain(SmallConfig(), Shape());
   auto piv = plain->ItemVectors(b);
   EXPECT_TRUE(torch::equal(plain->ScoredItemVectors(b, piv), piv));
+}
+
+// model.rating_messages with item_graph: each user a scored item reads is bent by the rating it
+// gave the item, with the item side's own parameters; zero at the start, and a level's shift moves
+// only the items one of whose sampled users gave that rating.
+TEST(Model, ItemGraphRatingMessagesMoveOnlyTheirLevelsItems) {
+  ModelConfig c = SmallConfig();
+  c.item_graph = true;
+  c.rating_messages = true;
+  torch::manual_seed(5);
+  M6Model m(c, Shape());
+  m->eval();
+  ModelBatch b = MakeBatch(torch::kFloat, false);
+  torch::NoGradGuard ng;
+  auto iv = m->ItemVectors(b);
+  const auto plain = m->ScoredItemVectors(b, iv);
+  // item 0 reads users 1 (rated 5) and 3 (rated 2), item 2 user 0 (rated 2).
+  b.item_nbr_level = torch::tensor(std::vector<int64_t>{5, 2, 0, 0, 2, 0, 0, 0, 0, 0}).view({5, 2});
+  EXPECT_TRUE(torch::allclose(m->ScoredItemVectors(b, iv), plain)) << "zero at the start";
+  torch::Tensor shift, user_shift;
+  for (auto& p : m->named_parameters()) {
+    if (p.key() == "item_rating_shift") shift = p.value();
+    if (p.key() == "rating_shift") user_shift = p.value();
+  }
+  ASSERT_TRUE(shift.defined() && user_shift.defined());
+  user_shift.fill_(1.0);  // the user graph's levels: no part of the item side
+  EXPECT_TRUE(torch::allclose(m->ScoredItemVectors(b, iv), plain));
+  shift[4].fill_(0.5);  // level 5: item 0's first user only
+  auto moved = m->ScoredItemVectors(b, iv);
+  EXPECT_FALSE(torch::allclose(moved[0], plain[0], 1e-4, 1e-5));
+  for (int k : {1, 2, 3, 4}) EXPECT_TRUE(torch::allclose(moved[k], plain[k], 1e-5, 1e-6)) << k;
+  shift[1].fill_(0.5);  // level 2: items 0 and 2
+  moved = m->ScoredItemVectors(b, iv);
+  EXPECT_FALSE(torch::allclose(moved[2], plain[2], 1e-4, 1e-5));
+  for (int k : {1, 3, 4}) EXPECT_TRUE(torch::equal(moved[k], iv[k])) << "no sampled users: " << k;
 }
 
 TEST(Model, SymmetricWeightingSumsTheWeightedNeighbours) {

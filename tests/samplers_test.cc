@@ -172,4 +172,57 @@ TEST(Samplers, TrainingBatchesGiveEachNeighbourItsRatingButNeverTheTargets) {
   EXPECT_EQ(read, 12 * F + 2) << "user 0's rows read 6 of 11, user 1's row its other two";
 }
 
+// The item side (item_graph with rating messages): every user a scored item reads comes with the
+// rating that user gave the item, and an item never reads the users it is a target of.
+TEST(Samplers, TrainingBatchesGiveEachItemsRaterItsRatingButNeverTheTargets) {
+  auto cfg = ParseConfig(
+      "tables:\n  - {name: user, dim: 4}\n  - {name: item, dim: 4}\n"
+      "train:\n  job: m6\n  negatives: 4\n  tasks:\n    - {type: retrieval}\n"
+      "    - {type: rating}\n"
+      "model: {rating_messages: true, item_graph: true, item_fanout: 3, sequence: false,\n"
+      "        content: false}\n",
+      "job.yaml");
+  ASSERT_TRUE(cfg.ok()) << cfg.status().message();
+  Dataset ds;
+  ds.num_users = 6;
+  ds.num_items = 5;
+  ds.ordered = false;
+  for (uint32_t u = 0; u < 6; ++u) {
+    ds.train.push_back({0, 1, 2, 3, 4});
+    std::vector<float> r;
+    for (uint32_t i = 0; i < 5; ++i) r.push_back(float(1 + (u + 2 * i) % 5));
+    ds.train_ratings.push_back(r);
+  }
+  ds.item_popularity.assign(5, 6);
+  ds.test_item.assign(6, -1);
+  ds.valid_item.assign(6, -1);
+  EXPECT_EQ(TrainRating(ds, 3, 2), float(1 + (3 + 4) % 5));
+  EXPECT_EQ(TrainRating(ds, 3, 9), 0.0f) << "not in the user's list";
+  EXPECT_EQ(TrainRating(ds, 7, 2), 0.0f) << "no such user";
+  M6Inputs in(ds, *cfg);
+  // The training ratings' range, what a rating head's predictions are clipped to.
+  EXPECT_EQ(in.shape.rating_min, 1.0);
+  EXPECT_EQ(in.shape.rating_max, 5.0);
+  std::vector<Sample> s{{0, 1, 1}, {1, 1, 1}, {2, 3, 0}};  // item 1 is users 0 and 1's target
+  std::mt19937_64 rng(4);
+  auto batch = BuildTrainBatch(in, *cfg, s.data(), s.size(), rng);
+  const BatchBuilder& b = *batch->b;
+  const auto& nbr = b.item_neighbours();
+  const auto& lv = b.item_neighbour_levels();
+  ASSERT_EQ(lv.size(), nbr.size());
+  int read = 0;
+  for (size_t k = 0; k < nbr.size(); ++k) {
+    ASSERT_EQ(lv[k].size(), nbr[k].size()) << "item " << b.item_ids[k];
+    const uint32_t item = b.item_ids[k];
+    for (size_t j = 0; j < nbr[k].size(); ++j) {
+      const uint32_t v = b.user_ids[size_t(nbr[k][j] - 1)];
+      EXPECT_EQ(lv[k][j], RatingLevel(ds.train_ratings[v][item]))
+          << "item " << item << " user " << v;
+      if (item == 1) EXPECT_GT(v, 1u) << "item 1 reads a user it is the target of";
+      ++read;
+    }
+  }
+  EXPECT_GE(read, 3 * 3) << "the positives and negatives read their users";
+}
+
 }  // namespace m6rec

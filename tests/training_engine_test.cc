@@ -660,7 +660,8 @@ TEST(InProcessJob, TasksTrainOnOneBackboneAndBeatTheirBaselines) {
   TempDir dir;
   testing::WriteTasteMovieLens(dir / "ml", 400, 200, 30, 5);
   // With the attributes' wide part (a table of a column per gender, model.wide_table) and the
-  // graph's rating-valued messages (model.rating_messages: eval must read the same ratings).
+  // graphs' rating-valued messages on both sides (model.rating_messages with item_graph: eval
+  // must read the same ratings).
   std::string job = TasteJob("tasks-test", 3, dir / "ml");
   job.insert(job.find("data:"),
              "  - {name: wide, dim: 2, init: {type: zeros}, optimizer: "
@@ -668,7 +669,7 @@ TEST(InProcessJob, TasksTrainOnOneBackboneAndBeatTheirBaselines) {
   auto parsed = ParseConfig(
       job +
           R"(model: {seq_len: 8, fanout: 4, hidden: 16, content_tokens: 8, dense_lr: 0.005,
-        wide_table: wide, rating_messages: true}
+        wide_table: wide, rating_messages: true, item_graph: true}
 train:
   job: m6
   epochs: 4

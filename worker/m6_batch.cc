@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace m6rec {
 
@@ -34,6 +35,15 @@ NegativeSampler MakeSampler(const Dataset& ds, const JobConfig& cfg, uint32_t fi
 }
 
 }  // namespace
+
+float TrainRating(const Dataset& ds, uint32_t u, uint32_t item) {
+  if (u >= ds.train.size() || u >= ds.train_ratings.size()) return 0;
+  const auto& items = ds.train[u];
+  const auto& r = ds.train_ratings[u];
+  for (size_t k = 0; k < items.size() && k < r.size(); ++k)
+    if (items[k] == item) return r[k];
+  return 0;
+}
 
 int64_t RatingLevel(float rating) {
   if (!(rating > 0)) return 0;
@@ -102,9 +112,16 @@ M6Inputs::M6Inputs(const Dataset& d, const JobConfig& c)
         shape.wide_columns += shape.task_outputs[t];
       }
   double sum = 0, count = 0;
+  shape.rating_min = std::numeric_limits<double>::infinity();
+  shape.rating_max = -shape.rating_min;
   for (const auto& r : d.train_ratings)
-    for (float x : r) sum += x, count += 1;
+    for (float x : r) {
+      sum += x, count += 1;
+      shape.rating_min = std::min(shape.rating_min, double(x));
+      shape.rating_max = std::max(shape.rating_max, double(x));
+    }
   shape.rating_mean = count > 0 ? sum / count : 0;
+  if (count == 0) shape.rating_min = shape.rating_max = 0;
   if (d.multi_domain())
     for (const auto& dom : d.domains)
       domain_samplers.push_back(MakeSampler(d, cfg, dom.item_begin, dom.item_end));
@@ -161,6 +178,7 @@ int64_t BatchBuilder::Item(uint32_t i) {
   item_ids.push_back(i);
   item_nbr_.emplace_back();
   item_nbr_w_.emplace_back();
+  item_nbr_level_.emplace_back();
   static const std::vector<uint32_t> kNone;
   const auto& toks = i < in_.ds.item_tokens.size() ? in_.ds.item_tokens[i] : kNone;
   size_t next = 0;  // the item's next token that an input may read
@@ -191,9 +209,11 @@ int64_t BatchBuilder::Scored(uint32_t i) {
   if (in_.mc.item_graph && item_users && nbr.empty()) {
     item_users(i, &scratch_);
     auto& w = item_nbr_w_[idx - 1];
+    const bool rated = in_.mc.rating_messages && in_.ds.has_ratings();
     for (uint32_t v : scratch_) {
       nbr.push_back(User(v));
       w.push_back(degree_weights_ ? DegreeWeight(in_.ds.train[v].size()) : 1.0f);
+      if (rated) item_nbr_level_[idx - 1].push_back(RatingLevel(TrainRating(in_.ds, v, i)));
     }
     Symmetric(in_.ds.item_popularity[i], &w);
   }

@@ -26,6 +26,9 @@ namespace m6rec {
 // model.rating_messages: a rating's level, its rounded value in 1..kRatingLevels (0: unrated).
 constexpr int64_t kRatingLevels = 10;
 int64_t RatingLevel(float rating);
+// User u's training rating of `item` (0: none, or u did not train on it). A scan of u's list:
+// the item graph asks it for a batch's sampled raters only.
+float TrainRating(const Dataset& ds, uint32_t u, uint32_t item);
 
 // A sample of `count` of the first n of `items` (SampleNeighbours' draws over their positions,
 // so the same items it would draw), never position `exclude` (-1: none); `ratings` (may be null
@@ -50,6 +53,9 @@ struct ModelShape {
   std::vector<TaskKind> task_kinds{TaskKind::kRetrieval};
   std::vector<int64_t> task_outputs{0};
   double rating_mean = 0;  // the mean training rating (a rating head's starting offset)
+  // The training ratings' range: a rating head's predictions are clipped to it (the scale is
+  // known, so an estimate outside it is a sure error; 0 / 0 without ratings: no clipping).
+  double rating_min = 0, rating_max = 0;
   // model.wide_table: each attribute task's first column in the wide rows (-1: no wide part;
   // every other task -1), and the columns the attribute tasks need together.
   std::vector<int64_t> wide_offset{-1};
@@ -127,6 +133,8 @@ class BatchBuilder {
   // Per item index - 1: its sampled users' indices and their weights.
   const std::vector<std::vector<int64_t>>& item_neighbours() const { return item_nbr_; }
   const std::vector<std::vector<float>>& item_neighbour_weights() const { return item_nbr_w_; }
+  // model.rating_messages: per item index - 1, the RatingLevel each sampled user gave the item.
+  const std::vector<std::vector<int64_t>>& item_neighbour_levels() const { return item_nbr_level_; }
 
   std::vector<uint32_t> user_ids, item_ids, token_ids, wide_ids;
   std::vector<int64_t> users, hist, nbr, friends, utok, item_tok;
@@ -155,6 +163,7 @@ class BatchBuilder {
   std::unordered_map<uint32_t, int64_t> umap_, imap_, tmap_, wmap_;
   std::vector<std::vector<int64_t>> item_nbr_;
   std::vector<std::vector<float>> item_nbr_w_;
+  std::vector<std::vector<int64_t>> item_nbr_level_;
   std::vector<uint32_t> scratch_;
 };
 

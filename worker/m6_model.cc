@@ -532,6 +532,13 @@ ModelBatch M6Plugin::Tensors(const BatchBuilder& b, std::vector<KeyList>& lists,
       }
     mb.item_nbr = LongTensor(idx, Ki, F).to(dev_);
     mb.item_nbr_mask = FloatTensor(mask, Ki, F).to(dev_);
+    if (mc.rating_messages) {
+      std::vector<int64_t> level(size_t(Ki) * F, 0);
+      const auto& lv = b.item_neighbour_levels();
+      for (int64_t k = 0; k < Ki; ++k)
+        for (size_t j = 0; j < lv[k].size() && j < size_t(F); ++j) level[k * F + j] = lv[k][j];
+      mb.item_nbr_level = LongTensor(level, Ki, F).to(dev_);
+    }
   }
   return mb;
 }
@@ -830,6 +837,9 @@ Status M6Plugin::ScoreTask(const std::vector<UserQuery>& queries,
     auto v = WithPadRow(model_->ScoredItemVectors(mb, iv))
                  .index_select(0, LongTensor(idx, int64_t(idx.size()), 1).view({-1}).to(dev_));
     o = model_->PairHead(t, uv, v).unsqueeze(1);
+    const auto& sh = in_.shape;
+    if (sh.task_kinds[t] == TaskKind::kRating && sh.rating_max > sh.rating_min)
+      o = o.clamp(sh.rating_min, sh.rating_max);
   } else {
     o = model_->UserHead(t, uv);
     // The wide part's logits after the deep head's: the evaluator blends them.

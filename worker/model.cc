@@ -263,6 +263,12 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape)
   if (cfg.item_graph) {
     item_sage_ = register_module("item_sage", nn::Linear(d, d));
     IdentityInit(item_sage_.get());
+    if (cfg.rating_messages) {
+      item_rating_scale_ =
+          register_parameter("item_rating_scale", torch::zeros({kRatingLevels, d}));
+      item_rating_shift_ =
+          register_parameter("item_rating_shift", torch::zeros({kRatingLevels, d}));
+    }
   }
   item_fusion =
       register_module("item_fusion", Fusion(int64_t(item_sources_.size()), d, h, cfg.fusion,
@@ -371,10 +377,13 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
       auto w = torch::softmax(sc, 1) * b.utok_mask;
       xs.push_back((w.unsqueeze(-1) * tok).sum(1));
     } else if (s == "graph") {
-      auto own = Neighbours(Rated(Gather(items, b.nbr), b.nbr_level), b.nbr_mask);
+      auto own = Neighbours(Rated(Gather(items, b.nbr), b.nbr_level, rating_scale_, rating_shift_),
+                            b.nbr_mask);
       if (b.bag.defined())
-        own = own.index_copy(0, b.bag_rows,
-                             Neighbours(Rated(Gather(items, b.bag), b.bag_level), b.bag_mask));
+        own = own.index_copy(
+            0, b.bag_rows,
+            Neighbours(Rated(Gather(items, b.bag), b.bag_level, rating_scale_, rating_shift_),
+                       b.bag_mask));
       std::vector<torch::Tensor> parts{own};
       if (cfg_.social && shape_.social)
         parts.push_back(Neighbours(Gather(users, b.friends), b.friends_mask));
@@ -394,15 +403,17 @@ torch::Tensor M6ModelImpl::Neighbours(const torch::Tensor& x, const torch::Tenso
   return MaskedMean(x, weights);
 }
 
-torch::Tensor M6ModelImpl::Rated(const torch::Tensor& x, const torch::Tensor& level) const {
-  if (!rating_scale_.defined() || !level.defined()) return x;
-  return x * (1 + Gather(WithPadRow(rating_scale_), level)) +
-         Gather(WithPadRow(rating_shift_), level);
+torch::Tensor M6ModelImpl::Rated(const torch::Tensor& x, const torch::Tensor& level,
+                                 const torch::Tensor& scale, const torch::Tensor& shift) {
+  if (!scale.defined() || !level.defined()) return x;
+  return x * (1 + Gather(WithPadRow(scale), level)) + Gather(WithPadRow(shift), level);
 }
 
 torch::Tensor M6ModelImpl::ScoredItemVectors(const ModelBatch& b, const torch::Tensor& item_vecs) {
   if (!item_sage_ || !b.item_nbr.defined() || b.item_nbr.size(1) == 0) return item_vecs;
-  auto agg = item_sage_(Neighbours(Gather(WithPadRow(b.user_rows), b.item_nbr), b.item_nbr_mask));
+  auto raters = Rated(Gather(WithPadRow(b.user_rows), b.item_nbr), b.item_nbr_level,
+                      item_rating_scale_, item_rating_shift_);
+  auto agg = item_sage_(Neighbours(raters, b.item_nbr_mask));
   // Items without sampled users (cold, or not scored in this batch) keep their tower vector.
   auto has = (b.item_nbr_mask.sum(1, /*keepdim=*/true) > 0).to(item_vecs.dtype());
   return item_vecs + has * 0.5 * (agg - item_vecs);

@@ -75,6 +75,7 @@ struct ModelBatch {
   torch::Tensor friends, friends_mask;  // [B, F] into user_rows
   // Item graph inputs, one row per item of item_rows (all-zero mask: the item is not scored).
   torch::Tensor item_nbr, item_nbr_mask;  // [Ki, Fi] into user_rows
+  torch::Tensor item_nbr_level;           // [Ki, Fi] model.rating_messages: each rater's level
   // The user fusion's condition of every user row (task x domains + domain: the domain it is
   // scored in, the task it is scored for; undefined with one domain and one task) and the
   // domain of every item (undefined with one domain).
@@ -183,7 +184,9 @@ class M6ModelImpl : public torch::nn::Module {
   torch::Tensor Neighbours(const torch::Tensor& x, const torch::Tensor& weights) const;
   // model.rating_messages: neighbour vectors x [N, K, d] transformed by their rating levels
   // [N, K], x * (1 + scale[level]) + shift[level] (level 0 unchanged); x when off.
-  torch::Tensor Rated(const torch::Tensor& x, const torch::Tensor& level) const;
+  // The item side (item_graph) has its own scale and shift (item_rating_*).
+  static torch::Tensor Rated(const torch::Tensor& x, const torch::Tensor& level,
+                             const torch::Tensor& scale, const torch::Tensor& shift);
 
   ModelConfig cfg_;
   ModelShape shape_;
@@ -202,7 +205,8 @@ class M6ModelImpl : public torch::nn::Module {
   torch::Tensor content_query_;
   torch::nn::Linear sage_{nullptr}, item_sage_{nullptr};
   torch::Tensor rating_scale_, rating_shift_;  // [kRatingLevels, d] (model.rating_messages)
-  std::vector<torch::nn::Linear> heads_;       // per task (nullptr for retrieval)
+  torch::Tensor item_rating_scale_, item_rating_shift_;  // the same for the item graph
+  std::vector<torch::nn::Linear> heads_;                 // per task (nullptr for retrieval)
 };
 TORCH_MODULE(M6Model);
 
