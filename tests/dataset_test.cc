@@ -2,12 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <random>
 #include <set>
 
 #include "test_util.h"
+#include "worker/evaluator.h"
 #include "worker/pca.h"
 #include "worker/synthetic_data.h"
 #include "worker/training_engine.h"
@@ -143,13 +145,34 @@ TEST(Datasets, DomainsMergeIntoOneIdSpaceAndKeepTheirNegativesApart) {
     auto merged = LoadDataset(cfg, "");
     ASSERT_TRUE(alone.ok() && merged.ok());
     alone->domains[0].train_users = merged->domains[1].train_users = 0.5f;
+    uint64_t seen_in = 0, seen_out = 0;
     for (uint64_t seed : {1, 2, 3, 4, 5}) {
       SelectTrainedUsers(&*alone, seed);
       SelectTrainedUsers(&*merged, seed);
       for (uint32_t u = 0; u < alone->num_users; ++u)
         EXPECT_EQ(alone->Trained(u), merged->Trained(merged->domains[1].user_begin + u))
             << "seed " << seed << " user " << u;
+      // Evaluation reports the users that train and those read only as context apart.
+      std::vector<uint32_t> users(alone->num_users);
+      uint64_t trained = 0;
+      for (uint32_t u = 0; u < alone->num_users; ++u) {
+        users[u] = u;
+        trained += alone->Trained(u);
+      }
+      MetricSums m;
+      ASSERT_TRUE(EvalPopularity(*alone, users, seed, &m).ok());
+      const uint64_t in = m.Group(kTrainedUsersGroup).users(),
+                     out = m.Group(kContextUsersGroup).users();
+      EXPECT_EQ(in + out, m.users()) << "seed " << seed;
+      EXPECT_LE(in, trained) << "seed " << seed;
+      EXPECT_LE(out, alone->num_users - trained) << "seed " << seed;
+      seen_in += in, seen_out += out;
     }
+    EXPECT_GT(seen_in, 0u);
+    EXPECT_GT(seen_out, 0u);
+    const auto names = ProtocolSumNames(*alone);
+    EXPECT_NE(std::find(names.begin(), names.end(), std::string(kContextUsersGroup) + "/HR@10"),
+              names.end());
   }
   // What a part holds out (a published split's test ratings) moves with its ids: B's user 2
   // touched items 2..4 and held out 1, so it has no item left to be its negative.
@@ -258,7 +281,9 @@ TEST(Datasets, ASharedVocabularyJoinsNamedTokensAcrossDomains) {
   for (uint32_t t : shared->item_tokens[velvet]) {
     EXPECT_LT(t, shared->num_tokens);
     old_rows += t < ml1m_tokens;
-    if (t >= ml1m_tokens) EXPECT_FALSE(shared->token_names[t].empty());
+    if (t >= ml1m_tokens) {
+      EXPECT_FALSE(shared->token_names[t].empty());
+    }
   }
   EXPECT_EQ(old_rows, 2) << "noir and thriller";
   for (uint32_t t : shared->item_tokens[toy100])

@@ -97,6 +97,7 @@ struct Dataset {
   // context they are evaluated with, but feed no sample, popularity count or item graph.
   std::vector<uint8_t> trained;
   bool Trained(uint32_t u) const { return trained.empty() || trained[u]; }
+  bool partial_training() const { return !trained.empty(); }
   // Item cold start (MakeColdItems): per item, whether it was made cold (every training
   // interaction removed); empty without a cold split. Evaluation reports the users whose
   // target is cold and those whose target is warm apart.

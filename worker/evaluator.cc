@@ -11,7 +11,8 @@ namespace m6rec {
 namespace {
 
 // Adds one user's metric values to the totals and to its groups: its domain's (multi-domain),
-// its target's cold or warm items' and its own cold or warm users' (cold splits).
+// its target's cold or warm items' and its own cold or warm users' (cold splits), and whether it
+// trains or is only context (a train_users share below 1).
 class UserMetrics {
  public:
   // target: the user's target item (sampled protocol; -1: none), which puts the user in the
@@ -21,6 +22,7 @@ class UserMetrics {
     if (ds.cold_split() && target >= 0)
       groups_[1] = ds.IsCold(uint32_t(target)) ? &kColdItems : &kWarmItems;
     if (ds.cold_user_split()) groups_[2] = ds.IsColdUser(user) ? &kColdUsers : &kWarmUsers;
+    if (ds.partial_training()) groups_[3] = ds.Trained(user) ? &kTrainedUsers : &kContextUsers;
     out_->AddUser();
     for (const std::string* g : groups_)
       if (g) out_->AddGroupUser(*g);
@@ -33,10 +35,12 @@ class UserMetrics {
 
  private:
   static inline const std::string kColdItems = kColdItemsGroup, kWarmItems = kWarmItemsGroup,
-                                  kColdUsers = kColdUsersGroup, kWarmUsers = kWarmUsersGroup;
+                                  kColdUsers = kColdUsersGroup, kWarmUsers = kWarmUsersGroup,
+                                  kTrainedUsers = kTrainedUsersGroup,
+                                  kContextUsers = kContextUsersGroup;
   MetricSums* out_;
-  // Its domain's group, its target's cold/warm group, its own cold/warm group.
-  std::array<const std::string*, 3> groups_{};
+  // Its domain's group, its target's cold/warm group, its own cold/warm group, trained/context.
+  std::array<const std::string*, 4> groups_{};
 };
 
 }  // namespace
@@ -310,6 +314,10 @@ std::vector<std::string> ProtocolSumNames(const Dataset& ds) {
   if (ds.cold_user_split()) {
     group(kColdUsersGroup);
     group(kWarmUsersGroup);
+  }
+  if (ds.partial_training()) {
+    group(kTrainedUsersGroup);
+    group(kContextUsersGroup);
   }
   return out;
 }

@@ -43,6 +43,12 @@ inline constexpr const char* kWarmItemsGroup = "cold:warm_items";
 // interactions, and the others.
 inline constexpr const char* kColdUsersGroup = "cold:cold_users";
 inline constexpr const char* kWarmUsersGroup = "cold:warm_users";
+// A job that trains on a share of a domain's users (DomainSpec::train_users; all are evaluated):
+// the users that train, and those read only as context. For the trained users the validation
+// item directly follows their last trained item; for the others validation and test stand alike
+// to the training data, so settings chosen at a small share can be read on them.
+inline constexpr const char* kTrainedUsersGroup = "cold:trained_users";
+inline constexpr const char* kContextUsersGroup = "cold:context_users";
 
 // The scores of an evaluation pass, binned: over all users and per domain (index = domain;
 // empty for a single-domain dataset).
