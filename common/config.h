@@ -349,7 +349,13 @@ struct TrainConfig {
   // m6 job
   SamplerKind negative_sampler = SamplerKind::kUniform;  // uniform | popularity (counts^0.75)
   bool in_batch_negatives = true;  // the batch's other positives also count as negatives
-  int staleness = 1;               // 1: the next batch's pull overlaps this step; 0: strict
+  // A never-trained item's weight as a sampled negative against a trained item's 1 (1: uniform
+  // over every item; 0: only items with training interactions, as a cold split and
+  // model.item_id_dropout always draw; above 1: more of them). An item that is only ever a
+  // negative learns to score low: right for the catalogue's dead items, wrong for the items a
+  // train_users share below 1 leaves to the context users.
+  float cold_negative_weight = 1.0f;
+  int staleness = 1;  // 1: the next batch's pull overlaps this step; 0: strict
   CollectiveKind collective = CollectiveKind::kAuto;  // auto | single | zmq | mpi | nccl
   // The tasks (tasks[0] is retrieval; absent: retrieval alone).
   std::vector<TaskSpec> tasks = std::vector<TaskSpec>(1);  // retrieval alone

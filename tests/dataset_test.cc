@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <random>
@@ -167,7 +168,29 @@ TEST(Datasets, DomainsMergeIntoOneIdSpaceAndKeepTheirNegativesApart) {
       EXPECT_LE(in, trained) << "seed " << seed;
       EXPECT_LE(out, alone->num_users - trained) << "seed " << seed;
       seen_in += in, seen_out += out;
+      // And apart by how often their target occurs in training (the long tail against the head).
+      std::array<uint64_t, kTargetPopularityGroups.size()> expect{};
+      for (uint32_t u : users)
+        if (alone->test_item[u] >= 0)
+          ++expect[size_t(
+              TargetPopularityBucket(alone->item_popularity[size_t(alone->test_item[u])]))];
+      uint64_t bucketed = 0;
+      for (size_t b = 0; b < expect.size(); ++b) {
+        EXPECT_EQ(m.Group(kTargetPopularityGroups[b]).users(), expect[b])
+            << "seed " << seed << " bucket " << kTargetPopularityGroups[b];
+        bucketed += m.Group(kTargetPopularityGroups[b]).users();
+      }
+      EXPECT_EQ(bucketed, m.users()) << "seed " << seed;
     }
+    EXPECT_EQ(TargetPopularityBucket(0), 0);
+    EXPECT_EQ(TargetPopularityBucket(1), 1);
+    EXPECT_EQ(TargetPopularityBucket(3), 1);
+    EXPECT_EQ(TargetPopularityBucket(4), 2);
+    EXPECT_EQ(TargetPopularityBucket(15), 2);
+    EXPECT_EQ(TargetPopularityBucket(16), 3);
+    EXPECT_EQ(TargetPopularityBucket(63), 3);
+    EXPECT_EQ(TargetPopularityBucket(64), 4);
+    EXPECT_EQ(TargetPopularityBucket(1u << 30), 4);
     EXPECT_GT(seen_in, 0u);
     EXPECT_GT(seen_out, 0u);
     const auto names = ProtocolSumNames(*alone);

@@ -43,11 +43,11 @@ TEST(Samplers, UniformNegativesCoverTheRangeOnly) {
   EXPECT_DOUBLE_EQ(s.Probability(5), 0.1);
 }
 
-// Cold start: warm_only never draws an item without training interactions (power 0: uniform
+// Cold start: cold_weight 0 never draws an item without training interactions (power 0: uniform
 // over the others).
 TEST(Samplers, WarmOnlyNegativesSkipItemsWithoutInteractions) {
   const std::vector<uint32_t> counts{5, 3, 0, 7, 0, 1};
-  NegativeSampler s(counts, 1, 0.0, /*warm_only=*/true);
+  NegativeSampler s(counts, 1, 0.0, /*cold_weight=*/0.0);
   std::mt19937_64 rng(4);
   std::map<uint32_t, int> n;
   for (int k = 0; k < 30000; ++k) n[s.Draw(rng)]++;
@@ -55,9 +55,17 @@ TEST(Samplers, WarmOnlyNegativesSkipItemsWithoutInteractions) {
   for (uint32_t cold : {0u, 2u, 4u}) EXPECT_EQ(n.count(cold), 0u) << "item " << cold;
   for (uint32_t warm : {1u, 3u, 5u}) EXPECT_NEAR(n[warm], 10000, 500) << "item " << warm;
   EXPECT_DOUBLE_EQ(s.Probability(2), 0.0);
-  NegativeSampler pop(counts, 1, 0.75, true);
+  NegativeSampler pop(counts, 1, 0.75, 0.0);
   EXPECT_DOUBLE_EQ(pop.Probability(4), 0.0);
   EXPECT_GT(pop.Probability(3), pop.Probability(1));
+  // Between the two: a never-trained item drawn a quarter as often as a trained one.
+  NegativeSampler some(counts, 1, 0.0, 0.25);
+  EXPECT_NEAR(some.Probability(2), 0.25 / 3.5, 1e-12);
+  EXPECT_NEAR(some.Probability(3), 1.0 / 3.5, 1e-12);
+  std::map<uint32_t, int> m;
+  for (int k = 0; k < 35000; ++k) m[some.Draw(rng)]++;
+  for (uint32_t cold : {2u, 4u}) EXPECT_NEAR(m[cold], 2500, 300) << "item " << cold;
+  for (uint32_t warm : {1u, 3u, 5u}) EXPECT_NEAR(m[warm], 10000, 500) << "item " << warm;
 }
 
 TEST(Samplers, PopularityNegativesFollowCountsToThePower) {

@@ -23,6 +23,8 @@ class UserMetrics {
       groups_[1] = ds.IsCold(uint32_t(target)) ? &kColdItems : &kWarmItems;
     if (ds.cold_user_split()) groups_[2] = ds.IsColdUser(user) ? &kColdUsers : &kWarmUsers;
     if (ds.partial_training()) groups_[3] = ds.Trained(user) ? &kTrainedUsers : &kContextUsers;
+    if (target >= 0 && size_t(target) < ds.item_popularity.size())
+      groups_[4] = &kPopularity[TargetPopularityBucket(ds.item_popularity[size_t(target)])];
     out_->AddUser();
     for (const std::string* g : groups_)
       if (g) out_->AddGroupUser(*g);
@@ -38,12 +40,23 @@ class UserMetrics {
                                   kColdUsers = kColdUsersGroup, kWarmUsers = kWarmUsersGroup,
                                   kTrainedUsers = kTrainedUsersGroup,
                                   kContextUsers = kContextUsersGroup;
+  static inline const std::array<std::string, kTargetPopularityGroups.size()> kPopularity = {
+      kTargetPopularityGroups[0], kTargetPopularityGroups[1], kTargetPopularityGroups[2],
+      kTargetPopularityGroups[3], kTargetPopularityGroups[4]};
   MetricSums* out_;
-  // Its domain's group, its target's cold/warm group, its own cold/warm group, trained/context.
-  std::array<const std::string*, 4> groups_{};
+  // Its domain's group, its target's cold/warm group, its own cold/warm group, trained/context,
+  // its target's training count.
+  std::array<const std::string*, 5> groups_{};
 };
 
 }  // namespace
+
+int TargetPopularityBucket(uint32_t count) {
+  int b = 0;
+  for (uint64_t edge = 1; b + 1 < int(kTargetPopularityGroups.size()) && count >= edge; edge *= 4)
+    ++b;
+  return b;
+}
 
 ScoreHistograms::ScoreHistograms(const Dataset& ds)
     : domains(ds.multi_domain() ? ds.domains.size() : 0) {}
@@ -319,6 +332,8 @@ std::vector<std::string> ProtocolSumNames(const Dataset& ds) {
     group(kTrainedUsersGroup);
     group(kContextUsersGroup);
   }
+  if (ds.protocol == Dataset::Protocol::kSampled)
+    for (const char* g : kTargetPopularityGroups) group(g);
   return out;
 }
 
@@ -341,6 +356,7 @@ std::string EpochSummary(int epoch, double train_loss, Dataset::Protocol p, cons
   if (p != Dataset::Protocol::kFullRanking) o << " (valid NDCG@10 " << valid.Mean("NDCG@10") << ")";
   o << " over " << test.users() << " users";
   for (const auto& g : test.Groups()) {
+    if (g.rfind("pop:", 0) == 0) continue;  // the long-tail split: result.json only
     const MetricSums d = test.Group(g);
     if (g.rfind("task:", 0) != 0) {
       o << "; " << (g.rfind("cold:", 0) == 0 ? g.substr(5) : g) << " " << d.Mean(heads[0]) << " / "

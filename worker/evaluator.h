@@ -49,6 +49,14 @@ inline constexpr const char* kWarmUsersGroup = "cold:warm_users";
 // to the training data, so settings chosen at a small share can be read on them.
 inline constexpr const char* kTrainedUsersGroup = "cold:trained_users";
 inline constexpr const char* kContextUsersGroup = "cold:context_users";
+// Every sampled-protocol evaluation also splits the users by how often their target item occurs
+// in the training lists (Dataset::item_popularity, the trained users' counts): the long tail
+// against the head. Buckets 0, 1-3, 4-15, 16-63, 64+ (powers of four), groups "pop:<bucket>",
+// reported as result.json test.target_popularity.<bucket>.
+inline constexpr std::array<const char*, 5> kTargetPopularityGroups = {
+    "pop:0", "pop:1-3", "pop:4-15", "pop:16-63", "pop:64+"};
+// The bucket (index into kTargetPopularityGroups) of an item seen `count` times in training.
+int TargetPopularityBucket(uint32_t count);
 
 // The scores of an evaluation pass, binned: over all users and per domain (index = domain;
 // empty for a single-domain dataset).

@@ -303,6 +303,10 @@ json MetricsJson(const MetricSums& m) {
       j["cold_start"][g.substr(5)] = MetricsJson(m.Group(g));
       continue;
     }
+    if (g.rfind("pop:", 0) == 0) {  // the target's training count (kTargetPopularityGroups)
+      j["target_popularity"][g.substr(4)] = MetricsJson(m.Group(g));
+      continue;
+    }
     if (g.rfind("task:", 0) != 0) {
       j["domains"][g] = MetricsJson(m.Group(g));
       continue;

@@ -17,20 +17,22 @@ const std::vector<uint32_t>& FriendsOf(const Dataset& ds, uint32_t u) {
 
 float DegreeWeight(size_t degree) { return 1.0f / std::sqrt(float(std::max<size_t>(1, degree))); }
 
-// Cold start (a cold split, or a model trained to score items without their id): training
-// negatives come only from items with training interactions. An item that is only ever a
-// negative learns to score low from its content alone, which is what a cold item must not.
-bool WarmNegatives(const Dataset& ds, const ModelConfig& mc) {
-  return ds.cold_split() || mc.item_id_dropout > 0;
+// A never-trained item's weight as a sampled training negative, against a trained item's 1. An
+// item that is only ever a negative learns to score low, so a model that must score items
+// without training interactions from their content (a cold split, model.item_id_dropout) draws
+// none; otherwise train.cold_negative_weight (1: uniform over every item).
+double ColdNegativeWeight(const Dataset& ds, const JobConfig& cfg) {
+  if (ds.cold_split() || cfg.model.item_id_dropout > 0) return 0.0;
+  return cfg.train.cold_negative_weight;
 }
 
 // Training negatives over the items [first, end) (end: the item counts' size).
 NegativeSampler MakeSampler(const Dataset& ds, const JobConfig& cfg, uint32_t first, uint32_t end) {
-  const bool warm = WarmNegatives(ds, cfg.model);
+  const double cold = ColdNegativeWeight(ds, cfg);
   const std::vector<uint32_t> counts(ds.item_popularity.begin(), ds.item_popularity.begin() + end);
   if (cfg.train.negative_sampler == SamplerKind::kPopularity)
-    return NegativeSampler(counts, first, 0.75, warm);
-  if (warm) return NegativeSampler(counts, first, 0.0, true);
+    return NegativeSampler(counts, first, 0.75, cold);
+  if (cold != 1.0) return NegativeSampler(counts, first, 0.0, cold);
   return NegativeSampler(first, end);
 }
 

@@ -42,16 +42,16 @@ NegativeSampler::NegativeSampler(uint32_t first, uint32_t end)
     : first_(first), span_(end > first ? end - first : 1) {}
 
 NegativeSampler::NegativeSampler(const std::vector<uint32_t>& counts, uint32_t first, double power,
-                                 bool warm_only)
+                                 double cold_weight)
     : first_(first),
       span_(counts.size() > first ? static_cast<uint32_t>(counts.size() - first) : 1) {
   p_.resize(span_);
   double total = 0;
   for (uint32_t i = 0; i < span_; ++i) {
     const uint32_t c = first + i < counts.size() ? counts[first + i] : 0;
-    // +1: an item never seen in training can still be drawn (it is a valid negative), unless
-    // warm_only.
-    p_[i] = warm_only && c == 0 ? 0.0 : std::pow(double(c) + 1.0, power);
+    // +1: an item never seen in training can still be drawn (it is a valid negative), as often
+    // as cold_weight says.
+    p_[i] = std::pow(double(c) + 1.0, power) * (c == 0 ? cold_weight : 1.0);
     total += p_[i];
   }
   if (total <= 0) std::fill(p_.begin(), p_.end(), 1.0), total = double(span_);

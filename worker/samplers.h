@@ -26,10 +26,11 @@ class NegativeSampler {
  public:
   // Uniform over [first, end).
   NegativeSampler(uint32_t first, uint32_t end);
-  // Proportional to (counts[i] + 1)^power for items i >= first (counts indexed by item id);
-  // warm_only: items with a zero count are never drawn (power 0: uniform over the others).
+  // Proportional to (counts[i] + 1)^power for items i >= first (counts indexed by item id), an
+  // item with a zero count weighted by cold_weight besides (0: never drawn; power 0 and
+  // cold_weight 0: uniform over the items with training interactions).
   NegativeSampler(const std::vector<uint32_t>& counts, uint32_t first, double power,
-                  bool warm_only = false);
+                  double cold_weight = 1.0);
   uint32_t Draw(std::mt19937_64& rng) const;
   // Probability of drawing item i (for tests and logQ corrections).
   double Probability(uint32_t item) const;
