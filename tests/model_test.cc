@@ -270,6 +270,51 @@ TEST(Model, ItemGraphRatingMessagesMoveOnlyTheirLevelsItems) {
   for (int k : {1, 3, 4}) EXPECT_TRUE(torch::equal(moved[k], iv[k])) << "no sampled users: " << k;
 }
 
+// The item graph's rater aggregate is computed as weighted bags per rating level; it must be the
+// gathered formula's value and gradients (rows, the levels' scale and shift), padding included.
+TEST(Model, RatedNeighbourSumIsTheGatheredSumWithoutGatheringIt) {
+  torch::manual_seed(11);
+  const int64_t m = 30, n = 7, k = 12, d = 5, levels = 5;
+  auto rows = torch::randn({m, d}).requires_grad_(true);
+  auto scale = (0.3 * torch::randn({levels, d})).requires_grad_(true);
+  auto shift = (0.3 * torch::randn({levels, d})).requires_grad_(true);
+  auto idx = torch::randint(1, m, {n, k}, torch::kLong);
+  auto level = torch::randint(0, levels + 1, {n, k}, torch::kLong);
+  auto weights = torch::rand({n, k}) * (torch::rand({n, k}) > 0.3).to(torch::kFloat);
+  idx.masked_fill_(weights == 0, 0);  // padding: the pad row, weight 0
+  weights[3].zero_();                 // an item without raters
+  auto padded = [](const torch::Tensor& t) {
+    return torch::cat({torch::zeros({1, t.size(1)}), t}, 0);
+  };
+  auto gathered = [&](const torch::Tensor& sc, const torch::Tensor& sh) {
+    auto x = padded(rows).index_select(0, idx.reshape({-1})).view({n, k, d});
+    if (sc.defined()) {
+      auto l = level.reshape({-1});
+      x = x * (1 + padded(sc).index_select(0, l).view({n, k, d})) +
+          padded(sh).index_select(0, l).view({n, k, d});
+    }
+    return (x * weights.unsqueeze(-1)).sum(1);
+  };
+  // Plain weighted sum (no levels).
+  auto bag = RatedNeighbourSum(padded(rows), idx, weights, {}, {}, {});
+  auto ref = gathered({}, {});
+  ASSERT_EQ(bag.sizes(), ref.sizes());
+  EXPECT_TRUE(torch::allclose(bag, ref, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::equal(bag[3], torch::zeros({d})));
+  // With levels: values and every gradient.
+  const auto probe = torch::randn({n, d});
+  auto grads = [&](const torch::Tensor& out) {
+    return torch::autograd::grad({(out * probe).sum()}, {rows, scale, shift});
+  };
+  auto rated = RatedNeighbourSum(padded(rows), idx, weights, level, scale, shift);
+  auto rated_ref = gathered(scale, shift);
+  EXPECT_TRUE(torch::allclose(rated, rated_ref, 1e-5, 1e-5));
+  auto g = grads(rated), gr = grads(rated_ref);
+  for (size_t i = 0; i < g.size(); ++i)
+    EXPECT_TRUE(torch::allclose(g[i], gr[i], 1e-5, 1e-5)) << "gradient " << i;
+  EXPECT_GT(g[0].abs().sum().item<double>(), 0.0);
+}
+
 TEST(Model, SymmetricWeightingSumsTheWeightedNeighbours) {
   // graph_weighting symmetric: the weights carry LightGCN's normalisation, the model sums.
   ModelConfig c = SmallConfig();

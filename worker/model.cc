@@ -409,11 +409,44 @@ torch::Tensor M6ModelImpl::Rated(const torch::Tensor& x, const torch::Tensor& le
   return x * (1 + Gather(WithPadRow(scale), level)) + Gather(WithPadRow(shift), level);
 }
 
+torch::Tensor RatedNeighbourSum(const torch::Tensor& rows, const torch::Tensor& idx,
+                                const torch::Tensor& weights, const torch::Tensor& level,
+                                const torch::Tensor& scale, const torch::Tensor& shift) {
+  const int64_t n = idx.size(0), k = idx.size(1);
+  const auto flat = idx.reshape({-1}).to(torch::kLong);
+  const auto offsets = torch::arange(0, n * k, k, flat.options());
+  const auto w = weights.to(rows.dtype());
+  // sum over each row's bag of rows[idx] * weight: [n, d]
+  auto bag = [&](const torch::Tensor& wb) {
+    return std::get<0>(torch::embedding_bag(rows, flat, offsets, /*scale_grad_by_freq=*/false,
+                                            /*mode: sum*/ 0, /*sparse=*/false,
+                                            wb.reshape({-1}).contiguous()));
+  };
+  if (!scale.defined() || !level.defined()) return bag(w);
+  // sum_j w_j (x_j (1 + scale[l_j]) + shift[l_j]) = sum_l (1 + scale[l]) * bag_l + shift[l] *
+  // (the weight at level l); level 0 (no rating) leaves x_j as it is.
+  const auto sc = WithPadRow(scale), sh = WithPadRow(shift);
+  torch::Tensor sum = torch::zeros({n, rows.size(1)}, rows.options());
+  for (int64_t l = 0; l < sc.size(0); ++l) {
+    const auto at = level == l;
+    if (!at.any().item<bool>()) continue;
+    const auto wl = w * at.to(w.dtype());
+    sum = sum + bag(wl) * (1 + sc[l]) + wl.sum(1, /*keepdim=*/true) * sh[l];
+  }
+  return sum;
+}
+
+torch::Tensor M6ModelImpl::RaterAggregate(const ModelBatch& b) const {
+  const auto sum = RatedNeighbourSum(WithPadRow(b.user_rows), b.item_nbr, b.item_nbr_mask,
+                                     b.item_nbr_level, item_rating_scale_, item_rating_shift_);
+  // symmetric: the weights carry the whole normalisation (Neighbours).
+  if (cfg_.graph_weighting == GraphWeighting::kSymmetric) return sum;
+  return sum / b.item_nbr_mask.sum(1, /*keepdim=*/true).to(sum.dtype()).clamp_min(1e-12);
+}
+
 torch::Tensor M6ModelImpl::ScoredItemVectors(const ModelBatch& b, const torch::Tensor& item_vecs) {
   if (!item_sage_ || !b.item_nbr.defined() || b.item_nbr.size(1) == 0) return item_vecs;
-  auto raters = Rated(Gather(WithPadRow(b.user_rows), b.item_nbr), b.item_nbr_level,
-                      item_rating_scale_, item_rating_shift_);
-  auto agg = item_sage_(Neighbours(raters, b.item_nbr_mask));
+  auto agg = item_sage_(RaterAggregate(b));
   // Items without sampled users (cold, or not scored in this batch) keep their tower vector.
   auto has = (b.item_nbr_mask.sum(1, /*keepdim=*/true) > 0).to(item_vecs.dtype());
   return item_vecs + has * 0.5 * (agg - item_vecs);

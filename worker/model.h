@@ -187,6 +187,12 @@ class M6ModelImpl : public torch::nn::Module {
   // The item side (item_graph) has its own scale and shift (item_rating_*).
   static torch::Tensor Rated(const torch::Tensor& x, const torch::Tensor& level,
                              const torch::Tensor& scale, const torch::Tensor& shift);
+  // The item graph's aggregate of each scored item's sampled raters: Neighbours(Rated(rows of
+  // item_nbr, item_nbr_level, item_rating_*), item_nbr_mask), computed as weighted bags
+  // (torch::embedding_bag, one per rating level) so that the [items, fanout, d] tensor of rater
+  // rows is never built: with wide fanouts (ML-1M evaluates 100-200 raters of every movie) it
+  // ran to tens of megabytes a step, allocated and page-faulted afresh each time.
+  torch::Tensor RaterAggregate(const ModelBatch& b) const;
 
   ModelConfig cfg_;
   ModelShape shape_;
@@ -215,6 +221,14 @@ torch::Tensor WithPadRow(const torch::Tensor& rows);
 // Masked mean over dim 1 of x [N, K, d] with mask [N, K] (a weighted mean when the mask holds
 // non-negative weights); rows with no valid entry give 0.
 torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask);
+// sum_j weights[i, j] * (rows[idx[i, j]] * (1 + scale[level[i, j]]) + shift[level[i, j]]) for
+// every i: [n, d] from idx, weights and level [n, k] (rows: [m, d] with the pad row first; scale
+// and shift [levels, d] without it, level 0 meaning no rating; undefined scale or level: the
+// plain weighted sum). Weighted bags (torch::embedding_bag), one per level present, so the
+// [n, k, d] tensor of gathered rows is never built.
+torch::Tensor RatedNeighbourSum(const torch::Tensor& rows, const torch::Tensor& idx,
+                                const torch::Tensor& weights, const torch::Tensor& level,
+                                const torch::Tensor& scale, const torch::Tensor& shift);
 // Attention pooling: softmax over K of <x, q> / sqrt(d) (masked) -> [N, d]; q is [N, d] or [d].
 // `weights` (optional) receives the attention [N, K].
 torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q,
