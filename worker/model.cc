@@ -377,16 +377,14 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
       auto w = torch::softmax(sc, 1) * b.utok_mask;
       xs.push_back((w.unsqueeze(-1) * tok).sum(1));
     } else if (s == "graph") {
-      auto own = Neighbours(Rated(Gather(items, b.nbr), b.nbr_level, rating_scale_, rating_shift_),
-                            b.nbr_mask);
+      auto own = Aggregate(items, b.nbr, b.nbr_mask, b.nbr_level, rating_scale_, rating_shift_);
       if (b.bag.defined())
         own = own.index_copy(
             0, b.bag_rows,
-            Neighbours(Rated(Gather(items, b.bag), b.bag_level, rating_scale_, rating_shift_),
-                       b.bag_mask));
+            Aggregate(items, b.bag, b.bag_mask, b.bag_level, rating_scale_, rating_shift_));
       std::vector<torch::Tensor> parts{own};
       if (cfg_.social && shape_.social)
-        parts.push_back(Neighbours(Gather(users, b.friends), b.friends_mask));
+        parts.push_back(Aggregate(users, b.friends, b.friends_mask, {}, {}, {}));
       // Linear aggregation (no ReLU): LightGCN found non-linearities in propagation hurt
       // collaborative filtering, and it keeps the source on the scale of the id rows.
       xs.push_back(sage_(torch::cat(parts, 1)));
@@ -395,18 +393,6 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
   auto x = torch::stack(xs, 1);
   if (b.user_source_scale.defined()) x = x * b.user_source_scale.unsqueeze(2);
   return user_fusion(x, b.user_condition);
-}
-
-torch::Tensor M6ModelImpl::Neighbours(const torch::Tensor& x, const torch::Tensor& weights) const {
-  // symmetric: the weights carry the whole normalisation (see graph_weighting), so a plain sum.
-  if (cfg_.graph_weighting == GraphWeighting::kSymmetric) return (x * weights.unsqueeze(-1)).sum(1);
-  return MaskedMean(x, weights);
-}
-
-torch::Tensor M6ModelImpl::Rated(const torch::Tensor& x, const torch::Tensor& level,
-                                 const torch::Tensor& scale, const torch::Tensor& shift) {
-  if (!scale.defined() || !level.defined()) return x;
-  return x * (1 + Gather(WithPadRow(scale), level)) + Gather(WithPadRow(shift), level);
 }
 
 torch::Tensor RatedNeighbourSum(const torch::Tensor& rows, const torch::Tensor& idx,
@@ -436,17 +422,19 @@ torch::Tensor RatedNeighbourSum(const torch::Tensor& rows, const torch::Tensor& 
   return sum;
 }
 
-torch::Tensor M6ModelImpl::RaterAggregate(const ModelBatch& b) const {
-  const auto sum = RatedNeighbourSum(WithPadRow(b.user_rows), b.item_nbr, b.item_nbr_mask,
-                                     b.item_nbr_level, item_rating_scale_, item_rating_shift_);
+torch::Tensor M6ModelImpl::Aggregate(const torch::Tensor& rows, const torch::Tensor& idx,
+                                     const torch::Tensor& weights, const torch::Tensor& level,
+                                     const torch::Tensor& scale, const torch::Tensor& shift) const {
+  const auto sum = RatedNeighbourSum(rows, idx, weights, level, scale, shift);
   // symmetric: the weights carry the whole normalisation (Neighbours).
   if (cfg_.graph_weighting == GraphWeighting::kSymmetric) return sum;
-  return sum / b.item_nbr_mask.sum(1, /*keepdim=*/true).to(sum.dtype()).clamp_min(1e-12);
+  return sum / weights.sum(1, /*keepdim=*/true).to(sum.dtype()).clamp_min(1e-12);
 }
 
 torch::Tensor M6ModelImpl::ScoredItemVectors(const ModelBatch& b, const torch::Tensor& item_vecs) {
   if (!item_sage_ || !b.item_nbr.defined() || b.item_nbr.size(1) == 0) return item_vecs;
-  auto agg = item_sage_(RaterAggregate(b));
+  auto agg = item_sage_(Aggregate(WithPadRow(b.user_rows), b.item_nbr, b.item_nbr_mask,
+                                  b.item_nbr_level, item_rating_scale_, item_rating_shift_));
   // Items without sampled users (cold, or not scored in this batch) keep their tower vector.
   auto has = (b.item_nbr_mask.sum(1, /*keepdim=*/true) > 0).to(item_vecs.dtype());
   return item_vecs + has * 0.5 * (agg - item_vecs);

@@ -179,20 +179,17 @@ class M6ModelImpl : public torch::nn::Module {
   Fusion user_fusion{nullptr}, item_fusion{nullptr};
 
  private:
-  // The graph aggregation of neighbour rows x [N, K, d] with weights [N, K] (0: padding): a
-  // weighted mean, or for graph_weighting symmetric the weighted sum.
-  torch::Tensor Neighbours(const torch::Tensor& x, const torch::Tensor& weights) const;
-  // model.rating_messages: neighbour vectors x [N, K, d] transformed by their rating levels
-  // [N, K], x * (1 + scale[level]) + shift[level] (level 0 unchanged); x when off.
-  // The item side (item_graph) has its own scale and shift (item_rating_*).
-  static torch::Tensor Rated(const torch::Tensor& x, const torch::Tensor& level,
-                             const torch::Tensor& scale, const torch::Tensor& shift);
-  // The item graph's aggregate of each scored item's sampled raters: Neighbours(Rated(rows of
-  // item_nbr, item_nbr_level, item_rating_*), item_nbr_mask), computed as weighted bags
-  // (torch::embedding_bag, one per rating level) so that the [items, fanout, d] tensor of rater
-  // rows is never built: with wide fanouts (ML-1M evaluates 100-200 raters of every movie) it
-  // ran to tens of megabytes a step, allocated and page-faulted afresh each time.
-  torch::Tensor RaterAggregate(const ModelBatch& b) const;
+  // A graph source's aggregate of neighbour rows rows[idx] with weights [N, K] (0: padding): a
+  // weighted mean, or for graph_weighting symmetric the weighted sum; with model.rating_messages
+  // each row is first bent by its rating level, x * (1 + scale[level]) + shift[level] (level 0
+  // unchanged; the item graph has its own scale and shift, item_rating_*). Computed as weighted
+  // bags (RatedNeighbourSum) so that the [N, K, d] tensor of neighbour rows
+  // is never built: with wide fanouts (ML-1M evaluates 100-200 raters of every movie, an
+  // attribute row reads a bag of 256 movies) it ran to tens of megabytes a step, allocated and
+  // page-faulted afresh each time. rows: with the pad row first.
+  torch::Tensor Aggregate(const torch::Tensor& rows, const torch::Tensor& idx,
+                          const torch::Tensor& weights, const torch::Tensor& level,
+                          const torch::Tensor& scale, const torch::Tensor& shift) const;
 
   ModelConfig cfg_;
   ModelShape shape_;
