@@ -313,6 +313,10 @@ TEST(Model, RatedNeighbourSumIsTheGatheredSumWithoutGatheringIt) {
   for (size_t i = 0; i < g.size(); ++i)
     EXPECT_TRUE(torch::allclose(g[i], gr[i], 1e-5, 1e-5)) << "gradient " << i;
   EXPECT_GT(g[0].abs().sum().item<double>(), 0.0);
+  // No neighbour slots at all (a zero fanout): zeros, not an error.
+  auto none = RatedNeighbourSum(padded(rows), torch::zeros({n, 0}, torch::kLong),
+                                torch::zeros({n, 0}), {}, {}, {});
+  EXPECT_TRUE(torch::equal(none, torch::zeros({n, d})));
 }
 
 TEST(Model, SymmetricWeightingSumsTheWeightedNeighbours) {

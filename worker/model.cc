@@ -399,6 +399,7 @@ torch::Tensor RatedNeighbourSum(const torch::Tensor& rows, const torch::Tensor& 
                                 const torch::Tensor& weights, const torch::Tensor& level,
                                 const torch::Tensor& scale, const torch::Tensor& shift) {
   const int64_t n = idx.size(0), k = idx.size(1);
+  if (k == 0) return torch::zeros({n, rows.size(1)}, rows.options());  // no neighbour slots
   const auto flat = idx.reshape({-1}).to(torch::kLong);
   const auto offsets = torch::arange(0, n * k, k, flat.options());
   const auto w = weights.to(rows.dtype());
@@ -426,7 +427,7 @@ torch::Tensor M6ModelImpl::Aggregate(const torch::Tensor& rows, const torch::Ten
                                      const torch::Tensor& weights, const torch::Tensor& level,
                                      const torch::Tensor& scale, const torch::Tensor& shift) const {
   const auto sum = RatedNeighbourSum(rows, idx, weights, level, scale, shift);
-  // symmetric: the weights carry the whole normalisation (Neighbours).
+  // symmetric: the weights carry the whole normalisation (see graph_weighting), so a plain sum.
   if (cfg_.graph_weighting == GraphWeighting::kSymmetric) return sum;
   return sum / weights.sum(1, /*keepdim=*/true).to(sum.dtype()).clamp_min(1e-12);
 }

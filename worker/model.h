@@ -183,10 +183,10 @@ class M6ModelImpl : public torch::nn::Module {
   // weighted mean, or for graph_weighting symmetric the weighted sum; with model.rating_messages
   // each row is first bent by its rating level, x * (1 + scale[level]) + shift[level] (level 0
   // unchanged; the item graph has its own scale and shift, item_rating_*). Computed as weighted
-  // bags (RatedNeighbourSum) so that the [N, K, d] tensor of neighbour rows
-  // is never built: with wide fanouts (ML-1M evaluates 100-200 raters of every movie, an
-  // attribute row reads a bag of 256 movies) it ran to tens of megabytes a step, allocated and
-  // page-faulted afresh each time. rows: with the pad row first.
+  // bags (RatedNeighbourSum) so that the [N, K, d] tensor of neighbour rows is never built:
+  // with wide fanouts (ML-1M evaluates 100-200 raters of every movie, an attribute row reads a
+  // bag of 256 movies) it ran to tens of megabytes a step, allocated and page-faulted afresh
+  // each time. rows: with the pad row first.
   torch::Tensor Aggregate(const torch::Tensor& rows, const torch::Tensor& idx,
                           const torch::Tensor& weights, const torch::Tensor& level,
                           const torch::Tensor& scale, const torch::Tensor& shift) const;
