@@ -40,9 +40,11 @@ class UserMetrics {
                                   kColdUsers = kColdUsersGroup, kWarmUsers = kWarmUsersGroup,
                                   kTrainedUsers = kTrainedUsersGroup,
                                   kContextUsers = kContextUsersGroup;
-  static inline const std::array<std::string, kTargetPopularityGroups.size()> kPopularity = {
-      kTargetPopularityGroups[0], kTargetPopularityGroups[1], kTargetPopularityGroups[2],
-      kTargetPopularityGroups[3], kTargetPopularityGroups[4]};
+  static inline const auto kPopularity = [] {
+    std::array<std::string, kTargetPopularityGroups.size()> names;
+    for (size_t b = 0; b < names.size(); ++b) names[b] = kTargetPopularityGroups[b];
+    return names;
+  }();
   MetricSums* out_;
   // Its domain's group, its target's cold/warm group, its own cold/warm group, trained/context,
   // its target's training count.

@@ -414,10 +414,10 @@ torch::Tensor RatedNeighbourSum(const torch::Tensor& rows, const torch::Tensor& 
   // (the weight at level l); level 0 (no rating) leaves x_j as it is.
   const auto sc = WithPadRow(scale), sh = WithPadRow(shift);
   torch::Tensor sum = torch::zeros({n, rows.size(1)}, rows.options());
+  // Every level, present or not: skipping absent ones would read a flag back from the device
+  // once per level (with ratings in the data all of them are present anyway).
   for (int64_t l = 0; l < sc.size(0); ++l) {
-    const auto at = level == l;
-    if (!at.any().item<bool>()) continue;
-    const auto wl = w * at.to(w.dtype());
+    const auto wl = w * (level == l).to(w.dtype());
     sum = sum + bag(wl) * (1 + sc[l]) + wl.sum(1, /*keepdim=*/true) * sh[l];
   }
   return sum;

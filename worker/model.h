@@ -221,7 +221,7 @@ torch::Tensor MaskedMean(const torch::Tensor& x, const torch::Tensor& mask);
 // sum_j weights[i, j] * (rows[idx[i, j]] * (1 + scale[level[i, j]]) + shift[level[i, j]]) for
 // every i: [n, d] from idx, weights and level [n, k] (rows: [m, d] with the pad row first; scale
 // and shift [levels, d] without it, level 0 meaning no rating; undefined scale or level: the
-// plain weighted sum). Weighted bags (torch::embedding_bag), one per level present, so the
+// plain weighted sum). Weighted bags (torch::embedding_bag), one per level, so the
 // [n, k, d] tensor of gathered rows is never built.
 torch::Tensor RatedNeighbourSum(const torch::Tensor& rows, const torch::Tensor& idx,
                                 const torch::Tensor& weights, const torch::Tensor& level,
