@@ -675,6 +675,7 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
                                  "negative_sampler",
                                  "in_batch_negatives",
                                  "cold_negative_weight",
+                                 "popularity_calibration",
                                  "staleness",
                                  "collective",
                                  "tasks",
@@ -683,6 +684,7 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.Bool(t, "train", "in_batch_negatives", &tr.in_batch_negatives));
   M6_RETURN_IF_ERROR(r.Float(t, "train", "cold_negative_weight", &tr.cold_negative_weight));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "cold_negative_weight", tr.cold_negative_weight, 0, 1000));
+  M6_RETURN_IF_ERROR(r.Bool(t, "train", "popularity_calibration", &tr.popularity_calibration));
   M6_RETURN_IF_ERROR(r.NumberIn(t, "train", "staleness", &tr.staleness, 0, 1));
   M6_RETURN_IF_ERROR(r.Enum(t, "train", "collective", &tr.collective));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "history", &tr.history));

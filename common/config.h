@@ -355,6 +355,9 @@ struct TrainConfig {
   // negative learns to score low: right for the catalogue's dead items, wrong for the items a
   // train_users share below 1 leaves to the context users.
   float cold_negative_weight = 1.0f;
+  // Sampled protocol: rank on scores plus an offset per training-count bucket of the item, per
+  // domain, chosen on validation (worker/evaluator.h Calibration; off for cold splits).
+  bool popularity_calibration = true;
   int staleness = 1;  // 1: the next batch's pull overlaps this step; 0: strict
   CollectiveKind collective = CollectiveKind::kAuto;  // auto | single | zmq | mpi | nccl
   // The tasks (tasks[0] is retrieval; absent: retrieval alone).

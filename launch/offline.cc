@@ -236,6 +236,20 @@ StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
     M6_ASSIGN_OR_RETURN(run->strategies, ReadStrategyBook(run_dir));
     sc.strategy = &run->strategies;
   }
+  // The popularity calibration the job chose on validation (worker/evaluator.h), served as the
+  // evaluation ranked.
+  const std::string result_path = run_dir + "/result.json";
+  if (cfg.train.popularity_calibration && std::filesystem::exists(result_path)) {
+    std::ifstream in(result_path);
+    const json result = json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (result.is_discarded()) return Status::InvalidArgument(result_path + ": not valid JSON");
+    if (result.contains("calibration")) {
+      auto cal = Calibration::FromJson(*sc.data, result["calibration"]);
+      if (!cal.ok()) return Status::InvalidArgument(result_path + ": " + cal.status().message());
+      run->calibration = std::move(*cal);
+      if (!run->calibration.empty()) sc.calibration = &run->calibration;
+    }
+  }
   return run;
 }
 

@@ -14,6 +14,7 @@
 
 #include "common/config.h"
 #include "common/status.h"
+#include "worker/evaluator.h"
 #include "worker/local_tables.h"
 #include "worker/strategy.h"
 #include "worker/training_engine.h"
@@ -53,6 +54,7 @@ struct OpenedRun {
   std::shared_ptr<LocalStores> stores;
   std::unique_ptr<SparseTables> tables;
   StrategyBook strategies;
+  Calibration calibration;  // the run's (result.json), when it has one
   ScoringContext sc;
 };
 StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,

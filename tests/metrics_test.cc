@@ -118,6 +118,76 @@ TEST(Metrics, ThresholdIsChosenOnValidationToMaximiseF1) {
   EXPECT_GT(ScoreHistogram::Edge(ScoreHistogram::kBins - 1), 1000.0);
 }
 
+// The popularity calibration on a hand-made case with a known answer: every validation target is
+// a popular item (bucket 64+) that the model scores 0.3 below five never-trained negatives, so
+// the only offset that helps is the popular bucket's, by more than 0.3; buckets without any
+// candidate stay at 0. Fitted on two ranks' passes it chooses what one pass of them all does.
+TEST(Metrics, PopularityCalibrationIsChosenOnValidation) {
+  Dataset ds;
+  ds.protocol = Dataset::Protocol::kSampled;
+  ds.num_users = 40;
+  ds.num_items = 10;
+  ds.item_popularity = {0, 0, 0, 0, 0, 100, 100, 100, 100, 100};
+  auto pass_of = [](uint32_t first, uint32_t last) {
+    SampledPass p;
+    p.valid = true;
+    for (uint32_t u = first; u < last; ++u) {
+      p.users.push_back(u);
+      p.cands.push_back({5 + u % 5, 0, 1, 2, 3, 4});
+      p.scores.push_back({0.0f, 0.3f, 0.25f, 0.2f, 0.1f, 0.05f});
+    }
+    return p;
+  };
+  const SampledPass all = pass_of(0, 40), rank0 = pass_of(0, 20), rank1 = pass_of(20, 40);
+  int sums = 0;
+  auto local = [&](std::vector<double>*) {
+    ++sums;
+    return Status::OK();
+  };
+  auto one = FitCalibration(ds, {&all}, local);
+  ASSERT_TRUE(one.ok()) << one.status().message();
+  EXPECT_EQ(sums, 1 + kCalibrationSweeps * 4) << "the scale, then one sum per coordinate step";
+  ASSERT_EQ(one->offsets.size(), 1u);
+  const auto& o = one->offsets[0];
+  EXPECT_EQ(o[0], 0.0) << "the never-trained bucket is the reference";
+  EXPECT_EQ(o[1], 0.0);
+  EXPECT_EQ(o[2], 0.0);
+  EXPECT_EQ(o[3], 0.0);
+  EXPECT_GT(o[4], 0.3);
+  // The smallest grid value that puts the targets first: within one step of the gap.
+  double mean = 0, sq = 0;
+  for (float x : all.scores[0]) mean += x / 6, sq += double(x) * x / 6;
+  const double step = kCalibrationStep * std::sqrt(sq - mean * mean);
+  EXPECT_LE(o[4], 0.3 + step + 1e-9);
+  auto two = FitCalibration(ds, {&rank0, &rank1}, local);
+  ASSERT_TRUE(two.ok());
+  ASSERT_EQ(two->offsets.size(), 1u);
+  for (size_t b = 0; b < o.size(); ++b)
+    EXPECT_NEAR(two->offsets[0][b], o[b], 1e-12) << "bucket " << b << " (sums added by pass)";
+  // Ranked on the calibrated scores every target is first; the raw ranks stay beside.
+  MetricSums m;
+  AccumulateSampledPass(ds, all, *one, &m, nullptr);
+  EXPECT_DOUBLE_EQ(m.Mean("HR@1"), 1.0);
+  EXPECT_DOUBLE_EQ(m.Mean("NDCG@10"), 1.0);
+  EXPECT_DOUBLE_EQ(m.Mean("NDCG@10_uncalibrated"), 1.0 / std::log2(7.0));
+  MetricSums raw;
+  AccumulateSampledPass(ds, all, Calibration{}, &raw, nullptr);
+  EXPECT_DOUBLE_EQ(raw.Mean("NDCG@10"), 1.0 / std::log2(7.0));
+  // What serving reads back from result.json is what was chosen.
+  auto back = Calibration::FromJson(ds, one->ToJson(ds));
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->offsets, one->offsets);
+  EXPECT_EQ(one->ToJson(ds)["buckets"][4], "64+");
+  EXPECT_FALSE(Calibration::FromJson(ds, {{"offsets", {0.0, 1.0}}}).ok())
+      << "a wrong number of offsets is refused";
+  // Targets already first: no move improves, nothing moves.
+  SampledPass first = pass_of(0, 40);
+  for (auto& sc : first.scores) sc[0] = 1.0f;
+  auto none = FitCalibration(ds, {&first}, local);
+  ASSERT_TRUE(none.ok());
+  for (double x : none->offsets[0]) EXPECT_EQ(x, 0.0);
+}
+
 // The histogram's AUC (what the like task reports across ranks) on a hand-made case, and the
 // task metrics SummaryMetrics derives: RMSE / MAE from error sums, accuracy and macro-F1 from
 // per-class counts.

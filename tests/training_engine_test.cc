@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -309,6 +311,29 @@ TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
   for (const auto& it : (*rec)["items"]) {
     EXPECT_GE(it["item"].get<int>(), 240) << "music's items follow shop's 240";
     EXPECT_EQ(it["item"].get<int>() - 240, it["domain_item"].get<int>());
+  }
+  // Served with a popularity calibration (what `m6rec recommend` reads from result.json), the
+  // ranking is by the calibrated score: a large offset on one training-count bucket of music's
+  // items fills the list with that bucket's items.
+  {
+    const Dataset& d = **ds;
+    std::array<int, kTargetPopularityGroups.size()> per{};
+    for (uint32_t i = 240; i < d.num_items; ++i)
+      ++per[size_t(TargetPopularityBucket(d.item_popularity[i]))];
+    const size_t b = size_t(std::max_element(per.begin(), per.end()) - per.begin());
+    ASSERT_GE(per[b], 20);
+    Calibration cal;
+    cal.offsets.assign(2, {});
+    for (auto& o : cal.offsets) o.fill(0.0);
+    cal.offsets[1][b] = 1e4;
+    ScoringContext calibrated = sc;
+    calibrated.calibration = &cal;
+    auto boosted = RecommendForUser(calibrated, 3, 5, "music");
+    ASSERT_TRUE(boosted.ok()) << boosted.status().message();
+    for (const auto& it : (*boosted)["items"]) {
+      EXPECT_EQ(size_t(TargetPopularityBucket(d.item_popularity[it["item"].get<size_t>()])), b);
+      EXPECT_GT(it["score"].get<double>(), 1e4 - 100);
+    }
   }
   // Explanations: every item says why, with the score it was ranked by, the fusion's weights of
   // the model's own sources, and history items, neighbours and tokens the user really has.
@@ -651,6 +676,11 @@ TEST(InProcessJob, EvaluatingTheBestCheckpointReproducesTheResult) {
   ASSERT_TRUE(ev.ok()) << ev.status().message();
   EXPECT_EQ((*ev)["test"], result["test"])
       << "eval " << (*ev)["test"].dump() << "\nresult " << result["test"].dump();
+  // The popularity calibration too: chosen on every shard's validation scores as the ranks chose
+  // it, and the uncalibrated ranks reported beside.
+  ASSERT_TRUE(result.contains("calibration")) << result.dump();
+  EXPECT_EQ((*ev)["calibration"], result["calibration"]);
+  EXPECT_TRUE(result["test"].contains("HR@10_uncalibrated"));
 }
 
 // Retrieval, rating, like and gender prediction on one backbone, on MovieLens-style data where

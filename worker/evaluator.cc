@@ -134,9 +134,10 @@ int RankAmongAllItems(const Dataset& ds, uint32_t u, uint32_t target, bool valid
 
 }  // namespace
 
-Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
-                           uint64_t seed, const SampledScorer& score, MetricSums* out,
-                           ScoreHistograms* hists, const FullScorer* all_items) {
+Status ScoreSampledPass(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
+                        uint64_t seed, const SampledScorer& score, SampledPass* pass,
+                        const FullScorer* all_items) {
+  pass->valid = valid;
   std::vector<uint32_t> chunk;
   std::vector<std::vector<uint32_t>> cands;
   std::vector<std::vector<float>> scores;
@@ -158,44 +159,237 @@ Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users
     M6_RETURN_IF_ERROR(score(chunk, cands, /*with_valid=*/!valid, &scores));
     if (scores.size() != chunk.size())
       return Status::Internal("scorer returned the wrong number of users");
+    for (size_t c = 0; c < chunk.size(); ++c)
+      if (scores[c].size() != cands[c].size())
+        return Status::Internal("scorer returned the wrong number of candidates");
     if (all_items) {
       full.clear();
       M6_RETURN_IF_ERROR((*all_items)(chunk, &full));
       if (full.size() != chunk.size() * I)
         return Status::Internal("scorer returned the wrong shape");
-    }
-    for (size_t c = 0; c < chunk.size(); ++c) {
-      const auto& s = scores[c];
-      if (s.size() != cands[c].size())
-        return Status::Internal("scorer returned the wrong number of candidates");
-      const int rank = RankOfFirst(s);
-      UserMetrics m(ds, chunk[c], out, int64_t(cands[c][0]));
-      m.Add("HR@1", HitAtK(rank, 1));
-      m.Add("HR@5", HitAtK(rank, 5));
-      m.Add("HR@10", HitAtK(rank, 10));
-      m.Add("NDCG@5", NdcgAtK(rank, 5));
-      m.Add("NDCG@10", NdcgAtK(rank, 10));
-      m.Add("MRR", 1.0 / (rank + 1));
-      std::vector<int> labels(s.size(), 0);
-      labels[0] = 1;
-      m.Add("AUC", Auc(s, labels));
-      if (all_items) {
+      for (size_t c = 0; c < chunk.size(); ++c) {
         row.assign(full.begin() + long(c * I), full.begin() + long((c + 1) * I));
-        const int all = RankAmongAllItems(ds, chunk[c], cands[c][0], !valid, row);
-        m.Add("HR@10_all", HitAtK(all, 10));
-        m.Add("NDCG@10_all", NdcgAtK(all, 10));
+        pass->all_ranks.push_back(RankAmongAllItems(ds, chunk[c], cands[c][0], !valid, row));
       }
-      if (hists) {
-        ScoreHistogram* dom =
-            hists->domains.empty() ? nullptr : &hists->domains[ds.UserDomain(chunk[c])];
-        for (size_t k = 0; k < s.size(); ++k) {
-          hists->all.Add(s[k], k == 0);
-          if (dom) dom->Add(s[k], k == 0);
-        }
-      }
+    }
+    pass->users.insert(pass->users.end(), chunk.begin(), chunk.end());
+    for (size_t c = 0; c < chunk.size(); ++c) {
+      pass->cands.push_back(std::move(cands[c]));
+      pass->scores.push_back(std::move(scores[c]));
     }
   }
   return Status::OK();
+}
+
+void AccumulateSampledPass(const Dataset& ds, const SampledPass& pass, const Calibration& cal,
+                           MetricSums* out, ScoreHistograms* hists) {
+  std::vector<float> s;
+  std::vector<int> labels;
+  for (size_t c = 0; c < pass.users.size(); ++c) {
+    const uint32_t u = pass.users[c];
+    const auto& cands = pass.cands[c];
+    s = pass.scores[c];
+    const int raw_rank = RankOfFirst(s);
+    if (!cal.empty()) {
+      const size_t d = ds.multi_domain() ? ds.UserDomain(u) : 0;
+      for (size_t k = 0; k < s.size(); ++k) s[k] += float(cal.Offset(ds, d, cands[k]));
+    }
+    const int rank = RankOfFirst(s);
+    UserMetrics m(ds, u, out, int64_t(cands[0]));
+    m.Add("HR@1", HitAtK(rank, 1));
+    m.Add("HR@5", HitAtK(rank, 5));
+    m.Add("HR@10", HitAtK(rank, 10));
+    m.Add("NDCG@5", NdcgAtK(rank, 5));
+    m.Add("NDCG@10", NdcgAtK(rank, 10));
+    m.Add("HR@10_uncalibrated", HitAtK(raw_rank, 10));
+    m.Add("NDCG@10_uncalibrated", NdcgAtK(raw_rank, 10));
+    m.Add("MRR", 1.0 / (rank + 1));
+    labels.assign(s.size(), 0);
+    labels[0] = 1;
+    m.Add("AUC", Auc(s, labels));
+    if (c < pass.all_ranks.size()) {
+      m.Add("HR@10_all", HitAtK(pass.all_ranks[c], 10));
+      m.Add("NDCG@10_all", NdcgAtK(pass.all_ranks[c], 10));
+    }
+    if (hists) {
+      ScoreHistogram* dom = hists->domains.empty() ? nullptr : &hists->domains[ds.UserDomain(u)];
+      for (size_t k = 0; k < s.size(); ++k) {
+        hists->all.Add(s[k], k == 0);
+        if (dom) dom->Add(s[k], k == 0);
+      }
+    }
+  }
+}
+
+Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
+                           uint64_t seed, const SampledScorer& score, MetricSums* out,
+                           ScoreHistograms* hists, const FullScorer* all_items,
+                           const Calibration* cal) {
+  static const Calibration kNone;
+  std::vector<uint32_t> block;
+  // A block of chunks at a time: the scores are not all kept.
+  constexpr size_t kBlock = 16 * kEvalUsersPerChunk;
+  for (size_t start = 0; start < users.size(); start += kBlock) {
+    block.assign(users.begin() + long(start),
+                 users.begin() + long(std::min(users.size(), start + kBlock)));
+    SampledPass pass;
+    M6_RETURN_IF_ERROR(ScoreSampledPass(ds, block, valid, seed, score, &pass, all_items));
+    AccumulateSampledPass(ds, pass, cal ? *cal : kNone, out, hists);
+  }
+  return Status::OK();
+}
+
+double Calibration::Offset(const Dataset& ds, size_t domain, uint32_t item) const {
+  if (domain >= offsets.size() || item >= ds.item_popularity.size()) return 0;
+  return offsets[domain][size_t(TargetPopularityBucket(ds.item_popularity[item]))];
+}
+
+nlohmann::json Calibration::ToJson(const Dataset& ds) const {
+  nlohmann::json j = {{"buckets", kTargetPopularityGroups}};
+  for (auto& b : j["buckets"]) b = b.get<std::string>().substr(4);  // "pop:1-3" -> "1-3"
+  if (offsets.empty()) return j;
+  if (!ds.multi_domain()) {
+    j["offsets"] = offsets[0];
+    return j;
+  }
+  for (size_t d = 0; d < offsets.size() && d < ds.domains.size(); ++d)
+    if (ds.domains[d].evaluate) j["domains"][ds.domains[d].name] = offsets[d];
+  return j;
+}
+
+StatusOr<Calibration> Calibration::FromJson(const Dataset& ds, const nlohmann::json& j) {
+  Calibration c;
+  constexpr size_t B = kTargetPopularityGroups.size();
+  auto read = [&](const nlohmann::json& v, const std::string& what) -> Status {
+    if (!v.is_array() || v.size() != B)
+      return Status::InvalidArgument("calibration " + what + ": " + std::to_string(B) +
+                                     " offsets expected, got " + v.dump());
+    auto& o = c.offsets.emplace_back();
+    for (size_t b = 0; b < B; ++b) {
+      if (!v[b].is_number())
+        return Status::InvalidArgument("calibration " + what + ": " + v.dump());
+      o[b] = v[b].get<double>();
+    }
+    return Status::OK();
+  };
+  if (!j.is_object()) return c;
+  if (j.contains("offsets")) {
+    M6_RETURN_IF_ERROR(read(j["offsets"], "offsets"));
+  } else if (j.contains("domains") && ds.multi_domain()) {
+    for (const auto& d : ds.domains) {
+      if (j["domains"].contains(d.name)) {
+        M6_RETURN_IF_ERROR(read(j["domains"][d.name], "of domain " + d.name));
+      } else {
+        c.offsets.emplace_back();  // a domain not evaluated: no offsets
+        c.offsets.back().fill(0.0);
+      }
+    }
+  }
+  return c;
+}
+
+StatusOr<Calibration> FitCalibration(const Dataset& ds,
+                                     const std::vector<const SampledPass*>& valid_passes,
+                                     const SumAcrossRanks& sum) {
+  Calibration cal;
+  if (ds.cold_split() || ds.protocol != Dataset::Protocol::kSampled) return cal;
+  constexpr size_t B = kTargetPopularityGroups.size();
+  const size_t D = ds.multi_domain() ? ds.domains.size() : 1;
+  auto domain = [&](uint32_t u) -> size_t { return ds.multi_domain() ? ds.UserDomain(u) : 0; };
+  std::vector<uint8_t> bucket(ds.num_items, 0);
+  for (size_t i = 0; i < ds.num_items && i < ds.item_popularity.size(); ++i)
+    bucket[i] = uint8_t(TargetPopularityBucket(ds.item_popularity[i]));
+  // Each domain's scale: the standard deviation of its validation scores over every rank.
+  // Each pass's sums on their own, added in order: the additions the ranks' sum makes of one
+  // pass each (so that `m6rec eval`, with every shard's pass here, chooses as the job did).
+  auto add = [](std::vector<double>* total, const std::vector<double>& part) {
+    for (size_t i = 0; i < total->size(); ++i) (*total)[i] += part[i];
+  };
+  std::vector<double> moments(3 * D, 0.0), part;
+  for (const SampledPass* p : valid_passes) {
+    part.assign(moments.size(), 0.0);
+    for (size_t c = 0; c < p->users.size(); ++c) {
+      double* m = &part[3 * domain(p->users[c])];
+      for (float x : p->scores[c]) m[0] += 1, m[1] += x, m[2] += double(x) * x;
+    }
+    add(&moments, part);
+  }
+  M6_RETURN_IF_ERROR(sum(&moments));
+  std::vector<double> step(D, 0.0);
+  for (size_t d = 0; d < D; ++d) {
+    const double n = moments[3 * d];
+    if (n < 2) continue;
+    const double mean = moments[3 * d + 1] / n;
+    step[d] = kCalibrationStep * std::sqrt(std::max(0.0, moments[3 * d + 2] / n - mean * mean));
+  }
+  cal.offsets.assign(D, {});
+  for (auto& o : cal.offsets) o.fill(0.0);
+  std::vector<int> at(D * B, 0);  // each offset's grid index (0 = no offset)
+  constexpr int G = 2 * kCalibrationGrid + 1;
+  std::vector<float> others;
+  std::vector<float> mine;
+  for (int sweep = 0; sweep < kCalibrationSweeps; ++sweep)
+    for (size_t k = 1; k < B; ++k) {
+      // NDCG@10 over each domain's validation users with bucket k's offset at every grid value.
+      std::vector<double> ndcg(D * G, 0.0);
+      for (const SampledPass* p : valid_passes) {
+        part.assign(ndcg.size(), 0.0);
+        for (size_t c = 0; c < p->users.size(); ++c) {
+          const size_t d = domain(p->users[c]);
+          if (step[d] <= 0) continue;
+          const auto& o = cal.offsets[d];
+          const auto& cands = p->cands[c];
+          const auto& s = p->scores[c];
+          const bool target_in_k = bucket[cands[0]] == k;
+          const double t0 = s[0] + (target_in_k ? 0.0 : o[bucket[cands[0]]]);
+          others.clear();
+          mine.clear();
+          for (size_t j = 1; j < s.size(); ++j) {
+            if (bucket[cands[j]] == k)
+              mine.push_back(s[j]);
+            else
+              others.push_back(float(s[j] + o[bucket[cands[j]]]));
+          }
+          // The rank at every grid value, one sorted sweep: with the target in bucket k the
+          // target and k's negatives move together and the others fall behind as the offset
+          // grows; otherwise k's negatives overtake the target one by one.
+          const float t_in_k = s[0];
+          int fixed = 0;
+          if (target_in_k) {
+            for (float x : mine) fixed += x >= t_in_k;
+          } else {
+            for (float x : others) fixed += x >= float(t0);
+          }
+          if (fixed >= 10) continue;  // out of the top 10 at every offset
+          std::vector<float>& moving = target_in_k ? others : mine;
+          std::sort(moving.begin(), moving.end(), std::greater<float>());
+          size_t n = target_in_k ? moving.size() : 0;  // moving scores at or above the target
+          for (int g = 0; g < G; ++g) {
+            const double off = (g - kCalibrationGrid) * step[d];
+            if (target_in_k) {
+              const float t = float(t0 + off);
+              while (n > 0 && moving[n - 1] < t) --n;
+            } else {
+              const float tk = float(t0 - off);
+              while (n < moving.size() && moving[n] >= tk) ++n;
+            }
+            part[d * G + size_t(g)] += NdcgAtK(fixed + int(n), 10);
+          }
+        }
+        add(&ndcg, part);
+      }
+      M6_RETURN_IF_ERROR(sum(&ndcg));
+      for (size_t d = 0; d < D; ++d) {
+        if (step[d] <= 0) continue;
+        int& cur = at[d * B + k];
+        int best = cur + kCalibrationGrid;  // a move must improve on where the offset is
+        for (int g = 0; g < G; ++g)
+          if (ndcg[d * G + size_t(g)] > ndcg[d * G + size_t(best)]) best = g;
+        cur = best - kCalibrationGrid;
+        cal.offsets[d][k] = cur * step[d];
+      }
+    }
+  return cal;
 }
 
 Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
@@ -307,11 +501,15 @@ Status EvalPopularity(const Dataset& ds, const std::vector<uint32_t>& users, uin
 }
 
 std::vector<std::string> ProtocolSumNames(const Dataset& ds) {
-  std::vector<std::string> base =
-      ds.protocol == Dataset::Protocol::kFullRanking
-          ? std::vector<std::string>{"NDCG@20", "Recall@20"}
-          : std::vector<std::string>{"AUC", "FN",      "FP",     "HR@1", "HR@10", "HR@5",
-                                     "MRR", "NDCG@10", "NDCG@5", "TN",   "TP"};
+  std::vector<std::string> base = ds.protocol == Dataset::Protocol::kFullRanking
+                                      ? std::vector<std::string>{"NDCG@20", "Recall@20"}
+                                      : std::vector<std::string>{"AUC",     "FN",
+                                                                 "FP",      "HR@1",
+                                                                 "HR@10",   "HR@10_uncalibrated",
+                                                                 "HR@5",    "MRR",
+                                                                 "NDCG@10", "NDCG@10_uncalibrated",
+                                                                 "NDCG@5",  "TN",
+                                                                 "TP"};
   if (ds.cold_split() && ds.protocol == Dataset::Protocol::kSampled)
     base.insert(base.end(), {"HR@10_all", "NDCG@10_all"});
   std::vector<std::string> out = base;

@@ -82,13 +82,69 @@ Thresholds ChooseThresholds(const ScoreHistograms& valid);
 void AddConfusion(const Dataset& ds, const ScoreHistograms& h, const Thresholds& t,
                   MetricSums* out);
 
+// ---- popularity calibration (train.popularity_calibration; sampled protocol) ----
+// How far a model's score of an item can be trusted depends on how often the item trained: the
+// rows of items a few training lists hold barely moved, items no trained user touched were only
+// ever sampled negatives, and in-batch negatives penalise the popular ones by how often they are
+// drawn. The calibration adds to each candidate's score an offset for its item's training-count
+// bucket (the kTargetPopularityGroups buckets, the never-trained bucket's fixed at 0), per domain,
+// chosen on the validation targets: coordinate ascent on validation NDCG@10, two sweeps over the
+// buckets, each on a grid of kCalibrationGrid steps of kCalibrationStep x the standard deviation
+// of the domain's validation scores either side of 0. Validation and test are then both ranked
+// on the calibrated scores (validation so calibrated is what selects the epoch); the uncalibrated
+// ranks stay in the results as HR@10_uncalibrated and NDCG@10_uncalibrated.
+inline constexpr int kCalibrationGrid = 40;      // steps either side of 0
+inline constexpr double kCalibrationStep = 0.1;  // in standard deviations of the scores
+inline constexpr int kCalibrationSweeps = 2;
+struct Calibration {
+  // offsets[d][b]: the offset of an item in bucket b for a user of domain d (d = 0 without
+  // domains). Empty: no calibration.
+  std::vector<std::array<double, kTargetPopularityGroups.size()>> offsets;
+  bool empty() const { return offsets.empty(); }
+  // The offset of `item` for a user of domain `domain` (0 without domains; 0 without a
+  // calibration, and for an item the training data does not count: one added at serving time).
+  double Offset(const Dataset& ds, size_t domain, uint32_t item) const;
+  // {"buckets": [...], "offsets": [...]} without domains, {"buckets", "domains": {name: [...]}}
+  // with them (the evaluated domains).
+  nlohmann::json ToJson(const Dataset& ds) const;
+  // The inverse of ToJson for this data (a run's result.json read back for serving).
+  static StatusOr<Calibration> FromJson(const Dataset& ds, const nlohmann::json& j);
+};
+
+// A sampled-protocol pass's scores, kept so that its metrics can be taken after a calibration
+// is chosen on it.
+struct SampledPass {
+  bool valid = false;
+  std::vector<uint32_t> users;
+  std::vector<std::vector<uint32_t>> cands;  // cands[c][0] is the target
+  std::vector<std::vector<float>> scores;    // scores[c][k]: of cands[c][k], uncalibrated
+  std::vector<int> all_ranks;                // with all_items: the target's rank among all items
+};
+// Scores `users`' targets and sampled negatives (see EvalSampledProtocol), appended to `pass`.
+Status ScoreSampledPass(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
+                        uint64_t seed, const SampledScorer& score, SampledPass* pass,
+                        const FullScorer* all_items = nullptr);
+// The pass's metrics (and histograms, when `hists` is not null) on its scores calibrated by
+// `cal`, plus HR@10_uncalibrated / NDCG@10_uncalibrated on the raw ones.
+void AccumulateSampledPass(const Dataset& ds, const SampledPass& pass, const Calibration& cal,
+                           MetricSums* out, ScoreHistograms* hists);
+// The calibration chosen on validation passes (each rank's own; `sum` adds a vector over the
+// ranks in place, the same bits everywhere, so every rank chooses the same offsets). Empty for
+// a cold split (its cold items' quality is what it measures: no prior from the warm ones' counts).
+using SumAcrossRanks = std::function<Status(std::vector<double>*)>;
+StatusOr<Calibration> FitCalibration(const Dataset& ds,
+                                     const std::vector<const SampledPass*>& valid_passes,
+                                     const SumAcrossRanks& sum);
+
 // `hists` (may be null) receives every candidate's score, labelled. With `all_items` (a cold
 // split's evaluation) the target is also ranked against every item the user could be shown
 // (not its training items, the items a cold split took from it, its validation item when that
-// is history, nor another domain's): "HR@10_all", "NDCG@10_all".
+// is history, nor another domain's): "HR@10_all", "NDCG@10_all". Scores are calibrated by `cal`
+// when given.
 Status EvalSampledProtocol(const Dataset& ds, const std::vector<uint32_t>& users, bool valid,
                            uint64_t seed, const SampledScorer& score, MetricSums* out,
-                           ScoreHistograms* hists, const FullScorer* all_items = nullptr);
+                           ScoreHistograms* hists, const FullScorer* all_items = nullptr,
+                           const Calibration* cal = nullptr);
 Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
                         const FullScorer& score, MetricSums* out);
 

@@ -375,7 +375,7 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                {"elapsed_s", w0.epochs[e].elapsed_s},
                {"test", MetricsJson(test)}};
     if (!full) ep["valid"] = MetricsJson(valid);
-    for (const char* k : {"thresholds", "wide_weights"})
+    for (const char* k : {"thresholds", "wide_weights", "calibration"})
       if (w0.epochs[e].report.contains(k)) ep[k] = w0.epochs[e].report[k];
     if (w0.epochs[e].epoch == w0.best_epoch) best = static_cast<int>(e);
     epochs.push_back(ep);
@@ -415,6 +415,8 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
   if (b.contains("thresholds")) result["thresholds"] = b["thresholds"];
   // The weight of each attribute task's wide part (chosen on validation).
   if (b.contains("wide_weights")) result["wide_weights"] = b["wide_weights"];
+  // The offsets per training-count bucket the retrieval scores were calibrated by (validation).
+  if (b.contains("calibration")) result["calibration"] = b["calibration"];
   const auto heads = HeadlineMetrics(w0.protocol);
   char buf[400];
   std::snprintf(

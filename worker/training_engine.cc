@@ -109,40 +109,65 @@ json ScoreDistribution(const std::vector<double>& counts) {
   return out;
 }
 
-// One evaluation pass over `users`: retrieval under the dataset's protocol, then every other task.
-Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const JobConfig& cfg,
-                     const std::vector<uint32_t>& users, MetricSums* test, MetricSums* valid,
-                     EvalHistograms* h) {
-  const uint64_t seed = EvalSeed(cfg);
-  SampledScorer sampled = [&](const std::vector<uint32_t>& us,
-                              const std::vector<std::vector<uint32_t>>& cands, bool with_valid,
-                              std::vector<std::vector<float>>* scores) {
+SampledScorer ModelSampledScorer(ModelPlugin& model, const Dataset& ds) {
+  return [&model, &ds](const std::vector<uint32_t>& us,
+                       const std::vector<std::vector<uint32_t>>& cands, bool with_valid,
+                       std::vector<std::vector<float>>* scores) {
     std::vector<UserQuery> q;
     for (uint32_t u : us) q.push_back(EvalQuery(ds, u, with_valid));
     return model.ScoreCandidates(q, cands, scores);
   };
-  auto full_with = [&](bool with_valid) -> FullScorer {
-    return [&, with_valid](const std::vector<uint32_t>& us, std::vector<float>* scores) {
-      std::vector<UserQuery> q;
-      for (uint32_t u : us) q.push_back(EvalQuery(ds, u, with_valid));
-      return model.ScoreAllItems(q, scores);
-    };
+}
+
+FullScorer ModelFullScorer(ModelPlugin& model, const Dataset& ds, bool with_valid) {
+  return [&model, &ds, with_valid](const std::vector<uint32_t>& us, std::vector<float>* scores) {
+    std::vector<UserQuery> q;
+    for (uint32_t u : us) q.push_back(EvalQuery(ds, u, with_valid));
+    return model.ScoreAllItems(q, scores);
   };
-  const FullScorer full = full_with(false), full_test = full_with(true);
+}
+
+// Sampled protocol: the validation targets of `users` scored and kept, for the calibration to
+// be chosen on before any metric is taken (a no-op under full ranking). Inside
+// BeginScoring / EndScoring, as EvaluateUsers.
+Status ScoreValidation(ModelPlugin& model, const Dataset& ds, const JobConfig& cfg,
+                       const std::vector<uint32_t>& users, SampledPass* pass) {
+  if (ds.protocol != Dataset::Protocol::kSampled) return Status::OK();
   // A cold split's targets are also ranked against all items (cold items among everything).
-  const bool all = ds.cold_split();
-  M6_RETURN_IF_ERROR(model.BeginScoring());
-  Status s;
+  const FullScorer full = ModelFullScorer(model, ds, false);
+  return ScoreSampledPass(ds, users, true, EvalSeed(cfg), ModelSampledScorer(model, ds), pass,
+                          ds.cold_split() ? &full : nullptr);
+}
+
+// The calibration an evaluation ranks by (train.popularity_calibration): chosen on the
+// validation passes, none when switched off.
+Status ChooseCalibration(const JobConfig& cfg, const Dataset& ds,
+                         const std::vector<const SampledPass*>& passes, const SumAcrossRanks& sum,
+                         Calibration* cal) {
+  *cal = Calibration{};
+  if (!cfg.train.popularity_calibration) return Status::OK();
+  M6_ASSIGN_OR_RETURN(*cal, FitCalibration(ds, passes, sum));
+  return Status::OK();
+}
+
+// The metrics of one evaluation over `users`: retrieval under the dataset's protocol (sampled:
+// validation from `vpass`, the test pass scored here, both calibrated by `cal`), then every other
+// task.
+Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const JobConfig& cfg,
+                     const std::vector<uint32_t>& users, const SampledPass& vpass,
+                     const Calibration& cal, MetricSums* test, MetricSums* valid,
+                     EvalHistograms* h) {
+  const uint64_t seed = EvalSeed(cfg);
   if (ds.protocol == Dataset::Protocol::kFullRanking) {
-    s = EvalFullProtocol(ds, users, full, test);
+    M6_RETURN_IF_ERROR(EvalFullProtocol(ds, users, ModelFullScorer(model, ds, false), test));
   } else {
-    s = EvalSampledProtocol(ds, users, false, seed, sampled, test, &h->test,
-                            all ? &full_test : nullptr);
-    if (s.ok())
-      s = EvalSampledProtocol(ds, users, true, seed, sampled, valid, &h->valid,
-                              all ? &full : nullptr);
+    const FullScorer full_test = ModelFullScorer(model, ds, true);
+    M6_RETURN_IF_ERROR(EvalSampledProtocol(ds, users, false, seed, ModelSampledScorer(model, ds),
+                                           test, &h->test, ds.cold_split() ? &full_test : nullptr,
+                                           &cal));
+    AccumulateSampledPass(ds, vpass, cal, valid, &h->valid);
   }
-  if (s.ok() && cfg.train.tasks.size() > 1) {
+  if (cfg.train.tasks.size() > 1) {
     TaskScorer task = [&](uint32_t t, const std::vector<uint32_t>& us,
                           const std::vector<uint32_t>& items, bool with_valid,
                           std::vector<std::vector<float>>* out) {
@@ -153,12 +178,12 @@ Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const JobConfig& cfg
       }
       return model.ScoreTask(q, items, out);
     };
-    s = EvalTasks(ds, cfg.train.tasks, users, false, cfg.seed, task, test, &h->task_test);
-    if (s.ok())
-      s = EvalTasks(ds, cfg.train.tasks, users, true, cfg.seed, task, valid, &h->task_valid);
+    M6_RETURN_IF_ERROR(
+        EvalTasks(ds, cfg.train.tasks, users, false, cfg.seed, task, test, &h->task_test));
+    M6_RETURN_IF_ERROR(
+        EvalTasks(ds, cfg.train.tasks, users, true, cfg.seed, task, valid, &h->task_valid));
   }
-  model.EndScoring();
-  return s;
+  return Status::OK();
 }
 
 // A rank's users (u % W == rank, with training items) and samples; every rank runs the steps
@@ -520,8 +545,23 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
   rec.epoch = epoch;
   rec.loss = loss;
   EvalHistograms h(ds_, cfg_);
-  M6_RETURN_IF_ERROR(EvaluateUsers(*model_, ds_, cfg_, shard_.users, &rec.test, &rec.valid, &h));
+  Calibration cal;
+  {
+    // Validation first: the calibration is chosen on every rank's validation scores.
+    M6_RETURN_IF_ERROR(model_->BeginScoring());
+    SampledPass vpass;
+    Status s = ScoreValidation(*model_, ds_, cfg_, shard_.users, &vpass);
+    if (s.ok())
+      s = ChooseCalibration(
+          cfg_, ds_, {&vpass},
+          [this](std::vector<double>* v) { return AllReduceDoubles(coll_, v); }, &cal);
+    if (s.ok())
+      s = EvaluateUsers(*model_, ds_, cfg_, shard_.users, vpass, cal, &rec.test, &rec.valid, &h);
+    model_->EndScoring();
+    M6_RETURN_IF_ERROR(s);
+  }
   rec.report = model_->EpochReport();
+  if (!cal.empty()) rec.report["calibration"] = cal.ToJson(ds_);
   // Thresholds from every rank's validation scores; each rank then counts its own users at
   // them, so the counts add up across ranks like every other sum.
   if (ds_.protocol == Dataset::Protocol::kSampled) {
@@ -1205,8 +1245,24 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
   std::vector<EvalHistograms> h(W, EvalHistograms(ds, cfg));
   ScoreHistograms all_valid(ds);
   TaskHistograms task_test(ds, cfg.train.tasks), task_valid(ds, cfg.train.tasks);
+  // Every shard's validation scores first, the calibration chosen on them all as the job's
+  // ranks chose it, then each shard's metrics.
+  std::vector<SampledPass> vpass(W);
+  Calibration cal;
+  M6_RETURN_IF_ERROR(model->BeginScoring());
+  for (uint32_t r = 0; r < W && s.ok(); ++r)
+    s = ScoreValidation(*model, ds, cfg, ShardUsers(ds, r, W), &vpass[r]);
+  if (s.ok()) {
+    std::vector<const SampledPass*> passes;
+    for (const auto& p : vpass) passes.push_back(&p);
+    s = ChooseCalibration(
+        cfg, ds, passes, [](std::vector<double>*) { return Status::OK(); }, &cal);
+  }
+  for (uint32_t r = 0; r < W && s.ok(); ++r)
+    s = EvaluateUsers(*model, ds, cfg, ShardUsers(ds, r, W), vpass[r], cal, &t[r], &v[r], &h[r]);
+  model->EndScoring();
+  M6_RETURN_IF_ERROR(s);
   for (uint32_t r = 0; r < W; ++r) {
-    M6_RETURN_IF_ERROR(EvaluateUsers(*model, ds, cfg, ShardUsers(ds, r, W), &t[r], &v[r], &h[r]));
     all_valid.Merge(h[r].valid);
     task_test.Merge(h[r].task_test);
     task_valid.Merge(h[r].task_valid);
@@ -1232,6 +1288,7 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
   if (sampled) {
     j["valid"] = MetricsJson(valid);
     j["thresholds"] = thr.ToJson(ds);
+    if (!cal.empty()) j["calibration"] = cal.ToJson(ds);
   }
   if (!task_thr.empty()) j["thresholds"]["tasks"] = task_thr;
   if (!wide.empty()) j["wide_weights"] = wide;
@@ -1263,6 +1320,9 @@ StatusOr<json> RankForQuery(const ScoringContext& ctx, ModelPlugin* model, UserQ
   const Dataset::Domain* dom = ds.multi_domain() ? &ds.domains[domain] : nullptr;
   const uint32_t begin = dom ? dom->item_begin : ds.first_item,
                  end = dom ? dom->item_end : ds.num_items;
+  if (ctx.calibration)
+    for (uint32_t i = begin; i < end; ++i)
+      scores[i] += float(ctx.calibration->Offset(ds, dom ? domain : 0, i));
   if (strategy && strategy->category_weight != 0) {
     std::vector<bool> was_seen(ds.num_items, false);
     for (uint32_t i : seen) was_seen[i] = true;

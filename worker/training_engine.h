@@ -37,6 +37,7 @@ class Collective;
 class ModelPlugin;
 class SparseTables;
 struct StrategyBook;
+struct Calibration;
 
 struct EngineContext {
   const JobConfig* cfg = nullptr;
@@ -91,6 +92,9 @@ struct ScoringContext {
   bool explain = false;  // recommend: every item says why (ModelPlugin::Explain), as "why"
   // Items appended at serving time (AddNewItems): the last new_items.size() item ids, by name.
   std::vector<std::string> new_items;
+  // recommend: the run's popularity calibration (result.json, chosen on validation for the kept
+  // epoch's model), added to every item's score before the strategy's min_score and the top k.
+  const Calibration* calibration = nullptr;
 };
 
 // The run's model over ctx.tables, its dense part loaded from ctx.checkpoint.
