@@ -288,6 +288,53 @@ StatusOr<Calibration> Calibration::FromJson(const Dataset& ds, const nlohmann::j
   return c;
 }
 
+namespace {
+
+// One validation user's NDCG@10 with bucket k's offset at every grid value (the other buckets at
+// `o`), added to ndcg[0 .. 2 * kCalibrationGrid]: the exact rank at each value from one sorted
+// sweep. With the target in bucket k the target and k's negatives move together and the other
+// negatives fall behind as the offset grows; otherwise k's negatives overtake the target one by
+// one. `others` and `mine` are scratch space.
+void AddNdcgOverGrid(const std::vector<uint32_t>& cands, const std::vector<float>& s,
+                     const std::vector<uint8_t>& bucket,
+                     const std::array<double, kTargetPopularityGroups.size()>& o, size_t k,
+                     double step, double* ndcg, std::vector<float>* others,
+                     std::vector<float>* mine) {
+  const bool target_in_k = bucket[cands[0]] == k;
+  const double t0 = s[0] + (target_in_k ? 0.0 : o[bucket[cands[0]]]);
+  others->clear();
+  mine->clear();
+  for (size_t j = 1; j < s.size(); ++j) {
+    if (bucket[cands[j]] == k)
+      mine->push_back(s[j]);
+    else
+      others->push_back(float(s[j] + o[bucket[cands[j]]]));
+  }
+  int fixed = 0;  // the scores that do not move against the target
+  if (target_in_k) {
+    for (float x : *mine) fixed += x >= s[0];
+  } else {
+    for (float x : *others) fixed += x >= float(t0);
+  }
+  if (fixed >= 10) return;  // out of the top 10 at every offset
+  std::vector<float>& moving = target_in_k ? *others : *mine;
+  std::sort(moving.begin(), moving.end(), std::greater<float>());
+  size_t n = target_in_k ? moving.size() : 0;  // moving scores at or above the target
+  for (int g = 0; g <= 2 * kCalibrationGrid; ++g) {
+    const double off = (g - kCalibrationGrid) * step;
+    if (target_in_k) {
+      const float t = float(t0 + off);
+      while (n > 0 && moving[n - 1] < t) --n;
+    } else {
+      const float tk = float(t0 - off);
+      while (n < moving.size() && moving[n] >= tk) ++n;
+    }
+    ndcg[g] += NdcgAtK(fixed + int(n), 10);
+  }
+}
+
+}  // namespace
+
 StatusOr<Calibration> FitCalibration(const Dataset& ds,
                                      const std::vector<const SampledPass*>& valid_passes,
                                      const SumAcrossRanks& sum) {
@@ -337,44 +384,8 @@ StatusOr<Calibration> FitCalibration(const Dataset& ds,
         for (size_t c = 0; c < p->users.size(); ++c) {
           const size_t d = domain(p->users[c]);
           if (step[d] <= 0) continue;
-          const auto& o = cal.offsets[d];
-          const auto& cands = p->cands[c];
-          const auto& s = p->scores[c];
-          const bool target_in_k = bucket[cands[0]] == k;
-          const double t0 = s[0] + (target_in_k ? 0.0 : o[bucket[cands[0]]]);
-          others.clear();
-          mine.clear();
-          for (size_t j = 1; j < s.size(); ++j) {
-            if (bucket[cands[j]] == k)
-              mine.push_back(s[j]);
-            else
-              others.push_back(float(s[j] + o[bucket[cands[j]]]));
-          }
-          // The rank at every grid value, one sorted sweep: with the target in bucket k the
-          // target and k's negatives move together and the others fall behind as the offset
-          // grows; otherwise k's negatives overtake the target one by one.
-          const float t_in_k = s[0];
-          int fixed = 0;
-          if (target_in_k) {
-            for (float x : mine) fixed += x >= t_in_k;
-          } else {
-            for (float x : others) fixed += x >= float(t0);
-          }
-          if (fixed >= 10) continue;  // out of the top 10 at every offset
-          std::vector<float>& moving = target_in_k ? others : mine;
-          std::sort(moving.begin(), moving.end(), std::greater<float>());
-          size_t n = target_in_k ? moving.size() : 0;  // moving scores at or above the target
-          for (int g = 0; g < G; ++g) {
-            const double off = (g - kCalibrationGrid) * step[d];
-            if (target_in_k) {
-              const float t = float(t0 + off);
-              while (n > 0 && moving[n - 1] < t) --n;
-            } else {
-              const float tk = float(t0 - off);
-              while (n < moving.size() && moving[n] >= tk) ++n;
-            }
-            part[d * G + size_t(g)] += NdcgAtK(fixed + int(n), 10);
-          }
+          AddNdcgOverGrid(p->cands[c], p->scores[c], bucket, cal.offsets[d], k, step[d],
+                          &part[d * G], &others, &mine);
         }
         add(&ndcg, part);
       }
