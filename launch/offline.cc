@@ -285,7 +285,7 @@ Status Offline(const OfflineOptions& o, json* answer) {
     std::vector<uint32_t> users;
     for (uint32_t u = 0; u < sc.data->num_users; ++u)
       if (!sc.data->train[u].empty()) users.push_back(u);
-    M6_RETURN_IF_ERROR(FitStrategies(*sc.data, cfg, *model, users, &book));
+    M6_RETURN_IF_ERROR(FitStrategies(*sc.data, cfg, *model, users, &book, sc.calibration));
     book.report["checkpoint"] = ckpt;
     for (const auto& a : o.strategy_sets) M6_RETURN_IF_ERROR(SetStrategyField(&book, a));
     M6_RETURN_IF_ERROR(WriteStrategyBook(o.run_dir, book));

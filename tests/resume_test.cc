@@ -217,6 +217,14 @@ train:
             book["report"]["test"]["global"]["NDCG@10"].get<double>() - 0.03)
       << r.output;
   EXPECT_NE(r.output.find("intent classifier: test accuracy"), std::string::npos) << r.output;
+  // Fitted on the scores as they are served, with the run's popularity calibration: the model
+  // as trained ranks the test requests as the job's evaluation did.
+  const json result = ReadJson(dir / "run/result.json");
+  ASSERT_TRUE(result.contains("calibration")) << result.dump();
+  EXPECT_TRUE(book["report"]["calibrated"].get<bool>());
+  EXPECT_NEAR(book["report"]["test"]["as_trained"]["HR@10"].get<double>(),
+              result["test"]["HR@10"].get<double>(), 1e-9)
+      << "uncalibrated, the job read " << result["test"]["HR@10_uncalibrated"];
 
   // Whichever strategy serves (an intent's, or the global one when the intents did not help on
   // validation), it recommends 4.

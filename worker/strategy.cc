@@ -8,6 +8,7 @@
 
 #include "common/config.h"
 #include "common/util.h"
+#include "worker/evaluator.h"
 #include "worker/metrics.h"
 #include "worker/model_plugin.h"
 #include "worker/training_engine.h"
@@ -436,7 +437,8 @@ struct Grid {
   std::vector<std::vector<std::vector<int>>> rank;
 };
 
-Status RankAll(const Dataset& ds, ModelPlugin& model, const Requests& r, Grid* g) {
+Status RankAll(const Dataset& ds, ModelPlugin& model, const Requests& r,
+               const Calibration* calibration, Grid* g) {
   std::vector<std::vector<double>> overlap(r.users.size());
   for (size_t k = 0; k < r.users.size(); ++k)
     for (uint32_t i : r.cands[k]) overlap[k].push_back(CategoryOverlap(ds, r.history[k], i));
@@ -447,6 +449,12 @@ Status RankAll(const Dataset& ds, ModelPlugin& model, const Requests& r, Grid* g
     Status s = ScoreRequests(model, r, g->scales[c], &scores);
     model.EndScoring();
     M6_RETURN_IF_ERROR(s);
+    if (calibration && !calibration->empty())
+      for (size_t k = 0; k < r.users.size(); ++k) {
+        const size_t d = ds.multi_domain() ? ds.UserDomain(r.users[k]) : 0;
+        for (size_t j = 0; j < scores[k].size(); ++j)
+          scores[k][j] += float(calibration->Offset(ds, d, r.cands[k][j]));
+      }
     g->rank[c].assign(g->weights.size(), std::vector<int>(r.users.size()));
     for (size_t k = 0; k < r.users.size(); ++k) {
       const std::vector<int> ranks = WeightedRanks(scores[k], overlap[k], g->weights);
@@ -576,7 +584,8 @@ json ClassifierReport(const Requests& valid, const Requests& test,
 }  // namespace
 
 Status FitStrategies(const Dataset& ds, const JobConfig& cfg, ModelPlugin& model,
-                     const std::vector<uint32_t>& users, StrategyBook* book) {
+                     const std::vector<uint32_t>& users, StrategyBook* book,
+                     const Calibration* calibration) {
   if (ds.protocol != Dataset::Protocol::kSampled)
     return Status::InvalidArgument(
         "strategies are fitted on the sampled protocol's validation requests; " + ds.name +
@@ -588,8 +597,8 @@ Status FitStrategies(const Dataset& ds, const JobConfig& cfg, ModelPlugin& model
   if (valid.users.empty() || test.users.empty())
     return Status::InvalidArgument("no validation or test requests to fit strategies on");
   Grid gv = SourceGrid(model), gt = gv;
-  M6_RETURN_IF_ERROR(RankAll(ds, model, valid, &gv));
-  M6_RETURN_IF_ERROR(RankAll(ds, model, test, &gt));
+  M6_RETURN_IF_ERROR(RankAll(ds, model, valid, calibration, &gv));
+  M6_RETURN_IF_ERROR(RankAll(ds, model, test, calibration, &gt));
   const size_t nv = valid.users.size(), n = test.users.size();
   auto strategy = [&](const Choice& ch) {
     Strategy s;
@@ -645,6 +654,7 @@ Status FitStrategies(const Dataset& ds, const JobConfig& cfg, ModelPlugin& model
   measure("served",
           [&](size_t k) { return book->serve_intents ? per_intent[size_t(inferred[k])] : global; });
   report["serve_intents"] = book->serve_intents;
+  report["calibrated"] = calibration != nullptr && !calibration->empty();
   report["valid"] = {{"global_NDCG@10", global_valid}, {"inferred_NDCG@10", inferred_valid}};
   book->report = report;
   return Status::OK();

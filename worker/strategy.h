@@ -34,6 +34,7 @@
 namespace m6rec {
 
 class ModelPlugin;
+struct Calibration;
 struct JobConfig;
 
 constexpr int kIntents = 2;  // continue, explore
@@ -156,8 +157,11 @@ class OnlineStrategy {
 // on the validation requests of `users` by grid search, over a model in scoring mode; then
 // measures the test requests with the model as trained, the global strategy, the oracle
 // intent's and the inferred intent's strategy (book->report). Sampled protocol only.
+// `calibration` (the run's popularity calibration, worker/evaluator.h; null: none) is added to
+// every candidate's score before the strategies are applied, as serving adds it.
 Status FitStrategies(const Dataset& ds, const JobConfig& cfg, ModelPlugin& model,
-                     const std::vector<uint32_t>& users, StrategyBook* book);
+                     const std::vector<uint32_t>& users, StrategyBook* book,
+                     const Calibration* calibration = nullptr);
 
 // A candidate's score under a strategy: score + weight x spread x overlap.
 void ApplyCategoryWeight(const Dataset& ds, const std::vector<uint32_t>& history,
