@@ -288,7 +288,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
                                        "dropout",         "dense_lr",       "dense_weight_decay",
                                        "token_table",     "device",         "adapter_rank",
                                        "item_id_dropout", "feature_pca",    "wide_table",
-                                       "rating_messages"}));
+                                       "rating_messages", "tower_adapters"}));
   for (auto [k, v] : {std::pair{"user_id", &mc.user_id},
                       {"sequence", &mc.sequence},
                       {"attention", &mc.attention},
@@ -300,7 +300,8 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
                       {"item_id", &mc.item_id},
                       {"text", &mc.text},
                       {"image", &mc.image},
-                      {"audio", &mc.audio}})
+                      {"audio", &mc.audio},
+                      {"tower_adapters", &mc.tower_adapters}})
     M6_RETURN_IF_ERROR(r.Bool(m, p, k, v));
   M6_RETURN_IF_ERROR(r.Enum(m, p, "rnn", &mc.rnn));
   M6_RETURN_IF_ERROR(r.Enum(m, p, "fusion", &mc.fusion));
@@ -1049,9 +1050,9 @@ Status MergeAdaptSections(const Reader& r, const YAML::Node& add, const JobConfi
   M6_RETURN_IF_ERROR(r.CheckMap(
       add, "",
       {"job", "cluster", "ps", "tables", "data", "train", "checkpoint", "model", "adapt"}));
-  M6_RETURN_IF_ERROR(
-      r.CheckMap(add["model"], "model",
-                 {"adapter_rank", "dropout", "dense_lr", "dense_weight_decay", "device"}));
+  M6_RETURN_IF_ERROR(r.CheckMap(
+      add["model"], "model",
+      {"adapter_rank", "tower_adapters", "dropout", "dense_lr", "dense_weight_decay", "device"}));
   // A field new.yaml may not change: the backbone's rows are placed by it.
   auto keep = [&](const char* sec, const char* field, int64_t have, const std::string& why) {
     if (!add[sec] || !add[sec][field]) return Status::OK();
@@ -1072,6 +1073,10 @@ Status MergeAdaptSections(const Reader& r, const YAML::Node& add, const JobConfi
     M6_RETURN_IF_ERROR(
         keep("model", "adapter_rank", backbone.model.adapter_rank,
              "the backbone's adapters have rank " + std::to_string(backbone.model.adapter_rank)));
+  if (backbone.model.adapter_rank > 0 && backbone.model.tower_adapters && add["model"] &&
+      add["model"]["tower_adapters"] && !add["model"]["tower_adapters"].as<bool>(true))
+    return Status::InvalidArgument(r.Where(add["model"]["tower_adapters"], "model.tower_adapters") +
+                                   ": the backbone has tower adapters; an adapted job keeps them");
   for (const char* sec : {"job", "cluster", "ps", "train", "checkpoint", "model"}) {
     const YAML::Node n = add[sec];
     if (n && !n.IsMap()) return Status::InvalidArgument(r.Where(n, sec) + ": expected a map");

@@ -304,6 +304,10 @@ struct ModelConfig {
   // of the reduction (B_d A_d, B_d zero at the start) and of the gates. What `m6rec adapt`
   // trains for a new domain while the backbone stays frozen.
   int adapter_rank = 0;
+  // With adapter_rank > 0, the same per-domain low-rank corrections of the towers' projections
+  // too: the sequence encoder's read-out (per user condition) and the item text projection (per
+  // item domain), so a new domain can also bend how its sequences and its attributes are read.
+  bool tower_adapters = false;
   std::string token_table = "token";
   // Wide part of the attribute heads (Wide & Deep): a table of per-item class weights, keyed by
   // item id, of dim >= the attribute tasks' classes together (task after task); an attribute

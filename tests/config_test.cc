@@ -374,7 +374,7 @@ train: {job: m6, epochs: 4, batch_size: 64, loss: softmax}
   domains:
     - {path: /d/s3rec, format: s3rec, name: Toys_and_Games, label: Toys}
 train: {epochs: 2}
-model: {adapter_rank: 4}
+model: {adapter_rank: 4, tower_adapters: true}
 )");
   ASSERT_TRUE(WriteAdaptConfig(backbone, added, {"data.domains.0.train_users=0.1"},
                                "/runs/bb/checkpoints/step-9", dir / "out.yaml")
@@ -397,6 +397,7 @@ model: {adapter_rank: 4}
   EXPECT_EQ(c->train.batch_size, 64) << "the others stay the backbone's";
   EXPECT_EQ(c->model.hidden, 32);
   EXPECT_EQ(c->model.adapter_rank, 4);
+  EXPECT_TRUE(c->model.tower_adapters) << "a new domain may add adapters to the towers";
   EXPECT_EQ(c->cluster.servers, 2);
   EXPECT_EQ(c->name, "bb-adapt");
 
@@ -449,6 +450,20 @@ model: {adapter_rank: 4}
   EXPECT_EQ(c->adapt.train, AdaptTrain::kAll);
   EXPECT_EQ(c->data.domains.back().label, "Toys_and_Games");
   EXPECT_EQ(c->model.adapter_rank, 8) << "the default rank";
+  // A backbone trained with tower adapters keeps them: its domains' rows are in them.
+  const std::string towers = testing::WriteFile(
+      dir / "towers.yaml", tables + R"(data: {path: /d/s3rec, format: s3rec, name: Beauty}
+model: {adapter_rank: 4, tower_adapters: true}
+train: {job: m6}
+)");
+  st = WriteAdaptConfig(towers, testing::WriteFile(dir / "off.yaml", toys + R"(model:
+  tower_adapters: false
+)"),
+                        {}, "/ck", dir / "off-out.yaml");
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("model.tower_adapters: the backbone has tower adapters"),
+            std::string::npos)
+      << st.message();
   // A hand-written adapt section must leave a new domain.
   e = Err(tables + R"(data:
   domains: [{path: /a}, {path: /b}]

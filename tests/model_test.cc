@@ -482,6 +482,89 @@ TEST(Model, FusionAdaptersStartSilentAndMoveOnlyTheirDomain) {
   }
 }
 
+// The towers' adapters (model.tower_adapters): per-condition corrections of the sequence
+// read-out (user condition) and the text projection (item domain). They start silent (the
+// model is exactly the one without them), are per-condition parameters on the right side, move
+// only their own condition's rows, and their gradients match finite differences.
+TEST(Model, TowerAdaptersStartSilentAndMoveOnlyTheirCondition) {
+  ModelShape s = Shape();
+  s.domains = 2;
+  ModelConfig c = SmallConfig();
+  c.adapter_rank = 2;
+  torch::manual_seed(5);
+  M6Model plain(c, s);
+  c.tower_adapters = true;
+  torch::manual_seed(5);
+  M6Model tower(c, s);
+  plain->to(torch::kDouble);
+  tower->to(torch::kDouble);
+  {  // the shared parameters alike (the adapters' random D shifts the generator)
+    torch::NoGradGuard ng;
+    auto from = plain->named_parameters();
+    for (auto& np : tower->named_parameters())
+      if (from.contains(np.key())) np.value().copy_(from[np.key()]);
+  }
+  std::vector<std::string> towers;
+  for (const auto& np : tower->named_parameters())
+    if (np.key().find("_adapter.") != std::string::npos) {
+      towers.push_back(np.key());
+      EXPECT_TRUE(FusionImpl::PerCondition(np.key())) << np.key();
+      const bool user = np.key().rfind("user_", 0) == 0;
+      EXPECT_EQ(np.value().size(0), user ? s.user_conditions() : s.domains) << np.key();
+    }
+  EXPECT_EQ(towers, (std::vector<std::string>{
+                        "item_text_adapter.adapter_down", "item_text_adapter.adapter_up",
+                        "user_seq_adapter.adapter_down", "user_seq_adapter.adapter_up"}));
+  ModelBatch b = MakeBatch(torch::kDouble, false);
+  b.user_condition = torch::tensor(std::vector<int64_t>{0, 1, 1}, torch::kLong);
+  b.item_domain = torch::tensor(std::vector<int64_t>{0, 0, 1, 1, 0}, torch::kLong);
+  auto vectors = [&](M6Model& m) {
+    auto iv = m->ItemVectors(b);
+    return std::pair{iv, m->UserVectors(b, iv)};
+  };
+  auto [iv0, uv0] = vectors(plain);
+  auto [iv1, uv1] = vectors(tower);
+  EXPECT_TRUE(torch::equal(iv0, iv1)) << "the text adapter starts silent";
+  EXPECT_TRUE(torch::equal(uv0, uv1)) << "the sequence adapter starts silent";
+
+  // Domain 1's text adapter moved: only domain 1's items move. Then (the text adapter put
+  // back) condition 1's sequence adapter: only condition 1's users move.
+  {
+    torch::NoGradGuard ng;
+    for (auto& np : tower->named_parameters())
+      if (np.key().rfind("item_text_adapter.", 0) == 0) np.value()[1].add_(0.5);
+  }
+  auto [iv2, uv2] = vectors(tower);
+  // (Item 3 is of domain 1 but has no tokens: its text is zero, and so is the correction.)
+  for (int64_t r : {0, 1, 3, 4}) EXPECT_TRUE(torch::equal(iv2[r], iv0[r])) << "item " << r;
+  EXPECT_FALSE(torch::allclose(iv2[2], iv0[2])) << "item 2, domain 1, with tokens";
+  {
+    torch::NoGradGuard ng;
+    for (auto& np : tower->named_parameters())
+      if (np.key().rfind("item_text_adapter.", 0) == 0) np.value()[1].sub_(0.5);
+    for (auto& np : tower->named_parameters())
+      if (np.key().rfind("user_seq_adapter.", 0) == 0) np.value()[1].add_(0.5);
+  }
+  auto [iv3, uv3] = vectors(tower);
+  EXPECT_TRUE(torch::allclose(iv3, iv0));
+  EXPECT_TRUE(torch::allclose(uv3[0], uv0[0])) << "condition 0's user is unchanged";
+  EXPECT_FALSE(torch::allclose(uv3[2], uv0[2])) << "condition 1's user with a history moves";
+
+  // Gradients of both adapters against finite differences.
+  for (auto& p : tower->parameters()) p.mutable_grad() = torch::Tensor();
+  auto target = torch::randn({3, 6}, torch::kDouble);
+  auto loss_of = [&]() {
+    auto [iv, uv] = vectors(tower);
+    return (uv - target).pow(2).sum() + iv.pow(2).sum();
+  };
+  loss_of().backward();
+  const int checked = CheckFiniteDifferences(
+      *tower, loss_of,
+      [](const std::string& name) { return name.find("_adapter.") != std::string::npos; }, 6,
+      "tower adapters");
+  EXPECT_GT(checked, 12);
+}
+
 // Tasks: the user fusion has a condition per (domain, task), every non-retrieval task a head
 // of its own shape (a pair head starting at the plain dot product plus, for rating, the mean
 // rating), source scales reach the fusion, and the heads' and the task-conditioned fusion's

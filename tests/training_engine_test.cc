@@ -463,6 +463,7 @@ TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
   ad.adapt.frozen_domains = int(base.data.domains.size());
   ad.adapt.frozen_tasks = int(T);
   ad.model.adapter_rank = 4;
+  ad.model.tower_adapters = true;
   ad.train.epochs = 3;
   auto stores = OpenStores(ad, *backbone);
   ASSERT_TRUE(stores);
@@ -495,7 +496,7 @@ TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
   ASSERT_TRUE(after.ok()) << after.status().message();
   auto backbone_rows = [&](const std::string& name) {
     std::vector<int64_t> rows;
-    const bool user = name.rfind("user_fusion.", 0) == 0;
+    const bool user = name.rfind("user_", 0) == 0;  // user_fusion, user_seq_adapter
     for (int64_t k = 0; k < (user ? T : 1); ++k)
       for (int64_t d = 0; d < D0; ++d) rows.push_back(k * D + d);
     return rows;
@@ -503,7 +504,7 @@ TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
   int64_t moving = 0;
   bool adapters_moved = false;
   for (const auto& [name, n] : *after) {
-    const int64_t conditions = name.rfind("user_fusion.", 0) == 0 ? T * D : D;
+    const int64_t conditions = name.rfind("user_", 0) == 0 ? T * D : D;
     auto it = before->find(name);
     if (it == before->end()) {
       // Per-condition tensors the backbone lacked: the new domain's rows train.

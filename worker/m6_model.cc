@@ -309,9 +309,10 @@ class TorchDense final : public DenseModel {
            s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
   }
   // Where the backbone's rows of a per-condition parameter are, in backbone order (adapted
-  // jobs; empty otherwise).
+  // jobs; empty otherwise): the user side's (user_fusion, user_seq_adapter) are indexed by the
+  // user condition, the item side's by the domain.
   const std::vector<int64_t>& RowsOf(const std::string& name) const {
-    return name.rfind("user_fusion.", 0) == 0 ? user_rows_ : item_rows_;
+    return name.rfind("user_", 0) == 0 ? user_rows_ : item_rows_;
   }
   torch::Tensor BackboneRows(const std::string& name, const torch::Device& device) const {
     return torch::tensor(RowsOf(name), torch::TensorOptions(torch::kLong).device(device));

@@ -151,6 +151,21 @@ torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& 
   return head(y + mlp2_(drop_(torch::relu(mlp1_(y)))));
 }
 
+LowRankAdapterImpl::LowRankAdapterImpl(int64_t conditions, int64_t in, int64_t out, int64_t rank)
+    : conditions_(conditions), rank_(rank) {
+  down_ = register_parameter("adapter_down",
+                             torch::randn({conditions, rank, in}) / std::sqrt(double(in)));
+  up_ = register_parameter("adapter_up", torch::zeros({conditions, out, rank}));
+}
+
+torch::Tensor LowRankAdapterImpl::forward(const torch::Tensor& x, const torch::Tensor& cond) {
+  // As the fusion's adapter: every condition's D on every row, the row's own kept.
+  const int64_t C = conditions_, r = rank_;
+  auto a = torch::matmul(x, down_.reshape({C * r, -1}).t());  // [N, C r]
+  auto own = torch::one_hot(cond, C).to(a.dtype()).repeat_interleave(r, 1);
+  return torch::matmul(a * own, up_.permute({0, 2, 1}).reshape({C * r, -1}));
+}
+
 SelfAttentionEncoderImpl::SelfAttentionEncoderImpl(int64_t dim, int64_t len, int64_t blocks,
                                                    double dropout) {
   pos_ = register_parameter("pos", torch::randn({len, dim}) * 0.02);
@@ -216,6 +231,9 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape)
     item_sources_.push_back("text");
     text_proj_ = register_module("text_proj", nn::Linear(d, d));
     IdentityInit(text_proj_.get());
+    if (cfg.tower_adapters && cfg.adapter_rank > 0 && shape.domains > 1)
+      item_text_adapter_ = register_module("item_text_adapter",
+                                           LowRankAdapter(shape.domains, d, d, cfg.adapter_rank));
   }
   if (cfg.image && shape.image_dim > 0) {
     item_sources_.push_back("image");
@@ -243,6 +261,10 @@ M6ModelImpl::M6ModelImpl(const ModelConfig& cfg, const ModelShape& shape)
     }
     if (cfg.attention) seq_query_ = register_module("seq_query", nn::Linear(w, w));
     seq_out_ = register_module("seq_out", nn::Linear(cfg.attention ? 2 * w : w, d));
+    if (cfg.tower_adapters && cfg.adapter_rank > 0 && shape.user_conditions() > 1)
+      user_seq_adapter_ = register_module(
+          "user_seq_adapter",
+          LowRankAdapter(shape.user_conditions(), cfg.attention ? 2 * w : w, d, cfg.adapter_rank));
   }
   if (cfg.content && shape.tokens) {
     user_sources_.push_back("content");
@@ -336,7 +358,11 @@ torch::Tensor M6ModelImpl::ItemVectors(const ModelBatch& b) {
       }
     } else if (s == "text") {
       auto tok = Gather(WithPadRow(b.token_rows), b.item_tok);
-      xs.push_back(text_proj_(MaskedMean(tok, b.item_tok_mask)));
+      auto text = MaskedMean(tok, b.item_tok_mask);
+      if (item_text_adapter_ && b.item_domain.defined())
+        xs.push_back(text_proj_(text) + item_text_adapter_(text, b.item_domain));
+      else
+        xs.push_back(text_proj_(text));
     } else if (s == "image") {
       xs.push_back(image_proj_(b.item_image));
     } else if (s == "audio") {
@@ -363,12 +389,15 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
       else
         out = std::get<0>(gru_->forward(seq));
       auto last = out.select(1, out.size(1) - 1);
+      auto read = last;
       if (cfg_.attention) {
         auto pooled = AttentionPool(out, seq_query_(last), b.hist_mask, &last_history_attention);
-        xs.push_back(seq_out_(torch::cat({pooled, last}, 1)));
-      } else {
-        xs.push_back(seq_out_(last));
+        read = torch::cat({pooled, last}, 1);
       }
+      if (user_seq_adapter_ && b.user_condition.defined())
+        xs.push_back(seq_out_(read) + user_seq_adapter_(read, b.user_condition));
+      else
+        xs.push_back(seq_out_(read));
     } else if (s == "content") {
       auto tok = Gather(WithPadRow(b.token_rows), b.utok);  // [B, Tu, d]
       auto keys = torch::tanh(content_key_(tok));

@@ -124,6 +124,21 @@ class FusionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Fusion);
 
+// A per-condition low-rank correction of a linear map: x [N, in] with conditions [N] ->
+// U_c D_c x [N, out] (U zero at the start, so it is silent until trained). The towers'
+// adapters (model.tower_adapters): a new domain's own bend of the sequence read-out and of the
+// item text projection. Its parameters are per-condition (FusionImpl::PerCondition).
+class LowRankAdapterImpl : public torch::nn::Module {
+ public:
+  LowRankAdapterImpl(int64_t conditions, int64_t in, int64_t out, int64_t rank);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cond);
+
+ private:
+  int64_t conditions_, rank_;
+  torch::Tensor down_, up_;  // [C, r, in], [C, out, r]
+};
+TORCH_MODULE(LowRankAdapter);
+
 // The self-attention sequence encoder (model.rnn: attention), SASRec's block: learned position
 // embeddings per slot, then per block pre-norm single-head self-attention (padding slots are
 // never attended to) and a position-wise feed-forward layer, each residual, with dropout;
@@ -204,6 +219,9 @@ class M6ModelImpl : public torch::nn::Module {
   torch::nn::LSTM lstm_{nullptr};
   SelfAttentionEncoder attn_enc_{nullptr};
   torch::nn::Linear seq_query_{nullptr}, seq_out_{nullptr};
+  // model.tower_adapters: per-condition corrections of seq_out_ (the user condition) and of
+  // text_proj_ (the item's domain); null without them.
+  LowRankAdapter user_seq_adapter_{nullptr}, item_text_adapter_{nullptr};
   torch::nn::Linear content_key_{nullptr};
   torch::Tensor content_query_;
   torch::nn::Linear sage_{nullptr}, item_sage_{nullptr};
