@@ -683,8 +683,16 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
                                  "select_by"}));
   M6_RETURN_IF_ERROR(r.Enum(t, "train", "negative_sampler", &tr.negative_sampler));
   M6_RETURN_IF_ERROR(r.Bool(t, "train", "in_batch_negatives", &tr.in_batch_negatives));
-  M6_RETURN_IF_ERROR(r.Float(t, "train", "cold_negative_weight", &tr.cold_negative_weight));
-  M6_RETURN_IF_ERROR(r.Range(t, "train", "cold_negative_weight", tr.cold_negative_weight, 0, 1000));
+  // A weight in [0, 1000], or auto (TrainConfig::kAutoColdNegativeWeight, the default).
+  const bool cold_set = t && t.IsMap() && t["cold_negative_weight"];
+  if (cold_set && t["cold_negative_weight"].IsScalar() &&
+      t["cold_negative_weight"].Scalar() == "auto") {
+    tr.cold_negative_weight = TrainConfig::kAutoColdNegativeWeight;
+  } else if (cold_set) {
+    M6_RETURN_IF_ERROR(r.Float(t, "train", "cold_negative_weight", &tr.cold_negative_weight));
+    M6_RETURN_IF_ERROR(
+        r.Range(t, "train", "cold_negative_weight", tr.cold_negative_weight, 0, 1000));
+  }
   M6_RETURN_IF_ERROR(r.Bool(t, "train", "popularity_calibration", &tr.popularity_calibration));
   M6_RETURN_IF_ERROR(r.NumberIn(t, "train", "staleness", &tr.staleness, 0, 1));
   M6_RETURN_IF_ERROR(r.Enum(t, "train", "collective", &tr.collective));

@@ -357,8 +357,12 @@ struct TrainConfig {
   // over every item; 0: only items with training interactions, as a cold split and
   // model.item_id_dropout always draw; above 1: more of them). An item that is only ever a
   // negative learns to score low: right for the catalogue's dead items, wrong for the items a
-  // train_users share below 1 leaves to the context users.
-  float cold_negative_weight = 1.0f;
+  // train_users share below 1 leaves to the context users. kAutoColdNegativeWeight ("auto", the
+  // default): 0 for a domain that trains a share of its users (data.domains.N.train_users < 1)
+  // where the evaluation ranks with the popularity calibration (which puts the never-trained
+  // items in their place from validation), 1 elsewhere.
+  float cold_negative_weight = kAutoColdNegativeWeight;
+  static constexpr float kAutoColdNegativeWeight = -1.0f;
   // Sampled protocol: rank on scores plus an offset per training-count bucket of the item, per
   // domain, chosen on validation (worker/evaluator.h Calibration; off for cold splits).
   bool popularity_calibration = true;

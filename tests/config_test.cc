@@ -56,6 +56,26 @@ TEST(Config, ModelSectionIsCheckedFieldByField) {
   EXPECT_NE(e.find("train.collective"), std::string::npos) << e;
 }
 
+// train.cold_negative_weight: auto by default (0 for a domain with train_users < 1 under the
+// popularity calibration, 1 otherwise; worker/m6_batch.cc), a weight in [0, 1000] when set.
+TEST(Config, ColdNegativeWeightIsAutoOrAWeight) {
+  const std::string base = std::string(kTables) + "train: {job: m6";
+  auto c = ParseConfig(base + "}\n", "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->train.cold_negative_weight, TrainConfig::kAutoColdNegativeWeight);
+  c = ParseConfig(base + ", cold_negative_weight: auto}\n", "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->train.cold_negative_weight, TrainConfig::kAutoColdNegativeWeight);
+  c = ParseConfig(base + "}\n", "job.yaml", {"train.cold_negative_weight=0.3"});
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_FLOAT_EQ(c->train.cold_negative_weight, 0.3f);
+  std::string e = Err(base + ", cold_negative_weight: -1}\n");
+  EXPECT_NE(e.find("train.cold_negative_weight"), std::string::npos) << e;
+  EXPECT_NE(e.find("out of range"), std::string::npos) << e;
+  e = Err(base + ", cold_negative_weight: often}\n");
+  EXPECT_NE(e.find("expected a number"), std::string::npos) << e;
+}
+
 TEST(Config, StreamSectionNamesWhatAStreamNeeds) {
   const std::string base = std::string(kTables) + "train: {job: m6}\n";
   std::string e = Err(base + "stream: {source: replay}\n");

@@ -132,6 +132,35 @@ TEST(Samplers, RatedSamplesAreTheSameDrawsWithTheirRatings) {
   EXPECT_EQ(r, (std::vector<float>{0, 0, 0})) << "no ratings: every neighbour unrated";
 }
 
+// train.cold_negative_weight: set, it is the weight; auto, never-trained items are left out of
+// the negatives only for a domain that trains a share of its users under the popularity
+// calibration (their items are the context users'), and a cold split or item id dropout
+// always leaves them out.
+TEST(Samplers, ColdNegativeWeightAutoLeavesOutOnlyAPartlyTrainedCalibratedDomainsItems) {
+  Dataset ds;
+  ds.domains.resize(2);
+  ds.domains[0].item_begin = 1, ds.domains[0].item_end = 10;
+  ds.domains[1].item_begin = 10, ds.domains[1].item_end = 20;
+  ds.domains[1].train_users = 0.1f;
+  JobConfig cfg;
+  ASSERT_EQ(cfg.train.cold_negative_weight, TrainConfig::kAutoColdNegativeWeight);
+  EXPECT_FALSE(PartlyTrained(ds, 1, 10));
+  EXPECT_TRUE(PartlyTrained(ds, 10, 20));
+  EXPECT_TRUE(PartlyTrained(ds, 1, 20)) << "the whole catalogue holds the partly trained domain";
+  EXPECT_EQ(ColdNegativeWeight(ds, cfg, 1, 10), 1.0) << "every user trained: uniform";
+  EXPECT_EQ(ColdNegativeWeight(ds, cfg, 10, 20), 0.0) << "a tenth trained, calibrated: none";
+  cfg.train.popularity_calibration = false;
+  EXPECT_EQ(ColdNegativeWeight(ds, cfg, 10, 20), 1.0) << "nothing else would place them";
+  cfg.train.popularity_calibration = true;
+  ds.protocol = Dataset::Protocol::kFullRanking;
+  EXPECT_EQ(ColdNegativeWeight(ds, cfg, 10, 20), 1.0) << "full ranking is not calibrated";
+  ds.protocol = Dataset::Protocol::kSampled;
+  cfg.train.cold_negative_weight = 0.3f;
+  EXPECT_FLOAT_EQ(float(ColdNegativeWeight(ds, cfg, 1, 10)), 0.3f) << "a set weight is kept";
+  cfg.model.item_id_dropout = 0.2f;
+  EXPECT_EQ(ColdNegativeWeight(ds, cfg, 1, 10), 0.0) << "item id dropout: never";
+}
+
 // A training batch with rating messages: every graph neighbour's level is the user's rating of
 // that item, and a rating row never reads the rating it is trained to predict.
 TEST(Samplers, TrainingBatchesGiveEachNeighbourItsRatingButNeverTheTargets) {

@@ -6,6 +6,21 @@
 
 namespace m6rec {
 
+bool PartlyTrained(const Dataset& ds, uint32_t first, uint32_t end) {
+  for (const auto& d : ds.domains)
+    if (d.train_users < 1.0f && d.item_begin < end && first < d.item_end) return true;
+  return false;
+}
+
+double ColdNegativeWeight(const Dataset& ds, const JobConfig& cfg, uint32_t first, uint32_t end) {
+  if (ds.cold_split() || cfg.model.item_id_dropout > 0) return 0.0;
+  if (cfg.train.cold_negative_weight != TrainConfig::kAutoColdNegativeWeight)
+    return cfg.train.cold_negative_weight;
+  const bool calibrated =
+      ds.protocol == Dataset::Protocol::kSampled && cfg.train.popularity_calibration;
+  return calibrated && PartlyTrained(ds, first, end) ? 0.0 : 1.0;
+}
+
 namespace {
 
 constexpr int kMaxItemTokens = 16;  // most tokens of an item's text the item tower reads
@@ -17,18 +32,9 @@ const std::vector<uint32_t>& FriendsOf(const Dataset& ds, uint32_t u) {
 
 float DegreeWeight(size_t degree) { return 1.0f / std::sqrt(float(std::max<size_t>(1, degree))); }
 
-// A never-trained item's weight as a sampled training negative, against a trained item's 1. An
-// item that is only ever a negative learns to score low, so a model that must score items
-// without training interactions from their content (a cold split, model.item_id_dropout) draws
-// none; otherwise train.cold_negative_weight (1: uniform over every item).
-double ColdNegativeWeight(const Dataset& ds, const JobConfig& cfg) {
-  if (ds.cold_split() || cfg.model.item_id_dropout > 0) return 0.0;
-  return cfg.train.cold_negative_weight;
-}
-
 // Training negatives over the items [first, end) (end: the item counts' size).
 NegativeSampler MakeSampler(const Dataset& ds, const JobConfig& cfg, uint32_t first, uint32_t end) {
-  const double cold = ColdNegativeWeight(ds, cfg);
+  const double cold = ColdNegativeWeight(ds, cfg, first, end);
   const std::vector<uint32_t> counts(ds.item_popularity.begin(), ds.item_popularity.begin() + end);
   if (cfg.train.negative_sampler == SamplerKind::kPopularity)
     return NegativeSampler(counts, first, 0.75, cold);
