@@ -689,7 +689,8 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
       t["cold_negative_weight"].Scalar() == "auto") {
     tr.cold_negative_weight = TrainConfig::kAutoColdNegativeWeight;
   } else if (cold_set) {
-    M6_RETURN_IF_ERROR(r.Float(t, "train", "cold_negative_weight", &tr.cold_negative_weight));
+    Status w = r.Float(t, "train", "cold_negative_weight", &tr.cold_negative_weight);
+    if (!w.ok()) return Status::InvalidArgument(w.message() + " (or auto)");
     M6_RETURN_IF_ERROR(
         r.Range(t, "train", "cold_negative_weight", tr.cold_negative_weight, 0, 1000));
   }
@@ -926,6 +927,10 @@ Status CheckJobTables(const Reader& r, const YAML::Node& root, const JobConfig& 
     return Status::InvalidArgument(
         r.Where(root["model"]["rating_messages"], "model.rating_messages") +
         ": rating-valued messages are the graphs'; model.graph and model.item_graph are false");
+  if (cfg->model.tower_adapters && cfg->model.adapter_rank == 0)
+    return Status::InvalidArgument(
+        r.Where(root["model"]["tower_adapters"], "model.tower_adapters") +
+        ": the towers' adapters have model.adapter_rank's rank, which is 0 (m6rec adapt sets 8)");
   return Status::OK();
 }
 

@@ -50,6 +50,10 @@ TEST(Config, ModelSectionIsCheckedFieldByField) {
   EXPECT_NE(e.find("true or false"), std::string::npos) << e;
   e = Err(base + "model: {user_id: false, sequence: false, content: false, graph: false}\n");
   EXPECT_NE(e.find("every user-tower part is off"), std::string::npos) << e;
+  e = Err(base + "model: {tower_adapters: true}\n");
+  EXPECT_NE(e.find("model.tower_adapters: the towers' adapters have model.adapter_rank's rank"),
+            std::string::npos)
+      << e;
   e = Err(base + "model: {layers: 2}\n");
   EXPECT_NE(e.find("model.layers: unknown field"), std::string::npos) << e;
   e = Err(std::string(kTables) + "train: {job: m6, collective: carrier-pigeon}\n");
@@ -73,7 +77,7 @@ TEST(Config, ColdNegativeWeightIsAutoOrAWeight) {
   EXPECT_NE(e.find("train.cold_negative_weight"), std::string::npos) << e;
   EXPECT_NE(e.find("out of range"), std::string::npos) << e;
   e = Err(base + ", cold_negative_weight: often}\n");
-  EXPECT_NE(e.find("expected a number"), std::string::npos) << e;
+  EXPECT_NE(e.find("expected a number, got 'often' (or auto)"), std::string::npos) << e;
 }
 
 TEST(Config, StreamSectionNamesWhatAStreamNeeds) {

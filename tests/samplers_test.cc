@@ -152,6 +152,9 @@ TEST(Samplers, ColdNegativeWeightAutoLeavesOutOnlyAPartlyTrainedCalibratedDomain
   cfg.train.popularity_calibration = false;
   EXPECT_EQ(ColdNegativeWeight(ds, cfg, 10, 20), 1.0) << "nothing else would place them";
   cfg.train.popularity_calibration = true;
+  cfg.stream.source = StreamKind::kReplay;
+  EXPECT_EQ(ColdNegativeWeight(ds, cfg, 10, 20), 1.0) << "a stream's live scoring is raw";
+  cfg.stream.source = StreamKind::kNone;
   ds.protocol = Dataset::Protocol::kFullRanking;
   EXPECT_EQ(ColdNegativeWeight(ds, cfg, 10, 20), 1.0) << "full ranking is not calibrated";
   ds.protocol = Dataset::Protocol::kSampled;

@@ -16,8 +16,10 @@ double ColdNegativeWeight(const Dataset& ds, const JobConfig& cfg, uint32_t firs
   if (ds.cold_split() || cfg.model.item_id_dropout > 0) return 0.0;
   if (cfg.train.cold_negative_weight != TrainConfig::kAutoColdNegativeWeight)
     return cfg.train.cold_negative_weight;
-  const bool calibrated =
-      ds.protocol == Dataset::Protocol::kSampled && cfg.train.popularity_calibration;
+  // A stream job's live scoring is not calibrated (its evaluation of the held-out targets is).
+  const bool calibrated = ds.protocol == Dataset::Protocol::kSampled &&
+                          cfg.train.popularity_calibration &&
+                          cfg.stream.source == StreamKind::kNone;
   return calibrated && PartlyTrained(ds, first, end) ? 0.0 : 1.0;
 }
 
