@@ -563,6 +563,19 @@ TEST_P(AdaptJob, TrainsOnlyTheNewDomainsPartAndLeavesTheBackboneBitIdentical) {
     EXPECT_EQ(CheckpointRows(ad, *backbone, table, counts[table]),
               CheckpointRows(ad, *adapted, table, counts[table]))
         << "table " << ad.tables[table].name;
+
+  // Started from the adapted run without the tower adapters it trained, a job is refused,
+  // naming what it would drop, rather than losing those rows silently.
+  JobConfig again = ad;
+  again.adapt.from = *adapted;
+  again.model.tower_adapters = false;
+  JobOutput refused = RunInProcess(again, 1, "", dir / "refused", OpenStores(again, *adapted));
+  ASSERT_EQ(refused.status.size(), 1u);
+  EXPECT_FALSE(refused.status[0].ok());
+  EXPECT_NE(refused.status[0].message().find("_adapter.adapter_"), std::string::npos)
+      << refused.status[0].message();
+  EXPECT_NE(refused.status[0].message().find("which this model lacks"), std::string::npos)
+      << refused.status[0].message();
 }
 
 INSTANTIATE_TEST_SUITE_P(Backbones, AdaptJob,

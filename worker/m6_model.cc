@@ -35,6 +35,20 @@ torch::Tensor FloatTensor(const std::vector<float>& v, int64_t rows, int64_t col
   return torch::from_blob(const_cast<float*>(v.data()), {rows, cols}, torch::kFloat).clone();
 }
 
+// The dotted names of every tensor in a saved module's archive (its parameters and buffers;
+// submodules are nested archives).
+void ArchiveTensorNames(torch::serialize::InputArchive& archive, const std::string& prefix,
+                        std::vector<std::string>* out) {
+  for (const std::string& key : archive.keys()) {
+    torch::serialize::InputArchive sub;
+    torch::Tensor t;
+    if (archive.try_read(key, sub))
+      ArchiveTensorNames(sub, prefix + key + ".", out);
+    else if (archive.try_read(key, t))
+      out->push_back(prefix + key);
+  }
+}
+
 // Whether the collective takes device buffers (NCCL) rather than host memory.
 bool DeviceBuffers(const Collective& c) { return c.capabilities().device_buffers; }
 
@@ -166,6 +180,19 @@ class TorchDense final : public DenseModel {
         return Status::InvalidArgument(o.str());
       }
     }
+    // Everything the backbone has must have a place here: a parameter this model lacks (its
+    // tower adapters or fusion adapters switched off in the adapted config, say) would drop
+    // the backbone's trained values silently and change the backbone's domains.
+    std::vector<std::string> backbone_names;
+    ArchiveTensorNames(root, "", &backbone_names);
+    const auto params = model_->named_parameters();
+    const auto buffers = model_->named_buffers();
+    for (const std::string& name : backbone_names)
+      if (!params.contains(name) && !buffers.contains(name))
+        return Status::InvalidArgument(
+            "the backbone's dense model '" + path + "' has '" + name +
+            "', which this model lacks (was model.adapter_rank or model.tower_adapters changed "
+            "from the backbone's?)");
     for (const std::string& prefix : unconditioned)
       for (auto& np : model_->named_parameters())
         if (np.key() == prefix + "cond_emb.weight")
