@@ -191,6 +191,16 @@ Status ExportTable(const OfflineOptions& o, const JobConfig& cfg, SparseTables& 
 
 }  // namespace
 
+const json* EpochCalibration(const json& result, const json& manifest) {
+  if (manifest.value("next_step", int64_t{-1}) != 0 || !manifest.contains("epoch") ||
+      !result.contains("epochs") || !result["epochs"].is_array())
+    return nullptr;
+  const int epoch = manifest["epoch"].get<int>();
+  for (const json& e : result["epochs"])
+    if (e.value("epoch", -1) == epoch && e.contains("calibration")) return &e["calibration"];
+  return nullptr;
+}
+
 StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
                                              const std::string& checkpoint,
                                              const std::vector<std::string>& overrides,
@@ -236,15 +246,17 @@ StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
     M6_ASSIGN_OR_RETURN(run->strategies, ReadStrategyBook(run_dir));
     sc.strategy = &run->strategies;
   }
-  // The popularity calibration the job chose on validation (worker/evaluator.h), served as the
-  // evaluation ranked.
+  // The popularity calibration the job chose on validation (worker/evaluator.h) for the
+  // checkpoint's epoch, served as that epoch's evaluation ranked: result.json's entry for the
+  // epoch the checkpoint ends. A checkpoint taken within an epoch, or of an epoch the result
+  // does not list (a job still running), has none and is served on its raw scores.
   const std::string result_path = run_dir + "/result.json";
   if (cfg.train.popularity_calibration && std::filesystem::exists(result_path)) {
     std::ifstream in(result_path);
     const json result = json::parse(in, nullptr, /*allow_exceptions=*/false);
     if (result.is_discarded()) return Status::InvalidArgument(result_path + ": not valid JSON");
-    if (result.contains("calibration")) {
-      auto cal = Calibration::FromJson(*sc.data, result["calibration"]);
+    if (const json* chosen = EpochCalibration(result, manifest)) {
+      auto cal = Calibration::FromJson(*sc.data, *chosen);
       if (!cal.ok()) return Status::InvalidArgument(result_path + ": " + cal.status().message());
       run->calibration = std::move(*cal);
       if (!run->calibration.empty()) sc.calibration = &run->calibration;

@@ -57,6 +57,12 @@ struct OpenedRun {
   Calibration calibration;  // the run's (result.json), when it has one
   ScoringContext sc;
 };
+// The popularity calibration (result.json's) of the epoch a checkpoint (its manifest) ends:
+// that epoch's entry's `calibration`; null for a checkpoint taken within an epoch or of an
+// epoch the result does not list.
+const nlohmann::json* EpochCalibration(const nlohmann::json& result,
+                                       const nlohmann::json& manifest);
+
 StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
                                              const std::string& checkpoint,
                                              const std::vector<std::string>& overrides,

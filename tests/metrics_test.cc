@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "launch/offline.h"
 #include "worker/evaluator.h"
 #include "worker/job_summary.h"
 
@@ -122,6 +123,27 @@ TEST(Metrics, ThresholdIsChosenOnValidationToMaximiseF1) {
 // a popular item (bucket 64+) that the model scores 0.3 below five never-trained negatives, so
 // the only offset that helps is the popular bucket's, by more than 0.3; buckets without any
 // candidate stay at 0. Fitted on two ranks' passes it chooses what one pass of them all does.
+// What a checkpoint is served with: the calibration its epoch's evaluation chose (result.json
+// keeps every epoch's), not the best epoch's; none within an epoch or for an unlisted epoch.
+TEST(Metrics, ACheckpointIsServedWithItsEpochsCalibration) {
+  const nlohmann::json result = nlohmann::json::parse(R"({
+    "best_epoch": 2, "calibration": {"offsets": [0, 0.2, 0.2, 0.2, 0.2]},
+    "epochs": [{"epoch": 1, "calibration": {"offsets": [0, 0.1, 0.1, 0.1, 0.1]}},
+               {"epoch": 2, "calibration": {"offsets": [0, 0.2, 0.2, 0.2, 0.2]}},
+               {"epoch": 3}]})");
+  auto at = [&](int epoch, int next_step) {
+    return EpochCalibration(result, {{"epoch", epoch}, {"next_step", next_step}});
+  };
+  ASSERT_NE(at(1, 0), nullptr);
+  EXPECT_EQ((*at(1, 0))["offsets"][1], 0.1) << "epoch 1's own offsets";
+  ASSERT_NE(at(2, 0), nullptr);
+  EXPECT_EQ((*at(2, 0))["offsets"][1], 0.2);
+  EXPECT_EQ(at(2, 17), nullptr) << "a checkpoint within epoch 2 was not evaluated";
+  EXPECT_EQ(at(3, 0), nullptr) << "an epoch without a calibration";
+  EXPECT_EQ(at(4, 0), nullptr) << "an epoch the result does not list (a job still running)";
+  EXPECT_EQ(EpochCalibration(nlohmann::json::object(), {{"epoch", 1}, {"next_step", 0}}), nullptr);
+}
+
 TEST(Metrics, PopularityCalibrationIsChosenOnValidation) {
   Dataset ds;
   ds.protocol = Dataset::Protocol::kSampled;
