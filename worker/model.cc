@@ -35,6 +35,16 @@ torch::Tensor AttentionPool(const torch::Tensor& x, const torch::Tensor& q,
   return (w.unsqueeze(-1) * x).sum(1);
 }
 
+torch::Tensor PerConditionLowRank(const torch::Tensor& x, const torch::Tensor& cond,
+                                  const torch::Tensor& down, const torch::Tensor& up) {
+  // Every condition's D applied to every row, then only the row's own condition kept:
+  // [N, in] x [in, C r] -> mask -> x [C r, out]. Cheap for the few conditions a job has.
+  const int64_t C = down.size(0), r = down.size(1);
+  auto a = torch::matmul(x, down.reshape({C * r, -1}).t());
+  auto own = torch::one_hot(cond, C).to(a.dtype()).repeat_interleave(r, 1);
+  return torch::matmul(a * own, up.permute({0, 2, 1}).reshape({C * r, -1}));
+}
+
 bool FusionImpl::PerCondition(const std::string& name) {
   auto ends = [&](const std::string& suffix) {
     return name.size() >= suffix.size() &&
@@ -140,30 +150,19 @@ torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& 
     flat = (xs * g.unsqueeze(-1)).reshape({n, -1});
   }
   auto y = reduce_(flat);
-  if (adapter_down_.defined() && conditioned) {
-    // Every condition's A applied to every row, then only the row's own condition kept:
-    // [N, S d] x [S d, C r] -> mask -> x [C r, d]. Cheap for the few conditions a job has.
-    const int64_t C = conditions_, r = rank_;
-    auto a = torch::matmul(flat, adapter_down_.reshape({C * r, -1}).t());
-    auto own = torch::one_hot(cond, C).to(a.dtype()).repeat_interleave(r, 1);
-    y = y + torch::matmul(a * own, adapter_up_.permute({0, 2, 1}).reshape({C * r, -1}));
-  }
+  if (adapter_down_.defined() && conditioned)
+    y = y + PerConditionLowRank(flat, cond, adapter_down_, adapter_up_);
   return head(y + mlp2_(drop_(torch::relu(mlp1_(y)))));
 }
 
-LowRankAdapterImpl::LowRankAdapterImpl(int64_t conditions, int64_t in, int64_t out, int64_t rank)
-    : conditions_(conditions), rank_(rank) {
+LowRankAdapterImpl::LowRankAdapterImpl(int64_t conditions, int64_t in, int64_t out, int64_t rank) {
   down_ = register_parameter("adapter_down",
                              torch::randn({conditions, rank, in}) / std::sqrt(double(in)));
   up_ = register_parameter("adapter_up", torch::zeros({conditions, out, rank}));
 }
 
 torch::Tensor LowRankAdapterImpl::forward(const torch::Tensor& x, const torch::Tensor& cond) {
-  // As the fusion's adapter: every condition's D on every row, the row's own kept.
-  const int64_t C = conditions_, r = rank_;
-  auto a = torch::matmul(x, down_.reshape({C * r, -1}).t());  // [N, C r]
-  auto own = torch::one_hot(cond, C).to(a.dtype()).repeat_interleave(r, 1);
-  return torch::matmul(a * own, up_.permute({0, 2, 1}).reshape({C * r, -1}));
+  return PerConditionLowRank(x, cond, down_, up_);
 }
 
 SelfAttentionEncoderImpl::SelfAttentionEncoderImpl(int64_t dim, int64_t len, int64_t blocks,

@@ -85,6 +85,11 @@ struct ModelBatch {
   torch::Tensor user_source_scale;
 };
 
+// U_c D_c x for each row's condition c: x [N, in], cond [N], down [C, r, in], up [C, out, r]
+// -> [N, out] (the per-condition low-rank corrections of Fusion and LowRankAdapter).
+torch::Tensor PerConditionLowRank(const torch::Tensor& x, const torch::Tensor& cond,
+                                  const torch::Tensor& down, const torch::Tensor& up);
+
 // Fusion of S source vectors into one. With `conditions` > 1 (domains) it is conditioned on
 // each row's condition: a learned condition embedding joins the gates' input (so each domain
 // learns which sources to trust), and a per-condition scale and shift of the fused vector
@@ -134,7 +139,6 @@ class LowRankAdapterImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cond);
 
  private:
-  int64_t conditions_, rank_;
   torch::Tensor down_, up_;  // [C, r, in], [C, out, r]
 };
 TORCH_MODULE(LowRankAdapter);
