@@ -422,7 +422,9 @@ void AddOffline(CLI::App* root, Commands* cmds, const std::string& mode, const s
         c->add_option("--user", a->o.user,
                       "the user to recommend for (with --domain: its id in that domain's dataset)")
             ->check(Integer(0, INT64_MAX));
-    c->add_option("--domain", a->o.domain, "a multi-domain run: the domain the user belongs to")
+    c->add_option("--domain", a->o.domain,
+                  "a multi-domain run: the domain the user belongs to (served from the "
+                  "checkpoint of that domain's own best epoch)")
         ->type_name("NAME");
     // A user the run has never seen (cold start), instead of --user.
     auto* h =

@@ -26,13 +26,14 @@ namespace {
 
 using nlohmann::json;
 
-// The checkpoint to serve: the one asked for, else the best epoch's, else the newest.
+// The checkpoint to serve: the one asked for, else the best epoch's (o.domain's own, where the
+// run chose one for it), else the newest.
 StatusOr<std::string> ChooseCheckpoint(const OfflineOptions& o) {
   if (!o.checkpoint.empty()) {
     M6_RETURN_IF_ERROR(ReadManifest(o.checkpoint).status());
     return o.checkpoint;
   }
-  auto best = BestCheckpoint(o.run_dir);
+  auto best = BestCheckpoint(o.run_dir, o.domain);
   if (best.ok()) return best;
   auto latest = LatestCheckpoint(o.run_dir);
   if (!latest.ok())
@@ -204,7 +205,7 @@ const json* EpochCalibration(const json& result, const json& manifest) {
 StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
                                              const std::string& checkpoint,
                                              const std::vector<std::string>& overrides,
-                                             bool with_strategy) {
+                                             bool with_strategy, const std::string& domain) {
   const std::string cfg_path = run_dir + "/config.yaml";
   if (!std::filesystem::exists(cfg_path))
     return Status::NotFound("'" + run_dir + "' is not a run directory (no config.yaml)");
@@ -213,6 +214,7 @@ StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
   OfflineOptions which;
   which.run_dir = run_dir;
   which.checkpoint = checkpoint;
+  which.domain = domain;
   M6_ASSIGN_OR_RETURN(run->checkpoint, ChooseCheckpoint(which));
   M6_ASSIGN_OR_RETURN(json manifest, ReadManifest(run->checkpoint));
   const JobConfig& cfg = run->cfg;
@@ -270,7 +272,8 @@ namespace {
 Status Offline(const OfflineOptions& o, json* answer) {
   if (o.mode == "strategy" && !o.fit) return EditStrategies(o, answer);
   M6_ASSIGN_OR_RETURN(auto run, OpenRun(o.run_dir, o.checkpoint, o.overrides,
-                                        o.mode == "recommend" && o.use_strategy));
+                                        o.mode == "recommend" && o.use_strategy,
+                                        o.mode == "recommend" ? o.domain : ""));
   const JobConfig& cfg = run->cfg;
   const std::string& ckpt = run->checkpoint;
   ScoringContext& sc = run->sc;

@@ -63,9 +63,11 @@ struct OpenedRun {
 const nlohmann::json* EpochCalibration(const nlohmann::json& result,
                                        const nlohmann::json& manifest);
 
+// Opens a run's checkpoint: `checkpoint`, else the one best.json names for `domain` (a
+// multi-domain run's domain at its own best epoch), else the best epoch's, else the newest.
 StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
                                              const std::string& checkpoint,
                                              const std::vector<std::string>& overrides,
-                                             bool with_strategy);
+                                             bool with_strategy, const std::string& domain = "");
 
 }  // namespace m6rec

@@ -187,6 +187,43 @@ struct BestModel {
   ScoringContext sc;
 };
 
+// best.json's pointers: the best epoch's and each domain's own are merged as they are written,
+// and pruning keeps every checkpoint one of them names, whatever its age.
+TEST(Checkpoints, PruningKeepsEveryCheckpointBestJsonNames) {
+  TempDir dir;
+  const std::string run = dir / "run";
+  for (uint64_t step : {10, 20, 30, 40, 50}) {
+    const std::string d = CheckpointDir(run, step);
+    ASSERT_TRUE(MakeDirs(d).ok());
+    ASSERT_TRUE(
+        WriteFileAtomic(d + "/manifest.json", json({{"step", step}, {"epoch", step / 10}}).dump())
+            .ok());
+  }
+  ASSERT_TRUE(WriteBestPointer(run, CheckpointDir(run, 10), 1, true, {"shop", "music"}).ok());
+  ASSERT_TRUE(WriteBestPointer(run, CheckpointDir(run, 20), 2, true, {"music"}).ok());
+  ASSERT_TRUE(WriteBestPointer(run, CheckpointDir(run, 30), 3, false, {"books"}).ok());
+  auto at = [&](const std::string& domain) {
+    auto c = BestCheckpoint(run, domain);
+    return c.ok() ? *c : "error: " + c.status().message();
+  };
+  EXPECT_EQ(at(""), CheckpointDir(run, 20));
+  EXPECT_EQ(at("shop"), CheckpointDir(run, 10));
+  EXPECT_EQ(at("music"), CheckpointDir(run, 20));
+  EXPECT_EQ(at("books"), CheckpointDir(run, 30));
+  EXPECT_EQ(at("toys"), CheckpointDir(run, 20)) << "no pointer: the best epoch";
+  ASSERT_TRUE(PruneCheckpoints(run, 1).ok());
+  EXPECT_EQ(ValidCheckpoints(run),
+            std::vector<std::string>({CheckpointDir(run, 10), CheckpointDir(run, 20),
+                                      CheckpointDir(run, 30), CheckpointDir(run, 50)}))
+      << "40 is neither named nor the newest";
+  // A pointer to a checkpoint that is gone is an error naming it, not a silent fallback.
+  ASSERT_TRUE(RemoveTree(CheckpointDir(run, 10)).ok());
+  auto gone = BestCheckpoint(run, "shop");
+  ASSERT_FALSE(gone.ok());
+  EXPECT_NE(gone.status().message().find("step-0000000010"), std::string::npos)
+      << gone.status().message();
+}
+
 class InProcessJob : public ::testing::TestWithParam<JobKind> {};
 
 TEST_P(InProcessJob, TwoRanksAsThreadsLearnWithIdenticalReplicas) {
@@ -298,6 +335,28 @@ TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
   const json l = json::parse(first);
   EXPECT_TRUE(l["test"]["domains"].contains("music")) << first;
   EXPECT_TRUE(l["gates"]["domains"].contains("shop")) << first;
+  // Each domain also at the epoch its own validation NDCG@10 peaks: result.json reads it, and
+  // best.json points at that epoch's checkpoint, which pruning keeps (checkpoint.keep 2).
+  ASSERT_TRUE(result.contains("domains_at_own_best")) << result.dump();
+  for (const char* name : {"shop", "music"}) {
+    const json& own = result["domains_at_own_best"][name];
+    int top = 0;
+    double best_v = -1;
+    for (const auto& e : result["epochs"])
+      if (e["valid"]["domains"][name]["NDCG@10"].get<double>() > best_v)
+        best_v = e["valid"]["domains"][name]["NDCG@10"], top = e["epoch"];
+    EXPECT_EQ(own["epoch"], top) << name << " " << result["epochs"].dump();
+    EXPECT_EQ(own["test"]["HR@10"], result["epochs"][top - 1]["test"]["domains"][name]["HR@10"]);
+    auto ck = BestCheckpoint(dir / "run", name);
+    ASSERT_TRUE(ck.ok()) << ck.status().message();
+    EXPECT_EQ(ReadManifest(*ck)->at("epoch"), top) << name;
+  }
+  auto overall = BestCheckpoint(dir / "run");
+  ASSERT_TRUE(overall.ok());
+  EXPECT_EQ(ReadManifest(*overall)->at("epoch"), result["best_epoch"]);
+  auto unnamed = BestCheckpoint(dir / "run", "books");
+  ASSERT_TRUE(unnamed.ok());
+  EXPECT_EQ(*unnamed, *overall) << "a domain without its own pointer is served the best epoch";
   // Recommending from the run: a user named by its domain's own id gets that domain's items.
   BestModel m(cfg, dir / "run", *ds, 2);
   ASSERT_TRUE(m.status.ok()) << m.status.message();

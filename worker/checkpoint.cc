@@ -60,30 +60,70 @@ StatusOr<std::string> LatestCheckpoint(const std::string& run_dir) {
   return all.back();
 }
 
-StatusOr<std::string> BestCheckpoint(const std::string& run_dir) {
+namespace {
+
+// best.json, or an empty object when the run has none yet.
+StatusOr<json> ReadBestPointers(const std::string& run_dir) {
   const std::string path = CheckpointRoot(run_dir) + "/best.json";
   auto text = ReadFileToString(path);
-  if (!text.ok()) return Status::NotFound("no best checkpoint ('" + path + "' is missing)");
+  if (!text.ok()) return json::object();
   json j = json::parse(*text, nullptr, false);
-  if (!j.is_object() || !j.contains("checkpoint") || !j["checkpoint"].is_string())
-    return Status::Corruption(path + ": expected {\"checkpoint\": \"step-...\"}");
-  const std::string dir = CheckpointRoot(run_dir) + "/" + j["checkpoint"].get<std::string>();
+  if (!j.is_object()) return Status::Corruption(path + ": expected a JSON object");
+  return j;
+}
+
+// The checkpoint directory a pointer ({"checkpoint": "step-...", ...}) names.
+StatusOr<std::string> PointedDir(const std::string& run_dir, const json& p,
+                                 const std::string& what) {
+  if (!p.is_object() || !p.contains("checkpoint") || !p["checkpoint"].is_string())
+    return Status::Corruption(CheckpointRoot(run_dir) + "/best.json: " + what +
+                              " is not {\"checkpoint\": \"step-...\"}");
+  const std::string dir = CheckpointRoot(run_dir) + "/" + p["checkpoint"].get<std::string>();
   M6_RETURN_IF_ERROR(ReadManifest(dir).status());
   return dir;
 }
 
-Status WriteBestPointer(const std::string& run_dir, const std::string& checkpoint_dir, int epoch) {
-  json j = {{"checkpoint", fs::path(checkpoint_dir).filename().string()}, {"epoch", epoch}};
+}  // namespace
+
+StatusOr<std::string> BestCheckpoint(const std::string& run_dir, const std::string& domain) {
+  M6_ASSIGN_OR_RETURN(const json j, ReadBestPointers(run_dir));
+  if (!domain.empty() && j.contains("domains") && j["domains"].contains(domain))
+    return PointedDir(run_dir, j["domains"][domain], "domain '" + domain + "'");
+  if (!j.contains("checkpoint"))
+    return Status::NotFound("no best checkpoint ('" + CheckpointRoot(run_dir) +
+                            "/best.json' is missing)");
+  return PointedDir(run_dir, j, "the best epoch");
+}
+
+Status WriteBestPointer(const std::string& run_dir, const std::string& checkpoint_dir, int epoch,
+                        bool overall, const std::vector<std::string>& domains) {
+  M6_ASSIGN_OR_RETURN(json j, ReadBestPointers(run_dir));
+  const json p = {{"checkpoint", fs::path(checkpoint_dir).filename().string()}, {"epoch", epoch}};
+  if (overall) {
+    j["checkpoint"] = p["checkpoint"];
+    j["epoch"] = epoch;
+  }
+  for (const auto& d : domains) j["domains"][d] = p;
   return WriteFileAtomic(CheckpointRoot(run_dir) + "/best.json", j.dump() + "\n");
 }
 
 Status PruneCheckpoints(const std::string& run_dir, int keep) {
-  auto best = BestCheckpoint(run_dir);
+  // Never the best epoch's checkpoint, nor any domain's.
+  std::vector<std::string> pinned;
+  if (auto j = ReadBestPointers(run_dir); j.ok()) {
+    auto pin = [&](const json& p) {
+      if (p.is_object() && p.contains("checkpoint") && p["checkpoint"].is_string())
+        pinned.push_back(CheckpointRoot(run_dir) + "/" + p["checkpoint"].get<std::string>());
+    };
+    pin(*j);
+    if (j->contains("domains"))
+      for (const auto& [name, p] : (*j)["domains"].items()) pin(p);
+  }
   const auto valid = ValidCheckpoints(run_dir);
   const std::string newest = valid.empty() ? "" : valid.back();
   const size_t first_kept = valid.size() > size_t(keep) ? valid.size() - keep : 0;
   for (const auto& d : StepDirs(run_dir)) {
-    if (best.ok() && d == *best) continue;
+    if (std::find(pinned.begin(), pinned.end(), d) != pinned.end()) continue;
     const auto it = std::find(valid.begin(), valid.end(), d);
     const bool is_valid = it != valid.end();
     const bool drop =

@@ -204,7 +204,8 @@ std::string SelectionRule::Describe() const {
   for (const SelectionTerm& t : terms) {
     if (!out.empty()) out += ", ";
     out += std::string(t.on_validation ? "valid " : "test ") +
-           (t.task.empty() ? "" : t.task + " ") + t.metric;
+           (t.task.empty() ? "" : t.task + " ") + (t.domain.empty() ? "" : t.domain + " ") +
+           t.metric;
   }
   return terms.size() > 1 ? "mean share of best lift over chance, weighted by precision: " + out
                           : out;
@@ -212,10 +213,29 @@ std::string SelectionRule::Describe() const {
 
 double SelectionValue(const SelectionTerm& t, const MetricSums& test, const MetricSums& valid) {
   const MetricSums& m = t.on_validation ? valid : test;
+  if (t.task.empty() && !t.domain.empty()) {
+    const MetricSums g = m.Group(t.domain);
+    return g.users() > 0 ? g.Mean(t.metric) : -std::numeric_limits<double>::infinity();
+  }
   if (t.task.empty()) return m.Mean(t.metric);
   const auto metrics = SummaryMetrics(m.Group(TaskGroup(t.task)));
   auto it = metrics.find(t.metric);
   return it == metrics.end() ? -std::numeric_limits<double>::infinity() : t.sign * it->second;
+}
+
+std::vector<std::pair<std::string, SelectionRule>> DomainSelectionRules(const Dataset& ds) {
+  std::vector<std::pair<std::string, SelectionRule>> rules;
+  const SelectionTerm all = SelectionFor(ds.protocol).terms.front();
+  if (!ds.multi_domain() || !all.on_validation) return rules;
+  for (const auto& d : ds.domains) {
+    if (!d.evaluate) continue;
+    SelectionRule r;
+    r.terms.front() = all;
+    r.terms.front().domain = d.name;
+    rules.emplace_back(d.name, std::move(r));
+  }
+  if (rules.size() < 2) rules.clear();
+  return rules;
 }
 
 bool EpochSelector::Offer(int epoch, const MetricSums& test, const MetricSums& valid) {
@@ -451,7 +471,9 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
   }
   if (!stream_line.empty()) *line += "\n  " + stream_line;
   // A multi-domain run names every domain on its own line; a cold split its cold and warm
-  // items' users.
+  // items' users. Each domain is also read at the epoch its own validation metric peaks: the
+  // checkpoint it is served from (DomainSelectionRules, best.json's "domains").
+  json domains_best = json::object();
   for (const char* key : {"domains", "cold_start"}) {
     if (!b["test"].contains(key)) continue;
     const json& pops = result["popularity"];
@@ -461,6 +483,26 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                     name.c_str(), heads[0], d.value(heads[0], 0.0), heads[1],
                     d.value(heads[1], 0.0), d.value("users", 0.0), pop.value(heads[0], 0.0));
       *line += buf;
+      const int at = full || std::string(key) != "domains" || b["test"][key].size() < 2
+                         ? -1
+                         : BestEpochBy(epochs, 1, [&](const json& v) -> const json* {
+                             if (!v.contains("domains") || !v["domains"].contains(name))
+                               return nullptr;
+                             const json& dv = v["domains"][name];
+                             return dv.contains(heads[1]) ? &dv[heads[1]] : nullptr;
+                           });
+      if (at >= 0) {
+        json test = epochs[at]["test"]["domains"][name];
+        domains_best[name] = {{"epoch", epochs[at]["epoch"]},
+                              {"selected_by", std::string("valid ") + name + " " + heads[1]},
+                              {"test", test}};
+        if (at != best) {
+          std::snprintf(buf, sizeof(buf), "; at its own best validation epoch %d: %s %.4f %s %.4f",
+                        epochs[at]["epoch"].get<int>(), heads[0], test.value(heads[0], 0.0),
+                        heads[1], test.value(heads[1], 0.0));
+          *line += buf;
+        }
+      }
       if (d.contains("HR@10_all")) {  // a cold split's targets among all items
         std::snprintf(buf, sizeof(buf), "; among all items HR@10 %.4f NDCG@10 %.4f",
                       d.value("HR@10_all", 0.0), d.value("NDCG@10_all", 0.0));
@@ -468,6 +510,7 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
       }
     }
   }
+  if (!domains_best.empty()) result["domains_at_own_best"] = domains_best;
   // Each task at the epoch its own validation metric peaks (the metric a run of that task alone
   // selects by: RMSE, AUC, accuracy): one selected epoch is rarely every task's best.
   json own_best = json::object();

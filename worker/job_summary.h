@@ -67,7 +67,8 @@ struct WorkerSummary {
 //               whose validation is a hundred users (an attribute on ML-100K: e ~0.4) counts
 //               little, so it cannot outvote the others by its noise.
 struct SelectionTerm {
-  std::string task;  // "" = retrieval (the protocol's metric, over every user)
+  std::string task;    // "" = retrieval (the protocol's metric, over every user)
+  std::string domain;  // retrieval over this domain's users only ("": every user's)
   const char* metric = "NDCG@10";
   bool on_validation = true;
   double sign = 1;    // -1: lower is better
@@ -98,6 +99,11 @@ SelectionRule SelectionFor(Dataset::Protocol p, const std::vector<TaskSpec>& tas
 // validation users (attribute; `seed` draws the attribute splits).
 SelectionRule SelectionFor(const Dataset& ds, int negatives, const std::vector<TaskSpec>& tasks,
                            const std::string& select_by, uint64_t seed);
+// A multi-domain job's rule per evaluated domain (label, rule): retrieval's validation metric
+// over that domain's users alone, which picks the checkpoint the domain is served from
+// (checkpoint.h, best.json's "domains"). Empty for one domain, or where the protocol has no
+// validation split to choose on.
+std::vector<std::pair<std::string, SelectionRule>> DomainSelectionRules(const Dataset& ds);
 // One term's value from an epoch's (all workers') sums, sign applied (-inf when absent).
 double SelectionValue(const SelectionTerm& t, const MetricSums& test, const MetricSums& valid);
 

@@ -299,13 +299,20 @@ class TrainingEngine {
   Status TrainStep(InFlight& f, int epoch);
   void ReportProgress(bool now);  // ctx_.progress, at most every 500 ms unless `now`
   Status RunEpoch(int epoch, size_t first_step, bool* stop);
-  Status EvaluateEpoch(int epoch, double loss, bool* best);
+  // *best: the epoch is the best so far; *domains: the domains whose own best it is.
+  Status EvaluateEpoch(int epoch, double loss, bool* best, std::vector<std::string>* domains);
   Status AppendMetricsLine(const json& line);
   bool MaxStepsReachedAfterThis() const {
     return cfg_.train.max_steps > 0 && prog_.steps() + 1 >= uint64_t(cfg_.train.max_steps);
   }
-  Status Checkpoint(int next_epoch, size_t next_step, const std::string& rng_next, bool best);
+  Status Checkpoint(int next_epoch, size_t next_step, const std::string& rng_next, bool best,
+                    const std::vector<std::string>& best_for_domains = {});
   json WorkerState(int next_epoch, size_t next_step, const std::string& rng_next) const;
+  json DomainSelectionState() const {
+    json j = json::object();
+    for (const auto& [name, sel] : domain_selectors_) j[name] = sel.State();
+    return j;
+  }
   Status Resume(int* epoch, size_t* step);
   Status Barrier(const std::string& name) {
     return ctx_.barrier ? ctx_.barrier(name) : coll_.Barrier();
@@ -345,7 +352,9 @@ class TrainingEngine {
   std::vector<std::string> rng_epoch_starts_;
   TrainProgress prog_;
   WorkerSummary summary_;
-  EpochSelector selector_;                  // which evaluated epoch is the best so far
+  EpochSelector selector_;  // which evaluated epoch is the best so far
+  // A multi-domain job: per evaluated domain, which epoch is best for that domain alone.
+  std::vector<std::pair<std::string, EpochSelector>> domain_selectors_;
   std::vector<std::string> metrics_lines_;  // what metrics.jsonl holds (rank 0; for a resume)
   // Streaming: the source, what it delivered beyond the dataset (every rank, all of it), every
   // interaction as a sample (replay draws from them), the chunks so far, the prequential curve.
@@ -419,6 +428,9 @@ Status TrainingEngine::Init() {
   selector_ =
       EpochSelector(SelectionFor(ds_, summary_.negatives, tc.tasks, tc.select_by, cfg_.seed));
   summary_.model["selected_by"] = selector_.rule().Describe();
+  domain_selectors_.clear();
+  for (auto& [name, rule] : DomainSelectionRules(ds_))
+    domain_selectors_.emplace_back(name, EpochSelector(std::move(rule)));
   json chance = json::object();
   for (const SelectionTerm& t : selector_.rule().terms)
     chance[t.task.empty() ? "retrieval" : t.task] = {
@@ -537,7 +549,8 @@ Status TrainingEngine::AppendMetricsLine(const json& line) {
   return Status::OK();
 }
 
-Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
+Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best,
+                                     std::vector<std::string>* domains) {
   // Every rank finished the epoch's pushes before anyone reads rows for evaluation.
   M6_RETURN_IF_ERROR(Barrier("epoch-" + std::to_string(epoch)));
   const int64_t t0 = MonotonicMs();
@@ -603,6 +616,8 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best) {
   summary_.epochs.push_back(rec);
   *best = selector_.Offer(epoch, test, valid);
   if (*best) summary_.best_epoch = epoch;
+  for (auto& [name, sel] : domain_selectors_)
+    if (sel.Offer(epoch, test, valid)) domains->push_back(name);
   last_eval_ = {{"epoch", epoch}, {"test", MetricsJson(test)}, {"loss", mean_loss[0]}};
   last_eval_["test"].erase("domains");
   last_eval_["test"].erase("tasks");
@@ -644,12 +659,14 @@ Status TrainingEngine::Run() {
     M6_RETURN_IF_ERROR(RunEpoch(epoch, step, &stop));
     const double loss = prog_.EndEpoch();
     bool best = false;
+    std::vector<std::string> best_for;  // the domains whose own best epoch this is
     if (targets && (epoch % tc.eval_every == 0 || epoch == tc.epochs || stop))
-      M6_RETURN_IF_ERROR(EvaluateEpoch(epoch, loss, &best));
+      M6_RETURN_IF_ERROR(EvaluateEpoch(epoch, loss, &best, &best_for));
     const auto& ck = cfg_.checkpoint;
     const bool periodic = ck.every_epochs > 0 && epoch % ck.every_epochs == 0;
-    if (periodic || (best && ck.best))
-      M6_RETURN_IF_ERROR(Checkpoint(epoch + 1, 0, RngToString(rng_), best && ck.best));
+    if (!ck.best) best_for.clear();
+    if (periodic || (best && ck.best) || !best_for.empty())
+      M6_RETURN_IF_ERROR(Checkpoint(epoch + 1, 0, RngToString(rng_), best && ck.best, best_for));
   }
   if (cfg_.stream.enabled() && !stop) return RunStream();
   return Status::OK();
@@ -1074,6 +1091,7 @@ json TrainingEngine::WorkerState(int next_epoch, size_t next_step,
             {"progress", prog_.State()},
             {"summary", summary_.ToJson()},
             {"selection", selector_.State()},
+            {"domain_selection", DomainSelectionState()},
             {"metrics_lines", metrics_lines_}};
   if (dense_) j["dense_rng"] = dense_->RngState();
   if (source_) j["stream"] = StreamState();
@@ -1081,7 +1099,7 @@ json TrainingEngine::WorkerState(int next_epoch, size_t next_step,
 }
 
 Status TrainingEngine::Checkpoint(int next_epoch, size_t next_step, const std::string& rng_next,
-                                  bool best) {
+                                  bool best, const std::vector<std::string>& best_for_domains) {
   if (ctx_.run_dir.empty()) return Status::OK();
   const std::string dir = CheckpointDir(ctx_.run_dir, prog_.steps());
   const std::string tag = "checkpoint-" + std::to_string(prog_.steps());
@@ -1112,8 +1130,13 @@ Status TrainingEngine::Checkpoint(int next_epoch, size_t next_step, const std::s
   if (dense_) manifest["dense_fingerprint"] = std::to_string(dense_->Fingerprint());
   if (source_) manifest["stream"] = StreamState();
   M6_RETURN_IF_ERROR(WriteFileAtomic(dir + "/manifest.json", manifest.dump(2) + "\n"));
-  if (best) M6_RETURN_IF_ERROR(WriteBestPointer(ctx_.run_dir, dir, summary_.best_epoch));
-  LOG_INFO << "checkpoint " << dir << (best ? " (best epoch so far)" : "");
+  if (best || !best_for_domains.empty())
+    M6_RETURN_IF_ERROR(
+        WriteBestPointer(ctx_.run_dir, dir, manifest["epoch"].get<int>(), best, best_for_domains));
+  std::string domains;
+  for (const auto& d : best_for_domains) domains += (domains.empty() ? "" : ", ") + d;
+  LOG_INFO << "checkpoint " << dir << (best ? " (best epoch so far)" : "")
+           << (domains.empty() ? "" : " (best so far for " + domains + ")");
   checkpoint_step_ = prog_.steps();
   ReportProgress(true);
   return PruneCheckpoints(ctx_.run_dir, cfg_.checkpoint.keep);
@@ -1148,6 +1171,10 @@ Status TrainingEngine::Resume(int* epoch, size_t* step) {
     const auto pop = summary_.popularity;
     M6_ASSIGN_OR_RETURN(summary_, WorkerSummary::FromJson(st.at("summary")));
     summary_.popularity = pop;
+    if (st.contains("domain_selection"))
+      for (auto& [name, sel] : domain_selectors_)
+        if (st["domain_selection"].contains(name))
+          M6_RETURN_IF_ERROR(sel.Restore(st["domain_selection"][name]));
     if (st.contains("selection")) {
       M6_RETURN_IF_ERROR(selector_.Restore(st.at("selection")));
     } else if (st.contains("best_value") && !st.at("best_value").is_null() &&
