@@ -54,6 +54,12 @@ std::map<std::string, std::string> QueryParams(std::string_view q) {
   return out;
 }
 
+// A run opened at one checkpoint and warmed for serving.
+struct ServedModel {
+  std::unique_ptr<OpenedRun> run;
+  std::unique_ptr<Recommender> rec;  // reads run's tables: destroyed first (declared last)
+};
+
 class Service {
  public:
   Service(const ServeOptions& o, std::unique_ptr<OpenedRun> run, std::unique_ptr<Recommender> rec)
@@ -65,6 +71,11 @@ class Service {
     rec_ = std::move(rec);  // before the run whose tables it reads
     run_ = std::move(run);
     ++reloads_;
+  }
+  // Requests naming `domain` are answered by `model` (a multi-domain run's domain at its own
+  // best epoch); several domains may share one.
+  void ServeDomainFrom(const std::string& domain, std::shared_ptr<ServedModel> model) {
+    own_[domain] = std::move(model);
   }
 
   http::response<http::string_body> Handle(const http::request<http::string_body>& req) {
@@ -101,9 +112,11 @@ class Service {
       if (req.method() != http::verb::get)
         throw Refusal{http::status::method_not_allowed, "/health: GET"};
       const Dataset& ds = *run_->sc.data;
-      return {{"status", "ok"},        {"run_dir", o_.run_dir}, {"checkpoint", run_->checkpoint},
-              {"users", ds.num_users}, {"items", ds.num_items}, {"requests", requests_},
-              {"errors", errors_},     {"reloads", reloads_}};
+      json h = {{"status", "ok"},        {"run_dir", o_.run_dir}, {"checkpoint", run_->checkpoint},
+                {"users", ds.num_users}, {"items", ds.num_items}, {"requests", requests_},
+                {"errors", errors_},     {"reloads", reloads_}};
+      for (const auto& [domain, m] : own_) h["domain_checkpoints"][domain] = m->run->checkpoint;
+      return h;
     }
     if (path == "/recommend") {
       if (req.method() == http::verb::get) return FromParams(params);
@@ -191,15 +204,22 @@ class Service {
     if (user.is_null() && user_fields.empty())
       throw Refusal{http::status::bad_request,
                     "who: user=ID, or a new user's history, profile or friends"};
-    if (!user.is_null()) return Answer(rec_->ForUser(user.get<int64_t>(), k, domain, explain));
+    Recommender& rec = For(domain);
+    if (!user.is_null()) return Answer(rec.ForUser(user.get<int64_t>(), k, domain, explain));
     auto n = ParseNewUser(user_fields);
     if (!n.ok()) throw Refusal{http::status::bad_request, n.status().message()};
-    return Answer(rec_->ForNewUser(*n, k, domain, explain));
+    return Answer(rec.ForNewUser(*n, k, domain, explain));
+  }
+
+  Recommender& For(const std::string& domain) {
+    auto it = own_.find(domain);
+    return it == own_.end() ? *rec_ : *it->second->rec;
   }
 
   const ServeOptions& o_;
   std::unique_ptr<OpenedRun> run_;
   std::unique_ptr<Recommender> rec_;
+  std::map<std::string, std::shared_ptr<ServedModel>> own_;
   uint64_t requests_ = 0, errors_ = 0, reloads_ = 0;
 };
 
@@ -348,7 +368,30 @@ int RunServe(const ServeOptions& o) {
     std::fprintf(stderr, "m6rec serve: %s\n", loaded.message().c_str());
     return 1;
   }
+  // A multi-domain run served from its best checkpoint: every domain the job chose another
+  // epoch for is answered from that epoch's checkpoint (best.json's "domains"), as
+  // `recommend --domain` is. --checkpoint and --follow serve one checkpoint to every domain.
+  std::vector<std::pair<std::string, std::string>> own;  // domain, its checkpoint
+  if (o.checkpoint.empty() && o.follow_s <= 0)
+    for (const auto& d : run->sc.data->domains) {
+      auto c = BestCheckpoint(o.run_dir, d.name);
+      if (c.ok() && *c != run->checkpoint) own.emplace_back(d.name, *c);
+    }
   Service svc(o, std::move(run), std::move(rec));
+  std::map<std::string, std::shared_ptr<ServedModel>> opened;  // by checkpoint
+  for (const auto& [domain, ckpt] : own) {
+    auto& m = opened[ckpt];
+    if (!m) {
+      m = std::make_shared<ServedModel>();
+      Status s = LoadForServing(o, ckpt, &m->run, &m->rec);
+      if (!s.ok()) {
+        std::fprintf(stderr, "m6rec serve: domain %s: %s\n", domain.c_str(), s.message().c_str());
+        return 1;
+      }
+    }
+    LOG_INFO << "domain " << domain << " is served from its own best epoch's " << ckpt;
+    svc.ServeDomainFrom(domain, m);
+  }
   asio::io_context io(1);
   Follower follower(o, io, &svc);
   tcp::acceptor acc(io);

@@ -11,7 +11,9 @@
 // wrong method a 405; a failure inside the model a 500. None stops the server. Requests are
 // answered one at a time on one thread (the model is not reentrant); keep-alive connections.
 // SIGINT/SIGTERM stop it cleanly. With --follow it serves the newest checkpoint of a run that is
-// still training (/health names the one in use and counts the switches).
+// still training (/health names the one in use and counts the switches). A multi-domain run
+// served from its best checkpoint answers each domain the job chose another epoch for from
+// that epoch's checkpoint (best.json's "domains"; /health's domain_checkpoints lists them).
 #pragma once
 
 #include <string>

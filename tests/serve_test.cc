@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "cluster_util.h"
+#include "common/util.h"
 #include "test_util.h"
 #include "worker/checkpoint.h"
 
@@ -162,6 +163,74 @@ TEST(Serve, FollowsTheNewestCheckpointOfARun) {
   const json offline = json::parse(cli.stdout_text);
   for (size_t i = 0; i < 5; ++i)
     EXPECT_EQ(served.body["items"][i]["item"], offline["items"][i]["item"]) << i;
+  server.Kill(SIGTERM);
+  ASSERT_TRUE(server.Wait(30)) << server.Output();
+  EXPECT_EQ(server.exit_code(), 0) << server.Output();
+}
+
+// A multi-domain run: each domain the job chose another epoch for is answered from that
+// epoch's checkpoint (best.json's "domains"), by serve as by `recommend --domain`; the other
+// domains from the best epoch's. The run's pointer for one domain is moved to the other epoch's
+// checkpoint, so the two models certainly differ.
+TEST(Serve, AnswersEachDomainFromItsOwnBestEpoch) {
+  TempDir dir;
+  json trained = testing::RunLocalJob(dir, "run", testing::M6Config(2),
+                                      {"data.synth.domains=2", "checkpoint.keep=5"}, 240);
+  ASSERT_TRUE(trained.contains("test"));
+  ASSERT_EQ(trained["test"]["domains"].size(), 2u) << trained["test"].dump();
+  std::vector<std::string> names;
+  for (const auto& [name, d] : trained["test"]["domains"].items()) names.push_back(name);
+  const std::string own = names[0], other = names[1];
+  auto best = BestCheckpoint(dir / "run");
+  ASSERT_TRUE(best.ok()) << best.status().message();
+  std::string first;  // the other epoch's checkpoint
+  for (const auto& c : ValidCheckpoints(dir / "run"))
+    if (c != *best) first = c;
+  ASSERT_FALSE(first.empty());
+  const std::string pointers = dir / "run/checkpoints/best.json";
+  json j = json::parse(*ReadFileToString(pointers));
+  j["domains"] = {{own,
+                   {{"checkpoint", std::filesystem::path(first).filename()},
+                    {"epoch", ReadManifest(first)->at("epoch")}}}};
+  ASSERT_TRUE(WriteFileAtomic(pointers, j.dump()).ok());
+
+  Background server({Binary(), "serve", "--run-dir", dir / "run", "--port-file", dir / "port"},
+                    dir / "serve.log");
+  const std::string port_text = testing::WaitForFile(dir / "port", 120);
+  ASSERT_FALSE(port_text.empty()) << server.Output();
+  const int port = std::stoi(port_text);
+  Reply health = Request(port, http::verb::get, "/health");
+  ASSERT_EQ(health.status, 200) << server.Output();
+  EXPECT_EQ(health.body["checkpoint"], *best);
+  EXPECT_EQ(health.body["domain_checkpoints"], json({{own, first}})) << health.body.dump();
+
+  auto cli = [&](const std::string& domain, const std::string& ckpt) {
+    std::vector<std::string> args = {Binary(), "recommend", "--run-dir", dir / "run", "--user",
+                                     "3",      "-k",        "5",         "--domain",  domain};
+    if (!ckpt.empty()) args.insert(args.end(), {"--checkpoint", ckpt});
+    auto r = RunCommand(args, 120);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return json::parse(r.stdout_text, nullptr, false);
+  };
+  auto same = [](const json& a, const json& b) {
+    if (!a.contains("items") || !b.contains("items") || a["items"].size() != b["items"].size())
+      return false;
+    for (size_t i = 0; i < a["items"].size(); ++i)
+      if (a["items"][i]["item"] != b["items"][i]["item"] ||
+          std::abs(a["items"][i]["score"].get<double>() - b["items"][i]["score"].get<double>()) >
+              1e-5)
+        return false;
+    return true;
+  };
+  for (const auto& [domain, ckpt] : {std::pair{own, first}, std::pair{other, *best}}) {
+    Reply served = Request(port, http::verb::get, "/recommend?user=3&k=5&domain=" + domain);
+    ASSERT_EQ(served.status, 200) << served.body.dump();
+    EXPECT_TRUE(same(served.body, cli(domain, ckpt))) << domain << ": " << served.body.dump();
+    EXPECT_TRUE(same(served.body, cli(domain, "")))
+        << domain << ": recommend --domain picks " << ckpt << " by itself";
+  }
+  EXPECT_FALSE(same(cli(own, first), cli(own, *best)))
+      << "the two epochs' models must answer differently for the test to mean anything";
   server.Kill(SIGTERM);
   ASSERT_TRUE(server.Wait(30)) << server.Output();
   EXPECT_EQ(server.exit_code(), 0) << server.Output();
