@@ -34,7 +34,7 @@ StatusOr<std::string> ChooseCheckpoint(const OfflineOptions& o) {
     return o.checkpoint;
   }
   auto best = BestCheckpoint(o.run_dir, o.domain);
-  if (best.ok()) return best;
+  if (best.ok() || best.status().code() != StatusCode::kNotFound) return best;
   auto latest = LatestCheckpoint(o.run_dir);
   if (!latest.ok())
     return Status::NotFound(

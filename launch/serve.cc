@@ -375,6 +375,11 @@ int RunServe(const ServeOptions& o) {
   if (o.checkpoint.empty() && o.follow_s <= 0)
     for (const auto& d : run->sc.data->domains) {
       auto c = BestCheckpoint(o.run_dir, d.name);
+      if (!c.ok() && c.status().code() != StatusCode::kNotFound) {
+        std::fprintf(stderr, "m6rec serve: domain %s: %s\n", d.name.c_str(),
+                     c.status().message().c_str());
+        return 1;
+      }
       if (c.ok() && *c != run->checkpoint) own.emplace_back(d.name, *c);
     }
   Service svc(o, std::move(run), std::move(rec));

@@ -234,6 +234,13 @@ TEST(Serve, AnswersEachDomainFromItsOwnBestEpoch) {
   server.Kill(SIGTERM);
   ASSERT_TRUE(server.Wait(30)) << server.Output();
   EXPECT_EQ(server.exit_code(), 0) << server.Output();
+  // A domain's checkpoint gone: an error naming it, not another model served in its place.
+  std::filesystem::remove_all(first);
+  auto broken = RunCommand(
+      {Binary(), "recommend", "--run-dir", dir / "run", "--user", "3", "--domain", own}, 120);
+  EXPECT_NE(broken.exit_code, 0) << broken.output;
+  EXPECT_NE(broken.output.find(std::filesystem::path(first).filename().string()), std::string::npos)
+      << broken.output;
 }
 
 // A stream job next to a following serve: a user's new interactions, dropped into the stream's

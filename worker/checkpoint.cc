@@ -79,7 +79,10 @@ StatusOr<std::string> PointedDir(const std::string& run_dir, const json& p,
     return Status::Corruption(CheckpointRoot(run_dir) + "/best.json: " + what +
                               " is not {\"checkpoint\": \"step-...\"}");
   const std::string dir = CheckpointRoot(run_dir) + "/" + p["checkpoint"].get<std::string>();
-  M6_RETURN_IF_ERROR(ReadManifest(dir).status());
+  if (!ReadManifest(dir).ok())
+    return Status::Corruption(CheckpointRoot(run_dir) + "/best.json: " + what + " is " +
+                              p["checkpoint"].get<std::string>() +
+                              ", which is not a complete checkpoint");
   return dir;
 }
 
@@ -91,13 +94,15 @@ StatusOr<std::string> BestCheckpoint(const std::string& run_dir, const std::stri
     return PointedDir(run_dir, j["domains"][domain], "domain '" + domain + "'");
   if (!j.contains("checkpoint"))
     return Status::NotFound("no best checkpoint ('" + CheckpointRoot(run_dir) +
-                            "/best.json' is missing)");
+                            "/best.json' is missing or names none)");
   return PointedDir(run_dir, j, "the best epoch");
 }
 
 Status WriteBestPointer(const std::string& run_dir, const std::string& checkpoint_dir, int epoch,
                         bool overall, const std::vector<std::string>& domains) {
-  M6_ASSIGN_OR_RETURN(json j, ReadBestPointers(run_dir));
+  // An unreadable best.json is replaced: the pointers written from here on are the right ones.
+  auto read = ReadBestPointers(run_dir);
+  json j = read.ok() ? *std::move(read) : json::object();
   const json p = {{"checkpoint", fs::path(checkpoint_dir).filename().string()}, {"epoch", epoch}};
   if (overall) {
     j["checkpoint"] = p["checkpoint"];

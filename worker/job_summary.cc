@@ -69,6 +69,7 @@ json WorkerSummary::ToJson() const {
             {"param_fingerprints", param_fingerprints},
             {"final_fingerprint", final_fingerprint}};
   if (!stream.empty()) j["stream"] = stream;
+  if (!domain_best_epochs.empty()) j["domain_best_epochs"] = domain_best_epochs;
   for (const auto& [k, v] : model.items()) j[k] = v;
   return j;
 }
@@ -111,6 +112,8 @@ StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
     w.param_fingerprints = j.at("param_fingerprints").get<std::vector<std::string>>();
     w.final_fingerprint = j.at("final_fingerprint").get<std::string>();
     if (j.contains("stream")) w.stream = j["stream"];
+    if (j.contains("domain_best_epochs"))
+      w.domain_best_epochs = j["domain_best_epochs"].get<std::map<std::string, int>>();
   } catch (const json::exception& e) {
     return Status::Corruption(std::string("worker summary: ") + e.what());
   }
@@ -133,7 +136,8 @@ StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
                                "collective",
                                "param_fingerprints",
                                "final_fingerprint",
-                               "stream"};
+                               "stream",
+                               "domain_best_epochs"};
   for (const auto& [k, v] : j.items())
     if (std::find(std::begin(kOwn), std::end(kOwn), k) == std::end(kOwn)) w.model[k] = v;
   return w;
@@ -483,14 +487,11 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                     name.c_str(), heads[0], d.value(heads[0], 0.0), heads[1],
                     d.value(heads[1], 0.0), d.value("users", 0.0), pop.value(heads[0], 0.0));
       *line += buf;
-      const int at = full || std::string(key) != "domains" || b["test"][key].size() < 2
-                         ? -1
-                         : BestEpochBy(epochs, 1, [&](const json& v) -> const json* {
-                             if (!v.contains("domains") || !v["domains"].contains(name))
-                               return nullptr;
-                             const json& dv = v["domains"][name];
-                             return dv.contains(heads[1]) ? &dv[heads[1]] : nullptr;
-                           });
+      // The engine's own choice (what best.json points at), not a recount of the epochs.
+      int at = -1;
+      if (std::string(key) == "domains" && w0.domain_best_epochs.count(name))
+        for (size_t e = 0; e < epochs.size(); ++e)
+          if (epochs[e]["epoch"] == w0.domain_best_epochs.at(name)) at = int(e);
       if (at >= 0) {
         json test = epochs[at]["test"]["domains"][name];
         domains_best[name] = {{"epoch", epochs[at]["epoch"]},

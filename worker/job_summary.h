@@ -35,6 +35,8 @@ struct WorkerSummary {
   MetricSums popularity;
   std::vector<EpochRecord> epochs;
   int best_epoch = 0;  // chosen during the job on every worker's metrics; 0 = none evaluated
+  // A multi-domain job: each domain's own best epoch (DomainSelectionRules), chosen alike.
+  std::map<std::string, int> domain_best_epochs;
   uint64_t steps = 0, samples = 0;
   double train_s = 0, eval_s = 0, samples_per_s = 0, first_loss = 0, last_loss = 0;
   int64_t dense_params = 0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -617,7 +618,10 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best,
   *best = selector_.Offer(epoch, test, valid);
   if (*best) summary_.best_epoch = epoch;
   for (auto& [name, sel] : domain_selectors_)
-    if (sel.Offer(epoch, test, valid)) domains->push_back(name);
+    if (sel.Offer(epoch, test, valid)) {
+      domains->push_back(name);
+      summary_.domain_best_epochs[name] = epoch;
+    }
   last_eval_ = {{"epoch", epoch}, {"test", MetricsJson(test)}, {"loss", mean_loss[0]}};
   last_eval_["test"].erase("domains");
   last_eval_["test"].erase("tasks");
@@ -1126,7 +1130,8 @@ Status TrainingEngine::Checkpoint(int next_epoch, size_t next_step, const std::s
                    {"servers", ctx_.tables->num_shards()},
                    {"job", model_->name()},
                    {"dense_params", summary_.dense_params},
-                   {"best", best}};
+                   {"best", best},
+                   {"best_domains", best_for_domains}};
   if (dense_) manifest["dense_fingerprint"] = std::to_string(dense_->Fingerprint());
   if (source_) manifest["stream"] = StreamState();
   M6_RETURN_IF_ERROR(WriteFileAtomic(dir + "/manifest.json", manifest.dump(2) + "\n"));
@@ -1171,10 +1176,14 @@ Status TrainingEngine::Resume(int* epoch, size_t* step) {
     const auto pop = summary_.popularity;
     M6_ASSIGN_OR_RETURN(summary_, WorkerSummary::FromJson(st.at("summary")));
     summary_.popularity = pop;
-    if (st.contains("domain_selection"))
+    if (st.contains("domain_selection")) {
       for (auto& [name, sel] : domain_selectors_)
         if (st["domain_selection"].contains(name))
           M6_RETURN_IF_ERROR(sel.Restore(st["domain_selection"][name]));
+    } else if (!domain_selectors_.empty()) {
+      LOG_WARN << "the checkpoint holds no per-domain epoch selection; each domain's own best "
+                  "epoch is chosen among the epochs from here on";
+    }
     if (st.contains("selection")) {
       M6_RETURN_IF_ERROR(selector_.Restore(st.at("selection")));
     } else if (st.contains("best_value") && !st.at("best_value").is_null() &&
@@ -1199,6 +1208,15 @@ Status TrainingEngine::Resume(int* epoch, size_t* step) {
     std::string lines;
     for (const auto& l : metrics_lines_) lines += l + "\n";
     M6_RETURN_IF_ERROR(WriteFileAtomic(ctx_.run_dir + "/metrics.jsonl", lines));
+    // The checkpoint may be a best one (the job's or a domain's) that best.json does not name
+    // yet: a crash between its manifest and the pointer. Point at it again (idempotent).
+    const bool best = manifest.value("best", false);
+    const auto domains = manifest.value("best_domains", std::vector<std::string>{});
+    const bool ours = std::filesystem::path(dir).parent_path().lexically_normal() ==
+                      std::filesystem::path(CheckpointRoot(ctx_.run_dir)).lexically_normal();
+    if (ours && (best || !domains.empty()))
+      M6_RETURN_IF_ERROR(
+          WriteBestPointer(ctx_.run_dir, dir, manifest.value("epoch", 0), best, domains));
   }
   LOG_INFO << "resumed from " << dir << " at epoch " << *epoch << ", step " << *step << " of "
            << shard_.steps_per_epoch << " (" << prog_.steps() << " steps done)";
