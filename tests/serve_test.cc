@@ -39,16 +39,33 @@ Reply Request(int port, http::verb verb, const std::string& target, const std::s
   return {r.status, json::parse(r.body, nullptr, false)};
 }
 
+// `m6rec serve --run-dir DIR/run --port-file DIR/port ARGS...` in the background (its output in
+// DIR/serve.log), and the port it listens on once written (0 when it was not within 120 s:
+// server.Output() says why).
+struct ServeProcess {
+  ServeProcess(const TempDir& dir, const std::vector<std::string>& args)
+      : server(Args(dir, args), dir / "serve.log") {
+    const std::string text = testing::WaitForFile(dir / "port", 120);
+    port = text.empty() ? 0 : std::stoi(text);
+  }
+  static std::vector<std::string> Args(const TempDir& dir, const std::vector<std::string>& args) {
+    std::vector<std::string> all = {Binary(),    "serve",       "--run-dir",
+                                    dir / "run", "--port-file", dir / "port"};
+    all.insert(all.end(), args.begin(), args.end());
+    return all;
+  }
+  Background server;
+  int port = 0;
+};
+
 TEST(Serve, AnswersAsRecommendDoesRefusesBadRequestsAndKeepsServing) {
   TempDir dir;
   json trained = testing::RunLocalJob(dir, "run", testing::M6Config(1), {}, 240);
   ASSERT_TRUE(trained.contains("test"));
-  Background server(
-      {Binary(), "serve", "--run-dir", dir / "run", "--port-file", dir / "port", "--max-k", "50"},
-      dir / "serve.log");
-  const std::string port_text = testing::WaitForFile(dir / "port", 120);
-  ASSERT_FALSE(port_text.empty()) << server.Output();
-  const int port = std::stoi(port_text);
+  ServeProcess serve(dir, {"--max-k", "50"});
+  Background& server = serve.server;
+  ASSERT_GT(serve.port, 0) << server.Output();
+  const int port = serve.port;
 
   Reply health = Request(port, http::verb::get, "/health");
   ASSERT_EQ(health.status, 200) << server.Output();
@@ -139,12 +156,10 @@ TEST(Serve, FollowsTheNewestCheckpointOfARun) {
   ASSERT_TRUE(newest.ok());
   const std::string oldest = ckpts.front() == *newest ? ckpts.back() : ckpts.front();
   ASSERT_NE(oldest, *newest);
-  Background server({Binary(), "serve", "--run-dir", dir / "run", "--checkpoint", oldest,
-                     "--follow", "0.2", "--port-file", dir / "port"},
-                    dir / "serve.log");
-  const std::string port_text = testing::WaitForFile(dir / "port", 120);
-  ASSERT_FALSE(port_text.empty()) << server.Output();
-  const int port = std::stoi(port_text);
+  ServeProcess serve(dir, {"--checkpoint", oldest, "--follow", "0.2"});
+  Background& server = serve.server;
+  ASSERT_GT(serve.port, 0) << server.Output();
+  const int port = serve.port;
   // Bounded wait for the event: /health names the newest checkpoint.
   Reply h;
   for (int i = 0; i < 600; ++i) {
@@ -194,11 +209,10 @@ TEST(Serve, AnswersEachDomainFromItsOwnBestEpoch) {
                     {"epoch", ReadManifest(first)->at("epoch")}}}};
   ASSERT_TRUE(WriteFileAtomic(pointers, j.dump()).ok());
 
-  Background server({Binary(), "serve", "--run-dir", dir / "run", "--port-file", dir / "port"},
-                    dir / "serve.log");
-  const std::string port_text = testing::WaitForFile(dir / "port", 120);
-  ASSERT_FALSE(port_text.empty()) << server.Output();
-  const int port = std::stoi(port_text);
+  ServeProcess serve(dir, {});
+  Background& server = serve.server;
+  ASSERT_GT(serve.port, 0) << server.Output();
+  const int port = serve.port;
   Reply health = Request(port, http::verb::get, "/health");
   ASSERT_EQ(health.status, 200) << server.Output();
   EXPECT_EQ(health.body["checkpoint"], *best);
@@ -263,12 +277,10 @@ TEST(Serve, FollowsAStreamJobAndAUsersNewInteractionsChangeItsRanking) {
     if (first.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_FALSE(first.empty()) << "a stream snapshot\n" << job.Output();
-  Background server(
-      {Binary(), "serve", "--run-dir", dir / "run", "--follow", "0.1", "--port-file", dir / "port"},
-      dir / "serve.log");
-  const std::string port_text = testing::WaitForFile(dir / "port", 120);
-  ASSERT_FALSE(port_text.empty()) << server.Output();
-  const int port = std::stoi(port_text);
+  ServeProcess serve(dir, {"--follow", "0.1"});
+  Background& server = serve.server;
+  ASSERT_GT(serve.port, 0) << server.Output();
+  const int port = serve.port;
   Reply before = Request(port, http::verb::get, "/recommend?user=7&k=10");
   ASSERT_EQ(before.status, 200) << before.body.dump() << server.Output();
   const uint64_t seen = before.body["seen"].get<uint64_t>();
