@@ -680,7 +680,8 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
                                  "staleness",
                                  "collective",
                                  "tasks",
-                                 "select_by"}));
+                                 "select_by",
+                                 "domain_patience"}));
   M6_RETURN_IF_ERROR(r.Enum(t, "train", "negative_sampler", &tr.negative_sampler));
   M6_RETURN_IF_ERROR(r.Bool(t, "train", "in_batch_negatives", &tr.in_batch_negatives));
   // A weight in [0, 1000], or auto (TrainConfig::kAutoColdNegativeWeight, the default).
@@ -715,6 +716,8 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.Range(t, "train", "neg_weight", tr.neg_weight, 0, 1e6));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "temperature", tr.temperature, 1e-4, 1e4));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "eval_every", tr.eval_every, 1, 1e6));
+  M6_RETURN_IF_ERROR(r.Int(t, "train", "domain_patience", &tr.domain_patience));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "domain_patience", tr.domain_patience, 0, 1e6));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "epochs", &tr.epochs));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "batch_size", &tr.batch_size));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "negatives", &tr.negatives));

@@ -374,6 +374,11 @@ struct TrainConfig {
   // trained task's validation metric (the mean share of each one's best lift over chance; the
   // task's own metric when one task trains), or a task's name: that task's metric alone.
   std::string select_by = "auto";
+  // A multi-domain job: a domain whose own validation metric (DomainSelectionRules) has not
+  // improved for this many evaluations stops training (its samples leave the mix; it is still
+  // evaluated and served from its best epoch's checkpoint); the job ends once every evaluated
+  // domain has. 0 = every domain trains every epoch.
+  int domain_patience = 0;
 };
 
 // Periodic checkpoints (a consistent cut of the servers' rows and the workers' dense model,

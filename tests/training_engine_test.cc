@@ -266,6 +266,24 @@ TEST_P(InProcessJob, TwoRanksAsThreadsLearnWithIdenticalReplicas) {
 INSTANTIATE_TEST_SUITE_P(Models, InProcessJob, ::testing::Values(JobKind::kMf, JobKind::kM6),
                          [](const auto& info) { return std::string(EnumName(info.param)); });
 
+// A small m6 job over two synthetic datasets written under dir: "shop" from a (seed
+// data_seed) and "music" from b (seed data_seed + 1), each a domain.
+JobConfig ShopAndMusicJob(const std::string& dir, const SynthConfig& a, const SynthConfig& b,
+                          uint64_t data_seed, int epochs) {
+  EXPECT_TRUE(WriteSynthetic(a, data_seed, dir + "/shop").ok());
+  EXPECT_TRUE(WriteSynthetic(b, data_seed + 1, dir + "/music").ok());
+  JobConfig cfg = SmallJob(JobKind::kM6, epochs);
+  cfg.data.source = DataSource::kDir;
+  for (const char* name : {"shop", "music"}) {
+    DomainSpec d;
+    d.label = name;
+    d.path = dir + "/" + name;
+    d.format = DataFormat::kTsv;
+    cfg.data.domains.push_back(d);
+  }
+  return cfg;
+}
+
 // Two datasets on one backbone: each domain is evaluated on its own (its users, its items'
 // negatives), reported in the result and the metrics log, learns past its popularity, and the
 // domain weights set how many of its samples an epoch trains.
@@ -276,17 +294,7 @@ TEST(InProcessJob, MultiDomainJobTrainsOneBackboneAndReportsEveryDomain) {
   a.image_dim = 8, a.audio_dim = 4;
   b = a;
   b.users = 400, b.items = 260, b.interactions_per_user = 24;
-  ASSERT_TRUE(WriteSynthetic(a, 1, dir / "shop").ok());
-  ASSERT_TRUE(WriteSynthetic(b, 2, dir / "music").ok());
-  JobConfig cfg = SmallJob(JobKind::kM6, 3);
-  cfg.data.source = DataSource::kDir;
-  for (const char* name : {"shop", "music"}) {
-    DomainSpec d;
-    d.label = name;
-    d.path = dir / name;
-    d.format = DataFormat::kTsv;
-    cfg.data.domains.push_back(d);
-  }
+  JobConfig cfg = ShopAndMusicJob(dir.path(), a, b, 1, 3);
   cfg.data.domains[0].weight = 0.5f;
   Merged run;
   ASSERT_NO_FATAL_FAILURE(RunAndMerge(cfg, 2, "", dir / "run", &run));
@@ -654,6 +662,108 @@ INSTANTIATE_TEST_SUITE_P(Backbones, AdaptJob,
                            }
                            return std::string("SharedVocabulary");
                          });
+
+// train.domain_patience: a domain whose own validation NDCG@10 stops improving leaves the mix
+// (the next epochs train the other domains' samples alone), and the job ends once every domain
+// has. One worker: the run is deterministic, and a resume from the checkpoint after the first
+// stop must end bit-identical (the stopped domains shape the replayed epochs' samples).
+TEST(InProcessJob, ADomainThatStopsImprovingLeavesTheMix) {
+  TempDir dir;
+  SynthConfig a, b;
+  // A large shop that peaks early and a small music domain that takes an epoch longer.
+  a.users = 400, a.items = 100, a.clusters = 5, a.interactions_per_user = 30, a.tokens = 60;
+  a.image_dim = 8, a.audio_dim = 4;
+  b = a;
+  b.users = 200, b.items = 300, b.interactions_per_user = 10;
+  const int kEpochs = 8;
+  JobConfig cfg = ShopAndMusicJob(dir.path(), a, b, 3, kEpochs);
+  cfg.train.domain_patience = 1;
+  cfg.train.staleness = 0;  // nothing depends on timing: the resume below is bit-identical
+  cfg.checkpoint.keep = 100;
+  Merged run;
+  ASSERT_NO_FATAL_FAILURE(RunAndMerge(cfg, 1, "", dir / "run", &run));
+  const auto& [out, result, line] = run;
+  auto ds = LoadJobData(cfg, "");
+  ASSERT_TRUE(ds.ok());
+  const std::map<std::string, uint32_t> index = {{"shop", 0}, {"music", 1}};
+  std::map<std::string, uint64_t> samples;  // training samples per domain per epoch
+  for (uint32_t u = 0; u < (*ds)->num_users; ++u)
+    samples[(*ds)->UserDomain(u) == 0 ? "shop" : "music"] += (*ds)->train[u].size();
+  // Each domain stops after the first epoch that does not beat its best so far.
+  std::map<std::string, int> expected_until;
+  for (const auto& [name, d] : index) {
+    double best = -1;
+    for (const auto& e : result["epochs"]) {
+      const double v = e["valid"]["domains"][name]["NDCG@10"];
+      if (v <= best) {
+        expected_until[name] = e["epoch"];
+        break;
+      }
+      best = v;
+    }
+  }
+  ASSERT_FALSE(expected_until.empty())
+      << "no domain stopped improving within " << kEpochs << " epochs of this small job: the "
+      << "test no longer checks anything (give it more epochs)\n"
+      << result["epochs"].dump();
+  for (const auto& [name, d] : index) {
+    const json& own = result["domains_at_own_best"][name];
+    if (expected_until.count(name))
+      EXPECT_EQ(own.value("trained_until", -1), expected_until[name]) << name << "\n" << line;
+    else
+      EXPECT_FALSE(own.contains("trained_until")) << name << " improved every epoch";
+  }
+  // The job ends after the last domain stops (or at train.epochs).
+  int last = kEpochs;
+  if (expected_until.size() == index.size())
+    last = std::max(expected_until["shop"], expected_until["music"]);
+  ASSERT_EQ(result["epochs"].size(), size_t(last)) << result["epochs"].dump();
+  EXPECT_NE(line.find("trained until epoch " + std::to_string(expected_until.begin()->second)),
+            std::string::npos)
+      << line;
+  // Every epoch trained exactly the samples of the domains still training in it.
+  std::ifstream log(dir / "run/metrics.jsonl");
+  std::string text;
+  uint64_t steps_before = 0;
+  for (int epoch = 1; std::getline(log, text); ++epoch) {
+    const uint64_t steps = json::parse(text)["steps"];
+    uint64_t n = 0;
+    for (const auto& [name, s] : samples)
+      if (!expected_until.count(name) || epoch <= expected_until[name]) n += s;
+    EXPECT_EQ(steps - steps_before, (n + 127) / 128) << "epoch " << epoch;
+    steps_before = steps;
+  }
+  // Resumed from the checkpoint written after the first stop: the same run to the last bit.
+  const int first_stop =
+      std::min_element(expected_until.begin(), expected_until.end(),
+                       [](const auto& x, const auto& y) { return x.second < y.second; })
+          ->second;
+  ASSERT_LT(first_stop, last) << "both domains stopped at once: the test no longer sees one "
+                              << "domain train alone (make their sizes differ more)";
+  {
+    std::string from;
+    for (const auto& c : ValidCheckpoints(dir / "run"))
+      if (ReadManifest(c)->at("epoch") == first_stop) from = c;
+    ASSERT_FALSE(from.empty()) << "the checkpoint after epoch " << first_stop;
+    std::filesystem::copy(dir / "run", dir / "again", std::filesystem::copy_options::recursive);
+    const std::string again_from =
+        (dir / "again/checkpoints") + ("/" + std::filesystem::path(from).filename().string());
+    JobOutput resumed =
+        RunInProcess(cfg, 1, "", dir / "again", OpenStores(cfg, again_from), again_from);
+    ASSERT_TRUE(resumed.status[0].ok()) << resumed.status[0].message();
+    EXPECT_EQ(resumed.workers[0].steps, out.workers[0].steps);
+    EXPECT_EQ(resumed.workers[0].final_fingerprint, out.workers[0].final_fingerprint);
+    EXPECT_EQ(resumed.workers[0].domain_trained_until, out.workers[0].domain_trained_until);
+  }
+  // A single-domain job has no domain's own metric to stop on: a clear error.
+  JobConfig single = SmallJob(JobKind::kM6, 1);
+  single.train.domain_patience = 1;
+  ASSERT_TRUE(WriteSynthetic(single.data.synth, single.seed, dir / "single-data").ok());
+  JobOutput refused = RunInProcess(single, 1, dir / "single-data", dir / "single");
+  ASSERT_FALSE(refused.status[0].ok());
+  EXPECT_NE(refused.status[0].message().find("train.domain_patience"), std::string::npos)
+      << refused.status[0].message();
+}
 
 // A new task on a trained retrieval backbone: only the rating task's condition rows, adapters
 // and head train; every backbone parameter and every sparse row stays bit-identical; the new

@@ -70,6 +70,7 @@ json WorkerSummary::ToJson() const {
             {"final_fingerprint", final_fingerprint}};
   if (!stream.empty()) j["stream"] = stream;
   if (!domain_best_epochs.empty()) j["domain_best_epochs"] = domain_best_epochs;
+  if (!domain_trained_until.empty()) j["domain_trained_until"] = domain_trained_until;
   for (const auto& [k, v] : model.items()) j[k] = v;
   return j;
 }
@@ -114,6 +115,8 @@ StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
     if (j.contains("stream")) w.stream = j["stream"];
     if (j.contains("domain_best_epochs"))
       w.domain_best_epochs = j["domain_best_epochs"].get<std::map<std::string, int>>();
+    if (j.contains("domain_trained_until"))
+      w.domain_trained_until = j["domain_trained_until"].get<std::map<std::string, int>>();
   } catch (const json::exception& e) {
     return Status::Corruption(std::string("worker summary: ") + e.what());
   }
@@ -137,7 +140,8 @@ StatusOr<WorkerSummary> WorkerSummary::FromJson(const json& j) {
                                "param_fingerprints",
                                "final_fingerprint",
                                "stream",
-                               "domain_best_epochs"};
+                               "domain_best_epochs",
+                               "domain_trained_until"};
   for (const auto& [k, v] : j.items())
     if (std::find(std::begin(kOwn), std::end(kOwn), k) == std::end(kOwn)) w.model[k] = v;
   return w;
@@ -501,6 +505,12 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
           std::snprintf(buf, sizeof(buf), "; at its own best validation epoch %d: %s %.4f %s %.4f",
                         epochs[at]["epoch"].get<int>(), heads[0], test.value(heads[0], 0.0),
                         heads[1], test.value(heads[1], 0.0));
+          *line += buf;
+        }
+        if (w0.domain_trained_until.count(name)) {
+          const int until = w0.domain_trained_until.at(name);
+          domains_best[name]["trained_until"] = until;
+          std::snprintf(buf, sizeof(buf), "; trained until epoch %d", until);
           *line += buf;
         }
       }

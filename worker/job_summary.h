@@ -37,6 +37,8 @@ struct WorkerSummary {
   int best_epoch = 0;  // chosen during the job on every worker's metrics; 0 = none evaluated
   // A multi-domain job: each domain's own best epoch (DomainSelectionRules), chosen alike.
   std::map<std::string, int> domain_best_epochs;
+  // train.domain_patience: the last epoch each domain that stopped training trained in.
+  std::map<std::string, int> domain_trained_until;
   uint64_t steps = 0, samples = 0;
   double train_s = 0, eval_s = 0, samples_per_s = 0, first_loss = 0, last_loss = 0;
   int64_t dense_params = 0;
@@ -121,6 +123,8 @@ class EpochSelector {
   bool Offer(int epoch, const MetricSums& test, const MetricSums& valid);
   bool OfferValues(int epoch, std::vector<double> values);
   int selected_epoch() const { return selected_ < 0 ? 0 : epochs_[size_t(selected_)]; }
+  // Evaluations offered after the selected one (all of them while none is selected).
+  int evaluations_since_selected() const { return int(epochs_.size()) - 1 - selected_; }
   // Evaluated epoch i's score under the bests of every epoch offered so far.
   double Score(size_t i) const;
   const SelectionRule& rule() const { return rule_; }

@@ -210,10 +210,17 @@ std::vector<uint32_t> ShardUsers(const Dataset& ds, uint32_t rank, uint32_t W) {
 // a weight of 1/3 trains a different third of the task's samples every epoch, not the same
 // third every time (which was the case until 2026-12-03: ML-1M's rating task then saw a third
 // of its ratings, and overfit them within a pass).
+// `domain_weights`: each domain's weight this epoch where some domain stopped training
+// (train.domain_patience; empty: every domain's configured weight).
 uint32_t SampleCopies(const Dataset& ds, uint32_t u, uint32_t k, uint32_t task, float tw,
-                      uint64_t seed, int epoch) {
+                      const std::vector<float>& domain_weights, uint64_t seed, int epoch) {
   if (!ds.Trained(u)) return 0;
-  const float w = tw * (ds.multi_domain() ? ds.domains[ds.UserDomain(u)].weight : 1.0f);
+  float dw = 1.0f;
+  if (ds.multi_domain()) {
+    const uint32_t d = ds.UserDomain(u);
+    dw = domain_weights.empty() ? ds.domains[d].weight : domain_weights[d];
+  }
+  const float w = tw * dw;
   const float whole = std::floor(w);
   if (w == whole) return uint32_t(whole);
   const uint64_t key = task == 0 ? k : k ^ (uint64_t{task} << 56);
@@ -237,7 +244,8 @@ bool FractionalWeights(const Dataset& ds, const std::vector<TaskSpec>& tasks) {
 // training interaction (rated ones for rating/like), attribute one per user of the attribute's
 // training split (pos = the length of the user's list: the whole list is its context).
 Shard MakeShard(const Dataset& ds, const std::vector<TaskSpec>& tasks, uint32_t rank, uint32_t W,
-                size_t batch, uint64_t seed, int epoch) {
+                size_t batch, uint64_t seed, int epoch,
+                const std::vector<float>& domain_weights = {}) {
   Shard s;
   s.users = ShardUsers(ds, rank, W);
   std::vector<uint64_t> per_rank(W, 0);
@@ -249,7 +257,7 @@ Shard MakeShard(const Dataset& ds, const std::vector<TaskSpec>& tasks, uint32_t 
     for (uint32_t u = 0; u < ds.num_users; ++u) {
       const uint32_t n = uint32_t(ds.train[u].size());
       auto add = [&](uint32_t k) {
-        const uint32_t copies = SampleCopies(ds, u, k, t, task.weight, seed, epoch);
+        const uint32_t copies = SampleCopies(ds, u, k, t, task.weight, domain_weights, seed, epoch);
         per_rank[u % W] += copies;
         if (u % W == rank)
           for (uint32_t c = copies; c > 0; --c) s.samples.push_back({u, k, t});
@@ -335,6 +343,12 @@ class TrainingEngine {
   // (SampleCopies), in its canonical order; else the same samples, whose order each epoch's
   // shuffle carries on from the last.
   void NextEpochShard(int epoch);
+  // Each domain's weight in `epoch`: its configured one, 0 once it stopped training before that
+  // epoch (train.domain_patience); empty while every domain trains.
+  std::vector<float> DomainWeights(int epoch) const;
+  // train.domain_patience after evaluating `epoch`: the domains whose own validation metric has
+  // not improved for that many evaluations stop training. True once every evaluated domain has.
+  bool StopStaleDomains(int epoch);
   void FinishStreamSummary();
   json StreamState() const;
   Status RestoreStream(const std::string& dir, const json& st);
@@ -432,6 +446,11 @@ Status TrainingEngine::Init() {
   domain_selectors_.clear();
   for (auto& [name, rule] : DomainSelectionRules(ds_))
     domain_selectors_.emplace_back(name, EpochSelector(std::move(rule)));
+  if (tc.domain_patience > 0 && domain_selectors_.empty())
+    return Status::InvalidArgument(
+        "train.domain_patience: stopping a domain's training needs its own validation metric, "
+        "which a job has with at least two evaluated domains (data.domains) under the sampled "
+        "protocol; this one has not");
   json chance = json::object();
   for (const SelectionTerm& t : selector_.rule().terms)
     chance[t.task.empty() ? "retrieval" : t.task] = {
@@ -654,6 +673,10 @@ Status TrainingEngine::Run() {
     targets = (u < ds_.test_item.size() && ds_.test_item[u] >= 0) ||
               (u < ds_.test_sets.size() && !ds_.test_sets[u].empty());
   if (shard_.steps_per_epoch == 0) epoch = tc.epochs + 1;  // a stream job that starts empty
+  // Resumed after every domain stopped training (train.domain_patience): nothing left to train.
+  if (!domain_selectors_.empty() &&
+      summary_.domain_trained_until.size() == domain_selectors_.size())
+    epoch = tc.epochs + 1;
   for (; epoch <= tc.epochs && !stop; ++epoch, step = 0) {
     if (step == 0) {
       rng_epoch_starts_.push_back(RngToString(rng_));
@@ -662,15 +685,19 @@ Status TrainingEngine::Run() {
     }
     M6_RETURN_IF_ERROR(RunEpoch(epoch, step, &stop));
     const double loss = prog_.EndEpoch();
-    bool best = false;
+    bool best = false, evaluated = false, domains_done = false;
     std::vector<std::string> best_for;  // the domains whose own best epoch this is
-    if (targets && (epoch % tc.eval_every == 0 || epoch == tc.epochs || stop))
+    if (targets && (epoch % tc.eval_every == 0 || epoch == tc.epochs || stop)) {
       M6_RETURN_IF_ERROR(EvaluateEpoch(epoch, loss, &best, &best_for));
+      evaluated = true;
+    }
+    if (evaluated && tc.domain_patience > 0) domains_done = StopStaleDomains(epoch);
     const auto& ck = cfg_.checkpoint;
     const bool periodic = ck.every_epochs > 0 && epoch % ck.every_epochs == 0;
     if (!ck.best) best_for.clear();
     if (periodic || (best && ck.best) || !best_for.empty())
       M6_RETURN_IF_ERROR(Checkpoint(epoch + 1, 0, RngToString(rng_), best && ck.best, best_for));
+    if (domains_done) break;  // a stream, if any, still follows
   }
   if (cfg_.stream.enabled() && !stop) return RunStream();
   return Status::OK();
@@ -876,11 +903,48 @@ Status TrainingEngine::TrainChunk(const std::vector<StreamEvent>& chunk, size_t 
   return Status::OK();
 }
 
+std::vector<float> TrainingEngine::DomainWeights(int epoch) const {
+  std::vector<float> w;
+  for (const auto& [name, last] : summary_.domain_trained_until) {
+    if (last >= epoch) continue;
+    if (w.empty())
+      for (const auto& d : ds_.domains) w.push_back(d.weight);
+    for (size_t d = 0; d < ds_.domains.size(); ++d)
+      if (ds_.domains[d].name == name) w[d] = 0;
+  }
+  return w;
+}
+
+bool TrainingEngine::StopStaleDomains(int epoch) {
+  const int patience = cfg_.train.domain_patience;
+  size_t stopped = 0;
+  for (const auto& [name, sel] : domain_selectors_) {
+    if (summary_.domain_trained_until.count(name)) {
+      ++stopped;
+      continue;
+    }
+    if (sel.evaluations_since_selected() < patience) continue;
+    summary_.domain_trained_until[name] = epoch;
+    ++stopped;
+    if (ctx_.rank == 0)
+      LOG_INFO << "domain " << name << ": its validation metric has not improved for " << patience
+               << " evaluation(s) since epoch " << sel.selected_epoch()
+               << "; it stops training after epoch " << epoch
+               << " (served from its best epoch's checkpoint)";
+  }
+  const bool all = stopped == domain_selectors_.size();
+  if (all && ctx_.rank == 0 && epoch < cfg_.train.epochs)
+    LOG_INFO << "every domain has stopped training (train.domain_patience " << patience
+             << "): the job ends after epoch " << epoch;
+  return all;
+}
+
 void TrainingEngine::NextEpochShard(int epoch) {
   const TrainConfig& tc = cfg_.train;
-  if (!FractionalWeights(ds_, tc.tasks)) return;
+  std::vector<float> domain_weights = DomainWeights(epoch);
+  if (!FractionalWeights(ds_, tc.tasks) && domain_weights.empty()) return;
   Shard next = MakeShard(ds_, tc.tasks, ctx_.rank, ctx_.num_workers, size_t(tc.batch_size),
-                         cfg_.seed, epoch);
+                         cfg_.seed, epoch, domain_weights);
   // A rank the draw left without samples (tiny data) trains its last epoch's again: every rank
   // runs the epoch's steps.
   if (next.samples.empty()) next.samples = std::move(shard_.samples);
@@ -1163,6 +1227,11 @@ Status TrainingEngine::Resume(int* epoch, size_t* step) {
     // The samples' order is replayed: every epoch so far shuffled its predecessor's order from
     // the RNG at its start (the current epoch's too, when resuming mid-epoch); then the RNG is
     // set to where the next batch draws from.
+    // The summary first: the domains that stopped training (and when) shape the replayed
+    // epochs' samples.
+    const auto pop = summary_.popularity;
+    M6_ASSIGN_OR_RETURN(summary_, WorkerSummary::FromJson(st.at("summary")));
+    summary_.popularity = pop;
     rng_epoch_starts_ = st.at("rng_epoch_starts").get<std::vector<std::string>>();
     const size_t shuffled = *step > 0 ? rng_epoch_starts_.size()
                                       : std::min<size_t>(rng_epoch_starts_.size(), *epoch - 1);
@@ -1173,9 +1242,6 @@ Status TrainingEngine::Resume(int* epoch, size_t* step) {
     }
     M6_RETURN_IF_ERROR(RngFromString(st.at("rng").get<std::string>(), &rng_));
     prog_.Restore(st.at("progress"));
-    const auto pop = summary_.popularity;
-    M6_ASSIGN_OR_RETURN(summary_, WorkerSummary::FromJson(st.at("summary")));
-    summary_.popularity = pop;
     if (st.contains("domain_selection")) {
       for (auto& [name, sel] : domain_selectors_)
         if (st["domain_selection"].contains(name))
