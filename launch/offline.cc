@@ -205,7 +205,8 @@ const json* EpochCalibration(const json& result, const json& manifest) {
 StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
                                              const std::string& checkpoint,
                                              const std::vector<std::string>& overrides,
-                                             bool with_strategy, const std::string& domain) {
+                                             bool with_strategy, const std::string& domain,
+                                             std::shared_ptr<const Dataset> data) {
   const std::string cfg_path = run_dir + "/config.yaml";
   if (!std::filesystem::exists(cfg_path))
     return Status::NotFound("'" + run_dir + "' is not a run directory (no config.yaml)");
@@ -230,11 +231,15 @@ StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
     lo.restore_from = run->checkpoint;
   M6_ASSIGN_OR_RETURN(run->stores, LocalStores::Open(lo));
   run->tables = MakeLocalTables(run->stores);
-  M6_ASSIGN_OR_RETURN(std::string data_dir, PrepareData(cfg, run_dir));
   ScoringContext& sc = run->sc;
   sc.cfg = &run->cfg;
   sc.tables = run->tables.get();
-  M6_ASSIGN_OR_RETURN(sc.data, LoadJobData(cfg, data_dir));
+  if (!data) {
+    M6_ASSIGN_OR_RETURN(std::string data_dir, PrepareData(cfg, run_dir));
+    M6_ASSIGN_OR_RETURN(data, LoadJobData(cfg, data_dir));
+  }
+  run->base_data = data;
+  sc.data = std::move(data);
   // A stream job's checkpoint: the users' histories as the stream had grown them.
   M6_ASSIGN_OR_RETURN(std::vector<StreamEvent> streamed, ReadStreamEvents(run->checkpoint));
   if (!streamed.empty()) {

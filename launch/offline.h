@@ -56,6 +56,9 @@ struct OpenedRun {
   StrategyBook strategies;
   Calibration calibration;  // the run's (result.json), when it has one
   ScoringContext sc;
+  // The run's dataset as read (before a stream checkpoint's events grow sc.data): another
+  // checkpoint of the run opened with it does not read it again.
+  std::shared_ptr<const Dataset> base_data;
 };
 // The popularity calibration (result.json's) of the epoch a checkpoint (its manifest) ends:
 // that epoch's entry's `calibration`; null for a checkpoint taken within an epoch or of an
@@ -65,9 +68,11 @@ const nlohmann::json* EpochCalibration(const nlohmann::json& result,
 
 // Opens a run's checkpoint: `checkpoint`, else the one best.json names for `domain` (a
 // multi-domain run's domain at its own best epoch), else the best epoch's, else the newest.
+// `data`: the run's dataset when another OpenedRun of it has it (its base_data), else read.
 StatusOr<std::unique_ptr<OpenedRun>> OpenRun(const std::string& run_dir,
                                              const std::string& checkpoint,
                                              const std::vector<std::string>& overrides,
-                                             bool with_strategy, const std::string& domain = "");
+                                             bool with_strategy, const std::string& domain = "",
+                                             std::shared_ptr<const Dataset> data = nullptr);
 
 }  // namespace m6rec

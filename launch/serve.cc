@@ -224,9 +224,12 @@ class Service {
 };
 
 // A run at `checkpoint`, opened and warmed (its item vectors computed) for serving.
+// `data`: the run's dataset, where another checkpoint of it is open already.
 Status LoadForServing(const ServeOptions& o, const std::string& checkpoint,
-                      std::unique_ptr<OpenedRun>* run, std::unique_ptr<Recommender>* rec) {
-  M6_ASSIGN_OR_RETURN(*run, OpenRun(o.run_dir, checkpoint, o.overrides, o.use_strategy));
+                      std::unique_ptr<OpenedRun>* run, std::unique_ptr<Recommender>* rec,
+                      std::shared_ptr<const Dataset> data = nullptr) {
+  M6_ASSIGN_OR_RETURN(
+      *run, OpenRun(o.run_dir, checkpoint, o.overrides, o.use_strategy, "", std::move(data)));
   M6_ASSIGN_OR_RETURN(*rec, Recommender::Open((*run)->sc));
   const Dataset& ds = *(*run)->sc.data;
   for (uint32_t u = 0; u < ds.num_users; ++u)
@@ -382,13 +385,15 @@ int RunServe(const ServeOptions& o) {
       }
       if (c.ok() && *c != run->checkpoint) own.emplace_back(d.name, *c);
     }
+  // The domains' models share the run's dataset (read once).
+  const std::shared_ptr<const Dataset> data = run->base_data;
   Service svc(o, std::move(run), std::move(rec));
   std::map<std::string, std::shared_ptr<ServedModel>> opened;  // by checkpoint
   for (const auto& [domain, ckpt] : own) {
     auto& m = opened[ckpt];
     if (!m) {
       m = std::make_shared<ServedModel>();
-      Status s = LoadForServing(o, ckpt, &m->run, &m->rec);
+      Status s = LoadForServing(o, ckpt, &m->run, &m->rec, data);
       if (!s.ok()) {
         std::fprintf(stderr, "m6rec serve: domain %s: %s\n", domain.c_str(), s.message().c_str());
         return 1;
