@@ -266,6 +266,64 @@ TEST_P(InProcessJob, TwoRanksAsThreadsLearnWithIdenticalReplicas) {
 INSTANTIATE_TEST_SUITE_P(Models, InProcessJob, ::testing::Values(JobKind::kMf, JobKind::kM6),
                          [](const auto& info) { return std::string(EnumName(info.param)); });
 
+// A fractional weight is a pass split into epochs: over each cycle of 1/f epochs every sample
+// trains its extra copy exactly once (never twice before all had one, as sampling with
+// replacement would), each epoch trains about a share f, and every cycle splits the samples
+// afresh.
+TEST(WeightedCopies, AFractionIsAPassSplitIntoEpochsReshuffledEveryCycle) {
+  const uint64_t seed = 17;
+  const int n = 20000;
+  // Whole weights are whole copies.
+  for (uint64_t s = 0; s < 100; ++s) {
+    EXPECT_EQ(WeightedCopies(1.0f, s, seed, 1), 1u);
+    EXPECT_EQ(WeightedCopies(3.0f, s, seed, 7), 3u);
+    EXPECT_EQ(WeightedCopies(0.0f, s, seed, 2), 0u);
+  }
+  // 1/2 and 1.5: every sample once (twice, plus the floor) per two epochs, in every cycle.
+  for (float w : {0.5f, 1.5f}) {
+    int first_half_same = 0;
+    for (uint64_t s = 0; s < n; ++s) {
+      for (int cycle = 0; cycle < 3; ++cycle) {
+        const uint32_t a = WeightedCopies(w, s, seed, 2 * cycle + 1);
+        const uint32_t b = WeightedCopies(w, s, seed, 2 * cycle + 2);
+        ASSERT_EQ(a + b, uint32_t(2 * w)) << "w " << w << " sample " << s << " cycle " << cycle;
+      }
+      first_half_same += WeightedCopies(w, s, seed, 1) == WeightedCopies(w, s, seed, 3);
+    }
+    // A fresh split every cycle: epoch 3 shares about half its samples with epoch 1.
+    EXPECT_NEAR(first_half_same / double(n), 0.5, 0.02) << "w " << w;
+  }
+  // 0.25: every epoch a quarter; over epochs 1..8 each sample exactly twice.
+  int epoch1 = 0;
+  for (uint64_t s = 0; s < n; ++s) {
+    uint32_t total = 0;
+    for (int e = 1; e <= 8; ++e) total += WeightedCopies(0.25f, s, seed, e);
+    ASSERT_EQ(total, 2u) << "sample " << s;
+    epoch1 += WeightedCopies(0.25f, s, seed, 1);
+  }
+  EXPECT_NEAR(epoch1 / double(n), 0.25, 0.01);
+  // 0.3 (1/f not whole): a window may straddle two cycles and hold both of a sample's places
+  // (two copies in one epoch); ten epochs cover three cycles, each sample's three places.
+  int three = 0, twice_in_one = 0;
+  for (uint64_t s = 0; s < n; ++s) {
+    uint32_t total = 0;
+    for (int e = 1; e <= 10; ++e) {
+      const uint32_t c = WeightedCopies(0.3f, s, seed, e);
+      total += c;
+      twice_in_one += c == 2;
+    }
+    three += total == 3;
+  }
+  EXPECT_GE(three, n - 5) << "ten epochs of 0.3 train each sample three times";
+  // Epochs 4 ([0.9, 1.2)) and 7 ([1.8, 2.1)) straddle: 0.1 x 0.2 of the samples each.
+  EXPECT_NEAR(twice_in_one / double(n), 2 * 0.1 * 0.2, 0.01);
+  // The seed decides the split.
+  int same = 0;
+  for (uint64_t s = 0; s < n; ++s)
+    same += WeightedCopies(0.5f, s, seed, 1) == WeightedCopies(0.5f, s, seed + 1, 1);
+  EXPECT_NEAR(same / double(n), 0.5, 0.02);
+}
+
 // A small m6 job over two synthetic datasets written under dir: "shop" from a (seed
 // data_seed) and "music" from b (seed data_seed + 1), each a domain.
 JobConfig ShopAndMusicJob(const std::string& dir, const SynthConfig& a, const SynthConfig& b,

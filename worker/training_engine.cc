@@ -26,6 +26,26 @@ namespace m6rec {
 
 using nlohmann::json;
 
+uint32_t WeightedCopies(float w, uint64_t sample, uint64_t seed, int epoch) {
+  const float whole = std::floor(w);
+  const double f = double(w) - double(whole);
+  if (f == 0) return uint32_t(whole);
+  // The sample's place in cycle c of the unwrapped line: c + a fraction hashed afresh per cycle.
+  auto place = [&](uint64_t c) {
+    return double(c) + double(Mix64(seed ^ Mix64(c + 0x5bd1e995u) ^ sample) >> 11) * 0x1.0p-53;
+  };
+  const double lo = double(epoch - 1) * f, hi = double(epoch) * f;  // the epoch's window
+  // A window spans at most two cycles; one straddling a cycle's end may hold both of their
+  // places (the end of one pass and the start of the next): two copies.
+  const uint64_t c0 = uint64_t(std::floor(lo));
+  uint32_t extra = 0;
+  for (uint64_t c = c0; c <= c0 + 1 && double(c) < hi; ++c) {
+    const double p = place(c);
+    extra += p >= lo && p < hi;
+  }
+  return uint32_t(whole) + extra;
+}
+
 namespace {
 
 constexpr uint64_t kFingerprintedSteps = 64;  // dense fingerprints of the first steps, for tests
@@ -204,14 +224,9 @@ std::vector<uint32_t> ShardUsers(const Dataset& ds, uint32_t rank, uint32_t W) {
 }
 
 // How many times sample (u, k) of a task with weight tw is trained in `epoch`: 0 for a user
-// outside its domain's train_users share (Dataset::trained); else w = tw x its domain's weight
-// as floor(w) copies plus one more with probability frac(w), drawn from (seed, u, k, task,
-// epoch) alone so that every rank computes every rank's count alike. The epoch is in the draw:
-// a weight of 1/3 trains a different third of the task's samples every epoch, not the same
-// third every time (which was the case until 2026-12-03: ML-1M's rating task then saw a third
-// of its ratings, and overfit them within a pass).
-// `domain_weights`: each domain's weight this epoch where some domain stopped training
-// (train.domain_patience; empty: every domain's configured weight).
+// outside its domain's train_users share (Dataset::trained); else WeightedCopies of
+// w = tw x its domain's weight. `domain_weights`: each domain's weight this epoch where some
+// domain stopped training (train.domain_patience; empty: every domain's configured weight).
 uint32_t SampleCopies(const Dataset& ds, uint32_t u, uint32_t k, uint32_t task, float tw,
                       const std::vector<float>& domain_weights, uint64_t seed, int epoch) {
   if (!ds.Trained(u)) return 0;
@@ -220,13 +235,8 @@ uint32_t SampleCopies(const Dataset& ds, uint32_t u, uint32_t k, uint32_t task, 
     const uint32_t d = ds.UserDomain(u);
     dw = domain_weights.empty() ? ds.domains[d].weight : domain_weights[d];
   }
-  const float w = tw * dw;
-  const float whole = std::floor(w);
-  if (w == whole) return uint32_t(whole);
   const uint64_t key = task == 0 ? k : k ^ (uint64_t{task} << 56);
-  const uint64_t e = Mix64(uint64_t(epoch) + 0x5bd1e995u);
-  const double r = double(Mix64(seed ^ e ^ (uint64_t{u} << 24) ^ key) >> 11) * 0x1.0p-53;
-  return uint32_t(whole) + (r < double(w - whole) ? 1u : 0u);
+  return WeightedCopies(tw * dw, (uint64_t{u} << 24) ^ key, seed, epoch);
 }
 
 // Whether some task or domain trains a fractional share of its samples per epoch (then every
@@ -339,9 +349,9 @@ class TrainingEngine {
   Status AppendEvents(const std::vector<StreamEvent>& ev);
   // The periodic-retraining baseline: empty tables, a fresh model, train.epochs over all data.
   Status Retrain();
-  // The samples `epoch` trains: where a task's or domain's weight is fractional a fresh draw
-  // (SampleCopies), in its canonical order; else the same samples, whose order each epoch's
-  // shuffle carries on from the last.
+  // The samples `epoch` trains: where a task's or domain's weight is fractional (or a domain
+  // stopped training) the epoch's own (SampleCopies), in their canonical order; else the same
+  // samples, whose order each epoch's shuffle carries on from the last.
   void NextEpochShard(int epoch);
   // Each domain's weight in `epoch`: its configured one, 0 once it stopped training before that
   // epoch (train.domain_patience); empty while every domain trains.
