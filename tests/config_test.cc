@@ -262,6 +262,12 @@ TEST(Config, SelectByNamesATrainedTask) {
       << e;
   e = Err(base + "  select_by: ratin\n");
   EXPECT_NE(e.find("'ratin' is not a trained task"), std::string::npos) << e;
+  // train.domain_patience: evaluations without a better epoch before a domain stops; 0 = off.
+  EXPECT_EQ(ParseConfig(base, "job.yaml")->train.domain_patience, 0) << "off by default";
+  EXPECT_EQ(ParseConfig(base + "  domain_patience: 2\n", "job.yaml")->train.domain_patience, 2);
+  e = Err(base + "  domain_patience: -1\n");
+  EXPECT_NE(e.find("train.domain_patience"), std::string::npos) << e;
+  EXPECT_NE(e.find("out of range"), std::string::npos) << e;
 }
 
 TEST(Config, WideTableIsADeclaredTableThatAnAttributeTaskReads) {
