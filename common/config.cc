@@ -681,7 +681,8 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
                                  "collective",
                                  "tasks",
                                  "select_by",
-                                 "domain_patience"}));
+                                 "domain_patience",
+                                 "backbone_epochs"}));
   M6_RETURN_IF_ERROR(r.Enum(t, "train", "negative_sampler", &tr.negative_sampler));
   M6_RETURN_IF_ERROR(r.Bool(t, "train", "in_batch_negatives", &tr.in_batch_negatives));
   // A weight in [0, 1000], or auto (TrainConfig::kAutoColdNegativeWeight, the default).
@@ -718,6 +719,8 @@ Status ParseTrain(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.Range(t, "train", "eval_every", tr.eval_every, 1, 1e6));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "domain_patience", &tr.domain_patience));
   M6_RETURN_IF_ERROR(r.Range(t, "train", "domain_patience", tr.domain_patience, 0, 1e6));
+  M6_RETURN_IF_ERROR(r.Int(t, "train", "backbone_epochs", &tr.backbone_epochs));
+  M6_RETURN_IF_ERROR(r.Range(t, "train", "backbone_epochs", tr.backbone_epochs, 0, 1e6));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "epochs", &tr.epochs));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "batch_size", &tr.batch_size));
   M6_RETURN_IF_ERROR(r.Int(t, "train", "negatives", &tr.negatives));
@@ -1102,6 +1105,10 @@ Status MergeAdaptSections(const Reader& r, const YAML::Node& add, const JobConfi
       if (kv.first.as<std::string>() != "tasks")
         (*out)[sec][kv.first.as<std::string>()] = YAML::Clone(kv.second);
   }
+  // How the backbone's own domains were scheduled is not the adapted job's: it trains only its
+  // new part, with its own domains evaluated (unless new.yaml says otherwise).
+  for (const char* field : {"domain_patience", "backbone_epochs"})
+    if (!(add["train"] && add["train"][field])) (*out)["train"].remove(field);
   if (!add["job"] || !add["job"]["name"]) (*out)["job"]["name"] = backbone.name + "-adapt";
   if (!(add["model"] && add["model"]["adapter_rank"]) && backbone.model.adapter_rank == 0)
     (*out)["model"]["adapter_rank"] = 8;  // the default rank (an explicit 0: FiLM heads only)

@@ -379,6 +379,14 @@ struct TrainConfig {
   // evaluated and served from its best epoch's checkpoint); the job ends once every evaluated
   // domain has. 0 = every domain trains every epoch.
   int domain_patience = 0;
+  // A job with several domains or tasks: the epochs that train the whole model. After them the
+  // dense part every domain and task shares freezes, and each trains only its own part — its
+  // condition rows, FiLM heads, adapters (model.adapter_rank) and task heads under a fresh
+  // Adam, and its sparse rows: a jointly trained backbone with per-domain tuning, as M6-Rec serves
+  // many domains. Later joint passes pull the shared part toward the other domains and cost a
+  // domain its own later gains (docs/results.md, "Four domains on one backbone").
+  // 0 = every epoch trains everything.
+  int backbone_epochs = 0;
 };
 
 // Periodic checkpoints (a consistent cut of the servers' rows and the workers' dense model,

@@ -267,6 +267,11 @@ TEST(Config, SelectByNamesATrainedTask) {
   EXPECT_EQ(ParseConfig(base + "  domain_patience: 2\n", "job.yaml")->train.domain_patience, 2);
   e = Err(base + "  domain_patience: -1\n");
   EXPECT_NE(e.find("train.domain_patience"), std::string::npos) << e;
+  // train.backbone_epochs: the epochs that train the shared part; 0 = all of them.
+  EXPECT_EQ(ParseConfig(base, "job.yaml")->train.backbone_epochs, 0) << "off by default";
+  EXPECT_EQ(ParseConfig(base + "  backbone_epochs: 1\n", "job.yaml")->train.backbone_epochs, 1);
+  e = Err(base + "  backbone_epochs: -1\n");
+  EXPECT_NE(e.find("train.backbone_epochs"), std::string::npos) << e;
   EXPECT_NE(e.find("out of range"), std::string::npos) << e;
 }
 
@@ -385,6 +390,23 @@ TEST(Config, AdaptedJobCanAddTasksToTheBackbonesData) {
   EXPECT_EQ(c->adapt.frozen_tasks, 2) << "no task is new";
   ASSERT_EQ(c->train.tasks.size(), 2u);
   EXPECT_EQ(c->train.tasks[1].weight, 0.5f);
+
+  // How the backbone's own domains were scheduled does not carry over to the adapted job
+  // (its domains are not evaluated: a domain_patience would be refused), unless new.yaml says.
+  const std::string scheduled = testing::WriteFile(
+      dir / "scheduled.yaml",
+      "tables:\n  - {name: user, dim: 8}\n  - {name: item, dim: 8}\n"
+      "data: {domains: [{path: /d/a, format: movielens}, {path: /d/b, format: movielens}]}\n"
+      "train: {job: m6, domain_patience: 1, backbone_epochs: 1}\n");
+  ASSERT_TRUE(WriteAdaptConfig(scheduled, domain, {}, "/ck", dir / "sched-out.yaml").ok());
+  c = LoadConfig(dir / "sched-out.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->train.domain_patience, 0);
+  EXPECT_EQ(c->train.backbone_epochs, 0);
+  ASSERT_TRUE(WriteAdaptConfig(scheduled, domain, {"train.domain_patience=2"}, "/ck",
+                               dir / "sched-kept.yaml")
+                  .ok());
+  EXPECT_EQ(LoadConfig(dir / "sched-kept.yaml")->train.domain_patience, 2);
 }
 
 TEST(Config, AdaptedJobKeepsTheBackboneAndAppendsTheNewDomains) {

@@ -9,6 +9,7 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -340,6 +341,26 @@ JobConfig ShopAndMusicJob(const std::string& dir, const SynthConfig& a, const Sy
     cfg.data.domains.push_back(d);
   }
   return cfg;
+}
+
+// The run in dir/run copied to dir/<name> and resumed there from (the copy of) its checkpoint
+// `from`, on one worker.
+JobOutput ResumeACopy(const JobConfig& cfg, const std::string& dir, const std::string& name,
+                      const std::string& from) {
+  const std::string copy = dir + "/" + name;
+  std::filesystem::copy(dir + "/run", copy, std::filesystem::copy_options::recursive);
+  const std::string again_from =
+      copy + "/checkpoints/" + std::filesystem::path(from).filename().string();
+  return RunInProcess(cfg, 1, "", copy, OpenStores(cfg, again_from), again_from);
+}
+
+// Why a job with one domain and one task, `set` applied, refuses to run ("" if it runs).
+std::string OneDomainRefusal(const std::string& dir, const std::function<void(JobConfig*)>& set) {
+  JobConfig single = SmallJob(JobKind::kM6, 1);
+  set(&single);
+  EXPECT_TRUE(WriteSynthetic(single.data.synth, single.seed, dir + "/single-data").ok());
+  JobOutput refused = RunInProcess(single, 1, dir + "/single-data", dir + "/single");
+  return refused.status[0].ok() ? std::string() : refused.status[0].message();
 }
 
 // Two datasets on one backbone: each domain is evaluated on its own (its users, its items'
@@ -803,24 +824,94 @@ TEST(InProcessJob, ADomainThatStopsImprovingLeavesTheMix) {
     for (const auto& c : ValidCheckpoints(dir / "run"))
       if (ReadManifest(c)->at("epoch") == first_stop) from = c;
     ASSERT_FALSE(from.empty()) << "the checkpoint after epoch " << first_stop;
-    std::filesystem::copy(dir / "run", dir / "again", std::filesystem::copy_options::recursive);
-    const std::string again_from =
-        (dir / "again/checkpoints") + ("/" + std::filesystem::path(from).filename().string());
-    JobOutput resumed =
-        RunInProcess(cfg, 1, "", dir / "again", OpenStores(cfg, again_from), again_from);
+    JobOutput resumed = ResumeACopy(cfg, dir.path(), "again", from);
     ASSERT_TRUE(resumed.status[0].ok()) << resumed.status[0].message();
     EXPECT_EQ(resumed.workers[0].steps, out.workers[0].steps);
     EXPECT_EQ(resumed.workers[0].final_fingerprint, out.workers[0].final_fingerprint);
     EXPECT_EQ(resumed.workers[0].domain_trained_until, out.workers[0].domain_trained_until);
   }
   // A single-domain job has no domain's own metric to stop on: a clear error.
-  JobConfig single = SmallJob(JobKind::kM6, 1);
-  single.train.domain_patience = 1;
-  ASSERT_TRUE(WriteSynthetic(single.data.synth, single.seed, dir / "single-data").ok());
-  JobOutput refused = RunInProcess(single, 1, dir / "single-data", dir / "single");
-  ASSERT_FALSE(refused.status[0].ok());
-  EXPECT_NE(refused.status[0].message().find("train.domain_patience"), std::string::npos)
-      << refused.status[0].message();
+  const std::string why =
+      OneDomainRefusal(dir.path(), [](JobConfig* c) { c->train.domain_patience = 1; });
+  EXPECT_NE(why.find("train.domain_patience"), std::string::npos) << why;
+}
+
+// train.backbone_epochs: after them only each domain's own part trains. Every shared dense
+// parameter stays bit for bit what the backbone's epochs left, each domain's condition rows and
+// adapters keep moving (and so do its sparse rows), and a resume from before the freeze, or from
+// the middle of a frozen epoch, ends bit-identical.
+TEST(InProcessJob, AFrozenBackboneTrainsOnlyEachDomainsOwnPart) {
+  TempDir dir;
+  SynthConfig a, b;
+  a.users = 300, a.items = 120, a.clusters = 5, a.interactions_per_user = 20, a.tokens = 60;
+  a.image_dim = 8, a.audio_dim = 4;
+  b = a;
+  b.users = 200, b.items = 150;
+  JobConfig cfg = ShopAndMusicJob(dir.path(), a, b, 5, 3);
+  cfg.train.backbone_epochs = 1;
+  cfg.model.adapter_rank = 4;
+  cfg.model.tower_adapters = true;
+  cfg.train.staleness = 0;  // nothing depends on timing: the resumes below are bit-identical
+  cfg.checkpoint.keep = 100;
+  cfg.checkpoint.every_steps = 25;
+  Merged run;
+  ASSERT_NO_FATAL_FAILURE(RunAndMerge(cfg, 1, "", dir / "run", &run));
+  const auto& [out, result, line] = run;
+  ASSERT_EQ(result["epochs"].size(), 3u) << line;
+  std::string end_of_1, end_of_3, inside_2;
+  for (const auto& c : ValidCheckpoints(dir / "run")) {
+    const json m = *ReadManifest(c);
+    if (m["next_step"] == 0 && m["epoch"] == 1) end_of_1 = c;
+    if (m["next_step"] == 0 && m["epoch"] == 3) end_of_3 = c;
+    if (m["next_step"].get<size_t>() > 0 && m["epoch"] == 2 && inside_2.empty()) inside_2 = c;
+  }
+  ASSERT_FALSE(end_of_1.empty() || end_of_3.empty() || inside_2.empty())
+      << "checkpoints after epochs 1 and 3 and inside epoch 2";
+  auto before = ReadDenseParameters(end_of_1 + "/dense");
+  auto after = ReadDenseParameters(end_of_3 + "/dense");
+  ASSERT_TRUE(before.ok()) << before.status().message();
+  ASSERT_TRUE(after.ok()) << after.status().message();
+  int64_t own = 0, shared = 0;
+  bool adapters_moved = false, film_moved = false;
+  for (const auto& [name, n] : *after) {
+    const DenseTensor& o = before->at(name);
+    ASSERT_EQ(o.shape, n.shape) << name;
+    if (!OwnParameter(name)) {
+      EXPECT_EQ(o.values, n.values) << name << " is shared and changed after the freeze";
+      shared += int64_t(n.values.size());
+      continue;
+    }
+    own += int64_t(n.values.size());
+    const bool moved = o.values != n.values;
+    if (name.find("adapter_up") != std::string::npos) adapters_moved |= moved;
+    if (name.find("film") != std::string::npos) film_moved |= moved;
+  }
+  EXPECT_TRUE(adapters_moved) << "the domains' adapters trained after the freeze";
+  EXPECT_TRUE(film_moved) << "the domains' FiLM heads trained after the freeze";
+  const json& model = out.workers[0].model;
+  EXPECT_EQ(model["trained_dense_params_after_backbone"].get<int64_t>(), own) << model.dump();
+  EXPECT_EQ(model["dense_params"].get<int64_t>(), own + shared);
+  EXPECT_LT(own, shared / 2) << "each domain's own part is the smaller one";
+  // The sparse rows still train after the freeze.
+  auto ds = LoadJobData(cfg, "");
+  ASSERT_TRUE(ds.ok());
+  EXPECT_NE(CheckpointRows(cfg, end_of_1, 1, (*ds)->num_items),
+            CheckpointRows(cfg, end_of_3, 1, (*ds)->num_items));
+
+  // Resumed from the end of epoch 1 (the freeze still ahead) and from inside epoch 2 (after it:
+  // its optimizer holds the domains' parameters only): the same run to the last bit.
+  for (const std::string& from : {end_of_1, inside_2}) {
+    JobOutput resumed = ResumeACopy(
+        cfg, dir.path(), "again-" + std::filesystem::path(from).filename().string(), from);
+    ASSERT_TRUE(resumed.status[0].ok()) << resumed.status[0].message();
+    EXPECT_EQ(resumed.workers[0].steps, out.workers[0].steps) << from;
+    EXPECT_EQ(resumed.workers[0].final_fingerprint, out.workers[0].final_fingerprint) << from;
+  }
+
+  // A job with one domain and one task has nothing of its own to train: a clear error.
+  const std::string why =
+      OneDomainRefusal(dir.path(), [](JobConfig* c) { c->train.backbone_epochs = 1; });
+  EXPECT_NE(why.find("train.backbone_epochs"), std::string::npos) << why;
 }
 
 // A new task on a trained retrieval backbone: only the rating task's condition rows, adapters

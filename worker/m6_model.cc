@@ -63,7 +63,10 @@ class TorchDense final : public DenseModel {
  public:
   TorchDense(M6Model model, const ModelConfig& mc, const AdaptConfig& adapt,
              const ModelShape& shape)
-      : model_(std::move(model)), all_(model_->parameters()) {
+      : model_(std::move(model)),
+        all_(model_->parameters()),
+        lr_(mc.dense_lr),
+        weight_decay_(mc.dense_weight_decay) {
     for (const auto& p : all_) numel_ += p.numel();
     const bool adapters = !adapt.from.empty() && adapt.train == AdaptTrain::kAdapters;
     // The heads of the tasks an adapted job adds start fresh (the backbone has none of them).
@@ -242,6 +245,30 @@ class TorchDense final : public DenseModel {
     if (opt_) opt_->zero_grad();
   }
 
+  StatusOr<int64_t> FreezeBackbone() override {
+    if (!frozen_.empty())
+      return Status::InvalidArgument(
+          "train.backbone_epochs: an adapted job trains only its own part already");
+    std::vector<torch::Tensor> own;
+    for (auto& np : model_->named_parameters()) {
+      torch::Tensor p = np.value();
+      if (OwnParameter(np.key())) {
+        own.push_back(p);
+        continue;
+      }
+      p.requires_grad_(false);
+      p.mutable_grad() = torch::Tensor();
+    }
+    if (own.empty())
+      return Status::InvalidArgument(
+          "train.backbone_epochs: the model has no per-domain or per-task parameters to train "
+          "once the backbone freezes (it needs several domains or tasks)");
+    params_ = std::move(own);
+    opt_ = std::make_unique<torch::optim::Adam>(
+        params_, torch::optim::AdamOptions(lr_).weight_decay(weight_decay_));
+    return trained_numel();
+  }
+
   uint64_t Fingerprint() const override {
     uint64_t h = 1469598103934665603ull;  // FNV-1a over the parameters' bytes, in order
     for (const auto& p : all_) {
@@ -356,6 +383,7 @@ class TorchDense final : public DenseModel {
   std::map<std::string, FrozenPart> frozen_;    // by parameter name (adapted jobs)
   std::vector<int64_t> user_rows_, item_rows_;  // see BackboneRows
   int64_t first_new_head_ = INT64_MAX;          // adapted jobs: heads of tasks from here on are new
+  double lr_, weight_decay_;
   std::unique_ptr<torch::optim::Adam> opt_;
   int64_t numel_ = 0;
 };
@@ -1027,6 +1055,10 @@ void ReadArchive(torch::serialize::InputArchive& a, const std::string& prefix,
   }
 }
 }  // namespace
+
+bool OwnParameter(const std::string& name) {
+  return FusionImpl::PerCondition(name) || name.rfind("head", 0) == 0;
+}
 
 StatusOr<std::map<std::string, DenseTensor>> ReadDenseParameters(const std::string& dense_dir) {
   const std::string path = dense_dir + "/dense.pt";

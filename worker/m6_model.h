@@ -24,5 +24,9 @@ struct DenseTensor {
   std::vector<float> values;
 };
 StatusOr<std::map<std::string, DenseTensor>> ReadDenseParameters(const std::string& dense_dir);
+// Whether a dense parameter (by that name) is one domain's or task's own — a row per condition
+// (condition embeddings, FiLM heads, adapters) or a task's head — rather than the shared
+// backbone's: what trains once the backbone freezes (train.backbone_epochs).
+bool OwnParameter(const std::string& name);
 
 }  // namespace m6rec

@@ -93,6 +93,11 @@ class DenseModel {
   virtual Status AllReduceAndStep(Collective& coll) = 0;
   // FNV-1a over the parameters' bytes (replicas are compared by it).
   virtual uint64_t Fingerprint() const = 0;
+  // train.backbone_epochs: from now on only each domain's and task's own parameters (the
+  // per-condition ones and the tasks' heads) train, under a fresh optimizer; the shared ones
+  // keep their values.
+  // Returns how many parameters still train.
+  virtual StatusOr<int64_t> FreezeBackbone() = 0;
   // The parameters and the optimizer state, to/from files under dir.
   virtual Status Save(const std::string& dir) const = 0;
   virtual Status Load(const std::string& dir, bool with_optimizer) = 0;

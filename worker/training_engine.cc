@@ -356,6 +356,9 @@ class TrainingEngine {
   // Each domain's weight in `epoch`: its configured one, 0 once it stopped training before that
   // epoch (train.domain_patience); empty while every domain trains.
   std::vector<float> DomainWeights(int epoch) const;
+  // train.backbone_epochs: at the first epoch after them, only each domain's and task's own
+  // part trains from then on.
+  Status FreezeBackboneFor(int epoch);
   // train.domain_patience after evaluating `epoch`: the domains whose own validation metric has
   // not improved for that many evaluations stop training. True once every evaluated domain has.
   bool StopStaleDomains(int epoch);
@@ -396,6 +399,7 @@ class TrainingEngine {
   bool warned_unscored_ = false;
   int64_t last_progress_ms_ = 0;
   json last_eval_;                // the last evaluation's headline numbers (for the dashboard)
+  bool backbone_frozen_ = false;  // train.backbone_epochs passed
   uint64_t checkpoint_step_ = 0;  // the step of the last checkpoint written (for the timeline)
   std::unique_ptr<OnlineStrategy> online_;  // stream.online_strategy
   json online_state_;                       // a resumed job's, applied when the stream starts
@@ -461,6 +465,17 @@ Status TrainingEngine::Init() {
         "train.domain_patience: stopping a domain's training needs its own validation metric, "
         "which a job has with at least two evaluated domains (data.domains) under the sampled "
         "protocol; this one has not");
+  if (tc.backbone_epochs > 0) {
+    if (!cfg_.adapt.from.empty())
+      return Status::InvalidArgument(
+          "train.backbone_epochs: an adapted job trains only its new part already (the "
+          "backbone it starts from is frozen)");
+    if (!dense_ || (ds_.domains.size() < 2 && tc.tasks.size() < 2))
+      return Status::InvalidArgument(
+          "train.backbone_epochs: freezing the backbone leaves each domain and task its own part "
+          "to train, which a job has with several domains (data.domains) or tasks "
+          "(train.tasks); this one has one of each");
+  }
   json chance = json::object();
   for (const SelectionTerm& t : selector_.rule().terms)
     chance[t.task.empty() ? "retrieval" : t.task] = {
@@ -693,6 +708,7 @@ Status TrainingEngine::Run() {
       if (epoch > 1) NextEpochShard(epoch);
       std::shuffle(shard_.samples.begin(), shard_.samples.end(), rng_);
     }
+    M6_RETURN_IF_ERROR(FreezeBackboneFor(epoch));
     M6_RETURN_IF_ERROR(RunEpoch(epoch, step, &stop));
     const double loss = prog_.EndEpoch();
     bool best = false, evaluated = false, domains_done = false;
@@ -910,6 +926,19 @@ Status TrainingEngine::TrainChunk(const std::vector<StreamEvent>& chunk, size_t 
     if (cfg_.train.staleness == 0) M6_RETURN_IF_ERROR(Issue(samples, step + 1, &next));
     std::swap(cur, next);
   }
+  return Status::OK();
+}
+
+Status TrainingEngine::FreezeBackboneFor(int epoch) {
+  const int n = cfg_.train.backbone_epochs;
+  if (n <= 0 || epoch <= n || backbone_frozen_) return Status::OK();
+  M6_ASSIGN_OR_RETURN(const int64_t own, dense_->FreezeBackbone());
+  backbone_frozen_ = true;
+  summary_.model["trained_dense_params_after_backbone"] = own;
+  if (ctx_.rank == 0)
+    LOG_INFO << "the backbone has trained " << n << " epoch(s) and freezes: from epoch " << epoch
+             << " each domain and task trains its own part (" << own << " of " << dense_->numel()
+             << " dense parameters) and its rows";
   return Status::OK();
 }
 
@@ -1273,6 +1302,12 @@ Status TrainingEngine::Resume(int* epoch, size_t* step) {
     }
     metrics_lines_ = st.at("metrics_lines").get<std::vector<std::string>>();
     if (dense_) {
+      // Written after the backbone froze (train.backbone_epochs): its optimizer holds only the
+      // per-condition parameters, so the freeze comes first. (The checkpoint at the end of
+      // epoch N, resumed at N + 1 step 0, predates it: the epoch's start freezes.)
+      const int n = cfg_.train.backbone_epochs;
+      if (n > 0 && (*epoch > n + 1 || (*epoch == n + 1 && *step > 0)))
+        M6_RETURN_IF_ERROR(FreezeBackboneFor(*epoch));
       M6_RETURN_IF_ERROR(dense_->Load(dir + "/dense", /*with_optimizer=*/true));
       M6_RETURN_IF_ERROR(dense_->SetRngState(st.at("dense_rng").get<std::string>()));
     }
