@@ -493,7 +493,8 @@ Status WriteEffectiveConfig(const std::string& path, const std::vector<std::stri
 // tables are the backbone's: new_config may set only model.adapter_rank, dropout, dense_lr,
 // dense_weight_decay and device, and of a table (by name) only the init and optimizer rates of
 // the rows the job creates; cluster.servers stays the backbone's (its rows are sharded over
-// them). `checkpoint` is the backbone checkpoint to start from. Writes the
+// them); the backbone's train.domain_patience and backbone_epochs (how its own domains were
+// scheduled) do not carry over. `checkpoint` is the backbone checkpoint to start from. Writes the
 // validated YAML to out_path.
 Status WriteAdaptConfig(const std::string& backbone_config, const std::string& new_config,
                         const std::vector<std::string>& overrides, const std::string& checkpoint,
