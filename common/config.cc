@@ -850,9 +850,11 @@ Status ParseAdapt(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
   YAML::Node n = root["adapt"];
   AdaptConfig& a = cfg->adapt;
   const std::string p = "adapt";
-  M6_RETURN_IF_ERROR(r.CheckMap(n, p, {"from", "frozen_domains", "frozen_tasks", "train"}));
+  M6_RETURN_IF_ERROR(
+      r.CheckMap(n, p, {"from", "frozen_domains", "frozen_tasks", "train", "item_fusion"}));
   M6_RETURN_IF_ERROR(r.Str(n, p, "from", &a.from));
   M6_RETURN_IF_ERROR(r.Enum(n, p, "train", &a.train));
+  M6_RETURN_IF_ERROR(r.Enum(n, p, "item_fusion", &a.item_fusion));
   M6_RETURN_IF_ERROR(r.Int(n, p, "frozen_domains", &a.frozen_domains));
   M6_RETURN_IF_ERROR(r.Int(n, p, "frozen_tasks", &a.frozen_tasks));
   if (!n) return Status::OK();
@@ -870,6 +872,11 @@ Status ParseAdapt(const Reader& r, const YAML::Node& root, JobConfig* cfg) {
                                    std::to_string(a.frozen_tasks) + " backbone task(s) of " +
                                    std::to_string(tasks) + " in train.tasks");
   if (a.adds_tasks(size_t(tasks))) {
+    if (a.item_fusion == AdaptItemFusion::kPlain)
+      return Status::InvalidArgument(
+          r.Where(n["item_fusion"], "adapt.item_fusion") +
+          ": plain fuses a new domain's items; this job adds tasks, every domain is the "
+          "backbone's");
     // New tasks on the backbone's data: every domain is the backbone's.
     if (a.frozen_domains != domains)
       return Status::InvalidArgument(r.Where(n["frozen_domains"], "adapt.frozen_domains") + ": " +
@@ -1220,7 +1227,7 @@ Status WriteAdaptConfig(const std::string& backbone_config, const std::string& n
     out = YAML::Clone(old_root);
     M6_RETURN_IF_ERROR(MergeAdaptSections(r, add, backbone, backbone_config, &out));
     const YAML::Node na = add["adapt"];
-    M6_RETURN_IF_ERROR(r.CheckMap(na, "adapt", {"train"}));
+    M6_RETURN_IF_ERROR(r.CheckMap(na, "adapt", {"train", "item_fusion"}));
     adds_tasks = add["train"] && add["train"]["tasks"];
     YAML::Node adapt(YAML::NodeType::Map);
     adapt["from"] = checkpoint;
@@ -1234,6 +1241,7 @@ Status WriteAdaptConfig(const std::string& backbone_config, const std::string& n
       adapt["frozen_tasks"] = int(std::max<size_t>(1, backbone.train.tasks.size()));
     }
     adapt["train"] = na && na["train"] ? na["train"].as<std::string>() : std::string("adapters");
+    if (na && na["item_fusion"]) adapt["item_fusion"] = na["item_fusion"].as<std::string>();
     out["adapt"] = adapt;
     // Checked as the job will read it; an error names the new configuration's fields.
     JobConfig cfg;

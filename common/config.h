@@ -29,8 +29,9 @@ enum class SamplerKind { kUniform, kPopularity };
 enum class Placement { kSequential, kServerPerNode };
 enum class DataSource { kSynth, kDir };
 enum class DataFormat { kTsv, kLightGcn, kS3Rec, kMovieLens };
-enum class Role { kScheduler, kServer, kWorker };                // a process's role in a cluster
-enum class AdaptTrain { kAdapters, kAll };                       // what an adapted job trains
+enum class Role { kScheduler, kServer, kWorker };  // a process's role in a cluster
+enum class AdaptTrain { kAdapters, kAll };         // what an adapted job trains
+enum class AdaptItemFusion { kBackbone, kPlain };  // how a new domain's items are fused
 enum class TaskKind { kRetrieval, kLike, kRating, kAttribute };  // train.tasks[].type
 enum class StreamKind { kNone, kReplay, kDirectory, kFeed };     // stream.source
 
@@ -64,6 +65,8 @@ M6REC_SPELL(DataFormat, {DataFormat::kTsv, "tsv"}, {DataFormat::kLightGcn, "ligh
 M6REC_SPELL(Role, {Role::kScheduler, "scheduler"}, {Role::kServer, "server"},
             {Role::kWorker, "worker"});
 M6REC_SPELL(AdaptTrain, {AdaptTrain::kAdapters, "adapters"}, {AdaptTrain::kAll, "all"});
+M6REC_SPELL(AdaptItemFusion, {AdaptItemFusion::kBackbone, "backbone"},
+            {AdaptItemFusion::kPlain, "plain"});
 M6REC_SPELL(StreamKind, {StreamKind::kNone, "none"}, {StreamKind::kReplay, "replay"},
             {StreamKind::kDirectory, "directory"}, {StreamKind::kFeed, "feed"});
 M6REC_SPELL(TaskKind, {TaskKind::kRetrieval, "retrieval"}, {TaskKind::kLike, "like"},
@@ -412,6 +415,13 @@ struct AdaptConfig {
   // adapters, their heads and new sparse rows train (the backbone is bit-identical after);
   // all: full fine-tuning.
   AdaptTrain train = AdaptTrain::kAdapters;
+  // How the new domains' items are fused from their sources (id row, text, ...): backbone:
+  // by the backbone's learned gates, reduction and residual MLP; plain: by the fusion's
+  // starting map, the plain mean of the (open-gated) sources, bent only by the domain's own
+  // adapters and FiLM head. The backbone's mixing is fitted to its own domains' rows; a new
+  // domain with little data reads its new rows better through the plain map on some datasets
+  // (docs/results.md, "A new domain's items through the plain mean"): choose on validation.
+  AdaptItemFusion item_fusion = AdaptItemFusion::kBackbone;
   bool adds_tasks(size_t tasks) const { return !from.empty() && size_t(frozen_tasks) < tasks; }
 };
 

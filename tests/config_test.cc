@@ -370,6 +370,15 @@ TEST(Config, AdaptedJobCanAddTasksToTheBackbonesData) {
   EXPECT_NE(s.message().find("adds tasks (train.tasks) or domains (data), not both"),
             std::string::npos)
       << s.message();
+  // adapt.item_fusion: plain is about new domains' items; a job that adds tasks has none.
+  s = WriteAdaptConfig(backbone,
+                       testing::WriteFile(dir / "plain.yaml",
+                                          "train: {tasks: [{type: rating}]}\n"
+                                          "adapt: {item_fusion: plain}\n"),
+                       {}, "/ck", dir / "plain-out.yaml");
+  EXPECT_NE(s.message().find("adapt.item_fusion: plain fuses a new domain's items"),
+            std::string::npos)
+      << s.message();
 
   // A new domain on a multi-task backbone: the backbone's tasks stay, with their weights (the
   // new domain trains them, through its own condition rows).
@@ -502,6 +511,21 @@ model: {adapter_rank: 4, tower_adapters: true}
   EXPECT_EQ(c->adapt.train, AdaptTrain::kAll);
   EXPECT_EQ(c->data.domains.back().label, "Toys_and_Games");
   EXPECT_EQ(c->model.adapter_rank, 8) << "the default rank";
+  EXPECT_EQ(c->adapt.item_fusion, AdaptItemFusion::kBackbone) << "the default";
+  // adapt.item_fusion: plain carries into the written configuration; a misspelling is refused.
+  ASSERT_TRUE(WriteAdaptConfig(
+                  backbone,
+                  testing::WriteFile(dir / "plain.yaml", toys + "adapt: {item_fusion: plain}\n"),
+                  {}, "/ck", dir / "plain-out.yaml")
+                  .ok());
+  c = LoadConfig(dir / "plain-out.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->adapt.item_fusion, AdaptItemFusion::kPlain);
+  EXPECT_EQ(c->adapt.train, AdaptTrain::kAdapters);
+  st = WriteAdaptConfig(
+      backbone, testing::WriteFile(dir / "typo.yaml", toys + "adapt: {item_fusion: mean}\n"), {},
+      "/ck", dir / "typo-out.yaml");
+  EXPECT_NE(st.message().find("adapt.item_fusion"), std::string::npos) << st.message();
   // A backbone trained with tower adapters keeps them: its domains' rows are in them.
   const std::string towers = testing::WriteFile(
       dir / "towers.yaml", tables + R"(data: {path: /d/s3rec, format: s3rec, name: Beauty}

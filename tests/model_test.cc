@@ -482,6 +482,70 @@ TEST(Model, FusionAdaptersStartSilentAndMoveOnlyTheirDomain) {
   }
 }
 
+// adapt.item_fusion: plain. A condition marked plain reads its rows through the fusion's
+// starting map (open gates, the reductions's average, no residual MLP) bent by its own
+// adapters and FiLM head, whatever the shared maps have learned: exactly what a fusion with
+// untrained shared maps and the same per-condition parameters computes. The other conditions'
+// rows are bit-identical to the unmarked fusion's, and the plain rows send no gradient to the
+// shared maps; the per-condition gradients match finite differences.
+TEST(Model, PlainConditionsReadTheStartingMapAndTheOthersTheLearnedOne) {
+  for (FusionKind mode : {FusionKind::kGate, FusionKind::kConcat}) {
+    torch::manual_seed(11);
+    Fusion trained(3, 4, 8, mode, 0.0, 3, /*adapter_rank=*/2);
+    torch::manual_seed(11);
+    Fusion untrained(3, 4, 8, mode, 0.0, 3, /*adapter_rank=*/2);
+    trained->to(torch::kDouble);
+    untrained->to(torch::kDouble);
+    {
+      // A "trained" backbone: every tensor moved; the per-condition ones equal in both.
+      torch::NoGradGuard ng;
+      for (auto& np : trained->named_parameters()) {
+        np.value().add_(torch::randn_like(np.value()) * 0.3);
+        if (FusionImpl::PerCondition(np.key()))
+          for (auto& up : untrained->named_parameters())
+            if (up.key() == np.key()) up.value().copy_(np.value());
+      }
+    }
+    auto xs = torch::randn({6, 3, 4}, torch::kDouble);
+    auto domain = torch::tensor(std::vector<int64_t>{0, 1, 2, 2, 1, 0}, torch::kLong);
+    const auto learned = trained->forward(xs, domain);
+    const auto start = untrained->forward(xs, domain);
+    trained->SetPlainConditions({2});
+    const auto out = trained->forward(xs, domain);
+    for (int64_t r : {0, 1, 4, 5})
+      EXPECT_TRUE(torch::equal(out[r], learned[r])) << EnumName(mode) << " row " << r;
+    for (int64_t r : {2, 3}) {
+      // (1e-6: the starting averaging map was built in float before the cast to double)
+      EXPECT_TRUE(torch::allclose(out[r], start[r], 1e-6, 1e-6)) << EnumName(mode) << " row " << r;
+      EXPECT_FALSE(torch::allclose(out[r], learned[r])) << EnumName(mode) << " row " << r;
+    }
+
+    // The plain rows' loss reaches condition 2's own parameters only.
+    auto target = torch::randn({2, 4}, torch::kDouble);
+    const auto rows = torch::tensor(std::vector<int64_t>{2, 3}, torch::kLong);
+    auto loss_of = [&]() {
+      return (trained->forward(xs, domain).index_select(0, rows) - target).pow(2).sum();
+    };
+    for (auto& p : trained->parameters()) p.mutable_grad() = torch::Tensor();
+    loss_of().backward();
+    for (const auto& np : trained->named_parameters()) {
+      const auto& g = np.value().grad();
+      if (!FusionImpl::PerCondition(np.key())) {
+        EXPECT_TRUE(!g.defined() || g.abs().max().item<double>() == 0.0)
+            << EnumName(mode) << ": " << np.key() << " is shared, the plain rows do not train it";
+      } else if (np.key().find("cond_emb") == std::string::npos) {
+        ASSERT_TRUE(g.defined()) << np.key();
+        EXPECT_EQ(g.narrow(0, 0, 2).abs().max().item<double>(), 0.0) << np.key();
+        EXPECT_GT(g[2].abs().max().item<double>(), 0.0) << EnumName(mode) << ": " << np.key();
+      }
+    }
+    const int checked = CheckFiniteDifferences(
+        *trained, loss_of, [](const std::string& name) { return FusionImpl::PerCondition(name); },
+        7, std::string(EnumName(mode)) + " plain");
+    EXPECT_GT(checked, 10);
+  }
+}
+
 // The towers' adapters (model.tower_adapters): per-condition corrections of the sequence
 // read-out (user condition) and the text projection (item domain). They start silent (the
 // model is exactly the one without them), are per-condition parameters on the right side, move

@@ -403,6 +403,12 @@ class M6Plugin final : public ModelPlugin {
     // The same seed on every worker: the replicas start equal (and rank 0's copy is broadcast).
     torch::manual_seed(cfg_.seed);
     model_ = M6Model(cfg_.model, in_.shape);
+    if (!cfg_.adapt.from.empty() && cfg_.adapt.item_fusion == AdaptItemFusion::kPlain) {
+      // The new domains' items through the fusion's starting map (config.h AdaptConfig).
+      std::vector<int64_t> fresh;
+      for (int64_t d = in_.shape.backbone_domains; d < in_.shape.domains; ++d) fresh.push_back(d);
+      model_->item_fusion->SetPlainConditions(fresh);
+    }
     model_->to(dev_);
     dense_ = std::make_unique<TorchDense>(model_, cfg_.model, cfg_.adapt, in_.shape);
   }

@@ -83,7 +83,7 @@ FusionImpl::FusionImpl(int64_t sources, int64_t dim, int64_t hidden, FusionKind 
   torch::NoGradGuard ng;
   if (gate_) {
     gate_->weight.zero_();
-    gate_->bias.fill_(3.0);
+    gate_->bias.fill_(kOpenGate);
   }
   reduce_->weight.zero_();
   for (int64_t s = 0; s < sources; ++s)
@@ -114,6 +114,17 @@ torch::Tensor FusionImpl::ConditionGates() const {
   return cond_gate_sum_ / cond_rows_.unsqueeze(1);
 }
 
+void FusionImpl::SetPlainConditions(const std::vector<int64_t>& conditions) {
+  if (conditions.empty() || conditions_ <= 1) {
+    plain_ = torch::Tensor();
+    return;
+  }
+  std::vector<uint8_t> flags(size_t(conditions_), 0);
+  for (int64_t c : conditions)
+    if (c >= 0 && c < conditions_) flags[size_t(c)] = 1;
+  plain_ = torch::tensor(std::vector<int64_t>(flags.begin(), flags.end())).to(torch::kBool);
+}
+
 torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& cond) {
   const bool conditioned = conditions_ > 1 && cond.defined();
   // The condition's head: y * (1 + scale) + shift.
@@ -126,6 +137,10 @@ torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& 
   const int64_t n = xs.size(0);
   if (n == 0) return torch::zeros({0, xs.size(2)}, xs.options());
   torch::Tensor flat = xs.reshape({n, -1});
+  // Rows of a plain condition (SetPlainConditions): [N, 1].
+  const torch::Tensor plain = conditioned && plain_.defined()
+                                  ? plain_.to(cond.device()).index_select(0, cond).unsqueeze(1)
+                                  : torch::Tensor();
   if (mode_ == FusionKind::kGate) {
     torch::Tensor in = flat;
     if (cond_emb_) {
@@ -134,6 +149,7 @@ torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& 
       in = torch::cat({flat, c}, 1);
     }
     auto logits = gate_(in);
+    if (plain.defined()) logits = torch::where(plain, torch::full_like(logits, kOpenGate), logits);
     if (adapter_gate_.defined() && conditioned)
       logits = logits + adapter_gate_.index_select(0, cond);
     auto g = torch::sigmoid(logits);  // [N, S]: how much each source speaks for this row
@@ -150,9 +166,18 @@ torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& 
     flat = (xs * g.unsqueeze(-1)).reshape({n, -1});
   }
   auto y = reduce_(flat);
+  torch::Tensor low;
   if (adapter_down_.defined() && conditioned)
-    y = y + PerConditionLowRank(flat, cond, adapter_down_, adapter_up_);
-  return head(y + mlp2_(drop_(torch::relu(mlp1_(y)))));
+    low = PerConditionLowRank(flat, cond, adapter_down_, adapter_up_);
+  if (low.defined()) y = y + low;
+  auto out = y + mlp2_(drop_(torch::relu(mlp1_(y))));
+  if (plain.defined()) {
+    // Plain rows: the starting map — the reduction's average of the gated sources, no
+    // residual — plus the condition's adapter.
+    auto mean = flat.reshape({n, sources_, -1}).mean(1);
+    out = torch::where(plain, low.defined() ? mean + low : mean, out);
+  }
+  return head(out);
 }
 
 LowRankAdapterImpl::LowRankAdapterImpl(int64_t conditions, int64_t in, int64_t out, int64_t rank) {

@@ -112,8 +112,16 @@ class FusionImpl : public torch::nn::Module {
   // ([conditions, S]; NaN for a condition without rows); undefined without conditions.
   torch::Tensor ConditionGates() const;
   void ResetConditionGates();
+  // Conditions whose rows are fused by the starting map instead of the learned one: every
+  // source at the starting gate (plus the condition's adapter offset), the plain mean of them,
+  // no residual MLP; the condition's low-rank adapter and FiLM head still apply. An adapted
+  // job's new domains with adapt.item_fusion: plain. Not a parameter: the job's configuration
+  // sets it, so a checkpoint is read back with it.
+  void SetPlainConditions(const std::vector<int64_t>& conditions);
 
   static constexpr int64_t kConditionDim = 16;
+  // The gates' starting logit: sigmoid(3) = 0.95, every source open.
+  static constexpr double kOpenGate = 3.0;
   // Whether a parameter name (as named_parameters() gives it, any prefix) is one of the
   // per-condition ones: condition embedding, FiLM head, adapters.
   static bool PerCondition(const std::string& name);
@@ -126,6 +134,7 @@ class FusionImpl : public torch::nn::Module {
   torch::nn::Dropout drop_{nullptr};
   torch::nn::Embedding cond_emb_{nullptr}, film_{nullptr};
   torch::Tensor cond_gate_sum_, cond_rows_;  // [conditions, S], [conditions]
+  torch::Tensor plain_;                      // [conditions] bool; undefined: none
 };
 TORCH_MODULE(Fusion);
 
