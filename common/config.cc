@@ -1241,7 +1241,13 @@ Status WriteAdaptConfig(const std::string& backbone_config, const std::string& n
       adapt["frozen_tasks"] = int(std::max<size_t>(1, backbone.train.tasks.size()));
     }
     adapt["train"] = na && na["train"] ? na["train"].as<std::string>() : std::string("adapters");
-    if (na && na["item_fusion"]) adapt["item_fusion"] = na["item_fusion"].as<std::string>();
+    // New domains read their items through the plain map unless new.yaml says otherwise: the
+    // validation of every held-out domain measured chose it (config.h AdaptConfig). Written
+    // out, so that a run adapted before this default keeps reading as it was trained.
+    if (na && na["item_fusion"])
+      adapt["item_fusion"] = na["item_fusion"].as<std::string>();
+    else if (!adds_tasks)
+      adapt["item_fusion"] = std::string("plain");
     out["adapt"] = adapt;
     // Checked as the job will read it; an error names the new configuration's fields.
     JobConfig cfg;

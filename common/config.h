@@ -419,8 +419,11 @@ struct AdaptConfig {
   // by the backbone's learned gates, reduction and residual MLP; plain: by the fusion's
   // starting map, the plain mean of the (open-gated) sources, bent only by the domain's own
   // adapters and FiLM head. The backbone's mixing is fitted to its own domains' rows; a new
-  // domain with little data reads its new rows better through the plain map on some datasets
-  // (docs/results.md, "A new domain's items through the plain mean"): choose on validation.
+  // domain reads its new rows better through the plain map: validation chose it on every
+  // held-out domain measured, at 10% and at 100% of its users (docs/results.md, "A new
+  // domain's items through the plain mean"), so `m6rec adapt` writes plain unless new.yaml
+  // says backbone. A configuration without the field reads backbone: how runs adapted before
+  // the field existed were trained.
   AdaptItemFusion item_fusion = AdaptItemFusion::kBackbone;
   bool adds_tasks(size_t tasks) const { return !from.empty() && size_t(frozen_tasks) < tasks; }
 };

@@ -511,17 +511,20 @@ model: {adapter_rank: 4, tower_adapters: true}
   EXPECT_EQ(c->adapt.train, AdaptTrain::kAll);
   EXPECT_EQ(c->data.domains.back().label, "Toys_and_Games");
   EXPECT_EQ(c->model.adapter_rank, 8) << "the default rank";
-  EXPECT_EQ(c->adapt.item_fusion, AdaptItemFusion::kBackbone) << "the default";
-  // adapt.item_fusion: plain carries into the written configuration; a misspelling is refused.
-  ASSERT_TRUE(WriteAdaptConfig(
-                  backbone,
-                  testing::WriteFile(dir / "plain.yaml", toys + "adapt: {item_fusion: plain}\n"),
-                  {}, "/ck", dir / "plain-out.yaml")
+  EXPECT_EQ(c->adapt.item_fusion, AdaptItemFusion::kPlain) << "m6rec adapt writes plain";
+  // adapt.item_fusion: backbone in new.yaml carries into the written configuration; a
+  // configuration without the field (a run adapted before it existed) reads backbone; a
+  // misspelling is refused.
+  ASSERT_TRUE(WriteAdaptConfig(backbone,
+                               testing::WriteFile(dir / "learned.yaml",
+                                                  toys + "adapt: {item_fusion: backbone}\n"),
+                               {}, "/ck", dir / "learned-out.yaml")
                   .ok());
-  c = LoadConfig(dir / "plain-out.yaml");
+  c = LoadConfig(dir / "learned-out.yaml");
   ASSERT_TRUE(c.ok()) << c.status().message();
-  EXPECT_EQ(c->adapt.item_fusion, AdaptItemFusion::kPlain);
+  EXPECT_EQ(c->adapt.item_fusion, AdaptItemFusion::kBackbone);
   EXPECT_EQ(c->adapt.train, AdaptTrain::kAdapters);
+  EXPECT_EQ(JobConfig().adapt.item_fusion, AdaptItemFusion::kBackbone);
   st = WriteAdaptConfig(
       backbone, testing::WriteFile(dir / "typo.yaml", toys + "adapt: {item_fusion: mean}\n"), {},
       "/ck", dir / "typo-out.yaml");
