@@ -119,10 +119,8 @@ void FusionImpl::SetPlainConditions(const std::vector<int64_t>& conditions) {
     plain_ = torch::Tensor();
     return;
   }
-  std::vector<uint8_t> flags(size_t(conditions_), 0);
-  for (int64_t c : conditions)
-    if (c >= 0 && c < conditions_) flags[size_t(c)] = 1;
-  plain_ = torch::tensor(std::vector<int64_t>(flags.begin(), flags.end())).to(torch::kBool);
+  plain_ = torch::zeros({conditions_}, torch::kBool);
+  for (int64_t c : conditions) plain_[c] = true;
 }
 
 torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& cond) {
@@ -137,10 +135,13 @@ torch::Tensor FusionImpl::forward(const torch::Tensor& xs, const torch::Tensor& 
   const int64_t n = xs.size(0);
   if (n == 0) return torch::zeros({0, xs.size(2)}, xs.options());
   torch::Tensor flat = xs.reshape({n, -1});
-  // Rows of a plain condition (SetPlainConditions): [N, 1].
-  const torch::Tensor plain = conditioned && plain_.defined()
-                                  ? plain_.to(cond.device()).index_select(0, cond).unsqueeze(1)
-                                  : torch::Tensor();
+  // Rows of a plain condition (SetPlainConditions): [N, 1]. The flags move to the rows'
+  // device once, not on every forward.
+  torch::Tensor plain;
+  if (conditioned && plain_.defined()) {
+    if (plain_.device() != cond.device()) plain_ = plain_.to(cond.device());
+    plain = plain_.index_select(0, cond).unsqueeze(1);
+  }
   if (mode_ == FusionKind::kGate) {
     torch::Tensor in = flat;
     if (cond_emb_) {
