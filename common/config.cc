@@ -288,7 +288,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
                                        "dropout",         "dense_lr",       "dense_weight_decay",
                                        "token_table",     "device",         "adapter_rank",
                                        "item_id_dropout", "feature_pca",    "wide_table",
-                                       "rating_messages", "tower_adapters"}));
+                                       "rating_messages", "tower_adapters", "attribute_rows"}));
   for (auto [k, v] : {std::pair{"user_id", &mc.user_id},
                       {"sequence", &mc.sequence},
                       {"attention", &mc.attention},
@@ -297,6 +297,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
                       {"social", &mc.social},
                       {"item_graph", &mc.item_graph},
                       {"rating_messages", &mc.rating_messages},
+                      {"attribute_rows", &mc.attribute_rows},
                       {"item_id", &mc.item_id},
                       {"text", &mc.text},
                       {"image", &mc.image},

@@ -282,6 +282,12 @@ struct ModelConfig {
   // its own s and t: each user a scored item reads is bent by the rating it gave the item. An
   // unrated neighbour (a request's extra items, a streamed event) passes as it is.
   bool rating_messages = false;
+  // Whether an attribute task's rows train the sparse rows they read (items, tokens, friends)
+  // or read them with the gradient stopped, training only the dense part and the wide rows: a
+  // few thousand labelled users at a high task weight otherwise reshape rows every task shares
+  // to carry the training users' labels (docs/architecture.md, "Attributes are predicted from
+  // behaviour").
+  bool attribute_rows = true;
   // item tower
   bool item_id = true;
   // Cold start: the share of the items of a training batch whose id row is left out of the

@@ -293,6 +293,15 @@ TEST(Config, WideTableIsADeclaredTableThatAnAttributeTaskReads) {
   EXPECT_NE(e.find("no attribute task"), std::string::npos) << e;
 }
 
+TEST(Config, AttributeRowsTrainTheSparseRowsUnlessSwitchedOff) {
+  EXPECT_TRUE(ParseConfig(kTables, "job.yaml")->model.attribute_rows) << "on by default";
+  auto c = ParseConfig(std::string(kTables) + "model: {attribute_rows: false}\n", "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_FALSE(c->model.attribute_rows);
+  const std::string e = Err(std::string(kTables) + "model: {attribute_rows: sometimes}\n");
+  EXPECT_NE(e.find("model.attribute_rows"), std::string::npos) << e;
+}
+
 TEST(Config, RatingMessagesNeedTheGraph) {
   auto c = ParseConfig(std::string(kTables) + "model: {rating_messages: true}\n", "job.yaml");
   ASSERT_TRUE(c.ok()) << c.status().message();

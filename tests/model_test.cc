@@ -768,6 +768,38 @@ TEST(Model, WideRowsAddALogisticRegressionOnTheBagToAnAttributeHead) {
   EXPECT_FALSE(m->WideLogits(plain).defined());
 }
 
+// ModelBatch::rows_stop (attribute rows with model.attribute_rows false): the rows it names
+// read every sparse row as before but send none of them a gradient, only the user tower's dense
+// part; the other rows train the rows as always.
+TEST(Model, StoppedRowsReadTheSparseRowsButTrainOnlyTheDensePart) {
+  torch::manual_seed(5);
+  M6Model m(SmallConfig(), Shape());
+  struct Grads {
+    torch::Tensor out;
+    double rows = 0, dense = 0;
+  };
+  auto run = [&](bool stop, int64_t row) {
+    ModelBatch b = MakeBatch(torch::kFloat, true);
+    if (stop) b.rows_stop = torch::tensor(std::vector<int64_t>{0, 0, 1}).to(torch::kBool);
+    m->zero_grad();
+    auto uv = m->UserVectors(b, m->ItemVectors(b));
+    uv[row].sum().backward();
+    Grads g{uv.detach()};
+    for (const auto& t : {b.user_rows, b.item_rows, b.token_rows})
+      if (t.grad().defined()) g.rows += t.grad().abs().sum().item<double>();
+    for (const auto& np : m->user_fusion->named_parameters())
+      if (np.value().grad().defined()) g.dense += np.value().grad().abs().sum().item<double>();
+    return g;
+  };
+  // Row 2 reads its id row, a history, tokens, neighbours and friends.
+  const Grads plain = run(false, 2), stopped = run(true, 2), other = run(true, 0);
+  EXPECT_TRUE(torch::equal(plain.out, stopped.out)) << "the forward pass is unchanged";
+  EXPECT_GT(plain.rows, 0.0);
+  EXPECT_EQ(stopped.rows, 0.0) << "no sparse row moves for a stopped row";
+  EXPECT_GT(stopped.dense, 0.0) << "the dense part still trains on it";
+  EXPECT_GT(other.rows, 0.0) << "a row not named trains the rows it reads";
+}
+
 // model.rating_messages: each neighbour's vector is bent by its rating level before the graph's
 // mean; all-zero at the start (the plain messages), unrated neighbours never change, and a
 // level's parameters move only the rows whose neighbours have that level.

@@ -168,7 +168,7 @@ using TaskScorer = std::function<Status(uint32_t task, const std::vector<uint32_
 // The weights an attribute task's wide logits (model.wide_table) may be added to its deep
 // logits with, chosen per task on validation (first best in this order): the deep head and the
 // logistic regression on the bag are blended as the data favours, as a like task's threshold.
-inline constexpr double kWideWeights[] = {1.0, 0.0, 0.5, 2.0, 4.0};
+inline constexpr double kWideWeights[] = {1.0, 0.0, 0.5, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0};
 inline constexpr size_t kNumWideWeights = sizeof(kWideWeights) / sizeof(kWideWeights[0]);
 
 // Per like task (index = task; others stay empty), its examples' logits, labelled. Per

@@ -610,11 +610,21 @@ StatusOr<StepResult> M6Plugin::Step(TrainBatch& batch) {
   const TrainConfig& tc = cfg_.train;
   model_->train();
   ModelBatch mb = Tensors(*cur.b, cur.lists, true);
+  const int64_t nb = int64_t(cur.pos.size()), M = int64_t(cur.neg.size());
+  // model.attribute_rows false: the attribute rows train no shared row, only the dense part.
+  if (!cfg_.model.attribute_rows &&
+      std::find(in_.shape.task_kinds.begin(), in_.shape.task_kinds.end(), TaskKind::kAttribute) !=
+          in_.shape.task_kinds.end()) {
+    auto stop = torch::zeros({nb}, torch::kBool);
+    auto a = stop.accessor<bool, 1>();
+    for (int64_t r = 0; r < nb; ++r)
+      a[r] = in_.shape.task_kinds[cur.row_task[size_t(r)]] == TaskKind::kAttribute;
+    mb.rows_stop = stop.to(dev_);
+  }
   auto iv = model_->ItemVectors(mb);
   auto uv = model_->UserVectors(mb, iv);
   auto ivp = WithPadRow(model_->ScoredItemVectors(mb, iv));
   const auto wide = model_->WideLogits(mb);
-  const int64_t nb = int64_t(cur.pos.size()), M = int64_t(cur.neg.size());
   // The rows of every task (retrieval's are all of them in a job without other tasks).
   std::vector<std::vector<int64_t>> rows(size_t(in_.shape.tasks));
   for (int64_t r = 0; r < nb; ++r) rows[cur.row_task[size_t(r)]].push_back(r);

@@ -400,12 +400,20 @@ torch::Tensor M6ModelImpl::ItemVectors(const ModelBatch& b) {
 torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor& item_vecs) {
   const auto items = WithPadRow(item_vecs);
   const auto users = WithPadRow(b.user_rows);
+  // What a row gathers from the sparse rows (and the item tower), with the gradient stopped for
+  // the rows b.rows_stop names: they train the user tower's dense part only.
+  auto read = [&](const torch::Tensor& x) {
+    if (!b.rows_stop.defined()) return x;
+    std::vector<int64_t> shape(size_t(x.dim()), 1);
+    shape[0] = x.size(0);
+    return torch::where(b.rows_stop.view(shape), x.detach(), x);
+  };
   std::vector<torch::Tensor> xs;
   for (const auto& s : user_sources_) {
     if (s == "id") {
-      xs.push_back(users.index_select(0, b.users));
+      xs.push_back(read(users.index_select(0, b.users)));
     } else if (s == "sequence") {
-      auto seq = Gather(items, b.hist);  // [B, L, d], newest last
+      auto seq = read(Gather(items, b.hist));  // [B, L, d], newest last
       torch::Tensor out;
       if (lstm_)
         out = std::get<0>(lstm_->forward(seq));
@@ -414,17 +422,17 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
       else
         out = std::get<0>(gru_->forward(seq));
       auto last = out.select(1, out.size(1) - 1);
-      auto read = last;
+      auto summary = last;
       if (cfg_.attention) {
         auto pooled = AttentionPool(out, seq_query_(last), b.hist_mask, &last_history_attention);
-        read = torch::cat({pooled, last}, 1);
+        summary = torch::cat({pooled, last}, 1);
       }
       if (user_seq_adapter_ && b.user_condition.defined())
-        xs.push_back(seq_out_(read) + user_seq_adapter_(read, b.user_condition));
+        xs.push_back(seq_out_(summary) + user_seq_adapter_(summary, b.user_condition));
       else
-        xs.push_back(seq_out_(read));
+        xs.push_back(seq_out_(summary));
     } else if (s == "content") {
-      auto tok = Gather(WithPadRow(b.token_rows), b.utok);  // [B, Tu, d]
+      auto tok = read(Gather(WithPadRow(b.token_rows), b.utok));  // [B, Tu, d]
       auto keys = torch::tanh(content_key_(tok));
       const double scale = 1.0 / std::sqrt(double(tok.size(-1)));
       auto sc = (torch::matmul(keys, content_query_) * scale).masked_fill(b.utok_mask <= 0, -1e9);
@@ -436,9 +444,9 @@ torch::Tensor M6ModelImpl::UserVectors(const ModelBatch& b, const torch::Tensor&
         own = own.index_copy(
             0, b.bag_rows,
             Aggregate(items, b.bag, b.bag_mask, b.bag_level, rating_scale_, rating_shift_));
-      std::vector<torch::Tensor> parts{own};
+      std::vector<torch::Tensor> parts{read(own)};
       if (cfg_.social && shape_.social)
-        parts.push_back(Aggregate(users, b.friends, b.friends_mask, {}, {}, {}));
+        parts.push_back(read(Aggregate(users, b.friends, b.friends_mask, {}, {}, {})));
       // Linear aggregation (no ReLU): LightGCN found non-linearities in propagation hurt
       // collaborative filtering, and it keeps the source on the scale of the id rows.
       xs.push_back(sage_(torch::cat(parts, 1)));

@@ -57,7 +57,10 @@ struct ModelBatch {
   // (dropped in training, or an item without training interactions); undefined: all enter.
   torch::Tensor item_id_keep;  // [Ki]
   // User tower inputs, one row per user of the batch.
-  torch::Tensor users;            // [B] into user_rows
+  torch::Tensor users;  // [B] into user_rows
+  // Rows that read every sparse row (items, tokens, friends) with the gradient stopped (bool
+  // [B]; undefined: none): attribute rows with model.attribute_rows false.
+  torch::Tensor rows_stop;
   torch::Tensor hist, hist_mask;  // [B, L] into item_rows, left-padded (newest last)
   torch::Tensor utok, utok_mask;  // [B, Tu] into token_rows
   torch::Tensor nbr, nbr_mask;    // [B, F] into item_rows (mask: weights, see graph_weighting)
