@@ -278,17 +278,41 @@ Status ParseOptimizer(const Reader& r, const YAML::Node& n, const std::string& p
 Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   ModelConfig& mc = cfg->model;
   const std::string p = "model";
-  M6_RETURN_IF_ERROR(r.CheckMap(m, p, {"user_id",         "sequence",       "rnn",
-                                       "seq_blocks",      "seq_len",        "attention",
-                                       "content",         "content_tokens", "graph",
-                                       "social",          "fanout",         "item_graph",
-                                       "item_fanout",     "eval_fanout",    "graph_weighting",
-                                       "item_id",         "text",           "image",
-                                       "audio",           "fusion",         "hidden",
-                                       "dropout",         "dense_lr",       "dense_weight_decay",
-                                       "token_table",     "device",         "adapter_rank",
-                                       "item_id_dropout", "feature_pca",    "wide_table",
-                                       "rating_messages", "tower_adapters", "attribute_rows"}));
+  M6_RETURN_IF_ERROR(r.CheckMap(m, p,
+                                {"user_id",
+                                 "sequence",
+                                 "rnn",
+                                 "seq_blocks",
+                                 "seq_len",
+                                 "attention",
+                                 "content",
+                                 "content_tokens",
+                                 "graph",
+                                 "social",
+                                 "fanout",
+                                 "item_graph",
+                                 "item_fanout",
+                                 "eval_fanout",
+                                 "graph_weighting",
+                                 "item_id",
+                                 "text",
+                                 "image",
+                                 "audio",
+                                 "fusion",
+                                 "hidden",
+                                 "dropout",
+                                 "dense_lr",
+                                 "dense_weight_decay",
+                                 "token_table",
+                                 "device",
+                                 "adapter_rank",
+                                 "item_id_dropout",
+                                 "feature_pca",
+                                 "wide_table",
+                                 "rating_messages",
+                                 "tower_adapters",
+                                 "attribute_rows",
+                                 "rating_neighbours"}));
   for (auto [k, v] : {std::pair{"user_id", &mc.user_id},
                       {"sequence", &mc.sequence},
                       {"attention", &mc.attention},
@@ -316,6 +340,7 @@ Status ParseModel(const Reader& r, const YAML::Node& m, JobConfig* cfg) {
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "fanout", &mc.fanout, 1, 10000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "item_fanout", &mc.item_fanout, 1, 10000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "eval_fanout", &mc.eval_fanout, 0, 10000));
+  M6_RETURN_IF_ERROR(r.NumberIn(m, p, "rating_neighbours", &mc.rating_neighbours, 0, 100000));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "hidden", &mc.hidden, 1, 1 << 16));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dropout", &mc.dropout, 0, 0.95));
   M6_RETURN_IF_ERROR(r.NumberIn(m, p, "dense_lr", &mc.dense_lr, 0, 10));

@@ -288,6 +288,11 @@ struct ModelConfig {
   // to carry the training users' labels (docs/architecture.md, "Attributes are predicted from
   // behaviour").
   bool attribute_rows = true;
+  // A rating task's wide part: an item-based neighbourhood model of the training ratings
+  // (worker/neighbourhood.h) that reads this many of the user's most similar rated items; its
+  // prediction is blended with the deep one at a weight chosen on the validation ratings (0:
+  // none, the deep prediction alone).
+  int rating_neighbours = 20;
   // item tower
   bool item_id = true;
   // Cold start: the share of the items of a training batch whose id row is left out of the

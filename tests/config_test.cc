@@ -302,6 +302,15 @@ TEST(Config, AttributeRowsTrainTheSparseRowsUnlessSwitchedOff) {
   EXPECT_NE(e.find("model.attribute_rows"), std::string::npos) << e;
 }
 
+TEST(Config, RatingNeighboursReadTwentyItemsUnlessSet) {
+  EXPECT_EQ(ParseConfig(kTables, "job.yaml")->model.rating_neighbours, 20) << "the default";
+  auto c = ParseConfig(std::string(kTables) + "model: {rating_neighbours: 0}\n", "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->model.rating_neighbours, 0) << "0 switches the neighbourhood model off";
+  const std::string e = Err(std::string(kTables) + "model: {rating_neighbours: -3}\n");
+  EXPECT_NE(e.find("model.rating_neighbours"), std::string::npos) << e;
+}
+
 TEST(Config, RatingMessagesNeedTheGraph) {
   auto c = ParseConfig(std::string(kTables) + "model: {rating_messages: true}\n", "job.yaml");
   ASSERT_TRUE(c.ok()) << c.status().message();

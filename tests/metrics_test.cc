@@ -7,6 +7,7 @@
 #include "launch/offline.h"
 #include "worker/evaluator.h"
 #include "worker/job_summary.h"
+#include "worker/neighbourhood.h"
 
 namespace m6rec {
 
@@ -303,6 +304,126 @@ TEST(Metrics, WideWeightIsChosenOnValidationPerAttributeTask) {
       EXPECT_EQ(t.at("accuracy"), 1.0);
       EXPECT_EQ(v.at("accuracy"), 1.0);
       EXPECT_EQ(t.at("macro_F1"), 1.0);
+    }
+  }
+}
+
+namespace {
+
+// Ratings of items 0, 1, 2 by two kinds of user: kind A rates 5 / 5 / 1, kind B 1 / 1 / 5 (item 1
+// rated as item 0, item 2 the opposite; everything symmetric, so every item offset is 0 and the
+// mean is 3). Users [0, trained) rate all three in training; users from `trained` on rate items
+// 0 and 2 in training and item 1 is held out (rated_valid for u % 4 < 2, else rated_test).
+Dataset TwoKindsOfRater(uint32_t trained, uint32_t held_out) {
+  Dataset ds;
+  ds.num_users = trained + held_out;
+  ds.num_items = 4;  // item 3: never rated
+  ds.train.resize(ds.num_users);
+  ds.train_ratings.resize(ds.num_users);
+  ds.rated_valid.resize(ds.num_users);
+  ds.rated_test.resize(ds.num_users);
+  for (uint32_t u = 0; u < ds.num_users; ++u) {
+    const float hi = u % 2 == 0 ? 5.0f : 1.0f, lo = 6.0f - hi;
+    ds.train[u] = {0, 2};
+    ds.train_ratings[u] = {hi, lo};
+    if (u < trained) {
+      ds.train[u].push_back(1);
+      ds.train_ratings[u].push_back(hi);
+    } else {
+      (u % 4 < 2 ? ds.rated_valid : ds.rated_test)[u].emplace_back(1, hi);
+    }
+  }
+  return ds;
+}
+
+}  // namespace
+
+// The neighbourhood model on a case with a known answer: item 1's only positively similar item
+// is item 0 (their residual columns agree: cosine 1), item 2's similarity is negative and is
+// not read. Unshrunk, one neighbour's prediction is the user's rating of it plus the items'
+// offset difference (0 here): exactly the rating the user gave item 0.
+TEST(Metrics, NeighbourhoodPredictsFromTheUsersRatingsOfSimilarItems) {
+  const Dataset ds = TwoKindsOfRater(40, 4);
+  NeighbourhoodOptions exact;
+  exact.shrink = 0;
+  exact.weight_prior = 0;
+  // (40, 1): kind A; (41, 1): kind B; (40, 3) and (41, 3): an item nobody rated (the baseline).
+  const std::vector<std::pair<uint32_t, uint32_t>> pairs{
+      {40, 1}, {41, 1}, {40, 3}, {41, 3}, {99, 1}};
+  const std::vector<float> p = NeighbourhoodRatings(ds, pairs, exact);
+  ASSERT_EQ(p.size(), pairs.size());
+  EXPECT_NEAR(p[0], 5.0, 1e-4) << "kind A rated item 0 a 5";
+  EXPECT_NEAR(p[1], 1.0, 1e-4) << "kind B rated item 0 a 1";
+  // The baseline: the mean 3 + the user's offset (0: its training ratings 5 and 1 cancel) + the
+  // item's (0: never rated).
+  EXPECT_NEAR(p[2], 3.0, 1e-4);
+  EXPECT_NEAR(p[3], 3.0, 1e-4);
+  EXPECT_NEAR(p[4], 3.0, 1e-4) << "an unknown user: the mean plus the item's offset";
+  // Shrunk (the defaults): between the baseline and the neighbour's rating.
+  const std::vector<float> q = NeighbourhoodRatings(ds, pairs);
+  EXPECT_GT(q[0], 3.5);
+  EXPECT_LT(q[0], 5.0 - 1e-3);
+  EXPECT_LT(q[1], 2.5);
+  EXPECT_GT(q[1], 1.0 + 1e-3);
+  // The held-out pairs' predictions, looked up.
+  const RatingNeighbourhood nb(ds, exact);
+  EXPECT_EQ(nb.size(), 4u);
+  ASSERT_NE(nb.Find(40, 1), nullptr);
+  EXPECT_NEAR(*nb.Find(40, 1), 5.0, 1e-4);
+  EXPECT_EQ(nb.Find(40, 0), nullptr) << "a training pair is not held out";
+}
+
+// A rating task blends the deep prediction with the neighbourhood's at the weight least wrong
+// on validation, reports the deep model's own error beside it, and keeps the deep prediction
+// where the neighbourhood is worse.
+TEST(Metrics, NeighbourWeightIsChosenOnTheValidationRatings) {
+  const Dataset ds = TwoKindsOfRater(40, 40);
+  std::vector<TaskSpec> tasks(2);
+  tasks[1].name = "rating";
+  tasks[1].type = TaskKind::kRating;
+  std::vector<uint32_t> users(ds.num_users);
+  for (uint32_t u = 0; u < ds.num_users; ++u) users[u] = u;
+  NeighbourhoodOptions exact;
+  exact.shrink = 0;
+  exact.weight_prior = 0;
+  const RatingNeighbourhood right(ds, exact), shrunk(ds);
+  // The deep model: 3 for everyone (wrong by 2), or the truth.
+  auto scorer = [&](bool truth) -> TaskScorer {
+    return [&, truth](uint32_t, const std::vector<uint32_t>& us, const std::vector<uint32_t>& items,
+                      bool, std::vector<std::vector<float>>* out) {
+      for (size_t c = 0; c < us.size(); ++c) {
+        float y = 3.0f;
+        for (const auto* rated : {&ds.rated_valid, &ds.rated_test})
+          for (const auto& [item, r] : (*rated)[us[c]])
+            if (truth && item == items[c]) y = r;
+        out->push_back({y});
+      }
+      return Status::OK();
+    };
+  };
+  for (bool truth : {false, true}) {
+    const RatingNeighbourhood& nb = truth ? shrunk : right;
+    MetricSums test, valid;
+    TaskHistograms ht(ds, tasks), hv(ds, tasks);
+    ASSERT_TRUE(EvalTasks(ds, tasks, users, false, 1, scorer(truth), &test, &ht, &nb).ok());
+    ASSERT_TRUE(EvalTasks(ds, tasks, users, true, 1, scorer(truth), &valid, &hv, &nb).ok());
+    nlohmann::json thr = nlohmann::json::object(), weights = nlohmann::json::object();
+    AddTaskConfusion(ds, tasks, ht, hv, ht, hv, &test, &valid, &thr, &weights);
+    const auto t = SummaryMetrics(test.Group(TaskGroup("rating")));
+    ASSERT_EQ(test.Group(TaskGroup("rating")).users(), 20u);
+    ASSERT_TRUE(weights.contains("rating")) << weights.dump();
+    const nlohmann::json& rmse = weights["rating"]["valid_RMSE"];
+    if (!truth) {
+      EXPECT_EQ(weights["rating"].value("weight", -1.0), 1.0) << weights.dump();
+      EXPECT_NEAR(rmse.value("0", -1.0), 2.0, 1e-6) << rmse.dump();
+      EXPECT_NEAR(rmse.value("0.5", -1.0), 1.0, 1e-4) << rmse.dump();
+      EXPECT_NEAR(t.at("RMSE"), 0.0, 1e-4);
+      EXPECT_NEAR(t.at("RMSE_deep"), 2.0, 1e-6);
+    } else {
+      EXPECT_EQ(weights["rating"].value("weight", -1.0), 0.0) << weights.dump();
+      EXPECT_GT(rmse.value("1", -1.0), 0.1) << "the shrunk neighbourhood is off " << rmse.dump();
+      EXPECT_NEAR(t.at("RMSE"), 0.0, 1e-6);
+      EXPECT_NEAR(t.at("RMSE_deep"), 0.0, 1e-6);
     }
   }
 }

@@ -1067,6 +1067,23 @@ train:
   EXPECT_LT(t["tasks"]["rating"]["RMSE"].get<double>(),
             0.8 * base["tasks"]["rating"]["RMSE"].get<double>())
       << line;
+  // The deep model on its own as well (the neighbourhood part, model.rating_neighbours, blends
+  // in at a weight chosen on the validation ratings, which is reported with each weight's RMSE).
+  EXPECT_LT(t["tasks"]["rating"]["RMSE_deep"].get<double>(),
+            0.8 * base["tasks"]["rating"]["RMSE"].get<double>())
+      << line;
+  ASSERT_TRUE(result.contains("wide_weights") && result["wide_weights"].contains("rating"))
+      << result.dump();
+  {
+    const json& rw = result["wide_weights"]["rating"];
+    ASSERT_EQ(rw["valid_RMSE"].size(), kNumNeighbourWeights) << rw.dump();
+    char chosen[16];
+    std::snprintf(chosen, sizeof(chosen), "%g", rw.value("weight", -1.0));
+    ASSERT_TRUE(rw["valid_RMSE"].contains(chosen)) << rw.dump();
+    for (const auto& [w, rmse] : rw["valid_RMSE"].items())
+      EXPECT_GE(rmse.get<double>(), rw["valid_RMSE"][chosen].get<double>()) << w;
+    EXPECT_NE(line.find("neighbourhood weighted"), std::string::npos) << line;
+  }
   EXPECT_GT(t["tasks"]["like"]["AUC"].get<double>(), 0.75) << line;
   EXPECT_GT(t["tasks"]["like"]["F1"].get<double>(), 0.7) << line;
   EXPECT_TRUE(result["thresholds"]["tasks"].contains("like")) << result.dump();

@@ -443,6 +443,10 @@ std::map<std::string, double> SummaryMetrics(const MetricSums& m) {
         k.find('#') == std::string::npos)
       out[k] = m.Mean(k);
   // Tasks: rating errors, attribute classes (see TaskGroup).
+  if (out.count("SE_deep")) {
+    out["RMSE_deep"] = std::sqrt(out["SE_deep"]);
+    out.erase("SE_deep");
+  }
   if (out.count("SE")) {
     out["RMSE"] = std::sqrt(out["SE"]);
     out["MAE"] = out["AE"];
@@ -639,12 +643,15 @@ TaskHistograms::TaskHistograms(const Dataset&, const std::vector<TaskSpec>& spec
   tasks.resize(specs.size());
   blended.resize(specs.size());
   blended_correct.assign(specs.size(), {});
+  rated.resize(specs.size());
+  rated_se.assign(specs.size(), {});
 }
 
 std::vector<double> TaskHistograms::Pack() const {
   std::vector<double> out;
   for (const auto& h : tasks) out.insert(out.end(), h.counts().begin(), h.counts().end());
   for (const auto& c : blended_correct) out.insert(out.end(), c.begin(), c.end());
+  for (const auto& c : rated_se) out.insert(out.end(), c.begin(), c.end());
   return out;
 }
 
@@ -658,6 +665,10 @@ void TaskHistograms::Unpack(const std::vector<double>& packed) {
     std::copy(packed.begin() + off, packed.begin() + off + c.size(), c.begin());
     off += c.size();
   }
+  for (auto& c : rated_se) {
+    std::copy(packed.begin() + off, packed.begin() + off + c.size(), c.begin());
+    off += c.size();
+  }
 }
 
 void TaskHistograms::Merge(const TaskHistograms& o) {
@@ -665,12 +676,15 @@ void TaskHistograms::Merge(const TaskHistograms& o) {
     tasks[t].Merge(o.tasks[t]);
     blended[t].insert(blended[t].end(), o.blended[t].begin(), o.blended[t].end());
     for (size_t k = 0; k <= kNumWideWeights; ++k) blended_correct[t][k] += o.blended_correct[t][k];
+    rated[t].insert(rated[t].end(), o.rated[t].begin(), o.rated[t].end());
+    for (size_t k = 0; k <= kNumNeighbourWeights; ++k) rated_se[t][k] += o.rated_se[t][k];
   }
 }
 
 Status EvalTasks(const Dataset& ds, const std::vector<TaskSpec>& tasks,
                  const std::vector<uint32_t>& users, bool valid, uint64_t seed,
-                 const TaskScorer& score, MetricSums* out, TaskHistograms* hists) {
+                 const TaskScorer& score, MetricSums* out, TaskHistograms* hists,
+                 const RatingNeighbourhood* neighbours) {
   std::vector<std::vector<float>> outputs;
   for (uint32_t t = 1; t < tasks.size(); ++t) {
     const TaskSpec& task = tasks[t];
@@ -710,10 +724,26 @@ Status EvalTasks(const Dataset& ds, const std::vector<TaskSpec>& tasks,
         TaskMetrics m(ds, task.name, cu[c], out);
         m.Example();
         switch (task.type) {
-          case TaskKind::kRating:
-            m.Add("SE", double(o[0] - y) * double(o[0] - y));
-            m.Add("AE", std::fabs(double(o[0] - y)));
+          case TaskKind::kRating: {
+            const double se = double(o[0] - y) * double(o[0] - y);
+            m.Add("SE_deep", se);
+            // A neighbourhood prediction's blend waits for the weight validation chooses
+            // (AddTaskConfusion).
+            const float* nb = neighbours && hists ? neighbours->Find(cu[c], ci[c]) : nullptr;
+            if (nb) {
+              const TaskHistograms::Rated r{cu[c], y, o[0], *nb};
+              for (size_t k = 0; k < kNumNeighbourWeights; ++k) {
+                const double e = double(r.At(kNeighbourWeights[k])) - y;
+                hists->rated_se[t][k] += e * e;
+              }
+              hists->rated_se[t][kNumNeighbourWeights] += 1;
+              hists->rated[t].push_back(r);
+            } else {
+              m.Add("SE", se);
+              m.Add("AE", std::fabs(double(o[0] - y)));
+            }
             break;
+          }
           case TaskKind::kLike:
             if (hists) hists->tasks[t].Add(o[0], y >= task.like_threshold);
             break;
@@ -778,6 +808,30 @@ void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
         }
       continue;
     }
+    // A rating task with a neighbourhood model.
+    if (tasks[t].type == TaskKind::kRating &&
+        valid_all.rated_se[t][kNumNeighbourWeights] + test_all.rated_se[t][kNumNeighbourWeights] >
+            0) {
+      const auto& se = valid_all.rated_se[t];
+      const size_t k =
+          size_t(std::min_element(se.begin(), se.begin() + kNumNeighbourWeights) - se.begin());
+      nlohmann::json rmse = nlohmann::json::object();
+      const double n = std::max(1.0, se[kNumNeighbourWeights]);
+      for (size_t j = 0; j < kNumNeighbourWeights; ++j) {
+        char w[16];
+        std::snprintf(w, sizeof(w), "%g", kNeighbourWeights[j]);
+        rmse[w] = std::sqrt(se[j] / n);
+      }
+      (*wide_weights)[tasks[t].name] = {{"weight", kNeighbourWeights[k]}, {"valid_RMSE", rmse}};
+      for (auto [mine, out] : {std::pair{&test_mine, test}, std::pair{&valid_mine, valid}})
+        for (const auto& r : mine->rated[t]) {
+          TaskMetrics m(ds, tasks[t].name, r.user, out);
+          const double e = double(r.At(kNeighbourWeights[k])) - r.truth;
+          m.Add("SE", e * e);
+          m.Add("AE", std::fabs(e));
+        }
+      continue;
+    }
     if (tasks[t].type != TaskKind::kLike) continue;
     const double thr = valid_all.tasks[t].BestF1Threshold();
     (*thresholds)[tasks[t].name] = thr;
@@ -803,7 +857,7 @@ std::vector<std::string> TaskSumNames(const Dataset& ds, const std::vector<TaskS
     std::vector<std::string> names;
     switch (tasks[t].type) {
       case TaskKind::kRating:
-        names = {"SE", "AE"};
+        names = {"SE", "SE_deep", "AE"};
         break;
       case TaskKind::kLike:
         names = {"AUC", "FN", "FP", "TN", "TP"};

@@ -20,6 +20,7 @@
 #include "common/status.h"
 #include "worker/dataset.h"
 #include "worker/metrics.h"
+#include "worker/neighbourhood.h"
 
 namespace m6rec {
 
@@ -151,7 +152,8 @@ Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
 // ---- tasks other than retrieval (cfg.train.tasks[1..]) ----
 // Their metric sums ride in MetricSums groups "task:<name>" (and "task:<name>:<domain>" in a
 // multi-domain job), the group's user count counting examples:
-//   rating     SE, AE (squared and absolute errors) -> RMSE, MAE
+//   rating     SE, AE (squared and absolute errors) -> RMSE, MAE; SE_deep -> RMSE_deep (the
+//              deep model's alone, where a neighbourhood model blends in)
 //   like       TP, FP, TN, FN at a threshold chosen on validation, AUC (x examples) -> AUC,
 //              accuracy, precision, recall, F1
 //   attribute  correct, TP#k, FP#k, FN#k per class k -> accuracy, macro-F1
@@ -171,35 +173,58 @@ using TaskScorer = std::function<Status(uint32_t task, const std::vector<uint32_
 inline constexpr double kWideWeights[] = {1.0, 0.0, 0.5, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0};
 inline constexpr size_t kNumWideWeights = sizeof(kWideWeights) / sizeof(kWideWeights[0]);
 
+// The weights w a rating task's prediction may blend its neighbourhood model's with,
+// (1 - w) x deep + w x neighbourhood (worker/neighbourhood.h), chosen per task on the
+// validation ratings (first best in this order: the deep model alone on a tie).
+inline constexpr double kNeighbourWeights[] = {0.0, 0.1, 0.2, 0.3, 0.4, 0.5,
+                                               0.6, 0.7, 0.8, 0.9, 1.0};
+inline constexpr size_t kNumNeighbourWeights =
+    sizeof(kNeighbourWeights) / sizeof(kNeighbourWeights[0]);
+
 // Per like task (index = task; others stay empty), its examples' logits, labelled. Per
 // attribute task with a wide part: the examples' predicted class at every wide weight
 // (this rank's), and the correct ones per weight (summed over ranks to choose the weight).
+// Per rating task with a neighbourhood model: its examples' two predictions (this rank's), and
+// the squared errors at every neighbour weight (summed over ranks to choose the weight).
 struct TaskHistograms {
   struct Blended {
     uint32_t user;
     int truth;
     std::array<int, kNumWideWeights> predicted;
   };
+  struct Rated {
+    uint32_t user;
+    float truth, deep, neighbourhood;
+    float At(double w) const { return float((1 - w) * deep + w * neighbourhood); }
+  };
   std::vector<ScoreHistogram> tasks;
   std::vector<std::vector<Blended>> blended;
   // [k]: correct at kWideWeights[k]; [kNumWideWeights]: the examples.
   std::vector<std::array<double, kNumWideWeights + 1>> blended_correct;
+  std::vector<std::vector<Rated>> rated;
+  // [k]: squared error at kNeighbourWeights[k]; [kNumNeighbourWeights]: the examples.
+  std::vector<std::array<double, kNumNeighbourWeights + 1>> rated_se;
   TaskHistograms(const Dataset& ds, const std::vector<TaskSpec>& specs);
   std::vector<double> Pack() const;
   void Unpack(const std::vector<double>& packed);
   void Merge(const TaskHistograms& o);  // o's counts added (its predictions appended)
 };
 
+// `neighbours` (optional): the held-out pairs' neighbourhood predictions a rating task blends
+// with (with `hists`; without, the deep prediction is the task's).
 Status EvalTasks(const Dataset& ds, const std::vector<TaskSpec>& tasks,
                  const std::vector<uint32_t>& users, bool valid, uint64_t seed,
-                 const TaskScorer& score, MetricSums* out, TaskHistograms* hists);
+                 const TaskScorer& score, MetricSums* out, TaskHistograms* hists,
+                 const RatingNeighbourhood* neighbours = nullptr);
 // From every rank's like histograms (valid_all, test_all: summed over ranks): each like task's
 // threshold (F1-best on validation) and AUC. Adds this rank's confusion counts at the thresholds
 // and AUC x its examples to test / valid (so that sums over ranks give the global values); the
 // thresholds go to `thresholds` by task name. Likewise each attribute task with a wide part:
 // its wide weight (most correct on validation over every rank; to `wide_weights` by task name,
 // {"weight": w, "valid_accuracy": {"<w>": accuracy at each weight}}) and this rank's class
-// counts at it.
+// counts at it. Likewise each rating task with a neighbourhood model: its neighbour weight
+// (least squared error on validation; to `wide_weights`, {"weight": w, "valid_RMSE": {"<w>":
+// RMSE at each weight}}) and this rank's errors at it ("SE_deep" keeps the deep model's alone).
 void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
                       const TaskHistograms& test_mine, const TaskHistograms& valid_mine,
                       const TaskHistograms& test_all, const TaskHistograms& valid_all,

@@ -554,6 +554,12 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                       "\n  task %s: RMSE %.4f MAE %.4f over %.0f ratings (mean rating: RMSE %.4f)",
                       name.c_str(), t.value("RMSE", 0.0), t.value("MAE", 0.0),
                       t.value("examples", 0.0), base.value("RMSE", 0.0));
+        if (b.contains("wide_weights") && b["wide_weights"].contains(name) &&
+            t.contains("RMSE_deep")) {
+          *line += buf;
+          std::snprintf(buf, sizeof(buf), "; the deep model alone %.4f, neighbourhood weighted %g",
+                        t.value("RMSE_deep", 0.0), b["wide_weights"][name].value("weight", 0.0));
+        }
       } else if (t.contains("macro_F1")) {
         const json lr = pop_test.contains("tasks")
                             ? pop_test["tasks"].value(name + "_logreg", json::object())

@@ -176,8 +176,8 @@ Status ChooseCalibration(const JobConfig& cfg, const Dataset& ds,
 // task.
 Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const JobConfig& cfg,
                      const std::vector<uint32_t>& users, const SampledPass& vpass,
-                     const Calibration& cal, MetricSums* test, MetricSums* valid,
-                     EvalHistograms* h) {
+                     const Calibration& cal, const RatingNeighbourhood* neighbours,
+                     MetricSums* test, MetricSums* valid, EvalHistograms* h) {
   const uint64_t seed = EvalSeed(cfg);
   if (ds.protocol == Dataset::Protocol::kFullRanking) {
     M6_RETURN_IF_ERROR(EvalFullProtocol(ds, users, ModelFullScorer(model, ds, false), test));
@@ -199,12 +199,27 @@ Status EvaluateUsers(ModelPlugin& model, const Dataset& ds, const JobConfig& cfg
       }
       return model.ScoreTask(q, items, out);
     };
-    M6_RETURN_IF_ERROR(
-        EvalTasks(ds, cfg.train.tasks, users, false, cfg.seed, task, test, &h->task_test));
-    M6_RETURN_IF_ERROR(
-        EvalTasks(ds, cfg.train.tasks, users, true, cfg.seed, task, valid, &h->task_valid));
+    M6_RETURN_IF_ERROR(EvalTasks(ds, cfg.train.tasks, users, false, cfg.seed, task, test,
+                                 &h->task_test, neighbours));
+    M6_RETURN_IF_ERROR(EvalTasks(ds, cfg.train.tasks, users, true, cfg.seed, task, valid,
+                                 &h->task_valid, neighbours));
   }
   return Status::OK();
+}
+
+// The rating tasks' neighbourhood model (model.rating_neighbours), where a rating task has
+// held-out ratings to predict; null otherwise.
+std::unique_ptr<RatingNeighbourhood> FitNeighbourhood(const Dataset& ds, const JobConfig& cfg) {
+  const bool rating = std::any_of(cfg.train.tasks.begin(), cfg.train.tasks.end(),
+                                  [](const TaskSpec& t) { return t.type == TaskKind::kRating; });
+  if (!rating || !ds.has_ratings() || cfg.model.rating_neighbours <= 0) return nullptr;
+  NeighbourhoodOptions o;
+  o.neighbours = cfg.model.rating_neighbours;
+  const int64_t t0 = MonotonicMs();
+  auto nb = std::make_unique<RatingNeighbourhood>(ds, o);
+  LOG_INFO << "rating neighbourhood: " << nb->size() << " held-out pairs predicted from "
+           << o.neighbours << " similar items each in " << MonotonicMs() - t0 << " ms";
+  return nb;
 }
 
 // A rank's users (u % W == rank, with training items) and samples; every rank runs the steps
@@ -374,6 +389,7 @@ class TrainingEngine {
   std::unique_ptr<ModelPlugin> model_;
   DenseModel* dense_ = nullptr;
   Shard shard_;
+  std::unique_ptr<RatingNeighbourhood> neighbours_;  // the rating tasks' wide part, if any
   std::mt19937_64 rng_;
   // The RNG at the start of every epoch so far: each epoch shuffles the previous epoch's order,
   // so a resume replays the shuffles to rebuild the permutation.
@@ -417,6 +433,7 @@ Status TrainingEngine::Init() {
                                    " has no training samples");
   M6_ASSIGN_OR_RETURN(model_, MakeModelPlugin({&cfg_, &ds_, ctx_.tables, ctx_.rank}));
   dense_ = model_->dense();
+  neighbours_ = FitNeighbourhood(ds_, cfg_);
   if (!cfg_.adapt.from.empty() && ctx_.resume_from.empty()) {
     // The backbone's rows are sharded over its servers: the same count, or rows go missing.
     M6_ASSIGN_OR_RETURN(json manifest, ReadManifest(cfg_.adapt.from));
@@ -614,7 +631,8 @@ Status TrainingEngine::EvaluateEpoch(int epoch, double loss, bool* best,
           cfg_, ds_, {&vpass},
           [this](std::vector<double>* v) { return AllReduceDoubles(coll_, v); }, &cal);
     if (s.ok())
-      s = EvaluateUsers(*model_, ds_, cfg_, shard_.users, vpass, cal, &rec.test, &rec.valid, &h);
+      s = EvaluateUsers(*model_, ds_, cfg_, shard_.users, vpass, cal, neighbours_.get(), &rec.test,
+                        &rec.valid, &h);
     model_->EndScoring();
     M6_RETURN_IF_ERROR(s);
   }
@@ -1001,6 +1019,7 @@ Status TrainingEngine::Retrain() {
   model_.reset();
   M6_ASSIGN_OR_RETURN(model_, MakeModelPlugin({&cfg_, &ds_, ctx_.tables, ctx_.rank}));
   dense_ = model_->dense();
+  neighbours_ = FitNeighbourhood(ds_, cfg_);
   if (dense_) M6_RETURN_IF_ERROR(dense_->Broadcast(coll_));
   const TrainConfig& tc = cfg_.train;
   shard_ =
@@ -1405,6 +1424,7 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
   // ranks chose it, then each shard's metrics.
   std::vector<SampledPass> vpass(W);
   Calibration cal;
+  const std::unique_ptr<RatingNeighbourhood> neighbours = FitNeighbourhood(ds, cfg);
   M6_RETURN_IF_ERROR(model->BeginScoring());
   for (uint32_t r = 0; r < W && s.ok(); ++r)
     s = ScoreValidation(*model, ds, cfg, ShardUsers(ds, r, W), &vpass[r]);
@@ -1415,7 +1435,8 @@ StatusOr<json> EvaluateModel(const ScoringContext& ctx) {
         cfg, ds, passes, [](std::vector<double>*) { return Status::OK(); }, &cal);
   }
   for (uint32_t r = 0; r < W && s.ok(); ++r)
-    s = EvaluateUsers(*model, ds, cfg, ShardUsers(ds, r, W), vpass[r], cal, &t[r], &v[r], &h[r]);
+    s = EvaluateUsers(*model, ds, cfg, ShardUsers(ds, r, W), vpass[r], cal, neighbours.get(), &t[r],
+                      &v[r], &h[r]);
   model->EndScoring();
   M6_RETURN_IF_ERROR(s);
   for (uint32_t r = 0; r < W; ++r) {
