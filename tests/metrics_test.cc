@@ -428,6 +428,66 @@ TEST(Metrics, NeighbourWeightIsChosenOnTheValidationRatings) {
   }
 }
 
+// A like task (rating >= 4) blends its logit with the neighbourhood's rating read as a logit
+// at the weight of the highest validation AUC: a head that knows nothing (logit 0 for every
+// pair) is rescued by an exact neighbourhood; a head that already separates keeps weight 0.
+TEST(Metrics, LikeBlendsWithTheNeighbourhoodWhereValidationAucSaysSo) {
+  const Dataset ds = TwoKindsOfRater(40, 40);
+  std::vector<TaskSpec> tasks(2);
+  tasks[1].name = "like";
+  tasks[1].type = TaskKind::kLike;
+  tasks[1].like_threshold = 4;
+  std::vector<uint32_t> users(ds.num_users);
+  for (uint32_t u = 0; u < ds.num_users; ++u) users[u] = u;
+  NeighbourhoodOptions exact;
+  exact.shrink = 0;
+  exact.weight_prior = 0;
+  const RatingNeighbourhood nb(ds, exact);
+  for (bool knows : {false, true}) {
+    // Kind A (even users) rated item 1 a 5 (liked), kind B a 1.
+    const TaskScorer head = [&](uint32_t, const std::vector<uint32_t>& us,
+                                const std::vector<uint32_t>&, bool,
+                                std::vector<std::vector<float>>* out) {
+      for (uint32_t u : us) out->push_back({knows ? (u % 2 == 0 ? 3.0f : -3.0f) : 0.0f});
+      return Status::OK();
+    };
+    MetricSums test, valid;
+    TaskHistograms ht(ds, tasks), hv(ds, tasks);
+    ASSERT_TRUE(EvalTasks(ds, tasks, users, false, 1, head, &test, &ht, &nb).ok());
+    ASSERT_TRUE(EvalTasks(ds, tasks, users, true, 1, head, &valid, &hv, &nb).ok());
+    nlohmann::json thr = nlohmann::json::object(), weights = nlohmann::json::object();
+    AddTaskConfusion(ds, tasks, ht, hv, ht, hv, &test, &valid, &thr, &weights);
+    const auto t = SummaryMetrics(test.Group(TaskGroup("like")));
+    ASSERT_TRUE(weights.contains("like")) << weights.dump();
+    ASSERT_EQ(weights["like"]["valid_AUC"].size(), kNumNeighbourWeights) << weights.dump();
+    EXPECT_DOUBLE_EQ(t.at("AUC"), 1.0);
+    EXPECT_DOUBLE_EQ(t.at("F1"), 1.0) << "the threshold is read on the blend";
+    if (!knows) {
+      EXPECT_EQ(weights["like"].value("weight", -1.0), 0.1) << weights.dump();
+      EXPECT_DOUBLE_EQ(weights["like"]["valid_AUC"].value("0", -1.0), 0.5);
+      EXPECT_DOUBLE_EQ(t.at("AUC_deep"), 0.5);
+    } else {
+      EXPECT_EQ(weights["like"].value("weight", -1.0), 0.0) << weights.dump();
+      EXPECT_DOUBLE_EQ(t.at("AUC_deep"), 1.0);
+    }
+  }
+  // Without a neighbourhood model: the head alone, and no weight.
+  MetricSums test, valid;
+  TaskHistograms ht(ds, tasks), hv(ds, tasks);
+  const TaskScorer zero = [&](uint32_t, const std::vector<uint32_t>& us,
+                              const std::vector<uint32_t>&, bool,
+                              std::vector<std::vector<float>>* out) {
+    for (size_t c = 0; c < us.size(); ++c) out->push_back({0.0f});
+    return Status::OK();
+  };
+  ASSERT_TRUE(EvalTasks(ds, tasks, users, false, 1, zero, &test, &ht).ok());
+  ASSERT_TRUE(EvalTasks(ds, tasks, users, true, 1, zero, &valid, &hv).ok());
+  nlohmann::json thr = nlohmann::json::object(), weights = nlohmann::json::object();
+  AddTaskConfusion(ds, tasks, ht, hv, ht, hv, &test, &valid, &thr, &weights);
+  EXPECT_TRUE(weights.empty()) << weights.dump();
+  EXPECT_DOUBLE_EQ(SummaryMetrics(test.Group(TaskGroup("like"))).at("AUC"), 0.5);
+}
+
 TEST(Metrics, GroupsRideInTheSumsAndSplitBack) {
   MetricSums m;
   for (auto [group, hit] : {std::make_pair("Beauty", 1.0), std::make_pair("Beauty", 0.0),

@@ -1084,6 +1084,10 @@ train:
       EXPECT_GE(rmse.get<double>(), rw["valid_RMSE"][chosen].get<double>()) << w;
     EXPECT_NE(line.find("neighbourhood weighted"), std::string::npos) << line;
   }
+  // The like task's blend with the neighbourhood, likewise chosen (on validation AUC).
+  ASSERT_TRUE(result["wide_weights"].contains("like")) << result.dump();
+  EXPECT_EQ(result["wide_weights"]["like"]["valid_AUC"].size(), kNumNeighbourWeights);
+  EXPECT_GT(t["tasks"]["like"]["AUC_deep"].get<double>(), 0.75) << line;
   EXPECT_GT(t["tasks"]["like"]["AUC"].get<double>(), 0.75) << line;
   EXPECT_GT(t["tasks"]["like"]["F1"].get<double>(), 0.7) << line;
   EXPECT_TRUE(result["thresholds"]["tasks"].contains("like")) << result.dump();

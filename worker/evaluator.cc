@@ -645,6 +645,9 @@ TaskHistograms::TaskHistograms(const Dataset&, const std::vector<TaskSpec>& spec
   blended_correct.assign(specs.size(), {});
   rated.resize(specs.size());
   rated_se.assign(specs.size(), {});
+  like_blends.resize(specs.size());
+  for (size_t t = 0; t < specs.size(); ++t)
+    if (specs[t].type == TaskKind::kLike) like_blends[t].resize(kNumNeighbourWeights);
 }
 
 std::vector<double> TaskHistograms::Pack() const {
@@ -652,6 +655,8 @@ std::vector<double> TaskHistograms::Pack() const {
   for (const auto& h : tasks) out.insert(out.end(), h.counts().begin(), h.counts().end());
   for (const auto& c : blended_correct) out.insert(out.end(), c.begin(), c.end());
   for (const auto& c : rated_se) out.insert(out.end(), c.begin(), c.end());
+  for (const auto& hs : like_blends)
+    for (const auto& h : hs) out.insert(out.end(), h.counts().begin(), h.counts().end());
   return out;
 }
 
@@ -669,6 +674,11 @@ void TaskHistograms::Unpack(const std::vector<double>& packed) {
     std::copy(packed.begin() + off, packed.begin() + off + c.size(), c.begin());
     off += c.size();
   }
+  for (auto& hs : like_blends)
+    for (auto& h : hs) {
+      std::copy(packed.begin() + off, packed.begin() + off + h.counts().size(), h.counts().begin());
+      off += h.counts().size();
+    }
 }
 
 void TaskHistograms::Merge(const TaskHistograms& o) {
@@ -678,6 +688,8 @@ void TaskHistograms::Merge(const TaskHistograms& o) {
     for (size_t k = 0; k <= kNumWideWeights; ++k) blended_correct[t][k] += o.blended_correct[t][k];
     rated[t].insert(rated[t].end(), o.rated[t].begin(), o.rated[t].end());
     for (size_t k = 0; k <= kNumNeighbourWeights; ++k) rated_se[t][k] += o.rated_se[t][k];
+    for (size_t k = 0; k < like_blends[t].size() && k < o.like_blends[t].size(); ++k)
+      like_blends[t][k].Merge(o.like_blends[t][k]);
   }
 }
 
@@ -744,9 +756,20 @@ Status EvalTasks(const Dataset& ds, const std::vector<TaskSpec>& tasks,
             }
             break;
           }
-          case TaskKind::kLike:
-            if (hists) hists->tasks[t].Add(o[0], y >= task.like_threshold);
+          case TaskKind::kLike: {
+            if (!hists) break;
+            const bool liked = y >= task.like_threshold;
+            hists->tasks[t].Add(o[0], liked);
+            // With a neighbourhood model every example joins the blends (one it does not
+            // predict at its own logit), read at the weight validation chooses.
+            if (!neighbours) break;
+            const float* nb = neighbours->Find(cu[c], ci[c]);
+            const float z = nb ? NeighbourLikeLogit(*nb, task.like_threshold) : o[0];
+            for (size_t k = 0; k < kNumNeighbourWeights; ++k)
+              hists->like_blends[t][k].Add(
+                  float((1 - kNeighbourWeights[k]) * o[0] + kNeighbourWeights[k] * z), liked);
             break;
+          }
           case TaskKind::kAttribute: {
             // A wide part's logits follow the deep head's (ModelPlugin::ScoreTask): their
             // blend's class counts wait for the weight validation chooses (AddTaskConfusion).
@@ -833,17 +856,37 @@ void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
       continue;
     }
     if (tasks[t].type != TaskKind::kLike) continue;
-    const double thr = valid_all.tasks[t].BestF1Threshold();
+    // The like head alone, or its blend with a neighbourhood model at the weight of the highest
+    // validation AUC (first best: the head alone on a tie).
+    auto hist = [&](const TaskHistograms& h, size_t k) -> const ScoreHistogram& {
+      return k == 0 ? h.tasks[t] : h.like_blends[t][k];
+    };
+    size_t k = 0;
+    const auto& blends = valid_all.like_blends[t];
+    if (blends.size() == kNumNeighbourWeights && blends[0].total() > 0) {
+      nlohmann::json auc = nlohmann::json::object();
+      double best = -1;
+      for (size_t j = 0; j < kNumNeighbourWeights; ++j) {
+        const double a = blends[j].Auc();
+        char w[16];
+        std::snprintf(w, sizeof(w), "%g", kNeighbourWeights[j]);
+        auc[w] = a;
+        if (a > best) best = a, k = j;
+      }
+      (*wide_weights)[tasks[t].name] = {{"weight", kNeighbourWeights[k]}, {"valid_AUC", auc}};
+    }
+    const double thr = hist(valid_all, k).BestF1Threshold();
     (*thresholds)[tasks[t].name] = thr;
     const std::string g = TaskGroup(tasks[t].name);
     for (auto [mine, all, out] : {std::make_tuple(&test_mine, &test_all, test),
                                   std::make_tuple(&valid_mine, &valid_all, valid)}) {
-      const BinaryCounts c = mine->tasks[t].CountsAt(thr);
+      const BinaryCounts c = hist(*mine, k).CountsAt(thr);
       out->AddGroup(g, "TP", double(c.tp));
       out->AddGroup(g, "FP", double(c.fp));
       out->AddGroup(g, "TN", double(c.tn));
       out->AddGroup(g, "FN", double(c.fn));
-      out->AddGroup(g, "AUC", all->tasks[t].Auc() * mine->tasks[t].total());
+      out->AddGroup(g, "AUC", hist(*all, k).Auc() * mine->tasks[t].total());
+      out->AddGroup(g, "AUC_deep", all->tasks[t].Auc() * mine->tasks[t].total());
     }
   }
 }
@@ -860,7 +903,7 @@ std::vector<std::string> TaskSumNames(const Dataset& ds, const std::vector<TaskS
         names = {"SE", "SE_deep", "AE"};
         break;
       case TaskKind::kLike:
-        names = {"AUC", "FN", "FP", "TN", "TP"};
+        names = {"AUC", "AUC_deep", "FN", "FP", "TN", "TP"};
         break;
       case TaskKind::kAttribute: {
         names = {"correct"};

@@ -155,7 +155,8 @@ Status EvalFullProtocol(const Dataset& ds, const std::vector<uint32_t>& users,
 //   rating     SE, AE (squared and absolute errors) -> RMSE, MAE; SE_deep -> RMSE_deep (the
 //              deep model's alone, where a neighbourhood model blends in)
 //   like       TP, FP, TN, FN at a threshold chosen on validation, AUC (x examples) -> AUC,
-//              accuracy, precision, recall, F1
+//              accuracy, precision, recall, F1; AUC_deep (the like head's own, where a
+//              neighbourhood model blends in)
 //   attribute  correct, TP#k, FP#k, FN#k per class k -> accuracy, macro-F1
 // Examples: rating and like the rated pairs (Dataset::rated_valid / rated_test), attribute the
 // users of the attribute's validation / test split (Dataset::AttributeSplit).
@@ -181,6 +182,13 @@ inline constexpr double kNeighbourWeights[] = {0.0, 0.1, 0.2, 0.3, 0.4, 0.5,
 inline constexpr size_t kNumNeighbourWeights =
     sizeof(kNeighbourWeights) / sizeof(kNeighbourWeights[0]);
 
+// A neighbourhood model's predicted rating as a like logit: 2 x (rating - (like_threshold -
+// 0.5)), so that half a star past the threshold reads as a logit of 1 (a like task's blend with
+// it weighs (1 - w) x logit + w x this; only the ratio matters to AUC, and the grid of w spans it).
+inline float NeighbourLikeLogit(float rating, float like_threshold) {
+  return 2.0f * (rating - (like_threshold - 0.5f));
+}
+
 // Per like task (index = task; others stay empty), its examples' logits, labelled. Per
 // attribute task with a wide part: the examples' predicted class at every wide weight
 // (this rank's), and the correct ones per weight (summed over ranks to choose the weight).
@@ -204,6 +212,11 @@ struct TaskHistograms {
   std::vector<std::vector<Rated>> rated;
   // [k]: squared error at kNeighbourWeights[k]; [kNumNeighbourWeights]: the examples.
   std::vector<std::array<double, kNumNeighbourWeights + 1>> rated_se;
+  // Per like task, where a neighbourhood model predicts its pairs: the examples' logits blended
+  // with the neighbourhood's rating read as a logit (NeighbourLikeLogit) at every
+  // kNeighbourWeights[k], [k] (empty counts without one; every like task has them, so that
+  // every rank packs the same sizes).
+  std::vector<std::vector<ScoreHistogram>> like_blends;
   TaskHistograms(const Dataset& ds, const std::vector<TaskSpec>& specs);
   std::vector<double> Pack() const;
   void Unpack(const std::vector<double>& packed);
@@ -224,7 +237,9 @@ Status EvalTasks(const Dataset& ds, const std::vector<TaskSpec>& tasks,
 // {"weight": w, "valid_accuracy": {"<w>": accuracy at each weight}}) and this rank's class
 // counts at it. Likewise each rating task with a neighbourhood model: its neighbour weight
 // (least squared error on validation; to `wide_weights`, {"weight": w, "valid_RMSE": {"<w>":
-// RMSE at each weight}}) and this rank's errors at it ("SE_deep" keeps the deep model's alone).
+// RMSE at each weight}}) and this rank's errors at it ("SE_deep" keeps the deep model's alone);
+// and each like task with one: its weight (highest validation AUC; {"weight": w, "valid_AUC":
+// ...}), the threshold and counts read from the blend at it ("AUC_deep": the like head's own).
 void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
                       const TaskHistograms& test_mine, const TaskHistograms& valid_mine,
                       const TaskHistograms& test_all, const TaskHistograms& valid_all,

@@ -582,6 +582,13 @@ StatusOr<json> MergeRunResult(const std::vector<WorkerSummary>& workers, double 
                       name.c_str(), t.value("AUC", 0.0), t.value("accuracy", 0.0),
                       t.value("precision", 0.0), t.value("recall", 0.0), t.value("F1", 0.0),
                       t.value("examples", 0.0));
+        if (b.contains("wide_weights") && b["wide_weights"].contains(name) &&
+            t.contains("AUC_deep")) {
+          *line += buf;
+          std::snprintf(buf, sizeof(buf),
+                        "; the like head alone AUC %.4f, neighbourhood weighted %g",
+                        t.value("AUC_deep", 0.0), b["wide_weights"][name].value("weight", 0.0));
+        }
       }
       *line += buf;
       if (own_best.contains(name) && own_best[name]["epoch"] != b["epoch"]) {
