@@ -623,6 +623,13 @@ bool InAttributeSplit(const Dataset& ds, const Dataset::UserAttribute& a, uint32
   return a.label[u] >= 0 && !ds.train[u].empty() && Dataset::AttributeSplit(u, seed) == split;
 }
 
+// A blend weight as result.json's key ("%g": 0, 0.5, 64).
+std::string WeightKey(double w) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", w);
+  return buf;
+}
+
 void AddClassCounts(TaskMetrics& m, int truth, int predicted) {
   m.Add("correct", truth == predicted ? 1.0 : 0.0);
   if (truth == predicted) {
@@ -819,9 +826,7 @@ void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
       nlohmann::json acc = nlohmann::json::object();
       const double n = std::max(1.0, correct[kNumWideWeights]);
       for (size_t j = 0; j < kNumWideWeights; ++j) {
-        char w[16];
-        std::snprintf(w, sizeof(w), "%g", kWideWeights[j]);
-        acc[w] = correct[j] / n;
+        acc[WeightKey(kWideWeights[j])] = correct[j] / n;
       }
       (*wide_weights)[tasks[t].name] = {{"weight", kWideWeights[k]}, {"valid_accuracy", acc}};
       for (auto [mine, out] : {std::pair{&test_mine, test}, std::pair{&valid_mine, valid}})
@@ -841,9 +846,7 @@ void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
       nlohmann::json rmse = nlohmann::json::object();
       const double n = std::max(1.0, se[kNumNeighbourWeights]);
       for (size_t j = 0; j < kNumNeighbourWeights; ++j) {
-        char w[16];
-        std::snprintf(w, sizeof(w), "%g", kNeighbourWeights[j]);
-        rmse[w] = std::sqrt(se[j] / n);
+        rmse[WeightKey(kNeighbourWeights[j])] = std::sqrt(se[j] / n);
       }
       (*wide_weights)[tasks[t].name] = {{"weight", kNeighbourWeights[k]}, {"valid_RMSE", rmse}};
       for (auto [mine, out] : {std::pair{&test_mine, test}, std::pair{&valid_mine, valid}})
@@ -868,9 +871,7 @@ void AddTaskConfusion(const Dataset& ds, const std::vector<TaskSpec>& tasks,
       double best = -1;
       for (size_t j = 0; j < kNumNeighbourWeights; ++j) {
         const double a = blends[j].Auc();
-        char w[16];
-        std::snprintf(w, sizeof(w), "%g", kNeighbourWeights[j]);
-        auc[w] = a;
+        auc[WeightKey(kNeighbourWeights[j])] = a;
         if (a > best) best = a, k = j;
       }
       (*wide_weights)[tasks[t].name] = {{"weight", kNeighbourWeights[k]}, {"valid_AUC", auc}};
