@@ -1020,6 +1020,19 @@ TEST(InProcessJob, EvaluatingTheBestCheckpointReproducesTheResult) {
   EXPECT_TRUE(result["test"].contains("HR@10_uncalibrated"));
 }
 
+// A blend weight in result.json's `wide_weights` ({"weight": w, by_weight: {"<w>": metric}}):
+// every weight of the grid has its validation metric, and the chosen one's is the best (sign 1:
+// higher is better, -1: lower).
+void ExpectChosenWeightIsBest(const json& entry, const char* by_weight, size_t weights,
+                              double sign) {
+  ASSERT_EQ(entry[by_weight].size(), weights) << entry.dump();
+  char chosen[16];
+  std::snprintf(chosen, sizeof(chosen), "%g", entry.value("weight", -1.0));
+  ASSERT_TRUE(entry[by_weight].contains(chosen)) << entry.dump();
+  for (const auto& [w, v] : entry[by_weight].items())
+    EXPECT_LE(sign * v.get<double>(), sign * entry[by_weight][chosen].get<double>()) << w;
+}
+
 // Retrieval, rating, like and gender prediction on one backbone, on MovieLens-style data where
 // gender decides the genre a user watches and rates high: every task beats its baseline by a
 // set margin, every task is reported, and `m6rec eval` of the best checkpoint reproduces them.
@@ -1074,16 +1087,9 @@ train:
       << line;
   ASSERT_TRUE(result.contains("wide_weights") && result["wide_weights"].contains("rating"))
       << result.dump();
-  {
-    const json& rw = result["wide_weights"]["rating"];
-    ASSERT_EQ(rw["valid_RMSE"].size(), kNumNeighbourWeights) << rw.dump();
-    char chosen[16];
-    std::snprintf(chosen, sizeof(chosen), "%g", rw.value("weight", -1.0));
-    ASSERT_TRUE(rw["valid_RMSE"].contains(chosen)) << rw.dump();
-    for (const auto& [w, rmse] : rw["valid_RMSE"].items())
-      EXPECT_GE(rmse.get<double>(), rw["valid_RMSE"][chosen].get<double>()) << w;
-    EXPECT_NE(line.find("neighbourhood weighted"), std::string::npos) << line;
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectChosenWeightIsBest(result["wide_weights"]["rating"], "valid_RMSE",
+                                                   kNumNeighbourWeights, -1));
+  EXPECT_NE(line.find("neighbourhood weighted"), std::string::npos) << line;
   // The like task's blend with the neighbourhood, likewise chosen (on validation AUC).
   ASSERT_TRUE(result["wide_weights"].contains("like")) << result.dump();
   EXPECT_EQ(result["wide_weights"]["like"]["valid_AUC"].size(), kNumNeighbourWeights);
@@ -1095,12 +1101,7 @@ train:
   ASSERT_TRUE(result.contains("wide_weights")) << result.dump();
   const json& ww = result["wide_weights"]["gender"];
   EXPECT_GE(ww.value("weight", -1.0), 0.0) << result.dump();
-  ASSERT_EQ(ww["valid_accuracy"].size(), kNumWideWeights) << result.dump();
-  char chosen[16];
-  std::snprintf(chosen, sizeof(chosen), "%g", ww.value("weight", -1.0));
-  ASSERT_TRUE(ww["valid_accuracy"].contains(chosen)) << result.dump();
-  for (const auto& [w, acc] : ww["valid_accuracy"].items())
-    EXPECT_LE(acc.get<double>(), ww["valid_accuracy"][chosen].get<double>()) << w;
+  ASSERT_NO_FATAL_FAILURE(ExpectChosenWeightIsBest(ww, "valid_accuracy", kNumWideWeights, 1));
   const json& g = t["tasks"]["gender"];
   EXPECT_GT(g["examples"].get<int>(), 20);
   EXPECT_GT(g["accuracy"].get<double>(), base["tasks"]["gender"]["accuracy"].get<double>() + 0.2)
